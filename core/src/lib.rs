@@ -1,0 +1,29 @@
+//! # kakeya-core
+//!
+//! All domain logic of Kakeya Edge's verify path, with no I/O and no async, so that the very same
+//! code runs inside the Envoy filter (`wasm32-wasip1`), in a browser (`wasm32-unknown-unknown`) and
+//! in the control plane. Read it top to bottom in this order:
+//!
+//! 1. [`pcs`]: the PCS v0.1 wire type and its parser (typed errors, exact key names).
+//! 2. [`ids`]: `pcs_id` derivation and the producer's Merkle root.
+//! 3. [`numfmt`]: the number and string spellings the wire formats depend on (Python `repr`,
+//!    Go's JSON floats, `round9`).
+//! 4. [`canonical`]: the canonical signing payload (spec §3.2).
+//! 5. [`signature`]: HMAC-SHA256 and Ed25519 verifiers and the per-tenant keyring.
+//! 6. [`dimension`]: the Theil–Sen recomputation of D̂.
+//! 7. [`verify`]: the ordered verification checks and the `VerifyResult` they produce.
+//! 8. [`gate_config`]: the gate filter's configuration, shared by its writer and its reader.
+
+pub mod canonical;
+pub mod dimension;
+pub mod gate_config;
+pub mod ids;
+pub mod numfmt;
+pub mod pcs;
+pub mod signature;
+pub mod verify;
+
+pub use pcs::{parse, ParseError, Pcs};
+pub use gate_config::{Gate, GateConfig, GateConfigError, SUBMIT_PATH};
+pub use signature::{Keyring, KeyringConfig, SignatureError, Verifier, VerifierConfig};
+pub use verify::{verify, Outcome, VerifyParams, VerifyResult};
