@@ -44,8 +44,14 @@ pub fn signing_payload(pcs: &Pcs) -> String {
 pub fn payload_of(f: &SignedFields<'_>) -> String {
     let float = |x: f64| py_repr(round9_py(x));
     let mut out = String::with_capacity(256);
-    let _ = write!(out, "{{\"D_hat\":{},\"budget\":{},\"coh_star\":{},\"epoch\":{},\"merkle_root\":",
-        float(f.d_hat), float(f.budget), float(f.coh_star), f.epoch);
+    let _ = write!(
+        out,
+        "{{\"D_hat\":{},\"budget\":{},\"coh_star\":{},\"epoch\":{},\"merkle_root\":",
+        float(f.d_hat),
+        float(f.budget),
+        float(f.coh_star),
+        f.epoch
+    );
     write_json_string(&mut out, f.merkle_root, JsonEscape::PythonAscii);
     out.push_str(",\"pcs_id\":");
     write_json_string(&mut out, f.pcs_id, JsonEscape::PythonAscii);
@@ -72,11 +78,17 @@ mod tests {
              \"pcs_id\":\"c50bb25a7aff94164147b73c846f0e5e10890d75df204875ca70c448f52c6edf\",\
              \"r\":0.318421053,\"shard_id\":\"test-shard-001\"}"
         );
-        assert_eq!(sha256_hex(payload.as_bytes()), "0d93c78c52abc092e8add45b35ea22ea0b84b53e502bcfe5427dbce52d780008");
+        assert_eq!(
+            sha256_hex(payload.as_bytes()),
+            "0d93c78c52abc092e8add45b35ea22ea0b84b53e502bcfe5427dbce52d780008"
+        );
         let p2 = parse(include_bytes!("../tests/data/pcs_tiny_case_2.json")).unwrap();
         let payload2 = signing_payload(&p2);
         assert!(payload2.starts_with("{\"D_hat\":1.0,\"budget\":0.349073359,\"coh_star\":0.2,"));
-        assert_eq!(sha256_hex(payload2.as_bytes()), "18d1c25612e705e714d739fbf91345681d0960247a3458df4cbb0ffb5784c176");
+        assert_eq!(
+            sha256_hex(payload2.as_bytes()),
+            "18d1c25612e705e714d739fbf91345681d0960247a3458df4cbb0ffb5784c176"
+        );
     }
 
     #[test]

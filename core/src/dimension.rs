@@ -31,7 +31,9 @@ pub fn recompute_d_hat(scales: &[i64], n_j: &BTreeMap<String, i64>) -> Result<f6
         if s < 1 {
             return Err(DimensionError::ScaleBelowOne(s));
         }
-        let n = *n_j.get(&s.to_string()).ok_or(DimensionError::MissingCount(s))?;
+        let n = *n_j
+            .get(&s.to_string())
+            .ok_or(DimensionError::MissingCount(s))?;
         if n <= 0 {
             return Err(DimensionError::NonPositiveCount(s));
         }
@@ -81,13 +83,31 @@ mod tests {
         assert_eq!(d(&[2, 4, 8, 16], &[4, 16, 64, 256]), Ok(2.0));
         assert_eq!(d(&[1, 2, 4, 8], &[1, 8, 64, 512]), Ok(3.0));
         assert_eq!(d(&[2, 4, 8, 16], &[40, 20, 10, 5]), Ok(-0.999999999));
-        assert_eq!(recompute_d_hat(&[2, 2, 4], &nj(&[(2, 3), (4, 5)])), Ok(0.736965594));
-        assert_eq!(recompute_d_hat(&[2, 4, 8], &nj(&[(2, 3), (4, 6)])), Err(DimensionError::MissingCount(8)));
-        assert_eq!(d(&[2, 4], &[0, 5]), Err(DimensionError::NonPositiveCount(2)));
+        assert_eq!(
+            recompute_d_hat(&[2, 2, 4], &nj(&[(2, 3), (4, 5)])),
+            Ok(0.736965594)
+        );
+        assert_eq!(
+            recompute_d_hat(&[2, 4, 8], &nj(&[(2, 3), (4, 6)])),
+            Err(DimensionError::MissingCount(8))
+        );
+        assert_eq!(
+            d(&[2, 4], &[0, 5]),
+            Err(DimensionError::NonPositiveCount(2))
+        );
         assert_eq!(d(&[2], &[3]), Err(DimensionError::TooFewScales));
-        assert_eq!(recompute_d_hat(&[2, 2], &nj(&[(2, 3)])), Err(DimensionError::NoSlopes));
-        assert_eq!(d(&[0, 2, 4], &[1, 3, 5]), Err(DimensionError::ScaleBelowOne(0)));
-        assert_eq!(d(&[-2, 2, 4], &[1, 3, 5]), Err(DimensionError::ScaleBelowOne(-2)));
+        assert_eq!(
+            recompute_d_hat(&[2, 2], &nj(&[(2, 3)])),
+            Err(DimensionError::NoSlopes)
+        );
+        assert_eq!(
+            d(&[0, 2, 4], &[1, 3, 5]),
+            Err(DimensionError::ScaleBelowOne(0))
+        );
+        assert_eq!(
+            d(&[-2, 2, 4], &[1, 3, 5]),
+            Err(DimensionError::ScaleBelowOne(-2))
+        );
     }
 
     #[test]

@@ -38,12 +38,16 @@ pub struct Gate {
 
 impl Gate {
     pub fn from_json(bytes: &[u8]) -> Result<Self, GateConfigError> {
-        let cfg: GateConfig = serde_json::from_slice(bytes).map_err(|e| GateConfigError::Json(e.to_string()))?;
+        let cfg: GateConfig =
+            serde_json::from_slice(bytes).map_err(|e| GateConfigError::Json(e.to_string()))?;
         Self::from_config(&cfg)
     }
 
     pub fn from_config(cfg: &GateConfig) -> Result<Self, GateConfigError> {
         cfg.verify.validate().map_err(GateConfigError::Verify)?;
-        Ok(Gate { keyring: Keyring::from_config(&cfg.keyring)?, verify: cfg.verify })
+        Ok(Gate {
+            keyring: Keyring::from_config(&cfg.keyring)?,
+            verify: cfg.verify,
+        })
     }
 }

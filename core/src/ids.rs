@@ -61,9 +61,18 @@ mod tests {
 
     #[test]
     fn merkle_vectors() {
-        assert_eq!(merkle_root(b"a", 1), "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb");
-        assert_eq!(merkle_root(b"ab", 1), "62af5c3cb8da3e4f25061e829ebeea5c7513c54949115b1acc225930a90154da");
-        assert_eq!(merkle_root(b"abc", 1), "0bdf27bf7ec894ca7cadfe491ec1a3ece840f117989e8c5e9bd7086467bf6c38");
+        assert_eq!(
+            merkle_root(b"a", 1),
+            "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
+        );
+        assert_eq!(
+            merkle_root(b"ab", 1),
+            "62af5c3cb8da3e4f25061e829ebeea5c7513c54949115b1acc225930a90154da"
+        );
+        assert_eq!(
+            merkle_root(b"abc", 1),
+            "0bdf27bf7ec894ca7cadfe491ec1a3ece840f117989e8c5e9bd7086467bf6c38"
+        );
         assert_eq!(merkle_root(b"", 64), "0".repeat(64));
     }
 }

@@ -23,7 +23,7 @@ pub mod pcs;
 pub mod signature;
 pub mod verify;
 
-pub use pcs::{parse, ParseError, Pcs};
 pub use gate_config::{Gate, GateConfig, GateConfigError, SUBMIT_PATH};
+pub use pcs::{parse, ParseError, Pcs};
 pub use signature::{Keyring, KeyringConfig, SignatureError, Verifier, VerifierConfig};
 pub use verify::{verify, Outcome, VerifyParams, VerifyResult};

@@ -49,7 +49,11 @@ pub fn py_repr(x: f64) -> String {
         }
     } else {
         let (first, rest) = d.split_at(1);
-        let frac = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+        let frac = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
         let esign = if exp < 0 { '-' } else { '+' };
         format!("{first}{frac}e{esign}{:02}", exp.abs())
     };
@@ -85,7 +89,11 @@ pub fn round9_py(x: f64) -> f64 {
     }
     let keep = int_digits + 9; // digits of `d` that survive
     let bytes = d.as_bytes();
-    let mut kept: Vec<u8> = if keep > 0 { bytes[..keep as usize].to_vec() } else { Vec::new() };
+    let mut kept: Vec<u8> = if keep > 0 {
+        bytes[..keep as usize].to_vec()
+    } else {
+        Vec::new()
+    };
     let round_up = keep >= 0 && bytes.get(keep as usize).is_some_and(|b| *b >= b'5');
     if round_up {
         // Add one in the last kept position, carrying to the left.

@@ -170,6 +170,9 @@ mod tests {
     fn error_codes() {
         assert_eq!(parse(b"").unwrap_err().code(), "empty_body");
         assert_eq!(parse(b"{").unwrap_err().code(), "invalid_json");
-        assert_eq!(parse(br#"{"sent_at":"yesterday"}"#).unwrap_err().code(), "invalid_sent_at");
+        assert_eq!(
+            parse(br#"{"sent_at":"yesterday"}"#).unwrap_err().code(),
+            "invalid_sent_at"
+        );
     }
 }

@@ -82,8 +82,13 @@ pub enum SignatureError {
 #[derive(Clone)]
 enum Kind {
     None,
-    Hmac { keys: Vec<Vec<u8>>, legacy_prehash: bool },
-    Ed25519 { keys: Vec<VerifyingKey> },
+    Hmac {
+        keys: Vec<Vec<u8>>,
+        legacy_prehash: bool,
+    },
+    Ed25519 {
+        keys: Vec<VerifyingKey>,
+    },
 }
 
 /// A ready-to-use signature checker.
@@ -129,8 +134,11 @@ impl Verifier {
                     .iter()
                     .enumerate()
                     .map(|(i, k)| {
-                        let raw = STANDARD.decode(k.trim()).map_err(|_| KeyError::BadEd25519Key(i))?;
-                        let arr: [u8; 32] = raw.try_into().map_err(|_| KeyError::BadEd25519Key(i))?;
+                        let raw = STANDARD
+                            .decode(k.trim())
+                            .map_err(|_| KeyError::BadEd25519Key(i))?;
+                        let arr: [u8; 32] =
+                            raw.try_into().map_err(|_| KeyError::BadEd25519Key(i))?;
                         VerifyingKey::from_bytes(&arr).map_err(|_| KeyError::BadEd25519Key(i))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
@@ -158,7 +166,10 @@ impl Verifier {
         let sig = decode_sig(sig_b64)?;
         match &self.kind {
             Kind::None => Ok(()),
-            Kind::Hmac { keys, legacy_prehash } => {
+            Kind::Hmac {
+                keys,
+                legacy_prehash,
+            } => {
                 let digest = Sha256::digest(payload);
                 for key in keys {
                     if hmac_matches(key, payload, &sig) {
@@ -171,7 +182,10 @@ impl Verifier {
                 Err(SignatureError::Mismatch)
             }
             Kind::Ed25519 { keys } => {
-                let sig: [u8; 64] = sig.as_slice().try_into().map_err(|_| SignatureError::Mismatch)?;
+                let sig: [u8; 64] = sig
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| SignatureError::Mismatch)?;
                 let sig = Signature::from_bytes(&sig);
                 let digest = Sha256::digest(payload);
                 if keys.iter().any(|k| k.verify(&digest, &sig).is_ok()) {
@@ -199,8 +213,13 @@ fn decode_sig(sig_b64: &str) -> Result<Vec<u8>, SignatureError> {
     if sig_b64.is_empty() {
         return Err(SignatureError::Missing);
     }
-    let cleaned: String = sig_b64.chars().filter(|c| *c != '\r' && *c != '\n').collect();
-    STANDARD.decode(cleaned).map_err(|_| SignatureError::Encoding)
+    let cleaned: String = sig_b64
+        .chars()
+        .filter(|c| *c != '\r' && *c != '\n')
+        .collect();
+    STANDARD
+        .decode(cleaned)
+        .map_err(|_| SignatureError::Encoding)
 }
 
 /// HMAC-SHA256 signature of `payload` (standard base64), as the reference agent makes it.
@@ -266,7 +285,11 @@ impl Keyring {
                     .map_err(|e| KeyError::Tenant(id.clone(), Box::new(e)))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Keyring { multi_tenant: cfg.multi_tenant, global, tenants })
+        Ok(Keyring {
+            multi_tenant: cfg.multi_tenant,
+            global,
+            tenants,
+        })
     }
 
     pub fn multi_tenant(&self) -> bool {
@@ -297,8 +320,8 @@ mod tests {
     const G1: &[u8] = include_bytes!("../tests/data/pcs_tiny_case_1.json");
     const G2: &[u8] = include_bytes!("../tests/data/pcs_tiny_case_2.json");
     const SEED: [u8; 32] = [
-        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28,
-        29, 30, 31,
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+        25, 26, 27, 28, 29, 30, 31,
     ];
 
     fn hmac(keys: &[&str], legacy: bool) -> Verifier {
@@ -316,24 +339,38 @@ mod tests {
         for g in [G1, G2] {
             let p = parse(g).unwrap();
             v.verify(&p).unwrap();
-            assert_eq!(sign_hmac(signing_payload(&p).as_bytes(), b"testsecret"), p.sig);
+            assert_eq!(
+                sign_hmac(signing_payload(&p).as_bytes(), b"testsecret"),
+                p.sig
+            );
         }
-        assert_eq!(hmac(&["wrong"], false).verify(&parse(G1).unwrap()), Err(SignatureError::Mismatch));
+        assert_eq!(
+            hmac(&["wrong"], false).verify(&parse(G1).unwrap()),
+            Err(SignatureError::Mismatch)
+        );
         // rotation: any key of the list passes
-        hmac(&["old", "testsecret"], false).verify(&parse(G1).unwrap()).unwrap();
+        hmac(&["old", "testsecret"], false)
+            .verify(&parse(G1).unwrap())
+            .unwrap();
     }
 
     #[test]
     fn legacy_prehash_only_when_configured() {
         let mut p = parse(G1).unwrap();
         p.sig = "ie8rdnp+3qXnlMVyHmSdjFT3Unk6sZmoVxun71x2/X4=".into(); // spec §12.1
-        assert_eq!(hmac(&["testsecret"], false).verify(&p), Err(SignatureError::Mismatch));
+        assert_eq!(
+            hmac(&["testsecret"], false).verify(&p),
+            Err(SignatureError::Mismatch)
+        );
         hmac(&["testsecret"], true).verify(&p).unwrap();
     }
 
     #[test]
     fn ed25519_vectors() {
-        assert_eq!(ed25519_public_b64(&SEED), "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=");
+        assert_eq!(
+            ed25519_public_b64(&SEED),
+            "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="
+        );
         let v = Verifier::from_config(&VerifierConfig {
             alg: SigAlg::Ed25519,
             keys: vec!["A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=".into()],
@@ -350,7 +387,10 @@ mod tests {
         p2.sig = sigs[1].into();
         v.verify(&p1).unwrap();
         v.verify(&p2).unwrap();
-        assert_eq!(sign_ed25519(signing_payload(&p1).as_bytes(), &SEED), sigs[0]);
+        assert_eq!(
+            sign_ed25519(signing_payload(&p1).as_bytes(), &SEED),
+            sigs[0]
+        );
         p1.sig = sigs[1].into();
         assert_eq!(v.verify(&p1), Err(SignatureError::Mismatch));
     }
@@ -371,7 +411,10 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        assert_eq!("rsa".parse::<SigAlg>(), Err(KeyError::UnknownAlg("rsa".into())));
+        assert_eq!(
+            "rsa".parse::<SigAlg>(),
+            Err(KeyError::UnknownAlg("rsa".into()))
+        );
         let bad = |alg, keys: &[&str]| {
             Verifier::from_config(&VerifierConfig {
                 alg,
@@ -392,14 +435,22 @@ mod tests {
             global: VerifierConfig::default(),
             tenants: [(
                 "acme".to_string(),
-                VerifierConfig { alg: SigAlg::Hmac, keys: vec!["testsecret".into()], legacy_prehash: false },
+                VerifierConfig {
+                    alg: SigAlg::Hmac,
+                    keys: vec!["testsecret".into()],
+                    legacy_prehash: false,
+                },
             )]
             .into(),
         };
         let ring = Keyring::from_config(&cfg).unwrap();
         assert!(ring.verifier_for("acme").is_ok());
         assert_eq!(ring.verifier_for("default").unwrap_err(), UnknownTenant);
-        let single = Keyring::from_config(&KeyringConfig { multi_tenant: false, ..cfg }).unwrap();
+        let single = Keyring::from_config(&KeyringConfig {
+            multi_tenant: false,
+            ..cfg
+        })
+        .unwrap();
         assert!(single.verifier_for("anyone").unwrap().is_none());
     }
 }

@@ -77,7 +77,11 @@ impl VerifyParams {
                 return Err(format!("{name} must be a finite number"));
             }
         }
-        for (name, v) in [("tol_D", self.tol_d), ("tol_coh", self.tol_coh), ("budget_tol", self.budget_tol)] {
+        for (name, v) in [
+            ("tol_D", self.tol_d),
+            ("tol_coh", self.tol_coh),
+            ("budget_tol", self.budget_tol),
+        ] {
             if v < 0.0 {
                 return Err(format!("{name} must not be negative"));
             }
@@ -90,7 +94,11 @@ impl VerifyParams {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct VerifyResult {
     pub accepted: bool,
-    #[serde(rename = "recomputed_D_hat", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "recomputed_D_hat",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub recomputed_d_hat: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recomputed_budget: Option<f64>,
@@ -113,7 +121,11 @@ impl VerifyResult {
     /// Pure ASCII, so it can also travel in an HTTP header.
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(160);
-        out.push_str(if self.accepted { "{\"accepted\":true" } else { "{\"accepted\":false" });
+        out.push_str(if self.accepted {
+            "{\"accepted\":true"
+        } else {
+            "{\"accepted\":false"
+        });
         if let Some(d) = self.recomputed_d_hat {
             out.push_str(",\"recomputed_D_hat\":");
             out.push_str(&go_json_float(d));
@@ -126,7 +138,11 @@ impl VerifyResult {
             out.push_str(",\"reason\":");
             write_json_string(&mut out, r, JsonEscape::GoHtmlAscii);
         }
-        out.push_str(if self.escalated { ",\"escalated\":true}" } else { ",\"escalated\":false}" });
+        out.push_str(if self.escalated {
+            ",\"escalated\":true}"
+        } else {
+            ",\"escalated\":false}"
+        });
         out
     }
 }
@@ -192,7 +208,8 @@ fn structure_error(p: &Pcs) -> Option<String> {
 
 /// Runs the checks of spec §4 in order.
 pub fn verify(p: &Pcs, params: &VerifyParams) -> Outcome {
-    let cacheable = !p.pcs_id.is_empty() && p.pcs_id == derive_pcs_id(&p.merkle_root, p.epoch, &p.shard_id);
+    let cacheable =
+        !p.pcs_id.is_empty() && p.pcs_id == derive_pcs_id(&p.merkle_root, p.epoch, &p.shard_id);
     let escalate = |accepted, d_hat, budget, reason: String| Outcome {
         result: VerifyResult {
             accepted,
@@ -209,7 +226,14 @@ pub fn verify(p: &Pcs, params: &VerifyParams) -> Outcome {
     }
     let d_rec = match recompute_d_hat(&p.scales, &p.n_j) {
         Ok(d) => d,
-        Err(e) => return escalate(false, None, None, format!("D_hat recomputation failed: {e}")),
+        Err(e) => {
+            return escalate(
+                false,
+                None,
+                None,
+                format!("D_hat recomputation failed: {e}"),
+            )
+        }
     };
     let diff = (p.d_hat - d_rec).abs();
     if diff > params.tol_d || diff.is_nan() {
@@ -229,11 +253,19 @@ pub fn verify(p: &Pcs, params: &VerifyParams) -> Outcome {
             false,
             Some(d_rec),
             None,
-            format!("coh_star out of bounds: {:.4} not in [0, {:.4}]", p.coh_star, coh_max),
+            format!(
+                "coh_star out of bounds: {:.4} not in [0, {:.4}]",
+                p.coh_star, coh_max
+            ),
         );
     }
     if params.strict_r && !(0.0..=1.0).contains(&p.r) {
-        return escalate(false, Some(d_rec), None, format!("r out of bounds: {:.4} not in [0, 1]", p.r));
+        return escalate(
+            false,
+            Some(d_rec),
+            None,
+            format!("r out of bounds: {:.4} not in [0, 1]", p.r),
+        );
     }
     let b_rec = budget(p.d_hat, p.coh_star, p.r, params);
     let expected = classify_regime(p.d_hat, p.coh_star, params);
@@ -251,7 +283,10 @@ pub fn verify(p: &Pcs, params: &VerifyParams) -> Outcome {
             true,
             Some(d_rec),
             Some(b_rec),
-            format!("budget deviation: claimed={:.4}, recomputed={:.4}", p.budget, b_rec),
+            format!(
+                "budget deviation: claimed={:.4}, recomputed={:.4}",
+                p.budget, b_rec
+            ),
         );
     }
     Outcome {

@@ -1,6 +1,8 @@
 //! The verify-path test vectors of spec §12 (golden PCS, budget/regime, end-to-end outcomes),
 //! plus property tests of the invariants the gate relies on.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use kakeya_core::canonical::signing_payload;
 use kakeya_core::ids::derive_pcs_id;
 use kakeya_core::signature::{sign_hmac, SigAlg};
@@ -12,12 +14,24 @@ const G1: &[u8] = include_bytes!("data/pcs_tiny_case_1.json");
 const G2: &[u8] = include_bytes!("data/pcs_tiny_case_2.json");
 
 fn hmac_verifier() -> Verifier {
-    Verifier::from_config(&VerifierConfig { alg: SigAlg::Hmac, keys: vec!["testsecret".into()], legacy_prehash: false })
-        .unwrap()
+    Verifier::from_config(&VerifierConfig {
+        alg: SigAlg::Hmac,
+        keys: vec!["testsecret".into()],
+        legacy_prehash: false,
+    })
+    .unwrap()
 }
 
 /// A PCS with a correct pcs_id for the given signals.
-fn pcs(scales: &[i64], counts: &[i64], d_hat: f64, coh: f64, r: f64, regime: &str, budget: f64) -> Pcs {
+fn pcs(
+    scales: &[i64],
+    counts: &[i64],
+    d_hat: f64,
+    coh: f64,
+    r: f64,
+    regime: &str,
+    budget: f64,
+) -> Pcs {
     let mut p = Pcs {
         schema: "fractal-lba-kakeya".into(),
         version: "0.1".into(),
@@ -25,7 +39,11 @@ fn pcs(scales: &[i64], counts: &[i64], d_hat: f64, coh: f64, r: f64, regime: &st
         epoch: 1,
         merkle_root: "abc123".into(),
         scales: scales.to_vec(),
-        n_j: scales.iter().zip(counts).map(|(s, n)| (s.to_string(), *n)).collect(),
+        n_j: scales
+            .iter()
+            .zip(counts)
+            .map(|(s, n)| (s.to_string(), *n))
+            .collect(),
         d_hat,
         coh_star: coh,
         r,
@@ -91,7 +109,10 @@ fn end_to_end_outcomes() {
         run(&unit),
         (202, r#"{"accepted":true,"recomputed_D_hat":0.79248125,"recomputed_budget":0.4,"reason":"budget deviation: claimed=0.3500, recomputed=0.4000","escalated":true}"#.into())
     );
-    let ok = Pcs { budget: 0.40, ..unit.clone() };
+    let ok = Pcs {
+        budget: 0.40,
+        ..unit.clone()
+    };
     assert_eq!(run(&ok), (200, r#"{"accepted":true,"recomputed_D_hat":0.79248125,"recomputed_budget":0.4,"escalated":false}"#.into()));
 
     let five = [2, 4, 8, 16, 32];
@@ -101,7 +122,11 @@ fn end_to_end_outcomes() {
     openapi.pcs_id = "a7b3c8d9e0f1234567890abcdef12345".into();
     let out = verify(&openapi, &p);
     assert!(!out.cacheable, "a wrong pcs_id must never be cached");
-    assert!(out.result.reason.unwrap().starts_with("validation failed: pcs_id mismatch: expected "));
+    assert!(out
+        .result
+        .reason
+        .unwrap()
+        .starts_with("validation failed: pcs_id mismatch: expected "));
     openapi.pcs_id = derive_pcs_id(&openapi.merkle_root, 1, "shard-001");
     let out = verify(&openapi, &p).result;
     assert_eq!(out.recomputed_d_hat, Some(0.866733469));
@@ -114,16 +139,51 @@ fn end_to_end_outcomes() {
     let claude = pcs(&five, &counts, 1.41, 0.73, 0.87, "sticky", 0.42);
     let o = verify(&claude, &p).result;
     assert!(!o.accepted && o.reason.unwrap().contains("diff=0.5433 > tol=0.1500"));
-    let o = verify(&Pcs { d_hat: 0.857, ..claude.clone() }, &p).result;
-    assert_eq!((o.accepted, o.reason.as_deref()), (true, Some("budget deviation: claimed=0.4200, recomputed=0.2850")));
-    let good = Pcs { d_hat: 0.857, budget: 0.285, ..claude.clone() };
+    let o = verify(
+        &Pcs {
+            d_hat: 0.857,
+            ..claude.clone()
+        },
+        &p,
+    )
+    .result;
+    assert_eq!(
+        (o.accepted, o.reason.as_deref()),
+        (
+            true,
+            Some("budget deviation: claimed=0.4200, recomputed=0.2850")
+        )
+    );
+    let good = Pcs {
+        d_hat: 0.857,
+        budget: 0.285,
+        ..claude.clone()
+    };
     assert_eq!(
         run(&good),
         (200, r#"{"accepted":true,"recomputed_D_hat":0.866733469,"recomputed_budget":0.285,"escalated":false}"#.into())
     );
-    let o = verify(&Pcs { coh_star: 1.06, ..good.clone() }, &p).result;
-    assert_eq!(o.reason.as_deref(), Some("coh_star out of bounds: 1.0600 not in [0, 1.0500]"));
-    assert_eq!(run(&Pcs { coh_star: 1.05, budget: 0.349, ..good.clone() }).0, 200);
+    let o = verify(
+        &Pcs {
+            coh_star: 1.06,
+            ..good.clone()
+        },
+        &p,
+    )
+    .result;
+    assert_eq!(
+        o.reason.as_deref(),
+        Some("coh_star out of bounds: 1.0600 not in [0, 1.0500]")
+    );
+    assert_eq!(
+        run(&Pcs {
+            coh_star: 1.05,
+            budget: 0.349,
+            ..good.clone()
+        })
+        .0,
+        200
+    );
 }
 
 #[test]
@@ -131,28 +191,77 @@ fn order_of_checks_and_reasons() {
     let p = VerifyParams::default();
     let base = pcs(&[2, 4, 8], &[3, 5, 9], 0.79, 0.75, 0.50, "sticky", 0.4);
     let reason = |x: Pcs| verify(&x, &p).result.reason.unwrap_or_default();
-    assert_eq!(reason(Pcs { pcs_id: String::new(), ..base.clone() }), "validation failed: pcs_id is required");
     assert_eq!(
-        reason(Pcs { schema: "x".into(), ..base.clone() }),
+        reason(Pcs {
+            pcs_id: String::new(),
+            ..base.clone()
+        }),
+        "validation failed: pcs_id is required"
+    );
+    assert_eq!(
+        reason(Pcs {
+            schema: "x".into(),
+            ..base.clone()
+        }),
         "validation failed: invalid schema: expected fractal-lba-kakeya, got x"
     );
-    assert_eq!(reason(Pcs { scales: vec![], ..base.clone() }), "validation failed: scales cannot be empty");
-    assert_eq!(reason(Pcs { epoch: -1, ..base.clone() }), "validation failed: epoch must be non-negative");
     assert_eq!(
-        reason(Pcs { scales: vec![0, 2, 4], ..base.clone() }),
+        reason(Pcs {
+            scales: vec![],
+            ..base.clone()
+        }),
+        "validation failed: scales cannot be empty"
+    );
+    assert_eq!(
+        reason(Pcs {
+            epoch: -1,
+            ..base.clone()
+        }),
+        "validation failed: epoch must be non-negative"
+    );
+    assert_eq!(
+        reason(Pcs {
+            scales: vec![0, 2, 4],
+            ..base.clone()
+        }),
         "D_hat recomputation failed: scale must be at least 1, got 0"
     );
     assert_eq!(
-        reason(Pcs { regime: "mixed".into(), ..base.clone() }),
+        reason(Pcs {
+            regime: "mixed".into(),
+            ..base.clone()
+        }),
         "regime mismatch: claimed=mixed, expected=sticky"
     );
     // exactly at the tolerance passes (strictly greater fires)
-    assert_eq!(verify(&Pcs { d_hat: 0.79248125 + 0.15 - 1e-12, budget: 0.4, ..base.clone() }, &p).result.reason, None);
+    assert_eq!(
+        verify(
+            &Pcs {
+                d_hat: 0.79248125 + 0.15 - 1e-12,
+                budget: 0.4,
+                ..base.clone()
+            },
+            &p
+        )
+        .result
+        .reason,
+        None
+    );
     // strict r is opt-in
-    let wild_r = Pcs { r: 1.5, budget: budget(0.79, 0.75, 1.5, &p), ..base.clone() };
+    let wild_r = Pcs {
+        r: 1.5,
+        budget: budget(0.79, 0.75, 1.5, &p),
+        ..base.clone()
+    };
     assert_eq!(verify(&wild_r, &p).result.status(), 200);
-    let strict = VerifyParams { strict_r: true, ..p };
-    assert_eq!(verify(&wild_r, &strict).result.reason.as_deref(), Some("r out of bounds: 1.5000 not in [0, 1]"));
+    let strict = VerifyParams {
+        strict_r: true,
+        ..p
+    };
+    assert_eq!(
+        verify(&wild_r, &strict).result.reason.as_deref(),
+        Some("r out of bounds: 1.5000 not in [0, 1]")
+    );
 }
 
 #[test]

@@ -1,0 +1,146 @@
+//! `POST /v1/pcs/submit` on the ingest listener.
+
+use super::IngestState;
+use crate::error::{ApiError, ErrorBody};
+use crate::wal::WalRecord;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::time::Instant;
+
+pub const H_TENANT: &str = "x-kakeya-tenant";
+pub const H_RESULT: &str = "x-kakeya-result";
+pub const H_CACHEABLE: &str = "x-kakeya-cacheable";
+pub const H_VERIFY_NS: &str = "x-kakeya-verify-ns";
+pub const H_DEDUP: &str = "x-kakeya-dedup";
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match h.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| ApiError::NotFromGate(format!("{name} is not ASCII"))),
+    }
+}
+
+/// Records a submission the gate has verified and answers with the (possibly deduplicated)
+/// verdict.
+#[utoipa::path(
+    post,
+    path = "/v1/pcs/submit",
+    tag = "ingest",
+    request_body(content = String, content_type = "application/json", description = "The original PCS body"),
+    params(
+        ("x-kakeya-tenant" = Option<String>, Header, description = "Tenant (default `default`), set by the gate"),
+        ("x-kakeya-result" = String, Header, description = "Compact VerifyResult JSON, set by the gate"),
+        ("x-kakeya-cacheable" = Option<String>, Header, description = "`true`/`false`: may the result be stored in dedup"),
+        ("x-kakeya-verify-ns" = Option<u64>, Header, description = "In-filter verify time in ns"),
+    ),
+    responses(
+        (status = 200, description = "Accepted and not escalated (VerifyResult JSON); header x-kakeya-dedup: hit|miss"),
+        (status = 202, description = "Rejected or escalated (VerifyResult JSON)"),
+        (status = 400, body = ErrorBody, description = "not_from_gate / invalid_json"),
+        (status = 413, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "wal_unavailable / store_unavailable; Retry-After: 1"),
+    )
+)]
+pub async fn submit(
+    State(st): State<IngestState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let tenant = match header(&headers, H_TENANT) {
+        Ok(t) => t
+            .unwrap_or(kakeya_core::signature::DEFAULT_TENANT)
+            .to_string(),
+        Err(e) => return Err(e),
+    };
+    if tenant.is_empty() || tenant.len() > 256 {
+        return Err(ApiError::NotFromGate(format!(
+            "{H_TENANT} must be 1..=256 characters"
+        )));
+    }
+    st.metrics
+        .ingest_total
+        .with_label_values(&[tenant.as_str()])
+        .inc();
+    let res = handle(&st, tenant.clone(), &headers, body).await;
+    st.metrics
+        .ingest_duration_seconds
+        .with_label_values(&[tenant.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    res
+}
+
+async fn handle(
+    st: &IngestState,
+    tenant: String,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest(format!("cannot read body: {e}"))
+        }
+    })?;
+    let result = header(headers, H_RESULT)?
+        .ok_or_else(|| {
+            ApiError::NotFromGate(format!(
+                "missing {H_RESULT}: requests must come through the gate"
+            ))
+        })?
+        .to_string();
+    let cacheable = match header(headers, H_CACHEABLE)? {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::NotFromGate(format!(
+                "{H_CACHEABLE} must be true or false, got {other:?}"
+            )))
+        }
+    };
+    let verify_ns = header(headers, H_VERIFY_NS)?.and_then(|v| v.trim().parse::<u64>().ok());
+    // Same checks the apply path makes, before anything is written.
+    if let Err(e) = serde_json::from_str::<kakeya_core::VerifyResult>(&result) {
+        return Err(ApiError::NotFromGate(format!(
+            "{H_RESULT} is not a VerifyResult: {e}"
+        )));
+    }
+    if let Err(e) = kakeya_core::parse(&body) {
+        return Err(ApiError::InvalidBody {
+            code: e.code(),
+            message: e.to_string(),
+        });
+    }
+    let body = String::from_utf8(body.to_vec()).map_err(|_| ApiError::InvalidBody {
+        code: "invalid_json",
+        message: "body is not UTF-8".into(),
+    })?;
+    let record = WalRecord {
+        ts_ms: crate::now_ms(),
+        tenant,
+        result,
+        cacheable,
+        verify_ns,
+        body,
+    };
+    let applied = st.handle.submit(record).await?;
+    let status = StatusCode::from_u16(applied.status).unwrap_or(StatusCode::ACCEPTED);
+    let mut resp = (status, applied.body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        H_DEDUP,
+        HeaderValue::from_static(if applied.dedup_hit { "hit" } else { "miss" }),
+    );
+    Ok(resp)
+}

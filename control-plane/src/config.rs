@@ -1,0 +1,619 @@
+//! Effective configuration: `kakeya.toml` (optional) overridden by environment variables.
+//!
+//! Why both: operators of the reference server only know its environment variables
+//! (`PCS_SIGN_ALG`, `TENANTS`, `TOKEN_RATE`, `WAL_DIR`, ...), so those keep working and win;
+//! everything new (tolerances, addresses, retention) also has a readable file form.
+//! The environment is passed in as a map so that the mapping is a pure, testable function.
+//! The keyring/verify part is validated by building the very [`kakeya_core::Gate`] the filter
+//! will build, so a configuration the filter would refuse never gets rendered into Envoy.
+
+use kakeya_core::signature::SigAlg;
+use kakeya_core::{Gate, GateConfig, KeyringConfig, Verifier, VerifierConfig, VerifyParams};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Environment as a map (use [`process_env`] in binaries, literal maps in tests).
+pub type EnvMap = BTreeMap<String, String>;
+
+/// The process environment as an [`EnvMap`] (non-UTF-8 variables are ignored).
+pub fn process_env() -> EnvMap {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("{var}={value:?}: {message}")]
+    Env {
+        var: &'static str,
+        value: String,
+        message: String,
+    },
+    #[error("invalid gate configuration (keyring/verify): {0}. Fix PCS_SIGN_ALG / PCS_HMAC_KEY(S) / PCS_ED25519_PUB_B64 / TENANTS or the [keyring]/[verify] tables")]
+    Gate(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What `kakeya.toml` may contain. Every field is optional; see [`Config`] for the defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub admin_addr: Option<SocketAddr>,
+    pub ingest_addr: Option<SocketAddr>,
+    pub gateway_addr: Option<SocketAddr>,
+    pub envoy_admin_addr: Option<SocketAddr>,
+    pub wal_dir: Option<PathBuf>,
+    pub wal_retention_days: Option<u32>,
+    pub dedup_ttl_secs: Option<u64>,
+    pub token_rate: Option<u32>,
+    pub group_commit_max_batch: Option<usize>,
+    pub admin_token: Option<String>,
+    pub verify: Option<VerifyParams>,
+    pub keyring: Option<KeyringConfig>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// `sqlite://...` (default `sqlite://<data_dir>/kakeya.db?mode=rwc`) or `postgres://...`.
+    pub database_url: String,
+    pub admin_addr: SocketAddr,
+    pub ingest_addr: SocketAddr,
+    pub gateway_addr: SocketAddr,
+    pub envoy_admin_addr: SocketAddr,
+    pub wal_dir: PathBuf,
+    pub wal_retention_days: u32,
+    pub dedup_ttl_secs: u64,
+    /// Tokens per second per tenant in Envoy's local rate limit; burst is twice this.
+    pub token_rate: u32,
+    pub group_commit_max_batch: usize,
+    pub admin_token: Option<String>,
+    pub verify: VerifyParams,
+    pub keyring: KeyringConfig,
+    /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+pub const DEFAULT_TOKEN_RATE: u32 = 100;
+
+impl Default for Config {
+    fn default() -> Self {
+        let data_dir = PathBuf::from("./.kakeya");
+        Config {
+            database_url: default_database_url(&data_dir),
+            wal_dir: data_dir.join("wal"),
+            data_dir,
+            admin_addr: addr(8081),
+            ingest_addr: addr(8082),
+            gateway_addr: addr(8080),
+            envoy_admin_addr: addr(9901),
+            wal_retention_days: 14,
+            dedup_ttl_secs: 14 * 24 * 3600,
+            token_rate: DEFAULT_TOKEN_RATE,
+            group_commit_max_batch: 256,
+            admin_token: None,
+            verify: VerifyParams::default(),
+            keyring: KeyringConfig::default(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}/kakeya.db?mode=rwc", data_dir.display())
+}
+
+impl Config {
+    /// Defaults + environment only (no file unless `KAKEYA_CONFIG` names one).
+    pub fn from_env_map(env: &EnvMap) -> Result<Config, ConfigError> {
+        Self::load(None, env)
+    }
+
+    /// Loads `path` (or `KAKEYA_CONFIG` from `env` when `path` is `None`), then applies `env`,
+    /// then validates. This is what `kakeya` does at start-up.
+    pub fn load(path: Option<&Path>, env: &EnvMap) -> Result<Config, ConfigError> {
+        let path: Option<PathBuf> = path
+            .map(Path::to_path_buf)
+            .or_else(|| non_empty(env, "KAKEYA_CONFIG").map(PathBuf::from));
+        let file = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Toml {
+                    path: p.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Self::from_parts(file, env)
+    }
+
+    /// Parses a TOML document, then applies `env` (for tests and embedding).
+    pub fn from_toml_str(toml_text: &str, env: &EnvMap) -> Result<Config, ConfigError> {
+        let file = toml::from_str::<FileConfig>(toml_text).map_err(|e| ConfigError::Toml {
+            path: PathBuf::from("<string>"),
+            message: e.to_string(),
+        })?;
+        Self::from_parts(file, env)
+    }
+
+    pub fn from_parts(file: FileConfig, env: &EnvMap) -> Result<Config, ConfigError> {
+        let d = Config::default();
+        let mut warnings = Vec::new();
+        let data_dir = env_path(env, "KAKEYA_DATA_DIR")
+            .or(file.data_dir)
+            .unwrap_or(d.data_dir);
+        let database_url = non_empty(env, "DATABASE_URL")
+            .map(str::to_string)
+            .or(file.database_url)
+            .unwrap_or_else(|| default_database_url(&data_dir));
+        let wal_dir = env_path(env, "WAL_DIR")
+            .or(file.wal_dir)
+            .unwrap_or_else(|| data_dir.join("wal"));
+        let token_rate = match non_empty(env, "TOKEN_RATE") {
+            // Reference behaviour: an unparsable TOKEN_RATE falls back to 100 (but we say so).
+            Some(v) => {
+                match v.trim().parse::<u32>() {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        warnings.push(format!("TOKEN_RATE={v:?} is not a positive integer; using {DEFAULT_TOKEN_RATE}"));
+                        DEFAULT_TOKEN_RATE
+                    }
+                }
+            }
+            None => file.token_rate.unwrap_or(d.token_rate),
+        };
+        let mut keyring = file.keyring.unwrap_or_default();
+        apply_keyring_env(&mut keyring, env, &mut warnings)?;
+        let cfg = Config {
+            admin_addr: env_addr(env, "KAKEYA_ADMIN_ADDR")?
+                .or(file.admin_addr)
+                .unwrap_or(d.admin_addr),
+            ingest_addr: env_addr(env, "KAKEYA_INGEST_ADDR")?
+                .or(file.ingest_addr)
+                .unwrap_or(d.ingest_addr),
+            gateway_addr: env_addr(env, "KAKEYA_GATEWAY_ADDR")?
+                .or(file.gateway_addr)
+                .unwrap_or(d.gateway_addr),
+            envoy_admin_addr: env_addr(env, "KAKEYA_ENVOY_ADMIN_ADDR")?
+                .or(file.envoy_admin_addr)
+                .unwrap_or(d.envoy_admin_addr),
+            wal_retention_days: file.wal_retention_days.unwrap_or(d.wal_retention_days),
+            dedup_ttl_secs: file.dedup_ttl_secs.unwrap_or(d.dedup_ttl_secs),
+            group_commit_max_batch: file
+                .group_commit_max_batch
+                .unwrap_or(d.group_commit_max_batch),
+            admin_token: non_empty(env, "KAKEYA_ADMIN_TOKEN")
+                .map(str::to_string)
+                .or(file.admin_token)
+                .filter(|t| !t.is_empty()),
+            verify: file.verify.unwrap_or_default(),
+            data_dir,
+            database_url,
+            wal_dir,
+            token_rate,
+            keyring,
+            warnings,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Fatal checks; the gate part builds the same [`Gate`] the filter builds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Gate::from_config(&self.gate_config()).map_err(|e| ConfigError::Gate(e.to_string()))?;
+        if self.group_commit_max_batch == 0 {
+            return Err(ConfigError::Invalid(
+                "group_commit_max_batch must be at least 1".into(),
+            ));
+        }
+        if self.wal_retention_days == 0 {
+            return Err(ConfigError::Invalid(
+                "wal_retention_days must be at least 1".into(),
+            ));
+        }
+        if self.dedup_ttl_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "dedup_ttl_secs must be at least 1".into(),
+            ));
+        }
+        if self.token_rate == 0 {
+            return Err(ConfigError::Invalid("token_rate must be at least 1".into()));
+        }
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "DATABASE_URL must start with sqlite: or postgres:// (got {:?})",
+                redact_url(&self.database_url)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The JSON the gate filter receives as its plugin configuration.
+    pub fn gate_config(&self) -> GateConfig {
+        GateConfig {
+            keyring: self.keyring.clone(),
+            verify: self.verify,
+        }
+    }
+
+    /// True when any configured signer accepts unsigned submissions (worth a loud warning).
+    pub fn signature_disabled(&self) -> bool {
+        let k = &self.keyring;
+        let global_used = !k.multi_tenant || k.tenants.is_empty();
+        (global_used && k.global.alg == SigAlg::None)
+            || k.tenants.values().any(|t| t.alg == SigAlg::None)
+    }
+
+    /// Pretty JSON of the effective configuration with every secret replaced.
+    pub fn redacted_json(&self) -> String {
+        let mut c = self.clone();
+        redact_verifier(&mut c.keyring.global);
+        for v in c.keyring.tenants.values_mut() {
+            redact_verifier(v);
+        }
+        if c.admin_token.is_some() {
+            c.admin_token = Some("<redacted>".into());
+        }
+        c.database_url = redact_url(&c.database_url);
+        serde_json::to_string_pretty(&c).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
+    }
+}
+
+fn redact_verifier(v: &mut VerifierConfig) {
+    // Ed25519 public keys are not secrets, HMAC keys are.
+    if v.alg != SigAlg::Ed25519 {
+        for k in &mut v.keys {
+            *k = "<redacted>".into();
+        }
+    }
+}
+
+/// Hides a password in `scheme://user:password@host`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((cred, host)) = rest.split_once('@') {
+            if let Some((user, _)) = cred.split_once(':') {
+                return format!("{scheme}://{user}:<redacted>@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+fn non_empty<'a>(env: &'a EnvMap, k: &str) -> Option<&'a str> {
+    env.get(k)
+        .map(String::as_str)
+        .filter(|v| !v.trim().is_empty())
+}
+
+fn env_path(env: &EnvMap, k: &str) -> Option<PathBuf> {
+    non_empty(env, k).map(PathBuf::from)
+}
+
+fn env_addr(env: &EnvMap, k: &'static str) -> Result<Option<SocketAddr>, ConfigError> {
+    match non_empty(env, k) {
+        None => Ok(None),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| ConfigError::Env {
+            var: k,
+            value: v.to_string(),
+            message: "expected IP:PORT, e.g. 127.0.0.1:8081".into(),
+        }),
+    }
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Maps the reference server's variables (spec §3.6, §5.4) onto the keyring.
+fn apply_keyring_env(
+    k: &mut KeyringConfig,
+    env: &EnvMap,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    if let Some(v) = env.get("PCS_SIGN_ALG") {
+        k.global.alg = v.trim().parse::<SigAlg>().map_err(|_| ConfigError::Env {
+            var: "PCS_SIGN_ALG",
+            value: v.clone(),
+            message: "unknown signature algorithm; use hmac, ed25519 or none".into(),
+        })?;
+    }
+    match k.global.alg {
+        SigAlg::Hmac => {
+            // PCS_HMAC_KEY first (the "current" key of the reference), then the rotation list.
+            let mut keys: Vec<String> = Vec::new();
+            if let Some(key) = env.get("PCS_HMAC_KEY").filter(|s| !s.is_empty()) {
+                keys.push(key.clone());
+            }
+            if let Some(list) = env.get("PCS_HMAC_KEYS") {
+                for key in split_list(list) {
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                }
+            }
+            if !keys.is_empty() {
+                k.global.keys = keys;
+            }
+        }
+        SigAlg::Ed25519 => {
+            if let Some(list) = non_empty(env, "PCS_ED25519_PUB_B64") {
+                k.global.keys = split_list(list);
+            }
+        }
+        SigAlg::None => {}
+    }
+    if let Some(mode) = env.get("SIGN_HMAC_MODE") {
+        k.global.legacy_prehash = match mode.trim() {
+            "legacy" => true,
+            "standard" | "" => false,
+            _ => {
+                return Err(ConfigError::Env {
+                    var: "SIGN_HMAC_MODE",
+                    value: mode.clone(),
+                    message: "expected legacy or standard".into(),
+                })
+            }
+        };
+    }
+    if let Some(v) = env.get("MULTI_TENANT") {
+        // Reference rule: only the exact string "true" enables it.
+        k.multi_tenant = v == "true";
+    }
+    if let Some(list) = env.get("TENANTS") {
+        let legacy = k.global.legacy_prehash;
+        for (id, vc) in parse_tenants(list, legacy, warnings) {
+            k.tenants.insert(id, vc);
+        }
+    }
+    Ok(())
+}
+
+/// `TENANTS=id:alg:key,...`: split on `:`, first three parts, trimmed; invalid entries are
+/// reported in `warnings` and skipped (spec §3.6). HMAC tenants inherit `SIGN_HMAC_MODE`.
+pub fn parse_tenants(
+    list: &str,
+    legacy_prehash: bool,
+    warnings: &mut Vec<String>,
+) -> Vec<(String, VerifierConfig)> {
+    let mut out = Vec::new();
+    for entry in list.split(',') {
+        if entry.trim().is_empty() {
+            continue;
+        }
+        let parts: Vec<&str> = entry.split(':').take(3).map(str::trim).collect();
+        let (id, alg, key) = match parts.as_slice() {
+            [id, alg, key] => (*id, *alg, *key),
+            [id, alg] => (*id, *alg, ""),
+            _ => {
+                warnings.push(format!(
+                    "TENANTS: skipping entry {entry:?}: expected id:alg:key"
+                ));
+                continue;
+            }
+        };
+        if id.is_empty() {
+            warnings.push(format!(
+                "TENANTS: skipping entry {entry:?}: empty tenant id"
+            ));
+            continue;
+        }
+        let alg = match alg.parse::<SigAlg>() {
+            Ok(a) if !alg.is_empty() => a,
+            _ => {
+                warnings.push(format!(
+                    "TENANTS: skipping tenant {id:?}: unknown algorithm {alg:?}"
+                ));
+                continue;
+            }
+        };
+        let vc = VerifierConfig {
+            alg,
+            keys: if key.is_empty() {
+                vec![]
+            } else {
+                vec![key.to_string()]
+            },
+            legacy_prehash: alg == SigAlg::Hmac && legacy_prehash,
+        };
+        if let Err(e) = Verifier::from_config(&vc) {
+            warnings.push(format!("TENANTS: skipping tenant {id:?}: {e}"));
+            continue;
+        }
+        out.push((id.to_string(), vc));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> EnvMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const ED_PUB: &str = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_env_map(&EnvMap::new()).unwrap();
+        assert_eq!(c.admin_addr.to_string(), "127.0.0.1:8081");
+        assert_eq!(c.ingest_addr.to_string(), "127.0.0.1:8082");
+        assert_eq!(c.wal_dir, PathBuf::from("./.kakeya/wal"));
+        assert_eq!(c.database_url, "sqlite://./.kakeya/kakeya.db?mode=rwc");
+        assert_eq!(c.token_rate, 100);
+        assert_eq!(c.dedup_ttl_secs, 1_209_600);
+        assert_eq!(c.keyring.global.alg, SigAlg::None);
+        assert!(c.signature_disabled());
+    }
+
+    #[test]
+    fn hmac_single_key_and_rotation_and_legacy() {
+        let c = Config::from_env_map(&env(&[
+            ("PCS_SIGN_ALG", "hmac"),
+            ("PCS_HMAC_KEY", "k0"),
+            ("PCS_HMAC_KEYS", "k1, k2,,k0"),
+            ("SIGN_HMAC_MODE", "legacy"),
+        ]))
+        .unwrap();
+        assert_eq!(c.keyring.global.alg, SigAlg::Hmac);
+        assert_eq!(c.keyring.global.keys, vec!["k0", "k1", "k2"]);
+        assert!(c.keyring.global.legacy_prehash);
+        assert!(!c.signature_disabled());
+    }
+
+    #[test]
+    fn unknown_alg_is_fatal_with_clear_message() {
+        let e = Config::from_env_map(&env(&[("PCS_SIGN_ALG", "rsa")])).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("PCS_SIGN_ALG") && msg.contains("hmac, ed25519 or none"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn hmac_without_key_is_fatal() {
+        let e = Config::from_env_map(&env(&[("PCS_SIGN_ALG", "hmac")])).unwrap_err();
+        assert!(matches!(e, ConfigError::Gate(_)), "{e}");
+    }
+
+    #[test]
+    fn ed25519_key() {
+        let c = Config::from_env_map(&env(&[
+            ("PCS_SIGN_ALG", "ed25519"),
+            ("PCS_ED25519_PUB_B64", ED_PUB),
+        ]))
+        .unwrap();
+        assert_eq!(c.keyring.global.keys, vec![ED_PUB]);
+    }
+
+    #[test]
+    fn multi_tenant_only_exact_true() {
+        for (v, want) in [
+            ("true", true),
+            ("TRUE", false),
+            ("1", false),
+            ("false", false),
+        ] {
+            let c = Config::from_env_map(&env(&[("MULTI_TENANT", v)])).unwrap();
+            assert_eq!(c.keyring.multi_tenant, want, "{v}");
+        }
+    }
+
+    #[test]
+    fn tenants_parsing_skips_invalid_entries() {
+        let c = Config::from_env_map(&env(&[
+            ("MULTI_TENANT", "true"),
+            ("SIGN_HMAC_MODE", "legacy"),
+            (
+                "TENANTS",
+                &format!(" acme : hmac : s3cr:et ,bad,  nokey:hmac:, x:rsa:k, ed:ed25519:{ED_PUB}, open:none:,:hmac:k"),
+            ),
+        ]))
+        .unwrap();
+        let t = &c.keyring.tenants;
+        assert_eq!(
+            t.keys().cloned().collect::<Vec<_>>(),
+            vec!["acme", "ed", "open"]
+        );
+        // a key containing ':' is cut short (reference behaviour)
+        assert_eq!(t["acme"].keys, vec!["s3cr"]);
+        assert!(t["acme"].legacy_prehash);
+        assert_eq!(t["ed"].alg, SigAlg::Ed25519);
+        assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn addresses_dirs_token_rate() {
+        let c = Config::from_env_map(&env(&[
+            ("KAKEYA_DATA_DIR", "/tmp/kk"),
+            ("KAKEYA_ADMIN_ADDR", "127.0.0.1:1"),
+            ("KAKEYA_INGEST_ADDR", "127.0.0.1:2"),
+            ("TOKEN_RATE", "7"),
+            ("KAKEYA_ADMIN_TOKEN", "tok"),
+        ]))
+        .unwrap();
+        assert_eq!(c.wal_dir, PathBuf::from("/tmp/kk/wal"));
+        assert_eq!(c.database_url, "sqlite:///tmp/kk/kakeya.db?mode=rwc");
+        assert_eq!(c.admin_addr.port(), 1);
+        assert_eq!(c.token_rate, 7);
+        assert_eq!(c.admin_token.as_deref(), Some("tok"));
+        let c = Config::from_env_map(&env(&[("TOKEN_RATE", "abc"), ("WAL_DIR", "/w")])).unwrap();
+        assert_eq!(c.token_rate, 100);
+        assert_eq!(c.wal_dir, PathBuf::from("/w"));
+        assert_eq!(c.warnings.len(), 1);
+        assert!(Config::from_env_map(&env(&[("KAKEYA_ADMIN_ADDR", "nope")])).is_err());
+    }
+
+    #[test]
+    fn toml_then_env_overrides() {
+        let toml = r#"
+            token_rate = 5
+            wal_retention_days = 3
+            [verify]
+            tol_D = 0.2
+            [keyring]
+            multi_tenant = true
+            [keyring.global]
+            alg = "hmac"
+            keys = ["filekey"]
+        "#;
+        let c = Config::from_toml_str(toml, &env(&[("TOKEN_RATE", "9")])).unwrap();
+        assert_eq!(c.token_rate, 9);
+        assert_eq!(c.wal_retention_days, 3);
+        assert!((c.verify.tol_d - 0.2).abs() < 1e-12);
+        assert_eq!(c.keyring.global.keys, vec!["filekey"]);
+        let c = Config::from_toml_str(toml, &env(&[("PCS_HMAC_KEY", "envkey")])).unwrap();
+        assert_eq!(c.keyring.global.keys, vec!["envkey"]);
+        assert!(Config::from_toml_str("nonsense = 1", &EnvMap::new()).is_err());
+    }
+
+    #[test]
+    fn redaction() {
+        let c = Config::from_env_map(&env(&[
+            ("PCS_SIGN_ALG", "hmac"),
+            ("PCS_HMAC_KEY", "topsecret"),
+            ("DATABASE_URL", "postgres://u:pw@h/db"),
+        ]))
+        .unwrap();
+        let s = c.redacted_json();
+        assert!(!s.contains("topsecret") && !s.contains(":pw@"), "{s}");
+    }
+}

@@ -1,0 +1,41 @@
+//! # kakeya-control-plane
+//!
+//! The control plane sits *behind* the Envoy gate filter. The filter has already parsed the
+//! PCS, checked its signature and computed the [`kakeya_core::VerifyResult`]; what it cannot do
+//! is remember anything. This crate adds the memory, durably and exactly once:
+//!
+//! * [`wal`]: every accepted submission is appended to a length+CRC framed write-ahead log and
+//!   fsynced (one fsync per *group* of requests) before anybody is answered;
+//! * [`store`]: the tenant-scoped dedup table (first write wins) and the decision log, in SQLite
+//!   or PostgreSQL;
+//! * [`ingest`]: the single committer task that ties both together (WAL batch → one fsync → one
+//!   DB transaction → answers);
+//! * [`api`]: the two HTTP listeners (loopback ingest for Envoy, admin for operators);
+//! * [`envoy`]: renders the Envoy bootstrap that puts the gate in front of all of it.
+//!
+//! Trust boundary: the ingest listener believes the `x-kakeya-*` headers that the gate filter
+//! sets. It must only ever bind a loopback (or otherwise Envoy-only) address.
+
+pub mod api;
+pub mod config;
+pub mod envoy;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod wal;
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+#[cfg(test)]
+mod pipeline_tests;
+
+/// Milliseconds since the Unix epoch (wall clock). The WAL and the database use this clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,167 @@
+//! `kakeya`: the control-plane binary (serve, WAL replay, Envoy bootstrap, config).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kakeya_control_plane::config::{process_env, Config};
+use kakeya_control_plane::{envoy, ingest, server, store};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "kakeya", version, about = "Kakeya Edge control plane")]
+struct Cli {
+    /// Path of kakeya.toml (optional; environment variables override it).
+    #[arg(long, global = true, env = "KAKEYA_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the ingest (for Envoy) and admin listeners.
+    Serve,
+    /// Write-ahead log tools.
+    Wal {
+        #[command(subcommand)]
+        cmd: WalCmd,
+    },
+    /// Envoy bootstrap tools.
+    Envoy {
+        #[command(subcommand)]
+        cmd: EnvoyCmd,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalCmd {
+    /// Re-apply WAL records through the dedup-aware path (idempotent). Stop `kakeya serve` first.
+    Replay {
+        /// Start at the oldest segment instead of the checkpoint.
+        #[arg(long)]
+        from_start: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnvoyCmd {
+    /// Render the Envoy 1.40 bootstrap YAML for the gateway.
+    Render {
+        /// Path of the compiled gate filter (.wasm) as Envoy will see it.
+        #[arg(long)]
+        wasm: PathBuf,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Give every x-tenant-id value its own bucket (Envoy dynamic descriptors).
+        #[arg(long)]
+        dynamic_tenant_buckets: bool,
+        /// Leave the gate filter out (benchmark baseline only: nothing is verified).
+        #[arg(long)]
+        without_gate: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print the effective configuration as JSON, secrets redacted.
+    Show,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(cli) {
+        eprintln!("kakeya: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    let cfg = Config::load(cli.config.as_deref(), &process_env())?;
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(cfg)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = load(&cli)?;
+    match cli.cmd {
+        Cmd::Serve => {
+            if cfg.signature_disabled() {
+                tracing::warn!(
+                    "!!! SIGNATURE CHECKING IS OFF (PCS_SIGN_ALG=none for at least one signer): anyone can submit PCS. Set PCS_SIGN_ALG=hmac|ed25519 !!!"
+                );
+            }
+            runtime()?.block_on(server::serve(cfg))
+        }
+        Cmd::Wal {
+            cmd: WalCmd::Replay { from_start },
+        } => runtime()?.block_on(async {
+            let db = store::Db::connect(&cfg.database_url, None)
+                .await
+                .context("cannot open the database; check DATABASE_URL")?;
+            let ttl = i64::try_from(cfg.dedup_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let (stats, _) = ingest::replay(
+                &db,
+                &cfg.wal_dir,
+                from_start,
+                ttl,
+                cfg.group_commit_max_batch,
+                |s| {
+                    eprint!("\rreplaying: {} records read", s.read);
+                    let _ = std::io::stderr().flush();
+                },
+            )
+            .await?;
+            eprintln!();
+            println!(
+                "read {} records: {} applied fresh, {} already present, {} invalid",
+                stats.read, stats.applied_fresh, stats.already_present, stats.invalid
+            );
+            Ok(())
+        }),
+        Cmd::Envoy {
+            cmd:
+                EnvoyCmd::Render {
+                    wasm,
+                    out,
+                    dynamic_tenant_buckets,
+                    without_gate,
+                },
+        } => {
+            let mut opts = envoy::RenderOptions::from_config(&cfg, wasm);
+            opts.dynamic_tenant_buckets = dynamic_tenant_buckets;
+            opts.without_gate = without_gate;
+            envoy::render_to_file(&cfg, &opts, &out)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        Cmd::Config {
+            cmd: ConfigCmd::Show,
+        } => {
+            println!("{}", cfg.redacted_json());
+            Ok(())
+        }
+    }
+}

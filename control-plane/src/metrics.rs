@@ -1,0 +1,101 @@
+//! Prometheus metrics of the control plane (explicit registry, text exposition).
+//!
+//! Only what this process observes is exported here. Signature failures happen in the gate
+//! filter and appear in Envoy's stats as `kakeya_gate_*{tenant=...}`, not here: a counter
+//! that nothing increments would be a lie.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub ingest_total: IntCounterVec,
+    pub accepted_total: IntCounterVec,
+    pub escalated_total: IntCounterVec,
+    pub dedup_hits_total: IntCounterVec,
+    pub wal_errors_total: IntCounterVec,
+    pub wal_fsync_seconds: Histogram,
+    pub wal_batch_size: Histogram,
+    pub ingest_duration_seconds: HistogramVec,
+}
+
+fn counter(reg: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), &["tenant"])?;
+    reg.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Metrics> {
+        let registry = Registry::new();
+        let wal_fsync_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "kakeya_wal_fsync_seconds",
+                "Latency of one WAL fsync (one per group-commit batch)",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        )?;
+        registry.register(Box::new(wal_fsync_seconds.clone()))?;
+        let wal_batch_size = Histogram::with_opts(
+            HistogramOpts::new("kakeya_wal_batch_size", "Records per group-commit batch").buckets(
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+            ),
+        )?;
+        registry.register(Box::new(wal_batch_size.clone()))?;
+        let ingest_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "kakeya_ingest_duration_seconds",
+                "Time from request to answer on the ingest listener",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["tenant"],
+        )?;
+        registry.register(Box::new(ingest_duration_seconds.clone()))?;
+        Ok(Metrics {
+            ingest_total: counter(
+                &registry,
+                "kakeya_ingest_total",
+                "Submissions received from the gate",
+            )?,
+            accepted_total: counter(
+                &registry,
+                "kakeya_accepted_total",
+                "Fresh decisions accepted and not escalated",
+            )?,
+            escalated_total: counter(
+                &registry,
+                "kakeya_escalated_total",
+                "Fresh decisions escalated",
+            )?,
+            dedup_hits_total: counter(
+                &registry,
+                "kakeya_dedup_hits_total",
+                "Answers served from the dedup table",
+            )?,
+            wal_errors_total: counter(
+                &registry,
+                "kakeya_wal_errors_total",
+                "Submissions refused because the WAL failed",
+            )?,
+            wal_fsync_seconds,
+            wal_batch_size,
+            ingest_duration_seconds,
+            registry,
+        })
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            return format!("# encode error: {e}\n");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,352 @@
+//! End-to-end tests of the ingest pipeline through the axum router: group commit, dedup within
+//! and across batches, error answers, and crash recovery by replay.
+
+use crate::api::{admin_router, ingest_router, AdminState, IngestState};
+use crate::ingest::{self, CommitterConfig};
+use crate::metrics::Metrics;
+use crate::store::{decision_log, Db};
+use crate::testutil::{all_dbs, gate_result, pcs_body, sqlite_db};
+use crate::wal::{Checkpoint, WalRecord, WalWriter};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use std::path::Path;
+use tower::ServiceExt;
+
+const TTL: i64 = 3_600_000;
+
+struct Harness {
+    router: Router,
+    admin: Router,
+    committer: tokio::task::JoinHandle<()>,
+    metrics: Metrics,
+}
+
+fn harness(db: &Db, wal_dir: &Path, token: Option<&str>) -> Harness {
+    let metrics = Metrics::new().unwrap();
+    let (handle, committer) = ingest::spawn(
+        CommitterConfig {
+            wal_dir: wal_dir.to_path_buf(),
+            max_batch: 256,
+            dedup_ttl_ms: TTL,
+        },
+        db.clone(),
+        metrics.clone(),
+        None,
+    )
+    .unwrap();
+    let admin = admin_router(AdminState {
+        db: db.clone(),
+        metrics: metrics.clone(),
+        committer: handle.status.clone(),
+        wal_dir: wal_dir.to_path_buf(),
+        admin_token: token.map(str::to_string),
+    });
+    Harness {
+        router: ingest_router(IngestState {
+            handle,
+            metrics: metrics.clone(),
+        }),
+        admin,
+        committer,
+        metrics,
+    }
+}
+
+impl Harness {
+    async fn stop(self) {
+        drop(self.router);
+        drop(self.admin);
+        self.committer.await.unwrap();
+    }
+}
+
+fn submit_req(tenant: Option<&str>, body: &str) -> Request<Body> {
+    let (result, cacheable) = gate_result(body);
+    let mut b = Request::post("/v1/pcs/submit")
+        .header("x-kakeya-result", result)
+        .header(
+            "x-kakeya-cacheable",
+            if cacheable { "true" } else { "false" },
+        )
+        .header("x-kakeya-verify-ns", "777");
+    if let Some(t) = tenant {
+        b = b.header("x-kakeya-tenant", t);
+    }
+    b.body(Body::from(body.to_string())).unwrap()
+}
+
+async fn send(router: &Router, req: Request<Body>) -> (StatusCode, String, String, String) {
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let (dedup, retry) = {
+        let h = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        (h("x-kakeya-dedup"), h("retry-after"))
+    };
+    let body = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    (status, body, dedup, retry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_identical_submissions_one_decision() {
+    for t in all_dbs("fifty_concurrent").await {
+        let wal = tempfile::tempdir().unwrap();
+        let h = harness(&t.db, wal.path(), None);
+        let body = pcs_body("concurrent");
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let (r, b) = (h.router.clone(), body.clone());
+            tasks.push(tokio::spawn(async move {
+                send(&r, submit_req(Some("acme"), &b)).await
+            }));
+        }
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        let (status, first_body) = (answers[0].0, answers[0].1.clone());
+        assert!(
+            answers.iter().all(|a| a.0 == status && a.1 == first_body),
+            "{}: answers differ",
+            t.label
+        );
+        assert_eq!(
+            answers.iter().filter(|a| a.2 == "miss").count(),
+            1,
+            "{}",
+            t.label
+        );
+        assert_eq!(
+            answers.iter().filter(|a| a.2 == "hit").count(),
+            49,
+            "{}",
+            t.label
+        );
+        let (expected, _) = gate_result(&body);
+        assert_eq!(first_body, format!("{expected}\n"));
+        assert_eq!(
+            decision_log::count(&t.db.pool).await.unwrap(),
+            1,
+            "{}",
+            t.label
+        );
+        let m = h.metrics.render();
+        assert!(
+            m.contains("kakeya_dedup_hits_total{tenant=\"acme\"} 49"),
+            "{m}"
+        );
+        assert!(m.contains("kakeya_ingest_total{tenant=\"acme\"} 50"), "{m}");
+        assert!(m.contains("kakeya_wal_fsync_seconds_count"), "{m}");
+        h.stop().await;
+        // The checkpoint was written at shutdown and points at the end of the WAL.
+        let cp = Checkpoint::load(wal.path()).unwrap().unwrap();
+        let scan = crate::wal::read_segment(&wal.path().join(&cp.segment)).unwrap();
+        assert_eq!((scan.records.len(), cp.offset), (50, scan.valid_len));
+        t.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn errors_are_json_and_nothing_is_written() {
+    let t = sqlite_db().await;
+    let wal = tempfile::tempdir().unwrap();
+    let h = harness(&t.db, wal.path(), Some("tok"));
+    let body = pcs_body("err");
+    // no result header
+    let req = Request::post("/v1/pcs/submit")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let (s, b, _, _) = send(&h.router, req).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(b.contains("\"code\":\"not_from_gate\""), "{b}");
+    // garbage result header
+    let req = Request::post("/v1/pcs/submit")
+        .header("x-kakeya-result", "{nope")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    assert!(send(&h.router, req).await.1.contains("not_from_gate"));
+    // body that does not parse
+    let (result, _) = gate_result(&body);
+    let req = Request::post("/v1/pcs/submit")
+        .header("x-kakeya-result", result)
+        .body(Body::from("[1]"))
+        .unwrap();
+    let (s, b, _, _) = send(&h.router, req).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(b.contains("\"code\":\"invalid_json\""), "{b}");
+    // wrong method, wrong path
+    let (s, b, _, _) = send(
+        &h.router,
+        Request::get("/v1/pcs/submit").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(b.contains("method_not_allowed"));
+    let (s, _, _, _) = send(
+        &h.router,
+        Request::get("/nope").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // too large
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(1_200_000));
+    let req = Request::post("/v1/pcs/submit")
+        .header("x-kakeya-result", "{}")
+        .body(Body::from(big))
+        .unwrap();
+    assert_eq!(send(&h.router, req).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        crate::wal::reader::list_segments(wal.path())
+            .unwrap()
+            .is_empty(),
+        "nothing written"
+    );
+    // admin: health, ready, metrics open; decisions and openapi need the token
+    let get = |p: &str| Request::get(p).body(Body::empty()).unwrap();
+    assert_eq!(send(&h.admin, get("/health")).await.1, "OK");
+    assert_eq!(send(&h.admin, get("/ready")).await.0, StatusCode::OK);
+    assert_eq!(send(&h.admin, get("/metrics")).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&h.admin, get("/v1/decisions")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&h.admin, get("/v1/openapi.json")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let auth = |p: &str| {
+        Request::get(p)
+            .header("authorization", "Bearer tok")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (s, spec, _, _) = send(&h.admin, auth("/v1/openapi.json")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        spec.contains("/v1/pcs/submit") && spec.contains("DecisionRow"),
+        "{spec}"
+    );
+    // one real submission shows up in /v1/decisions
+    assert_eq!(send(&h.router, submit_req(None, &body)).await.2, "miss");
+    let (s, rows, _, _) = send(&h.admin, auth("/v1/decisions?tenant=default&limit=5")).await;
+    assert_eq!(s, StatusCode::OK);
+    let rows: Vec<decision_log::DecisionRow> = serde_json::from_str(&rows).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].tenant.as_str(), rows[0].verify_ns),
+        ("default", Some(777))
+    );
+    h.stop().await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn wal_failure_is_503_and_not_acknowledged() {
+    let t = sqlite_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    let h = harness(&t.db, &wal, None);
+    std::fs::remove_dir_all(&wal).unwrap();
+    std::fs::write(&wal, b"not a directory").unwrap();
+    let (s, b, _, retry) = send(&h.router, submit_req(None, &pcs_body("walfail"))).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(b.contains("\"code\":\"wal_unavailable\""), "{b}");
+    assert_eq!(retry, "1");
+    assert_eq!(decision_log::count(&t.db.pool).await.unwrap(), 0);
+    assert!(h
+        .metrics
+        .render()
+        .contains("kakeya_wal_errors_total{tenant=\"default\"} 1"));
+    let get = Request::get("/ready").body(Body::empty()).unwrap();
+    assert_eq!(send(&h.admin, get).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    h.stop().await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn replay_after_crash_restores_every_record_once() {
+    for t in all_dbs("replay_after_crash").await {
+        let wal = tempfile::tempdir().unwrap();
+        // Simulated crash: records reached the WAL (plus a torn tail), the DB got nothing.
+        let now = crate::now_ms();
+        let mut recs: Vec<WalRecord> = (0..10)
+            .map(|i| crate::testutil::record("acme", &pcs_body(&format!("crash{i}")), now + i))
+            .collect();
+        recs.push(recs[3].clone()); // a duplicate submission
+        let mut w = WalWriter::open(wal.path()).unwrap();
+        w.append_batch(now, &recs[..6]).unwrap();
+        let out = w.append_batch(now, &recs[6..]).unwrap();
+        drop(w);
+        let seg = wal.path().join(&out.segment);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+        std::io::Write::write_all(&mut f, &[50, 0, 0, 0, 1, 2]).unwrap();
+        drop(f);
+
+        let (stats, cp) = ingest::replay(&t.db, wal.path(), false, TTL, 4, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                stats.read,
+                stats.applied_fresh,
+                stats.already_present,
+                stats.invalid
+            ),
+            (11, 10, 1, 0),
+            "{}",
+            t.label
+        );
+        assert_eq!(
+            cp,
+            Some(Checkpoint {
+                segment: out.segment.clone(),
+                offset: out.end
+            })
+        );
+        assert_eq!(decision_log::count(&t.db.pool).await.unwrap(), 10);
+        // From the checkpoint there is nothing left; from the start everything is present.
+        let (stats, _) = ingest::replay(&t.db, wal.path(), false, TTL, 4, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(stats.read, 0);
+        let (stats, _) = ingest::replay(&t.db, wal.path(), true, TTL, 4, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            (stats.read, stats.applied_fresh, stats.already_present),
+            (11, 0, 11),
+            "{}",
+            t.label
+        );
+        assert_eq!(decision_log::count(&t.db.pool).await.unwrap(), 10);
+        // The server appends after the (truncated) torn tail and answers the duplicate from dedup.
+        let h = harness(&t.db, wal.path(), None);
+        let (s, b, dedup, _) = send(&h.router, submit_req(Some("acme"), &recs[0].body)).await;
+        assert_eq!(dedup, "hit", "{}", t.label);
+        let vr: kakeya_core::VerifyResult = serde_json::from_str(&recs[0].result).unwrap();
+        assert_eq!(
+            (s.as_u16(), b),
+            (vr.status(), format!("{}\n", recs[0].result))
+        );
+        h.stop().await;
+        let scan = crate::wal::read_segment(&seg).unwrap();
+        assert!(!scan.torn());
+        assert_eq!(scan.records.len(), 12);
+        t.cleanup().await;
+    }
+}

@@ -1,0 +1,215 @@
+//! `kakeya serve`: start-up order, background jobs and graceful shutdown.
+//!
+//! Order matters: connect + migrate, apply WAL retention, **replay the WAL tail after the
+//! checkpoint** (crash recovery), and only then start the committer and bind the listeners,
+//! so no new submission is answered before old ones are back in the database. Shutdown runs
+//! the other way: stop accepting, let in-flight requests finish, drain the committer (which
+//! fsyncs and writes the checkpoint).
+
+use crate::api::{admin_router, ingest_router, AdminState, IngestState};
+use crate::config::Config;
+use crate::ingest::{self, CommitterConfig};
+use crate::metrics::Metrics;
+use crate::store::{dedup, Db};
+use crate::wal::retention;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A running control plane (both listeners bound).
+pub struct Running {
+    /// Actual bound addresses (useful with port 0).
+    pub ingest_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub db: Db,
+    pub metrics: Metrics,
+    stop: watch::Sender<bool>,
+    join: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Graceful shutdown; returns once the committer has drained and the checkpoint is written.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.join.await.context("server task panicked")?
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str, var: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the {what} listener on {addr}; is another process using it? Set {var} to change it"))
+}
+
+/// Starts everything and returns once both listeners accept connections.
+pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
+    let metrics = Metrics::new().context("metrics registry")?;
+    let db = Db::connect(&cfg.database_url, None)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}; check DATABASE_URL",
+                crate::config::redact_url(&cfg.database_url)
+            )
+        })?;
+    std::fs::create_dir_all(&cfg.wal_dir).with_context(|| {
+        format!(
+            "cannot create WAL_DIR {}; check permissions",
+            cfg.wal_dir.display()
+        )
+    })?;
+    match retention::apply(&cfg.wal_dir, crate::now_ms(), cfg.wal_retention_days) {
+        Ok(d) if !d.is_empty() => tracing::info!(deleted = d.len(), "WAL retention"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "WAL retention failed"),
+    }
+    let ttl_ms = i64::try_from(cfg.dedup_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let (stats, checkpoint) = ingest::replay(
+        &db,
+        &cfg.wal_dir,
+        false,
+        ttl_ms,
+        cfg.group_commit_max_batch,
+        |_| {},
+    )
+    .await
+    .context("WAL crash-recovery replay failed")?;
+    if stats.read > 0 {
+        tracing::info!(
+            read = stats.read,
+            fresh = stats.applied_fresh,
+            present = stats.already_present,
+            invalid = stats.invalid,
+            "WAL recovery replay"
+        );
+    }
+    let (handle, committer) = ingest::spawn(
+        CommitterConfig {
+            wal_dir: cfg.wal_dir.clone(),
+            max_batch: cfg.group_commit_max_batch,
+            dedup_ttl_ms: ttl_ms,
+        },
+        db.clone(),
+        metrics.clone(),
+        checkpoint,
+    )
+    .context("cannot open the WAL")?;
+    let admin_state = AdminState {
+        db: db.clone(),
+        metrics: metrics.clone(),
+        committer: handle.status.clone(),
+        wal_dir: cfg.wal_dir.clone(),
+        admin_token: cfg.admin_token.clone(),
+    };
+    let ingest_app = ingest_router(IngestState {
+        handle,
+        metrics: metrics.clone(),
+    });
+    let admin_app = admin_router(admin_state);
+    if !cfg.ingest_addr.ip().is_loopback() {
+        tracing::warn!(addr = %cfg.ingest_addr, "ingest listener is not on loopback: it trusts x-kakeya-* headers, so only Envoy must reach it");
+    }
+    let ingest_l = bind(cfg.ingest_addr, "ingest", "KAKEYA_INGEST_ADDR").await?;
+    let admin_l = bind(cfg.admin_addr, "admin", "KAKEYA_ADMIN_ADDR").await?;
+    let ingest_addr = ingest_l.local_addr()?;
+    let admin_addr = admin_l.local_addr()?;
+    tracing::info!(%ingest_addr, %admin_addr, "listening");
+
+    let (stop, stop_rx) = watch::channel(false);
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let (rx1, rx2) = (stop_rx.clone(), stop_rx);
+    let ingest_srv = tokio::spawn(async move {
+        axum::serve(ingest_l, ingest_app)
+            .with_graceful_shutdown(wait(rx1))
+            .await
+    });
+    let admin_srv = tokio::spawn(async move {
+        axum::serve(admin_l, admin_app)
+            .with_graceful_shutdown(wait(rx2))
+            .await
+    });
+
+    // Background jobs: WAL retention daily, dedup TTL cleanup hourly.
+    let jobs = {
+        let (wal_dir, days, pool) = (cfg.wal_dir.clone(), cfg.wal_retention_days, db.pool.clone());
+        tokio::spawn(async move {
+            let mut hour = tokio::time::interval(Duration::from_secs(3600));
+            let mut n: u64 = 0;
+            loop {
+                hour.tick().await;
+                match dedup::cleanup(&pool, crate::now_ms()).await {
+                    Ok(k) if k > 0 => tracing::info!(deleted = k, "dedup TTL cleanup"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "dedup TTL cleanup failed"),
+                }
+                if n % 24 == 23 {
+                    let dir = wal_dir.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || {
+                        retention::apply(&dir, crate::now_ms(), days)
+                    })
+                    .await
+                    {
+                        tracing::warn!(error = %e, "WAL retention failed");
+                    }
+                }
+                n += 1;
+            }
+        })
+    };
+
+    let join = tokio::spawn(async move {
+        let r1 = ingest_srv.await;
+        let r2 = admin_srv.await;
+        jobs.abort();
+        // The ingest router (and with it every IngestHandle) is gone: the committer drains.
+        committer.await.context("committer panicked")?;
+        r1.context("ingest server panicked")?
+            .context("ingest server")?;
+        r2.context("admin server panicked")?
+            .context("admin server")?;
+        Ok(())
+    });
+    Ok(Running {
+        ingest_addr,
+        admin_addr,
+        db,
+        metrics,
+        stop,
+        join,
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// `kakeya serve`: start, wait for a signal, shut down gracefully.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let running = start(&cfg).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await
+}

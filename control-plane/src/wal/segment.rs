@@ -1,0 +1,131 @@
+//! Segment naming (UTC calendar dates without a date crate) and record framing.
+
+use serde::{Deserialize, Serialize};
+
+/// One submission as it travels through the WAL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WalRecord {
+    pub ts_ms: i64,
+    pub tenant: String,
+    /// The `x-kakeya-result` header exactly as the gate filter sent it.
+    pub result: String,
+    pub cacheable: bool,
+    #[serde(default)]
+    pub verify_ns: Option<u64>,
+    /// The original request body (a parsed PCS, hence valid UTF-8).
+    pub body: String,
+}
+
+/// Frame header size: length + CRC.
+pub const HEADER_LEN: usize = 8;
+/// Upper bound for a payload; anything larger is treated as corruption.
+pub const MAX_PAYLOAD: u32 = 64 * 1024 * 1024;
+
+pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Decodes the frame at the start of `buf`. `None` when the frame is incomplete or corrupt.
+/// Returns the payload and the total frame length.
+pub fn decode_frame(buf: &[u8]) -> Option<(&[u8], usize)> {
+    let len = u32::from_le_bytes(buf.get(0..4)?.try_into().ok()?);
+    let crc = u32::from_le_bytes(buf.get(4..8)?.try_into().ok()?);
+    if len > MAX_PAYLOAD {
+        return None;
+    }
+    let payload = buf.get(HEADER_LEN..HEADER_LEN + len as usize)?;
+    (crc32fast::hash(payload) == crc).then_some((payload, HEADER_LEN + len as usize))
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
+/// (H. Hinnant's `civil_from_days`).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// (year, month, day) → days since 1970-01-01.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+pub fn day_of_ms(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(86_400_000)
+}
+
+/// `inbox-YYYYMMDD.wal` for the UTC day containing `ts_ms`.
+pub fn segment_name(ts_ms: i64) -> String {
+    let (y, m, d) = civil_from_days(day_of_ms(ts_ms));
+    format!("inbox-{y:04}{m:02}{d:02}.wal")
+}
+
+/// The day number encoded in a segment file name, if it is one.
+pub fn segment_day(name: &str) -> Option<i64> {
+    let digits = name.strip_prefix("inbox-")?.strip_suffix(".wal")?;
+    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let y: i64 = digits[0..4].parse().ok()?;
+    let m: u32 = digits[4..6].parse().ok()?;
+    let d: u32 = digits[6..8].parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some(days_from_civil(y, m, d))
+}
+
+/// Record id: `"<segment>:<offset>"`.
+pub fn record_id(segment: &str, offset: u64) -> String {
+    format!("{segment}:{offset}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(segment_name(0), "inbox-19700101.wal");
+        // 2024-02-29T23:59:59.999Z
+        assert_eq!(segment_name(1_709_251_199_999), "inbox-20240229.wal");
+        assert_eq!(segment_name(1_709_251_200_000), "inbox-20240301.wal");
+        for day in [-1000, 0, 59, 10_000, 19_782, 50_000] {
+            let (y, m, d) = civil_from_days(day);
+            assert_eq!(days_from_civil(y, m, d), day);
+            assert_eq!(segment_day(&segment_name(day * 86_400_000)), Some(day));
+        }
+        assert_eq!(segment_day("inbox-2024.wal"), None);
+        assert_eq!(segment_day("checkpoint"), None);
+    }
+
+    #[test]
+    fn frame_round_trip_and_corruption() {
+        let mut buf = Vec::new();
+        encode_frame(b"hello", &mut buf);
+        encode_frame(b"", &mut buf);
+        let (p, n) = decode_frame(&buf).unwrap();
+        assert_eq!((p, n), (&b"hello"[..], 13));
+        let (p, n2) = decode_frame(&buf[n..]).unwrap();
+        assert_eq!((p, n2), (&b""[..], 8));
+        assert!(decode_frame(&buf[..12]).is_none());
+        let mut bad = buf.clone();
+        bad[9] ^= 1;
+        assert!(decode_frame(&bad).is_none());
+    }
+}

@@ -1,0 +1,473 @@
+//! The gate's decision logic, free of hostcalls so it runs (and is tested) natively.
+//!
+//! A request goes through two stages, mirroring the Envoy callbacks:
+//!
+//! 1. [`on_headers`] (from `on_http_request_headers`): which client `x-kakeya-*` headers to strip
+//!    (every path), whether this is the submit route, the method check (405) and the tenant check
+//!    (400 `invalid_tenant` / `unknown_tenant`).
+//! 2. [`on_body`] (at end of stream): parse (400) → signature (401) → verify → forward with the
+//!    `x-kakeya-*` result headers.
+//!
+//! [`decide`] runs both stages in one call; it is what the property tests and the unit tests use.
+
+use kakeya_core::numfmt::{write_json_string, JsonEscape};
+use kakeya_core::signature::DEFAULT_TENANT;
+use kakeya_core::{Gate, SUBMIT_PATH};
+
+/// Prefix of the headers only this filter may set; client copies are removed.
+pub const KAKEYA_HEADER_PREFIX: &str = "x-kakeya-";
+/// Request header naming the tenant.
+pub const TENANT_HEADER: &str = "x-tenant-id";
+/// Longest accepted tenant id.
+pub const MAX_TENANT_LEN: usize = 64;
+
+pub const H_TENANT: &str = "x-kakeya-tenant";
+pub const H_RESULT: &str = "x-kakeya-result";
+pub const H_CACHEABLE: &str = "x-kakeya-cacheable";
+pub const H_VERIFY_NS: &str = "x-kakeya-verify-ns";
+
+/// A response the filter sends itself (`send_http_response`), never reaching the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u32,
+    /// Extra headers besides `content-type: application/json`.
+    pub headers: Vec<(String, String)>,
+    /// `{"error": "...", "code": "..."}`.
+    pub body: String,
+    /// The machine-readable code inside `body`.
+    pub code: &'static str,
+}
+
+impl LocalReply {
+    fn new(status: u32, code: &'static str, message: &str) -> Self {
+        LocalReply {
+            status,
+            headers: Vec::new(),
+            body: error_body(message, code),
+            code,
+        }
+    }
+
+    /// All response headers, content type first.
+    pub fn all_headers(&self) -> Vec<(&str, &str)> {
+        let mut h = Vec::with_capacity(self.headers.len() + 1);
+        h.push(("content-type", "application/json"));
+        h.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        h
+    }
+}
+
+/// The request goes on to the control plane with these headers set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub headers: Vec<(&'static str, String)>,
+    pub accepted: bool,
+    pub escalated: bool,
+}
+
+/// What happens to a submit request once its body is complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    LocalReply(LocalReply),
+    Forward(Forward),
+}
+
+impl Decision {
+    /// Status for local replies; `None` when forwarded.
+    pub fn status(&self) -> Option<u32> {
+        match self {
+            Decision::LocalReply(r) => Some(r.status),
+            Decision::Forward(_) => None,
+        }
+    }
+}
+
+/// Result of the header stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadVerdict {
+    /// Not the submit route: strip and continue.
+    PassThrough,
+    /// Submit route, method and tenant fine: wait for the whole body.
+    AwaitBody { tenant: String },
+    /// Submit route, answered right away (405 or a tenant error).
+    Reply(LocalReply),
+}
+
+/// Output of [`on_headers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Names (as sent, lower case in Envoy) of client headers to remove, deduplicated.
+    pub strip: Vec<String>,
+    pub verdict: HeadVerdict,
+}
+
+/// Lower-case-insensitive check for the reserved prefix.
+pub fn is_kakeya_header(name: &str) -> bool {
+    name.len() >= KAKEYA_HEADER_PREFIX.len()
+        && name
+            .as_bytes()
+            .iter()
+            .zip(KAKEYA_HEADER_PREFIX.as_bytes())
+            .all(|(a, b)| a.eq_ignore_ascii_case(b))
+}
+
+/// `:path` without its query string (and fragment) is the submit route.
+pub fn is_submit_path(path: &str) -> bool {
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    path.get(..end) == Some(SUBMIT_PATH)
+}
+
+/// 1–64 characters of `[A-Za-z0-9._-]`.
+pub fn valid_tenant(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= MAX_TENANT_LEN
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// Header stage. `headers` is the full request header map including pseudo headers; values are
+/// bytes because Envoy allows obs-text in values and the SDK's string getters would panic on them.
+pub fn on_headers(headers: &[(String, Vec<u8>)], gate: &Gate) -> Head {
+    let mut strip: Vec<String> = Vec::new();
+    for (name, _) in headers {
+        if is_kakeya_header(name) && !strip.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+            strip.push(name.clone());
+        }
+    }
+    let path = header(headers, ":path").unwrap_or_default();
+    if !is_submit_path(&String::from_utf8_lossy(path)) {
+        return Head {
+            strip,
+            verdict: HeadVerdict::PassThrough,
+        };
+    }
+    let method = header(headers, ":method").unwrap_or_default();
+    if method != b"POST" {
+        let mut reply = LocalReply::new(405, "method_not_allowed", "method not allowed: use POST");
+        reply.headers.push(("allow".into(), "POST".into()));
+        return Head {
+            strip,
+            verdict: HeadVerdict::Reply(reply),
+        };
+    }
+    let verdict = match tenant_of(headers) {
+        Err(reply) => HeadVerdict::Reply(reply),
+        Ok(tenant) => match gate.keyring.verifier_for(&tenant) {
+            Ok(_) => HeadVerdict::AwaitBody { tenant },
+            Err(_) => HeadVerdict::Reply(LocalReply::new(
+                400,
+                "unknown_tenant",
+                &format!("unknown tenant {tenant:?}"),
+            )),
+        },
+    };
+    Head { strip, verdict }
+}
+
+fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+}
+
+/// The tenant of a request: `x-tenant-id`, `default` when absent or empty (as the reference
+/// server does). Two `x-tenant-id` headers are refused: the filter and anything behind it must
+/// never disagree about whose request this is.
+fn tenant_of(headers: &[(String, Vec<u8>)]) -> Result<String, LocalReply> {
+    let mut values = headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(TENANT_HEADER))
+        .map(|(_, v)| v);
+    let first = values.next();
+    let invalid = || {
+        LocalReply::new(
+            400,
+            "invalid_tenant",
+            "invalid x-tenant-id: expected one header of 1-64 characters [A-Za-z0-9._-]",
+        )
+    };
+    if values.next().is_some() {
+        return Err(invalid());
+    }
+    match first {
+        None => Ok(DEFAULT_TENANT.to_string()),
+        Some(v) if v.is_empty() => Ok(DEFAULT_TENANT.to_string()),
+        Some(v) => match core::str::from_utf8(v) {
+            Ok(t) if valid_tenant(t) => Ok(t.to_string()),
+            _ => Err(invalid()),
+        },
+    }
+}
+
+/// Body stage for a request whose header stage said [`HeadVerdict::AwaitBody`].
+/// `now_ns` is the clock used for `x-kakeya-verify-ns` (the host clock in the filter).
+pub fn on_body(
+    tenant: &str,
+    body: &[u8],
+    gate: &Gate,
+    now_ns: &mut dyn FnMut() -> u64,
+) -> Decision {
+    let start = now_ns();
+    let verifier = match gate.keyring.verifier_for(tenant) {
+        Ok(v) => v,
+        // on_headers already checked; kept so this function is total on its own.
+        Err(_) => {
+            return Decision::LocalReply(LocalReply::new(
+                400,
+                "unknown_tenant",
+                &format!("unknown tenant {tenant:?}"),
+            ))
+        }
+    };
+    let pcs = match kakeya_core::parse(body) {
+        Ok(p) => p,
+        Err(e) => return Decision::LocalReply(LocalReply::new(400, e.code(), &e.to_string())),
+    };
+    if let Err(e) = verifier.verify(&pcs) {
+        return Decision::LocalReply(LocalReply::new(
+            401,
+            "bad_signature",
+            &format!("signature verification failed: {e}"),
+        ));
+    }
+    let outcome = kakeya_core::verify(&pcs, &gate.verify);
+    let elapsed = now_ns().saturating_sub(start);
+    Decision::Forward(Forward {
+        headers: vec![
+            (H_TENANT, tenant.to_string()),
+            (H_RESULT, outcome.result.to_json()),
+            (
+                H_CACHEABLE,
+                if outcome.cacheable { "true" } else { "false" }.to_string(),
+            ),
+            (H_VERIFY_NS, elapsed.to_string()),
+        ],
+        accepted: outcome.result.accepted && !outcome.result.escalated,
+        escalated: outcome.result.escalated,
+    })
+}
+
+/// One whole request, both stages. `None` for requests that are not on the submit route.
+pub fn decide(
+    headers: &[(String, Vec<u8>)],
+    body: &[u8],
+    gate: &Gate,
+    now_ns: &mut dyn FnMut() -> u64,
+) -> (Head, Option<Decision>) {
+    let head = on_headers(headers, gate);
+    let decision = match &head.verdict {
+        HeadVerdict::PassThrough => None,
+        HeadVerdict::Reply(r) => Some(Decision::LocalReply(r.clone())),
+        HeadVerdict::AwaitBody { tenant } => Some(on_body(tenant, body, gate, now_ns)),
+    };
+    (head, decision)
+}
+
+/// `{"error": <message>, "code": <code>}`, pure ASCII.
+pub fn error_body(message: &str, code: &str) -> String {
+    let mut out = String::with_capacity(message.len() + code.len() + 24);
+    out.push_str("{\"error\":");
+    write_json_string(&mut out, message, JsonEscape::GoHtmlAscii);
+    out.push_str(",\"code\":");
+    write_json_string(&mut out, code, JsonEscape::GoHtmlAscii);
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G1: &[u8] = include_bytes!("../../../core/tests/data/pcs_tiny_case_1.json");
+
+    fn gate(cfg: &str) -> Gate {
+        Gate::from_json(cfg.as_bytes()).unwrap()
+    }
+    fn hmac_gate() -> Gate {
+        gate(r#"{"keyring":{"global":{"alg":"hmac","keys":["testsecret"]}}}"#)
+    }
+    fn req(method: &str, path: &str, extra: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        let mut h = vec![
+            (":method".to_string(), method.as_bytes().to_vec()),
+            (":path".to_string(), path.as_bytes().to_vec()),
+            (":authority".to_string(), b"edge".to_vec()),
+        ];
+        h.extend(
+            extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())),
+        );
+        h
+    }
+    fn run(h: &[(String, Vec<u8>)], body: &[u8], g: &Gate) -> (Head, Option<Decision>) {
+        let mut t = 0u64;
+        decide(h, body, g, &mut || {
+            t += 1000;
+            t
+        })
+    }
+    fn reply(d: Option<Decision>) -> LocalReply {
+        match d {
+            Some(Decision::LocalReply(r)) => r,
+            other => panic!("expected a local reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn golden_forwards_with_result_headers() {
+        let g = hmac_gate();
+        let (head, d) = run(
+            &req(
+                "POST",
+                "/v1/pcs/submit?x=1",
+                &[("x-kakeya-result", "forged")],
+            ),
+            G1,
+            &g,
+        );
+        assert_eq!(head.strip, vec!["x-kakeya-result".to_string()]);
+        let Some(Decision::Forward(f)) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            f.headers,
+            vec![
+                (H_TENANT, "default".to_string()),
+                (
+                    H_RESULT,
+                    r#"{"accepted":true,"recomputed_D_hat":0.528320834,"recomputed_budget":0.317807017,"escalated":false}"#
+                        .to_string()
+                ),
+                (H_CACHEABLE, "true".to_string()),
+                (H_VERIFY_NS, "1000".to_string()),
+            ]
+        );
+        assert!(f.accepted && !f.escalated);
+    }
+
+    #[test]
+    fn method_and_paths() {
+        let g = hmac_gate();
+        let r = reply(run(&req("GET", "/v1/pcs/submit", &[]), b"", &g).1);
+        assert_eq!(r.status, 405);
+        assert_eq!(
+            r.body,
+            r#"{"error":"method not allowed: use POST","code":"method_not_allowed"}"#
+        );
+        assert_eq!(r.headers, vec![("allow".to_string(), "POST".to_string())]);
+        let (head, d) = run(
+            &req(
+                "GET",
+                "/health",
+                &[("X-Kakeya-Tenant", "x"), ("x-kakeya-tenant", "y")],
+            ),
+            b"",
+            &g,
+        );
+        assert_eq!(head.verdict, HeadVerdict::PassThrough);
+        assert_eq!(head.strip, vec!["X-Kakeya-Tenant".to_string()]);
+        assert!(d.is_none());
+        assert!(!is_submit_path("/v1/pcs/submit/"));
+        assert!(!is_submit_path("/v1/pcs/submitx"));
+        assert!(is_submit_path("/v1/pcs/submit#frag"));
+    }
+
+    #[test]
+    fn tenants() {
+        let g = hmac_gate();
+        for bad in ["a b", &"x".repeat(65), "ü", "a/b"] {
+            let r = reply(
+                run(
+                    &req("POST", "/v1/pcs/submit", &[("x-tenant-id", bad)]),
+                    G1,
+                    &g,
+                )
+                .1,
+            );
+            assert_eq!((r.status, r.code), (400, "invalid_tenant"), "{bad}");
+        }
+        let two = req(
+            "POST",
+            "/v1/pcs/submit",
+            &[("x-tenant-id", "a"), ("x-tenant-id", "b")],
+        );
+        assert_eq!(reply(run(&two, G1, &g).1).code, "invalid_tenant");
+        let (_, d) = run(
+            &req(
+                "POST",
+                "/v1/pcs/submit",
+                &[("x-tenant-id", &"x".repeat(64))],
+            ),
+            G1,
+            &g,
+        );
+        assert!(matches!(d, Some(Decision::Forward(_))));
+
+        let multi = gate(
+            r#"{"keyring":{"multi_tenant":true,"tenants":{"acme":{"alg":"hmac","keys":["testsecret"]}}}}"#,
+        );
+        let r = reply(
+            run(
+                &req("POST", "/v1/pcs/submit", &[("x-tenant-id", "globex")]),
+                G1,
+                &multi,
+            )
+            .1,
+        );
+        assert_eq!(r.status, 400);
+        assert_eq!(
+            r.body,
+            r#"{"error":"unknown tenant \"globex\"","code":"unknown_tenant"}"#
+        );
+        let (_, d) = run(
+            &req("POST", "/v1/pcs/submit", &[("x-tenant-id", "acme")]),
+            G1,
+            &multi,
+        );
+        let Some(Decision::Forward(f)) = d else {
+            panic!()
+        };
+        assert_eq!(f.headers[0], (H_TENANT, "acme".to_string()));
+    }
+
+    #[test]
+    fn parse_and_signature_errors() {
+        let g = hmac_gate();
+        let post = req("POST", "/v1/pcs/submit", &[]);
+        let r = reply(run(&post, b"", &g).1);
+        assert_eq!((r.status, r.code), (400, "empty_body"));
+        let r = reply(run(&post, b"{\"epoch\":\"1\"}", &g).1);
+        assert_eq!((r.status, r.code), (400, "invalid_json"));
+        assert!(
+            r.body
+                .starts_with("{\"error\":\"invalid JSON: invalid type"),
+            "{}",
+            r.body
+        );
+        let r = reply(run(&post, br#"{"sent_at":"<\u00e9>"}"#, &g).1);
+        assert_eq!(r.code, "invalid_sent_at");
+        assert!(r.body.is_ascii());
+        assert!(r.body.contains("\\u003c\\u00e9\\u003e"), "{}", r.body);
+        let tampered = String::from_utf8(G1.to_vec())
+            .unwrap()
+            .replace("\"D_hat\": 0.528320834", "\"D_hat\": 0.6");
+        let r = reply(run(&post, tampered.as_bytes(), &g).1);
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            r.body,
+            r#"{"error":"signature verification failed: signature does not match","code":"bad_signature"}"#
+        );
+    }
+
+    #[test]
+    fn non_utf8_header_values_do_not_panic() {
+        let g = hmac_gate();
+        let mut h = req("POST", "/v1/pcs/submit", &[]);
+        h.push(("x-tenant-id".into(), vec![0xff, 0xfe]));
+        h.push(("x-kakeya-junk".into(), vec![0xff]));
+        let (head, d) = run(&h, G1, &g);
+        assert_eq!(head.strip, vec!["x-kakeya-junk".to_string()]);
+        assert_eq!(reply(d).code, "invalid_tenant");
+    }
+}

@@ -1,0 +1,29 @@
+//! # kakeya-gate
+//!
+//! The Envoy proxy-wasm filter in front of `POST /v1/pcs/submit`. It buffers the body, parses the
+//! PCS, checks its signature against the tenant's keys and verifies it with `kakeya-core`; a
+//! forged or malformed PCS is answered in the proxy (400/401/405), a verified one goes on to the
+//! control plane with the outcome in `x-kakeya-*` request headers (client copies are stripped on
+//! every path).
+//!
+//! * [`decide`]: all decisions, no hostcalls (tested natively).
+//! * [`metrics`]: bounded per-tenant counters.
+//! * `root` / `request`: the proxy-wasm root and HTTP contexts (thin).
+//! * [`host`]: raw hostcalls whose SDK wrappers would panic on an unexpected status.
+//!
+//! Build: `cargo build -p kakeya-gate --target wasm32-wasip1 --profile wasm`.
+//! Envoy needs `allow_on_headers_stop_iteration: true` in the PluginConfig (ecosystem notes §1.5).
+
+pub mod decide;
+pub mod host;
+pub mod metrics;
+pub mod request;
+pub mod root;
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::GateRoot::new(context_id))
+    });
+}}

@@ -1,0 +1,218 @@
+//! HTTP context: a thin adapter from the Envoy callbacks to [`crate::decide`].
+
+use crate::decide::{self, Decision, HeadVerdict, LocalReply};
+use crate::host;
+use crate::metrics::{tenant_label, Counter};
+use crate::root::{EnvoyMetrics, Shared};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, MapType};
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+enum State {
+    /// Not (or no longer) ours to hold.
+    Continue,
+    /// Submit route: waiting for the end of the body.
+    AwaitBody { tenant: String },
+    /// A local reply was sent; Envoy expects StopIteration from here on (rust-sdk#105).
+    Replied,
+}
+
+pub struct GateRequest {
+    shared: Option<Rc<Shared>>,
+    state: State,
+}
+
+impl GateRequest {
+    pub fn new(shared: Option<Rc<Shared>>) -> Self {
+        GateRequest {
+            shared,
+            state: State::Continue,
+        }
+    }
+
+    fn count(&self, tenant: Option<&str>, counters: &[Counter]) {
+        if let Some(shared) = &self.shared {
+            let label = tenant_label(&shared.gate.keyring, tenant);
+            if let Ok(mut m) = shared.metrics.try_borrow_mut() {
+                m.bump(&mut EnvoyMetrics, label, counters);
+            }
+        }
+    }
+
+    fn reply(&mut self, r: &LocalReply) -> Action {
+        if let Err(e) = host::send_local_response(r.status, &r.all_headers(), r.body.as_bytes()) {
+            log::error!("kakeya-gate: send_local_response({}) failed: {e}", r.status);
+        }
+        self.state = State::Replied;
+        Action::Pause
+    }
+
+    fn finish(&mut self, tenant: &str, body: &[u8]) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return self.not_configured();
+        };
+        let mut now = now_ns;
+        let decision = decide::on_body(tenant, body, &shared.gate, &mut now);
+        match decision {
+            Decision::LocalReply(r) => {
+                let c = match r.status {
+                    401 => Counter::SignatureErrors,
+                    _ if r.code == "unknown_tenant" => Counter::UnknownTenant,
+                    _ => Counter::ParseErrors,
+                };
+                self.count(Some(tenant), &[c]);
+                self.reply(&r)
+            }
+            Decision::Forward(f) => {
+                for (name, value) in &f.headers {
+                    if let Err(status) =
+                        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+                    {
+                        log::error!("kakeya-gate: cannot set {name}: {status:?}");
+                    }
+                }
+                let mut cs = vec![Counter::Forwarded];
+                if f.accepted {
+                    cs.push(Counter::Accepted);
+                }
+                if f.escalated {
+                    cs.push(Counter::Escalated);
+                }
+                self.count(Some(tenant), &cs);
+                self.state = State::Continue;
+                Action::Continue
+            }
+        }
+    }
+
+    fn not_configured(&mut self) -> Action {
+        let r = LocalReply {
+            status: 503,
+            headers: Vec::new(),
+            body: decide::error_body("gate filter is not configured", "not_configured"),
+            code: "not_configured",
+        };
+        self.reply(&r)
+    }
+}
+
+/// Host clock in ns (0 if unavailable: the timing header then reads 0, nothing fails).
+fn now_ns() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Context for GateRequest {}
+
+impl HttpContext for GateRequest {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        // Bytes, not strings: the SDK's string map getter panics on non-UTF-8 header values.
+        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(h) => h,
+            Err(status) => {
+                log::error!("kakeya-gate: cannot read request headers: {status:?}");
+                Vec::new()
+            }
+        };
+        let Some(shared) = self.shared.clone() else {
+            return if decide::is_submit_path(&path_of(&headers)) {
+                self.not_configured()
+            } else {
+                Action::Continue
+            };
+        };
+        let head = decide::on_headers(&headers, &shared.gate);
+        for name in &head.strip {
+            if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+                log::error!("kakeya-gate: cannot remove {name}: {status:?}");
+            }
+        }
+        match head.verdict {
+            HeadVerdict::PassThrough => Action::Continue,
+            HeadVerdict::Reply(r) => {
+                // Counted under the tenant the request claims (`default` without a header);
+                // an unusable tenant id is counted as `other`.
+                let tenant = if r.code == "invalid_tenant" {
+                    None
+                } else {
+                    Some(tenant_header(&headers))
+                };
+                let mut cs = vec![Counter::Requests];
+                match r.code {
+                    "method_not_allowed" => cs.push(Counter::MethodNotAllowed),
+                    _ => cs.push(Counter::UnknownTenant),
+                }
+                self.count(tenant.as_deref(), &cs);
+                self.reply(&r)
+            }
+            HeadVerdict::AwaitBody { tenant } => {
+                self.count(Some(&tenant), &[Counter::Requests]);
+                if end_of_stream {
+                    // No body at all: judged as an empty one (400).
+                    return self.finish(&tenant, &[]);
+                }
+                self.state = State::AwaitBody { tenant };
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match &self.state {
+            State::Continue => Action::Continue,
+            State::Replied => Action::Pause,
+            State::AwaitBody { .. } if !end_of_stream => Action::Pause,
+            State::AwaitBody { tenant } => {
+                let tenant = tenant.clone();
+                // After Pause, body_size is the whole buffered body.
+                let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
+                    Ok(b) => b.unwrap_or_default(),
+                    Err(status) => {
+                        log::error!("kakeya-gate: cannot read the request body: {status:?}");
+                        Vec::new()
+                    }
+                };
+                self.finish(&tenant, &body)
+            }
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        match &self.state {
+            State::Continue => Action::Continue,
+            State::Replied => Action::Pause,
+            // Trailers end the stream: decide on the buffered body.
+            State::AwaitBody { tenant } => {
+                let tenant = tenant.clone();
+                let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, usize::MAX) {
+                    Ok(b) => b.unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                };
+                // Continue from this callback resumes the buffered body and trailers.
+                self.finish(&tenant, &body)
+            }
+        }
+    }
+}
+
+fn path_of(headers: &[(String, Vec<u8>)]) -> String {
+    headers
+        .iter()
+        .find(|(k, _)| k == ":path")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
+}
+
+fn tenant_header(headers: &[(String, Vec<u8>)]) -> String {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(decide::TENANT_HEADER))
+        .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| kakeya_core::signature::DEFAULT_TENANT.to_string())
+}

@@ -1,0 +1,142 @@
+//! In-filter benchmark: the golden PCS through the built gate module in the harness.
+//!
+//! Three measures per request, each summarised over all requests (no sampling):
+//! * `guest verify` — the filter's own `x-kakeya-verify-ns`: parse + signature + verify, timed
+//!   in the guest with the host clock (`proxy_get_current_time_nanoseconds`);
+//! * `on_request_body` — host wall time of the body callback at end of stream (body read,
+//!   parse + signature + verify, four header writes, hostcall transitions);
+//! * `whole request` — host wall time from context create to delete.
+
+use crate::{load_gate_wasm, Harness, Outcome};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+/// Golden case 1 (HMAC `testsecret`).
+pub const GOLDEN_1: &[u8] = include_bytes!("../../core/tests/data/pcs_tiny_case_1.json");
+/// Gate configuration of the benchmark.
+pub const BENCH_CONFIG: &[u8] = br#"{"keyring":{"global":{"alg":"hmac","keys":["testsecret"]}}}"#;
+
+/// p50 / p99 / mean in µs.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Summary {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub mean_us: f64,
+}
+
+impl Summary {
+    /// From samples in ns (nearest-rank percentiles).
+    pub fn from_ns(samples: &mut [u64]) -> Summary {
+        samples.sort_unstable();
+        let n = samples.len();
+        let pick = |q: f64| -> f64 {
+            if n == 0 {
+                return f64::NAN;
+            }
+            let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+            samples.get(rank - 1).copied().unwrap_or(0) as f64 / 1000.0
+        };
+        let mean = if n == 0 {
+            f64::NAN
+        } else {
+            samples.iter().map(|&x| x as f64).sum::<f64>() / n as f64 / 1000.0
+        };
+        Summary {
+            p50_us: pick(0.50),
+            p99_us: pick(0.99),
+            mean_us: mean,
+        }
+    }
+}
+
+/// Result of [`in_filter`].
+#[derive(Debug, Clone, Serialize)]
+pub struct InFilterReport {
+    pub requests: usize,
+    pub warmup: usize,
+    /// In-guest parse + signature + verify (`x-kakeya-verify-ns`).
+    pub guest_verify: Summary,
+    /// Host-timed `proxy_on_request_body` at end of stream.
+    pub on_request_body: Summary,
+    /// Host-timed whole request (create → headers → body → done/log/delete).
+    pub whole_request: Summary,
+    /// Shorthands used by the benchmark page.
+    pub guest_p50_us: f64,
+    pub guest_p99_us: f64,
+    pub wasm_bytes: usize,
+    pub runtime: String,
+}
+
+impl InFilterReport {
+    /// Rows for `| measure | requests | p50 µs | p99 µs | mean µs |`.
+    pub fn markdown_rows(&self) -> String {
+        let row = |name: &str, s: &Summary| {
+            format!(
+                "| {name} | {} | {:.1} | {:.1} | {:.1} |",
+                self.requests, s.p50_us, s.p99_us, s.mean_us
+            )
+        };
+        [
+            row(
+                "in-guest parse + signature + verify (x-kakeya-verify-ns)",
+                &self.guest_verify,
+            ),
+            row(
+                "on_request_body callback (host-timed)",
+                &self.on_request_body,
+            ),
+            row(
+                "whole request through the filter (host-timed)",
+                &self.whole_request,
+            ),
+        ]
+        .join("\n")
+    }
+}
+
+/// Runs `requests` golden submissions (after a warm-up of `requests / 10`, at least 100).
+pub fn in_filter(requests: usize) -> Result<InFilterReport> {
+    let wasm = load_gate_wasm()?;
+    let mut h = Harness::new(&wasm, BENCH_CONFIG)?;
+    if !h.configured() {
+        bail!(
+            "the gate refused the benchmark configuration: {:?}",
+            h.logs()
+        );
+    }
+    let warmup = (requests / 10).max(100);
+    let headers = [("content-type", "application/json")];
+    for _ in 0..warmup {
+        h.request("POST", kakeya_core::SUBMIT_PATH, &headers, GOLDEN_1)?;
+    }
+    let mut guest = Vec::with_capacity(requests);
+    let mut body = Vec::with_capacity(requests);
+    let mut total = Vec::with_capacity(requests);
+    for i in 0..requests {
+        let out = h.request("POST", kakeya_core::SUBMIT_PATH, &headers, GOLDEN_1)?;
+        let Outcome::Forwarded { .. } = &out else {
+            bail!("request {i} was not forwarded: {out:?}")
+        };
+        let ns: u64 = out
+            .header("x-kakeya-verify-ns")
+            .context("forwarded without x-kakeya-verify-ns")?
+            .parse()
+            .context("x-kakeya-verify-ns is not an integer")?;
+        guest.push(ns);
+        let t = h.last_timings();
+        body.push(t.body_ns);
+        total.push(t.total_ns);
+    }
+    let guest_verify = Summary::from_ns(&mut guest);
+    Ok(InFilterReport {
+        requests,
+        warmup,
+        guest_p50_us: guest_verify.p50_us,
+        guest_p99_us: guest_verify.p99_us,
+        guest_verify,
+        on_request_body: Summary::from_ns(&mut body),
+        whole_request: Summary::from_ns(&mut total),
+        wasm_bytes: wasm.len(),
+        runtime: "wasmtime 48 (cranelift), kakeya-wasm-tests harness".into(),
+    })
+}

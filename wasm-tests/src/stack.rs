@@ -1,0 +1,307 @@
+//! A real Kakeya Edge stack for end-to-end tests and benchmarks: the `kakeya` control plane and
+//! Envoy 1.40 with the built gate filter, each on free loopback ports, in a temporary data dir.
+//!
+//! Binaries come from the environment that `cargo xtask test` sets: `KAKEYA_BIN`,
+//! `KAKEYA_ENVOY_BIN`, `KAKEYA_GATE_WASM`.
+
+use anyhow::{bail, Context, Result};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Paths of the three artefacts a stack runs.
+#[derive(Debug, Clone)]
+pub struct Artefacts {
+    pub kakeya: PathBuf,
+    pub envoy: PathBuf,
+    pub wasm: PathBuf,
+}
+
+impl Artefacts {
+    /// From `KAKEYA_BIN`, `KAKEYA_ENVOY_BIN` and `KAKEYA_GATE_WASM`, with a message that says how
+    /// to get them when one is missing.
+    pub fn from_env() -> Result<Self> {
+        let get = |var: &str| -> Result<PathBuf> {
+            let p = std::env::var_os(var).map(PathBuf::from).with_context(|| {
+                format!("{var} is not set: run the end-to-end tests through `cargo xtask test`")
+            })?;
+            if !p.exists() {
+                bail!(
+                    "{var}={} does not exist: run `cargo xtask test`",
+                    p.display()
+                );
+            }
+            Ok(p)
+        };
+        Ok(Artefacts {
+            kakeya: get("KAKEYA_BIN")?,
+            envoy: get("KAKEYA_ENVOY_BIN")?,
+            wasm: get("KAKEYA_GATE_WASM")?,
+        })
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_addr() -> Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    /// Extra environment for `kakeya` (e.g. `PCS_SIGN_ALG`, `PCS_HMAC_KEY`, `TENANTS`, `DATABASE_URL`).
+    pub env: Vec<(String, String)>,
+    /// Render Envoy without the gate filter (benchmark baseline).
+    pub without_gate: bool,
+    /// Point Envoy's ingest cluster at this address instead of the control plane's.
+    pub ingest_override: Option<SocketAddr>,
+}
+
+/// A running control plane + Envoy. Both are killed on drop.
+pub struct Stack {
+    pub gateway: SocketAddr,
+    pub admin: SocketAddr,
+    pub ingest: SocketAddr,
+    pub envoy_admin: SocketAddr,
+    pub data_dir: tempfile::TempDir,
+    artefacts: Artefacts,
+    opts: StackOptions,
+    kakeya: Option<Child>,
+    envoy: Option<Child>,
+}
+
+impl Stack {
+    pub fn start(opts: StackOptions) -> Result<Stack> {
+        let artefacts = Artefacts::from_env()?;
+        let mut stack = Stack {
+            gateway: free_addr()?,
+            admin: free_addr()?,
+            ingest: free_addr()?,
+            envoy_admin: free_addr()?,
+            data_dir: tempfile::tempdir()?,
+            artefacts,
+            opts,
+            kakeya: None,
+            envoy: None,
+        };
+        stack.start_control_plane()?;
+        stack.start_envoy()?;
+        Ok(stack)
+    }
+
+    /// Environment shared by every `kakeya` invocation of this stack.
+    fn kakeya_cmd(&self) -> Command {
+        let mut c = Command::new(&self.artefacts.kakeya);
+        c.env("KAKEYA_DATA_DIR", self.data_dir.path())
+            .env("KAKEYA_ADMIN_ADDR", self.admin.to_string())
+            .env(
+                "KAKEYA_INGEST_ADDR",
+                self.opts.ingest_override.unwrap_or(self.ingest).to_string(),
+            )
+            .env("KAKEYA_GATEWAY_ADDR", self.gateway.to_string())
+            .env("KAKEYA_ENVOY_ADMIN_ADDR", self.envoy_admin.to_string())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            );
+        for (k, v) in &self.opts.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs `kakeya <args>` against this stack's configuration and data.
+    pub fn kakeya(&self, args: &[&str]) -> Result<Output> {
+        let out = self.kakeya_cmd().args(args).output()?;
+        Ok(out)
+    }
+
+    pub fn start_control_plane(&mut self) -> Result<()> {
+        let mut cmd = self.kakeya_cmd();
+        // The real ingest listener always binds the stack's own port (an override only
+        // redirects Envoy's cluster).
+        cmd.env("KAKEYA_INGEST_ADDR", self.ingest.to_string())
+            .arg("serve")
+            .stdout(Stdio::null());
+        let child = cmd.spawn().context("cannot start kakeya serve")?;
+        self.kakeya = Some(child);
+        wait_ready(
+            self.admin,
+            "/ready",
+            Duration::from_secs(60),
+            self.kakeya.as_mut(),
+        )
+    }
+
+    fn start_envoy(&mut self) -> Result<()> {
+        let yaml = self.data_dir.path().join("envoy.yaml");
+        let mut args = vec!["envoy", "render", "--wasm"];
+        let wasm = self.artefacts.wasm.to_string_lossy().into_owned();
+        let out_path = yaml.to_string_lossy().into_owned();
+        args.extend([wasm.as_str(), "--out", out_path.as_str()]);
+        if self.opts.without_gate {
+            args.push("--without-gate");
+        }
+        let out = self.kakeya(&args)?;
+        if !out.status.success() {
+            bail!(
+                "kakeya envoy render failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let log = std::fs::File::create(self.data_dir.path().join("envoy.log"))?;
+        let child = Command::new(&self.artefacts.envoy)
+            .args([
+                "--use-dynamic-base-id",
+                "--log-level",
+                "warn",
+                "--concurrency",
+                "2",
+                "-c",
+            ])
+            .arg(&yaml)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start envoy")?;
+        self.envoy = Some(child);
+        wait_ready(
+            self.envoy_admin,
+            "/ready",
+            Duration::from_secs(60),
+            self.envoy.as_mut(),
+        )
+        .with_context(|| format!("envoy log:\n{}", self.envoy_log()))
+    }
+
+    pub fn envoy_log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    /// `kill -9` of the control plane.
+    pub fn kill_control_plane(&mut self) {
+        if let Some(mut c) = self.kakeya.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gateway, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    pub fn envoy_admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.envoy_admin, path)
+    }
+
+    pub fn data_path(&self) -> &Path {
+        self.data_dir.path()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for child in [self.envoy.take(), self.kakeya.take()]
+            .into_iter()
+            .flatten()
+        {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `GET path` until 200; fails early when the process exits.
+fn wait_ready(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    mut child: Option<&mut Child>,
+) -> Result<()> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(r) = agent.get(&format!("http://{addr}{path}")).call() {
+            if r.status() == 200 {
+                return Ok(());
+            }
+        }
+        if let Some(c) = child.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                bail!("process exited during start-up ({status})");
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("http://{addr}{path} not ready within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An HTTP answer, whatever its status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// POSTs `body` with `headers`, returning the answer for any status.
+pub fn post(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Answer> {
+    let mut req = agent.post(url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    answer(req.send_bytes(body))
+}
+
+/// Sends `method` without a body.
+pub fn call(agent: &ureq::Agent, method: &str, url: &str) -> Result<Answer> {
+    answer(agent.request(method, url).call())
+}
+
+fn answer(r: std::result::Result<ureq::Response, ureq::Error>) -> Result<Answer> {
+    let resp = match r {
+        Ok(resp) => resp,
+        Err(ureq::Error::Status(_, resp)) => resp,
+        Err(e) => return Err(e.into()),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string())))
+        .collect();
+    let body = resp.into_string()?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}

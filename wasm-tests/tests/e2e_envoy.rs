@@ -1,0 +1,353 @@
+//! End-to-end tests through real Envoy 1.40 (V8) with the built gate filter and the real `kakeya`
+//! control plane on SQLite, each test on its own free loopback ports.
+//! Run through `cargo xtask test`, which builds the binaries and sets their paths.
+
+use kakeya_wasm_tests::fixtures::{self, signed_pcs, GOLDEN, KEY};
+use kakeya_wasm_tests::stack::{call, post, Answer, Stack, StackOptions};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SUBMIT: &str = "/v1/pcs/submit";
+
+fn hmac_env() -> Vec<(String, String)> {
+    vec![
+        ("PCS_SIGN_ALG".into(), "hmac".into()),
+        ("PCS_HMAC_KEY".into(), KEY.into()),
+    ]
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(20))
+        .build()
+}
+
+fn submit(stack: &Stack, body: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut h = vec![("content-type", "application/json")];
+    h.extend_from_slice(headers);
+    post(&agent(), &stack.url(SUBMIT), &h, body.as_bytes()).expect("gateway answers")
+}
+
+/// Decision-log rows of a tenant, through the admin API.
+fn decisions(stack: &Stack, tenant: &str) -> Vec<Value> {
+    let a = call(
+        &agent(),
+        "GET",
+        &stack.admin_url(&format!("/v1/decisions?tenant={tenant}&limit=100000")),
+    )
+    .unwrap();
+    assert_eq!(a.status, 200, "{}", a.body);
+    match a.json() {
+        Value::Array(rows) => rows,
+        Value::Object(mut o) => match o.remove("decisions") {
+            Some(Value::Array(rows)) => rows,
+            other => panic!("unexpected decisions body {other:?}"),
+        },
+        other => panic!("unexpected decisions body {other:?}"),
+    }
+}
+
+fn count_by_pcs_id(rows: &[Value]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for r in rows {
+        *m.entry(r["pcs_id"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    m
+}
+
+fn assert_json_error(a: &Answer, status: u16) {
+    assert_eq!(a.status, status, "{a:?}");
+    let v = a.json();
+    assert!(
+        v["error"].is_string() && v["code"].is_string(),
+        "JSON error body expected, got {a:?}"
+    );
+}
+
+#[test]
+fn verify_path_through_envoy() {
+    let stack = Stack::start(StackOptions {
+        env: hmac_env(),
+        ..Default::default()
+    })
+    .unwrap();
+
+    // Golden vectors: 200 with the exact VerifyResult.
+    let expected = [
+        "{\"accepted\":true,\"recomputed_D_hat\":0.528320834,\"recomputed_budget\":0.317807017,\"escalated\":false}\n",
+        "{\"accepted\":true,\"recomputed_D_hat\":1,\"recomputed_budget\":0.349073359,\"escalated\":false}\n",
+    ];
+    for (g, want) in GOLDEN.iter().zip(expected) {
+        let a = submit(&stack, g, &[]);
+        assert_eq!((a.status, a.body.as_str()), (200, want), "{a:?}");
+    }
+
+    // Duplicate: the identical stored answer.
+    let first = submit(&stack, GOLDEN[0], &[]);
+    assert_eq!((first.status, first.body.as_str()), (200, expected[0]));
+    assert_eq!(first.header("x-kakeya-dedup"), Some("hit"));
+
+    // Tampered signed field → 401, nothing stored; the genuine PCS with that id is then fresh.
+    let genuine = signed_pcs("tamper-shard", KEY);
+    let mut forged = genuine.clone();
+    forged["D_hat"] = Value::from(0.6);
+    let before = decisions(&stack, "default").len();
+    let a = submit(
+        &stack,
+        &forged.to_string(),
+        &[("x-kakeya-result", "{\"accepted\":true,\"escalated\":false}")],
+    );
+    assert_json_error(&a, 401);
+    assert_eq!(
+        decisions(&stack, "default").len(),
+        before,
+        "a forged PCS must not reach the control plane"
+    );
+    let a = submit(&stack, &genuine.to_string(), &[]);
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(
+        a.header("x-kakeya-dedup"),
+        Some("miss"),
+        "the forged PCS must not have left a dedup entry"
+    );
+
+    // Malformed input → 400 with a JSON error body.
+    for bad in [
+        "",
+        "{not valid json",
+        "[1,2]",
+        r#"{"epoch":"1"}"#,
+        r#"{"N_j":{"2":3.5}}"#,
+        r#"{"sent_at":""}"#,
+    ] {
+        let a = submit(&stack, bad, &[]);
+        assert_json_error(&a, 400);
+    }
+    // Oversize → 413 from Envoy's buffer limit.
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(1024 * 1024));
+    let a = submit(&stack, &big, &[]);
+    assert_eq!(a.status, 413, "{a:?}");
+    // Other methods → 405.
+    let a = call(&agent(), "GET", &stack.url(SUBMIT)).unwrap();
+    assert_json_error(&a, 405);
+    // Health through the gateway.
+    let a = call(&agent(), "GET", &stack.url("/health")).unwrap();
+    assert_eq!(a.status, 200);
+
+    // A soft escalation answers 202 with the reason.
+    let mut p: kakeya_core::Pcs =
+        kakeya_core::parse(signed_pcs("soft", KEY).to_string().as_bytes()).unwrap();
+    p.budget = 0.5;
+    p.sig = kakeya_core::signature::sign_hmac(
+        kakeya_core::canonical::signing_payload(&p).as_bytes(),
+        KEY.as_bytes(),
+    );
+    let a = submit(&stack, &fixtures::to_json(&p).to_string(), &[]);
+    assert_eq!(a.status, 202, "{a:?}");
+    assert_eq!(a.json()["escalated"], Value::Bool(true));
+
+    // Counters: the filter's in Envoy stats, the control plane's in /metrics.
+    let stats = call(&agent(), "GET", &stack.envoy_admin_url("/stats/prometheus"))
+        .unwrap()
+        .body;
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.starts_with("kakeya_gate_signature_errors_total{")
+                && l.contains("tenant=\"default\"")),
+        "gate counters with a tenant tag expected in Envoy stats"
+    );
+    let metrics = call(&agent(), "GET", &stack.admin_url("/metrics"))
+        .unwrap()
+        .body;
+    for name in [
+        "kakeya_ingest_total",
+        "kakeya_accepted_total",
+        "kakeya_escalated_total",
+        "kakeya_dedup_hits_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    assert!(metrics.contains("kakeya_wal_fsync_seconds_bucket"));
+}
+
+#[test]
+fn fifty_concurrent_submissions_make_one_decision() {
+    let stack = Arc::new(
+        Stack::start(StackOptions {
+            env: hmac_env(),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let body = signed_pcs("concurrent-shard", KEY).to_string();
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    std::thread::scope(|s| {
+        for _ in 0..50 {
+            let (stack, body, answers) = (stack.clone(), body.clone(), answers.clone());
+            s.spawn(move || {
+                let a = submit(&stack, &body, &[]);
+                answers.lock().unwrap().push((a.status, a.body));
+            });
+        }
+    });
+    let answers = answers.lock().unwrap();
+    assert_eq!(answers.len(), 50);
+    assert!(
+        answers.iter().all(|a| *a == answers[0]),
+        "all answers must be identical: {answers:?}"
+    );
+    assert_eq!(answers[0].0, 200);
+    let pcs_id = serde_json::from_str::<Value>(&body).unwrap()["pcs_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        count_by_pcs_id(&decisions(&stack, "default")).get(&pcs_id),
+        Some(&1)
+    );
+}
+
+#[test]
+fn kill_9_during_load_loses_nothing_acknowledged() {
+    let mut env = hmac_env();
+    // This test is about durability, not the rate limiter.
+    env.push(("TOKEN_RATE".into(), "100000".into()));
+    let mut stack = Stack::start(StackOptions {
+        env,
+        ..Default::default()
+    })
+    .unwrap();
+    let bodies: Vec<(String, String)> = (0..1000)
+        .map(|i| {
+            let v = signed_pcs(&format!("load-{i}"), KEY);
+            (
+                v["pcs_id"].as_str().unwrap_or_default().to_string(),
+                v.to_string(),
+            )
+        })
+        .collect();
+    let acked = Mutex::new(HashSet::new());
+    // kill -9 once 300 submissions have been acknowledged, with more in flight.
+    let acked_count = std::sync::atomic::AtomicUsize::new(0);
+    let url = stack.url(SUBMIT);
+    let killed = std::sync::atomic::AtomicBool::new(false);
+    let stack_ref = Mutex::new(&mut stack);
+    std::thread::scope(|s| {
+        for w in 0..8 {
+            let (bodies, acked, acked_count, url, killed, stack_ref) =
+                (&bodies, &acked, &acked_count, &url, &killed, &stack_ref);
+            s.spawn(move || {
+                let agent = agent();
+                for (pcs_id, body) in bodies.iter().skip(w).step_by(8) {
+                    if let Ok(a) = post(
+                        &agent,
+                        url,
+                        &[("content-type", "application/json")],
+                        body.as_bytes(),
+                    ) {
+                        if a.status == 200 || a.status == 202 {
+                            acked.lock().unwrap().insert(pcs_id.clone());
+                            let n =
+                                acked_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                            if n >= 300 && !killed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                                stack_ref.lock().unwrap().kill_control_plane();
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let acked = acked.into_inner().unwrap();
+    assert!(
+        acked.len() >= 300,
+        "the load should have been acknowledged before the kill ({})",
+        acked.len()
+    );
+    assert!(
+        acked.len() < 1000,
+        "the kill should have interrupted the load"
+    );
+
+    stack.start_control_plane().unwrap();
+    let out = stack.kakeya(&["wal", "replay"]).unwrap();
+    assert!(
+        out.status.success(),
+        "wal replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Replaying twice changes nothing.
+    let out = stack.kakeya(&["wal", "replay", "--from-start"]).unwrap();
+    assert!(
+        out.status.success(),
+        "wal replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let counts = count_by_pcs_id(&decisions(&stack, "default"));
+    for id in &acked {
+        assert_eq!(
+            counts.get(id),
+            Some(&1),
+            "acknowledged {id} must be present exactly once"
+        );
+    }
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "no decision may be doubled"
+    );
+    // And every acknowledged submission is a dedup hit now.
+    for (pcs_id, body) in bodies.iter().filter(|(id, _)| acked.contains(id)).take(20) {
+        let a = submit(&stack, body, &[]);
+        assert_eq!(a.header("x-kakeya-dedup"), Some("hit"), "{pcs_id}: {a:?}");
+    }
+}
+
+#[test]
+fn tenants_keys_and_rate_limits() {
+    let env = vec![
+        ("MULTI_TENANT".to_string(), "true".to_string()),
+        (
+            "TENANTS".to_string(),
+            "acme:hmac:testsecret,beta:hmac:betasecret".to_string(),
+        ),
+        ("TOKEN_RATE".to_string(), "1".to_string()),
+    ];
+    let stack = Stack::start(StackOptions {
+        env,
+        ..Default::default()
+    })
+    .unwrap();
+    let acme = signed_pcs("tenant-a", KEY).to_string();
+    let beta = signed_pcs("tenant-b", "betasecret").to_string();
+
+    assert_eq!(
+        submit(&stack, &acme, &[("x-tenant-id", "acme")]).status,
+        200
+    );
+    // beta's key does not sign for acme, and an unknown tenant is refused.
+    assert_json_error(&submit(&stack, &beta, &[("x-tenant-id", "acme")]), 401);
+    assert_json_error(&submit(&stack, &acme, &[("x-tenant-id", "nobody")]), 400);
+    // Dedup is per tenant: the same PCS id under beta is beta's own decision.
+    assert_eq!(
+        submit(&stack, &beta, &[("x-tenant-id", "beta")]).status,
+        200
+    );
+
+    // TOKEN_RATE=1 → burst 2: acme has used its two tokens by now, so within a few more
+    // requests (a token refills each second) it is limited, with a Retry-After.
+    let limited = (0..6)
+        .map(|_| submit(&stack, &acme, &[("x-tenant-id", "acme")]))
+        .find(|a| a.status == 429);
+    let a = limited.expect("acme must hit its rate limit");
+    assert!(a.header("retry-after").is_some(), "{a:?}");
+    // beta has its own bucket with a token left.
+    assert_ne!(
+        submit(&stack, &beta, &[("x-tenant-id", "beta")]).status,
+        429
+    );
+}

