@@ -19,12 +19,22 @@ pub enum DimensionError {
     NonPositiveCount(i64),
     #[error("no valid slopes computed")]
     NoSlopes,
+    /// Bounds the O(k²) slope work and memory: a hostile PCS with 100k scales must not be able
+    /// to exhaust the filter's memory (producers use 4–5 scales).
+    #[error("too many scales: {0}, at most {MAX_SCALES}")]
+    TooManyScales(usize),
 }
+
+/// Most scales a PCS may carry.
+pub const MAX_SCALES: usize = 64;
 
 /// D̂ from `scales` and `n_j` (keys are the scales in decimal), rounded with `round9_api`.
 pub fn recompute_d_hat(scales: &[i64], n_j: &BTreeMap<String, i64>) -> Result<f64, DimensionError> {
     if scales.len() < 2 {
         return Err(DimensionError::TooFewScales);
+    }
+    if scales.len() > MAX_SCALES {
+        return Err(DimensionError::TooManyScales(scales.len()));
     }
     let mut points = Vec::with_capacity(scales.len());
     for &s in scales {
@@ -108,6 +118,18 @@ mod tests {
             d(&[-2, 2, 4], &[1, 3, 5]),
             Err(DimensionError::ScaleBelowOne(-2))
         );
+    }
+
+    #[test]
+    fn too_many_scales_is_refused_before_any_work() {
+        let scales = vec![2i64; 100_000];
+        assert_eq!(
+            recompute_d_hat(&scales, &nj(&[(2, 3)])),
+            Err(DimensionError::TooManyScales(100_000))
+        );
+        let ok: Vec<i64> = (1..=64).collect();
+        let counts: Vec<i64> = ok.iter().map(|s| s * s).collect();
+        assert_eq!(d(&ok, &counts), Ok(2.0));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The PCS v0.1 wire type ("fractal-lba-kakeya" schema) and its parser.
 //!
 //! Parsing follows spec §1.4 with two deliberate tightenings: keys match exactly (plus the
-//! `d_hat` / `n_j` aliases the reference WASM SDK sends), and a key that appears twice is an
-//! error instead of "last one wins", since two readers of an ambiguous body could disagree.
+//! `d_hat` / `n_j` aliases the reference WASM SDK sends), and a field of the PCS that appears
+//! twice is an error instead of "last one wins", since two readers of an ambiguous body could
+//! disagree. (Inside the unsigned `N_j` map a repeated scale key still takes the last value.)
 //! Unknown fields are ignored; missing fields and `null` take the zero value.
 
 use serde::{Deserialize, Deserializer};

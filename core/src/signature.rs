@@ -66,6 +66,8 @@ pub enum KeyError {
     BadEd25519Key(usize),
     #[error("tenant {0:?}: {1}")]
     Tenant(String, Box<KeyError>),
+    #[error("tenant id {0:?} is invalid: use 1-64 characters of [A-Za-z0-9_-]")]
+    InvalidTenantId(String),
 }
 
 /// Why a signature was refused. Every variant maps to HTTP 401.
@@ -273,6 +275,18 @@ pub struct Keyring {
 /// The tenant a request without `X-Tenant-Id` belongs to.
 pub const DEFAULT_TENANT: &str = "default";
 
+/// Longest tenant id.
+pub const MAX_TENANT_ID_LEN: usize = 64;
+
+/// Tenant ids are 1–64 characters of `[A-Za-z0-9_-]`: they travel in HTTP headers and in Envoy
+/// metric names, where `.` separates name segments.
+pub fn valid_tenant_id(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= MAX_TENANT_ID_LEN
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 impl Keyring {
     pub fn from_config(cfg: &KeyringConfig) -> Result<Self, KeyError> {
         let global = Verifier::from_config(&cfg.global)?;
@@ -280,6 +294,9 @@ impl Keyring {
             .tenants
             .iter()
             .map(|(id, c)| {
+                if !valid_tenant_id(id) {
+                    return Err(KeyError::InvalidTenantId(id.clone()));
+                }
                 Verifier::from_config(c)
                     .map(|v| (id.clone(), v))
                     .map_err(|e| KeyError::Tenant(id.clone(), Box::new(e)))

@@ -18,9 +18,6 @@ use kakeya_core::{Gate, SUBMIT_PATH};
 pub const KAKEYA_HEADER_PREFIX: &str = "x-kakeya-";
 /// Request header naming the tenant.
 pub const TENANT_HEADER: &str = "x-tenant-id";
-/// Longest accepted tenant id.
-pub const MAX_TENANT_LEN: usize = 64;
-
 pub const H_TENANT: &str = "x-kakeya-tenant";
 pub const H_RESULT: &str = "x-kakeya-result";
 pub const H_CACHEABLE: &str = "x-kakeya-cacheable";
@@ -117,12 +114,9 @@ pub fn is_submit_path(path: &str) -> bool {
     path.get(..end) == Some(SUBMIT_PATH)
 }
 
-/// 1–64 characters of `[A-Za-z0-9._-]`.
+/// See [`kakeya_core::signature::valid_tenant_id`].
 pub fn valid_tenant(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= MAX_TENANT_LEN
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    kakeya_core::signature::valid_tenant_id(t)
 }
 
 /// Header stage. `headers` is the full request header map including pseudo headers; values are
@@ -150,7 +144,14 @@ pub fn on_headers(headers: &[(String, Vec<u8>)], gate: &Gate) -> Head {
             verdict: HeadVerdict::Reply(reply),
         };
     }
-    let verdict = match tenant_of(headers) {
+    // Single-tenant mode ignores X-Tenant-Id, as the reference does: otherwise a client could
+    // pick a fresh tenant per request and sidestep dedup, which is keyed by (tenant, pcs_id).
+    let tenant = if gate.keyring.multi_tenant() {
+        tenant_of(headers)
+    } else {
+        Ok(DEFAULT_TENANT.to_string())
+    };
+    let verdict = match tenant {
         Err(reply) => HeadVerdict::Reply(reply),
         Ok(tenant) => match gate.keyring.verifier_for(&tenant) {
             Ok(_) => HeadVerdict::AwaitBody { tenant },
@@ -184,7 +185,7 @@ fn tenant_of(headers: &[(String, Vec<u8>)]) -> Result<String, LocalReply> {
         LocalReply::new(
             400,
             "invalid_tenant",
-            "invalid x-tenant-id: expected one header of 1-64 characters [A-Za-z0-9._-]",
+            "invalid x-tenant-id: expected one header of 1-64 characters [A-Za-z0-9_-]",
         )
     };
     if values.next().is_some() {
@@ -375,8 +376,23 @@ mod tests {
 
     #[test]
     fn tenants() {
-        let g = hmac_gate();
-        for bad in ["a b", &"x".repeat(65), "ü", "a/b"] {
+        // Single-tenant mode ignores X-Tenant-Id: everything is `default`.
+        let single = hmac_gate();
+        for any in ["acme", "a b", "ü"] {
+            let (_, d) = run(
+                &req("POST", "/v1/pcs/submit", &[("x-tenant-id", any)]),
+                G1,
+                &single,
+            );
+            let Some(Decision::Forward(f)) = d else {
+                panic!("{any}")
+            };
+            assert_eq!(f.headers[0], (H_TENANT, "default".to_string()));
+        }
+        let g = gate(
+            r#"{"keyring":{"multi_tenant":true,"tenants":{"default":{"alg":"hmac","keys":["testsecret"]},"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx":{"alg":"hmac","keys":["testsecret"]}}}}"#,
+        );
+        for bad in ["a b", &"x".repeat(65), "ü", "a/b", "a.b"] {
             let r = reply(
                 run(
                     &req("POST", "/v1/pcs/submit", &[("x-tenant-id", bad)]),
@@ -462,12 +478,36 @@ mod tests {
 
     #[test]
     fn non_utf8_header_values_do_not_panic() {
-        let g = hmac_gate();
+        let g = gate(
+            r#"{"keyring":{"multi_tenant":true,"tenants":{"default":{"alg":"hmac","keys":["testsecret"]}}}}"#,
+        );
         let mut h = req("POST", "/v1/pcs/submit", &[]);
         h.push(("x-tenant-id".into(), vec![0xff, 0xfe]));
         h.push(("x-kakeya-junk".into(), vec![0xff]));
         let (head, d) = run(&h, G1, &g);
         assert_eq!(head.strip, vec!["x-kakeya-junk".to_string()]);
         assert_eq!(reply(d).code, "invalid_tenant");
+    }
+
+    #[test]
+    fn a_hundred_thousand_scales_are_escalated_not_a_trap() {
+        // scales are not signed, so a valid signature does not bound them.
+        let mut v: serde_json::Value = serde_json::from_slice(G1).unwrap();
+        v["scales"] = serde_json::Value::from(vec![2; 100_000]);
+        let body = v.to_string();
+        let (_, d) = run(
+            &req("POST", "/v1/pcs/submit", &[]),
+            body.as_bytes(),
+            &hmac_gate(),
+        );
+        let Some(Decision::Forward(f)) = d else {
+            panic!("expected forward")
+        };
+        let result = f.headers.iter().find(|(k, _)| *k == H_RESULT).unwrap();
+        assert!(
+            result.1.contains("too many scales: 100000, at most 64"),
+            "{}",
+            result.1
+        );
     }
 }

@@ -62,7 +62,7 @@ pub const OTHER_TENANT: &str = "other";
 /// `x-tenant-id` is `other`, since every id would otherwise mint a new series.
 pub fn tenant_label<'a>(keyring: &Keyring, tenant: Option<&'a str>) -> &'a str {
     match tenant {
-        Some(t) if crate::decide::valid_tenant(t) && !t.contains('.') => {
+        Some(t) if crate::decide::valid_tenant(t) => {
             let known = if keyring.multi_tenant() {
                 keyring.verifier_for(t).is_ok()
             } else {
@@ -175,12 +175,10 @@ mod tests {
         let single = Gate::from_json(b"{}").unwrap().keyring;
         assert_eq!(tenant_label(&single, Some("default")), "default");
         assert_eq!(tenant_label(&single, Some("acme")), "other");
-        let multi =
-            Gate::from_json(br#"{"keyring":{"multi_tenant":true,"tenants":{"acme":{},"a.b":{}}}}"#)
-                .unwrap()
-                .keyring;
+        let multi = Gate::from_json(br#"{"keyring":{"multi_tenant":true,"tenants":{"acme":{}}}}"#)
+            .unwrap()
+            .keyring;
         assert_eq!(tenant_label(&multi, Some("acme")), "acme");
-        assert_eq!(tenant_label(&multi, Some("a.b")), "other");
         assert_eq!(tenant_label(&multi, Some("globex")), "other");
         assert_eq!(tenant_label(&multi, Some("bad id")), "other");
         assert_eq!(tenant_label(&multi, None), "other");
