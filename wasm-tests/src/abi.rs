@@ -74,6 +74,11 @@ fn return_bytes(caller: &mut C<'_>, data: &[u8], ret_ptr: i32, ret_size: i32) ->
     write_u32(caller, ret_size, size as u32)
 }
 
+/// The status injected for hostcall `name` ([`crate::SharedStore::fail_hostcall`]).
+fn fault(caller: &C<'_>, name: &str) -> Option<i32> {
+    caller.data().shared.fault(name)
+}
+
 /// Registers every host function of this module on `linker`.
 pub fn link(linker: &mut Linker<HostState>) -> Result<()> {
     link_proxy(linker)?;
@@ -132,6 +137,9 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
         E,
         "proxy_get_current_time_nanoseconds",
         |mut c: C<'_>, ret: i32| -> Result<i32> {
+            if let Some(st) = fault(&c, "proxy_get_current_time_nanoseconds") {
+                return Ok(st);
+            }
             let now = c.data().clock.now_ns();
             write_u64(&mut c, ret, now)?;
             Ok(status::OK)
@@ -151,6 +159,9 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
         E,
         "proxy_get_buffer_bytes",
         |mut c: C<'_>, bt: i32, start: i32, max: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
+            if let Some(st) = fault(&c, "proxy_get_buffer_bytes") {
+                return Ok(st);
+            }
             let Some(buf) = c.data().buffers.get(&bt) else {
                 return Ok(status::NOT_FOUND);
             };
@@ -171,6 +182,9 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
         E,
         "proxy_set_buffer_bytes",
         |mut c: C<'_>, bt: i32, start: i32, size: i32, ptr: i32, len: i32| -> Result<i32> {
+            if let Some(st) = fault(&c, "proxy_set_buffer_bytes") {
+                return Ok(st);
+            }
             let data = read(&mut c, ptr, len)?;
             let buf = c.data_mut().buffers.entry(bt).or_default();
             let start = (start as u32 as usize).min(buf.len());
@@ -185,6 +199,9 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
         E,
         "proxy_get_header_map_pairs",
         |mut c: C<'_>, mt: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
+            if let Some(st) = fault(&c, "proxy_get_header_map_pairs") {
+                return Ok(st);
+            }
             let Some(map) = c.data().map(mt) else {
                 return Ok(status::BAD_ARGUMENT);
             };
@@ -197,6 +214,9 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
         E,
         "proxy_set_header_map_pairs",
         |mut c: C<'_>, mt: i32, ptr: i32, len: i32| -> Result<i32> {
+            if let Some(st) = fault(&c, "proxy_set_header_map_pairs") {
+                return Ok(st);
+            }
             let bytes = read(&mut c, ptr, len)?;
             let Some(new) = deserialize_map(&bytes) else {
                 return Ok(status::BAD_ARGUMENT);
@@ -215,6 +235,9 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
         E,
         "proxy_get_header_map_value",
         |mut c: C<'_>, mt: i32, kp: i32, kl: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
+            if let Some(st) = fault(&c, "proxy_get_header_map_value") {
+                return Ok(st);
+            }
             let key = read_str(&mut c, kp, kl)?.to_ascii_lowercase();
             let Some(map) = c.data().map(mt) else {
                 return Ok(status::BAD_ARGUMENT);
@@ -236,6 +259,9 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
         E,
         "proxy_replace_header_map_value",
         |mut c: C<'_>, mt: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> Result<i32> {
+            if let Some(st) = fault(&c, "proxy_replace_header_map_value") {
+                return Ok(st);
+            }
             let key = read_str(&mut c, kp, kl)?.to_ascii_lowercase();
             let value = read(&mut c, vp, vl)?;
             let Some(map) = c.data_mut().map_mut(mt) else {
@@ -262,6 +288,9 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
         E,
         "proxy_add_header_map_value",
         |mut c: C<'_>, mt: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> Result<i32> {
+            if let Some(st) = fault(&c, "proxy_add_header_map_value") {
+                return Ok(st);
+            }
             let key = read_str(&mut c, kp, kl)?.to_ascii_lowercase();
             let value = read(&mut c, vp, vl)?;
             let Some(map) = c.data_mut().map_mut(mt) else {
@@ -275,6 +304,9 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
         E,
         "proxy_remove_header_map_value",
         |mut c: C<'_>, mt: i32, kp: i32, kl: i32| -> Result<i32> {
+            if let Some(st) = fault(&c, "proxy_remove_header_map_value") {
+                return Ok(st);
+            }
             let key = read_str(&mut c, kp, kl)?.to_ascii_lowercase();
             let Some(map) = c.data_mut().map_mut(mt) else {
                 return Ok(status::BAD_ARGUMENT);
@@ -289,6 +321,9 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
         E,
         "proxy_get_property",
         |mut c: C<'_>, pp: i32, pl: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
+            if let Some(st) = fault(&c, "proxy_get_property") {
+                return Ok(st);
+            }
             let path = read(&mut c, pp, pl)?;
             let Some(v) = c.data().properties.get(&path).cloned() else {
                 return Ok(status::NOT_FOUND);
@@ -301,6 +336,9 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
         E,
         "proxy_set_property",
         |mut c: C<'_>, pp: i32, pl: i32, vp: i32, vl: i32| -> Result<i32> {
+            if let Some(st) = fault(&c, "proxy_set_property") {
+                return Ok(st);
+            }
             let path = read(&mut c, pp, pl)?;
             let v = read(&mut c, vp, vl)?;
             c.data_mut().properties.insert(path, v);
@@ -469,6 +507,9 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
          hl: i32,
          grpc: i32|
          -> Result<i32> {
+            if let Some(st) = fault(&c, "proxy_send_local_response") {
+                return Ok(st);
+            }
             let details = read_str(&mut c, dp, dl)?;
             let body = read(&mut c, bp, bl)?;
             let hbytes = read(&mut c, hp, hl)?;
@@ -537,6 +578,9 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
         E,
         "proxy_define_metric",
         |mut c: C<'_>, kind: i32, np: i32, nl: i32, ret: i32| -> Result<i32> {
+            if let Some(st) = fault(&c, "proxy_define_metric") {
+                return Ok(st);
+            }
             let name = read_str(&mut c, np, nl)?;
             let kind = match kind {
                 0 => MetricKind::Counter,
@@ -553,6 +597,9 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
         E,
         "proxy_increment_metric",
         |mut c: C<'_>, id: i32, by: i64| -> i32 {
+            if let Some(st) = fault(&c, "proxy_increment_metric") {
+                return st;
+            }
             match c.data_mut().metrics.get_mut(id as u32 as usize) {
                 Some(m) if m.kind == MetricKind::Histogram => status::BAD_ARGUMENT,
                 Some(m) => {

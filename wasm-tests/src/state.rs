@@ -14,6 +14,7 @@ pub mod status {
     pub const SERIALIZATION_FAILURE: i32 = 3;
     pub const EMPTY: i32 = 7;
     pub const CAS_MISMATCH: i32 = 8;
+    pub const INTERNAL_FAILURE: i32 = 10;
     pub const UNIMPLEMENTED: i32 = 12;
 }
 
@@ -112,6 +113,9 @@ pub struct SharedInner {
     pub next_cas: u32,
     /// queue id → (name, items)
     pub queues: BTreeMap<u32, (String, VecDeque<Vec<u8>>)>,
+    /// Injected host failures: hostcall name (`proxy_get_header_map_pairs`, ...) → the status
+    /// it returns instead of doing anything. See [`SharedStore::fail_hostcall`].
+    pub faults: HashMap<String, i32>,
 }
 
 /// Shared data and queues; clone it into several harnesses to emulate several worker VMs.
@@ -144,6 +148,27 @@ impl SharedStore {
         let next = g.next_cas;
         g.data.insert(key.to_string(), (value, next));
         status::OK
+    }
+
+    /// From now on the hostcall `name` (e.g. `proxy_remove_header_map_value`) returns `status`
+    /// without doing anything, in every harness sharing this store, until
+    /// [`SharedStore::clear_faults`]. Supported: the header-map, buffer, clock, metric,
+    /// property and local-response calls.
+    pub fn fail_hostcall(&self, name: &str, status: i32) {
+        if let Ok(mut g) = self.0.lock() {
+            g.faults.insert(name.to_string(), status);
+        }
+    }
+
+    pub fn clear_faults(&self) {
+        if let Ok(mut g) = self.0.lock() {
+            g.faults.clear();
+        }
+    }
+
+    /// The status injected for `name`, if any.
+    pub fn fault(&self, name: &str) -> Option<i32> {
+        self.0.lock().ok()?.faults.get(name).copied()
     }
 
     pub fn remove(&self, key: &str, cas: u32) -> i32 {

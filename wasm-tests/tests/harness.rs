@@ -785,18 +785,132 @@ fn single_tenant_metrics_are_bounded() {
     for i in 0..20 {
         let tenant = format!("t{i}");
         let out = submit(&mut h, &[("x-tenant-id", &tenant)], GOLDEN[0].as_bytes());
-        assert_eq!(out.header("x-kakeya-tenant"), Some(tenant.as_str()));
+        // Single-tenant mode ignores X-Tenant-Id: everything is `default`.
+        assert_eq!(out.header("x-kakeya-tenant"), Some("default"));
     }
     assert_eq!(
-        h.metric("kakeya_gate.tenant.other.forwarded_total"),
+        h.metric("kakeya_gate.tenant.default.forwarded_total"),
         Some(20)
     );
     assert_eq!(
-        h.metrics().len(),
+        h.metrics()
+            .keys()
+            .filter(|k| k.starts_with("kakeya_gate.tenant."))
+            .count(),
         16,
         "only default and other: {:?}",
         h.metrics().keys()
     );
+}
+
+const UNAVAILABLE: &str = "kakeya_gate.unavailable_total";
+
+/// A failed hostcall answers 503 `gate_unavailable` with `retry-after: 1`, forwards nothing,
+/// never traps (the SDK's wrappers would panic) and is counted.
+fn assert_unavailable(h: &Harness, out: &Outcome, what: &str) {
+    assert!(!out.is_forwarded(), "{what}: forwarded {out:?}");
+    local(out, 503, "gate_unavailable");
+    assert_eq!(out.header("retry-after"), Some("1"), "{what}: {out:?}");
+    assert!(
+        h.logs().iter().all(|l| l.level < LogLevel::Critical),
+        "{what}: no panics: {:?}",
+        h.logs()
+    );
+    assert!(h.stderr().is_empty(), "{what}: {}", h.stderr());
+}
+
+#[test]
+fn host_failures_on_the_request_path_fail_closed() {
+    use kakeya_wasm_tests::state::status::{INTERNAL_FAILURE, SERIALIZATION_FAILURE};
+    let forged = [("x-kakeya-result", r#"{"accepted":true,"escalated":false}"#)];
+    let golden = GOLDEN[0].as_bytes();
+    let chunks: Vec<Vec<u8>> = golden.chunks(100).map(<[u8]>::to_vec).collect();
+    let submit_req = |trailers: bool| {
+        let r = Request::new("POST", SUBMIT)
+            .header(forged[0].0, forged[0].1)
+            .chunks(chunks.clone());
+        if trailers {
+            r.trailer("x-checksum", "abc")
+        } else {
+            r
+        }
+    };
+    let other = Request::new("GET", "/health").header(forged[0].0, forged[0].1);
+    let cases: Vec<(&str, i32, Vec<Request>)> = vec![
+        // Headers unread: the path is unknown, so every request is refused.
+        (
+            "proxy_get_header_map_pairs",
+            INTERNAL_FAILURE,
+            vec![
+                submit_req(false),
+                other.clone(),
+                Request::new("GET", "/health"),
+            ],
+        ),
+        // A forged x-kakeya-* header that cannot be stripped must not reach ingest.
+        (
+            "proxy_remove_header_map_value",
+            INTERNAL_FAILURE,
+            vec![submit_req(false), other.clone()],
+        ),
+        (
+            "proxy_get_buffer_bytes",
+            INTERNAL_FAILURE,
+            vec![submit_req(false), submit_req(true)],
+        ),
+        (
+            "proxy_get_buffer_bytes",
+            SERIALIZATION_FAILURE,
+            vec![submit_req(false)],
+        ),
+        (
+            "proxy_replace_header_map_value",
+            INTERNAL_FAILURE,
+            vec![submit_req(false), submit_req(true)],
+        ),
+        (
+            "proxy_get_current_time_nanoseconds",
+            INTERNAL_FAILURE,
+            vec![submit_req(false)],
+        ),
+    ];
+    let mut h = harness(HMAC_CONFIG);
+    assert_eq!(h.metric(UNAVAILABLE), Some(0), "defined at configure");
+    let mut failures = 0;
+    for (hostcall, status, reqs) in cases {
+        for req in reqs {
+            h.shared().fail_hostcall(hostcall, status);
+            let out = h
+                .send(&req)
+                .unwrap_or_else(|e| panic!("{hostcall}: trap {e:#}"));
+            h.shared().clear_faults();
+            assert_unavailable(&h, &out, hostcall);
+            failures += 1;
+            assert_eq!(h.metric(UNAVAILABLE), Some(failures), "{hostcall}");
+        }
+        // The VM is intact: the next request is judged normally.
+        let out = h.send(&submit_req(false)).unwrap();
+        assert!(forwarded_result(&out).starts_with(r#"{"accepted":true"#));
+        assert_eq!(out.header_all("x-kakeya-result").len(), 1);
+    }
+    // Without forged headers nothing needs stripping, so other paths still pass.
+    h.shared()
+        .fail_hostcall("proxy_remove_header_map_value", INTERNAL_FAILURE);
+    let out = h.request("GET", "/health", &[], b"").unwrap();
+    assert!(out.is_forwarded(), "{out:?}");
+    h.shared().clear_faults();
+}
+
+#[test]
+fn unconfigured_filter_fails_closed_when_headers_cannot_be_read() {
+    use kakeya_wasm_tests::state::status::INTERNAL_FAILURE;
+    let mut h = Harness::new(wasm(), b"not json").unwrap();
+    assert!(!h.configured());
+    h.shared()
+        .fail_hostcall("proxy_get_header_map_pairs", INTERNAL_FAILURE);
+    let out = h.request("GET", "/health", &[], b"").unwrap();
+    assert_unavailable(&h, &out, "unconfigured");
+    assert_eq!(h.metric(UNAVAILABLE), Some(1));
 }
 
 #[test]

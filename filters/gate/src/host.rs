@@ -1,10 +1,18 @@
-//! The few hostcalls whose SDK wrappers `panic!` on an unexpected host status, called through
-//! their raw ABI v0.2.1 imports so that a failure becomes an `Err` (ecosystem notes §1.2). On
-//! non-wasm targets (native tests) they report `Err` without calling anything.
+//! The hostcalls the filter makes, called through their raw ABI v0.2.1 imports so that a failure
+//! becomes an `Err` (ecosystem notes §1.2): the SDK's wrappers, `proxy_wasm::hostcalls::*`
+//! included, `panic!` on any status they do not expect, which traps the VM. The filter must not
+//! use those wrappers on the request path; its callers fail closed on `Err`. On non-wasm targets
+//! (native tests) every call reports `Err` without calling anything.
 
 /// A non-Ok proxy-wasm status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostStatus(pub u32);
+
+/// `WasmResult` codes used here.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+const STATUS_OK: u32 = 0;
+const STATUS_NOT_FOUND: u32 = 1;
+const STATUS_SERIALIZATION_FAILURE: u32 = 3;
 
 impl core::fmt::Display for HostStatus {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -34,7 +42,198 @@ mod ffi {
             headers_size: usize,
             grpc_status: i32,
         ) -> u32;
+        pub fn proxy_get_header_map_pairs(
+            map_type: u32,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_replace_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+        pub fn proxy_remove_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+        ) -> u32;
+        pub fn proxy_get_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            max_size: usize,
+            return_buffer_data: *mut *mut u8,
+            return_buffer_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     }
+
+    /// Takes ownership of a buffer the host allocated in guest memory through the SDK's
+    /// `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes).
+    ///
+    /// # Safety
+    /// `ptr` must be null or come from `proxy_on_memory_allocate(size)`, and not be owned yet.
+    pub unsafe fn take(ptr: *mut u8, size: usize) -> Vec<u8> {
+        if ptr.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: per the contract above, capacity == length == size.
+            unsafe { Vec::from_raw_parts(ptr, size, size) }
+        }
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn check(status: u32) -> Result<(), HostStatus> {
+    if status == STATUS_OK {
+        Ok(())
+    } else {
+        Err(HostStatus(status))
+    }
+}
+
+/// `proxy_get_header_map_pairs`: the whole map, names as (lossy) UTF-8, values as bytes (Envoy
+/// allows non-UTF-8 values). A malformed serialization is an `Err` too.
+pub fn get_map(map_type: proxy_wasm::types::MapType) -> Result<Vec<(String, Vec<u8>)>, HostStatus> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut ptr: *mut u8 = core::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: out-pointers are valid; on Ok the host hands us a buffer it allocated through
+        // proxy_on_memory_allocate, which `take` then owns.
+        let bytes = unsafe {
+            check(ffi::proxy_get_header_map_pairs(
+                map_type as u32,
+                &mut ptr,
+                &mut size,
+            ))?;
+            ffi::take(ptr, size)
+        };
+        deserialize_map(&bytes).ok_or(HostStatus(STATUS_SERIALIZATION_FAILURE))
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (map_type, STATUS_SERIALIZATION_FAILURE);
+        Err(HostStatus(u32::MAX))
+    }
+}
+
+/// `proxy_replace_header_map_value` (set, replacing every existing value).
+pub fn set_map_value(
+    map_type: proxy_wasm::types::MapType,
+    name: &str,
+    value: &str,
+) -> Result<(), HostStatus> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: pointers are valid for their lengths during the call.
+        check(unsafe {
+            ffi::proxy_replace_header_map_value(
+                map_type as u32,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (map_type, name, value);
+        Err(HostStatus(u32::MAX))
+    }
+}
+
+/// `proxy_remove_header_map_value` (every value of `name`).
+pub fn remove_map_value(
+    map_type: proxy_wasm::types::MapType,
+    name: &str,
+) -> Result<(), HostStatus> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: pointer valid for its length during the call.
+        check(unsafe {
+            ffi::proxy_remove_header_map_value(map_type as u32, name.as_ptr(), name.len())
+        })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (map_type, name);
+        Err(HostStatus(u32::MAX))
+    }
+}
+
+/// `proxy_get_buffer_bytes`: `NotFound` (no such buffer) and an empty range are an empty
+/// buffer, as in the SDK; any other non-Ok status is an `Err`.
+pub fn get_buffer(
+    buffer_type: proxy_wasm::types::BufferType,
+    start: usize,
+    max_size: usize,
+) -> Result<Vec<u8>, HostStatus> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut ptr: *mut u8 = core::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: out-pointers are valid; on Ok the buffer (if any) is ours, see `take`.
+        let status = unsafe {
+            ffi::proxy_get_buffer_bytes(buffer_type as u32, start, max_size, &mut ptr, &mut size)
+        };
+        match status {
+            // SAFETY: see above.
+            STATUS_OK => Ok(unsafe { ffi::take(ptr, size) }),
+            STATUS_NOT_FOUND => Ok(Vec::new()),
+            s => Err(HostStatus(s)),
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (buffer_type, start, max_size, STATUS_NOT_FOUND);
+        Err(HostStatus(u32::MAX))
+    }
+}
+
+/// `proxy_get_current_time_nanoseconds` (ns since the Unix epoch).
+pub fn now_ns() -> Result<u64, HostStatus> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut t: u64 = 0;
+        // SAFETY: the host writes one u64 into `t`.
+        check(unsafe { ffi::proxy_get_current_time_nanoseconds(&mut t) })?;
+        Ok(t)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        Err(HostStatus(u32::MAX))
+    }
+}
+
+/// Inverse of [`serialize_map`]; `None` on a malformed buffer (never a panic). Names are
+/// decoded lossily (Envoy only admits token characters in them anyway).
+pub fn deserialize_map(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let u32_at = |i: usize| -> Option<usize> {
+        let b: [u8; 4] = bytes.get(i..i.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(b)).ok()
+    };
+    let n = u32_at(0)?;
+    let mut p = n.checked_mul(8)?.checked_add(4)?;
+    if p > bytes.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let klen = u32_at(4 + i * 8)?;
+        let vlen = u32_at(8 + i * 8)?;
+        let k = bytes.get(p..p.checked_add(klen)?)?;
+        p = p.checked_add(klen)?.checked_add(1)?;
+        let v = bytes.get(p..p.checked_add(vlen)?)?;
+        p = p.checked_add(vlen)?.checked_add(1)?;
+        out.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()));
+    }
+    Some(out)
 }
 
 const COUNTER: u32 = 0;
@@ -45,13 +244,8 @@ pub fn define_counter(name: &str) -> Result<u32, HostStatus> {
     {
         let mut id: u32 = 0;
         // SAFETY: pointers are valid for the call; the host writes one u32 into `id`.
-        let status =
-            unsafe { ffi::proxy_define_metric(COUNTER, name.as_ptr(), name.len(), &mut id) };
-        if status == 0 {
-            Ok(id)
-        } else {
-            Err(HostStatus(status))
-        }
+        check(unsafe { ffi::proxy_define_metric(COUNTER, name.as_ptr(), name.len(), &mut id) })?;
+        Ok(id)
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
@@ -64,12 +258,7 @@ pub fn increment(id: u32, by: i64) -> Result<(), HostStatus> {
     #[cfg(target_arch = "wasm32")]
     {
         // SAFETY: plain integers.
-        let status = unsafe { ffi::proxy_increment_metric(id, by) };
-        if status == 0 {
-            Ok(())
-        } else {
-            Err(HostStatus(status))
-        }
+        check(unsafe { ffi::proxy_increment_metric(id, by) })
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
@@ -111,7 +300,7 @@ pub fn send_local_response(
     #[cfg(target_arch = "wasm32")]
     {
         // SAFETY: all pointers are valid for their lengths during the call.
-        let rc = unsafe {
+        check(unsafe {
             ffi::proxy_send_local_response(
                 status,
                 core::ptr::null(),
@@ -122,12 +311,7 @@ pub fn send_local_response(
                 map.len(),
                 -1,
             )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(HostStatus(rc))
-        }
+        })
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
@@ -138,6 +322,25 @@ pub fn send_local_response(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn map_round_trip_and_malformed_input() {
+        let m = super::serialize_map(&[(":path", "/v1/pcs/submit"), ("x-a", "")]);
+        assert_eq!(
+            super::deserialize_map(&m),
+            Some(vec![
+                (":path".to_string(), b"/v1/pcs/submit".to_vec()),
+                ("x-a".to_string(), Vec::new())
+            ])
+        );
+        assert_eq!(super::deserialize_map(&[]), Some(Vec::new()));
+        for cut in 1..m.len() {
+            // A truncated buffer never panics.
+            let _ = super::deserialize_map(&m[..cut]);
+        }
+        assert_eq!(super::deserialize_map(&[1, 0, 0, 0]), None);
+        assert_eq!(super::deserialize_map(&[255, 255, 255, 255, 0]), None);
+    }
+
     #[test]
     fn map_wire_format() {
         let m = super::serialize_map(&[("a", "bc"), ("", "")]);

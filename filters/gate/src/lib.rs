@@ -9,7 +9,8 @@
 //! * [`decide`]: all decisions, no hostcalls (tested natively).
 //! * [`metrics`]: bounded per-tenant counters.
 //! * `root` / `request`: the proxy-wasm root and HTTP contexts (thin).
-//! * [`host`]: raw hostcalls whose SDK wrappers would panic on an unexpected status.
+//! * [`host`]: every hostcall, raw, since the SDK's wrappers panic on an unexpected status. A
+//!   failed hostcall on the request path fails closed (503 `gate_unavailable`, `retry-after: 1`).
 //!
 //! Build: `cargo build -p kakeya-gate --target wasm32-wasip1 --profile wasm`.
 //! Envoy needs `allow_on_headers_stop_iteration: true` in the PluginConfig (ecosystem notes §1.5).

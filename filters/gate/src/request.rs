@@ -1,14 +1,18 @@
 //! HTTP context: a thin adapter from the Envoy callbacks to [`crate::decide`].
+//!
+//! Every hostcall goes through [`crate::host`] (the SDK wrappers panic on an unexpected status)
+//! and any failure on the request path fails closed: a local 503 `gate_unavailable` with
+//! `retry-after: 1`, counted in [`crate::root::UNAVAILABLE_METRIC`]. Never a pass-through:
+//! unread headers would leave `:path` unknown and client `x-kakeya-*` copies unstripped.
 
 use crate::decide::{self, Decision, HeadVerdict, LocalReply};
-use crate::host;
+use crate::host::{self, HostStatus};
 use crate::metrics::{tenant_label, Counter};
-use crate::root::{EnvoyMetrics, Shared};
-use proxy_wasm::hostcalls;
+use crate::root::{EnvoyMetrics, Shared, UNAVAILABLE_METRIC};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
+use std::cell::Cell;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
 
 enum State {
     /// Not (or no longer) ours to hold.
@@ -49,12 +53,47 @@ impl GateRequest {
         Action::Pause
     }
 
+    /// Fail closed after a failed hostcall: 503 `gate_unavailable`, `retry-after: 1`, counted.
+    fn unavailable(&mut self, what: &str, status: HostStatus) -> Action {
+        log::error!("kakeya-gate: {what} failed ({status}); answering 503 gate_unavailable");
+        let id = self
+            .shared
+            .as_ref()
+            .and_then(|s| s.unavailable)
+            .or_else(|| host::define_counter(UNAVAILABLE_METRIC).ok());
+        if let Some(id) = id {
+            if let Err(e) = host::increment(id, 1) {
+                log::warn!("kakeya-gate: cannot count {UNAVAILABLE_METRIC}: {e}");
+            }
+        }
+        let r = LocalReply {
+            status: 503,
+            headers: vec![("retry-after".to_string(), "1".to_string())],
+            body: decide::error_body(
+                "the gate cannot process this request right now; retry",
+                "gate_unavailable",
+            ),
+            code: "gate_unavailable",
+        };
+        self.reply(&r)
+    }
+
     fn finish(&mut self, tenant: &str, body: &[u8]) -> Action {
         let Some(shared) = self.shared.clone() else {
             return self.not_configured();
         };
-        let mut now = now_ns;
+        let clock_error = Cell::new(None);
+        let mut now = || match host::now_ns() {
+            Ok(t) => t,
+            Err(e) => {
+                clock_error.set(Some(e));
+                0
+            }
+        };
         let decision = decide::on_body(tenant, body, &shared.gate, &mut now);
+        if let Some(e) = clock_error.get() {
+            return self.unavailable("reading the host clock", e);
+        }
         match decision {
             Decision::LocalReply(r) => {
                 let c = match r.status {
@@ -67,10 +106,9 @@ impl GateRequest {
             }
             Decision::Forward(f) => {
                 for (name, value) in &f.headers {
-                    if let Err(status) =
-                        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-                    {
-                        log::error!("kakeya-gate: cannot set {name}: {status:?}");
+                    if let Err(e) = host::set_map_value(MapType::HttpRequestHeaders, name, value) {
+                        // Forwarding without (all of) the verified result is not an option.
+                        return self.unavailable(&format!("setting {name}"), e);
                     }
                 }
                 let mut cs = vec![Counter::Forwarded];
@@ -98,26 +136,15 @@ impl GateRequest {
     }
 }
 
-/// Host clock in ns (0 if unavailable: the timing header then reads 0, nothing fails).
-fn now_ns() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 impl Context for GateRequest {}
 
 impl HttpContext for GateRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        // Bytes, not strings: the SDK's string map getter panics on non-UTF-8 header values.
-        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+        // Bytes, not strings: Envoy allows non-UTF-8 header values. Unreadable headers fail
+        // closed: the path is unknown and forged x-kakeya-* copies could not be stripped.
+        let headers = match host::get_map(MapType::HttpRequestHeaders) {
             Ok(h) => h,
-            Err(status) => {
-                log::error!("kakeya-gate: cannot read request headers: {status:?}");
-                Vec::new()
-            }
+            Err(e) => return self.unavailable("reading the request headers", e),
         };
         let Some(shared) = self.shared.clone() else {
             return if decide::is_submit_path(&path_of(&headers)) {
@@ -128,8 +155,9 @@ impl HttpContext for GateRequest {
         };
         let head = decide::on_headers(&headers, &shared.gate);
         for name in &head.strip {
-            if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-                log::error!("kakeya-gate: cannot remove {name}: {status:?}");
+            if let Err(e) = host::remove_map_value(MapType::HttpRequestHeaders, name) {
+                // A client copy of x-kakeya-* must never reach ingest.
+                return self.unavailable(&format!("removing {name}"), e);
             }
         }
         match head.verdict {
@@ -170,12 +198,9 @@ impl HttpContext for GateRequest {
             State::AwaitBody { tenant } => {
                 let tenant = tenant.clone();
                 // After Pause, body_size is the whole buffered body.
-                let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
-                    Ok(b) => b.unwrap_or_default(),
-                    Err(status) => {
-                        log::error!("kakeya-gate: cannot read the request body: {status:?}");
-                        Vec::new()
-                    }
+                let body = match host::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
+                    Ok(b) => b,
+                    Err(e) => return self.unavailable("reading the request body", e),
                 };
                 self.finish(&tenant, &body)
             }
@@ -189,9 +214,9 @@ impl HttpContext for GateRequest {
             // Trailers end the stream: decide on the buffered body.
             State::AwaitBody { tenant } => {
                 let tenant = tenant.clone();
-                let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, usize::MAX) {
-                    Ok(b) => b.unwrap_or_default(),
-                    Err(_) => Vec::new(),
+                let body = match host::get_buffer(BufferType::HttpRequestBody, 0, usize::MAX) {
+                    Ok(b) => b,
+                    Err(e) => return self.unavailable("reading the request body", e),
                 };
                 // Continue from this callback resumes the buffered body and trailers.
                 self.finish(&tenant, &body)

@@ -7,16 +7,21 @@ use crate::metrics::{tenant_label, MetricHost, Metrics, OTHER_TENANT};
 use crate::request::GateRequest;
 use kakeya_core::signature::DEFAULT_TENANT;
 use kakeya_core::Gate;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 use std::cell::RefCell;
 use std::rc::Rc;
 
+/// Counter of requests answered 503 `gate_unavailable` because a hostcall failed (no tenant
+/// label: the tenant may be unknown then). Prometheus: `kakeya_gate_unavailable_total`.
+pub const UNAVAILABLE_METRIC: &str = "kakeya_gate.unavailable_total";
+
 /// What every request of one configuration shares.
 pub struct Shared {
     pub gate: Gate,
     pub metrics: RefCell<Metrics>,
+    /// Id of [`UNAVAILABLE_METRIC`] (`None` if defining it failed; requests retry then).
+    pub unavailable: Option<u32>,
 }
 
 /// [`MetricHost`] over Envoy's stats hostcalls.
@@ -48,12 +53,13 @@ impl Context for GateRoot {}
 
 impl RootContext for GateRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        // Direct hostcall: the trait's get_plugin_configuration() unwraps.
-        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(b) => b.unwrap_or_default(),
+        // Raw hostcall: the trait's get_plugin_configuration() unwraps and the SDK's
+        // hostcalls::get_buffer panics on an unexpected status.
+        let bytes = match host::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(b) => b,
             Err(status) => {
                 log::error!(
-                    "kakeya-gate: cannot read the plugin configuration: {status:?}; refusing it"
+                    "kakeya-gate: cannot read the plugin configuration: {status}; refusing it"
                 );
                 return false;
             }
@@ -81,9 +87,17 @@ impl RootContext for GateRoot {
         let mut host = EnvoyMetrics;
         metrics.ensure(&mut host, tenant_label(&gate.keyring, Some(DEFAULT_TENANT)));
         metrics.ensure(&mut host, OTHER_TENANT);
+        let unavailable = match host::define_counter(UNAVAILABLE_METRIC) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                log::warn!("kakeya-gate: cannot define {UNAVAILABLE_METRIC}: {e}");
+                None
+            }
+        };
         self.shared = Some(Rc::new(Shared {
             gate,
             metrics: RefCell::new(metrics),
+            unavailable,
         }));
         true
     }
