@@ -17,7 +17,7 @@
 
 use crate::metrics::Metrics;
 use crate::store::{apply_record, Applied, ApplyError, Db};
-use crate::wal::{Checkpoint, WalRecord, WalWriter};
+use crate::wal::{Checkpoint, ReplayItem, WalRecord, WalWriter};
 use sqlx::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -311,6 +311,12 @@ pub struct ReplayStats {
     pub already_present: u64,
     /// Records that could not be applied (logged and skipped).
     pub invalid: u64,
+    /// Corrupt regions in the middle of a segment (valid records follow; logged with their
+    /// byte ranges). Records inside them are lost unless restored from a backup.
+    pub corrupt_ranges: u64,
+    pub corrupt_bytes: u64,
+    /// Unreadable bytes at the end of a segment (an interrupted last write).
+    pub torn_tail_bytes: u64,
 }
 
 /// Re-feeds WAL records through the live apply path (idempotent), in transactions of
@@ -334,8 +340,15 @@ pub async fn replay(
     let mut last = start.clone();
     loop {
         let mut chunk = Vec::with_capacity(batch);
-        for r in it.by_ref() {
-            chunk.push(r?);
+        for item in it.by_ref() {
+            match item? {
+                ReplayItem::Record(r) => chunk.push(r),
+                ReplayItem::Skipped(s) if s.torn_tail => stats.torn_tail_bytes += s.len(),
+                ReplayItem::Skipped(s) => {
+                    stats.corrupt_ranges += 1;
+                    stats.corrupt_bytes += s.len();
+                }
+            }
             if chunk.len() >= batch.max(1) {
                 break;
             }

@@ -136,9 +136,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             eprintln!();
             println!(
-                "read {} records: {} applied fresh, {} already present, {} invalid",
-                stats.read, stats.applied_fresh, stats.already_present, stats.invalid
+                "read {} records: {} applied fresh, {} already present, {} invalid; skipped {} corrupt bytes in {} ranges, {} torn-tail bytes",
+                stats.read,
+                stats.applied_fresh,
+                stats.already_present,
+                stats.invalid,
+                stats.corrupt_bytes,
+                stats.corrupt_ranges,
+                stats.torn_tail_bytes
             );
+            if stats.corrupt_bytes > 0 {
+                eprintln!("WARNING: the WAL has corrupt regions (byte ranges in the log above); records in them were not replayed");
+            }
             Ok(())
         }),
         Cmd::Envoy {

@@ -1,8 +1,9 @@
 //! `kakeya serve`: start-up order, background jobs and graceful shutdown.
 //!
-//! Order matters: connect + migrate, apply WAL retention, **replay the WAL tail after the
-//! checkpoint** (crash recovery), and only then start the committer and bind the listeners,
-//! so no new submission is answered before old ones are back in the database. Shutdown runs
+//! Order matters: connect + migrate, **replay the WAL tail after the checkpoint** (crash
+//! recovery), then apply WAL retention (never at or past the checkpoint's segment), and only
+//! then start the committer and bind the listeners, so no new submission is answered before
+//! old ones are back in the database. Shutdown runs
 //! the other way: stop accepting, let in-flight requests finish, drain the committer (which
 //! fsyncs and writes the checkpoint).
 
@@ -44,6 +45,16 @@ async fn bind(addr: SocketAddr, what: &str, var: &str) -> anyhow::Result<TcpList
         .with_context(|| format!("cannot bind the {what} listener on {addr}; is another process using it? Set {var} to change it"))
 }
 
+/// Deletes old WAL segments that are entirely before the persisted checkpoint (see
+/// [`retention`]); failures are logged, never fatal.
+fn run_retention(wal_dir: &std::path::Path, now_ms: i64, days: u32) {
+    match retention::apply(wal_dir, now_ms, days) {
+        Ok(d) if !d.is_empty() => tracing::info!(deleted = d.len(), "WAL retention"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "WAL retention failed"),
+    }
+}
+
 /// Starts everything and returns once both listeners accept connections.
 pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let metrics = Metrics::new().context("metrics registry")?;
@@ -61,11 +72,6 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             cfg.wal_dir.display()
         )
     })?;
-    match retention::apply(&cfg.wal_dir, crate::now_ms(), cfg.wal_retention_days) {
-        Ok(d) if !d.is_empty() => tracing::info!(deleted = d.len(), "WAL retention"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "WAL retention failed"),
-    }
     let ttl_ms = i64::try_from(cfg.dedup_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let (stats, checkpoint) = ingest::replay(
         &db,
@@ -86,6 +92,17 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             "WAL recovery replay"
         );
     }
+    if stats.corrupt_bytes > 0 || stats.torn_tail_bytes > 0 {
+        tracing::error!(
+            corrupt_ranges = stats.corrupt_ranges,
+            corrupt_bytes = stats.corrupt_bytes,
+            torn_tail_bytes = stats.torn_tail_bytes,
+            "WAL recovery replay skipped unreadable bytes"
+        );
+    }
+    // Retention only after replay, and only before the checkpoint replay just stored: a
+    // segment older than the retention period may still hold records never applied.
+    run_retention(&cfg.wal_dir, crate::now_ms(), cfg.wal_retention_days);
     let (handle, committer) = ingest::spawn(
         CommitterConfig {
             wal_dir: cfg.wal_dir.clone(),
@@ -149,13 +166,10 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                 }
                 if n % 24 == 23 {
                     let dir = wal_dir.clone();
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || {
-                        retention::apply(&dir, crate::now_ms(), days)
+                    let _ = tokio::task::spawn_blocking(move || {
+                        run_retention(&dir, crate::now_ms(), days)
                     })
-                    .await
-                    {
-                        tracing::warn!(error = %e, "WAL retention failed");
-                    }
+                    .await;
                 }
                 n += 1;
             }
@@ -212,4 +226,87 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::decision_log;
+    use crate::testutil::{pcs_body, record};
+    use crate::wal::{Checkpoint, WalWriter};
+
+    const DAY: i64 = 86_400_000;
+
+    /// After downtime longer than the retention period, start-up must replay the old segments
+    /// before retention runs, and retention must keep the checkpoint's segment.
+    #[tokio::test]
+    async fn startup_replays_before_retention_and_keeps_the_checkpoint_segment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wal_dir = tmp.path().join("wal");
+        let long_ago = crate::now_ms() - 30 * DAY;
+        let mut w = WalWriter::open(&wal_dir).unwrap();
+        let mut segs = Vec::new();
+        for d in 0..3 {
+            let ts = long_ago + d * DAY;
+            let recs: Vec<_> = (0..2)
+                .map(|i| record("acme", &pcs_body(&format!("old{d}-{i}")), ts))
+                .collect();
+            segs.push(w.append_batch(ts, &recs).unwrap());
+        }
+        drop(w);
+        // A frozen checkpoint (DB failure before the crash) in the middle of day 1.
+        Checkpoint {
+            segment: segs[1].segment.clone(),
+            offset: 0,
+        }
+        .store(&wal_dir)
+        .unwrap();
+        let cfg = Config {
+            database_url: format!("sqlite://{}/t.db?mode=rwc", tmp.path().display()),
+            wal_dir: wal_dir.clone(),
+            wal_retention_days: 7,
+            ingest_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Config::default()
+        };
+        let running = start(&cfg).await.unwrap();
+        // Day 1 and 2 were replayed (day 0 was before the checkpoint).
+        assert_eq!(decision_log::count(&running.db.pool).await.unwrap(), 4);
+        let cp = Checkpoint::load(&wal_dir).unwrap().unwrap();
+        assert_eq!(cp.segment, segs[2].segment);
+        running.shutdown().await.unwrap();
+        let names: Vec<String> = crate::wal::reader::list_segments(&wal_dir)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.0)
+            .collect();
+        // Day 0 and 1 are old and before the (new) checkpoint; day 2 holds it.
+        assert_eq!(names, vec![segs[2].segment.clone()]);
+    }
+
+    #[test]
+    fn retention_with_frozen_checkpoint_keeps_unapplied_segments() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = crate::now_ms();
+        let mut w = WalWriter::open(tmp.path()).unwrap();
+        let old: Vec<_> = (0..3)
+            .map(|d| {
+                let ts = now - (30 - d) * DAY;
+                w.append_batch(ts, &[record("acme", &pcs_body("x"), ts)])
+                    .unwrap()
+            })
+            .collect();
+        // Frozen at the first segment: the next two were never applied.
+        Checkpoint {
+            segment: old[0].segment.clone(),
+            offset: old[0].end,
+        }
+        .store(tmp.path())
+        .unwrap();
+        run_retention(tmp.path(), now, 7);
+        assert_eq!(
+            crate::wal::reader::list_segments(tmp.path()).unwrap().len(),
+            3
+        );
+    }
 }

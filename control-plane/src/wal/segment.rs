@@ -20,6 +20,10 @@ pub struct WalRecord {
 pub const HEADER_LEN: usize = 8;
 /// Upper bound for a payload; anything larger is treated as corruption.
 pub const MAX_PAYLOAD: u32 = 64 * 1024 * 1024;
+/// Every payload starts with these bytes (serde writes fields in declaration order, and a `"`
+/// inside any string field is escaped), so they mark frame starts when resynchronising after
+/// a corrupt region.
+pub const PAYLOAD_PREFIX: &[u8] = b"{\"ts_ms\":";
 
 pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -71,13 +75,45 @@ pub fn day_of_ms(ts_ms: i64) -> i64 {
 
 /// `inbox-YYYYMMDD.wal` for the UTC day containing `ts_ms`.
 pub fn segment_name(ts_ms: i64) -> String {
-    let (y, m, d) = civil_from_days(day_of_ms(ts_ms));
-    format!("inbox-{y:04}{m:02}{d:02}.wal")
+    segment_file_name(SegmentKey {
+        day: day_of_ms(ts_ms),
+        seq: 0,
+    })
 }
 
-/// The day number encoded in a segment file name, if it is one.
-pub fn segment_day(name: &str) -> Option<i64> {
-    let digits = name.strip_prefix("inbox-")?.strip_suffix(".wal")?;
+/// Position of a segment in the log: its UTC day, then a rotation number within the day
+/// (0 for `inbox-YYYYMMDD.wal`, n for `inbox-YYYYMMDD-n.wal`, written when a damaged segment
+/// must not be appended to). **Segments are ordered by this key, never by their file name**:
+/// `"inbox-20240229-1.wal" < "inbox-20240229.wal"` as strings, and `-10` sorts before `-2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SegmentKey {
+    pub day: i64,
+    pub seq: u32,
+}
+
+/// The file name of a segment key (canonical: parses back to the same key).
+pub fn segment_file_name(key: SegmentKey) -> String {
+    let (y, m, d) = civil_from_days(key.day);
+    if key.seq == 0 {
+        format!("inbox-{y:04}{m:02}{d:02}.wal")
+    } else {
+        format!("inbox-{y:04}{m:02}{d:02}-{}.wal", key.seq)
+    }
+}
+
+/// The key encoded in a segment file name, if it is one (canonical names only).
+pub fn segment_key(name: &str) -> Option<SegmentKey> {
+    let stem = name.strip_prefix("inbox-")?.strip_suffix(".wal")?;
+    let (digits, seq) = match stem.split_once('-') {
+        None => (stem, 0),
+        Some((digits, seq)) => {
+            // No sign, no leading zero, no `-0`: one name per key.
+            if seq.is_empty() || seq.starts_with('0') || !seq.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            (digits, seq.parse::<u32>().ok()?)
+        }
+    };
     if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -87,7 +123,15 @@ pub fn segment_day(name: &str) -> Option<i64> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
-    Some(days_from_civil(y, m, d))
+    Some(SegmentKey {
+        day: days_from_civil(y, m, d),
+        seq,
+    })
+}
+
+/// The day number encoded in a segment file name, if it is one.
+pub fn segment_day(name: &str) -> Option<i64> {
+    segment_key(name).map(|k| k.day)
 }
 
 /// Record id: `"<segment>:<offset>"`.
@@ -112,6 +156,65 @@ mod tests {
         }
         assert_eq!(segment_day("inbox-2024.wal"), None);
         assert_eq!(segment_day("checkpoint"), None);
+    }
+
+    #[test]
+    fn rotated_segment_keys_order_by_day_then_seq() {
+        let day = segment_day("inbox-20240229.wal").unwrap();
+        let k = |seq| SegmentKey { day, seq };
+        assert_eq!(segment_key("inbox-20240229.wal"), Some(k(0)));
+        assert_eq!(segment_key("inbox-20240229-1.wal"), Some(k(1)));
+        assert_eq!(segment_key("inbox-20240229-10.wal"), Some(k(10)));
+        for bad in [
+            "inbox-20240229-0.wal",
+            "inbox-20240229-01.wal",
+            "inbox-20240229-.wal",
+            "inbox-20240229--1.wal",
+            "inbox-20240229-x.wal",
+        ] {
+            assert_eq!(segment_key(bad), None, "{bad}");
+        }
+        for seq in [0, 1, 2, 10, 4_000_000_000] {
+            assert_eq!(segment_key(&segment_file_name(k(seq))), Some(k(seq)));
+        }
+        // String order would put "-1" before the base name and "-10" before "-2".
+        let mut names = vec![
+            "inbox-20240301.wal",
+            "inbox-20240229-10.wal",
+            "inbox-20240229-2.wal",
+            "inbox-20240229.wal",
+            "inbox-20240229-1.wal",
+        ];
+        names.sort_by_key(|n| segment_key(n).unwrap());
+        assert_eq!(
+            names,
+            vec![
+                "inbox-20240229.wal",
+                "inbox-20240229-1.wal",
+                "inbox-20240229-2.wal",
+                "inbox-20240229-10.wal",
+                "inbox-20240301.wal",
+            ]
+        );
+    }
+
+    #[test]
+    fn payload_prefix_marks_frame_starts_only() {
+        let r = WalRecord {
+            ts_ms: -5,
+            tenant: "{\"ts_ms\":".into(),
+            result: "{}".into(),
+            cacheable: false,
+            verify_ns: None,
+            body: "{\"ts_ms\":1}".into(),
+        };
+        let p = serde_json::to_vec(&r).unwrap();
+        assert!(p.starts_with(PAYLOAD_PREFIX));
+        let hits = p
+            .windows(PAYLOAD_PREFIX.len())
+            .filter(|w| *w == PAYLOAD_PREFIX)
+            .count();
+        assert_eq!(hits, 1);
     }
 
     #[test]
