@@ -222,14 +222,74 @@ fn test(args: &[String]) -> Result<()> {
     }
     let kakeya = build_kakeya("dev")?;
     tools::postgres_note();
-    run(cargo()
-        .args(["test", "--workspace", "--exclude", "kakeya-gate"])
-        .env("KAKEYA_GATE_WASM", &wasm)
-        .env("KAKEYA_ENVOY_BIN", &envoy)
-        .env("KAKEYA_BIN", &kakeya))?;
+    let mut tally = Tally::default();
+    tally.run(
+        cargo()
+            .args(["test", "--workspace", "--exclude", "kakeya-gate"])
+            .env("KAKEYA_GATE_WASM", &wasm)
+            .env("KAKEYA_ENVOY_BIN", &envoy)
+            .env("KAKEYA_BIN", &kakeya),
+    )?;
     // The gate's native unit and property tests (its cdylib is built for wasm above).
-    run(cargo().args(["test", "-p", "kakeya-gate"]))?;
+    tally.run(cargo().args(["test", "-p", "kakeya-gate"]))?;
+    // One closing line for the whole run (cargo's last line is some crate's doc tests).
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.ignored
+    );
     Ok(())
+}
+
+/// Counts of every `test result:` line of the test runs.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Tally {
+    /// Runs a `cargo test` command, echoing its output and adding up its results.
+    fn run(&mut self, cmd: &mut Command) -> Result<()> {
+        use std::io::{BufRead, BufReader};
+        eprintln!("xtask: $ {}", describe(cmd));
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", describe(cmd)))?;
+        if let Some(out) = child.stdout.take() {
+            for line in BufReader::new(out).lines().map_while(std::io::Result::ok) {
+                println!("{line}");
+                if let Some(rest) = line.strip_prefix("test result: ") {
+                    for part in rest.split(';') {
+                        let mut words = part.split_whitespace().rev();
+                        let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                            continue;
+                        };
+                        let n: u64 = n.parse().unwrap_or(0);
+                        match kind {
+                            "passed" => self.passed += n,
+                            "failed" => self.failed += n,
+                            "ignored" => self.ignored += n,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        let status = child.wait().map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            println!(
+                "tests: {} passed, {} failed, {} skipped",
+                self.passed,
+                self.failed.max(1),
+                self.ignored
+            );
+            Err(format!("`{}` failed ({status})", describe(cmd)))
+        }
+    }
 }
 
 fn bench() -> Result<()> {
