@@ -11,7 +11,8 @@
 //! * [`ingest`]: the single committer task that ties both together (WAL batch → one fsync → one
 //!   DB transaction → answers);
 //! * [`api`]: the two HTTP listeners (loopback ingest for Envoy, admin for operators);
-//! * [`envoy`]: renders the Envoy bootstrap that puts the gate in front of all of it.
+//! * [`envoy`]: renders the Envoy bootstrap that puts the gate in front of all of it;
+//! * [`ml`]: offline training and cross-validated evaluation of the hallucination-risk scorer.
 //!
 //! Trust boundary: the ingest listener believes the `x-kakeya-*` headers that the gate filter
 //! sets. It must only ever bind a loopback (or otherwise Envoy-only) address.
@@ -22,6 +23,7 @@ pub mod envoy;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod ml;
 pub mod server;
 pub mod store;
 pub mod wal;

@@ -1,4 +1,5 @@
-//! `kakeya`: the control-plane binary (serve, WAL replay, Envoy bootstrap, config).
+//! `kakeya`: the control-plane binary (serve, WAL replay, Envoy bootstrap, config, and the
+//! offline hallucination-risk tools: train, eval, pcs build).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -6,6 +7,8 @@ use kakeya_control_plane::config::{process_env, Config};
 use kakeya_control_plane::{envoy, ingest, server, store};
 use std::io::Write;
 use std::path::PathBuf;
+
+mod hrs;
 
 #[derive(Parser)]
 #[command(name = "kakeya", version, about = "Kakeya Edge control plane")]
@@ -36,6 +39,22 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// Train the hallucination-risk model (L2 logistic regression + Platt) on a labelled JSONL.
+    Train(hrs::TrainArgs),
+    /// Evaluate hallucination-risk scoring with grouped k-fold CV (or a given model) against the
+    /// reference HRS and a length-only baseline; prints a summary, writes a JSON report.
+    Eval(hrs::EvalArgs),
+    /// PCS tools.
+    Pcs {
+        #[command(subcommand)]
+        cmd: PcsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PcsCmd {
+    /// Build a PCS from a response text (recipe text-pcs-v1) and print it as JSON.
+    Build(hrs::PcsBuildArgs),
 }
 
 #[derive(Subcommand)]
@@ -105,6 +124,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // The offline tools need no service configuration.
+    match &cli.cmd {
+        Cmd::Train(a) => return hrs::train(a),
+        Cmd::Eval(a) => return hrs::eval(a),
+        Cmd::Pcs {
+            cmd: PcsCmd::Build(a),
+        } => return hrs::pcs_build(a),
+        _ => {}
+    }
     let cfg = load(&cli)?;
     match cli.cmd {
         Cmd::Serve => {
@@ -172,5 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", cfg.redacted_json());
             Ok(())
         }
+        // Handled above, before the configuration is loaded.
+        Cmd::Train(_) | Cmd::Eval(_) | Cmd::Pcs { .. } => Ok(()),
     }
 }

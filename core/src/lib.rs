@@ -13,13 +13,24 @@
 //! 6. [`dimension`]: the Theil–Sen recomputation of D̂.
 //! 7. [`verify`]: the ordered verification checks and the `VerifyResult` they produce.
 //! 8. [`gate_config`]: the gate filter's configuration, shared by its writer and its reader.
+//!
+//! Hallucination-risk scoring (HRS), first slice:
+//!
+//! 9. [`evidence`]: question/context/response and their grounding features.
+//! 10. [`pcs_builder`]: deterministic text → PCS recipe (v1).
+//! 11. [`features`]: the one versioned HRS feature schema.
+//! 12. [`model`]: the trained-model artifact and its plain-f64 scorer; the reference HRS baseline.
 
 pub mod canonical;
 pub mod dimension;
+pub mod evidence;
+pub mod features;
 pub mod gate_config;
 pub mod ids;
+pub mod model;
 pub mod numfmt;
 pub mod pcs;
+pub mod pcs_builder;
 pub mod signature;
 pub mod verify;
 

@@ -1,0 +1,425 @@
+//! Cross-validated evaluation of the HRS recipe against two baselines, and the report.
+//!
+//! Protocol (all figures are out-of-fold):
+//! * folds: k-fold over *items* (rows grouped by the id prefix before the last `-`, so both
+//!   responses of an item are in the same fold), stratified by (task, label set of the item),
+//!   items shuffled by a seeded hash;
+//! * per fold: the tenant baseline is the training rows' population statistics, the recipe
+//!   ([`fit_pipeline`]: standardise → L2 logit → Platt on a held-out 20 % of the training items)
+//!   is fitted on the other folds and scores this fold;
+//! * baselines in the same run: the reference hand-set HRS (spec §10, inverted Platt included,
+//!   fresh tenant stats per row, latency 0) on the PCS that [`pcs_builder`] builds from the
+//!   response, and a response-length-only logit (same pipeline, one column ln(1 + chars));
+//! * metrics per task and over all rows ([`metrics`]), plus escalation rate and hallucination
+//!   containment at fixed thresholds of the calibrated risk.
+
+use super::dataset::Row;
+use super::metrics::{auroc, brier, ece, length_matched_auroc, pr_auc};
+use super::model::{fit_pipeline, is_calibration, Pipeline};
+use kakeya_core::evidence::{fnv1a, Evidence};
+use kakeya_core::features::{features, PcsSignals, TenantStats, FEATURE_NAMES, N_FEATURES};
+use kakeya_core::model::{reference_hrs, HrsModel};
+use kakeya_core::pcs_builder::{build, BuildOptions, SplitMix64};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::io::Write;
+
+pub const DEFAULT_FOLDS: usize = 5;
+pub const DEFAULT_SEED: u64 = 20_261_126;
+pub const THRESHOLDS: [f64; 4] = [0.3, 0.5, 0.7, 0.9];
+
+/// Feature matrix and per-row facts of a dataset, computed once.
+pub struct Prepared {
+    /// Row-major n × [`N_FEATURES`], tenant columns computed with [`TenantStats::fresh`].
+    pub x: Vec<f64>,
+    pub labels: Vec<u8>,
+    pub groups: Vec<String>,
+    pub tasks: Vec<String>,
+    pub ids: Vec<String>,
+    pub resp_chars: Vec<usize>,
+    /// Reference HRS calibrated ("inverted") risk and raw σ(z).
+    pub ref_risk: Vec<f64>,
+    pub ref_raw: Vec<f64>,
+}
+
+impl Prepared {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn row(&self, i: usize) -> &[f64] {
+        &self.x[i * N_FEATURES..(i + 1) * N_FEATURES]
+    }
+}
+
+/// Builds the PCS of every response and its feature vector.
+pub fn prepare(rows: &[Row], mut progress: impl FnMut(usize)) -> Prepared {
+    let fresh = TenantStats::fresh();
+    let opts = BuildOptions::default();
+    let n = rows.len();
+    let mut p = Prepared {
+        x: Vec::with_capacity(n * N_FEATURES),
+        labels: Vec::with_capacity(n),
+        groups: Vec::with_capacity(n),
+        tasks: Vec::with_capacity(n),
+        ids: Vec::with_capacity(n),
+        resp_chars: Vec::with_capacity(n),
+        ref_risk: Vec::with_capacity(n),
+        ref_raw: Vec::with_capacity(n),
+    };
+    for (i, row) in rows.iter().enumerate() {
+        let built = build(&row.response, &opts);
+        let sig = PcsSignals::from_built(&built);
+        let ev: Evidence = row.evidence();
+        p.x.extend(features(&sig, Some(&ev), &fresh));
+        let h = reference_hrs(
+            built.d_hat,
+            built.coh_star,
+            built.r,
+            built.budget,
+            0.0,
+            &fresh,
+        );
+        p.ref_risk.push(h.risk);
+        p.ref_raw.push(h.raw);
+        p.labels.push(row.label);
+        p.groups.push(row.group().to_string());
+        p.tasks.push(row.task.clone());
+        p.ids.push(row.id.clone());
+        p.resp_chars.push(row.response.chars().count());
+        if i % 1000 == 999 {
+            progress(i + 1);
+        }
+    }
+    progress(n);
+    p
+}
+
+/// Fold of every row: items (groups) stratified by (task, label set), seeded shuffle.
+pub fn assign_folds(p: &Prepared, k: usize, seed: u64) -> Vec<usize> {
+    let k = k.max(2);
+    // group → (task, has clean, has hallucinated)
+    let mut items: BTreeMap<&str, (&str, bool, bool)> = BTreeMap::new();
+    for i in 0..p.len() {
+        let e = items
+            .entry(p.groups[i].as_str())
+            .or_insert((p.tasks[i].as_str(), false, false));
+        if p.labels[i] == 1 {
+            e.2 = true;
+        } else {
+            e.1 = true;
+        }
+    }
+    let mut keyed: Vec<((&str, bool, bool), u64, &str)> = items
+        .iter()
+        .map(|(g, key)| (*key, SplitMix64(fnv1a(g.as_bytes()) ^ seed).next_u64(), *g))
+        .collect();
+    keyed.sort();
+    let mut fold_of: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut pos = 0usize;
+    let mut prev = None;
+    for (key, _, g) in keyed {
+        if prev != Some(key) {
+            prev = Some(key);
+            pos = 0;
+        }
+        fold_of.insert(g, pos % k);
+        pos += 1;
+    }
+    p.groups
+        .iter()
+        .map(|g| fold_of.get(g.as_str()).copied().unwrap_or(0))
+        .collect()
+}
+
+/// Tenant baseline from the rows `idx`.
+pub fn tenant_of(p: &Prepared, idx: &[usize]) -> TenantStats {
+    let col = |j: usize| {
+        idx.iter()
+            .map(|&i| p.x[i * N_FEATURES + j])
+            .collect::<Vec<_>>()
+    };
+    TenantStats::from_population(&col(0), &col(1), &col(2))
+}
+
+/// `x` with the tenant-relative columns recomputed for `tenant`.
+pub fn with_tenant(x: &[f64], tenant: &TenantStats) -> Vec<f64> {
+    let mut out = x.to_vec();
+    for row in out.chunks_exact_mut(N_FEATURES) {
+        row[8] = tenant.coherence_delta(row[1]);
+        row[9] = tenant.compressibility_z(row[2]);
+    }
+    out
+}
+
+fn length_column(p: &Prepared) -> Vec<f64> {
+    p.resp_chars.iter().map(|&c| (c as f64).ln_1p()).collect()
+}
+
+/// Out-of-fold calibrated risks of the recipe and of the length-only baseline.
+pub struct CvScores {
+    pub model: Vec<f64>,
+    pub length_only: Vec<f64>,
+    pub folds: Vec<usize>,
+}
+
+/// k-fold cross-validation of the default recipe.
+pub fn cross_validate(
+    p: &Prepared,
+    k: usize,
+    seed: u64,
+    l2: f64,
+    mut progress: impl FnMut(usize),
+) -> CvScores {
+    let folds = assign_folds(p, k, seed);
+    let groups: Vec<&str> = p.groups.iter().map(|s| s.as_str()).collect();
+    let len_x = length_column(p);
+    let mut model = vec![0.0; p.len()];
+    let mut length_only = vec![0.0; p.len()];
+    for f in 0..k {
+        let (test, train): (Vec<usize>, Vec<usize>) = (0..p.len()).partition(|&i| folds[i] == f);
+        let tenant = tenant_of(p, &train);
+        let x = with_tenant(&p.x, &tenant);
+        let pipe = fit_pipeline(&x, N_FEATURES, &p.labels, &groups, &train, seed, l2);
+        let lpipe = fit_pipeline(&len_x, 1, &p.labels, &groups, &train, seed, l2);
+        for &i in &test {
+            model[i] = pipe.score(&x[i * N_FEATURES..(i + 1) * N_FEATURES]).1;
+            length_only[i] = lpipe.score(&len_x[i..i + 1]).1;
+        }
+        progress(f + 1);
+    }
+    CvScores {
+        model,
+        length_only,
+        folds,
+    }
+}
+
+/// Fits the recipe on all rows (for `kakeya train`).
+pub fn fit_all(p: &Prepared, seed: u64, l2: f64) -> (Pipeline, TenantStats) {
+    let all: Vec<usize> = (0..p.len()).collect();
+    let tenant = tenant_of(p, &all);
+    let x = with_tenant(&p.x, &tenant);
+    let groups: Vec<&str> = p.groups.iter().map(|s| s.as_str()).collect();
+    (
+        fit_pipeline(&x, N_FEATURES, &p.labels, &groups, &all, seed, l2),
+        tenant,
+    )
+}
+
+/// Calibrated risks of a given artifact on every row (in-sample if it was trained on them).
+pub fn score_with(p: &Prepared, m: &HrsModel) -> Vec<f64> {
+    let x = with_tenant(&p.x, &m.tenant);
+    x.chunks_exact(N_FEATURES).map(|r| m.score(r).1).collect()
+}
+
+fn num(v: Option<f64>) -> Value {
+    v.filter(|x| x.is_finite())
+        .map_or(Value::Null, |x| json!(x))
+}
+
+/// Metrics of `scores` on the rows `idx`.
+pub fn metrics_of(p: &Prepared, scores: &[f64], idx: &[usize]) -> Value {
+    let s: Vec<f64> = idx.iter().map(|&i| scores[i]).collect();
+    let y: Vec<u8> = idx.iter().map(|&i| p.labels[i]).collect();
+    let g: Vec<&str> = idx.iter().map(|&i| p.groups[i].as_str()).collect();
+    let l: Vec<usize> = idx.iter().map(|&i| p.resp_chars[i]).collect();
+    let (lm, n_lm) = length_matched_auroc(&g, &l, &s, &y);
+    json!({
+        "n": idx.len(),
+        "auroc": num(auroc(&s, &y)),
+        "pr_auc": num(pr_auc(&s, &y)),
+        "brier": num(brier(&s, &y)),
+        "ece": num(ece(&s, &y)),
+        "auroc_length_matched": num(lm),
+        "n_length_matched": n_lm,
+    })
+}
+
+/// Metrics per task and under `"all"`.
+pub fn per_task(p: &Prepared, scores: &[f64]) -> Value {
+    let mut by_task: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, t) in p.tasks.iter().enumerate() {
+        by_task.entry(t.as_str()).or_default().push(i);
+    }
+    let mut out = Map::new();
+    for (t, idx) in &by_task {
+        out.insert(t.to_string(), metrics_of(p, scores, idx));
+    }
+    let all: Vec<usize> = (0..p.len()).collect();
+    out.insert("all".into(), metrics_of(p, scores, &all));
+    Value::Object(out)
+}
+
+/// Escalation rate (share of rows with risk ≥ t) and containment (share of hallucinated rows
+/// with risk ≥ t) at [`THRESHOLDS`].
+pub fn escalation_table(p: &Prepared, scores: &[f64]) -> Value {
+    let n = p.len().max(1) as f64;
+    let n_pos = p.labels.iter().filter(|&&l| l == 1).count().max(1) as f64;
+    THRESHOLDS
+        .iter()
+        .map(|&t| {
+            let esc = scores.iter().filter(|&&s| s >= t).count() as f64 / n;
+            let caught = scores
+                .iter()
+                .zip(&p.labels)
+                .filter(|(&s, &l)| l == 1 && s >= t)
+                .count() as f64
+                / n_pos;
+            json!({"threshold": t, "escalation_rate": esc, "containment": caught})
+        })
+        .collect()
+}
+
+/// The whole report. `model_scores` are the out-of-fold (or given-artifact) calibrated risks.
+pub fn report(
+    p: &Prepared,
+    model_version: &str,
+    model_scores: &[f64],
+    cv: &CvScores,
+    meta: Value,
+) -> Value {
+    json!({
+        "model_version": model_version,
+        "schema_version": kakeya_core::features::SCHEMA_VERSION,
+        "recipe_version": kakeya_core::pcs_builder::RECIPE_VERSION,
+        "meta": meta,
+        "tasks": per_task(p, model_scores),
+        "baselines": {
+            "reference_hrs": per_task(p, &p.ref_risk),
+            "reference_hrs_raw": per_task(p, &p.ref_raw),
+            "length_only": per_task(p, &cv.length_only),
+        },
+        "escalation": {
+            "model": escalation_table(p, model_scores),
+            "reference_hrs": escalation_table(p, &p.ref_risk),
+            "length_only": escalation_table(p, &cv.length_only),
+        },
+    })
+}
+
+/// Writes the feature matrix with id, task, group, fold, calibration flag and label (debug aid
+/// for cross-checking the learner against other implementations on identical inputs).
+pub fn dump_features(
+    p: &Prepared,
+    folds: &[usize],
+    seed: u64,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    write!(out, "id,task,group,fold,calib,label,resp_chars")?;
+    for n in FEATURE_NAMES {
+        write!(out, ",{n}")?;
+    }
+    writeln!(out)?;
+    for (i, fold) in folds.iter().enumerate().take(p.len()) {
+        write!(
+            out,
+            "{},{},{},{},{},{},{}",
+            p.ids[i],
+            p.tasks[i],
+            p.groups[i],
+            fold,
+            is_calibration(&p.groups[i], seed) as u8,
+            p.labels[i],
+            p.resp_chars[i]
+        )?;
+        for v in p.row(i) {
+            write!(out, ",{v}")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny synthetic dataset: hallucinated answers add an unsupported name and number.
+    fn sample() -> Vec<Row> {
+        let mut rows = Vec::new();
+        for i in 0..60 {
+            let task = if i % 2 == 0 { "qa" } else { "dialogue" };
+            let ctx = format!(
+                "Item {i} was built in {} by the Acme company in Springfield.",
+                1900 + i
+            );
+            rows.push(Row {
+                id: format!("{task}-{i}-0"),
+                task: task.into(),
+                question: format!("When was item {i} built?"),
+                context: ctx.clone(),
+                response: format!("It was built in {} by Acme.", 1900 + i),
+                label: 0,
+            });
+            rows.push(Row {
+                id: format!("{task}-{i}-1"),
+                task: task.into(),
+                question: format!("When was item {i} built?"),
+                context: ctx,
+                response: format!("It was built in {} by Zorblax.", 1700 + i),
+                label: 1,
+            });
+        }
+        rows
+    }
+
+    #[test]
+    fn folds_keep_items_together_and_are_balanced() {
+        let p = prepare(&sample(), |_| {});
+        let folds = assign_folds(&p, 5, 1);
+        for i in (0..p.len()).step_by(2) {
+            assert_eq!(folds[i], folds[i + 1]);
+        }
+        for f in 0..5 {
+            assert_eq!(folds.iter().filter(|&&x| x == f).count(), 24);
+        }
+        assert_eq!(folds, assign_folds(&p, 5, 1));
+        assert_ne!(folds, assign_folds(&p, 5, 2));
+    }
+
+    #[test]
+    fn training_is_deterministic_and_the_artifact_scores_like_the_pipeline() {
+        let p = prepare(&sample(), |_| {});
+        let (a, ta) = fit_all(&p, 3, 1.0);
+        let (b, tb) = fit_all(&p, 3, 1.0);
+        assert_eq!((&a, ta), (&b, tb));
+        let meta = kakeya_core::model::TrainingMeta {
+            seed: 3,
+            rows: p.len(),
+            dataset_sha256: "x".into(),
+            recipe_version: "text-pcs-v1".into(),
+            l2: 1.0,
+            cv_metrics: json!({}),
+        };
+        let m = super::super::model::artifact(a.clone(), ta, meta);
+        m.validate().unwrap();
+        let x = with_tenant(&p.x, &ta);
+        let row = &x[..N_FEATURES];
+        assert_eq!(m.score(row), a.score(row));
+        let again = HrsModel::from_json(&m.canonical_bytes()).unwrap();
+        assert_eq!(again.sha256(), m.sha256());
+    }
+
+    #[test]
+    fn end_to_end_report_on_a_tiny_sample() {
+        let p = prepare(&sample(), |_| {});
+        let cv = cross_validate(&p, 5, 7, 1.0, |_| {});
+        let r = report(&p, "test", &cv.model, &cv, json!({}));
+        let auroc = r["tasks"]["all"]["auroc"].as_f64().unwrap();
+        assert!(auroc > 0.95, "{auroc}");
+        assert_eq!(r["tasks"]["qa"]["n"], 60);
+        assert_eq!(r["tasks"]["all"]["n_length_matched"], 60);
+        assert!(r["baselines"]["reference_hrs"]["all"]["auroc"].is_number());
+        assert_eq!(r["escalation"]["model"].as_array().unwrap().len(), 4);
+        let mut csv = Vec::new();
+        dump_features(&p, &cv.folds, 7, &mut csv).unwrap();
+        let text = String::from_utf8(csv).unwrap();
+        assert_eq!(text.lines().count(), 121);
+        assert!(text.starts_with("id,task,group,fold,calib,label,resp_chars,d_hat,"));
+    }
+}

@@ -1,0 +1,204 @@
+//! Ranking and calibration metrics, written out so each definition is explicit and tested
+//! against hand-checked cases (the reference system's "AUC" was balanced accuracy at one
+//! threshold, platform spec §3.2).
+//!
+//! Conventions: `labels` are 0/1 (1 = hallucinated = positive), higher score = more risk.
+//! Functions return `None` when the metric is undefined (a class is missing, no pairs).
+
+use std::collections::HashMap;
+
+/// ROC AUC by Mann–Whitney U with average ranks for ties (ascending ranks).
+pub fn auroc(scores: &[f64], labels: &[u8]) -> Option<f64> {
+    let n = scores.len().min(labels.len());
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let (mut rank_sum_pos, mut n_pos) = (0.0, 0usize);
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j + 1 < n && scores[idx[j + 1]] == scores[idx[i]] {
+            j += 1;
+        }
+        // ranks i+1 ..= j+1, averaged
+        let avg = (i + j + 2) as f64 / 2.0;
+        for &k in &idx[i..=j] {
+            if labels[k] == 1 {
+                rank_sum_pos += avg;
+                n_pos += 1;
+            }
+        }
+        i = j + 1;
+    }
+    let n_neg = n - n_pos;
+    if n_pos == 0 || n_neg == 0 {
+        return None;
+    }
+    let u = rank_sum_pos - (n_pos * (n_pos + 1)) as f64 / 2.0;
+    Some(u / (n_pos as f64 * n_neg as f64))
+}
+
+/// PR AUC as average precision: Σ (Rₖ − Rₖ₋₁)·Pₖ over the distinct score thresholds, highest
+/// first (tied scores enter together), as scikit-learn's `average_precision_score`.
+pub fn pr_auc(scores: &[f64], labels: &[u8]) -> Option<f64> {
+    let n = scores.len().min(labels.len());
+    let total_pos = labels[..n].iter().filter(|&&l| l == 1).count();
+    if total_pos == 0 {
+        return None;
+    }
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp, mut prev_recall, mut ap) = (0usize, 0usize, 0.0, 0.0);
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j < n && scores[idx[j]] == scores[idx[i]] {
+            if labels[idx[j]] == 1 {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            j += 1;
+        }
+        let recall = tp as f64 / total_pos as f64;
+        let precision = tp as f64 / (tp + fp) as f64;
+        ap += (recall - prev_recall) * precision;
+        prev_recall = recall;
+        i = j;
+    }
+    Some(ap)
+}
+
+/// Mean squared error of probabilities.
+pub fn brier(probs: &[f64], labels: &[u8]) -> Option<f64> {
+    if probs.is_empty() {
+        return None;
+    }
+    let s: f64 = probs
+        .iter()
+        .zip(labels)
+        .map(|(p, &y)| (p - y as f64).powi(2))
+        .sum();
+    Some(s / probs.len() as f64)
+}
+
+/// Expected calibration error, 10 equal-width bins on [0, 1] (bin = ⌊10p⌋, p = 1 in the last),
+/// weighted by bin size.
+pub fn ece(probs: &[f64], labels: &[u8]) -> Option<f64> {
+    if probs.is_empty() {
+        return None;
+    }
+    let mut n = [0usize; 10];
+    let mut sum_p = [0.0; 10];
+    let mut sum_y = [0.0; 10];
+    for (&p, &y) in probs.iter().zip(labels) {
+        let b = ((p * 10.0).floor().max(0.0) as usize).min(9);
+        n[b] += 1;
+        sum_p[b] += p;
+        sum_y[b] += y as f64;
+    }
+    let total = probs.len() as f64;
+    Some(
+        (0..10)
+            .filter(|&b| n[b] > 0)
+            .map(|b| (n[b] as f64 / total) * ((sum_p[b] - sum_y[b]) / n[b] as f64).abs())
+            .sum(),
+    )
+}
+
+/// Length-matched AUROC: over items (rows sharing a group) that have one clean and one
+/// hallucinated response whose lengths differ by at most 20 % of the longer one, the share where
+/// the hallucinated response gets the higher score (ties count half). Returns (figure, pairs).
+/// It answers "does the score rank beyond response length?": length cannot separate such pairs.
+pub fn length_matched_auroc(
+    groups: &[&str],
+    lengths: &[usize],
+    scores: &[f64],
+    labels: &[u8],
+) -> (Option<f64>, usize) {
+    let mut by_group: HashMap<&str, (Option<usize>, Option<usize>)> = HashMap::new();
+    for (i, g) in groups.iter().enumerate() {
+        let e = by_group.entry(g).or_default();
+        if labels[i] == 1 {
+            e.1 = Some(i);
+        } else {
+            e.0 = Some(i);
+        }
+    }
+    let (mut wins, mut pairs) = (0.0, 0usize);
+    for (clean, bad) in by_group.values() {
+        let (Some(c), Some(h)) = (*clean, *bad) else {
+            continue;
+        };
+        let (lc, lh) = (lengths[c] as f64, lengths[h] as f64);
+        if (lc - lh).abs() > 0.2 * lc.max(lh) {
+            continue;
+        }
+        pairs += 1;
+        if scores[h] > scores[c] {
+            wins += 1.0;
+        } else if scores[h] == scores[c] {
+            wins += 0.5;
+        }
+    }
+    if pairs == 0 {
+        (None, 0)
+    } else {
+        (Some(wins / pairs as f64), pairs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-12, "{a} != {b}");
+    }
+
+    #[test]
+    fn auroc_hand_cases() {
+        close(auroc(&[0.1, 0.4, 0.35, 0.8], &[0, 0, 1, 1]).unwrap(), 0.75);
+        close(auroc(&[0.5; 4], &[0, 1, 0, 1]).unwrap(), 0.5);
+        close(auroc(&[0.1, 0.2, 0.3], &[0, 1, 1]).unwrap(), 1.0);
+        close(auroc(&[0.3, 0.2, 0.1], &[0, 1, 1]).unwrap(), 0.0);
+        // one tie between classes: pairs (0.2+,0.2-) half → (1 + 0.5)/2
+        close(auroc(&[0.1, 0.2, 0.2, 0.9], &[0, 0, 1, 1]).unwrap(), 0.875);
+        assert_eq!(auroc(&[0.1, 0.2], &[1, 1]), None);
+    }
+
+    #[test]
+    fn average_precision_hand_cases() {
+        // desc: .8(+) .4(-) .35(+) .1(-): 0.5·1 + 0.5·(2/3)
+        close(
+            pr_auc(&[0.1, 0.4, 0.35, 0.8], &[0, 0, 1, 1]).unwrap(),
+            0.5 + 1.0 / 3.0,
+        );
+        close(pr_auc(&[0.5; 4], &[0, 1, 0, 1]).unwrap(), 0.5);
+        assert_eq!(pr_auc(&[0.5], &[0]), None);
+    }
+
+    #[test]
+    fn brier_and_ece() {
+        close(brier(&[1.0, 0.0, 0.5], &[1, 0, 1]).unwrap(), 0.25 / 3.0);
+        // bins: 0.05,0.05 (y 0,1) → |0.05−0.5|·2/4 ; 0.95 (y1) → 0.05·1/4 ; 1.0 (y1) → 0
+        close(
+            ece(&[0.05, 0.05, 0.95, 1.0], &[0, 1, 1, 1]).unwrap(),
+            0.45 * 0.5 + 0.05 * 0.25 + 0.0,
+        );
+        close(ece(&[0.3, 0.3], &[0, 1]).unwrap(), 0.2);
+        assert_eq!(ece(&[], &[]), None);
+    }
+
+    #[test]
+    fn length_matched() {
+        let groups = ["a", "a", "b", "b", "c", "c", "d"];
+        let lens = [100, 110, 100, 100, 10, 100, 5];
+        let scores = [0.2, 0.7, 0.5, 0.5, 0.0, 1.0, 0.9];
+        let labels = [0, 1, 1, 0, 0, 1, 1];
+        // a: win, b: tie, c: length mismatch, d: unpaired
+        let (f, n) = length_matched_auroc(&groups, &lens, &scores, &labels);
+        assert_eq!(n, 2);
+        close(f.unwrap(), 0.75);
+        assert_eq!(length_matched_auroc(&["x"], &[1], &[0.0], &[0]), (None, 0));
+    }
+}

@@ -1,0 +1,155 @@
+//! Building a model artifact: standardise, fit the logit on a fit split, fit Platt on a held-out
+//! calibration split, package as [`HrsModel`] (the scorer lives in core so the filter can use it).
+//!
+//! The calibration split is ~20 % of the *items* (grouped by id prefix, chosen by a seeded hash),
+//! so Platt never sees decision values of rows the logit was fitted on (platform spec §3.3 #5).
+
+use super::train::{fit_logistic, fit_platt};
+use kakeya_core::evidence::fnv1a;
+use kakeya_core::features::{TenantStats, FEATURE_NAMES, SCHEMA_VERSION};
+use kakeya_core::model::{sigmoid, HrsModel, Platt, Thresholds, TrainingMeta, KIND_LOGISTIC};
+use kakeya_core::pcs_builder::SplitMix64;
+
+/// L2 weight of the default recipe (= scikit-learn's C = 1 on standardised features).
+pub const DEFAULT_L2: f64 = 1.0;
+/// Escalation threshold written into new artifacts.
+pub const DEFAULT_ESCALATE: f64 = 0.5;
+
+/// A fitted standardise → logit → Platt pipeline on any number of columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+    pub weights: Vec<f64>,
+    pub intercept: f64,
+    pub platt: Platt,
+}
+
+impl Pipeline {
+    pub fn decision(&self, x: &[f64]) -> f64 {
+        let mut z = self.intercept;
+        for (j, w) in self.weights.iter().enumerate() {
+            z += w * (x[j] - self.mean[j]) / self.std[j];
+        }
+        z
+    }
+
+    /// (raw σ(z), Platt-calibrated) risk.
+    pub fn score(&self, x: &[f64]) -> (f64, f64) {
+        let z = self.decision(x);
+        (sigmoid(z), self.platt.apply(z))
+    }
+}
+
+/// True when `group` falls into the calibration split for `seed` (≈ 1 in 5 items).
+pub fn is_calibration(group: &str, seed: u64) -> bool {
+    SplitMix64(fnv1a(group.as_bytes()) ^ seed).next_u64() % 5 == 0
+}
+
+/// Fits a [`Pipeline`] on the rows `idx` of `x` (row-major, `d` columns).
+pub fn fit_pipeline(
+    x: &[f64],
+    d: usize,
+    labels: &[u8],
+    groups: &[&str],
+    idx: &[usize],
+    seed: u64,
+    l2: f64,
+) -> Pipeline {
+    let (cal, fit): (Vec<usize>, Vec<usize>) =
+        idx.iter().partition(|&&i| is_calibration(groups[i], seed));
+    let n = fit.len().max(1) as f64;
+    let mut mean = vec![0.0; d];
+    let mut std = vec![0.0; d];
+    for &i in &fit {
+        for j in 0..d {
+            mean[j] += x[i * d + j] / n;
+        }
+    }
+    for &i in &fit {
+        for j in 0..d {
+            std[j] += (x[i * d + j] - mean[j]).powi(2) / n;
+        }
+    }
+    for s in &mut std {
+        *s = if *s > 1e-24 { s.sqrt() } else { 1.0 };
+    }
+    let mut xs = Vec::with_capacity(fit.len() * d);
+    let mut t = Vec::with_capacity(fit.len());
+    for &i in &fit {
+        for j in 0..d {
+            xs.push((x[i * d + j] - mean[j]) / std[j]);
+        }
+        t.push(labels[i] as f64);
+    }
+    let lr = fit_logistic(&xs, d, &t, l2, 100);
+    let mut p = Pipeline {
+        mean,
+        std,
+        weights: lr.weights,
+        intercept: lr.intercept,
+        platt: Platt { a: -1.0, b: 0.0 },
+    };
+    let s: Vec<f64> = cal
+        .iter()
+        .map(|&i| p.decision(&x[i * d..(i + 1) * d]))
+        .collect();
+    let y: Vec<u8> = cal.iter().map(|&i| labels[i]).collect();
+    if !s.is_empty() {
+        let (a, b) = fit_platt(&s, &y);
+        p.platt = Platt { a, b };
+    }
+    p
+}
+
+/// Packages a full-schema pipeline as an artifact.
+pub fn artifact(p: Pipeline, tenant: TenantStats, training: TrainingMeta) -> HrsModel {
+    HrsModel {
+        kind: KIND_LOGISTIC.into(),
+        schema_version: SCHEMA_VERSION.into(),
+        feature_names: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+        mean: p.mean,
+        std: p.std,
+        weights: p.weights,
+        intercept: p.intercept,
+        platt: p.platt,
+        thresholds: Thresholds {
+            escalate: DEFAULT_ESCALATE,
+        },
+        tenant,
+        training,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipeline_learns_a_signal_and_calibrates() {
+        // one informative column, one constant column
+        let n = 400;
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        let names: Vec<String> = (0..n).map(|i| format!("g-{}", i / 2)).collect();
+        let groups: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        let mut rng = SplitMix64(1);
+        for i in 0..n {
+            let label = (i % 2) as u8;
+            x.push(label as f64 + rng.next_f64() * 1.5);
+            x.push(3.0);
+            y.push(label);
+        }
+        let idx: Vec<usize> = (0..n).collect();
+        let p = fit_pipeline(&x, 2, &y, &groups, &idx, 9, 1.0);
+        assert!(p.weights[0] > 0.5);
+        assert_eq!(p.std[1], 1.0);
+        assert!(p.platt.a < 0.0);
+        let (lo, _) = p.score(&[0.0, 3.0]);
+        let (hi, hic) = p.score(&[2.5, 3.0]);
+        assert!(hi > lo && hic > 0.5);
+        assert_eq!(p, fit_pipeline(&x, 2, &y, &groups, &idx, 9, 1.0));
+        let cal = groups.iter().filter(|g| is_calibration(g, 9)).count();
+        assert!(cal > 40 && cal < 120, "{cal}");
+    }
+}

@@ -1,0 +1,204 @@
+//! L2-regularised logistic regression by Newton's method (IRLS), and Platt scaling.
+//!
+//! Why hand-rolled instead of `linfa-logistic`: the problem is tiny (≈20 features, ≈25k rows:
+//! one Newton step is one 23×23 Cholesky solve), linfa + ndarray + argmin would add a large
+//! dependency tree and minutes of build on our 2-core builders for no gain, and Newton is exact
+//! and deterministic (no learning rate, no epochs, no random init). The objective is
+//! scikit-learn's: Σᵢ logloss(tᵢ, σ(β₀ + xᵢ·β)) + λ/2·‖β‖², intercept unpenalised, so λ = 1/C.
+//! Targets may be soft (tᵢ ∈ [0, 1]), which is exactly what Platt's smoothed targets need.
+
+/// A fitted linear logit: `z = intercept + Σ wⱼ xⱼ`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogitFit {
+    pub weights: Vec<f64>,
+    pub intercept: f64,
+    pub iterations: usize,
+    pub converged: bool,
+}
+
+fn sigmoid(z: f64) -> f64 {
+    kakeya_core::model::sigmoid(z)
+}
+
+/// Negative log-likelihood plus penalty, computed stably.
+fn objective(x: &[f64], d: usize, t: &[f64], beta: &[f64], l2: f64) -> f64 {
+    let mut loss = 0.0;
+    for (row, &ti) in x.chunks_exact(d).zip(t) {
+        let z = beta[d] + row.iter().zip(beta).map(|(a, b)| a * b).sum::<f64>();
+        // log(1 + e^z) − t·z
+        let softplus = if z > 0.0 {
+            z + (-z).exp().ln_1p()
+        } else {
+            z.exp().ln_1p()
+        };
+        loss += softplus - ti * z;
+    }
+    loss + 0.5 * l2 * beta[..d].iter().map(|b| b * b).sum::<f64>()
+}
+
+/// Solves `a·x = b` for a symmetric positive definite `a` (n×n, row-major) by Cholesky.
+/// Returns `None` when `a` is not positive definite.
+pub fn cholesky_solve(a: &[f64], b: &[f64], n: usize) -> Option<Vec<f64>> {
+    let mut l = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            let s: f64 = (0..j).map(|k| l[i * n + k] * l[j * n + k]).sum();
+            if i == j {
+                let v = a[i * n + i] - s;
+                if v <= 0.0 || !v.is_finite() {
+                    return None;
+                }
+                l[i * n + i] = v.sqrt();
+            } else {
+                l[i * n + j] = (a[i * n + j] - s) / l[j * n + j];
+            }
+        }
+    }
+    let mut y = vec![0.0; n];
+    for i in 0..n {
+        let s: f64 = (0..i).map(|k| l[i * n + k] * y[k]).sum();
+        y[i] = (b[i] - s) / l[i * n + i];
+    }
+    let mut x = vec![0.0; n];
+    for i in (0..n).rev() {
+        let s: f64 = (i + 1..n).map(|k| l[k * n + i] * x[k]).sum();
+        x[i] = (y[i] - s) / l[i * n + i];
+    }
+    Some(x)
+}
+
+/// Fits the logit on `x` (n×d row-major) against targets `t` ∈ [0, 1] with L2 weight `l2`.
+/// Newton steps with step halving when the objective does not decrease; stops when the largest
+/// coordinate step is below 1e-9 or after `max_iter` steps.
+pub fn fit_logistic(x: &[f64], d: usize, t: &[f64], l2: f64, max_iter: usize) -> LogitFit {
+    let p = d + 1; // coefficients, then the intercept
+    let mut beta = vec![0.0; p];
+    let mut obj = objective(x, d, t, &beta, l2);
+    let mut converged = false;
+    let mut it = 0;
+    let mut xt = vec![0.0; p];
+    while it < max_iter {
+        it += 1;
+        let mut h = vec![0.0; p * p];
+        let mut g = vec![0.0; p];
+        for (row, &ti) in x.chunks_exact(d).zip(t) {
+            xt[..d].copy_from_slice(row);
+            xt[d] = 1.0;
+            let z: f64 = xt.iter().zip(&beta).map(|(a, b)| a * b).sum();
+            let pr = sigmoid(z);
+            let w = (pr * (1.0 - pr)).max(1e-12);
+            for a in 0..p {
+                g[a] += (pr - ti) * xt[a];
+                let wa = w * xt[a];
+                for b in 0..=a {
+                    h[a * p + b] += wa * xt[b];
+                }
+            }
+        }
+        for a in 0..p {
+            for b in 0..a {
+                h[b * p + a] = h[a * p + b];
+            }
+            if a < d {
+                g[a] += l2 * beta[a];
+                h[a * p + a] += l2;
+            }
+            h[a * p + a] += 1e-10;
+        }
+        let Some(step) = cholesky_solve(&h, &g, p) else {
+            break;
+        };
+        let mut scale = 1.0;
+        let mut accepted = false;
+        for _ in 0..30 {
+            let cand: Vec<f64> = beta.iter().zip(&step).map(|(b, s)| b - scale * s).collect();
+            let c = objective(x, d, t, &cand, l2);
+            if c <= obj + 1e-12 {
+                beta = cand;
+                obj = c;
+                accepted = true;
+                break;
+            }
+            scale *= 0.5;
+        }
+        let max_step = step.iter().fold(0.0f64, |m, s| m.max((s * scale).abs()));
+        if !accepted || max_step < 1e-9 {
+            converged = true;
+            break;
+        }
+    }
+    LogitFit {
+        intercept: beta[d],
+        weights: beta[..d].to_vec(),
+        iterations: it,
+        converged,
+    }
+}
+
+/// Platt scaling on decision values `s`: fits `P(y=1|s) = 1/(1 + exp(A·s + B))` with Platt's
+/// smoothed targets t₊ = (N₊+1)/(N₊+2), t₋ = 1/(N₋+2). Returns (A, B); A < 0 when larger
+/// scores mean more risk.
+pub fn fit_platt(s: &[f64], labels: &[u8]) -> (f64, f64) {
+    let n_pos = labels.iter().filter(|&&l| l == 1).count() as f64;
+    let n_neg = labels.len() as f64 - n_pos;
+    let t_pos = (n_pos + 1.0) / (n_pos + 2.0);
+    let t_neg = 1.0 / (n_neg + 2.0);
+    let t: Vec<f64> = labels
+        .iter()
+        .map(|&l| if l == 1 { t_pos } else { t_neg })
+        .collect();
+    let fit = fit_logistic(s, 1, &t, 0.0, 100);
+    (-fit.weights[0], -fit.intercept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cholesky() {
+        let a = [4.0, 2.0, 2.0, 3.0];
+        let x = cholesky_solve(&a, &[2.0, 1.0], 2).unwrap();
+        assert!((x[0] - 0.5).abs() < 1e-12 && x[1].abs() < 1e-12);
+        assert_eq!(cholesky_solve(&[0.0], &[1.0], 1), None);
+    }
+
+    #[test]
+    fn recovers_known_logit_and_is_deterministic() {
+        // Soft targets exactly on a logit: z = 0.5 + 2x₀ − x₁ → the unpenalised fit recovers it.
+        let mut x = Vec::new();
+        let mut t = Vec::new();
+        for i in 0..40 {
+            let a = (i % 8) as f64 / 4.0 - 1.0;
+            let b = (i / 8) as f64 / 2.0 - 1.0;
+            x.extend([a, b]);
+            t.push(sigmoid(0.5 + 2.0 * a - b));
+        }
+        let f = fit_logistic(&x, 2, &t, 0.0, 50);
+        assert!(f.converged);
+        assert!((f.intercept - 0.5).abs() < 1e-6, "{f:?}");
+        assert!((f.weights[0] - 2.0).abs() < 1e-6);
+        assert!((f.weights[1] + 1.0).abs() < 1e-6);
+        assert_eq!(f, fit_logistic(&x, 2, &t, 0.0, 50));
+        // L2 shrinks
+        let g = fit_logistic(&x, 2, &t, 10.0, 50);
+        assert!(g.weights[0].abs() < f.weights[0].abs());
+    }
+
+    #[test]
+    fn separable_data_stays_finite_with_l2() {
+        let x = [-2.0, -1.0, 1.0, 2.0];
+        let t = [0.0, 0.0, 1.0, 1.0];
+        let f = fit_logistic(&x, 1, &t, 1.0, 100);
+        assert!(f.weights[0].is_finite() && f.weights[0] > 0.0);
+    }
+
+    #[test]
+    fn platt_sign_convention() {
+        let s = [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0];
+        let y = [0, 0, 1, 0, 1, 0, 1, 1];
+        let (a, b) = fit_platt(&s, &y);
+        assert!(a < 0.0, "A = {a}");
+        assert!(b.is_finite());
+    }
+}

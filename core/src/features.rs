@@ -1,0 +1,361 @@
+//! The one hallucination-risk feature schema: named, ordered and versioned.
+//!
+//! Why one schema: the reference system encoded its HRS features in two different orders in
+//! different components (platform spec §3.3), so any cross-use misassigned them. Here the trainer,
+//! the evaluation and (later) the filter all call [`features`], and a model artifact records
+//! [`SCHEMA_VERSION`] and [`FEATURE_NAMES`]; a scorer refuses an artifact whose schema differs.
+//!
+//! The vector has two blocks:
+//! * PCS features (always present): the claimed signals, the gap to the recomputed D̂, the
+//!   regime, the signal entropy of spec §10.1 and the tenant-relative coherence delta and
+//!   compressibility z (from [`TenantStats`], which will travel in the model bundle);
+//! * evidence features ([`crate::evidence`]), all 0 with `evidence_present = 0` when no evidence
+//!   was sent, so one linear model serves both cases.
+
+use crate::dimension::recompute_d_hat;
+use crate::evidence::{evidence_features, Evidence};
+use crate::pcs::Pcs;
+use crate::pcs_builder::BuiltPcs;
+use serde::{Deserialize, Serialize};
+
+/// Version of the schema below; bump on any change of names, order or definitions (including the
+/// tokeniser and its stopword list).
+pub const SCHEMA_VERSION: &str = "hrs-features-v1";
+
+/// Number of features.
+pub const N_FEATURES: usize = 22;
+
+/// Names in vector order.
+pub const FEATURE_NAMES: [&str; N_FEATURES] = [
+    "d_hat",
+    "coh_star",
+    "r",
+    "budget",
+    "d_hat_residual",
+    "regime_sticky",
+    "regime_non_sticky",
+    "signal_entropy",
+    "coherence_delta",
+    "compressibility_z",
+    "log_boxes_max",
+    "evidence_present",
+    "resp_tokens_log",
+    "ctx_tokens_log",
+    "token_coverage",
+    "novel_content_share",
+    "bigram_containment",
+    "trigram_containment",
+    "unsupported_number_share",
+    "unsupported_numbers_log",
+    "question_overlap",
+    "novel_capitalized_share",
+];
+
+/// Residual used when D̂ cannot be recomputed at all (the top of D̂'s plausible range).
+pub const RESIDUAL_UNCOMPUTABLE: f64 = 3.5;
+
+/// The PCS signals the features need, from a wire PCS or from the text builder.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PcsSignals {
+    pub d_hat: f64,
+    pub coh_star: f64,
+    pub r: f64,
+    pub budget: f64,
+    /// D̂ recomputed from the box counts; `None` when it cannot be.
+    pub d_hat_recomputed: Option<f64>,
+    pub sticky: bool,
+    pub non_sticky: bool,
+    /// N_j at the largest scale (0 when missing).
+    pub boxes_max: i64,
+}
+
+impl PcsSignals {
+    /// From a parsed wire PCS (the regime is the *claimed* one).
+    pub fn from_pcs(p: &Pcs) -> Self {
+        let max_scale = p.scales.iter().copied().max().unwrap_or(0);
+        PcsSignals {
+            d_hat: p.d_hat,
+            coh_star: p.coh_star,
+            r: p.r,
+            budget: p.budget,
+            d_hat_recomputed: recompute_d_hat(&p.scales, &p.n_j).ok(),
+            sticky: p.regime == "sticky",
+            non_sticky: p.regime == "non_sticky",
+            boxes_max: p.n_j.get(&max_scale.to_string()).copied().unwrap_or(0),
+        }
+    }
+
+    /// From a PCS built from text by [`crate::pcs_builder`].
+    pub fn from_built(b: &BuiltPcs) -> Self {
+        let max_scale = b.scales.iter().copied().max().unwrap_or(0);
+        PcsSignals {
+            d_hat: b.d_hat,
+            coh_star: b.coh_star,
+            r: b.r,
+            budget: b.budget,
+            d_hat_recomputed: recompute_d_hat(&b.scales, &b.n_j).ok(),
+            sticky: b.regime == "sticky",
+            non_sticky: b.regime == "non_sticky",
+            boxes_max: b.n_j.get(&max_scale.to_string()).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// Per-tenant running statistics (spec §10.1): EMAs with α = 0.3 and an exponentially weighted
+/// std of r. Features read them *before* the sample is folded in.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TenantStats {
+    pub avg_d_hat: f64,
+    pub avg_coh: f64,
+    pub avg_r: f64,
+    pub std_r: f64,
+    pub avg_latency_ms: f64,
+    pub count: u64,
+}
+
+impl TenantStats {
+    pub const ALPHA: f64 = 0.3;
+
+    /// The reference seeds of a new tenant: D̂ 1.5, coh★ 0.7, r 0.8, std(r) 0.1.
+    pub fn fresh() -> Self {
+        TenantStats {
+            avg_d_hat: 1.5,
+            avg_coh: 0.7,
+            avg_r: 0.8,
+            std_r: 0.1,
+            avg_latency_ms: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Population statistics (plain mean and std) of a training set, used as the tenant
+    /// baseline a model bundle carries.
+    pub fn from_population(d_hat: &[f64], coh: &[f64], r: &[f64]) -> Self {
+        let mean = |v: &[f64]| {
+            if v.is_empty() {
+                0.0
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
+        let mr = mean(r);
+        let var = if r.is_empty() {
+            0.0
+        } else {
+            r.iter().map(|x| (x - mr) * (x - mr)).sum::<f64>() / r.len() as f64
+        };
+        TenantStats {
+            avg_d_hat: mean(d_hat),
+            avg_coh: mean(coh),
+            avg_r: mr,
+            std_r: var.sqrt(),
+            avg_latency_ms: 0.0,
+            count: r.len() as u64,
+        }
+    }
+
+    /// coh★ − EMA(coh★).
+    pub fn coherence_delta(&self, coh: f64) -> f64 {
+        coh - self.avg_coh
+    }
+
+    /// (r − EMA(r)) / std(r), 0 when std(r) is 0.
+    pub fn compressibility_z(&self, r: f64) -> f64 {
+        if self.std_r == 0.0 {
+            0.0
+        } else {
+            (r - self.avg_r) / self.std_r
+        }
+    }
+
+    /// Folds one sample in, exactly as the reference (spec §10.1): the std uses the *new* mean.
+    pub fn update(&mut self, d_hat: f64, coh: f64, r: f64, latency_ms: f64) {
+        let a = Self::ALPHA;
+        self.avg_d_hat = a * d_hat + (1.0 - a) * self.avg_d_hat;
+        self.avg_coh = a * coh + (1.0 - a) * self.avg_coh;
+        self.avg_r = a * r + (1.0 - a) * self.avg_r;
+        self.avg_latency_ms = a * latency_ms + (1.0 - a) * self.avg_latency_ms;
+        let d = r - self.avg_r;
+        self.std_r = (a * d * d + (1.0 - a) * self.std_r * self.std_r).sqrt();
+        self.count += 1;
+    }
+}
+
+/// Shannon entropy (nats) of the normalised triple (D̂/3.5, coh★, r), spec §10.1.
+pub fn signal_entropy(d_hat: f64, coh: f64, r: f64) -> f64 {
+    let t = [d_hat / 3.5, coh, r];
+    let s: f64 = t.iter().sum();
+    if s == 0.0 || !s.is_finite() {
+        return 0.0;
+    }
+    t.iter()
+        .map(|x| x / s)
+        .filter(|&p| p > 0.0)
+        .map(|p| -p * p.ln())
+        .sum()
+}
+
+/// The feature vector of schema [`SCHEMA_VERSION`].
+pub fn features(
+    pcs: &PcsSignals,
+    evidence: Option<&Evidence>,
+    tenant: &TenantStats,
+) -> [f64; N_FEATURES] {
+    let residual = match pcs.d_hat_recomputed {
+        Some(d) => (pcs.d_hat - d).abs().min(RESIDUAL_UNCOMPUTABLE),
+        None => RESIDUAL_UNCOMPUTABLE,
+    };
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let mut x = [0.0; N_FEATURES];
+    x[0] = pcs.d_hat;
+    x[1] = pcs.coh_star;
+    x[2] = pcs.r;
+    x[3] = pcs.budget;
+    x[4] = residual;
+    x[5] = flag(pcs.sticky);
+    x[6] = flag(pcs.non_sticky);
+    x[7] = signal_entropy(pcs.d_hat, pcs.coh_star, pcs.r);
+    x[8] = tenant.coherence_delta(pcs.coh_star);
+    x[9] = tenant.compressibility_z(pcs.r);
+    x[10] = (pcs.boxes_max.max(0) as f64).ln_1p();
+    if let Some(ev) = evidence {
+        let f = evidence_features(ev);
+        x[11] = 1.0;
+        x[12] = f.resp_tokens_log;
+        x[13] = f.ctx_tokens_log;
+        x[14] = f.token_coverage;
+        x[15] = f.novel_content_share;
+        x[16] = f.bigram_containment;
+        x[17] = f.trigram_containment;
+        x[18] = f.unsupported_number_share;
+        x[19] = f.unsupported_numbers_log;
+        x[20] = f.question_overlap;
+        x[21] = f.novel_capitalized_share;
+    }
+    // A non-finite claimed signal must not poison a linear score.
+    for v in &mut x {
+        if !v.is_finite() {
+            *v = 0.0;
+        }
+    }
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pcs::parse;
+
+    #[test]
+    fn names_are_unique() {
+        let mut n = FEATURE_NAMES.to_vec();
+        n.sort_unstable();
+        n.dedup();
+        assert_eq!(n.len(), N_FEATURES);
+    }
+
+    #[test]
+    fn golden_pcs_without_evidence() {
+        let p = parse(include_bytes!("../tests/data/pcs_tiny_case_1.json")).unwrap();
+        let s = PcsSignals::from_pcs(&p);
+        let x = features(&s, None, &TenantStats::fresh());
+        assert_eq!(x[0], 0.528320834);
+        assert_eq!(x[1], 0.066666667);
+        assert_eq!(x[4], 0.0);
+        assert_eq!((x[5], x[6]), (0.0, 0.0));
+        assert!((x[7] - 0.925497784).abs() < 1e-9);
+        assert!((x[8] - -0.633333333).abs() < 1e-9);
+        assert!((x[9] - -4.81578947).abs() < 1e-8);
+        assert_eq!(x[10], 15f64.ln_1p());
+        assert!(x[11..].iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn evidence_block_and_bad_numbers() {
+        let s = PcsSignals {
+            d_hat: f64::NAN,
+            coh_star: 0.9,
+            r: 0.5,
+            budget: 0.4,
+            d_hat_recomputed: None,
+            sticky: true,
+            non_sticky: false,
+            boxes_max: 3,
+        };
+        let ev = Evidence {
+            question: "capital of France?".into(),
+            context: "Paris is the capital of France.".into(),
+            citations: vec![],
+            response: "Paris".into(),
+        };
+        let x = features(&s, Some(&ev), &TenantStats::fresh());
+        assert_eq!(x[0], 0.0);
+        assert_eq!(x[4], RESIDUAL_UNCOMPUTABLE);
+        assert_eq!(x[5], 1.0);
+        assert!((x[9] - -3.0).abs() < 1e-12);
+        assert_eq!(x[11], 1.0);
+        assert_eq!(x[12], 1f64.ln_1p());
+        assert_eq!(x[13], 6f64.ln_1p());
+        assert_eq!(&x[14..], &[1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn tenant_update_matches_spec_12_9() {
+        let mut t = TenantStats::fresh();
+        t.update(0.528320834, 0.066666667, 0.318421053, 0.0);
+        assert!((t.avg_coh - 0.51).abs() < 1e-9);
+        assert!((t.avg_r - 0.655526316).abs() < 1e-9);
+        assert!((t.std_r - 0.202711587).abs() < 1e-9);
+    }
+
+    #[test]
+    fn population_stats() {
+        let t = TenantStats::from_population(&[1.0, 3.0], &[0.2, 0.4], &[0.5, 0.7]);
+        assert_eq!(t.avg_d_hat, 2.0);
+        assert!((t.avg_coh - 0.3).abs() < 1e-12);
+        assert!((t.std_r - 0.1).abs() < 1e-12);
+        assert_eq!(t.count, 2);
+    }
+
+    /// Latency budget of the inline path: ≤ 20 µs for a 2 KB evidence payload in release.
+    /// Run with `cargo test --release -p kakeya-core features_latency -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing; run in release"]
+    fn features_latency() {
+        let words =
+            "the river Seine flows through Paris which had 2165423 inhabitants in 2019 and \
+                     is the capital of France since the year 987 according to most historians ";
+        let context: String = words.repeat(20).chars().take(1700).collect();
+        let ev = Evidence {
+            question: "How many people lived in Paris in 2019, and what flows through it?".into(),
+            context,
+            citations: vec![],
+            response: "Paris had about 2.1 million inhabitants in 2019; the Seine flows through \
+                       it, and it has been the capital of France since 987 according to most \
+                       historians, although the Loire is sometimes named by mistake."
+                .into(),
+        };
+        let total = ev.question.len() + ev.context.len() + ev.response.len();
+        assert!((1900..2200).contains(&total), "{total}");
+        let s = PcsSignals::from_built(&crate::pcs_builder::build(
+            &ev.response,
+            &Default::default(),
+        ));
+        let n = 20_000;
+        let t = std::time::Instant::now();
+        let mut acc = 0.0;
+        for _ in 0..n {
+            acc += features(&s, Some(&ev), &TenantStats::fresh())[14];
+        }
+        let per = t.elapsed().as_secs_f64() / n as f64 * 1e6;
+        let t = std::time::Instant::now();
+        for _ in 0..2000 {
+            acc += crate::pcs_builder::build(&ev.response, &Default::default()).r;
+        }
+        let build = t.elapsed().as_secs_f64() / 2000.0 * 1e6;
+        eprintln!(
+            "features: {per:.2} µs per {total}-byte evidence; pcs build: {build:.1} µs ({acc})"
+        );
+        assert!(per < 20.0, "{per} µs");
+    }
+}

@@ -1,0 +1,318 @@
+//! Hallucination-risk models as the data plane sees them: a trained logistic-regression
+//! artifact scored with plain `f64` arithmetic (no ndarray, no allocation), and the reference
+//! system's hand-set HRS (spec §10) kept verbatim as a *baseline* only.
+//!
+//! Why in core: the Envoy filter will score inline, so the scorer must build for wasm and must
+//! not panic. Training lives in the control plane (`kakeya_control_plane::ml`).
+//!
+//! Artifact contract: inputs are the [`crate::features`] vector of schema `schema_version`;
+//! `z = intercept + Σ wᵢ·(xᵢ − meanᵢ)/stdᵢ`, `raw = σ(z)`, and the calibrated probability is
+//! Platt's `1/(1 + exp(A·z + B))` fitted on a held-out calibration split (A < 0 for a useful
+//! model). The canonical bytes are `serde_json` of the struct (fixed field order, shortest
+//! round-trip floats), and the artifact's identity is their SHA-256.
+
+use crate::features::{signal_entropy, TenantStats, FEATURE_NAMES, SCHEMA_VERSION};
+use crate::ids::sha256_hex;
+use serde::{Deserialize, Serialize};
+
+pub const KIND_LOGISTIC: &str = "logistic_regression";
+
+/// Platt calibrator `p = 1/(1 + exp(A·s + B))` on the decision value `s`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Platt {
+    pub a: f64,
+    pub b: f64,
+}
+
+impl Platt {
+    pub fn apply(&self, s: f64) -> f64 {
+        sigmoid(-(self.a * s + self.b))
+    }
+}
+
+/// Decision thresholds on the calibrated risk.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// Risk at or above which an answer is escalated.
+    pub escalate: f64,
+}
+
+/// Provenance of an artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingMeta {
+    pub seed: u64,
+    pub rows: usize,
+    pub dataset_sha256: String,
+    pub recipe_version: String,
+    pub l2: f64,
+    /// Cross-validated metrics of the same recipe on the same data (free-form JSON).
+    pub cv_metrics: serde_json::Value,
+}
+
+/// A trained logistic-regression artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HrsModel {
+    pub kind: String,
+    pub schema_version: String,
+    pub feature_names: Vec<String>,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+    pub weights: Vec<f64>,
+    pub intercept: f64,
+    pub platt: Platt,
+    pub thresholds: Thresholds,
+    /// Tenant baseline the features were computed with.
+    pub tenant: TenantStats,
+    pub training: TrainingMeta,
+}
+
+/// Why an artifact cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    #[error("unsupported model kind {0:?}")]
+    Kind(String),
+    #[error("feature schema {0:?} does not match {SCHEMA_VERSION}")]
+    Schema(String),
+    #[error("feature names do not match schema {SCHEMA_VERSION}")]
+    Names,
+    #[error("mean, std and weights must have {0} entries")]
+    Shape(usize),
+    #[error("non-finite or non-positive parameter")]
+    NonFinite,
+    #[error("invalid JSON: {0}")]
+    Json(String),
+}
+
+#[inline]
+pub fn sigmoid(z: f64) -> f64 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+impl HrsModel {
+    /// Checks the artifact against this build's feature schema.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        if self.kind != KIND_LOGISTIC {
+            return Err(ModelError::Kind(self.kind.clone()));
+        }
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(ModelError::Schema(self.schema_version.clone()));
+        }
+        if self.feature_names.len() != FEATURE_NAMES.len()
+            || self
+                .feature_names
+                .iter()
+                .zip(FEATURE_NAMES)
+                .any(|(a, b)| a != b)
+        {
+            return Err(ModelError::Names);
+        }
+        let n = FEATURE_NAMES.len();
+        if self.mean.len() != n || self.std.len() != n || self.weights.len() != n {
+            return Err(ModelError::Shape(n));
+        }
+        let finite = self
+            .mean
+            .iter()
+            .chain(&self.weights)
+            .chain([&self.intercept, &self.platt.a, &self.platt.b])
+            .all(|v| v.is_finite());
+        if !finite || self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(ModelError::NonFinite);
+        }
+        Ok(())
+    }
+
+    /// Parses and validates an artifact.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ModelError> {
+        let m: HrsModel =
+            serde_json::from_slice(bytes).map_err(|e| ModelError::Json(e.to_string()))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Canonical bytes (what is hashed and shipped).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// SHA-256 of the canonical bytes.
+    pub fn sha256(&self) -> String {
+        sha256_hex(&self.canonical_bytes())
+    }
+
+    /// `lr-<first 12 hex of the SHA-256>`.
+    pub fn version(&self) -> String {
+        let h = self.sha256();
+        format!("lr-{}", h.get(..12).unwrap_or(&h))
+    }
+
+    /// Decision value z for `x` (missing trailing entries count as the training mean).
+    pub fn decision(&self, x: &[f64]) -> f64 {
+        let mut z = self.intercept;
+        for (i, &w) in self.weights.iter().enumerate() {
+            let (m, s) = (self.mean[i], self.std[i]);
+            let v = x.get(i).copied().unwrap_or(m);
+            z += w * (v - m) / s;
+        }
+        z
+    }
+
+    /// `(raw, calibrated)` risk of `x`.
+    pub fn score(&self, x: &[f64]) -> (f64, f64) {
+        let z = self.decision(x);
+        (sigmoid(z), self.platt.apply(z))
+    }
+}
+
+/// Every intermediate of the reference HRS (spec §10.1–10.2), for comparison and vectors.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReferenceHrs {
+    pub entropy: f64,
+    pub coherence_delta: f64,
+    pub compressibility_z: f64,
+    pub z: f64,
+    pub raw: f64,
+    /// The reference's "calibrated" risk: `1/(1 + e^raw)` — inverted, in (0.2689, 0.5].
+    pub risk: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+}
+
+/// The reference system's hand-set HRS, implemented exactly as specified *including its
+/// inverted Platt step*. A baseline to compare against, never a model to deploy.
+pub fn reference_hrs(
+    d_hat: f64,
+    coh: f64,
+    r: f64,
+    budget: f64,
+    latency_ms: f64,
+    tenant: &TenantStats,
+) -> ReferenceHrs {
+    let entropy = signal_entropy(d_hat, coh, r);
+    let coherence_delta = tenant.coherence_delta(coh);
+    let compressibility_z = tenant.compressibility_z(r);
+    let z = -0.5
+        + 0.30 * d_hat
+        + -0.50 * coh
+        + -0.40 * r
+        + -0.60 * budget
+        + 0.20 * entropy
+        + 0.15 * coherence_delta
+        + 0.10 * compressibility_z
+        + 0.05 * (latency_ms / 1000.0);
+    let raw = sigmoid(z);
+    let u = 0.1 * (raw * (1.0 - raw)).sqrt();
+    let risk = 1.0 / (1.0 + (1.0 * raw + 0.0).exp());
+    ReferenceHrs {
+        entropy,
+        coherence_delta,
+        compressibility_z,
+        z,
+        raw,
+        risk,
+        ci_low: (risk - 1.96 * u).max(0.0),
+        ci_high: (risk + 1.96 * u).min(1.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 5e-9, "{a} != {b}");
+    }
+
+    #[test]
+    fn reference_hrs_spec_12_9() {
+        let mut t = TenantStats::fresh();
+        let (d, c, r, b) = (0.528320834, 0.066666667, 0.318421053, 0.317807017);
+        let h = reference_hrs(d, c, r, b, 0.0, &t);
+        close(h.entropy, 0.925497784);
+        close(h.coherence_delta, -0.633333333);
+        close(h.compressibility_z, -4.81578947);
+        close(h.z, -1.084369105);
+        close(h.raw, 0.252680095);
+        close(h.risk, 0.437163947);
+        close(h.ci_low, 0.351992336);
+        close(h.ci_high, 0.522335558);
+        t.update(d, c, r, 0.0);
+        let h2 = reference_hrs(d, c, r, b, 0.0, &t);
+        close(h2.coherence_delta, -0.443333333);
+        close(h2.compressibility_z, -1.662979744);
+        close(h2.z, -0.740588132);
+        close(h2.risk, 0.419975115);
+        close(h2.ci_low, 0.328330300);
+        let h3 = reference_hrs(1.3, 0.75, 0.40, 0.43, 50.0, &TenantStats::fresh());
+        close(h3.entropy, 1.044155054);
+        close(h3.z, -1.084168989);
+        close(h3.risk, 0.437154648);
+        let h4 = reference_hrs(1.5, 0.7, 0.8, 0.5, 0.0, &TenantStats::fresh());
+        close(h4.raw, 0.308619371);
+        close(h4.ci_high, 0.513988805);
+    }
+
+    fn tiny_model() -> HrsModel {
+        let n = FEATURE_NAMES.len();
+        let mut w = vec![0.0; n];
+        w[0] = 2.0;
+        HrsModel {
+            kind: KIND_LOGISTIC.into(),
+            schema_version: SCHEMA_VERSION.into(),
+            feature_names: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+            mean: vec![1.0; n],
+            std: vec![0.5; n],
+            weights: w,
+            intercept: -1.0,
+            platt: Platt { a: -1.0, b: 0.0 },
+            thresholds: Thresholds { escalate: 0.5 },
+            tenant: TenantStats::fresh(),
+            training: TrainingMeta {
+                seed: 7,
+                rows: 10,
+                dataset_sha256: "00".into(),
+                recipe_version: "text-pcs-v1".into(),
+                l2: 1.0,
+                cv_metrics: serde_json::json!({}),
+            },
+        }
+    }
+
+    #[test]
+    fn scoring_and_round_trip() {
+        let m = tiny_model();
+        m.validate().unwrap();
+        let mut x = [1.0; 22];
+        x[0] = 1.25; // z = -1 + 2 * 0.5 = 0
+        let (raw, cal) = m.score(&x);
+        assert_eq!((raw, cal), (0.5, 0.5));
+        x[0] = 1.5; // z = 1
+        let (raw, cal) = m.score(&x);
+        close(raw, 0.731058579);
+        close(cal, 0.731058579);
+        let bytes = m.canonical_bytes();
+        let back = HrsModel::from_json(&bytes).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.sha256(), m.sha256());
+        assert!(m.version().starts_with("lr-") && m.version().len() == 15);
+    }
+
+    #[test]
+    fn invalid_artifacts_are_refused() {
+        let mut m = tiny_model();
+        m.schema_version = "hrs-features-v0".into();
+        assert!(matches!(m.validate(), Err(ModelError::Schema(_))));
+        let mut m = tiny_model();
+        m.std[3] = 0.0;
+        assert_eq!(m.validate(), Err(ModelError::NonFinite));
+        let mut m = tiny_model();
+        m.weights.pop();
+        assert!(matches!(m.validate(), Err(ModelError::Shape(_))));
+        assert!(HrsModel::from_json(b"{}").is_err());
+    }
+}
