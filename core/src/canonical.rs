@@ -18,6 +18,9 @@ pub struct SignedFields<'a> {
     pub coh_star: f64,
     pub r: f64,
     pub budget: f64,
+    /// v0.2 evidence binding; part of the payload only when non-empty, so v0.1 payloads are
+    /// unchanged.
+    pub evidence_sha256: &'a str,
 }
 
 impl<'a> From<&'a Pcs> for SignedFields<'a> {
@@ -31,6 +34,7 @@ impl<'a> From<&'a Pcs> for SignedFields<'a> {
             coh_star: p.coh_star,
             r: p.r,
             budget: p.budget,
+            evidence_sha256: &p.evidence_sha256,
         }
     }
 }
@@ -46,12 +50,18 @@ pub fn payload_of(f: &SignedFields<'_>) -> String {
     let mut out = String::with_capacity(256);
     let _ = write!(
         out,
-        "{{\"D_hat\":{},\"budget\":{},\"coh_star\":{},\"epoch\":{},\"merkle_root\":",
+        "{{\"D_hat\":{},\"budget\":{},\"coh_star\":{},\"epoch\":{},",
         float(f.d_hat),
         float(f.budget),
         float(f.coh_star),
         f.epoch
     );
+    if !f.evidence_sha256.is_empty() {
+        out.push_str("\"evidence_sha256\":");
+        write_json_string(&mut out, f.evidence_sha256, JsonEscape::PythonAscii);
+        out.push(',');
+    }
+    out.push_str("\"merkle_root\":");
     write_json_string(&mut out, f.merkle_root, JsonEscape::PythonAscii);
     out.push_str(",\"pcs_id\":");
     write_json_string(&mut out, f.pcs_id, JsonEscape::PythonAscii);
@@ -92,6 +102,17 @@ mod tests {
     }
 
     #[test]
+    fn evidence_hash_is_signed_in_code_point_order() {
+        let mut p = parse(include_bytes!("../tests/data/pcs_tiny_case_1.json")).unwrap();
+        p.evidence_sha256 = "ab".repeat(32);
+        let payload = signing_payload(&p);
+        assert!(payload.contains(&format!(
+            "\"epoch\":1,\"evidence_sha256\":\"{}\",\"merkle_root\":",
+            "ab".repeat(32)
+        )));
+    }
+
+    #[test]
     fn signature_test_case_1_payload() {
         // spec §12.2, authoritative form
         let f = SignedFields {
@@ -103,6 +124,7 @@ mod tests {
             coh_star: 0.75,
             r: 0.5,
             budget: 0.35,
+            evidence_sha256: "",
         };
         assert_eq!(
             payload_of(&f),

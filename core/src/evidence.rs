@@ -431,3 +431,127 @@ mod tests {
         assert_eq!(ev.citations[0].source, "s");
     }
 }
+
+/// Canonical text of an evidence object: compact JSON with every key present, keys sorted,
+/// non-ASCII escaped — what Python's
+/// `json.dumps({"citations": [...], "context": c, "question": q, "response": r}, sort_keys=True,
+/// separators=(",", ":"))` writes (citation keys `id`, `source`, `text`).
+pub fn canonical_evidence(ev: &Evidence) -> String {
+    use crate::numfmt::{write_json_string, JsonEscape::PythonAscii};
+    let mut out =
+        String::with_capacity(ev.context.len() + ev.response.len() + ev.question.len() + 64);
+    out.push_str("{\"citations\":[");
+    for (i, c) in ev.citations.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"id\":");
+        write_json_string(&mut out, &c.id, PythonAscii);
+        out.push_str(",\"source\":");
+        write_json_string(&mut out, &c.source, PythonAscii);
+        out.push_str(",\"text\":");
+        write_json_string(&mut out, &c.text, PythonAscii);
+        out.push('}');
+    }
+    out.push_str("],\"context\":");
+    write_json_string(&mut out, &ev.context, PythonAscii);
+    out.push_str(",\"question\":");
+    write_json_string(&mut out, &ev.question, PythonAscii);
+    out.push_str(",\"response\":");
+    write_json_string(&mut out, &ev.response, PythonAscii);
+    out.push('}');
+    out
+}
+
+/// Hex SHA-256 of [`canonical_evidence`]: the PCS v0.2 `evidence_sha256`.
+pub fn evidence_sha256(ev: &Evidence) -> String {
+    crate::ids::sha256_hex(canonical_evidence(ev).as_bytes())
+}
+
+/// Why evidence sent with a PCS cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BindingError {
+    /// Evidence without an `evidence_sha256` in the signed payload (HTTP 400).
+    #[error("evidence must be bound to the signature by evidence_sha256 (PCS v0.2)")]
+    Unbound,
+    /// The evidence is not the one the agent signed (HTTP 401).
+    #[error("evidence does not match the signed evidence_sha256")]
+    Mismatch,
+}
+
+impl BindingError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            BindingError::Unbound => "evidence_unbound",
+            BindingError::Mismatch => "evidence_mismatch",
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            BindingError::Unbound => 400,
+            BindingError::Mismatch => 401,
+        }
+    }
+}
+
+/// The evidence of a signature-checked PCS, if it is bound to that signature. Call only after
+/// the signature verified (the signature covers `evidence_sha256`).
+pub fn bound_evidence(pcs: &crate::pcs::Pcs) -> Result<Option<&Evidence>, BindingError> {
+    match &pcs.evidence {
+        None => Ok(None),
+        Some(_) if pcs.evidence_sha256.is_empty() => Err(BindingError::Unbound),
+        Some(ev) if evidence_sha256(ev) == pcs.evidence_sha256.to_ascii_lowercase() => Ok(Some(ev)),
+        Some(_) => Err(BindingError::Mismatch),
+    }
+}
+
+#[cfg(test)]
+mod binding_tests {
+    use super::*;
+    use crate::pcs::Pcs;
+
+    #[test]
+    fn canonical_form_matches_python_sort_keys() {
+        let ev = Evidence {
+            question: "Who?".into(),
+            context: "Ada Lovelace wrote the first program.".into(),
+            citations: vec![Citation {
+                id: "1".into(),
+                text: "t é".into(),
+                source: "s".into(),
+            }],
+            response: "Ada".into(),
+        };
+        // python3 -c 'import json;print(json.dumps({"citations":[{"id":"1","text":"t é","source":"s"}],
+        //   "context":"Ada Lovelace wrote the first program.","question":"Who?","response":"Ada"},
+        //   sort_keys=True,separators=(",",":")))'
+        assert_eq!(
+            canonical_evidence(&ev),
+            r#"{"citations":[{"id":"1","source":"s","text":"t \u00e9"}],"context":"Ada Lovelace wrote the first program.","question":"Who?","response":"Ada"}"#
+        );
+    }
+
+    #[test]
+    fn binding_rules() {
+        let ev = Evidence {
+            question: "q".into(),
+            context: "c".into(),
+            citations: vec![],
+            response: "r".into(),
+        };
+        let mut p = Pcs {
+            evidence: Some(ev.clone()),
+            ..Pcs::default()
+        };
+        assert_eq!(bound_evidence(&p), Err(BindingError::Unbound));
+        p.evidence_sha256 = evidence_sha256(&ev);
+        assert_eq!(bound_evidence(&p), Ok(Some(&ev)));
+        if let Some(e) = p.evidence.as_mut() {
+            e.response.push('!');
+        }
+        assert_eq!(bound_evidence(&p), Err(BindingError::Mismatch));
+        p.evidence = None;
+        assert_eq!(bound_evidence(&p), Ok(None));
+    }
+}

@@ -21,6 +21,7 @@
 //! 11. [`features`]: the one versioned HRS feature schema.
 //! 12. [`model`]: the trained-model artifact and its plain-f64 scorer; the reference HRS baseline.
 
+pub mod bundle;
 pub mod canonical;
 pub mod dimension;
 pub mod evidence;

@@ -221,7 +221,7 @@ pub fn reference_hrs(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn close(a: f64, b: f64) {
@@ -257,7 +257,7 @@ mod tests {
         close(h4.ci_high, 0.513988805);
     }
 
-    fn tiny_model() -> HrsModel {
+    pub(crate) fn tiny_model() -> HrsModel {
         let n = FEATURE_NAMES.len();
         let mut w = vec![0.0; n];
         w[0] = 2.0;

@@ -55,6 +55,12 @@ pub struct Pcs {
     pub sig: String,
     #[serde(deserialize_with = "nullable")]
     pub ft: FaultTolerance,
+    /// v0.2: hex SHA-256 of the canonical evidence ([`crate::evidence::evidence_sha256`]);
+    /// signed whenever present, which binds the evidence to the signature.
+    #[serde(deserialize_with = "nullable")]
+    pub evidence_sha256: String,
+    /// v0.2: the question, context and response behind this result (never persisted).
+    pub evidence: Option<crate::evidence::Evidence>,
 }
 
 /// Agent fault-tolerance metadata; carried, never signed, never judged.

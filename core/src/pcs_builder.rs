@@ -313,6 +313,7 @@ impl BuiltPcs {
             coh_star: self.coh_star,
             r: self.r,
             budget: self.budget,
+            evidence_sha256: "",
         })
     }
 

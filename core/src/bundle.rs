@@ -1,0 +1,410 @@
+//! The model bundle: everything a filter needs to score requests, as one signed, versioned value
+//! (champion and optional challenger model, the challenger's traffic share, tenant statistics,
+//! the scoring policy). Given a request and a bundle, the risk is deterministic, which is what
+//! makes replay and exact A/B analysis possible.
+//!
+//! Transport: the control plane serves the canonical JSON bytes of a bundle at
+//! `GET /v1/bundles/current` with the headers [`H_SHA256`] (hex SHA-256 of the bytes, also the
+//! ETag) and [`H_SIGNATURE`] (standard base64 Ed25519 signature over the 32-byte digest). The
+//! filter accepts a bundle only when the digest matches, the signature verifies with a key from
+//! its plugin configuration, and every model fits this build's feature schema; otherwise it
+//! keeps the last good bundle.
+
+use crate::evidence::{fnv1a, Evidence};
+use crate::features::{features, PcsSignals, TenantStats};
+use crate::model::{HrsModel, ModelError};
+use crate::pcs::Pcs;
+use crate::verify::Outcome;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Format tag of [`Bundle`].
+pub const BUNDLE_FORMAT: &str = "kakeya-bundle-v1";
+/// Response header carrying the hex SHA-256 of the bundle bytes.
+pub const H_SHA256: &str = "x-kakeya-bundle-sha256";
+/// Response header carrying the Ed25519 signature of the bundle digest.
+pub const H_SIGNATURE: &str = "x-kakeya-bundle-signature";
+
+/// How requests are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// Score PCS that carry no evidence. Off by default: a PCS alone carries no hallucination
+    /// signal worth a verdict, so it is judged by verification alone.
+    pub score_without_evidence: bool,
+    /// Calibrated risk at or above which the band is `medium` (`high` starts at the model's
+    /// escalation threshold).
+    pub medium_risk: f64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            score_without_evidence: false,
+            medium_risk: 0.5,
+        }
+    }
+}
+
+/// The value a filter scores with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    pub format: String,
+    /// Increases with every publication.
+    pub version: u64,
+    pub created_at_ms: i64,
+    pub champion: HrsModel,
+    #[serde(default)]
+    pub challenger: Option<HrsModel>,
+    /// Share of tenants (0..=1, by consistent hash) scored by the challenger.
+    #[serde(default)]
+    pub challenger_weight: f64,
+    /// Per-tenant statistics for the tenant-relative features; tenants not listed use the
+    /// model's training baseline.
+    #[serde(default)]
+    pub tenant_stats: BTreeMap<String, TenantStats>,
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// Why a bundle was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BundleError {
+    #[error("bundle digest does not match its SHA-256 header")]
+    Digest,
+    #[error("bundle signature is missing, malformed or does not verify with a trusted key")]
+    Signature,
+    #[error("a trusted bundle key is not standard base64 of 32 bytes")]
+    Key,
+    #[error("bundle is not valid JSON for {BUNDLE_FORMAT}: {0}")]
+    Json(String),
+    #[error("unsupported bundle format {0:?}")]
+    Format(String),
+    #[error("challenger_weight must be within [0, 1]")]
+    Weight,
+    #[error("{0} model: {1}")]
+    Model(&'static str, ModelError),
+}
+
+/// Which model scored a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arm {
+    Champion,
+    Challenger,
+}
+
+impl Arm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arm::Champion => "champion",
+            Arm::Challenger => "challenger",
+        }
+    }
+}
+
+/// Risk band of a calibrated risk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Band {
+    Low,
+    Medium,
+    High,
+}
+
+impl Band {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Band::Low => "low",
+            Band::Medium => "medium",
+            Band::High => "high",
+        }
+    }
+}
+
+/// The score of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Risk {
+    /// Calibrated probability that the answer is hallucinated.
+    pub risk: f64,
+    /// Uncalibrated logistic output.
+    pub raw: f64,
+    pub band: Band,
+    /// At or above the model's escalation threshold.
+    pub escalate: bool,
+    pub model_version: String,
+    pub arm: Arm,
+}
+
+/// A bundle as served: canonical bytes, their digest, the signature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedBundle {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+    pub signature_b64: String,
+}
+
+impl Bundle {
+    /// Checks the format, the weight and every model against this build's feature schema.
+    pub fn validate(&self) -> Result<(), BundleError> {
+        if self.format != BUNDLE_FORMAT {
+            return Err(BundleError::Format(self.format.chars().take(64).collect()));
+        }
+        if !(0.0..=1.0).contains(&self.challenger_weight) {
+            return Err(BundleError::Weight);
+        }
+        self.champion
+            .validate()
+            .map_err(|e| BundleError::Model("champion", e))?;
+        if let Some(c) = &self.challenger {
+            c.validate()
+                .map_err(|e| BundleError::Model("challenger", e))?;
+        }
+        Ok(())
+    }
+
+    /// Canonical bytes: compact JSON in field order (maps are ordered).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Signs the canonical bytes with the control plane's Ed25519 seed.
+    pub fn sign(&self, seed: &[u8; 32]) -> SignedBundle {
+        let bytes = self.canonical_bytes();
+        let digest = Sha256::digest(&bytes);
+        let signature_b64 = STANDARD.encode(SigningKey::from_bytes(seed).sign(&digest).to_bytes());
+        SignedBundle {
+            sha256: crate::ids::sha256_hex(&bytes),
+            bytes,
+            signature_b64,
+        }
+    }
+
+    /// The arm of a request key (the tenant): a consistent hash against the challenger's
+    /// weight, so a tenant stays on one arm while the weight is unchanged.
+    pub fn arm(&self, key: &str) -> Arm {
+        match &self.challenger {
+            Some(_) if bucket(key) < self.challenger_weight => Arm::Challenger,
+            _ => Arm::Champion,
+        }
+    }
+
+    /// The model of an arm.
+    pub fn model(&self, arm: Arm) -> &HrsModel {
+        match (arm, &self.challenger) {
+            (Arm::Challenger, Some(c)) => c,
+            _ => &self.champion,
+        }
+    }
+
+    /// Scores a verified request; `None` when the policy says not to (no evidence).
+    pub fn assess(
+        &self,
+        tenant: &str,
+        pcs: &Pcs,
+        outcome: &Outcome,
+        evidence: Option<&Evidence>,
+    ) -> Option<Risk> {
+        if evidence.is_none() && !self.policy.score_without_evidence {
+            return None;
+        }
+        let arm = self.arm(tenant);
+        let model = self.model(arm);
+        let mut signals = PcsSignals::from_pcs(pcs);
+        // The verifier already recomputed D̂ (or could not); reuse it rather than redo it.
+        signals.d_hat_recomputed = outcome.result.recomputed_d_hat;
+        let stats = self.tenant_stats.get(tenant).unwrap_or(&model.tenant);
+        let x = features(&signals, evidence, stats);
+        let (raw, risk) = model.score(&x);
+        let escalate = risk >= model.thresholds.escalate;
+        let band = if escalate {
+            Band::High
+        } else if risk >= self.policy.medium_risk {
+            Band::Medium
+        } else {
+            Band::Low
+        };
+        Some(Risk {
+            risk,
+            raw,
+            band,
+            escalate,
+            model_version: model.version(),
+            arm,
+        })
+    }
+}
+
+/// Position of `key` in [0, 1): FNV-1a 64, then the SplitMix64 finaliser so that similar keys
+/// (`tenant-1`, `tenant-2`, …) spread evenly.
+pub fn bucket(key: &str) -> f64 {
+    let mut z = fnv1a(key.as_bytes());
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Verifies a bundle as received (see the module docs) and parses it.
+pub fn verify_bundle(
+    bytes: &[u8],
+    declared_sha256: &str,
+    signature_b64: &str,
+    trusted_keys_b64: &[String],
+) -> Result<Bundle, BundleError> {
+    let digest = Sha256::digest(bytes);
+    if crate::ids::sha256_hex(bytes) != declared_sha256.trim().to_ascii_lowercase() {
+        return Err(BundleError::Digest);
+    }
+    let sig = STANDARD
+        .decode(signature_b64.trim())
+        .map_err(|_| BundleError::Signature)?;
+    let sig: [u8; 64] = sig
+        .as_slice()
+        .try_into()
+        .map_err(|_| BundleError::Signature)?;
+    let sig = Signature::from_bytes(&sig);
+    let mut verified = false;
+    for k in trusted_keys_b64 {
+        let raw = STANDARD.decode(k.trim()).map_err(|_| BundleError::Key)?;
+        let raw: [u8; 32] = raw.as_slice().try_into().map_err(|_| BundleError::Key)?;
+        let key = VerifyingKey::from_bytes(&raw).map_err(|_| BundleError::Key)?;
+        if key.verify(&digest, &sig).is_ok() {
+            verified = true;
+            break;
+        }
+    }
+    if !verified {
+        return Err(BundleError::Signature);
+    }
+    let bundle: Bundle =
+        serde_json::from_slice(bytes).map_err(|e| BundleError::Json(e.to_string()))?;
+    bundle.validate()?;
+    Ok(bundle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::tiny_model;
+    use crate::verify::{verify, VerifyParams};
+
+    const SEED: [u8; 32] = [7; 32];
+
+    fn bundle() -> Bundle {
+        Bundle {
+            format: BUNDLE_FORMAT.into(),
+            version: 3,
+            created_at_ms: 1,
+            champion: tiny_model(),
+            challenger: None,
+            challenger_weight: 0.0,
+            tenant_stats: BTreeMap::new(),
+            policy: Policy::default(),
+        }
+    }
+
+    fn keys() -> Vec<String> {
+        vec![STANDARD.encode(SigningKey::from_bytes(&SEED).verifying_key().to_bytes())]
+    }
+
+    #[test]
+    fn signed_bundles_verify_and_tampering_is_refused() {
+        let b = bundle();
+        let s = b.sign(&SEED);
+        assert_eq!(
+            verify_bundle(&s.bytes, &s.sha256, &s.signature_b64, &keys()),
+            Ok(b.clone())
+        );
+        // Tampered bytes: the digest no longer matches.
+        let mut bad = s.bytes.clone();
+        bad[10] ^= 1;
+        assert_eq!(
+            verify_bundle(&bad, &s.sha256, &s.signature_b64, &keys()),
+            Err(BundleError::Digest)
+        );
+        // Re-hashed tampered bytes: the signature no longer verifies.
+        let other = Bundle {
+            version: 4,
+            ..b.clone()
+        }
+        .canonical_bytes();
+        let sha = crate::ids::sha256_hex(&other);
+        assert_eq!(
+            verify_bundle(&other, &sha, &s.signature_b64, &keys()),
+            Err(BundleError::Signature)
+        );
+        // Unsigned, or signed by another key.
+        assert_eq!(
+            verify_bundle(&s.bytes, &s.sha256, "", &keys()),
+            Err(BundleError::Signature)
+        );
+        let foreign = b.sign(&[8; 32]);
+        assert_eq!(
+            verify_bundle(
+                &foreign.bytes,
+                &foreign.sha256,
+                &foreign.signature_b64,
+                &keys()
+            ),
+            Err(BundleError::Signature)
+        );
+        // Schema-incompatible model.
+        let mut wrong = b;
+        wrong.champion.schema_version = "hrs-features-v0".into();
+        let w = wrong.sign(&SEED);
+        assert!(matches!(
+            verify_bundle(&w.bytes, &w.sha256, &w.signature_b64, &keys()),
+            Err(BundleError::Model("champion", _))
+        ));
+    }
+
+    #[test]
+    fn arms_are_consistent_and_follow_the_weight() {
+        let mut b = bundle();
+        assert_eq!(
+            b.arm("acme"),
+            Arm::Champion,
+            "no challenger, no challenger arm"
+        );
+        b.challenger = Some(tiny_model());
+        b.challenger_weight = 0.5;
+        let tenants: Vec<String> = (0..2000).map(|i| format!("tenant-{i}")).collect();
+        let share = tenants
+            .iter()
+            .filter(|t| b.arm(t) == Arm::Challenger)
+            .count() as f64
+            / 2000.0;
+        assert!((share - 0.5).abs() < 0.05, "{share}");
+        assert!(tenants.iter().all(|t| b.arm(t) == b.arm(t)));
+        b.challenger_weight = 1.0;
+        assert!(tenants.iter().all(|t| b.arm(t) == Arm::Challenger));
+        b.challenger_weight = 0.0;
+        assert!(tenants.iter().all(|t| b.arm(t) == Arm::Champion));
+    }
+
+    #[test]
+    fn assessment_needs_evidence_unless_the_policy_says_otherwise() {
+        let p = crate::pcs::parse(include_bytes!("../tests/data/pcs_tiny_case_1.json")).unwrap();
+        let o = verify(&p, &VerifyParams::default());
+        let mut b = bundle();
+        assert_eq!(b.assess("default", &p, &o, None), None);
+        let ev = Evidence {
+            question: "q".into(),
+            context: "c".into(),
+            citations: vec![],
+            response: "r".into(),
+        };
+        let r = b.assess("default", &p, &o, Some(&ev)).unwrap();
+        assert!((0.0..=1.0).contains(&r.risk));
+        assert_eq!(r.model_version, b.champion.version());
+        assert_eq!(r.escalate, r.risk >= b.champion.thresholds.escalate);
+        b.policy.score_without_evidence = true;
+        assert!(b.assess("default", &p, &o, None).is_some());
+    }
+}
