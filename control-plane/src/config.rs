@@ -257,6 +257,8 @@ impl Config {
         GateConfig {
             keyring: self.keyring.clone(),
             verify: self.verify,
+            // Bundle distribution is wired by the registry (not yet: verification only).
+            bundle: None,
         }
     }
 

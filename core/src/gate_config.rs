@@ -16,6 +16,54 @@ pub struct GateConfig {
     pub keyring: KeyringConfig,
     #[serde(default)]
     pub verify: VerifyParams,
+    /// Where the model bundle comes from; without it the filter verifies only.
+    #[serde(default)]
+    pub bundle: Option<BundleSource>,
+}
+
+/// What the filter does with a request it should score while it has no valid bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Escalate (202) for review.
+    #[default]
+    Open,
+    /// Reject (503 `no_bundle`) until a bundle arrives.
+    Closed,
+}
+
+/// Where and how the filter polls the control plane for the active bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleSource {
+    /// Envoy cluster of the control plane's admin API.
+    pub cluster: String,
+    /// `:authority` of the poll request.
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    #[serde(default = "default_bundle_path")]
+    pub path: String,
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Trusted Ed25519 public keys (standard base64) of the control plane.
+    pub public_keys: Vec<String>,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+}
+
+fn default_authority() -> String {
+    "kakeya-control-plane".into()
+}
+fn default_bundle_path() -> String {
+    "/v1/bundles/current".into()
+}
+fn default_poll_ms() -> u64 {
+    5000
+}
+fn default_timeout_ms() -> u64 {
+    1000
 }
 
 /// A configuration the filter must refuse (`on_configure` returns false).
@@ -27,6 +75,8 @@ pub enum GateConfigError {
     Keys(#[from] KeyError),
     #[error("gate verify parameters: {0}")]
     Verify(String),
+    #[error("gate bundle source: {0}")]
+    Bundle(String),
 }
 
 /// A parsed and validated gate configuration, ready for requests.
@@ -34,6 +84,7 @@ pub enum GateConfigError {
 pub struct Gate {
     pub keyring: Keyring,
     pub verify: VerifyParams,
+    pub bundle: Option<BundleSource>,
 }
 
 impl Gate {
@@ -45,9 +96,33 @@ impl Gate {
 
     pub fn from_config(cfg: &GateConfig) -> Result<Self, GateConfigError> {
         cfg.verify.validate().map_err(GateConfigError::Verify)?;
+        if let Some(b) = &cfg.bundle {
+            if b.cluster.is_empty() || !b.path.starts_with('/') {
+                return Err(GateConfigError::Bundle(
+                    "cluster must be set and path must start with /".into(),
+                ));
+            }
+            if b.poll_interval_ms < 100 || b.timeout_ms == 0 {
+                return Err(GateConfigError::Bundle(
+                    "poll_interval_ms must be >= 100 and timeout_ms > 0".into(),
+                ));
+            }
+            let valid_key = |k: &String| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(k.trim())
+                    .is_ok_and(|raw| raw.len() == 32)
+            };
+            if b.public_keys.is_empty() || !b.public_keys.iter().all(valid_key) {
+                return Err(GateConfigError::Bundle(
+                    "public_keys must hold at least one standard base64 Ed25519 public key".into(),
+                ));
+            }
+        }
         Ok(Gate {
             keyring: Keyring::from_config(&cfg.keyring)?,
             verify: cfg.verify,
+            bundle: cfg.bundle.clone(),
         })
     }
 }

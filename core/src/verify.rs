@@ -105,6 +105,22 @@ pub struct VerifyResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub escalated: bool,
+    /// Hallucination risk of the answer, when it was scored (keys after the reference ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<RiskSummary>,
+}
+
+/// The risk fields of a scored answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RiskSummary {
+    /// Calibrated probability that the answer is hallucinated.
+    pub score: f64,
+    /// `low`, `medium` or `high`.
+    pub band: String,
+    pub model_version: String,
+    /// `champion` or `challenger`.
+    pub arm: String,
+    pub bundle_version: u64,
 }
 
 impl VerifyResult {
@@ -139,11 +155,44 @@ impl VerifyResult {
             write_json_string(&mut out, r, JsonEscape::GoHtmlAscii);
         }
         out.push_str(if self.escalated {
-            ",\"escalated\":true}"
+            ",\"escalated\":true"
         } else {
-            ",\"escalated\":false}"
+            ",\"escalated\":false"
         });
+        if let Some(r) = &self.risk {
+            out.push_str(",\"risk\":{\"score\":");
+            out.push_str(&go_json_float(r.score));
+            out.push_str(",\"band\":");
+            write_json_string(&mut out, &r.band, JsonEscape::GoHtmlAscii);
+            out.push_str(",\"model_version\":");
+            write_json_string(&mut out, &r.model_version, JsonEscape::GoHtmlAscii);
+            out.push_str(",\"arm\":");
+            write_json_string(&mut out, &r.arm, JsonEscape::GoHtmlAscii);
+            out.push_str(&format!(",\"bundle_version\":{}}}", r.bundle_version));
+        }
+        out.push('}');
         out
+    }
+
+    /// Folds a risk assessment into the result: a high risk escalates an answer that
+    /// verification alone would have accepted (202 instead of 200).
+    pub fn apply_risk(&mut self, risk: &crate::bundle::Risk, bundle_version: u64) {
+        if risk.escalate && !self.escalated {
+            self.escalated = true;
+            if self.reason.is_none() {
+                self.reason = Some(format!(
+                    "hallucination risk {:.4} at or above the escalation threshold (model {})",
+                    risk.risk, risk.model_version
+                ));
+            }
+        }
+        self.risk = Some(RiskSummary {
+            score: risk.risk,
+            band: risk.band.as_str().into(),
+            model_version: risk.model_version.clone(),
+            arm: risk.arm.as_str().into(),
+            bundle_version,
+        });
     }
 }
 
@@ -217,6 +266,7 @@ pub fn verify(p: &Pcs, params: &VerifyParams) -> Outcome {
             recomputed_budget: budget,
             reason: Some(reason),
             escalated: true,
+            risk: None,
         },
         cacheable,
     };
@@ -296,6 +346,7 @@ pub fn verify(p: &Pcs, params: &VerifyParams) -> Outcome {
             recomputed_budget: Some(b_rec),
             reason: None,
             escalated: false,
+            risk: None,
         },
         cacheable,
     }

@@ -360,3 +360,38 @@ proptest! {
         prop_assert_eq!(back, r);
     }
 }
+
+#[test]
+fn risk_fields_follow_the_reference_keys_and_high_risk_escalates() {
+    use kakeya_core::bundle::{Arm, Band, Risk};
+    let p = parse(G1).unwrap();
+    let mut r = verify(&p, &VerifyParams::default()).result;
+    let risk = Risk {
+        risk: 0.93,
+        raw: 0.9,
+        band: Band::High,
+        escalate: true,
+        model_version: "lr-abc".into(),
+        arm: Arm::Challenger,
+    };
+    r.apply_risk(&risk, 7);
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        r.to_json(),
+        r#"{"accepted":true,"recomputed_D_hat":0.528320834,"recomputed_budget":0.317807017,"reason":"hallucination risk 0.9300 at or above the escalation threshold (model lr-abc)","escalated":true,"risk":{"score":0.93,"band":"high","model_version":"lr-abc","arm":"challenger","bundle_version":7}}"#
+    );
+    let back: kakeya_core::VerifyResult = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(back, r);
+    // A low risk changes nothing but adds the fields.
+    let mut ok = verify(&p, &VerifyParams::default()).result;
+    ok.apply_risk(
+        &Risk {
+            risk: 0.1,
+            escalate: false,
+            band: Band::Low,
+            ..risk
+        },
+        7,
+    );
+    assert_eq!(ok.status(), 200);
+}
