@@ -203,12 +203,25 @@ impl Bundle {
     }
 
     /// Scores a verified request; `None` when the policy says not to (no evidence).
+    /// Computes the model version on every call; a filter uses [`Scorer`] instead.
     pub fn assess(
         &self,
         tenant: &str,
         pcs: &Pcs,
         outcome: &Outcome,
         evidence: Option<&Evidence>,
+    ) -> Option<Risk> {
+        let version = self.model(self.arm(tenant)).version();
+        self.assess_with(tenant, pcs, outcome, evidence, &version)
+    }
+
+    fn assess_with(
+        &self,
+        tenant: &str,
+        pcs: &Pcs,
+        outcome: &Outcome,
+        evidence: Option<&Evidence>,
+        model_version: &str,
     ) -> Option<Risk> {
         if evidence.is_none() && !self.policy.score_without_evidence {
             return None;
@@ -234,9 +247,61 @@ impl Bundle {
             raw,
             band,
             escalate,
-            model_version: model.version(),
+            model_version: model_version.to_string(),
             arm,
         })
+    }
+}
+
+/// A verified bundle prepared for scoring many requests: the model versions (a hash of each
+/// model's canonical JSON) are computed once here instead of on every request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scorer {
+    bundle: Bundle,
+    champion_version: String,
+    challenger_version: String,
+}
+
+impl Scorer {
+    pub fn new(bundle: Bundle) -> Self {
+        let champion_version = bundle.champion.version();
+        let challenger_version = bundle
+            .challenger
+            .as_ref()
+            .map(HrsModel::version)
+            .unwrap_or_default();
+        Scorer {
+            bundle,
+            champion_version,
+            challenger_version,
+        }
+    }
+
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    /// As [`Bundle::assess`], with the precomputed versions.
+    pub fn assess(
+        &self,
+        tenant: &str,
+        pcs: &Pcs,
+        outcome: &Outcome,
+        evidence: Option<&Evidence>,
+    ) -> Option<Risk> {
+        let version = match self.bundle.arm(tenant) {
+            Arm::Champion => &self.champion_version,
+            Arm::Challenger => &self.challenger_version,
+        };
+        self.bundle
+            .assess_with(tenant, pcs, outcome, evidence, version)
+    }
+}
+
+impl core::ops::Deref for Scorer {
+    type Target = Bundle;
+    fn deref(&self) -> &Bundle {
+        &self.bundle
     }
 }
 
@@ -406,5 +471,14 @@ mod tests {
         assert_eq!(r.escalate, r.risk >= b.champion.thresholds.escalate);
         b.policy.score_without_evidence = true;
         assert!(b.assess("default", &p, &o, None).is_some());
+        b.challenger = Some(tiny_model());
+        b.challenger_weight = 0.5;
+        let scorer = Scorer::new(b.clone());
+        for t in ["a", "b", "c", "d", "e", "f"] {
+            assert_eq!(
+                scorer.assess(t, &p, &o, Some(&ev)),
+                b.assess(t, &p, &o, Some(&ev))
+            );
+        }
     }
 }

@@ -536,7 +536,7 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
         },
     )?;
 
-    // HTTP callouts: recorded, never answered (no upstreams in the harness).
+    // HTTP callouts: recorded; tests answer them with `Harness::respond_http_call`.
     l.func_wrap(
         E,
         "proxy_http_call",
@@ -567,6 +567,7 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
                 headers,
                 body,
                 timeout_ms: timeout as u32,
+                answered: false,
             });
             write_u32(&mut c, ret, token)?;
             Ok(status::OK)

@@ -6,6 +6,10 @@
 //! * `on_request_body` — host wall time of the body callback at end of stream (body read,
 //!   parse + signature + verify, four header writes, hostcall transitions);
 //! * `whole request` — host wall time from context create to delete.
+//!
+//! And, with a signed model bundle installed through a poll, a v0.2 PCS carrying 2 KB of
+//! evidence: the guest's verify time (now including the evidence binding) and its features +
+//! scoring time (`x-kakeya-score-ns`), separately and summed per request.
 
 use crate::{load_gate_wasm, Harness, Outcome};
 use anyhow::{bail, Context, Result};
@@ -65,6 +69,22 @@ pub struct InFilterReport {
     pub guest_p99_us: f64,
     pub wasm_bytes: usize,
     pub runtime: String,
+    /// Verify + features + scoring with a model bundle and 2 KB of evidence.
+    pub scoring: ScoringReport,
+}
+
+/// In-guest times of a scored request (see [`scoring`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoringReport {
+    pub requests: usize,
+    /// Approximate evidence size in bytes.
+    pub evidence_bytes: usize,
+    /// Parse + signature + evidence binding + verify (`x-kakeya-verify-ns`).
+    pub guest_verify: Summary,
+    /// Features + scoring (`x-kakeya-score-ns`).
+    pub guest_score: Summary,
+    /// Both, per request.
+    pub guest_total: Summary,
 }
 
 impl InFilterReport {
@@ -89,8 +109,27 @@ impl InFilterReport {
                 "whole request through the filter (host-timed)",
                 &self.whole_request,
             ),
+            self.scoring_row(
+                "in-guest parse + signature + evidence binding + verify, 2 KB evidence",
+                &self.scoring.guest_verify,
+            ),
+            self.scoring_row(
+                "in-guest features + scoring, 2 KB evidence (x-kakeya-score-ns)",
+                &self.scoring.guest_score,
+            ),
+            self.scoring_row(
+                "in-guest verify + features + scoring, 2 KB evidence",
+                &self.scoring.guest_total,
+            ),
         ]
         .join("\n")
+    }
+
+    fn scoring_row(&self, name: &str, s: &Summary) -> String {
+        format!(
+            "| {name} | {} | {:.1} | {:.1} | {:.1} |",
+            self.scoring.requests, s.p50_us, s.p99_us, s.mean_us
+        )
     }
 }
 
@@ -128,6 +167,7 @@ pub fn in_filter(requests: usize) -> Result<InFilterReport> {
         total.push(t.total_ns);
     }
     let guest_verify = Summary::from_ns(&mut guest);
+    let scoring = scoring(&wasm, requests)?;
     Ok(InFilterReport {
         requests,
         warmup,
@@ -138,5 +178,77 @@ pub fn in_filter(requests: usize) -> Result<InFilterReport> {
         whole_request: Summary::from_ns(&mut total),
         wasm_bytes: wasm.len(),
         runtime: "wasmtime 48 (cranelift), kakeya-wasm-tests harness".into(),
+        scoring,
+    })
+}
+
+/// Scored requests: a bundle (coverage model) is installed through a poll answered by the
+/// harness, then `requests` v0.2 PCS with `EVIDENCE_BYTES` of evidence (after a warm-up).
+pub fn scoring(wasm: &[u8], requests: usize) -> Result<ScoringReport> {
+    use crate::fixtures::{
+        bundle, bundle_config, bundle_public_key, coverage_model, evidence_of_size,
+        signed_pcs_with_evidence, BUNDLE_SEED, KEY,
+    };
+    const EVIDENCE_BYTES: usize = 2048;
+    let cfg = bundle_config(&[bundle_public_key(&BUNDLE_SEED)], "closed", 1000);
+    let mut h = Harness::new(wasm, cfg.as_bytes())?;
+    if !h.configured() {
+        bail!("the gate refused the scoring configuration: {:?}", h.logs());
+    }
+    h.tick()?;
+    let token = h
+        .pending_http_calls()
+        .first()
+        .map(|c| c.token)
+        .context("the gate did not poll for a bundle")?;
+    let signed = bundle(1, coverage_model()).sign(&BUNDLE_SEED);
+    h.respond_http_call(
+        token,
+        Some(200),
+        &[
+            (kakeya_core::bundle::H_SHA256, signed.sha256.as_str()),
+            (
+                kakeya_core::bundle::H_SIGNATURE,
+                signed.signature_b64.as_str(),
+            ),
+        ],
+        &signed.bytes,
+    )?;
+    let ev = evidence_of_size(EVIDENCE_BYTES);
+    let body = signed_pcs_with_evidence("bench", KEY, &ev, None).to_string();
+    let headers = [("content-type", "application/json")];
+    let warmup = (requests / 10).max(100);
+    let ns = |out: &Outcome, name: &str| -> Result<u64> {
+        out.header(name)
+            .with_context(|| format!("forwarded without {name}: {out:?}"))?
+            .parse()
+            .with_context(|| format!("{name} is not an integer"))
+    };
+    let (mut verify, mut score, mut total) = (
+        Vec::with_capacity(requests),
+        Vec::with_capacity(requests),
+        Vec::with_capacity(requests),
+    );
+    for i in 0..warmup + requests {
+        let out = h.request("POST", kakeya_core::SUBMIT_PATH, &headers, body.as_bytes())?;
+        if !out.is_forwarded() {
+            bail!("scored request {i} was not forwarded: {out:?}");
+        }
+        let (v, s) = (
+            ns(&out, "x-kakeya-verify-ns")?,
+            ns(&out, "x-kakeya-score-ns")?,
+        );
+        if i >= warmup {
+            verify.push(v);
+            score.push(s);
+            total.push(v + s);
+        }
+    }
+    Ok(ScoringReport {
+        requests,
+        evidence_bytes: EVIDENCE_BYTES,
+        guest_verify: Summary::from_ns(&mut verify),
+        guest_score: Summary::from_ns(&mut score),
+        guest_total: Summary::from_ns(&mut total),
     })
 }

@@ -280,6 +280,7 @@ struct Exports {
     on_log: TypedFunc<i32, ()>,
     on_delete: TypedFunc<i32, ()>,
     on_tick: TypedFunc<i32, ()>,
+    on_http_call_response: TypedFunc<(i32, i32, i32, i32, i32), ()>,
     on_configure: TypedFunc<(i32, i32), i32>,
 }
 
@@ -341,6 +342,8 @@ impl Harness {
             on_log: instance.get_typed_func(&mut store, "proxy_on_log")?,
             on_delete: instance.get_typed_func(&mut store, "proxy_on_delete")?,
             on_tick: instance.get_typed_func(&mut store, "proxy_on_tick")?,
+            on_http_call_response: instance
+                .get_typed_func(&mut store, "proxy_on_http_call_response")?,
             on_configure: f2(&mut store, "proxy_on_configure")?,
         };
         if instance
@@ -651,6 +654,65 @@ impl Harness {
 
     pub fn http_calls(&self) -> &[HttpCall] {
         &self.store.data().http_calls
+    }
+
+    /// Callouts not answered yet, oldest first.
+    pub fn pending_http_calls(&self) -> Vec<HttpCall> {
+        self.store
+            .data()
+            .http_calls
+            .iter()
+            .filter(|c| !c.answered)
+            .cloned()
+            .collect()
+    }
+
+    /// Answers a pending callout the way Envoy does: the response headers (`:status` first when
+    /// `status` is `Some`) and body become readable as `HttpCallResponseHeaders` /
+    /// `HttpCallResponseBody`, then `proxy_on_http_call_response(root, token, …)` runs.
+    /// `status: None` with no headers and no body is what Envoy delivers on a timeout or reset.
+    pub fn respond_http_call(
+        &mut self,
+        token: u32,
+        status: Option<u32>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<()> {
+        {
+            let st = self.store.data_mut();
+            let call = st
+                .http_calls
+                .iter_mut()
+                .find(|c| c.token == token && !c.answered)
+                .ok_or_else(|| format_err!("no pending HTTP call with token {token}"))?;
+            call.answered = true;
+            let mut map: Vec<(String, Vec<u8>)> = Vec::new();
+            if let Some(s) = status {
+                map.push((":status".into(), s.to_string().into_bytes()));
+            }
+            map.extend(
+                headers
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec())),
+            );
+            if let Some(m) = st.map_mut(map_type::HTTP_CALL_RESPONSE_HEADERS) {
+                *m = map;
+            }
+            st.buffers
+                .insert(buffer_type::HTTP_CALL_RESPONSE_BODY, body.to_vec());
+        }
+        let n_headers = len_i32(headers.len() + usize::from(status.is_some()))?;
+        let token = i32::try_from(token).map_err(|_| format_err!("token {token} out of range"))?;
+        let r = self.ex.on_http_call_response.call(
+            &mut self.store,
+            (self.root_id, token, n_headers, len_i32(body.len())?, 0),
+        );
+        let st = self.store.data_mut();
+        if let Some(m) = st.map_mut(map_type::HTTP_CALL_RESPONSE_HEADERS) {
+            m.clear();
+        }
+        st.buffers.remove(&buffer_type::HTTP_CALL_RESPONSE_BODY);
+        r
     }
 
     pub fn tick_period_ms(&self) -> u32 {

@@ -24,6 +24,8 @@ pub mod map_type {
     pub const HTTP_REQUEST_TRAILERS: i32 = 1;
     pub const HTTP_RESPONSE_HEADERS: i32 = 2;
     pub const HTTP_RESPONSE_TRAILERS: i32 = 3;
+    pub const HTTP_CALL_RESPONSE_HEADERS: i32 = 6;
+    pub const HTTP_CALL_RESPONSE_TRAILERS: i32 = 7;
     pub const COUNT: usize = 8;
 }
 
@@ -31,6 +33,7 @@ pub mod map_type {
 pub mod buffer_type {
     pub const HTTP_REQUEST_BODY: i32 = 0;
     pub const HTTP_RESPONSE_BODY: i32 = 1;
+    pub const HTTP_CALL_RESPONSE_BODY: i32 = 4;
     pub const VM_CONFIGURATION: i32 = 6;
     pub const PLUGIN_CONFIGURATION: i32 = 7;
 }
@@ -196,7 +199,8 @@ pub struct SentReply {
     pub grpc_status: i32,
 }
 
-/// A recorded `proxy_http_call` (the harness has no upstreams; the call stays pending).
+/// A recorded `proxy_http_call` (the harness has no upstreams; the call stays pending until a
+/// test answers it with [`crate::Harness::respond_http_call`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpCall {
     pub token: u32,
@@ -204,6 +208,18 @@ pub struct HttpCall {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub timeout_ms: u32,
+    /// Answered with [`crate::Harness::respond_http_call`].
+    pub answered: bool,
+}
+
+impl HttpCall {
+    /// First value of a request header of the call.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Debug)]

@@ -797,7 +797,7 @@ fn single_tenant_metrics_are_bounded() {
             .keys()
             .filter(|k| k.starts_with("kakeya_gate.tenant."))
             .count(),
-        16,
+        2 * 12,
         "only default and other: {:?}",
         h.metrics().keys()
     );

@@ -10,9 +10,12 @@
 //!
 //! [`decide`] runs both stages in one call; it is what the property tests and the unit tests use.
 
+use kakeya_core::bundle::Scorer;
+use kakeya_core::evidence::bound_evidence;
+use kakeya_core::gate_config::FailureMode;
 use kakeya_core::numfmt::{write_json_string, JsonEscape};
 use kakeya_core::signature::DEFAULT_TENANT;
-use kakeya_core::{Gate, SUBMIT_PATH};
+use kakeya_core::{Gate, VerifyResult, SUBMIT_PATH};
 
 /// Prefix of the headers only this filter may set; client copies are removed.
 pub const KAKEYA_HEADER_PREFIX: &str = "x-kakeya-";
@@ -22,6 +25,17 @@ pub const H_TENANT: &str = "x-kakeya-tenant";
 pub const H_RESULT: &str = "x-kakeya-result";
 pub const H_CACHEABLE: &str = "x-kakeya-cacheable";
 pub const H_VERIFY_NS: &str = "x-kakeya-verify-ns";
+/// Calibrated hallucination risk, 6 decimals.
+pub const H_RISK: &str = "x-kakeya-risk";
+pub const H_RISK_BAND: &str = "x-kakeya-risk-band";
+pub const H_MODEL_VERSION: &str = "x-kakeya-model-version";
+/// `champion` or `challenger`.
+pub const H_ARM: &str = "x-kakeya-arm";
+pub const H_BUNDLE_VERSION: &str = "x-kakeya-bundle-version";
+/// In-guest time of features + scoring (ns), set only when a request was scored.
+pub const H_SCORE_NS: &str = "x-kakeya-score-ns";
+/// Reason of a request escalated because no bundle was available (failure mode `open`).
+pub const NO_BUNDLE_REASON: &str = "no model bundle available: escalated for review";
 
 /// A response the filter sends itself (`send_http_response`), never reaching the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +74,10 @@ pub struct Forward {
     pub headers: Vec<(&'static str, String)>,
     pub accepted: bool,
     pub escalated: bool,
+    /// A model scored the request.
+    pub scored: bool,
+    /// The score was at or above the model's escalation threshold.
+    pub high_risk: bool,
 }
 
 /// What happens to a submit request once its body is complete.
@@ -201,12 +219,36 @@ fn tenant_of(headers: &[(String, Vec<u8>)]) -> Result<String, LocalReply> {
     }
 }
 
-/// Body stage for a request whose header stage said [`HeadVerdict::AwaitBody`].
+/// Body stage for a request whose header stage said [`HeadVerdict::AwaitBody`], without a
+/// model bundle (see [`on_body_scored`]).
 /// `now_ns` is the clock used for `x-kakeya-verify-ns` (the host clock in the filter).
 pub fn on_body(
     tenant: &str,
     body: &[u8],
     gate: &Gate,
+    now_ns: &mut dyn FnMut() -> u64,
+) -> Decision {
+    on_body_scored(tenant, body, gate, None, now_ns)
+}
+
+/// Marks a result escalated because it should have been scored but no valid bundle exists
+/// (failure mode `open`).
+pub fn escalate_without_bundle(result: &mut VerifyResult) {
+    if !result.escalated {
+        result.escalated = true;
+        if result.reason.is_none() {
+            result.reason = Some(NO_BUNDLE_REASON.to_string());
+        }
+    }
+}
+
+/// Body stage: parse (400) → signature (401) → evidence binding (400/401) → verify → risk
+/// scoring with `bundle` when the gate has a bundle source → forward.
+pub fn on_body_scored(
+    tenant: &str,
+    body: &[u8],
+    gate: &Gate,
+    bundle: Option<&Scorer>,
     now_ns: &mut dyn FnMut() -> u64,
 ) -> Decision {
     let start = now_ns();
@@ -232,20 +274,63 @@ pub fn on_body(
             &format!("signature verification failed: {e}"),
         ));
     }
-    let outcome = kakeya_core::verify(&pcs, &gate.verify);
-    let elapsed = now_ns().saturating_sub(start);
+    let evidence = match bound_evidence(&pcs) {
+        Ok(ev) => ev,
+        Err(e) => {
+            return Decision::LocalReply(LocalReply::new(
+                u32::from(e.status()),
+                e.code(),
+                &e.to_string(),
+            ))
+        }
+    };
+    let mut outcome = kakeya_core::verify(&pcs, &gate.verify);
+    let verified = now_ns();
+    let verify_ns = verified.saturating_sub(start);
+    let mut risk_headers: Vec<(&'static str, String)> = Vec::new();
+    let (mut scored, mut high_risk) = (false, false);
+    if let Some(source) = &gate.bundle {
+        match bundle {
+            Some(b) => {
+                if let Some(risk) = b.assess(tenant, &pcs, &outcome, evidence) {
+                    outcome.result.apply_risk(&risk, b.version);
+                    let score_ns = now_ns().saturating_sub(verified);
+                    scored = true;
+                    high_risk = risk.escalate;
+                    risk_headers.push((H_RISK, format!("{:.6}", risk.risk)));
+                    risk_headers.push((H_RISK_BAND, risk.band.as_str().to_string()));
+                    risk_headers.push((H_MODEL_VERSION, risk.model_version));
+                    risk_headers.push((H_ARM, risk.arm.as_str().to_string()));
+                    risk_headers.push((H_BUNDLE_VERSION, b.version.to_string()));
+                    risk_headers.push((H_SCORE_NS, score_ns.to_string()));
+                }
+            }
+            None if evidence.is_some() => match source.failure_mode {
+                FailureMode::Open => escalate_without_bundle(&mut outcome.result),
+                FailureMode::Closed => {
+                    let mut r = LocalReply::new(503, "no_bundle", "no model bundle available");
+                    r.headers.push(("retry-after".into(), "5".into()));
+                    return Decision::LocalReply(r);
+                }
+            },
+            None => {}
+        }
+    }
+    let mut headers: Vec<(&'static str, String)> = Vec::with_capacity(4 + risk_headers.len());
+    headers.push((H_TENANT, tenant.to_string()));
+    headers.push((H_RESULT, outcome.result.to_json()));
+    headers.push((
+        H_CACHEABLE,
+        if outcome.cacheable { "true" } else { "false" }.to_string(),
+    ));
+    headers.push((H_VERIFY_NS, verify_ns.to_string()));
+    headers.append(&mut risk_headers);
     Decision::Forward(Forward {
-        headers: vec![
-            (H_TENANT, tenant.to_string()),
-            (H_RESULT, outcome.result.to_json()),
-            (
-                H_CACHEABLE,
-                if outcome.cacheable { "true" } else { "false" }.to_string(),
-            ),
-            (H_VERIFY_NS, elapsed.to_string()),
-        ],
+        headers,
         accepted: outcome.result.accepted && !outcome.result.escalated,
         escalated: outcome.result.escalated,
+        scored,
+        high_risk,
     })
 }
 
@@ -509,5 +594,160 @@ mod tests {
             "{}",
             result.1
         );
+    }
+
+    mod scoring {
+        use super::super::*;
+        use super::G1;
+        use kakeya_core::bundle::{Bundle, Scorer, BUNDLE_FORMAT};
+        use kakeya_core::evidence::{evidence_sha256, Evidence};
+        use kakeya_core::features::{TenantStats, FEATURE_NAMES, SCHEMA_VERSION};
+        use kakeya_core::model::{HrsModel, Platt, Thresholds, TrainingMeta, KIND_LOGISTIC};
+
+        fn gate(mode: &str) -> Gate {
+            let key = kakeya_core::signature::ed25519_public_b64(&[1; 32]);
+            let cfg = serde_json::json!({
+                "keyring": {"global": {"alg": "hmac", "keys": ["testsecret"]}},
+                "bundle": {"cluster": "admin", "public_keys": [key], "failure_mode": mode},
+            });
+            Gate::from_json(cfg.to_string().as_bytes()).unwrap()
+        }
+
+        fn bundle(intercept: f64) -> Bundle {
+            let n = FEATURE_NAMES.len();
+            Bundle {
+                format: BUNDLE_FORMAT.into(),
+                version: 9,
+                created_at_ms: 0,
+                champion: HrsModel {
+                    kind: KIND_LOGISTIC.into(),
+                    schema_version: SCHEMA_VERSION.into(),
+                    feature_names: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+                    mean: vec![0.0; n],
+                    std: vec![1.0; n],
+                    weights: vec![0.0; n],
+                    intercept,
+                    platt: Platt { a: -1.0, b: 0.0 },
+                    thresholds: Thresholds { escalate: 0.5 },
+                    tenant: TenantStats::fresh(),
+                    training: TrainingMeta {
+                        seed: 0,
+                        rows: 0,
+                        dataset_sha256: String::new(),
+                        recipe_version: String::new(),
+                        l2: 1.0,
+                        cv_metrics: serde_json::json!({}),
+                    },
+                },
+                challenger: None,
+                challenger_weight: 0.0,
+                tenant_stats: Default::default(),
+                policy: Default::default(),
+            }
+        }
+
+        /// Golden case 1 as PCS v0.2 with evidence, bound by `bind` (None: the right digest).
+        fn body(bind: Option<&str>) -> Vec<u8> {
+            let ev = Evidence {
+                question: "q".into(),
+                context: "the cat sat".into(),
+                citations: vec![],
+                response: "the cat".into(),
+            };
+            let mut p = kakeya_core::parse(G1).unwrap();
+            p.evidence_sha256 = bind.map_or_else(|| evidence_sha256(&ev), str::to_string);
+            p.sig = kakeya_core::signature::sign_hmac(
+                kakeya_core::canonical::signing_payload(&p).as_bytes(),
+                b"testsecret",
+            );
+            let mut v: serde_json::Value = serde_json::from_slice(G1).unwrap();
+            v["sig"] = serde_json::json!(p.sig);
+            if !p.evidence_sha256.is_empty() {
+                v["evidence_sha256"] = serde_json::json!(p.evidence_sha256);
+            }
+            v["evidence"] = serde_json::to_value(&ev).unwrap();
+            v.to_string().into_bytes()
+        }
+
+        fn go(g: &Gate, b: Option<&Bundle>, body: &[u8]) -> Decision {
+            let mut t = 0u64;
+            let scorer = b.map(|b| Scorer::new(b.clone()));
+            on_body_scored("default", body, g, scorer.as_ref(), &mut || {
+                t += 1000;
+                t
+            })
+        }
+
+        fn forward(d: Decision) -> Forward {
+            match d {
+                Decision::Forward(f) => f,
+                other => panic!("expected forward, got {other:?}"),
+            }
+        }
+
+        fn header<'a>(f: &'a Forward, name: &str) -> Option<&'a str> {
+            f.headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_str())
+        }
+
+        #[test]
+        fn evidence_binding_errors() {
+            let g = gate("open");
+            let unbound = go(&g, None, &body(Some("")));
+            assert_eq!(unbound.status(), Some(400));
+            let mismatch = go(&g, None, &body(Some(&"0".repeat(64))));
+            let Decision::LocalReply(r) = mismatch else {
+                panic!("expected a reply")
+            };
+            assert_eq!((r.status, r.code), (401, "evidence_mismatch"));
+            assert_eq!(
+                r.body,
+                r#"{"error":"evidence does not match the signed evidence_sha256","code":"evidence_mismatch"}"#
+            );
+        }
+
+        #[test]
+        fn scored_low_and_high() {
+            let g = gate("open");
+            let low = forward(go(&g, Some(&bundle(-5.0)), &body(None)));
+            assert!(low.scored && !low.high_risk && low.accepted && !low.escalated);
+            assert_eq!(low.headers[0], (H_TENANT, "default".to_string()));
+            assert_eq!(header(&low, H_RISK), Some("0.006693"));
+            assert_eq!(header(&low, H_RISK_BAND), Some("low"));
+            assert_eq!(header(&low, H_ARM), Some("champion"));
+            assert_eq!(header(&low, H_BUNDLE_VERSION), Some("9"));
+            let high = forward(go(&g, Some(&bundle(5.0)), &body(None)));
+            assert!(high.scored && high.high_risk && high.escalated && !high.accepted);
+            assert!(header(&high, H_RESULT)
+                .unwrap()
+                .contains("\"band\":\"high\""));
+            // No evidence: policy default, not scored.
+            let plain = forward(go(&g, Some(&bundle(5.0)), G1));
+            assert!(!plain.scored && plain.accepted);
+            assert_eq!(plain.headers.len(), 4);
+        }
+
+        #[test]
+        fn without_a_bundle() {
+            let open = forward(go(&gate("open"), None, &body(None)));
+            assert!(open.escalated && !open.scored);
+            assert!(header(&open, H_RESULT).unwrap().contains(NO_BUNDLE_REASON));
+            let Decision::LocalReply(r) = go(&gate("closed"), None, &body(None)) else {
+                panic!("expected a reply")
+            };
+            assert_eq!((r.status, r.code), (503, "no_bundle"));
+            assert_eq!(
+                r.body,
+                r#"{"error":"no model bundle available","code":"no_bundle"}"#
+            );
+            assert_eq!(
+                r.headers,
+                vec![("retry-after".to_string(), "5".to_string())]
+            );
+            // Without evidence there is nothing to score: forwarded as before.
+            assert!(forward(go(&gate("closed"), None, G1)).accepted);
+        }
     }
 }

@@ -13,6 +13,8 @@ pub struct HostStatus(pub u32);
 const STATUS_OK: u32 = 0;
 const STATUS_NOT_FOUND: u32 = 1;
 const STATUS_SERIALIZATION_FAILURE: u32 = 3;
+/// `CasMismatch`: a shared-data write lost a race.
+pub const STATUS_CAS_MISMATCH: u32 = 8;
 
 impl core::fmt::Display for HostStatus {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -67,6 +69,21 @@ mod ffi {
             return_buffer_size: *mut usize,
         ) -> u32;
         pub fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+        pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        pub fn proxy_get_shared_data(
+            key_data: *const u8,
+            key_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+            return_cas: *mut u32,
+        ) -> u32;
+        pub fn proxy_set_shared_data(
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+            cas: u32,
+        ) -> u32;
     }
 
     /// Takes ownership of a buffer the host allocated in guest memory through the SDK's
@@ -204,6 +221,62 @@ pub fn now_ns() -> Result<u64, HostStatus> {
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
+        Err(HostStatus(u32::MAX))
+    }
+}
+
+/// `proxy_set_tick_period_milliseconds` (0 disables the tick).
+pub fn set_tick_period_ms(ms: u32) -> Result<(), HostStatus> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: plain integer.
+        check(unsafe { ffi::proxy_set_tick_period_milliseconds(ms) })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = ms;
+        Err(HostStatus(u32::MAX))
+    }
+}
+
+/// `proxy_get_shared_data`: `Ok(None)` when the key does not exist, else (value, cas).
+pub fn get_shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, HostStatus> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut ptr: *mut u8 = core::ptr::null_mut();
+        let mut size: usize = 0;
+        let mut cas: u32 = 0;
+        // SAFETY: out-pointers are valid; on Ok the buffer (if any) is ours, see `take`.
+        let status = unsafe {
+            ffi::proxy_get_shared_data(key.as_ptr(), key.len(), &mut ptr, &mut size, &mut cas)
+        };
+        match status {
+            // SAFETY: see above.
+            STATUS_OK => Ok(Some((unsafe { ffi::take(ptr, size) }, cas))),
+            STATUS_NOT_FOUND => Ok(None),
+            s => Err(HostStatus(s)),
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = key;
+        Err(HostStatus(u32::MAX))
+    }
+}
+
+/// `proxy_set_shared_data`: `cas == 0` writes unconditionally, otherwise only over that
+/// version (`Err(HostStatus(STATUS_CAS_MISMATCH))` when it lost a race).
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), HostStatus> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: pointers are valid for their lengths during the call.
+        check(unsafe {
+            ffi::proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+        })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (key, value, cas);
         Err(HostStatus(u32::MAX))
     }
 }

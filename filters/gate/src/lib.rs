@@ -7,6 +7,7 @@
 //! every path).
 //!
 //! * [`decide`]: all decisions, no hostcalls (tested natively).
+//! * [`bundle`]: model-bundle distribution between VMs (lease, shared-data entry, cache).
 //! * [`metrics`]: bounded per-tenant counters.
 //! * `root` / `request`: the proxy-wasm root and HTTP contexts (thin).
 //! * [`host`]: every hostcall, raw, since the SDK's wrappers panic on an unexpected status. A
@@ -15,6 +16,7 @@
 //! Build: `cargo build -p kakeya-gate --target wasm32-wasip1 --profile wasm`.
 //! Envoy needs `allow_on_headers_stop_iteration: true` in the PluginConfig (ecosystem notes §1.5).
 
+pub mod bundle;
 pub mod decide;
 pub mod host;
 pub mod metrics;

@@ -22,9 +22,17 @@ pub enum Counter {
     Accepted,
     Escalated,
     MethodNotAllowed,
+    /// A model bundle scored the request.
+    Scored,
+    /// Scored at or above the model's escalation threshold.
+    HighRisk,
+    /// Evidence not bound to the signature (400 `evidence_unbound` / 401 `evidence_mismatch`).
+    EvidenceErrors,
+    /// 503 `no_bundle` (failure mode `closed`, no valid bundle yet).
+    NoBundle,
 }
 
-pub const ALL: [Counter; 8] = [
+pub const ALL: [Counter; 12] = [
     Counter::Requests,
     Counter::ParseErrors,
     Counter::SignatureErrors,
@@ -33,6 +41,10 @@ pub const ALL: [Counter; 8] = [
     Counter::Accepted,
     Counter::Escalated,
     Counter::MethodNotAllowed,
+    Counter::Scored,
+    Counter::HighRisk,
+    Counter::EvidenceErrors,
+    Counter::NoBundle,
 ];
 
 impl Counter {
@@ -46,6 +58,10 @@ impl Counter {
             Counter::Accepted => "accepted_total",
             Counter::Escalated => "escalated_total",
             Counter::MethodNotAllowed => "method_not_allowed_total",
+            Counter::Scored => "scored_total",
+            Counter::HighRisk => "high_risk_total",
+            Counter::EvidenceErrors => "evidence_errors_total",
+            Counter::NoBundle => "no_bundle_total",
         }
     }
 
@@ -190,7 +206,7 @@ mod tests {
         let mut m = Metrics::default();
         m.bump(&mut host, "acme", &[Counter::Requests, Counter::Forwarded]);
         m.bump(&mut host, "acme", &[Counter::Requests]);
-        assert_eq!(host.defined.len(), 8);
+        assert_eq!(host.defined.len(), ALL.len());
         assert_eq!(host.defined[0], "kakeya_gate.tenant.acme.requests_total");
         assert_eq!(host.values.get(&0), Some(&2));
         assert_eq!(host.values.get(&4), Some(&1));
@@ -201,6 +217,6 @@ mod tests {
         let mut m = Metrics::default();
         m.bump(&mut broken, "x", &[Counter::Requests]);
         m.bump(&mut broken, "x", &[Counter::Requests]);
-        assert_eq!(broken.warnings, 8);
+        assert_eq!(broken.warnings, ALL.len());
     }
 }

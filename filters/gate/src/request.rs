@@ -90,15 +90,20 @@ impl GateRequest {
                 0
             }
         };
-        let decision = decide::on_body(tenant, body, &shared.gate, &mut now);
+        // Looked up once per request, before deciding: a new bundle applies from the next request.
+        let bundle = shared.current_bundle();
+        let decision =
+            decide::on_body_scored(tenant, body, &shared.gate, bundle.as_deref(), &mut now);
         if let Some(e) = clock_error.get() {
             return self.unavailable("reading the host clock", e);
         }
         match decision {
             Decision::LocalReply(r) => {
-                let c = match r.status {
-                    401 => Counter::SignatureErrors,
-                    _ if r.code == "unknown_tenant" => Counter::UnknownTenant,
+                let c = match (r.status, r.code) {
+                    (_, "evidence_unbound" | "evidence_mismatch") => Counter::EvidenceErrors,
+                    (_, "no_bundle") => Counter::NoBundle,
+                    (401, _) => Counter::SignatureErrors,
+                    (_, "unknown_tenant") => Counter::UnknownTenant,
                     _ => Counter::ParseErrors,
                 };
                 self.count(Some(tenant), &[c]);
@@ -117,6 +122,12 @@ impl GateRequest {
                 }
                 if f.escalated {
                     cs.push(Counter::Escalated);
+                }
+                if f.scored {
+                    cs.push(Counter::Scored);
+                }
+                if f.high_risk {
+                    cs.push(Counter::HighRisk);
                 }
                 self.count(Some(tenant), &cs);
                 self.state = State::Continue;

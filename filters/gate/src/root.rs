@@ -1,20 +1,30 @@
 //! Root context: parses the plugin configuration once per configuration (Envoy creates a new
 //! root context for every new configuration), defines the metrics, and hands each HTTP context
-//! a shared reference to both.
+//! a shared reference to both. With a bundle source it also polls the control plane for the
+//! model bundle (one VM per interval, see [`crate::bundle`]).
 
+use crate::bundle::{self, BundleCache, PollVerdict, BUNDLE_KEY, CAS_RETRIES, LEASE_KEY};
 use crate::host;
 use crate::metrics::{tenant_label, MetricHost, Metrics, OTHER_TENANT};
 use crate::request::GateRequest;
+use kakeya_core::bundle::{Scorer, H_SHA256, H_SIGNATURE};
 use kakeya_core::signature::DEFAULT_TENANT;
 use kakeya_core::Gate;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType};
+use proxy_wasm::types::{BufferType, ContextType, MapType};
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 /// Counter of requests answered 503 `gate_unavailable` because a hostcall failed (no tenant
 /// label: the tenant may be unknown then). Prometheus: `kakeya_gate_unavailable_total`.
 pub const UNAVAILABLE_METRIC: &str = "kakeya_gate.unavailable_total";
+/// Bundles refused (bad digest or signature, schema-incompatible, not newer, poll failures).
+pub const BUNDLE_REFUSED_METRIC: &str = "kakeya_gate.bundle_refused_total";
+/// Bundle polls that failed in transport (dispatch error, timeout, non-200/304 status).
+pub const BUNDLE_POLL_ERRORS_METRIC: &str = "kakeya_gate.bundle_poll_errors_total";
+/// Bundles this VM wrote into shared data.
+pub const BUNDLE_UPDATES_METRIC: &str = "kakeya_gate.bundle_updates_total";
 
 /// What every request of one configuration shares.
 pub struct Shared {
@@ -22,6 +32,61 @@ pub struct Shared {
     pub metrics: RefCell<Metrics>,
     /// Id of [`UNAVAILABLE_METRIC`] (`None` if defining it failed; requests retry then).
     pub unavailable: Option<u32>,
+    /// This VM's view of the shared model bundle.
+    pub bundle: RefCell<BundleCache>,
+    pub bundle_refused: Option<u32>,
+    pub bundle_poll_errors: Option<u32>,
+    pub bundle_updates: Option<u32>,
+}
+
+/// Adds 1 to a global counter (logged, never fatal).
+pub fn bump_global(id: Option<u32>, name: &str) {
+    let id = id.or_else(|| host::define_counter(name).ok());
+    match id {
+        Some(id) => {
+            if let Err(e) = host::increment(id, 1) {
+                log::warn!("kakeya-gate: cannot count {name}: {e}");
+            }
+        }
+        None => log::warn!("kakeya-gate: cannot define {name}"),
+    }
+}
+
+impl Shared {
+    /// The bundle to score the current request with: looks at the shared entry (one hostcall,
+    /// compared by CAS) and re-verifies it only when it changed. `None` without a bundle source
+    /// or while no valid bundle exists. A failed hostcall keeps the cached bundle.
+    pub fn current_bundle(&self) -> Option<Rc<Scorer>> {
+        let source = self.gate.bundle.as_ref()?;
+        let Ok(mut cache) = self.bundle.try_borrow_mut() else {
+            return None;
+        };
+        match host::get_shared_data(BUNDLE_KEY) {
+            Ok(Some((raw, cas))) if !cache.is_current(cas) => {
+                match cache.refresh(&raw, cas, &source.public_keys) {
+                    Ok(true) => {
+                        if let Some(b) = cache.current() {
+                            log::info!(
+                                "kakeya-gate: now scoring with bundle version {} (champion {})",
+                                b.version,
+                                b.champion.version()
+                            );
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(reason) => {
+                        log::warn!(
+                            "kakeya-gate: shared model bundle refused, keeping the last good one: {reason}"
+                        );
+                        bump_global(self.bundle_refused, BUNDLE_REFUSED_METRIC);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("kakeya-gate: cannot read shared data {BUNDLE_KEY}: {e}"),
+        }
+        cache.current()
+    }
 }
 
 /// [`MetricHost`] over Envoy's stats hostcalls.
@@ -41,15 +106,198 @@ impl MetricHost for EnvoyMetrics {
 
 pub struct GateRoot {
     shared: Option<Rc<Shared>>,
+    /// Token and dispatch time (ns) of the poll in flight.
+    in_flight: Option<(u32, u64)>,
 }
 
 impl GateRoot {
     pub fn new(_context_id: u32) -> Self {
-        GateRoot { shared: None }
+        GateRoot {
+            shared: None,
+            in_flight: None,
+        }
+    }
+
+    fn refused(&self, reason: &str, transport: bool) {
+        log::warn!("kakeya-gate: model bundle refused, keeping the last good one: {reason}");
+        let Some(shared) = &self.shared else { return };
+        bump_global(shared.bundle_refused, BUNDLE_REFUSED_METRIC);
+        if transport {
+            bump_global(shared.bundle_poll_errors, BUNDLE_POLL_ERRORS_METRIC);
+        }
+    }
+
+    /// One poll per interval across the VMs: only the holder of the lease polls.
+    fn poll(&mut self) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let Some(source) = &shared.gate.bundle else {
+            return;
+        };
+        // Every VM ticks: pick up a bundle another VM stored here, off the request path.
+        let _ = shared.current_bundle();
+        let Ok(now) = host::now_ns() else { return };
+        if let Some((_, since)) = self.in_flight {
+            // Envoy always answers a callout (a timeout is a response without headers); this
+            // only guards against a lost one.
+            let limit = source.timeout_ms.saturating_mul(2_000_000);
+            if now.saturating_sub(since) < limit {
+                return;
+            }
+            self.in_flight = None;
+        }
+        let lease = match host::get_shared_data(LEASE_KEY) {
+            Ok(l) => l,
+            Err(e) => {
+                log::warn!("kakeya-gate: cannot read {LEASE_KEY}: {e}");
+                return;
+            }
+        };
+        if !bundle::lease_free(lease.as_ref().map(|(v, _)| v.as_slice()), now) {
+            return;
+        }
+        let cas = lease.map_or(0, |(_, cas)| cas);
+        let expiry = now.saturating_add(bundle::lease_ns(source.poll_interval_ms));
+        if host::set_shared_data(LEASE_KEY, &bundle::lease_value(expiry), cas).is_err() {
+            // Another VM took it first (CasMismatch) or shared data failed: not our turn.
+            return;
+        }
+        let stored = match host::get_shared_data(BUNDLE_KEY) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("kakeya-gate: cannot read shared data {BUNDLE_KEY}: {e}");
+                None
+            }
+        };
+        let etag = stored
+            .as_ref()
+            .and_then(|(raw, _)| bundle::decode_entry(raw))
+            .map(|e| format!("\"{}\"", e.sha256));
+        let mut headers = vec![
+            (":method", "GET"),
+            (":path", source.path.as_str()),
+            (":authority", source.authority.as_str()),
+        ];
+        if let Some(etag) = &etag {
+            headers.push(("if-none-match", etag.as_str()));
+        }
+        match self.dispatch_http_call(
+            &source.cluster,
+            headers,
+            None,
+            Vec::new(),
+            Duration::from_millis(source.timeout_ms),
+        ) {
+            Ok(token) => self.in_flight = Some((token, now)),
+            Err(status) => self.refused(
+                &format!(
+                    "cannot dispatch the bundle poll to cluster {}: {status:?}",
+                    source.cluster
+                ),
+                true,
+            ),
+        }
+    }
+
+    fn on_poll_response(&mut self, body_size: usize) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let Some(source) = &shared.gate.bundle else {
+            return;
+        };
+        // A timeout or reset comes without headers: no :status, counted as a transport error.
+        let headers = host::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| core::str::from_utf8(v).ok())
+        };
+        let status = header(":status").and_then(|s| s.trim().parse::<u32>().ok());
+        let body = if body_size == 0 {
+            Vec::new()
+        } else {
+            host::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default()
+        };
+        let stored = host::get_shared_data(BUNDLE_KEY).ok().flatten();
+        let stored_entry = stored
+            .as_ref()
+            .and_then(|(raw, _)| bundle::decode_entry(raw));
+        let (sha, sig) = (header(H_SHA256), header(H_SIGNATURE));
+        let verdict = bundle::judge_response(
+            status,
+            sha,
+            sig,
+            &body,
+            &source.public_keys,
+            stored_entry.as_ref(),
+        );
+        let version = match verdict {
+            PollVerdict::NotModified | PollVerdict::Unchanged => return,
+            PollVerdict::Refused { reason, transport } => return self.refused(&reason, transport),
+            PollVerdict::Install { version } => version,
+        };
+        let (sha, sig) = (
+            sha.unwrap_or_default().trim().to_ascii_lowercase(),
+            sig.unwrap_or_default().trim(),
+        );
+        let entry = bundle::encode_entry(version, &sha, sig, &body);
+        let mut cas = stored.map_or(0, |(_, cas)| cas);
+        for _ in 0..CAS_RETRIES {
+            match host::set_shared_data(BUNDLE_KEY, &entry, cas) {
+                Ok(()) => {
+                    log::info!("kakeya-gate: installed model bundle version {version} ({sha})");
+                    bump_global(shared.bundle_updates, BUNDLE_UPDATES_METRIC);
+                    let _ = shared.current_bundle();
+                    return;
+                }
+                Err(host::HostStatus(host::STATUS_CAS_MISMATCH)) => {
+                    // Someone else wrote meanwhile: compare again with what is there now.
+                    let now = host::get_shared_data(BUNDLE_KEY).ok().flatten();
+                    let verdict = bundle::compare_with_stored(
+                        now.as_ref()
+                            .and_then(|(raw, _)| bundle::decode_entry(raw))
+                            .as_ref(),
+                        &sha,
+                        version,
+                    );
+                    match verdict {
+                        PollVerdict::Install { .. } => cas = now.map_or(0, |(_, cas)| cas),
+                        PollVerdict::Refused { reason, transport } => {
+                            return self.refused(&reason, transport)
+                        }
+                        _ => return,
+                    }
+                }
+                Err(e) => {
+                    return self.refused(
+                        &format!("cannot write shared data {BUNDLE_KEY}: {e}"),
+                        false,
+                    )
+                }
+            }
+        }
+        log::warn!("kakeya-gate: bundle version {version} not stored: too many CAS conflicts");
     }
 }
 
-impl Context for GateRoot {}
+impl Context for GateRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        match self.in_flight {
+            Some((t, _)) if t == token_id => self.in_flight = None,
+            _ => return,
+        }
+        self.on_poll_response(body_size);
+    }
+}
 
 impl RootContext for GateRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -94,12 +342,45 @@ impl RootContext for GateRoot {
                 None
             }
         };
+        let define = |name: &str| match host::define_counter(name) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                log::warn!("kakeya-gate: cannot define {name}: {e}");
+                None
+            }
+        };
+        let (mut bundle_refused, mut bundle_poll_errors, mut bundle_updates) = (None, None, None);
+        if let Some(source) = &gate.bundle {
+            bundle_refused = define(BUNDLE_REFUSED_METRIC);
+            bundle_poll_errors = define(BUNDLE_POLL_ERRORS_METRIC);
+            bundle_updates = define(BUNDLE_UPDATES_METRIC);
+            let ms = u32::try_from(source.poll_interval_ms).unwrap_or(u32::MAX);
+            if let Err(e) = host::set_tick_period_ms(ms) {
+                log::error!("kakeya-gate: cannot set the bundle poll period: {e}; refusing the configuration");
+                return false;
+            }
+            log::info!(
+                "kakeya-gate: polling {} on cluster {} every {} ms ({:?} without a bundle)",
+                source.path,
+                source.cluster,
+                source.poll_interval_ms,
+                source.failure_mode
+            );
+        }
         self.shared = Some(Rc::new(Shared {
             gate,
             metrics: RefCell::new(metrics),
             unavailable,
+            bundle: RefCell::new(BundleCache::default()),
+            bundle_refused,
+            bundle_poll_errors,
+            bundle_updates,
         }));
         true
+    }
+
+    fn on_tick(&mut self) {
+        self.poll();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -179,6 +179,12 @@ fn markdown(
     );
     let _ = writeln!(
         s,
+        "Target: features + scoring p99 ≤ 20 µs with 2 KB of evidence → **{}** (in-guest p99 {:.1} µs).\n",
+        verdict(filter.scoring.guest_score.p99_us <= 20.0),
+        filter.scoring.guest_score.p99_us
+    );
+    let _ = writeln!(
+        s,
         "## Gate overhead through Envoy 1.40 (same route, same trivial upstream)\n"
     );
     let _ = writeln!(s, "| route | requests | concurrency | req/s | p50 ms | p99 ms | statuses |\n|---|---|---|---|---|---|---|");
