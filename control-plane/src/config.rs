@@ -7,6 +7,7 @@
 //! The keyring/verify part is validated by building the very [`kakeya_core::Gate`] the filter
 //! will build, so a configuration the filter would refuse never gets rendered into Envoy.
 
+use kakeya_core::gate_config::{BundleSource, FailureMode};
 use kakeya_core::signature::SigAlg;
 use kakeya_core::{Gate, GateConfig, KeyringConfig, Verifier, VerifierConfig, VerifyParams};
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,9 @@ pub struct FileConfig {
     pub admin_token: Option<String>,
     pub verify: Option<VerifyParams>,
     pub keyring: Option<KeyringConfig>,
+    pub bundle_signing_seed_file: Option<PathBuf>,
+    pub bundle_poll_interval_ms: Option<u64>,
+    pub bundle_failure_mode: Option<FailureMode>,
 }
 
 /// The effective configuration.
@@ -84,6 +88,16 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub verify: VerifyParams,
     pub keyring: KeyringConfig,
+    /// Ed25519 seed that signs model bundles (default `<data_dir>/keys/bundle-signing.seed`,
+    /// generated at first use; see [`crate::registry::keys`]).
+    pub bundle_signing_seed_file: PathBuf,
+    /// How often the gate filter polls `GET /v1/bundles/current`.
+    pub bundle_poll_interval_ms: u64,
+    /// What the filter does with a request it should score while it has no valid bundle.
+    pub bundle_failure_mode: FailureMode,
+    /// Public key of the bundle signing seed (standard base64), once loaded with
+    /// [`Config::load_bundle_key`]; the gate configuration carries a bundle source only then.
+    pub bundle_public_key: Option<String>,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -109,6 +123,10 @@ impl Default for Config {
             admin_token: None,
             verify: VerifyParams::default(),
             keyring: KeyringConfig::default(),
+            bundle_signing_seed_file: default_seed_file(Path::new("./.kakeya")),
+            bundle_poll_interval_ms: DEFAULT_BUNDLE_POLL_MS,
+            bundle_failure_mode: FailureMode::Open,
+            bundle_public_key: None,
             warnings: Vec::new(),
         }
     }
@@ -117,6 +135,13 @@ impl Default for Config {
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
+
+fn default_seed_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("keys").join("bundle-signing.seed")
+}
+
+/// Default of `bundle_poll_interval_ms`.
+pub const DEFAULT_BUNDLE_POLL_MS: u64 = 2000;
 
 fn default_database_url(data_dir: &Path) -> String {
     format!("sqlite://{}/kakeya.db?mode=rwc", data_dir.display())
@@ -185,6 +210,33 @@ impl Config {
             }
             None => file.token_rate.unwrap_or(d.token_rate),
         };
+        let bundle_signing_seed_file = env_path(env, "KAKEYA_BUNDLE_SIGNING_SEED_FILE")
+            .or(file.bundle_signing_seed_file)
+            .unwrap_or_else(|| default_seed_file(&data_dir));
+        let bundle_poll_interval_ms = match non_empty(env, "KAKEYA_BUNDLE_POLL_MS") {
+            Some(v) => v.trim().parse::<u64>().map_err(|_| ConfigError::Env {
+                var: "KAKEYA_BUNDLE_POLL_MS",
+                value: v.to_string(),
+                message: "expected milliseconds (at least 100)".into(),
+            })?,
+            None => file
+                .bundle_poll_interval_ms
+                .unwrap_or(DEFAULT_BUNDLE_POLL_MS),
+        };
+        let bundle_failure_mode = match non_empty(env, "KAKEYA_BUNDLE_FAILURE_MODE") {
+            Some(v) => match v.trim() {
+                "open" => FailureMode::Open,
+                "closed" => FailureMode::Closed,
+                _ => {
+                    return Err(ConfigError::Env {
+                        var: "KAKEYA_BUNDLE_FAILURE_MODE",
+                        value: v.to_string(),
+                        message: "expected open or closed".into(),
+                    })
+                }
+            },
+            None => file.bundle_failure_mode.unwrap_or_default(),
+        };
         let mut keyring = file.keyring.unwrap_or_default();
         apply_keyring_env(&mut keyring, env, &mut warnings)?;
         let cfg = Config {
@@ -215,6 +267,10 @@ impl Config {
             wal_dir,
             token_rate,
             keyring,
+            bundle_signing_seed_file,
+            bundle_poll_interval_ms,
+            bundle_failure_mode,
+            bundle_public_key: None,
             warnings,
         };
         cfg.validate()?;
@@ -239,6 +295,11 @@ impl Config {
                 "dedup_ttl_secs must be at least 1".into(),
             ));
         }
+        if self.bundle_poll_interval_ms < 100 {
+            return Err(ConfigError::Invalid(
+                "bundle_poll_interval_ms must be at least 100".into(),
+            ));
+        }
         if self.token_rate == 0 {
             return Err(ConfigError::Invalid("token_rate must be at least 1".into()));
         }
@@ -252,14 +313,30 @@ impl Config {
         Ok(())
     }
 
-    /// The JSON the gate filter receives as its plugin configuration.
+    /// The JSON the gate filter receives as its plugin configuration. It carries a bundle
+    /// source (this control plane's admin cluster and public key) once the key is loaded.
     pub fn gate_config(&self) -> GateConfig {
         GateConfig {
             keyring: self.keyring.clone(),
             verify: self.verify,
-            // Bundle distribution is wired by the registry (not yet: verification only).
-            bundle: None,
+            bundle: self.bundle_public_key.as_ref().map(|pk| BundleSource {
+                cluster: "kakeya_admin".into(),
+                authority: "kakeya-control-plane".into(),
+                path: crate::registry::BUNDLE_PATH.into(),
+                poll_interval_ms: self.bundle_poll_interval_ms,
+                timeout_ms: 1000,
+                public_keys: vec![pk.clone()],
+                failure_mode: self.bundle_failure_mode,
+            }),
         }
+    }
+
+    /// Reads (or, the first time, generates) the bundle signing seed and records its public
+    /// key, so [`Config::gate_config`] carries the bundle source. Returns the seed.
+    pub fn load_bundle_key(&mut self) -> anyhow::Result<[u8; 32]> {
+        let seed = crate::registry::keys::load_or_create_seed(&self.bundle_signing_seed_file)?;
+        self.bundle_public_key = Some(crate::registry::keys::public_key_b64(&seed));
+        Ok(seed)
     }
 
     /// True when any configured signer accepts unsigned submissions (worth a loud warning).
@@ -605,6 +682,49 @@ mod tests {
         let c = Config::from_toml_str(toml, &env(&[("PCS_HMAC_KEY", "envkey")])).unwrap();
         assert_eq!(c.keyring.global.keys, vec!["envkey"]);
         assert!(Config::from_toml_str("nonsense = 1", &EnvMap::new()).is_err());
+    }
+
+    #[test]
+    fn bundle_settings_and_gate_bundle_source() {
+        let c = Config::from_env_map(&env(&[("KAKEYA_DATA_DIR", "/tmp/kk")])).unwrap();
+        assert_eq!(
+            c.bundle_signing_seed_file,
+            PathBuf::from("/tmp/kk/keys/bundle-signing.seed")
+        );
+        assert_eq!(c.bundle_poll_interval_ms, 2000);
+        assert_eq!(c.bundle_failure_mode, FailureMode::Open);
+        assert_eq!(
+            c.gate_config().bundle,
+            None,
+            "no key loaded, no bundle source"
+        );
+        let mut c = Config::from_env_map(&env(&[
+            ("KAKEYA_BUNDLE_POLL_MS", "500"),
+            ("KAKEYA_BUNDLE_FAILURE_MODE", "closed"),
+            ("KAKEYA_BUNDLE_SIGNING_SEED_FILE", "/s/seed"),
+        ]))
+        .unwrap();
+        assert_eq!(c.bundle_signing_seed_file, PathBuf::from("/s/seed"));
+        c.bundle_public_key = Some(ED_PUB.into());
+        let b = c.gate_config().bundle.unwrap();
+        assert_eq!(
+            (b.cluster.as_str(), b.path.as_str(), b.poll_interval_ms),
+            ("kakeya_admin", "/v1/bundles/current", 500)
+        );
+        assert_eq!(b.failure_mode, FailureMode::Closed);
+        assert_eq!(b.public_keys, vec![ED_PUB.to_string()]);
+        Gate::from_config(&c.gate_config()).unwrap();
+        assert!(Config::from_env_map(&env(&[("KAKEYA_BUNDLE_FAILURE_MODE", "maybe")])).is_err());
+        assert!(Config::from_env_map(&env(&[("KAKEYA_BUNDLE_POLL_MS", "5")])).is_err());
+        let c = Config::from_toml_str(
+            "bundle_poll_interval_ms = 300\nbundle_failure_mode = \"closed\"\n",
+            &EnvMap::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.bundle_poll_interval_ms, c.bundle_failure_mode),
+            (300, FailureMode::Closed)
+        );
     }
 
     #[test]

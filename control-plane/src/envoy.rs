@@ -208,6 +208,34 @@ mod tests {
     }
 
     #[test]
+    fn bundle_source_with_this_control_planes_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg =
+            Config::from_env_map(&env(&[("KAKEYA_DATA_DIR", tmp.path().to_str().unwrap())]))
+                .unwrap();
+        let seed = cfg.load_bundle_key().unwrap();
+        assert!(tmp.path().join("keys/bundle-signing.seed").exists());
+        let yaml = render(&cfg, &RenderOptions::from_config(&cfg, "/g.wasm")).unwrap();
+        let line = yaml
+            .lines()
+            .find(|l| l.trim_start().starts_with("value: \"{"))
+            .unwrap();
+        let inner: String =
+            serde_json::from_str(line.trim_start().trim_start_matches("value: ")).unwrap();
+        let gate = kakeya_core::Gate::from_json(inner.as_bytes()).unwrap();
+        let b = gate.bundle.unwrap();
+        assert_eq!(
+            b.public_keys,
+            vec![crate::registry::keys::public_key_b64(&seed)]
+        );
+        assert_eq!(
+            (b.cluster.as_str(), b.poll_interval_ms),
+            ("kakeya_admin", 2000)
+        );
+        assert_eq!(b.authority, "kakeya-control-plane");
+    }
+
+    #[test]
     fn single_tenant_has_only_the_global_bucket_unless_dynamic() {
         let cfg = Config::from_env_map(&EnvMap::new()).unwrap();
         let mut opts = RenderOptions::from_config(&cfg, "/g.wasm");

@@ -30,6 +30,11 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("not found")]
     NotFound,
+    /// A named resource does not exist (the message says which).
+    #[error("{0}")]
+    Missing(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("missing or invalid bearer token")]
     Unauthorized,
     #[error("{0}")]
@@ -56,7 +61,8 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::WalUnavailable(_)
             | ApiError::StoreUnavailable(_)
@@ -72,7 +78,8 @@ impl ApiError {
             ApiError::InvalidBody { code, .. } => code,
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::NotFound => "not_found",
+            ApiError::NotFound | ApiError::Missing(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
             ApiError::Unauthorized => "unauthorized",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::WalUnavailable(_) => "wal_unavailable",

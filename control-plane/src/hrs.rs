@@ -25,6 +25,10 @@ pub struct TrainArgs {
     /// L2 weight (1/C) on standardised features.
     #[arg(long, default_value_t = model::DEFAULT_L2)]
     l2: f64,
+    /// Also register the artifact in the model registry (DATABASE_URL), with a model card
+    /// computed from this run's cross-validation.
+    #[arg(long)]
+    pub register: bool,
 }
 
 #[derive(Args)]
@@ -92,7 +96,11 @@ fn load(path: &std::path::Path) -> anyhow::Result<(dataset::Dataset, eval::Prepa
     Ok((ds, prepared))
 }
 
-pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
+/// `kakeya train`; with `--register`, `cfg` names the database to register into.
+pub fn train(
+    a: &TrainArgs,
+    cfg: Option<&kakeya_control_plane::config::Config>,
+) -> anyhow::Result<()> {
     let (ds, p) = load(&a.dataset)?;
     let cv = eval::cross_validate(
         &p,
@@ -126,6 +134,31 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
         eval::DEFAULT_FOLDS,
         m.training.cv_metrics["all"]["auroc"]
     );
+    if let Some(cfg) = cfg {
+        let card =
+            kakeya_control_plane::registry::card::from_evaluation(&m, &p, &cv, eval::DEFAULT_FOLDS);
+        let s = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async {
+                let db = kakeya_control_plane::store::Db::connect(&cfg.database_url, None)
+                    .await
+                    .context("cannot open the database; check DATABASE_URL")?;
+                anyhow::Ok(
+                    kakeya_control_plane::registry::insert_model(
+                        &db,
+                        &m,
+                        &card,
+                        kakeya_control_plane::now_ms(),
+                    )
+                    .await?,
+                )
+            })?;
+        println!(
+            "registered {} (kakeya model promote {} to use it)",
+            s.version, s.version
+        );
+    }
     Ok(())
 }
 

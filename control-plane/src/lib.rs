@@ -12,6 +12,7 @@
 //!   DB transaction → answers);
 //! * [`api`]: the two HTTP listeners (loopback ingest for Envoy, admin for operators);
 //! * [`envoy`]: renders the Envoy bootstrap that puts the gate in front of all of it;
+//! * [`registry`]: model registry, aliases and signed bundles served to the filters;
 //! * [`ml`]: offline training and cross-validated evaluation of the hallucination-risk scorer.
 //!
 //! Trust boundary: the ingest listener believes the `x-kakeya-*` headers that the gate filter
@@ -24,6 +25,7 @@ pub mod error;
 pub mod ingest;
 pub mod metrics;
 pub mod ml;
+pub mod registry;
 pub mod server;
 pub mod store;
 pub mod wal;

@@ -1,5 +1,5 @@
 //! `kakeya`: the control-plane binary (serve, WAL replay, Envoy bootstrap, config, and the
-//! offline hallucination-risk tools: train, eval, pcs build).
+//! offline hallucination-risk tools: train, eval, pcs build; model registry and bundles).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 mod hrs;
+mod registry_cli;
 
 #[derive(Parser)]
 #[command(name = "kakeya", version, about = "Kakeya Edge control plane")]
@@ -49,6 +50,44 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PcsCmd,
     },
+    /// Model registry (works on the database directly; same code path as the REST API).
+    Model {
+        #[command(subcommand)]
+        cmd: ModelCmd,
+    },
+    /// Signed model bundles.
+    Bundle {
+        #[command(subcommand)]
+        cmd: BundleCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// Register a model artifact (JSON written by `kakeya train`).
+    Register { file: PathBuf },
+    /// List registered models, newest first.
+    List,
+    /// Make VERSION the champion (or the challenger), publishing a new signed bundle.
+    Promote {
+        version: String,
+        /// Set the challenger instead of the champion.
+        #[arg(long)]
+        challenger: bool,
+        /// Challenger only: share of tenants (0..=1) it scores.
+        #[arg(long, requires = "challenger")]
+        weight: Option<f64>,
+    },
+    /// Remove the challenger, publishing a new signed bundle.
+    RemoveChallenger,
+}
+
+#[derive(Subcommand)]
+enum BundleCmd {
+    /// Print the public key (standard base64) that verifies this control plane's bundles.
+    PublicKey,
+    /// Print the current bundle's version, digest and models, after verifying it.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -126,7 +165,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     // The offline tools need no service configuration.
     match &cli.cmd {
-        Cmd::Train(a) => return hrs::train(a),
+        Cmd::Train(a) if !a.register => return hrs::train(a, None),
         Cmd::Eval(a) => return hrs::eval(a),
         Cmd::Pcs {
             cmd: PcsCmd::Build(a),
@@ -187,6 +226,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     without_gate,
                 },
         } => {
+            let mut cfg = cfg;
+            cfg.load_bundle_key()
+                .context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")?;
             let mut opts = envoy::RenderOptions::from_config(&cfg, wasm);
             opts.dynamic_tenant_buckets = dynamic_tenant_buckets;
             opts.without_gate = without_gate;
@@ -200,7 +242,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", cfg.redacted_json());
             Ok(())
         }
+        Cmd::Train(a) => hrs::train(&a, Some(&cfg)),
+        Cmd::Model { cmd } => runtime()?.block_on(registry_cli::model(cfg, cmd)),
+        Cmd::Bundle { cmd } => runtime()?.block_on(registry_cli::bundle(cfg, cmd)),
         // Handled above, before the configuration is loaded.
-        Cmd::Train(_) | Cmd::Eval(_) | Cmd::Pcs { .. } => Ok(()),
+        Cmd::Eval(_) | Cmd::Pcs { .. } => Ok(()),
     }
 }

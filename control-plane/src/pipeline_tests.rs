@@ -42,6 +42,7 @@ fn harness(db: &Db, wal_dir: &Path, token: Option<&str>) -> Harness {
         committer: handle.status.clone(),
         wal_dir: wal_dir.to_path_buf(),
         admin_token: token.map(str::to_string),
+        bundle_seed: Some(std::sync::Arc::new([9; 32])),
     });
     Harness {
         router: ingest_router(IngestState {
@@ -423,6 +424,259 @@ async fn corrupt_middle_frame_is_counted_and_new_records_are_not_dropped() {
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
         assert_eq!(names[1], out.segment.replace(".wal", "-1.wal"));
+        t.cleanup().await;
+    }
+}
+
+async fn call(router: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes().to_vec();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8(body).unwrap(),
+    )
+}
+
+fn req(method: &str, path: &str, token: Option<&str>, body: &str) -> Request<Body> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    b.body(Body::from(body.to_string())).unwrap()
+}
+
+fn test_model(bias: f64) -> kakeya_core::model::HrsModel {
+    let mut m = crate::registry::bootstrap::train(
+        &crate::ml::dataset::parse(
+            br#"{"id":"qa-1-0","task":"qa","question":"Who built it?","context":"Acme built it in 1900.","response":"Acme built it in 1900.","label":0}
+{"id":"qa-1-1","task":"qa","question":"Who built it?","context":"Acme built it in 1900.","response":"Zorblax built it in 1750.","label":1}
+{"id":"qa-2-0","task":"qa","question":"Who made it?","context":"Bolt made it in 1920.","response":"Bolt made it in 1920.","label":0}
+{"id":"qa-2-1","task":"qa","question":"Who made it?","context":"Bolt made it in 1920.","response":"Quux made it in 1620.","label":1}
+"#,
+        )
+        .unwrap(),
+        "t",
+        1,
+        1.0,
+        2,
+    )
+    .model;
+    m.intercept = bias;
+    m
+}
+
+#[tokio::test]
+async fn registry_api_bundles_and_risk_columns() {
+    for t in all_dbs("registry_api").await {
+        let wal = tempfile::tempdir().unwrap();
+        let h = harness(&t.db, wal.path(), Some("tok"));
+        let tok = Some("tok");
+        let (a, b) = (test_model(-1.0), test_model(-2.0));
+        let a_json = String::from_utf8(a.canonical_bytes()).unwrap();
+        // No bundle yet; the route needs no token.
+        let (s, _, body) = call(&h.admin, req("GET", "/v1/bundles/current", None, "")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{}: {body}", t.label);
+        assert!(body.contains("\"code\":\"not_found\""));
+        // Registry routes need the token.
+        for (m, p) in [
+            ("GET", "/v1/models"),
+            ("POST", "/v1/models"),
+            ("POST", "/v1/aliases/champion"),
+            ("DELETE", "/v1/aliases/challenger"),
+        ] {
+            assert_eq!(
+                call(&h.admin, req(m, p, None, "{}")).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{m} {p}"
+            );
+        }
+        let (s, _, body) = call(&h.admin, req("POST", "/v1/models", tok, &a_json)).await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        assert!(body.contains(&a.version()));
+        let (s, _, body) = call(&h.admin, req("POST", "/v1/models", tok, &a_json)).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{body}");
+        assert!(body.contains("\"code\":\"conflict\""));
+        let (s, _, body) = call(&h.admin, req("POST", "/v1/models", tok, "{\"kind\":1}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        let b_json = String::from_utf8(b.canonical_bytes()).unwrap();
+        assert_eq!(
+            call(&h.admin, req("POST", "/v1/models", tok, &b_json))
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+        // Aliases.
+        let promote = |v: &str, w: Option<f64>| match w {
+            Some(w) => format!("{{\"version\":\"{v}\",\"weight\":{w}}}"),
+            None => format!("{{\"version\":\"{v}\"}}"),
+        };
+        let (s, _, body) = call(
+            &h.admin,
+            req(
+                "POST",
+                "/v1/aliases/champion",
+                tok,
+                &promote("lr-nope", None),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+        let (s, _, body) = call(
+            &h.admin,
+            req(
+                "POST",
+                "/v1/aliases/primary",
+                tok,
+                &promote(&a.version(), None),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        let (s, _, body) = call(&h.admin, req("POST", "/v1/aliases/champion", tok, "nope")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        let (s, _, body) = call(
+            &h.admin,
+            req(
+                "POST",
+                "/v1/aliases/challenger",
+                tok,
+                &promote(&b.version(), Some(0.2)),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CONFLICT, "no champion yet: {body}");
+        let (s, _, body) = call(
+            &h.admin,
+            req(
+                "POST",
+                "/v1/aliases/champion",
+                tok,
+                &promote(&a.version(), None),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let p: crate::registry::Published = serde_json::from_str(&body).unwrap();
+        assert_eq!(p.bundle_version, 1);
+        let (s, _, body) = call(
+            &h.admin,
+            req(
+                "POST",
+                "/v1/aliases/challenger",
+                tok,
+                &promote(&b.version(), Some(0.2)),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        // The current bundle: signed bytes, headers, ETag / 304.
+        let (s, hd, bytes) = call(&h.admin, req("GET", "/v1/bundles/current", None, "")).await;
+        assert_eq!(s, StatusCode::OK);
+        let hv = |n: &str| hd.get(n).unwrap().to_str().unwrap().to_string();
+        assert_eq!(hv("content-type"), "application/json");
+        let sha = hv(kakeya_core::bundle::H_SHA256);
+        assert_eq!(hv("etag"), format!("\"{sha}\""));
+        let pk = crate::registry::keys::public_key_b64(&[9; 32]);
+        let bundle = kakeya_core::bundle::verify_bundle(
+            bytes.as_bytes(),
+            &sha,
+            &hv(kakeya_core::bundle::H_SIGNATURE),
+            &[pk],
+        )
+        .unwrap();
+        assert_eq!(bundle.version, 2);
+        assert_eq!(bundle.champion, a);
+        assert_eq!(bundle.challenger.as_ref(), Some(&b));
+        let mut cond = req("GET", "/v1/bundles/current", None, "");
+        cond.headers_mut()
+            .insert("if-none-match", format!("\"{sha}\"").parse().unwrap());
+        let (s, hd304, body) = call(&h.admin, cond).await;
+        assert_eq!((s, body.as_str()), (StatusCode::NOT_MODIFIED, ""));
+        assert_eq!(
+            hd304.get("etag").unwrap().to_str().unwrap(),
+            format!("\"{sha}\"")
+        );
+        // Models: list and detail.
+        let (s, _, body) = call(&h.admin, req("GET", "/v1/models", tok, "")).await;
+        assert_eq!(s, StatusCode::OK);
+        let list: Vec<crate::registry::ModelSummary> = serde_json::from_str(&body).unwrap();
+        assert_eq!(list.len(), 2);
+        let (s, _, body) = call(
+            &h.admin,
+            req("GET", &format!("/v1/models/{}", a.version()), tok, ""),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let d: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(d["aliases"], serde_json::json!(["champion"]));
+        assert_eq!(d["card"]["model_version"], a.version());
+        assert_eq!(
+            kakeya_core::model::HrsModel::from_json(d["artifact"].to_string().as_bytes()).unwrap(),
+            a
+        );
+        assert_eq!(
+            call(&h.admin, req("GET", "/v1/models/lr-nope", tok, ""))
+                .await
+                .0,
+            StatusCode::NOT_FOUND
+        );
+        // Removing the challenger publishes bundle 3; a second removal is 404.
+        assert_eq!(
+            call(&h.admin, req("DELETE", "/v1/aliases/challenger", tok, ""))
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call(&h.admin, req("DELETE", "/v1/aliases/challenger", tok, ""))
+                .await
+                .0,
+            StatusCode::NOT_FOUND
+        );
+        let (_, hd, _) = call(&h.admin, req("GET", "/v1/bundles/current", None, "")).await;
+        assert_eq!(hd.get("x-kakeya-bundle-version").unwrap(), "3");
+        let (s, _, spec) = call(&h.admin, req("GET", "/v1/openapi.json", tok, "")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(spec.contains("/v1/bundles/current") && spec.contains("/v1/aliases/{alias}"));
+        // A scored submission: the risk lands in the decision log and /v1/decisions.
+        let body = pcs_body("risky");
+        let (result, _) = gate_result(&body);
+        let mut vr: kakeya_core::VerifyResult = serde_json::from_str(&result).unwrap();
+        vr.risk = Some(kakeya_core::verify::RiskSummary {
+            score: 0.25,
+            band: "low".into(),
+            model_version: b.version(),
+            arm: "challenger".into(),
+            bundle_version: 2,
+        });
+        let mut sub = submit_req(Some("acme"), &body);
+        sub.headers_mut()
+            .insert("x-kakeya-result", vr.to_json().parse().unwrap());
+        let (s, _, _, _) = send(&h.router, sub).await;
+        assert!(s == StatusCode::OK || s == StatusCode::ACCEPTED);
+        send(&h.router, submit_req(Some("acme"), &pcs_body("plain"))).await;
+        let (_, _, rows) = call(&h.admin, req("GET", "/v1/decisions?limit=5", tok, "")).await;
+        let rows: Vec<decision_log::DecisionRow> = serde_json::from_str(&rows).unwrap();
+        assert_eq!(rows.len(), 2);
+        let scored = rows.iter().find(|r| r.risk.is_some()).unwrap();
+        assert_eq!(scored.risk, Some(0.25));
+        assert_eq!(scored.risk_band.as_deref(), Some("low"));
+        assert_eq!(scored.model_version.as_deref(), Some(b.version().as_str()));
+        assert_eq!(
+            (scored.arm.as_deref(), scored.bundle_version),
+            (Some("challenger"), Some(2))
+        );
+        let plain = rows.iter().find(|r| r.risk.is_none()).unwrap();
+        assert_eq!(
+            (plain.risk_band.as_deref(), plain.bundle_version),
+            (None, None)
+        );
+        h.stop().await;
         t.cleanup().await;
     }
 }

@@ -1,6 +1,7 @@
 //! `kakeya serve`: start-up order, background jobs and graceful shutdown.
 //!
-//! Order matters: connect + migrate, **replay the WAL tail after the checkpoint** (crash
+//! Order matters: connect + migrate, load the bundle signing key and (first start only) train
+//! and publish the default model, **replay the WAL tail after the checkpoint** (crash
 //! recovery), then apply WAL retention (never at or past the checkpoint's segment), and only
 //! then start the committer and bind the listeners, so no new submission is answered before
 //! old ones are back in the database. Shutdown runs
@@ -66,6 +67,11 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                 crate::config::redact_url(&cfg.database_url)
             )
         })?;
+    let seed = crate::registry::keys::load_or_create_seed(&cfg.bundle_signing_seed_file)
+        .context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")?;
+    crate::registry::bootstrap::ensure_default(&db, &seed)
+        .await
+        .context("cannot publish the default model bundle")?;
     std::fs::create_dir_all(&cfg.wal_dir).with_context(|| {
         format!(
             "cannot create WAL_DIR {}; check permissions",
@@ -120,6 +126,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         committer: handle.status.clone(),
         wal_dir: cfg.wal_dir.clone(),
         admin_token: cfg.admin_token.clone(),
+        bundle_seed: Some(std::sync::Arc::new(seed)),
     };
     let ingest_app = ingest_router(IngestState {
         handle,
@@ -265,6 +272,7 @@ mod tests {
             database_url: format!("sqlite://{}/t.db?mode=rwc", tmp.path().display()),
             wal_dir: wal_dir.clone(),
             wal_retention_days: 7,
+            bundle_signing_seed_file: tmp.path().join("keys/seed"),
             ingest_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             ..Config::default()

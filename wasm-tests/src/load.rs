@@ -103,6 +103,18 @@ where
     }
 }
 
+/// In-guest timings the trivial upstream saw in forwarded requests (`x-kakeya-verify-ns`,
+/// `x-kakeya-score-ns`): the filter's own clock, measured inside Envoy's V8.
+static CAPTURED: std::sync::Mutex<Vec<(&'static str, u64)>> = std::sync::Mutex::new(Vec::new());
+
+/// Takes the timings captured so far.
+pub fn take_captured() -> Vec<(&'static str, u64)> {
+    CAPTURED
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default()
+}
+
 /// A minimal HTTP/1.1 keep-alive upstream that answers every request with 200 `{}`: the same
 /// cheap backend for the gated and the ungated Envoy route, so their difference is the filter.
 pub fn spawn_trivial_upstream() -> std::io::Result<SocketAddr> {
@@ -139,6 +151,13 @@ fn serve_connection(stream: TcpStream) {
             if let Some((k, v)) = l.split_once(':') {
                 if k.eq_ignore_ascii_case("content-length") {
                     content_length = v.trim().parse().unwrap_or(0);
+                }
+                for name in ["x-kakeya-verify-ns", "x-kakeya-score-ns"] {
+                    if k.eq_ignore_ascii_case(name) {
+                        if let (Ok(ns), Ok(mut c)) = (v.trim().parse(), CAPTURED.lock()) {
+                            c.push((name, ns));
+                        }
+                    }
                 }
             }
         }

@@ -4,20 +4,23 @@
 //!   the gate filter. It trusts the `x-kakeya-*` headers because only Envoy can reach it;
 //!   binding it to a routable address would let anyone forge verdicts.
 //! * **admin** (`admin_addr`): health, readiness, metrics, OpenAPI, decision log. Everything
-//!   except health/ready/metrics requires the bearer `admin_token` when one is configured.
+//!   except health/ready/metrics and the signed bundle (`GET /v1/bundles/current`, polled by
+//!   the filters) requires the bearer `admin_token` when one is configured. Model registry:
+//!   `/v1/models`, `/v1/aliases/{alias}` ([`registry`]).
 
 pub mod decisions;
 pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;
+pub mod registry;
 
 use crate::error::ApiError;
 use crate::ingest::{CommitterStatus, IngestHandle};
 use crate::metrics::Metrics;
 use crate::store::Db;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +44,8 @@ pub struct AdminState {
     pub committer: Arc<CommitterStatus>,
     pub wal_dir: PathBuf,
     pub admin_token: Option<String>,
+    /// Signs the bundles published on alias changes; `None` refuses alias changes (503).
+    pub bundle_seed: Option<Arc<[u8; 32]>>,
 }
 
 async fn not_found() -> ApiError {
@@ -69,6 +74,16 @@ pub fn admin_router(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/v1/decisions", get(decisions::list))
         .route("/v1/openapi.json", get(openapi::spec))
+        .route(
+            "/v1/models",
+            get(registry::list_models).post(registry::post_model),
+        )
+        .route("/v1/models/{version}", get(registry::get_model))
+        .route(
+            "/v1/aliases/challenger",
+            delete(registry::delete_challenger).post(registry::set_challenger),
+        )
+        .route("/v1/aliases/{alias}", post(registry::set_alias))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             decisions::require_admin_token,
@@ -77,6 +92,8 @@ pub fn admin_router(state: AdminState) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(metrics::metrics))
+        // Unauthenticated: the filters poll it without a token; the bundle is signed.
+        .route(registry::BUNDLE_ROUTE, get(registry::current_bundle))
         .merge(protected)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

@@ -24,6 +24,8 @@ pub struct NewDecision<'a> {
     pub cacheable: bool,
     pub verify_ns: Option<u64>,
     pub created_at_ms: i64,
+    /// The gate's risk assessment, when the answer was scored.
+    pub risk: Option<&'a kakeya_core::verify::RiskSummary>,
 }
 
 impl<'a> NewDecision<'a> {
@@ -50,6 +52,7 @@ impl<'a> NewDecision<'a> {
             cacheable: rec.cacheable,
             verify_ns: rec.verify_ns,
             created_at_ms: rec.ts_ms,
+            risk: vr.risk.as_ref(),
         }
     }
 }
@@ -58,8 +61,10 @@ impl<'a> NewDecision<'a> {
 pub async fn insert(conn: &mut AnyConnection, d: &NewDecision<'_>) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "INSERT INTO decision_log (record_id, tenant, pcs_id, d_hat, coh_star, r, budget, regime, accepted, \
-         escalated, reason, status, cacheable, verify_ns, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         escalated, reason, status, cacheable, verify_ns, created_at_ms, risk, risk_band, \
+         model_version, arm, bundle_version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+         $19, $20) \
          ON CONFLICT (record_id) DO NOTHING",
     )
     .bind(d.record_id)
@@ -77,6 +82,11 @@ pub async fn insert(conn: &mut AnyConnection, d: &NewDecision<'_>) -> Result<boo
     .bind(i64::from(d.cacheable))
     .bind(d.verify_ns.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
     .bind(d.created_at_ms)
+    .bind(d.risk.map(|r| r.score))
+    .bind(d.risk.map(|r| r.band.clone()))
+    .bind(d.risk.map(|r| r.model_version.clone()))
+    .bind(d.risk.map(|r| r.arm.clone()))
+    .bind(d.risk.map(|r| i64::try_from(r.bundle_version).unwrap_or(i64::MAX)))
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() > 0)
@@ -101,11 +111,20 @@ pub struct DecisionRow {
     pub cacheable: bool,
     pub verify_ns: Option<i64>,
     pub created_at_ms: i64,
+    /// Calibrated hallucination risk, when the gate scored the answer.
+    pub risk: Option<f64>,
+    /// `low`, `medium` or `high`.
+    pub risk_band: Option<String>,
+    pub model_version: Option<String>,
+    /// `champion` or `challenger`.
+    pub arm: Option<String>,
+    pub bundle_version: Option<i64>,
 }
 
 const COLUMNS: &str =
     "id, record_id, tenant, pcs_id, d_hat, coh_star, r, budget, regime, accepted, escalated, \
-                       reason, status, cacheable, verify_ns, created_at_ms";
+                       reason, status, cacheable, verify_ns, created_at_ms, risk, risk_band, \
+                       model_version, arm, bundle_version";
 
 fn row_to_decision(r: &sqlx::any::AnyRow) -> Result<DecisionRow, sqlx::Error> {
     Ok(DecisionRow {
@@ -125,6 +144,11 @@ fn row_to_decision(r: &sqlx::any::AnyRow) -> Result<DecisionRow, sqlx::Error> {
         cacheable: r.try_get::<i64, _>("cacheable")? != 0,
         verify_ns: r.try_get("verify_ns")?,
         created_at_ms: r.try_get("created_at_ms")?,
+        risk: r.try_get("risk")?,
+        risk_band: r.try_get("risk_band")?,
+        model_version: r.try_get("model_version")?,
+        arm: r.try_get("arm")?,
+        bundle_version: r.try_get("bundle_version")?,
     })
 }
 

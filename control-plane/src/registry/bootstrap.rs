@@ -1,0 +1,112 @@
+//! The default model: trained at first start from the HaluEval sample the repository carries
+//! (`control-plane/data/halueval-sample.jsonl.gz`, embedded in the binary), with a fixed seed,
+//! so every fresh installation gets the same artifact (same SHA-256) and a model card with its
+//! cross-validated figures. See `control-plane/data/README.md`.
+
+use super::{card, current_bundle, insert_model, set_alias, Published, RegistryError, CHAMPION};
+use crate::ml::dataset::{self, DatasetError, Row};
+use crate::ml::{eval, model};
+use crate::store::Db;
+use kakeya_core::model::{HrsModel, TrainingMeta};
+use kakeya_core::pcs_builder::RECIPE_VERSION;
+use serde_json::Value;
+use std::time::Instant;
+
+/// The embedded training sample.
+pub const SAMPLE: &[u8] = include_bytes!("../../data/halueval-sample.jsonl.gz");
+/// Folds of the default model's cross-validation.
+pub const FOLDS: usize = eval::DEFAULT_FOLDS;
+
+/// A trained artifact and its card.
+pub struct Trained {
+    pub model: HrsModel,
+    pub card: Value,
+}
+
+/// The default recipe on `rows`: `folds`-fold CV for the card and the artifact's
+/// `cv_metrics`, then the fit on all rows.
+pub fn train(rows: &[Row], dataset_sha256: &str, seed: u64, l2: f64, folds: usize) -> Trained {
+    let p = eval::prepare(rows, |_| {});
+    let cv = eval::cross_validate(&p, folds, seed, l2, |_| {});
+    let (pipe, tenant) = eval::fit_all(&p, seed, l2);
+    let m = model::artifact(
+        pipe,
+        tenant,
+        TrainingMeta {
+            seed,
+            rows: p.len(),
+            dataset_sha256: dataset_sha256.to_string(),
+            recipe_version: RECIPE_VERSION.into(),
+            l2,
+            cv_metrics: eval::per_task(&p, &cv.model),
+        },
+    );
+    let card = card::from_evaluation(&m, &p, &cv, folds);
+    Trained { model: m, card }
+}
+
+/// The default model, trained on the embedded sample.
+pub fn train_default() -> Result<Trained, DatasetError> {
+    let rows = dataset::parse(SAMPLE)?;
+    Ok(train(
+        &rows,
+        &kakeya_core::ids::sha256_hex(SAMPLE),
+        eval::DEFAULT_SEED,
+        model::DEFAULT_L2,
+        FOLDS,
+    ))
+}
+
+/// At start-up: when no bundle was ever published, trains and registers the default model (if
+/// it is not registered yet), makes it the champion and publishes bundle 1.
+pub async fn ensure_default(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Option<Published>> {
+    if current_bundle(db).await?.is_some() {
+        return Ok(None);
+    }
+    let t0 = Instant::now();
+    let trained = tokio::task::spawn_blocking(train_default).await??;
+    let version = trained.model.version();
+    tracing::info!(
+        model = %version,
+        secs = t0.elapsed().as_secs_f64(),
+        cv_auroc = %trained.card["evaluation"]["metrics"]["all"]["auroc"],
+        "trained the default model on the embedded HaluEval sample"
+    );
+    let now = crate::now_ms();
+    match insert_model(db, &trained.model, &trained.card, now).await {
+        Ok(_) | Err(RegistryError::Exists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let p = set_alias(db, seed, CHAMPION, &version, None, now).await?;
+    tracing::info!(
+        bundle = p.bundle_version,
+        sha256 = %p.bundle_sha256,
+        "published the first bundle"
+    );
+    Ok(Some(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_model_is_reproducible() {
+        let t0 = Instant::now();
+        let a = train_default().unwrap();
+        let took = t0.elapsed();
+        let b = train_default().unwrap();
+        assert_eq!(a.model.sha256(), b.model.sha256());
+        assert_eq!(a.card, b.card);
+        a.model.validate().unwrap();
+        assert_eq!(
+            a.model.training.dataset_sha256,
+            kakeya_core::ids::sha256_hex(SAMPLE)
+        );
+        let auroc = a.card["evaluation"]["metrics"]["all"]["auroc"]
+            .as_f64()
+            .unwrap();
+        assert!(auroc > 0.75, "CV AUROC {auroc}");
+        eprintln!("default model {} trained in {took:?}", a.model.version());
+    }
+}

@@ -1,0 +1,116 @@
+//! The bundle signing key: an Ed25519 seed generated once from the OS RNG and kept in a file
+//! (`<data_dir>/keys/bundle-signing.seed`, mode 0600, standard base64 of 32 bytes).
+//!
+//! Generation writes a private temp file and then *links* it into place, which fails when the
+//! file already exists: two processes starting at once (`kakeya envoy render` and
+//! `kakeya serve`) end up with the same key, never with one each. The seed is never logged.
+
+use anyhow::{bail, Context};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use ed25519_dalek::SigningKey;
+use std::io::Write;
+use std::path::Path;
+
+/// Reads the seed at `path`, generating it first when the file does not exist.
+pub fn load_or_create_seed(path: &Path) -> anyhow::Result<[u8; 32]> {
+    match std::fs::read(path) {
+        Ok(bytes) => return parse_seed(&bytes, path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read the bundle signing seed {}", path.display()))
+        }
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the key directory {}", dir.display()))?;
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed)
+        .map_err(|e| anyhow::anyhow!("the OS random number generator failed: {e}"))?;
+    let tmp = dir.join(format!(
+        ".bundle-signing.seed.{}.{}.tmp",
+        std::process::id(),
+        crate::now_ms()
+    ));
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(format!("{}\n", STANDARD.encode(seed)).as_bytes())?;
+        f.sync_all()?;
+    }
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+            tracing::info!(path = %path.display(), public_key = %public_key_b64(&seed), "generated the bundle signing key");
+            Ok(seed)
+        }
+        // Somebody else created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            parse_seed(&std::fs::read(path)?, path)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
+fn parse_seed(bytes: &[u8], path: &Path) -> anyhow::Result<[u8; 32]> {
+    let text = std::str::from_utf8(bytes).unwrap_or("").trim();
+    let raw = STANDARD.decode(text).unwrap_or_default();
+    match <[u8; 32]>::try_from(raw.as_slice()) {
+        Ok(seed) => Ok(seed),
+        Err(_) => bail!(
+            "{} is not a bundle signing seed (standard base64 of 32 bytes)",
+            path.display()
+        ),
+    }
+}
+
+/// Standard base64 of the Ed25519 public key of `seed` (what filters trust).
+pub fn public_key_b64(seed: &[u8; 32]) -> String {
+    STANDARD.encode(SigningKey::from_bytes(seed).verifying_key().to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_once_private_and_stable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("keys").join("bundle-signing.seed");
+        let a = load_or_create_seed(&path).unwrap();
+        let b = load_or_create_seed(&path).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, [0u8; 32]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // only the seed file is left behind
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1);
+        assert_eq!(STANDARD.decode(public_key_b64(&a)).unwrap().len(), 32);
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(load_or_create_seed(&path).is_err());
+    }
+}

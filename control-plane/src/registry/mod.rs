@@ -1,0 +1,407 @@
+//! The model registry and bundle publication.
+//!
+//! * `models`: every registered artifact (canonical JSON, identity `lr-<sha256[..12]>`) and its
+//!   model card ([`card`]);
+//! * `model_aliases`: `champion` and optionally `challenger` (with its traffic weight);
+//! * `bundles`: every published [`Bundle`], signed with the control plane's key ([`keys`]).
+//!
+//! Every alias change publishes a new bundle (version = previous + 1) **in the same
+//! transaction**, so the served bundle always matches the aliases. The filter polls
+//! `GET /v1/bundles/current`; the bytes served are exactly the signed ones.
+//! All SQL is `$n`-placeholder SQL through `sqlx::Any`, shared by SQLite and PostgreSQL.
+
+pub mod bootstrap;
+pub mod card;
+pub mod keys;
+
+use crate::store::{Backend, Db};
+use kakeya_core::bundle::{Bundle, Policy, BUNDLE_FORMAT};
+use kakeya_core::model::HrsModel;
+use serde::Serialize;
+use sqlx::{AnyConnection, Connection, Row};
+use std::collections::BTreeMap;
+
+/// Where filters fetch the active bundle.
+pub const BUNDLE_PATH: &str = "/v1/bundles/current";
+pub const CHAMPION: &str = "champion";
+pub const CHALLENGER: &str = "challenger";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("model {0} is already registered")]
+    Exists(String),
+    #[error("no model {0}")]
+    NoModel(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("no challenger is set")]
+    NoChallenger,
+    #[error("database: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+/// A registered model as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ModelSummary {
+    pub version: String,
+    pub sha256: String,
+    pub created_at_ms: i64,
+    /// Aliases pointing at this model (`champion`, `challenger`).
+    pub aliases: Vec<String>,
+}
+
+/// A registered model with its artifact and card.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ModelDetail {
+    #[serde(flatten)]
+    pub summary: ModelSummary,
+    /// The artifact (`kakeya_core::model::HrsModel`).
+    #[schema(value_type = Object)]
+    pub artifact: serde_json::Value,
+    /// The model card, computed from data by `registry::card`.
+    #[schema(value_type = Object)]
+    pub card: serde_json::Value,
+}
+
+/// An alias.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AliasRow {
+    pub alias: String,
+    pub version: String,
+    pub weight: f64,
+    pub updated_at_ms: i64,
+}
+
+/// A published bundle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BundleRow {
+    pub version: i64,
+    pub sha256: String,
+    pub signature: String,
+    pub bytes: String,
+    pub created_at_ms: i64,
+}
+
+/// What an alias change answers.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Published {
+    pub aliases: Vec<AliasRow>,
+    pub bundle_version: i64,
+    pub bundle_sha256: String,
+}
+
+/// Stores a validated artifact with its card; `Exists` when the version is registered.
+pub async fn insert_model(
+    db: &Db,
+    model: &HrsModel,
+    card: &serde_json::Value,
+    now_ms: i64,
+) -> Result<ModelSummary, RegistryError> {
+    model
+        .validate()
+        .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+    let version = model.version();
+    let sha256 = model.sha256();
+    let artifact = String::from_utf8(model.canonical_bytes())
+        .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+    let done = sqlx::query(
+        "INSERT INTO models (version, sha256, artifact, card, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (version) DO NOTHING",
+    )
+    .bind(&version)
+    .bind(&sha256)
+    .bind(artifact)
+    .bind(card.to_string())
+    .bind(now_ms)
+    .execute(&db.pool)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(RegistryError::Exists(version));
+    }
+    Ok(ModelSummary {
+        version,
+        sha256,
+        created_at_ms: now_ms,
+        aliases: Vec::new(),
+    })
+}
+
+/// The aliases, champion first.
+pub async fn aliases(conn: &mut AnyConnection) -> Result<Vec<AliasRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT alias, version, weight, updated_at_ms FROM model_aliases ORDER BY alias DESC",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AliasRow {
+                alias: r.try_get("alias")?,
+                version: r.try_get("version")?,
+                weight: r.try_get("weight")?,
+                updated_at_ms: r.try_get("updated_at_ms")?,
+            })
+        })
+        .collect()
+}
+
+fn aliases_of(aliases: &[AliasRow], version: &str) -> Vec<String> {
+    aliases
+        .iter()
+        .filter(|a| a.version == version)
+        .map(|a| a.alias.clone())
+        .collect()
+}
+
+/// Every registered model, newest first.
+pub async fn list_models(db: &Db) -> Result<Vec<ModelSummary>, sqlx::Error> {
+    let mut conn = db.pool.acquire().await?;
+    let al = aliases(&mut conn).await?;
+    let rows = sqlx::query(
+        "SELECT version, sha256, created_at_ms FROM models ORDER BY created_at_ms DESC, version",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let version: String = r.try_get("version")?;
+            Ok(ModelSummary {
+                aliases: aliases_of(&al, &version),
+                sha256: r.try_get("sha256")?,
+                created_at_ms: r.try_get("created_at_ms")?,
+                version,
+            })
+        })
+        .collect()
+}
+
+/// One model with artifact and card.
+pub async fn get_model(db: &Db, version: &str) -> Result<Option<ModelDetail>, sqlx::Error> {
+    let mut conn = db.pool.acquire().await?;
+    let al = aliases(&mut conn).await?;
+    let row = sqlx::query(
+        "SELECT version, sha256, artifact, card, created_at_ms FROM models WHERE version = $1",
+    )
+    .bind(version)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let artifact: String = r.try_get("artifact")?;
+    let card: String = r.try_get("card")?;
+    Ok(Some(ModelDetail {
+        summary: ModelSummary {
+            version: r.try_get("version")?,
+            sha256: r.try_get("sha256")?,
+            created_at_ms: r.try_get("created_at_ms")?,
+            aliases: aliases_of(&al, version),
+        },
+        artifact: serde_json::from_str(&artifact).unwrap_or(serde_json::Value::Null),
+        card: serde_json::from_str(&card).unwrap_or(serde_json::Value::Null),
+    }))
+}
+
+async fn load_artifact(conn: &mut AnyConnection, version: &str) -> Result<HrsModel, RegistryError> {
+    let row = sqlx::query("SELECT artifact FROM models WHERE version = $1")
+        .bind(version)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(r) = row else {
+        return Err(RegistryError::NoModel(version.to_string()));
+    };
+    let text: String = r.try_get("artifact")?;
+    HrsModel::from_json(text.as_bytes())
+        .map_err(|e| RegistryError::Invalid(format!("stored model {version}: {e}")))
+}
+
+/// Serialises publications: a transaction-scoped advisory lock on PostgreSQL; on SQLite a
+/// first (empty) write takes the write lock before anything is read, so a concurrent writer
+/// waits (busy timeout) instead of failing with a stale read snapshot.
+async fn lock_publication(conn: &mut AnyConnection, backend: Backend) -> Result<(), sqlx::Error> {
+    let sql = match backend {
+        Backend::Postgres => "SELECT pg_advisory_xact_lock(7357240917)",
+        Backend::Sqlite => "DELETE FROM bundles WHERE version < 0",
+    };
+    sqlx::query(sql).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Builds, signs and stores the next bundle from the current aliases (inside the caller's
+/// transaction).
+async fn publish(
+    conn: &mut AnyConnection,
+    seed: &[u8; 32],
+    now_ms: i64,
+) -> Result<Published, RegistryError> {
+    let al = aliases(conn).await?;
+    let champ = al
+        .iter()
+        .find(|a| a.alias == CHAMPION)
+        .ok_or_else(|| RegistryError::Conflict("no champion: promote a model first".into()))?;
+    let champion = load_artifact(conn, &champ.version).await?;
+    let (challenger, challenger_weight) = match al.iter().find(|a| a.alias == CHALLENGER) {
+        Some(c) => (Some(load_artifact(conn, &c.version).await?), c.weight),
+        None => (None, 0.0),
+    };
+    let next: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS v FROM bundles")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("v")?;
+    let bundle = Bundle {
+        format: BUNDLE_FORMAT.into(),
+        version: u64::try_from(next).unwrap_or(0),
+        created_at_ms: now_ms,
+        champion,
+        challenger,
+        challenger_weight,
+        tenant_stats: BTreeMap::new(),
+        policy: Policy::default(),
+    };
+    bundle
+        .validate()
+        .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+    let signed = bundle.sign(seed);
+    let bytes =
+        String::from_utf8(signed.bytes).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO bundles (version, sha256, signature, bytes, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(next)
+    .bind(&signed.sha256)
+    .bind(&signed.signature_b64)
+    .bind(bytes)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Published {
+        aliases: al,
+        bundle_version: next,
+        bundle_sha256: signed.sha256,
+    })
+}
+
+/// Points `alias` at `version` (the challenger with its traffic `weight`) and publishes the
+/// next bundle, atomically.
+pub async fn set_alias(
+    db: &Db,
+    seed: &[u8; 32],
+    alias: &str,
+    version: &str,
+    weight: Option<f64>,
+    now_ms: i64,
+) -> Result<Published, RegistryError> {
+    let weight = match (alias, weight) {
+        (CHAMPION, None) => 1.0,
+        (CHAMPION, Some(_)) => {
+            return Err(RegistryError::Invalid(
+                "weight applies to the challenger only".into(),
+            ))
+        }
+        (CHALLENGER, Some(w)) if (0.0..=1.0).contains(&w) => w,
+        (CHALLENGER, _) => {
+            return Err(RegistryError::Invalid(
+                "the challenger needs a weight within [0, 1]".into(),
+            ))
+        }
+        _ => {
+            return Err(RegistryError::Invalid(format!(
+                "alias must be {CHAMPION} or {CHALLENGER}"
+            )))
+        }
+    };
+    let mut conn = db.pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let res = async {
+        lock_publication(&mut tx, db.backend).await?;
+        load_artifact(&mut tx, version).await?;
+        sqlx::query(
+            "INSERT INTO model_aliases (alias, version, weight, updated_at_ms) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (alias) DO UPDATE SET version = excluded.version, \
+             weight = excluded.weight, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(alias)
+        .bind(version)
+        .bind(weight)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        publish(&mut tx, seed, now_ms).await
+    }
+    .await;
+    finish(tx, res).await
+}
+
+/// Commits on success; rolls back explicitly on failure (never leaves the rollback to a
+/// dropped transaction, which would hold the write or advisory lock until the connection is
+/// used again).
+async fn finish(
+    tx: sqlx::Transaction<'_, sqlx::Any>,
+    res: Result<Published, RegistryError>,
+) -> Result<Published, RegistryError> {
+    match res {
+        Ok(p) => {
+            tx.commit().await?;
+            Ok(p)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// Removes the challenger and publishes the next bundle, atomically.
+pub async fn remove_challenger(
+    db: &Db,
+    seed: &[u8; 32],
+    now_ms: i64,
+) -> Result<Published, RegistryError> {
+    let mut conn = db.pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let res = async {
+        lock_publication(&mut tx, db.backend).await?;
+        let done = sqlx::query("DELETE FROM model_aliases WHERE alias = $1")
+            .bind(CHALLENGER)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(RegistryError::NoChallenger);
+        }
+        publish(&mut tx, seed, now_ms).await
+    }
+    .await;
+    finish(tx, res).await
+}
+
+/// The newest published bundle.
+pub async fn current_bundle(db: &Db) -> Result<Option<BundleRow>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT version, sha256, signature, bytes, created_at_ms FROM bundles \
+         ORDER BY version DESC LIMIT 1",
+    )
+    .fetch_optional(&db.pool)
+    .await?;
+    row.map(|r| {
+        Ok(BundleRow {
+            version: r.try_get("version")?,
+            sha256: r.try_get("sha256")?,
+            signature: r.try_get("signature")?,
+            bytes: r.try_get("bytes")?,
+            created_at_ms: r.try_get("created_at_ms")?,
+        })
+    })
+    .transpose()
+}
+
+/// Number of registered models.
+pub async fn model_count(db: &Db) -> Result<i64, sqlx::Error> {
+    sqlx::query("SELECT COUNT(*) AS n FROM models")
+        .fetch_one(&db.pool)
+        .await?
+        .try_get("n")
+}
+
+#[cfg(test)]
+mod tests;

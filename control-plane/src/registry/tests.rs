@@ -1,0 +1,183 @@
+//! Registry tests: every function runs on SQLite and (when reachable) PostgreSQL.
+
+use super::*;
+use crate::testutil::all_dbs;
+use kakeya_core::bundle::verify_bundle;
+
+const SEED: [u8; 32] = [9; 32];
+
+fn model(bias: f64) -> HrsModel {
+    let n = kakeya_core::features::N_FEATURES;
+    HrsModel {
+        kind: kakeya_core::model::KIND_LOGISTIC.into(),
+        schema_version: kakeya_core::features::SCHEMA_VERSION.into(),
+        feature_names: kakeya_core::features::FEATURE_NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        mean: vec![0.0; n],
+        std: vec![1.0; n],
+        weights: vec![0.1; n],
+        intercept: bias,
+        platt: kakeya_core::model::Platt { a: -1.0, b: 0.0 },
+        thresholds: kakeya_core::model::Thresholds { escalate: 0.5 },
+        tenant: kakeya_core::features::TenantStats::fresh(),
+        training: kakeya_core::model::TrainingMeta {
+            seed: 1,
+            rows: 2,
+            dataset_sha256: "x".into(),
+            recipe_version: "text-pcs-v1".into(),
+            l2: 1.0,
+            cv_metrics: serde_json::json!({}),
+        },
+    }
+}
+
+fn keys() -> Vec<String> {
+    vec![keys::public_key_b64(&SEED)]
+}
+
+async fn served(db: &Db) -> Bundle {
+    let b = current_bundle(db).await.unwrap().unwrap();
+    let bundle = verify_bundle(b.bytes.as_bytes(), &b.sha256, &b.signature, &keys()).unwrap();
+    assert_eq!(bundle.version, u64::try_from(b.version).unwrap());
+    bundle
+}
+
+#[tokio::test]
+async fn register_promote_and_publish_signed_bundles() {
+    for t in all_dbs("registry_publish").await {
+        let db = &t.db;
+        let (a, b) = (model(-1.0), model(-2.0));
+        assert!(current_bundle(db).await.unwrap().is_none(), "{}", t.label);
+        let s = insert_model(db, &a, &card::from_artifact(&a), 10)
+            .await
+            .unwrap();
+        assert_eq!(s.version, a.version());
+        assert!(matches!(
+            insert_model(db, &a, &card::from_artifact(&a), 11).await,
+            Err(RegistryError::Exists(_))
+        ));
+        insert_model(db, &b, &card::from_artifact(&b), 12)
+            .await
+            .unwrap();
+        // No champion yet: a challenger cannot be published.
+        assert!(matches!(
+            set_alias(db, &SEED, CHALLENGER, &b.version(), Some(0.2), 13).await,
+            Err(RegistryError::Conflict(_))
+        ));
+        assert!(current_bundle(db).await.unwrap().is_none());
+        assert!(matches!(
+            set_alias(db, &SEED, CHAMPION, "lr-nope", None, 13).await,
+            Err(RegistryError::NoModel(_))
+        ));
+        assert!(matches!(
+            set_alias(db, &SEED, CHAMPION, &a.version(), Some(0.5), 13).await,
+            Err(RegistryError::Invalid(_))
+        ));
+        let p1 = set_alias(db, &SEED, CHAMPION, &a.version(), None, 14)
+            .await
+            .unwrap();
+        assert_eq!(p1.bundle_version, 1, "{}", t.label);
+        let b1 = served(db).await;
+        assert_eq!(
+            (b1.champion.version(), b1.challenger.is_none()),
+            (a.version(), true)
+        );
+        let p2 = set_alias(db, &SEED, CHALLENGER, &b.version(), Some(0.2), 15)
+            .await
+            .unwrap();
+        assert_eq!(p2.bundle_version, 2);
+        let b2 = served(db).await;
+        assert_eq!(
+            b2.challenger.as_ref().map(HrsModel::version),
+            Some(b.version())
+        );
+        assert!((b2.challenger_weight - 0.2).abs() < 1e-12);
+        assert!(matches!(
+            set_alias(db, &SEED, CHALLENGER, &b.version(), Some(1.5), 16).await,
+            Err(RegistryError::Invalid(_))
+        ));
+        let list = list_models(db).await.unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].version, b.version(), "newest first");
+        assert_eq!(list[0].aliases, vec![CHALLENGER.to_string()]);
+        assert_eq!(list[1].aliases, vec![CHAMPION.to_string()]);
+        let d = get_model(db, &a.version()).await.unwrap().unwrap();
+        assert_eq!(
+            HrsModel::from_json(d.artifact.to_string().as_bytes()).unwrap(),
+            a
+        );
+        assert_eq!(d.card["model_version"], a.version());
+        assert!(get_model(db, "lr-nope").await.unwrap().is_none());
+        let p3 = remove_challenger(db, &SEED, 17).await.unwrap();
+        assert_eq!(p3.bundle_version, 3);
+        assert!(served(db).await.challenger.is_none());
+        assert!(matches!(
+            remove_challenger(db, &SEED, 18).await,
+            Err(RegistryError::NoChallenger)
+        ));
+        assert_eq!(current_bundle(db).await.unwrap().unwrap().version, 3);
+        t.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn first_start_publishes_the_default_model_once() {
+    for t in all_dbs("registry_default").await {
+        let p = bootstrap::ensure_default(&t.db, &SEED)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.bundle_version, 1, "{}", t.label);
+        assert!(bootstrap::ensure_default(&t.db, &SEED)
+            .await
+            .unwrap()
+            .is_none());
+        let b = served(&t.db).await;
+        let d = get_model(&t.db, &b.champion.version())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.card["evaluation"]["source"], "computed");
+        assert_eq!(model_count(&t.db).await.unwrap(), 1);
+        t.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_alias_changes_publish_consecutive_versions() {
+    for t in all_dbs("registry_concurrent").await {
+        let a = model(-1.0);
+        insert_model(&t.db, &a, &card::from_artifact(&a), 1)
+            .await
+            .unwrap();
+        set_alias(&t.db, &SEED, CHAMPION, &a.version(), None, 2)
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (db, v) = (t.db.clone(), a.version());
+            tasks.push(tokio::spawn(async move {
+                let (alias, w) = if i % 2 == 0 {
+                    (CHAMPION, None)
+                } else {
+                    (CHALLENGER, Some(0.1))
+                };
+                set_alias(&db, &SEED, alias, &v, w, 3 + i).await
+            }));
+        }
+        let mut versions = Vec::new();
+        for task in tasks {
+            let p = task.await.unwrap();
+            versions.push(
+                p.unwrap_or_else(|e| panic!("{}: {e}", t.label))
+                    .bundle_version,
+            );
+        }
+        versions.sort_unstable();
+        assert_eq!(versions, (2..=9).collect::<Vec<i64>>(), "{}", t.label);
+        assert_eq!(served(&t.db).await.version, 9);
+        t.cleanup().await;
+    }
+}
