@@ -163,6 +163,25 @@ async fn fifty_concurrent_identical_submissions_one_decision() {
 }
 
 #[tokio::test]
+async fn raw_evidence_is_never_written_to_the_wal() {
+    let t = crate::testutil::sqlite_db().await;
+    let wal = tempfile::tempdir().unwrap();
+    let h = harness(&t.db, wal.path(), None);
+    let mut v: serde_json::Value = serde_json::from_str(&pcs_body("evidence")).unwrap();
+    v["evidence"] = serde_json::json!({"question": "secret question", "context": "secret context", "response": "secret answer"});
+    v["evidence_sha256"] = serde_json::json!("ab".repeat(32));
+    let (status, _, _, _) = send(&h.router, submit_req(None, &v.to_string())).await;
+    assert_eq!(status, StatusCode::OK);
+    h.stop().await;
+    let cp = Checkpoint::load(wal.path()).unwrap().unwrap();
+    let raw = std::fs::read(wal.path().join(&cp.segment)).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(!text.contains("secret"), "evidence text reached the WAL");
+    assert!(text.contains(&"ab".repeat(32)), "the evidence hash is kept");
+    t.cleanup().await;
+}
+
+#[tokio::test]
 async fn errors_are_json_and_nothing_is_written() {
     let t = sqlite_db().await;
     let wal = tempfile::tempdir().unwrap();

@@ -112,16 +112,20 @@ async fn handle(
             "{H_RESULT} is not a VerifyResult: {e}"
         )));
     }
-    if let Err(e) = kakeya_core::parse(&body) {
-        return Err(ApiError::InvalidBody {
-            code: e.code(),
-            message: e.to_string(),
-        });
-    }
-    let body = String::from_utf8(body.to_vec()).map_err(|_| ApiError::InvalidBody {
-        code: "invalid_json",
-        message: "body is not UTF-8".into(),
+    let pcs = kakeya_core::parse(&body).map_err(|e| ApiError::InvalidBody {
+        code: e.code(),
+        message: e.to_string(),
     })?;
+    // Raw evidence (question, context, response) served the filter's scoring and is never
+    // persisted: the WAL keeps the PCS without it (its hash stays, in `evidence_sha256`).
+    let body = if pcs.evidence.is_some() {
+        without_evidence(&body)?
+    } else {
+        String::from_utf8(body.to_vec()).map_err(|_| ApiError::InvalidBody {
+            code: "invalid_json",
+            message: "body is not UTF-8".into(),
+        })?
+    };
     let record = WalRecord {
         ts_ms: crate::now_ms(),
         tenant,
@@ -143,4 +147,16 @@ async fn handle(
         HeaderValue::from_static(if applied.dedup_hit { "hit" } else { "miss" }),
     );
     Ok(resp)
+}
+
+/// The body with its top-level `evidence` member removed.
+fn without_evidence(body: &[u8]) -> Result<String, ApiError> {
+    let invalid = |e: serde_json::Error| ApiError::InvalidBody {
+        code: "invalid_json",
+        message: e.to_string(),
+    };
+    let mut v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(invalid)?;
+    v.remove("evidence");
+    serde_json::to_string(&v).map_err(invalid)
 }

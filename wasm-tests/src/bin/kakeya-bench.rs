@@ -3,7 +3,9 @@
 //! 1. In-filter parse + signature + verify, in the wasmtime harness (the built gate.wasm).
 //! 2. Gate overhead: the same Envoy route with and without the gate filter, both in front of the
 //!    same trivial upstream, at a fixed concurrency.
-//! 3. Ingest: durable acknowledged submissions per second on SQLite with group commit, straight
+//! 3. Scoring through Envoy: PCS v0.2 with 2 KB of evidence, scored inline by the default
+//!    model's bundle; the filter's own in-guest timings (V8) as seen by the upstream.
+//! 4. Ingest: durable acknowledged submissions per second on SQLite with group commit, straight
 //!    to the ingest listener (as Envoy forwards them) and end to end through the gateway.
 //!
 //! Usage: kakeya-bench OUT.md (binaries from KAKEYA_BIN, KAKEYA_ENVOY_BIN, KAKEYA_GATE_WASM).
@@ -33,10 +35,10 @@ fn main() -> Result<()> {
         .context("usage: kakeya-bench OUT.md")?;
     let machine = machine();
 
-    eprintln!("bench 1/3: in-filter verify in the wasmtime harness");
+    eprintln!("bench 1/4: in-filter verify in the wasmtime harness");
     let filter = kakeya_wasm_tests::bench::in_filter(20_000)?;
 
-    eprintln!("bench 2/3: gate overhead through Envoy");
+    eprintln!("bench 2/4: gate overhead through Envoy");
     let upstream = load::spawn_trivial_upstream()?;
     let golden = signed_pcs("bench", KEY).to_string();
     let overhead = |without_gate: bool| -> Result<LoadReport> {
@@ -59,7 +61,10 @@ fn main() -> Result<()> {
     let baseline = overhead(true)?;
     let gated = overhead(false)?;
 
-    eprintln!("bench 3/3: ingest throughput on SQLite");
+    eprintln!("bench 3/4: inline scoring through Envoy (2 KB evidence)");
+    let scoring = scoring_through_envoy(upstream)?;
+
+    eprintln!("bench 4/4: ingest throughput on SQLite");
     let stack = Stack::start(StackOptions {
         env: hmac_env(),
         ..Default::default()
@@ -103,15 +108,92 @@ fn main() -> Result<()> {
         "machine": machine,
         "in_filter": filter,
         "gate_overhead": {"without_gate": baseline, "with_gate": gated},
+        "scoring_through_envoy": scoring,
         "ingest": {"direct": direct, "through_envoy": through_envoy},
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     std::fs::write(
         &out,
-        markdown(&report, &filter, &baseline, &gated, &direct, &through_envoy),
+        markdown(
+            &report,
+            &filter,
+            &baseline,
+            &gated,
+            &direct,
+            &through_envoy,
+            &scoring,
+        ),
     )?;
     eprintln!("wrote {out}");
     Ok(())
+}
+
+/// In-guest timings inside Envoy's V8, from the headers the filter forwards.
+#[derive(Debug, Clone, serde::Serialize)]
+struct EnvoyScoring {
+    load: LoadReport,
+    verify_us: Option<(usize, f64, f64)>,
+    score_us: Option<(usize, f64, f64)>,
+}
+
+fn scoring_through_envoy(upstream: std::net::SocketAddr) -> Result<EnvoyScoring> {
+    let mut env = hmac_env();
+    env.push(("KAKEYA_BUNDLE_POLL_MS".into(), "200".into()));
+    let stack = Stack::start(StackOptions {
+        env,
+        without_gate: false,
+        ingest_override: Some(upstream),
+    })?;
+    let ev = kakeya_wasm_tests::fixtures::evidence_of_size(2048);
+    let body = kakeya_wasm_tests::fixtures::signed_pcs_with_evidence("bench-ev", KEY, &ev, None)
+        .to_string();
+    let url = stack.url(SUBMIT);
+    let req = |_i: usize| {
+        (
+            url.clone(),
+            vec![("content-type".into(), "application/json".into())],
+            body.clone().into_bytes(),
+        )
+    };
+    // Wait (bounded) until the filter has the bundle and scores.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        load::run(20, 1, req);
+        if load::take_captured()
+            .iter()
+            .any(|(k, _)| *k == "x-kakeya-score-ns")
+        {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the gate never scored: no bundle?"
+        );
+    }
+    load::run(2_000, CONCURRENCY, req);
+    load::take_captured();
+    let report = load::run(20_000, CONCURRENCY, req);
+    let captured = load::take_captured();
+    let summary = |name: &str| {
+        let mut us: Vec<f64> = captured
+            .iter()
+            .filter(|(k, _)| *k == name)
+            .map(|(_, ns)| *ns as f64 / 1000.0)
+            .collect();
+        us.sort_by(f64::total_cmp);
+        (!us.is_empty()).then(|| {
+            (
+                us.len(),
+                load::percentile(&us, 0.5),
+                load::percentile(&us, 0.99),
+            )
+        })
+    };
+    Ok(EnvoyScoring {
+        load: report,
+        verify_us: summary("x-kakeya-verify-ns"),
+        score_us: summary("x-kakeya-score-ns"),
+    })
 }
 
 fn machine() -> String {
@@ -151,6 +233,7 @@ fn markdown(
     gated: &LoadReport,
     direct: &LoadReport,
     through_envoy: &LoadReport,
+    scoring: &EnvoyScoring,
 ) -> String {
     let added_p99 = gated.p99_ms - baseline.p99_ms;
     let throughput_cost = 1.0 - gated.throughput_rps / baseline.throughput_rps;
@@ -203,6 +286,35 @@ fn markdown(
         "On 2 cores the load generator, Envoy (2 workers) and the upstream share the CPU, so absolute \
          figures are lower than on a dedicated host; the difference between the two rows is the filter.\n"
     );
+    let _ = writeln!(
+        s,
+        "## Inline scoring through Envoy 1.40 (PCS v0.2 with 2 KB of evidence, default model)\n"
+    );
+    let _ = writeln!(s, "In-guest times measured by the filter with Envoy's clock (V8), read by the upstream from the forwarded `x-kakeya-verify-ns` / `x-kakeya-score-ns` headers.\n");
+    let _ = writeln!(
+        s,
+        "| measure | samples | p50 µs | p99 µs |\n|---|---|---|---|"
+    );
+    for (name, v) in [
+        (
+            "parse + signature + evidence binding + verify",
+            scoring.verify_us,
+        ),
+        ("features + scoring", scoring.score_us),
+    ] {
+        if let Some((n, p50, p99)) = v {
+            let _ = writeln!(s, "| {name} | {n} | {p50:.1} | {p99:.1} |");
+        }
+    }
+    let _ = writeln!(s, "\n| route | requests | concurrency | req/s | p50 ms | p99 ms | statuses |\n|---|---|---|---|---|---|---|");
+    s.push_str(&row("with gate, scored", &scoring.load));
+    if let Some((_, _, p99)) = scoring.score_us {
+        let _ = writeln!(
+            s,
+            "\nTarget: features + scoring p99 ≤ 20 µs through Envoy → **{}** ({p99:.1} µs).\n",
+            verdict(p99 <= 20.0)
+        );
+    }
     let _ = writeln!(
         s,
         "## Ingest: durable acknowledged submissions on SQLite with group commit\n"
