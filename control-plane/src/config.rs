@@ -67,6 +67,7 @@ pub struct FileConfig {
     pub bundle_signing_seed_file: Option<PathBuf>,
     pub bundle_poll_interval_ms: Option<u64>,
     pub bundle_failure_mode: Option<FailureMode>,
+    pub tenant_stats_days: Option<u32>,
 }
 
 /// The effective configuration.
@@ -98,6 +99,8 @@ pub struct Config {
     /// Public key of the bundle signing seed (standard base64), once loaded with
     /// [`Config::load_bundle_key`]; the gate configuration carries a bundle source only then.
     pub bundle_public_key: Option<String>,
+    /// Days of decision log from which a published bundle's per-tenant statistics are computed.
+    pub tenant_stats_days: u32,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -127,6 +130,7 @@ impl Default for Config {
             bundle_poll_interval_ms: DEFAULT_BUNDLE_POLL_MS,
             bundle_failure_mode: FailureMode::Open,
             bundle_public_key: None,
+            tenant_stats_days: crate::registry::DEFAULT_TENANT_STATS_DAYS,
             warnings: Vec::new(),
         }
     }
@@ -271,6 +275,7 @@ impl Config {
             bundle_poll_interval_ms,
             bundle_failure_mode,
             bundle_public_key: None,
+            tenant_stats_days: file.tenant_stats_days.unwrap_or(d.tenant_stats_days),
             warnings,
         };
         cfg.validate()?;
@@ -293,6 +298,11 @@ impl Config {
         if self.dedup_ttl_secs == 0 {
             return Err(ConfigError::Invalid(
                 "dedup_ttl_secs must be at least 1".into(),
+            ));
+        }
+        if self.tenant_stats_days == 0 {
+            return Err(ConfigError::Invalid(
+                "tenant_stats_days must be at least 1".into(),
             ));
         }
         if self.bundle_poll_interval_ms < 100 {

@@ -1,12 +1,16 @@
 //! `kakeya train`, `kakeya eval` and `kakeya pcs build`: thin CLI wrappers over
 //! [`kakeya_control_plane::ml`] and [`kakeya_core::pcs_builder`].
 
+use crate::eval_gateway;
 use anyhow::Context;
 use clap::Args;
 use kakeya_control_plane::ml::{dataset, eval, model};
+use kakeya_core::bundle::{Bundle, Policy, Scorer, BUNDLE_FORMAT};
+use kakeya_core::features::TenantStats;
 use kakeya_core::model::{HrsModel, TrainingMeta};
 use kakeya_core::pcs_builder::{build, BuildOptions, RECIPE_VERSION};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -36,10 +40,26 @@ pub struct EvalArgs {
     /// Labelled JSONL (plain or .gz).
     #[arg(long)]
     dataset: PathBuf,
-    /// Score with this artifact instead of cross-validating the default recipe (figures are
-    /// in-sample if it was trained on the same dataset).
+    /// Without --model (the default): grouped k-fold cross-validation of the default recipe.
+    /// With it: score with this model, an artifact FILE, a registered VERSION (`lr-…`) or
+    /// `champion` (the current bundle's), the last two from the registry of the configured data
+    /// dir / DATABASE_URL. Figures are in-sample if the model was trained on this dataset.
+    #[arg(long, value_name = "VERSION|champion|FILE")]
+    model: Option<String>,
+    /// Send every row through this gateway (e.g. http://127.0.0.1:8080) as a signed PCS v0.2
+    /// with its evidence; the figures are then those of the risks the gateway served, and the
+    /// report says how many equal the native score of --model bit for bit.
+    #[arg(long, value_name = "URL", requires = "model")]
+    through: Option<String>,
+    /// HMAC key signing the PCS sent with --through (UTF-8 bytes).
+    #[arg(long, env = "PCS_HMAC_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// x-tenant-id of the requests sent with --through.
     #[arg(long)]
-    model: Option<PathBuf>,
+    tenant: Option<String>,
+    /// Use only N rows: whole items taken round-robin over the tasks, in file order.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -55,6 +75,16 @@ pub struct EvalArgs {
     /// Debug: write the feature matrix with folds to this CSV.
     #[arg(long, hide = true)]
     dump_features: Option<PathBuf>,
+}
+
+impl EvalArgs {
+    /// True when --model names a registry entry (not an existing file): the configuration's
+    /// database is needed.
+    pub fn needs_registry(&self) -> bool {
+        self.model
+            .as_deref()
+            .is_some_and(|m| !std::path::Path::new(m).is_file())
+    }
 }
 
 #[derive(Args)]
@@ -84,8 +114,18 @@ fn progress(label: &'static str, total: usize) -> impl FnMut(usize) {
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<(dataset::Dataset, eval::Prepared)> {
+    load_limited(path, None)
+}
+
+fn load_limited(
+    path: &std::path::Path,
+    limit: Option<usize>,
+) -> anyhow::Result<(dataset::Dataset, eval::Prepared)> {
     let t = Instant::now();
-    let ds = dataset::load(path)?;
+    let mut ds = dataset::load(path)?;
+    if let Some(n) = limit {
+        ds.rows = dataset::sample_by_task(&ds.rows, n.max(1));
+    }
     let prepared = eval::prepare(&ds.rows, progress("features", ds.rows.len()));
     eprintln!(
         "{} rows, sha256 {}, features in {:.1} s",
@@ -166,21 +206,89 @@ fn fmt(v: &Value) -> String {
     v.as_f64().map_or("-".into(), |x| format!("{x:.3}"))
 }
 
-pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
-    let (ds, p) = load(&a.dataset)?;
+/// The model `--model` names, and the tenant statistics of the current bundle (none for a
+/// file).
+fn resolve_model(
+    spec: &str,
+    cfg: Option<&kakeya_control_plane::config::Config>,
+) -> anyhow::Result<(HrsModel, BTreeMap<String, TenantStats>)> {
+    let path = std::path::Path::new(spec);
+    if path.is_file() {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        return Ok((HrsModel::from_json(&bytes)?, BTreeMap::new()));
+    }
+    let Some(cfg) = cfg else {
+        anyhow::bail!("--model {spec}: no such file, and no configuration to look it up in");
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            use kakeya_control_plane::registry;
+            let db = kakeya_control_plane::store::Db::connect(&cfg.database_url, None)
+                .await
+                .context("cannot open the registry database; check KAKEYA_DATA_DIR / DATABASE_URL")?;
+            let bundle = match registry::current_bundle(&db).await? {
+                Some(b) => Some(
+                    serde_json::from_str::<Bundle>(&b.bytes)
+                        .with_context(|| format!("stored bundle {} does not parse", b.version))?,
+                ),
+                None => None,
+            };
+            let stats = bundle
+                .as_ref()
+                .map(|b| b.tenant_stats.clone())
+                .unwrap_or_default();
+            if spec == registry::CHAMPION {
+                let b = bundle.context(
+                    "--model champion: no bundle published yet (kakeya serve publishes the first one)",
+                )?;
+                return Ok((b.champion, stats));
+            }
+            let d = registry::get_model(&db, spec).await?.with_context(|| {
+                format!("--model {spec}: neither a file nor a registered model (kakeya model list)")
+            })?;
+            let m = HrsModel::from_json(d.artifact.to_string().as_bytes())
+                .with_context(|| format!("registered model {spec}"))?;
+            anyhow::Ok((m, stats))
+        })
+}
+
+/// `kakeya eval`; `cfg` (the configuration) is needed when --model names a registry entry.
+pub fn eval(
+    a: &EvalArgs,
+    cfg: Option<&kakeya_control_plane::config::Config>,
+) -> anyhow::Result<()> {
+    let resolved = a
+        .model
+        .as_deref()
+        .map(|spec| resolve_model(spec, cfg))
+        .transpose()?;
+    let (ds, p) = load_limited(&a.dataset, a.limit)?;
     let cv = eval::cross_validate(&p, a.folds, a.seed, a.l2, progress("cv folds", a.folds));
-    let (version, scores, in_sample) = match &a.model {
-        Some(path) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let m = HrsModel::from_json(&bytes)?;
+    let mut served = None;
+    let (version, scores, in_sample) = match resolved {
+        Some((m, tenant_stats)) => {
             let in_sample = m.training.dataset_sha256 == ds.sha256;
             if in_sample {
                 eprintln!(
                     "WARNING: the model was trained on this dataset: its figures are in-sample"
                 );
             }
-            (m.version(), eval::score_with(&p, &m), in_sample)
+            let scores = match &a.through {
+                Some(url) => {
+                    let run = through(a, cfg, url, &ds.rows, &m, tenant_stats)?;
+                    let native: Vec<f64> = run.rows.iter().map(|r| r.native).collect();
+                    let mut s = eval_gateway::summary(&run, url);
+                    s["native"] = eval::per_task(&p, &native);
+                    let served_scores = run.rows.iter().map(|r| r.risk).collect();
+                    served = Some(s);
+                    served_scores
+                }
+                None => eval::score_with(&p, &m),
+            };
+            (m.version(), scores, in_sample)
         }
         None => (
             format!(
@@ -199,8 +307,22 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         "seed": a.seed,
         "l2": a.l2,
         "in_sample": in_sample,
+        "limit": a.limit,
+        "scores": if a.through.is_some() { "served by the gateway" } else { "native" },
     });
-    let r = eval::report(&p, &version, &scores, &cv, meta);
+    let mut r = eval::report(&p, &version, &scores, &cv, meta);
+    if let Some(s) = served {
+        println!(
+            "served through {}: {} rows at {:.1} rows/s; served = native for {:.4} of rows (max |diff| {:e})",
+            s["gateway"].as_str().unwrap_or_default(),
+            s["n"],
+            s["rows_per_s"].as_f64().unwrap_or(0.0),
+            s["served_equals_native"].as_f64().unwrap_or(0.0),
+            s["max_abs_diff"].as_f64().unwrap_or(0.0)
+        );
+        r["served_equals_native"] = s["served_equals_native"].clone();
+        r["served"] = s;
+    }
     if let Some(path) = &a.dump_features {
         let mut f = std::io::BufWriter::new(
             std::fs::File::create(path)
@@ -255,6 +377,51 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         eprintln!("report written to {}", path.display());
     }
     Ok(())
+}
+
+/// Sends the rows through the gateway and scores them natively with `m` (and the bundle's
+/// tenant statistics).
+fn through(
+    a: &EvalArgs,
+    cfg: Option<&kakeya_control_plane::config::Config>,
+    url: &str,
+    rows: &[dataset::Row],
+    m: &HrsModel,
+    tenant_stats: BTreeMap<String, TenantStats>,
+) -> anyhow::Result<eval_gateway::Run> {
+    if a.key.is_none() {
+        eprintln!("WARNING: no --key / PCS_HMAC_KEY: the PCS are sent unsigned");
+    }
+    let scorer = Scorer::new(Bundle {
+        format: BUNDLE_FORMAT.into(),
+        version: 0,
+        created_at_ms: 0,
+        champion: m.clone(),
+        challenger: None,
+        challenger_weight: 0.0,
+        tenant_stats,
+        policy: Policy::default(),
+    });
+    // In single-tenant mode the gateway treats every request as tenant `default`.
+    let multi = cfg.is_none_or(|c| c.keyring.multi_tenant);
+    let native_tenant = match (&a.tenant, multi) {
+        (Some(t), true) => t.as_str(),
+        _ => "default",
+    };
+    let verify = cfg.map(|c| c.verify).unwrap_or_default();
+    let run_id = format!("{:x}", kakeya_control_plane::now_ms());
+    eval_gateway::run(
+        rows,
+        &eval_gateway::Target {
+            url,
+            key: a.key.as_deref(),
+            tenant: a.tenant.as_deref(),
+            native_tenant,
+            verify: &verify,
+            run_id: &run_id,
+        },
+        &scorer,
+    )
 }
 
 pub fn pcs_build(a: &PcsBuildArgs) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ use kakeya_control_plane::{envoy, ingest, server, store};
 use std::io::Write;
 use std::path::PathBuf;
 
+mod eval_gateway;
 mod hrs;
 mod registry_cli;
 
@@ -42,8 +43,10 @@ enum Cmd {
     },
     /// Train the hallucination-risk model (L2 logistic regression + Platt) on a labelled JSONL.
     Train(hrs::TrainArgs),
-    /// Evaluate hallucination-risk scoring with grouped k-fold CV (or a given model) against the
-    /// reference HRS and a length-only baseline; prints a summary, writes a JSON report.
+    /// Evaluate hallucination-risk scoring against the reference HRS and a length-only baseline:
+    /// by default grouped k-fold CV of the recipe; with --model a given model (file, registered
+    /// version or champion), optionally as served through the gateway (--through). Prints a
+    /// summary, writes a JSON report.
     Eval(hrs::EvalArgs),
     /// PCS tools.
     Pcs {
@@ -166,7 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // The offline tools need no service configuration.
     match &cli.cmd {
         Cmd::Train(a) if !a.register => return hrs::train(a, None),
-        Cmd::Eval(a) => return hrs::eval(a),
+        Cmd::Eval(a) if !a.needs_registry() => return hrs::eval(a, None),
         Cmd::Pcs {
             cmd: PcsCmd::Build(a),
         } => return hrs::pcs_build(a),
@@ -243,9 +246,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Train(a) => hrs::train(&a, Some(&cfg)),
+        Cmd::Eval(a) => hrs::eval(&a, Some(&cfg)),
         Cmd::Model { cmd } => runtime()?.block_on(registry_cli::model(cfg, cmd)),
         Cmd::Bundle { cmd } => runtime()?.block_on(registry_cli::bundle(cfg, cmd)),
         // Handled above, before the configuration is loaded.
-        Cmd::Eval(_) | Cmd::Pcs { .. } => Ok(()),
+        Cmd::Pcs { .. } => Ok(()),
     }
 }

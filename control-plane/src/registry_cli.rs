@@ -29,6 +29,7 @@ fn print_published(p: &registry::Published) {
 }
 
 pub async fn model(mut cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
+    registry::configure_tenant_stats_days(cfg.tenant_stats_days);
     let db = db(&cfg).await?;
     match cmd {
         ModelCmd::Register { file } => {

@@ -69,6 +69,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         })?;
     let seed = crate::registry::keys::load_or_create_seed(&cfg.bundle_signing_seed_file)
         .context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")?;
+    crate::registry::configure_tenant_stats_days(cfg.tenant_stats_days);
     crate::registry::bootstrap::ensure_default(&db, &seed)
         .await
         .context("cannot publish the default model bundle")?;

@@ -41,6 +41,48 @@ pub fn group_of(id: &str) -> &str {
     id.rsplit_once('-').map_or(id, |(g, _)| g)
 }
 
+/// At most `n` rows, whole items taken round-robin over the tasks (in order of first
+/// appearance, each task's items in file order), so a small sample still covers every task
+/// and keeps both responses of an item together (only the last item may be cut).
+pub fn sample_by_task(rows: &[Row], n: usize) -> Vec<Row> {
+    use std::collections::BTreeMap;
+    let mut tasks: Vec<&str> = Vec::new();
+    // task → items in order; item → row indices
+    let mut items: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut members: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        if !items.contains_key(r.task.as_str()) {
+            tasks.push(&r.task);
+        }
+        let m = members.entry(r.group()).or_default();
+        if m.is_empty() {
+            items.entry(&r.task).or_default().push(r.group());
+        }
+        m.push(i);
+    }
+    let mut out = Vec::with_capacity(n.min(rows.len()));
+    let mut cursor = vec![0usize; tasks.len()];
+    while out.len() < n {
+        let mut progressed = false;
+        for (t, task) in tasks.iter().enumerate() {
+            let Some(group) = items.get(task).and_then(|v| v.get(cursor[t])) else {
+                continue;
+            };
+            cursor[t] += 1;
+            progressed = true;
+            for &i in members.get(group).into_iter().flatten() {
+                if out.len() < n {
+                    out.push(rows[i].clone());
+                }
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    out
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
     #[error("cannot read {path}: {source}")]
@@ -127,6 +169,34 @@ mod tests {
         gz.write_all(TWO.as_bytes()).unwrap();
         let gz = gz.finish().unwrap();
         assert_eq!(parse(&gz).unwrap(), rows);
+    }
+
+    #[test]
+    fn samples_cover_every_task_and_keep_items_whole() {
+        let row = |id: &str, task: &str| Row {
+            id: id.into(),
+            task: task.into(),
+            question: String::new(),
+            context: String::new(),
+            response: "r".into(),
+            label: 0,
+        };
+        let rows = vec![
+            row("d-1-0", "dialogue"),
+            row("d-1-1", "dialogue"),
+            row("d-2-0", "dialogue"),
+            row("d-2-1", "dialogue"),
+            row("q-1-0", "qa"),
+            row("q-1-1", "qa"),
+            row("s-1-0", "summarization"),
+        ];
+        let ids = |v: Vec<Row>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(sample_by_task(&rows, 5)),
+            ["d-1-0", "d-1-1", "q-1-0", "q-1-1", "s-1-0"]
+        );
+        assert_eq!(ids(sample_by_task(&rows, 3)), ["d-1-0", "d-1-1", "q-1-0"]);
+        assert_eq!(sample_by_task(&rows, 100).len(), rows.len());
     }
 
     #[test]

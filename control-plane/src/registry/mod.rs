@@ -7,7 +7,8 @@
 //!
 //! Every alias change publishes a new bundle (version = previous + 1) **in the same
 //! transaction**, so the served bundle always matches the aliases. The filter polls
-//! `GET /v1/bundles/current`; the bytes served are exactly the signed ones.
+//! `GET /v1/bundles/current`; the bytes served are exactly the signed ones. A bundle carries
+//! per-tenant statistics computed from the recent decision log ([`tenant_stats`]).
 //! All SQL is `$n`-placeholder SQL through `sqlx::Any`, shared by SQLite and PostgreSQL.
 
 pub mod bootstrap;
@@ -16,15 +17,75 @@ pub mod keys;
 
 use crate::store::{Backend, Db};
 use kakeya_core::bundle::{Bundle, Policy, BUNDLE_FORMAT};
+use kakeya_core::features::TenantStats;
 use kakeya_core::model::HrsModel;
 use serde::Serialize;
 use sqlx::{AnyConnection, Connection, Row};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Where filters fetch the active bundle.
 pub const BUNDLE_PATH: &str = "/v1/bundles/current";
 pub const CHAMPION: &str = "champion";
 pub const CHALLENGER: &str = "challenger";
+
+/// Default window (days of decision log) of the tenant statistics a bundle carries.
+pub const DEFAULT_TENANT_STATS_DAYS: u32 = 14;
+/// Most recent decision-log rows per tenant folded into its statistics.
+pub const TENANT_STATS_MAX_ROWS: i64 = 10_000;
+/// Tenants with fewer rows in the window keep the model's training baseline.
+pub const TENANT_STATS_MIN_ROWS: i64 = 20;
+
+static TENANT_STATS_DAYS: AtomicU32 = AtomicU32::new(DEFAULT_TENANT_STATS_DAYS);
+
+/// Sets the window of the tenant statistics of the bundles this process publishes
+/// (`tenant_stats_days` in `kakeya.toml`; at least 1 day).
+pub fn configure_tenant_stats_days(days: u32) {
+    TENANT_STATS_DAYS.store(days.max(1), Ordering::Relaxed);
+}
+
+/// Per-tenant [`TenantStats`] from the decision log: for every tenant with at least
+/// [`TENANT_STATS_MIN_ROWS`] rows created since `since_ms`, its most recent
+/// [`TENANT_STATS_MAX_ROWS`] rows folded in decision-log order (row id) into
+/// [`TenantStats::fresh`] with [`TenantStats::update`] (EMA α = 0.3 of D̂, coh★ and r, EW std of
+/// r, count; latency is not logged and counts as 0).
+pub async fn tenant_stats(
+    conn: &mut AnyConnection,
+    since_ms: i64,
+) -> Result<BTreeMap<String, TenantStats>, sqlx::Error> {
+    let tenants = sqlx::query(
+        "SELECT tenant, COUNT(*) AS n FROM decision_log WHERE created_at_ms >= $1 \
+         GROUP BY tenant HAVING COUNT(*) >= $2 ORDER BY tenant",
+    )
+    .bind(since_ms)
+    .bind(TENANT_STATS_MIN_ROWS)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = BTreeMap::new();
+    for t in tenants {
+        let tenant: String = t.try_get("tenant")?;
+        let rows = sqlx::query(
+            "SELECT d_hat, coh_star, r FROM decision_log WHERE tenant = $1 AND created_at_ms >= $2 \
+             ORDER BY id DESC LIMIT $3",
+        )
+        .bind(&tenant)
+        .bind(since_ms)
+        .bind(TENANT_STATS_MAX_ROWS)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut stats = TenantStats::fresh();
+        for r in rows.iter().rev() {
+            stats.update(
+                r.try_get("d_hat")?,
+                r.try_get("coh_star")?,
+                r.try_get("r")?,
+                0.0,
+            );
+        }
+        out.insert(tenant, stats);
+    }
+    Ok(out)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -248,6 +309,8 @@ async fn publish(
         .fetch_one(&mut *conn)
         .await?
         .try_get("v")?;
+    let days = i64::from(TENANT_STATS_DAYS.load(Ordering::Relaxed));
+    let tenant_stats = tenant_stats(conn, now_ms.saturating_sub(days * 86_400_000)).await?;
     let bundle = Bundle {
         format: BUNDLE_FORMAT.into(),
         version: u64::try_from(next).unwrap_or(0),
@@ -255,7 +318,7 @@ async fn publish(
         champion,
         challenger,
         challenger_weight,
-        tenant_stats: BTreeMap::new(),
+        tenant_stats,
         policy: Policy::default(),
     };
     bundle

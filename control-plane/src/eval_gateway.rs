@@ -1,0 +1,293 @@
+//! `kakeya eval --through URL`: every dataset row goes through the real gateway as a signed
+//! PCS v0.2 carrying its evidence; the figures are computed from the risks the gateway served,
+//! and each served risk is compared with the native score of the same model on the same request.
+
+use anyhow::{bail, Context};
+use kakeya_control_plane::ml::dataset::Row;
+use kakeya_core::bundle::Scorer;
+use kakeya_core::canonical::{payload_of, SignedFields};
+use kakeya_core::evidence::{bound_evidence, evidence_sha256, Evidence};
+use kakeya_core::pcs_builder::{build, BuildOptions};
+use kakeya_core::signature::sign_hmac;
+use kakeya_core::{parse, verify, VerifyParams};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Requests in flight at once.
+pub const CONCURRENCY: usize = 8;
+/// Attempts of one row answered 429 or 503 (each waits `Retry-After`, at most 2 s).
+const MAX_ATTEMPTS: usize = 30;
+
+/// Where and how to send.
+pub struct Target<'a> {
+    /// Gateway base URL, e.g. `http://127.0.0.1:8080`.
+    pub url: &'a str,
+    /// HMAC key; unsigned without it.
+    pub key: Option<&'a str>,
+    /// `x-tenant-id` of every request.
+    pub tenant: Option<&'a str>,
+    /// Tenant whose statistics the native score uses (the gateway's view of the tenant).
+    pub native_tenant: &'a str,
+    pub verify: &'a VerifyParams,
+    /// Prefix of every shard id, unique per run, so dedup never answers with an older result.
+    pub run_id: &'a str,
+}
+
+/// The signed PCS v0.2 JSON of a row: the `text-pcs-v1` PCS of its response, its evidence,
+/// `evidence_sha256` in the signed payload.
+pub fn request_body(row: &Row, shard_id: &str, key: Option<&str>) -> (Vec<u8>, Evidence) {
+    let built = build(
+        &row.response,
+        &BuildOptions {
+            shard_id: shard_id.to_string(),
+            epoch: 0,
+        },
+    );
+    let ev = row.evidence();
+    let sha = evidence_sha256(&ev);
+    let sig = key.map_or_else(String::new, |k| {
+        let payload = payload_of(&SignedFields {
+            pcs_id: &built.pcs_id,
+            merkle_root: &built.merkle_root,
+            epoch: built.epoch,
+            shard_id: &built.shard_id,
+            d_hat: built.d_hat,
+            coh_star: built.coh_star,
+            r: built.r,
+            budget: built.budget,
+            evidence_sha256: &sha,
+        });
+        sign_hmac(payload.as_bytes(), k.as_bytes())
+    });
+    let mut v = built.to_json(&sig);
+    v["version"] = json!("0.2");
+    v["evidence_sha256"] = json!(sha);
+    v["evidence"] = serde_json::to_value(&ev).unwrap_or(Value::Null);
+    (v.to_string().into_bytes(), ev)
+}
+
+/// One row's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    pub status: u16,
+    pub risk: f64,
+    pub model_version: String,
+    pub native: f64,
+}
+
+/// What the run measured.
+pub struct Run {
+    pub rows: Vec<Served>,
+    pub secs: f64,
+}
+
+fn shard_of(run_id: &str, row_id: &str) -> String {
+    format!("eval-{run_id}-{row_id}")
+}
+
+fn unreachable_hint(url: &str, e: &ureq::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot reach the gateway at {url}: {e} (is it running? `cargo xtask up`)")
+}
+
+/// Sends one row (retrying 429/503) and scores it natively.
+fn one(agent: &ureq::Agent, t: &Target<'_>, scorer: &Scorer, row: &Row) -> anyhow::Result<Served> {
+    let shard = shard_of(t.run_id, &row.id);
+    let (body, _) = request_body(row, &shard, t.key);
+    let pcs =
+        parse(&body).with_context(|| format!("row {}: the built PCS does not parse", row.id))?;
+    let outcome = verify(&pcs, t.verify);
+    let ev = bound_evidence(&pcs).ok().flatten();
+    let native = scorer
+        .assess(t.native_tenant, &pcs, &outcome, ev)
+        .map(|r| r.risk)
+        .with_context(|| format!("row {}: the model did not score natively", row.id))?;
+    let url = format!("{}/v1/pcs/submit", t.url.trim_end_matches('/'));
+    for attempt in 1..=MAX_ATTEMPTS {
+        let mut req = agent.post(&url).set("content-type", "application/json");
+        if let Some(tenant) = t.tenant {
+            req = req.set("x-tenant-id", tenant);
+        }
+        let resp = match req.send_bytes(&body) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(unreachable_hint(t.url, &e)),
+        };
+        let status = resp.status();
+        if (status == 429 || status == 503) && attempt < MAX_ATTEMPTS {
+            let wait = resp
+                .header("retry-after")
+                .and_then(|s| s.trim().parse::<f64>().ok())
+                .unwrap_or(0.1)
+                .clamp(0.05, 2.0);
+            std::thread::sleep(Duration::from_secs_f64(wait));
+            continue;
+        }
+        let text = resp
+            .into_string()
+            .with_context(|| format!("row {}: cannot read the gateway's answer", row.id))?;
+        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        match status {
+            200 | 202 => {}
+            401 => bail!(
+                "the gateway refused row {} (401: {}): is --key (or PCS_HMAC_KEY) the gateway's HMAC key?",
+                row.id,
+                text.trim()
+            ),
+            _ => bail!(
+                "the gateway answered {status} for row {}: {}",
+                row.id,
+                text.trim()
+            ),
+        }
+        let Some(risk) = answer["risk"]["score"].as_f64() else {
+            bail!(
+                "the gateway did not score row {} (answer {status}: {}): is a bundle loaded and does the PCS carry evidence?",
+                row.id,
+                text.trim()
+            );
+        };
+        return Ok(Served {
+            status,
+            risk,
+            model_version: answer["risk"]["model_version"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            native,
+        });
+    }
+    bail!(
+        "row {}: still rate-limited or unavailable after {MAX_ATTEMPTS} attempts",
+        row.id
+    )
+}
+
+/// Sends every row with [`CONCURRENCY`] workers; stops at the first error.
+pub fn run(rows: &[Row], t: &Target<'_>, scorer: &Scorer) -> anyhow::Result<Run> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .max_idle_connections_per_host(CONCURRENCY)
+        .build();
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Served>>> = Mutex::new(vec![None; rows.len()]);
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let total = rows.len();
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..CONCURRENCY.min(total.max(1)) {
+            s.spawn(|| loop {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= total {
+                    return;
+                }
+                match one(&agent, t, scorer, &rows[i]) {
+                    Ok(r) => {
+                        if let Ok(mut v) = results.lock() {
+                            v[i] = Some(r);
+                        }
+                        let d = done.fetch_add(1, Ordering::SeqCst) + 1;
+                        if d % 10 == 0 || d == total {
+                            let secs = t0.elapsed().as_secs_f64().max(1e-9);
+                            eprint!(
+                                "\rthrough {}: {d}/{total} rows, {:.1} rows/s",
+                                t.url,
+                                d as f64 / secs
+                            );
+                            let _ = std::io::stderr().flush();
+                        }
+                    }
+                    Err(e) => {
+                        stop.store(true, Ordering::SeqCst);
+                        if let Ok(mut f) = first_error.lock() {
+                            f.get_or_insert(e);
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!();
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let rows = results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a worker panicked"))?
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .context("some rows were not sent")?;
+    Ok(Run { rows, secs })
+}
+
+/// The `served` section of the report: agreement with the native scores, statuses, models.
+pub fn summary(run: &Run, url: &str) -> Value {
+    let n = run.rows.len();
+    let equal = run
+        .rows
+        .iter()
+        .filter(|r| r.risk.to_bits() == r.native.to_bits())
+        .count();
+    let max_abs_diff = run
+        .rows
+        .iter()
+        .map(|r| (r.risk - r.native).abs())
+        .fold(0.0, f64::max);
+    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    let mut models: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &run.rows {
+        *statuses.entry(r.status.to_string()).or_default() += 1;
+        *models.entry(r.model_version.clone()).or_default() += 1;
+    }
+    json!({
+        "gateway": url,
+        "n": n,
+        "served_equals_native": if n == 0 { 0.0 } else { equal as f64 / n as f64 },
+        "exact_matches": equal,
+        "max_abs_diff": max_abs_diff,
+        "statuses": statuses,
+        "model_versions": models,
+        "seconds": run.secs,
+        "rows_per_s": if run.secs > 0.0 { n as f64 / run.secs } else { 0.0 },
+        "concurrency": CONCURRENCY,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_bodies_are_signed_v02_with_bound_evidence() {
+        let row = Row {
+            id: "qa-1-0".into(),
+            task: "qa".into(),
+            question: "Who wrote it?".into(),
+            context: "Ada Lovelace wrote the first program.".into(),
+            response: "Ada Lovelace wrote it. She was first.".into(),
+            label: 0,
+        };
+        let (body, ev) = request_body(&row, &shard_of("r1", &row.id), Some("k"));
+        let pcs = parse(&body).unwrap();
+        assert_eq!(pcs.version, "0.2");
+        assert_eq!(bound_evidence(&pcs), Ok(Some(&ev)));
+        let payload = kakeya_core::canonical::signing_payload(&pcs);
+        assert_eq!(pcs.sig, sign_hmac(payload.as_bytes(), b"k"));
+        assert_eq!(
+            pcs.pcs_id,
+            kakeya_core::ids::derive_pcs_id(&pcs.merkle_root, pcs.epoch, "eval-r1-qa-1-0")
+        );
+        let (other, _) = request_body(&row, &shard_of("r2", &row.id), Some("k"));
+        assert_ne!(parse(&other).unwrap().pcs_id, pcs.pcs_id, "unique per run");
+    }
+}
