@@ -19,6 +19,8 @@ use std::fmt::Write;
 
 const SUBMIT: &str = "/v1/pcs/submit";
 const CONCURRENCY: usize = 8;
+/// Alternating rounds per route in the overhead comparison.
+const ROUNDS: usize = 5;
 
 fn hmac_env() -> Vec<(String, String)> {
     vec![
@@ -41,25 +43,36 @@ fn main() -> Result<()> {
     eprintln!("bench 2/4: gate overhead through Envoy");
     let upstream = load::spawn_trivial_upstream()?;
     let golden = signed_pcs("bench", KEY).to_string();
-    let overhead = |without_gate: bool| -> Result<LoadReport> {
-        let stack = Stack::start(StackOptions {
+    // Both routes stay up; rounds alternate between them so drift on the shared machine hits
+    // both alike, and the median round of each is reported.
+    let start = |without_gate: bool| {
+        Stack::start(StackOptions {
             env: hmac_env(),
             without_gate,
             ingest_override: Some(upstream),
-        })?;
+        })
+    };
+    let (plain, gate) = (start(true)?, start(false)?);
+    let run_on = |stack: &Stack, n: usize| {
         let url = stack.url(SUBMIT);
-        let req = |_i: usize| {
+        load::run(n, CONCURRENCY, |_i: usize| {
             (
                 url.clone(),
                 vec![("content-type".into(), "application/json".into())],
                 golden.clone().into_bytes(),
             )
-        };
-        load::run(2_000, CONCURRENCY, req); // warm-up: connections, V8 tiers
-        Ok(load::run(20_000, CONCURRENCY, req))
+        })
     };
-    let baseline = overhead(true)?;
-    let gated = overhead(false)?;
+    run_on(&plain, 2_000); // warm-up: connections, V8 tiers
+    run_on(&gate, 2_000);
+    let (mut plain_rounds, mut gate_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        plain_rounds.push(run_on(&plain, 10_000));
+        gate_rounds.push(run_on(&gate, 10_000));
+    }
+    drop((plain, gate));
+    let baseline = median_round(plain_rounds);
+    let gated = median_round(gate_rounds);
 
     eprintln!("bench 3/4: inline scoring through Envoy (2 KB evidence)");
     let scoring = scoring_through_envoy(upstream)?;
@@ -107,7 +120,7 @@ fn main() -> Result<()> {
     let report = json!({
         "machine": machine,
         "in_filter": filter,
-        "gate_overhead": {"without_gate": baseline, "with_gate": gated},
+        "gate_overhead": {"without_gate": baseline, "with_gate": gated, "rounds": ROUNDS},
         "scoring_through_envoy": scoring,
         "ingest": {"direct": direct, "through_envoy": through_envoy},
     });
@@ -130,10 +143,19 @@ fn main() -> Result<()> {
 
 /// In-guest timings inside Envoy's V8, from the headers the filter forwards.
 #[derive(Debug, Clone, serde::Serialize)]
-struct EnvoyScoring {
+struct Phase {
     load: LoadReport,
     verify_us: Option<(usize, f64, f64)>,
     score_us: Option<(usize, f64, f64)>,
+}
+
+/// Scoring measured at light load (one client) and at the saturating load of the other runs:
+/// the in-guest clock is wall time, so under saturation it also counts the time the worker
+/// thread was preempted on the shared 2 cores.
+#[derive(Debug, Clone, serde::Serialize)]
+struct EnvoyScoring {
+    light: Phase,
+    saturated: Phase,
 }
 
 fn scoring_through_envoy(upstream: std::net::SocketAddr) -> Result<EnvoyScoring> {
@@ -172,28 +194,41 @@ fn scoring_through_envoy(upstream: std::net::SocketAddr) -> Result<EnvoyScoring>
     }
     load::run(2_000, CONCURRENCY, req);
     load::take_captured();
-    let report = load::run(20_000, CONCURRENCY, req);
-    let captured = load::take_captured();
-    let summary = |name: &str| {
-        let mut us: Vec<f64> = captured
-            .iter()
-            .filter(|(k, _)| *k == name)
-            .map(|(_, ns)| *ns as f64 / 1000.0)
-            .collect();
-        us.sort_by(f64::total_cmp);
-        (!us.is_empty()).then(|| {
-            (
-                us.len(),
-                load::percentile(&us, 0.5),
-                load::percentile(&us, 0.99),
-            )
-        })
+    let phase = |n: usize, concurrency: usize| {
+        let report = load::run(n, concurrency, req);
+        let captured = load::take_captured();
+        let summary = |name: &str| {
+            let mut us: Vec<f64> = captured
+                .iter()
+                .filter(|(k, _)| *k == name)
+                .map(|(_, ns)| *ns as f64 / 1000.0)
+                .collect();
+            us.sort_by(f64::total_cmp);
+            (!us.is_empty()).then(|| {
+                (
+                    us.len(),
+                    load::percentile(&us, 0.5),
+                    load::percentile(&us, 0.99),
+                )
+            })
+        };
+        Phase {
+            load: report,
+            verify_us: summary("x-kakeya-verify-ns"),
+            score_us: summary("x-kakeya-score-ns"),
+        }
     };
     Ok(EnvoyScoring {
-        load: report,
-        verify_us: summary("x-kakeya-verify-ns"),
-        score_us: summary("x-kakeya-score-ns"),
+        light: phase(5_000, 1),
+        saturated: phase(20_000, CONCURRENCY),
     })
+}
+
+/// The round with the median throughput.
+fn median_round(mut rounds: Vec<LoadReport>) -> LoadReport {
+    rounds.sort_by(|a, b| a.throughput_rps.total_cmp(&b.throughput_rps));
+    let mid = rounds.len() / 2;
+    rounds.swap_remove(mid)
 }
 
 fn machine() -> String {
@@ -270,13 +305,18 @@ fn markdown(
         s,
         "## Gate overhead through Envoy 1.40 (same route, same trivial upstream)\n"
     );
+    let _ = writeln!(
+        s,
+        "{ROUNDS} alternating rounds of 10,000 requests per route; the median-throughput round of each is shown.\n"
+    );
     let _ = writeln!(s, "| route | requests | concurrency | req/s | p50 ms | p99 ms | statuses |\n|---|---|---|---|---|---|---|");
     s.push_str(&row("without gate", baseline));
     s.push_str(&row("with gate", gated));
     let _ = writeln!(
         s,
-        "\nAdded p99: {:.3} ms (target ≤ 0.5 ms → **{}**). Throughput cost: {:.1} % (target ≤ 15 % → **{}**).",
+        "\nAdded p99: {:.3} ms{} (target ≤ 0.5 ms → **{}**). Throughput cost: {:.1} % (target ≤ 15 % → **{}**).",
         added_p99,
+        if added_p99 < 0.0 { ", i.e. below the run-to-run noise of the p99" } else { "" },
         verdict(added_p99 <= 0.5),
         throughput_cost * 100.0,
         verdict(throughput_cost <= 0.15)
@@ -293,26 +333,42 @@ fn markdown(
     let _ = writeln!(s, "In-guest times measured by the filter with Envoy's clock (V8), read by the upstream from the forwarded `x-kakeya-verify-ns` / `x-kakeya-score-ns` headers.\n");
     let _ = writeln!(
         s,
-        "| measure | samples | p50 µs | p99 µs |\n|---|---|---|---|"
+        "| load | measure | samples | p50 µs | p99 µs |\n|---|---|---|---|---|"
     );
-    for (name, v) in [
-        (
-            "parse + signature + evidence binding + verify",
-            scoring.verify_us,
-        ),
-        ("features + scoring", scoring.score_us),
+    for (load_name, ph) in [
+        ("1 client", &scoring.light),
+        ("8 clients (saturated)", &scoring.saturated),
     ] {
-        if let Some((n, p50, p99)) = v {
-            let _ = writeln!(s, "| {name} | {n} | {p50:.1} | {p99:.1} |");
+        for (name, v) in [
+            (
+                "parse + signature + evidence binding + verify",
+                ph.verify_us,
+            ),
+            ("features + scoring", ph.score_us),
+        ] {
+            if let Some((n, p50, p99)) = v {
+                let _ = writeln!(s, "| {load_name} | {name} | {n} | {p50:.1} | {p99:.1} |");
+            }
         }
     }
     let _ = writeln!(s, "\n| route | requests | concurrency | req/s | p50 ms | p99 ms | statuses |\n|---|---|---|---|---|---|---|");
-    s.push_str(&row("with gate, scored", &scoring.load));
-    if let Some((_, _, p99)) = scoring.score_us {
+    s.push_str(&row("with gate, scored, 1 client", &scoring.light.load));
+    s.push_str(&row(
+        "with gate, scored, 8 clients",
+        &scoring.saturated.load,
+    ));
+    if let (Some((_, _, light)), Some((_, _, sat))) =
+        (scoring.light.score_us, scoring.saturated.score_us)
+    {
         let _ = writeln!(
             s,
-            "\nTarget: features + scoring p99 ≤ 20 µs through Envoy → **{}** ({p99:.1} µs).\n",
-            verdict(p99 <= 20.0)
+            "\nTarget: features + scoring p99 ≤ 20 µs through Envoy → **{}** at light load \
+             ({light:.1} µs); **{}** under saturation ({sat:.1} µs). The filter reads Envoy's \
+             wall clock, so when client, Envoy and upstream saturate the 2 cores, a preempted \
+             worker's pause lands inside some measurements; the harness figure above is the \
+             filter's own cost.\n",
+            verdict(light <= 20.0),
+            verdict(sat <= 20.0)
         );
     }
     let _ = writeln!(
