@@ -224,7 +224,7 @@ pub fn budget(d_hat: f64, coh_star: f64, r: f64, p: &VerifyParams) -> f64 {
 /// Longest echo of an untrusted value inside a reason string.
 const MAX_ECHO: usize = 96;
 
-fn structure_error(p: &Pcs) -> Option<String> {
+fn structure_error(p: &Pcs, derived: &str) -> Option<String> {
     if p.pcs_id.is_empty() {
         return Some("pcs_id is required".into());
     }
@@ -247,7 +247,6 @@ fn structure_error(p: &Pcs) -> Option<String> {
     if p.merkle_root.is_empty() {
         return Some("merkle_root is required".into());
     }
-    let derived = derive_pcs_id(&p.merkle_root, p.epoch, &p.shard_id);
     if p.pcs_id != derived {
         let got: String = p.pcs_id.chars().take(MAX_ECHO).collect();
         return Some(format!("pcs_id mismatch: expected {derived}, got {got}"));
@@ -257,8 +256,9 @@ fn structure_error(p: &Pcs) -> Option<String> {
 
 /// Runs the checks of spec §4 in order.
 pub fn verify(p: &Pcs, params: &VerifyParams) -> Outcome {
-    let cacheable =
-        !p.pcs_id.is_empty() && p.pcs_id == derive_pcs_id(&p.merkle_root, p.epoch, &p.shard_id);
+    // Derived once: it decides both the structure check and whether the result may be cached.
+    let derived = derive_pcs_id(&p.merkle_root, p.epoch, &p.shard_id);
+    let cacheable = !p.pcs_id.is_empty() && p.pcs_id == derived;
     let escalate = |accepted, d_hat, budget, reason: String| Outcome {
         result: VerifyResult {
             accepted,
@@ -271,7 +271,7 @@ pub fn verify(p: &Pcs, params: &VerifyParams) -> Outcome {
         cacheable,
     };
 
-    if let Some(msg) = structure_error(p) {
+    if let Some(msg) = structure_error(p, &derived) {
         return escalate(false, None, None, format!("validation failed: {msg}"));
     }
     let d_rec = match recompute_d_hat(&p.scales, &p.n_j) {
