@@ -228,9 +228,8 @@ impl Bundle {
         }
         let arm = self.arm(tenant);
         let model = self.model(arm);
-        let mut signals = PcsSignals::from_pcs(pcs);
         // The verifier already recomputed D̂ (or could not); reuse it rather than redo it.
-        signals.d_hat_recomputed = outcome.result.recomputed_d_hat;
+        let signals = PcsSignals::from_verified(pcs, outcome.result.recomputed_d_hat);
         let stats = self.tenant_stats.get(tenant).unwrap_or(&model.tenant);
         let x = features(&signals, evidence, stats);
         let (raw, risk) = model.score(&x);

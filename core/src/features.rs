@@ -70,33 +70,47 @@ pub struct PcsSignals {
 }
 
 impl PcsSignals {
-    /// From a parsed wire PCS (the regime is the *claimed* one).
+    /// From a parsed wire PCS (the regime is the *claimed* one), recomputing D̂.
     pub fn from_pcs(p: &Pcs) -> Self {
-        let max_scale = p.scales.iter().copied().max().unwrap_or(0);
-        PcsSignals {
-            d_hat: p.d_hat,
-            coh_star: p.coh_star,
-            r: p.r,
-            budget: p.budget,
-            d_hat_recomputed: recompute_d_hat(&p.scales, &p.n_j).ok(),
-            sticky: p.regime == "sticky",
-            non_sticky: p.regime == "non_sticky",
-            boxes_max: p.n_j.get(&max_scale.to_string()).copied().unwrap_or(0),
-        }
+        Self::from_verified(p, recompute_d_hat(&p.scales, &p.n_j).ok())
+    }
+
+    /// From a wire PCS whose D̂ the verifier already recomputed (or could not).
+    pub fn from_verified(p: &Pcs, d_hat_recomputed: Option<f64>) -> Self {
+        let claimed = [p.d_hat, p.coh_star, p.r, p.budget];
+        Self::new(claimed, &p.regime, &p.scales, &p.n_j, d_hat_recomputed)
     }
 
     /// From a PCS built from text by [`crate::pcs_builder`].
     pub fn from_built(b: &BuiltPcs) -> Self {
-        let max_scale = b.scales.iter().copied().max().unwrap_or(0);
+        let claimed = [b.d_hat, b.coh_star, b.r, b.budget];
+        Self::new(
+            claimed,
+            b.regime,
+            &b.scales,
+            &b.n_j,
+            recompute_d_hat(&b.scales, &b.n_j).ok(),
+        )
+    }
+
+    /// `[d_hat, coh_star, r, budget]`, the regime and the box counts.
+    fn new(
+        [d_hat, coh_star, r, budget]: [f64; 4],
+        regime: &str,
+        scales: &[i64],
+        n_j: &std::collections::BTreeMap<String, i64>,
+        d_hat_recomputed: Option<f64>,
+    ) -> Self {
+        let max_scale = scales.iter().copied().max().unwrap_or(0);
         PcsSignals {
-            d_hat: b.d_hat,
-            coh_star: b.coh_star,
-            r: b.r,
-            budget: b.budget,
-            d_hat_recomputed: recompute_d_hat(&b.scales, &b.n_j).ok(),
-            sticky: b.regime == "sticky",
-            non_sticky: b.regime == "non_sticky",
-            boxes_max: b.n_j.get(&max_scale.to_string()).copied().unwrap_or(0),
+            d_hat,
+            coh_star,
+            r,
+            budget,
+            d_hat_recomputed,
+            sticky: regime == "sticky",
+            non_sticky: regime == "non_sticky",
+            boxes_max: n_j.get(&max_scale.to_string()).copied().unwrap_or(0),
         }
     }
 }

@@ -18,9 +18,16 @@ pub const KEY: &str = "testsecret";
 /// An accepted PCS (golden case 1's signals) for shard `shard`, with a correct pcs_id, signed
 /// with `key`. Different shards give different pcs_ids.
 pub fn signed_pcs(shard: &str, key: &str) -> Value {
+    let mut p = golden_signals(shard, "0.1");
+    p.sig = sign_hmac(signing_payload(&p).as_bytes(), key.as_bytes());
+    to_json(&p)
+}
+
+/// Golden case 1's signals for shard `shard`, with the derived pcs_id, unsigned.
+fn golden_signals(shard: &str, version: &str) -> Pcs {
     let mut p = Pcs {
         schema: "fractal-lba-kakeya".into(),
-        version: "0.1".into(),
+        version: version.into(),
         shard_id: shard.into(),
         epoch: 1,
         merkle_root: "e966b52c992aefad3c3d0196db02554f30d10d55e8a6e5e3038f88e79e414112".into(),
@@ -37,8 +44,7 @@ pub fn signed_pcs(shard: &str, key: &str) -> Value {
         ..Pcs::default()
     };
     p.pcs_id = derive_pcs_id(&p.merkle_root, p.epoch, &p.shard_id);
-    p.sig = sign_hmac(signing_payload(&p).as_bytes(), key.as_bytes());
-    to_json(&p)
+    p
 }
 
 /// The JSON body of a PCS (wire key names).
@@ -205,32 +211,13 @@ pub fn signed_pcs_with_evidence(
     evidence: &kakeya_core::evidence::Evidence,
     bind: Option<&str>,
 ) -> Value {
-    let mut p = Pcs {
-        schema: "fractal-lba-kakeya".into(),
-        version: "0.2".into(),
-        shard_id: shard.into(),
-        epoch: 1,
-        merkle_root: "e966b52c992aefad3c3d0196db02554f30d10d55e8a6e5e3038f88e79e414112".into(),
-        scales: vec![2, 4, 8, 16],
-        n_j: [("2", 5), ("4", 10), ("8", 13), ("16", 15)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        coh_star: 0.066666667,
-        d_hat: 0.528320834,
-        r: 0.318421053,
-        regime: "mixed".into(),
-        budget: 0.317807017,
-        ..Pcs::default()
-    };
-    p.pcs_id = derive_pcs_id(&p.merkle_root, p.epoch, &p.shard_id);
+    let mut p = golden_signals(shard, "0.2");
     p.evidence_sha256 = match bind {
         Some(s) => s.to_string(),
         None => kakeya_core::evidence::evidence_sha256(evidence),
     };
     p.sig = sign_hmac(signing_payload(&p).as_bytes(), key.as_bytes());
     let mut v = to_json(&p);
-    v["version"] = json!("0.2");
     if !p.evidence_sha256.is_empty() {
         v["evidence_sha256"] = json!(p.evidence_sha256);
     }
