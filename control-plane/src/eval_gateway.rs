@@ -230,6 +230,49 @@ pub fn run(rows: &[Row], t: &Target<'_>, scorer: &Scorer) -> anyhow::Result<Run>
     Ok(Run { rows, secs })
 }
 
+/// Served model version → rows.
+pub fn served_models(run: &Run) -> BTreeMap<String, usize> {
+    let mut models: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &run.rows {
+        *models.entry(r.model_version.clone()).or_default() += 1;
+    }
+    models
+}
+
+/// Fails when the gateway served any row with another model than `expected` (the model being
+/// evaluated): the figures would mix models, and `served_equals_native` would compare
+/// different models. With `allow_other_models`, warns instead. Either way the message lists
+/// the served model versions.
+pub fn check_models(run: &Run, expected: &str, allow_other_models: bool) -> anyhow::Result<()> {
+    let models = served_models(run);
+    let others = run
+        .rows
+        .iter()
+        .filter(|r| r.model_version != expected)
+        .count();
+    if others == 0 {
+        return Ok(());
+    }
+    let list = models
+        .iter()
+        .map(|(v, n)| format!("{} ({n} rows)", if v.is_empty() { "none" } else { v }))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if allow_other_models {
+        eprintln!(
+            "WARNING: {others} of {} rows were served by another model than {expected}; served model versions: {list}",
+            run.rows.len()
+        );
+        return Ok(());
+    }
+    bail!(
+        "the gateway served {others} of {} rows with another model than the one evaluated ({expected}); \
+         served model versions: {list}. Is --model the gateway's current champion, and is the tenant \
+         on the champion arm? Pass --allow-other-models to report the figures anyway",
+        run.rows.len()
+    )
+}
+
 /// The `served` section of the report: agreement with the native scores, statuses, models.
 pub fn summary(run: &Run, url: &str) -> Value {
     let n = run.rows.len();
@@ -244,11 +287,10 @@ pub fn summary(run: &Run, url: &str) -> Value {
         .map(|r| (r.risk - r.native).abs())
         .fold(0.0, f64::max);
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
-    let mut models: BTreeMap<String, usize> = BTreeMap::new();
     for r in &run.rows {
         *statuses.entry(r.status.to_string()).or_default() += 1;
-        *models.entry(r.model_version.clone()).or_default() += 1;
     }
+    let models = served_models(run);
     json!({
         "gateway": url,
         "n": n,
@@ -266,6 +308,37 @@ pub fn summary(run: &Run, url: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn served(model_version: &str) -> Served {
+        Served {
+            status: 200,
+            risk: 0.25,
+            model_version: model_version.into(),
+            native: 0.25,
+        }
+    }
+
+    #[test]
+    fn rows_served_by_another_model_fail_unless_allowed() {
+        let same = Run {
+            rows: vec![served("lr-a"), served("lr-a")],
+            secs: 1.0,
+        };
+        check_models(&same, "lr-a", false).unwrap();
+        let mixed = Run {
+            rows: vec![served("lr-a"), served("lr-b"), served("lr-b")],
+            secs: 1.0,
+        };
+        let e = check_models(&mixed, "lr-a", false).unwrap_err().to_string();
+        assert!(e.contains("2 of 3 rows"), "{e}");
+        assert!(e.contains("lr-a (1 rows), lr-b (2 rows)"), "{e}");
+        assert!(e.contains("--allow-other-models"), "{e}");
+        check_models(&mixed, "lr-a", true).unwrap();
+        assert_eq!(
+            summary(&mixed, "http://x")["model_versions"],
+            json!({"lr-a": 1, "lr-b": 2})
+        );
+    }
 
     #[test]
     fn request_bodies_are_signed_v02_with_bound_evidence() {

@@ -48,13 +48,23 @@ pub struct EvalArgs {
     model: Option<String>,
     /// Send every row through this gateway (e.g. http://127.0.0.1:8080) as a signed PCS v0.2
     /// with its evidence; the figures are then those of the risks the gateway served, and the
-    /// report says how many equal the native score of --model bit for bit.
+    /// report says how many equal the native score of --model bit for bit. Fails when the
+    /// gateway served any row with another model than --model (see --allow-other-models).
+    /// Every row is a real submission: it lands in the decision log of the tenant (--tenant)
+    /// and counts towards that tenant's statistics in later bundles.
     #[arg(long, value_name = "URL", requires = "model")]
     through: Option<String>,
+    /// With --through: report figures even when the gateway served rows with other models
+    /// than --model (e.g. a challenger arm); the served model versions are in the report.
+    #[arg(long, requires = "through")]
+    allow_other_models: bool,
     /// HMAC key signing the PCS sent with --through (UTF-8 bytes).
     #[arg(long, env = "PCS_HMAC_KEY", hide_env_values = true)]
     key: Option<String>,
-    /// x-tenant-id of the requests sent with --through.
+    /// x-tenant-id of the requests sent with --through. The rows land in this tenant's decision
+    /// log (and feed its statistics in later bundles): in multi-tenant setups use a tenant kept
+    /// for evaluation, e.g. `--tenant eval`, never a production tenant. In single-tenant mode
+    /// the gateway files everything under `default`.
     #[arg(long)]
     tenant: Option<String>,
     /// Use only N rows: whole items taken round-robin over the tasks, in file order.
@@ -63,8 +73,8 @@ pub struct EvalArgs {
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Number of folds.
-    #[arg(long, default_value_t = eval::DEFAULT_FOLDS)]
+    /// Number of folds (at least 2).
+    #[arg(long, default_value_t = eval::DEFAULT_FOLDS, value_parser = parse_folds)]
     folds: usize,
     /// Seed of the fold assignment and the calibration split.
     #[arg(long, default_value_t = eval::DEFAULT_SEED)]
@@ -75,6 +85,15 @@ pub struct EvalArgs {
     /// Debug: write the feature matrix with folds to this CSV.
     #[arg(long, hide = true)]
     dump_features: Option<PathBuf>,
+}
+
+/// `--folds`: an integer of at least [`eval::MIN_FOLDS`].
+fn parse_folds(s: &str) -> Result<usize, String> {
+    let k: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of folds"))?;
+    eval::check_folds(k).map_err(|e| e.to_string())
 }
 
 impl EvalArgs {
@@ -148,7 +167,7 @@ pub fn train(
         a.seed,
         a.l2,
         progress("cv folds", eval::DEFAULT_FOLDS),
-    );
+    )?;
     let cv_metrics = eval::per_task(&p, &cv.model);
     let (pipe, tenant) = eval::fit_all(&p, a.seed, a.l2);
     let m = model::artifact(
@@ -266,7 +285,7 @@ pub fn eval(
         .map(|spec| resolve_model(spec, cfg))
         .transpose()?;
     let (ds, p) = load_limited(&a.dataset, a.limit)?;
-    let cv = eval::cross_validate(&p, a.folds, a.seed, a.l2, progress("cv folds", a.folds));
+    let cv = eval::cross_validate(&p, a.folds, a.seed, a.l2, progress("cv folds", a.folds))?;
     let mut served = None;
     let (version, scores, in_sample) = match resolved {
         Some((m, tenant_stats)) => {
@@ -279,6 +298,7 @@ pub fn eval(
             let scores = match &a.through {
                 Some(url) => {
                     let run = through(a, cfg, url, &ds.rows, &m, tenant_stats)?;
+                    eval_gateway::check_models(&run, &m.version(), a.allow_other_models)?;
                     let native: Vec<f64> = run.rows.iter().map(|r| r.native).collect();
                     let mut s = eval_gateway::summary(&run, url);
                     s["native"] = eval::per_task(&p, &native);

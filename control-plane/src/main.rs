@@ -253,3 +253,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Pcs { .. } => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval_with_folds(k: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["kakeya", "eval", "--dataset", "d.jsonl", "--folds", k])
+    }
+
+    #[test]
+    fn eval_refuses_fewer_than_two_folds() {
+        for k in ["0", "1"] {
+            let e = eval_with_folds(k)
+                .err()
+                .unwrap_or_else(|| panic!("--folds {k} accepted"))
+                .to_string();
+            assert!(
+                e.contains("--folds") && e.contains("at least 2 folds"),
+                "{e}"
+            );
+        }
+        assert!(eval_with_folds("x").is_err());
+        assert!(eval_with_folds("2").is_ok());
+    }
+
+    #[test]
+    fn allow_other_models_needs_through() {
+        let base = [
+            "kakeya",
+            "eval",
+            "--dataset",
+            "d.jsonl",
+            "--model",
+            "m.json",
+        ];
+        let mut args = base.to_vec();
+        args.push("--allow-other-models");
+        assert!(Cli::try_parse_from(&args).is_err());
+        args.extend(["--through", "http://127.0.0.1:8080"]);
+        assert!(Cli::try_parse_from(&args).is_ok());
+    }
+}

@@ -181,6 +181,42 @@ async fn raw_evidence_is_never_written_to_the_wal() {
     t.cleanup().await;
 }
 
+/// What `WalRecord::body` documents: a body without evidence is stored byte for byte; one
+/// with evidence is stored re-serialised without the `evidence` member.
+#[tokio::test]
+async fn wal_bodies_are_verbatim_without_evidence_and_reserialised_with_it() {
+    let t = crate::testutil::sqlite_db().await;
+    let wal = tempfile::tempdir().unwrap();
+    let h = harness(&t.db, wal.path(), None);
+    // Not serde_json's spelling: extra spaces and a newline, keys as the agent wrote them.
+    let plain = pcs_body("verbatim").replace(",\"", ", \"") + "\n";
+    let (status, _, _, _) = send(&h.router, submit_req(None, &plain)).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut v: serde_json::Value = serde_json::from_str(&pcs_body("with-evidence")).unwrap();
+    v["evidence"] = serde_json::json!({"question": "q", "context": "c", "response": "r"});
+    v["evidence_sha256"] = serde_json::json!("cd".repeat(32));
+    let with = v.to_string().replace(",\"", ", \"");
+    let (status, _, _, _) = send(&h.router, submit_req(None, &with)).await;
+    assert_eq!(status, StatusCode::OK);
+    h.stop().await;
+    let cp = Checkpoint::load(wal.path()).unwrap().unwrap();
+    let scan = crate::wal::read_segment(&wal.path().join(&cp.segment)).unwrap();
+    let bodies: Vec<&str> = scan
+        .records
+        .iter()
+        .map(|r| r.record.body.as_str())
+        .collect();
+    assert_eq!(bodies.len(), 2);
+    assert!(bodies.contains(&plain.as_str()), "not stored byte for byte");
+    let mut expected: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&with).unwrap();
+    expected.remove("evidence");
+    let expected = serde_json::to_string(&expected).unwrap();
+    assert!(bodies.contains(&expected.as_str()), "{bodies:?}");
+    assert!(!bodies.contains(&with.as_str()));
+    t.cleanup().await;
+}
+
 #[tokio::test]
 async fn errors_are_json_and_nothing_is_written() {
     let t = sqlite_db().await;
@@ -484,6 +520,7 @@ fn test_model(bias: f64) -> kakeya_core::model::HrsModel {
         1.0,
         2,
     )
+    .unwrap()
     .model;
     m.intercept = bias;
     m

@@ -73,6 +73,11 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     crate::registry::bootstrap::ensure_default(&db, &seed)
         .await
         .context("cannot publish the default model bundle")?;
+    crate::registry::bootstrap::ensure_trusted(&db, &seed)
+        .await
+        .context(
+            "the served bundle does not verify with the signing key, and re-signing it failed",
+        )?;
     std::fs::create_dir_all(&cfg.wal_dir).with_context(|| {
         format!(
             "cannot create WAL_DIR {}; check permissions",

@@ -10,7 +10,7 @@
 //! its plugin configuration, and every model fits this build's feature schema; otherwise it
 //! keeps the last good bundle.
 
-use crate::evidence::{fnv1a, Evidence};
+use crate::evidence::Evidence;
 use crate::features::{features, PcsSignals, TenantStats};
 use crate::model::{HrsModel, ModelError};
 use crate::pcs::Pcs;
@@ -22,12 +22,26 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
 /// Format tag of [`Bundle`].
 pub const BUNDLE_FORMAT: &str = "kakeya-bundle-v1";
 /// Response header carrying the hex SHA-256 of the bundle bytes.
 pub const H_SHA256: &str = "x-kakeya-bundle-sha256";
 /// Response header carrying the Ed25519 signature of the bundle digest.
 pub const H_SIGNATURE: &str = "x-kakeya-bundle-signature";
+
+/// What the A/B split hashes to pick a request's arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArmKey {
+    /// The tenant: a tenant stays on one arm (with one tenant the split is all or nothing).
+    Tenant,
+    /// `tenant + "/" + pcs_id`: requests split by the weight, the same PCS always on one arm.
+    #[default]
+    Request,
+}
 
 /// How requests are scored.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -39,6 +53,8 @@ pub struct Policy {
     /// Calibrated risk at or above which the band is `medium` (`high` starts at the model's
     /// escalation threshold).
     pub medium_risk: f64,
+    /// What the challenger split hashes (default `request`; bundles without it parse as that).
+    pub arm_key: ArmKey,
 }
 
 impl Default for Policy {
@@ -46,6 +62,7 @@ impl Default for Policy {
         Policy {
             score_without_evidence: false,
             medium_risk: 0.5,
+            arm_key: ArmKey::Request,
         }
     }
 }
@@ -61,7 +78,8 @@ pub struct Bundle {
     pub champion: HrsModel,
     #[serde(default)]
     pub challenger: Option<HrsModel>,
-    /// Share of tenants (0..=1, by consistent hash) scored by the challenger.
+    /// Share of requests or tenants (0..=1, by consistent hash of [`Policy::arm_key`]) scored
+    /// by the challenger.
     #[serde(default)]
     pub challenger_weight: f64,
     /// Per-tenant statistics for the tenant-relative features; tenants not listed use the
@@ -87,6 +105,10 @@ pub enum BundleError {
     Format(String),
     #[error("challenger_weight must be within [0, 1]")]
     Weight,
+    #[error("policy: {0}")]
+    Policy(&'static str),
+    #[error("tenant statistics of {0:?} are not finite")]
+    TenantStats(String),
     #[error("{0} model: {1}")]
     Model(&'static str, ModelError),
 }
@@ -158,12 +180,26 @@ impl Bundle {
         if !(0.0..=1.0).contains(&self.challenger_weight) {
             return Err(BundleError::Weight);
         }
-        self.champion
-            .validate()
-            .map_err(|e| BundleError::Model("champion", e))?;
-        if let Some(c) = &self.challenger {
-            c.validate()
-                .map_err(|e| BundleError::Model("challenger", e))?;
+        if !(0.0..=1.0).contains(&self.policy.medium_risk) {
+            return Err(BundleError::Policy("medium_risk must be within [0, 1]"));
+        }
+        for (name, m) in [
+            ("champion", Some(&self.champion)),
+            ("challenger", self.challenger.as_ref()),
+        ] {
+            let Some(m) = m else { continue };
+            m.validate().map_err(|e| BundleError::Model(name, e))?;
+            if !(0.0..=1.0).contains(&m.thresholds.escalate) {
+                return Err(BundleError::Policy(
+                    "a model's escalation threshold must be within [0, 1]",
+                ));
+            }
+            if !m.tenant.is_valid() {
+                return Err(BundleError::TenantStats(format!("{name} baseline")));
+            }
+        }
+        if let Some((t, _)) = self.tenant_stats.iter().find(|(_, s)| !s.is_valid()) {
+            return Err(BundleError::TenantStats(t.chars().take(64).collect()));
         }
         Ok(())
     }
@@ -185,12 +221,21 @@ impl Bundle {
         }
     }
 
-    /// The arm of a request key (the tenant): a consistent hash against the challenger's
-    /// weight, so a tenant stays on one arm while the weight is unchanged.
-    pub fn arm(&self, key: &str) -> Arm {
-        match &self.challenger {
-            Some(_) if bucket(key) < self.challenger_weight => Arm::Challenger,
-            _ => Arm::Champion,
+    /// The arm of a request: a consistent hash of [`Policy::arm_key`] (the tenant, or
+    /// `tenant/pcs_id`) against the challenger's weight, so a tenant (or a PCS) stays on one
+    /// arm while the weight is unchanged.
+    pub fn arm(&self, tenant: &str, pcs_id: &str) -> Arm {
+        if self.challenger.is_none() {
+            return Arm::Champion;
+        }
+        let position = match self.policy.arm_key {
+            ArmKey::Tenant => bucket(tenant),
+            ArmKey::Request => bucket_parts(&[tenant.as_bytes(), b"/", pcs_id.as_bytes()]),
+        };
+        if position < self.challenger_weight {
+            Arm::Challenger
+        } else {
+            Arm::Champion
         }
     }
 
@@ -211,7 +256,7 @@ impl Bundle {
         outcome: &Outcome,
         evidence: Option<&Evidence>,
     ) -> Option<Risk> {
-        let version = self.model(self.arm(tenant)).version();
+        let version = self.model(self.arm(tenant, &pcs.pcs_id)).version();
         self.assess_with(tenant, pcs, outcome, evidence, &version)
     }
 
@@ -226,7 +271,7 @@ impl Bundle {
         if evidence.is_none() && !self.policy.score_without_evidence {
             return None;
         }
-        let arm = self.arm(tenant);
+        let arm = self.arm(tenant, &pcs.pcs_id);
         let model = self.model(arm);
         // The verifier already recomputed D̂ (or could not); reuse it rather than redo it.
         let signals = PcsSignals::from_verified(pcs, outcome.result.recomputed_d_hat);
@@ -288,7 +333,7 @@ impl Scorer {
         outcome: &Outcome,
         evidence: Option<&Evidence>,
     ) -> Option<Risk> {
-        let version = match self.bundle.arm(tenant) {
+        let version = match self.bundle.arm(tenant, &pcs.pcs_id) {
             Arm::Champion => &self.champion_version,
             Arm::Challenger => &self.challenger_version,
         };
@@ -307,7 +352,17 @@ impl core::ops::Deref for Scorer {
 /// Position of `key` in [0, 1): FNV-1a 64, then the SplitMix64 finaliser so that similar keys
 /// (`tenant-1`, `tenant-2`, …) spread evenly.
 pub fn bucket(key: &str) -> f64 {
-    let mut z = fnv1a(key.as_bytes());
+    bucket_parts(&[key.as_bytes()])
+}
+
+/// [`bucket`] of the concatenation of `parts` (without building it).
+pub fn bucket_parts(parts: &[&[u8]]) -> f64 {
+    // FNV-1a is sequential: hashing the parts in turn equals hashing their concatenation.
+    let mut z = FNV_OFFSET;
+    for b in parts.iter().flat_map(|p| p.iter()) {
+        z ^= u64::from(*b);
+        z = z.wrapping_mul(FNV_PRIME);
+    }
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
@@ -431,8 +486,9 @@ mod tests {
     #[test]
     fn arms_are_consistent_and_follow_the_weight() {
         let mut b = bundle();
+        b.policy.arm_key = ArmKey::Tenant;
         assert_eq!(
-            b.arm("acme"),
+            b.arm("acme", "p"),
             Arm::Champion,
             "no challenger, no challenger arm"
         );
@@ -441,15 +497,119 @@ mod tests {
         let tenants: Vec<String> = (0..2000).map(|i| format!("tenant-{i}")).collect();
         let share = tenants
             .iter()
-            .filter(|t| b.arm(t) == Arm::Challenger)
+            .filter(|t| b.arm(t, "p") == Arm::Challenger)
             .count() as f64
             / 2000.0;
         assert!((share - 0.5).abs() < 0.05, "{share}");
-        assert!(tenants.iter().all(|t| b.arm(t) == b.arm(t)));
+        // Keyed by tenant: the PCS id does not matter.
+        assert!(tenants
+            .iter()
+            .all(|t| b.arm(t, "p") == b.arm(t, "q") && b.arm(t, "p") == b.arm(t, "p")));
+        assert!(tenants
+            .iter()
+            .all(|t| (b.arm(t, "") == Arm::Challenger) == (bucket(t) < 0.5)));
         b.challenger_weight = 1.0;
-        assert!(tenants.iter().all(|t| b.arm(t) == Arm::Challenger));
+        assert!(tenants.iter().all(|t| b.arm(t, "p") == Arm::Challenger));
         b.challenger_weight = 0.0;
-        assert!(tenants.iter().all(|t| b.arm(t) == Arm::Champion));
+        assert!(tenants.iter().all(|t| b.arm(t, "p") == Arm::Champion));
+    }
+
+    #[test]
+    fn request_arms_split_one_tenant() {
+        let mut b = bundle();
+        assert_eq!(b.policy.arm_key, ArmKey::Request, "the default");
+        b.challenger = Some(tiny_model());
+        b.challenger_weight = 0.5;
+        let ids: Vec<String> = (0..2000).map(|i| format!("pcs-{i:05}")).collect();
+        let share = ids
+            .iter()
+            .filter(|id| b.arm("default", id) == Arm::Challenger)
+            .count() as f64
+            / 2000.0;
+        assert!((share - 0.5).abs() < 0.05, "{share}");
+        for id in &ids {
+            let arm = b.arm("default", id);
+            assert!((0..3).all(|_| b.arm("default", id) == arm), "{id}");
+            assert_eq!(
+                arm == Arm::Challenger,
+                bucket(&format!("default/{id}")) < 0.5,
+                "{id}"
+            );
+        }
+        // Through assess: the arm follows the PCS id of the request.
+        let mut p =
+            crate::pcs::parse(include_bytes!("../tests/data/pcs_tiny_case_1.json")).unwrap();
+        let o = verify(&p, &VerifyParams::default());
+        b.policy.score_without_evidence = true;
+        let scorer = Scorer::new(b.clone());
+        let mut seen = std::collections::BTreeSet::new();
+        for id in ids.iter().take(40) {
+            p.pcs_id = id.clone();
+            let r = scorer.assess("default", &p, &o, None).unwrap();
+            assert_eq!(r.arm, b.arm("default", id));
+            assert_eq!(Some(&r), b.assess("default", &p, &o, None).as_ref());
+            seen.insert(r.arm.as_str());
+        }
+        assert_eq!(seen.len(), 2, "both arms among 40 requests of one tenant");
+    }
+
+    #[test]
+    fn policy_serde_and_old_bundles() {
+        let p: Policy = serde_json::from_str(r#"{"score_without_evidence":true}"#).unwrap();
+        assert_eq!(p.arm_key, ArmKey::Request);
+        let p: Policy = serde_json::from_str(r#"{"arm_key":"tenant"}"#).unwrap();
+        assert_eq!(p.arm_key, ArmKey::Tenant);
+        assert!(serde_json::from_str::<Policy>(r#"{"arm_key":"Tenant"}"#).is_err());
+        let json = serde_json::to_string(&Policy::default()).unwrap();
+        assert!(json.contains(r#""arm_key":"request""#), "{json}");
+        // A bundle serialised before arm_key existed still parses and verifies.
+        let mut v = serde_json::to_value(bundle()).unwrap();
+        v["policy"].as_object_mut().unwrap().remove("arm_key");
+        let old: Bundle = serde_json::from_value(v).unwrap();
+        assert_eq!(old, bundle());
+    }
+
+    #[test]
+    fn non_finite_stats_and_bad_policies_are_refused() {
+        let sign = |b: &Bundle| {
+            let s = b.sign(&SEED);
+            verify_bundle(&s.bytes, &s.sha256, &s.signature_b64, &keys())
+        };
+        assert!(sign(&bundle()).is_ok());
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut b = bundle();
+            let mut st = TenantStats::fresh();
+            st.avg_r = bad;
+            b.tenant_stats.insert("acme".into(), st);
+            assert_eq!(b.validate(), Err(BundleError::TenantStats("acme".into())));
+            let mut b = bundle();
+            b.champion.tenant.std_r = bad;
+            assert!(matches!(b.validate(), Err(BundleError::TenantStats(_))));
+            let mut b = bundle();
+            b.policy.medium_risk = bad;
+            assert!(matches!(b.validate(), Err(BundleError::Policy(_))));
+            let mut b = bundle();
+            b.champion.thresholds.escalate = bad;
+            assert!(matches!(b.validate(), Err(BundleError::Policy(_))));
+        }
+        let mut b = bundle();
+        b.policy.medium_risk = 1.5;
+        assert!(matches!(b.validate(), Err(BundleError::Policy(_))));
+        let mut b = bundle();
+        let mut st = TenantStats::fresh();
+        st.std_r = -1.0;
+        b.tenant_stats.insert("x".into(), st);
+        assert!(matches!(b.validate(), Err(BundleError::TenantStats(_))));
+        // Serde cannot even write NaN into a bundle (it becomes null), and null is refused.
+        let mut b = bundle();
+        let mut st = TenantStats::fresh();
+        st.avg_coh = f64::NAN;
+        b.tenant_stats.insert("acme".into(), st);
+        assert!(sign(&b).is_err());
+        // A finite, valid entry passes.
+        let mut b = bundle();
+        b.tenant_stats.insert("acme".into(), TenantStats::fresh());
+        assert!(sign(&b).is_ok());
     }
 
     #[test]

@@ -10,8 +10,11 @@
 //! Everything here is a pure function of the text so it runs unchanged in the Envoy filter
 //! (wasm). Tokenisation is deliberately simple and deterministic: maximal runs of alphanumeric
 //! characters, lowercased, hashed with FNV-1a 64 (no strings are kept), with a small fixed
-//! stopword list. Membership tests use a small open-addressing set of token hashes, so the cost
-//! is a few allocations and linear time in the payload.
+//! stopword list. Membership tests binary-search sorted, deduplicated token hashes
+//! ([`SortedSet64`]), and only the first few thousand tokens of each field are considered
+//! ([`MAX_RESPONSE_TOKENS`], [`MAX_CONTEXT_TOKENS`], [`MAX_QUESTION_TOKENS`]), so the cost is
+//! O(n log n) in the capped token counts plus one linear pass over the text, and the memory a
+//! few hundred KiB at most, whatever tokens an attacker crafts.
 
 use serde::{Deserialize, Serialize};
 
@@ -95,17 +98,90 @@ pub struct Token {
 
 /// Appends the tokens of `text` to `out`: maximal alphanumeric runs, lowercased.
 pub fn tokenize(text: &str, out: &mut Vec<Token>) {
+    tokenize_capped(text, out, usize::MAX);
+}
+
+/// Hash of an n-gram from the hashes of its tokens (order-sensitive).
+#[inline]
+fn mix(a: u64, b: u64) -> u64 {
+    (a.rotate_left(23) ^ b).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d
+}
+
+/// Hash of the bigram at the start of `w` (0 when `w` is shorter).
+#[inline]
+fn bigram(w: &[Token]) -> u64 {
+    match w {
+        [a, b, ..] => mix(a.hash, b.hash),
+        _ => 0,
+    }
+}
+
+/// Hash of the trigram at the start of `w` (0 when `w` is shorter).
+#[inline]
+fn trigram(w: &[Token]) -> u64 {
+    match w {
+        [a, b, c, ..] => mix(mix(a.hash, b.hash), c.hash),
+        _ => 0,
+    }
+}
+
+/// A set of u64 hashes: sorted and deduplicated, looked up by binary search. Building costs
+/// O(n log n) and a lookup O(log n) whatever the keys are, so crafted tokens whose hashes
+/// collide in some bits cannot slow it down (an open-addressing table with a fixed, unkeyed hash
+/// could be driven to quadratic probing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SortedSet64 {
+    keys: Vec<u64>,
+}
+
+impl SortedSet64 {
+    /// The set of `keys` (any order, duplicates allowed).
+    pub fn from_keys(mut keys: Vec<u64>) -> Self {
+        keys.sort_unstable();
+        keys.dedup();
+        SortedSet64 { keys }
+    }
+
+    #[inline]
+    pub fn contains(&self, k: u64) -> bool {
+        self.keys.binary_search(&k).is_ok()
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// At most this many response tokens are considered (the rest only count towards
+/// `resp_tokens_log`).
+pub const MAX_RESPONSE_TOKENS: usize = 4_096;
+/// At most this many context tokens (context, then citation texts in order) are considered.
+pub const MAX_CONTEXT_TOKENS: usize = 16_384;
+/// At most this many question tokens are considered.
+pub const MAX_QUESTION_TOKENS: usize = 1_024;
+
+/// As [`tokenize`], but appends only while `out` holds fewer than `cap` tokens; returns how many
+/// tokens `text` has in all (counted without being stored).
+pub fn tokenize_capped(text: &str, out: &mut Vec<Token>, cap: usize) -> usize {
     let mut h = FNV_OFFSET;
     let mut in_tok = false;
     let mut digits = true;
-    let mut cap = false;
-    let finish = |h: u64, digits: bool, cap: bool, out: &mut Vec<Token>| {
-        out.push(Token {
-            hash: h,
-            stop: STOP_HASHES.binary_search(&h).is_ok(),
-            number: digits,
-            capitalized: cap,
-        });
+    let mut cap_first = false;
+    let mut total = 0usize;
+    let mut finish = |h: u64, digits: bool, capitalized: bool, out: &mut Vec<Token>| {
+        total += 1;
+        if out.len() < cap {
+            out.push(Token {
+                hash: h,
+                stop: STOP_HASHES.binary_search(&h).is_ok(),
+                number: digits,
+                capitalized,
+            });
+        }
     };
     for c in text.chars() {
         let alnum = if c.is_ascii() {
@@ -118,7 +194,7 @@ pub fn tokenize(text: &str, out: &mut Vec<Token>) {
                 in_tok = true;
                 h = FNV_OFFSET;
                 digits = true;
-                cap = c.is_uppercase();
+                cap_first = c.is_uppercase();
             }
             digits &= c.is_ascii_digit();
             if c.is_ascii() {
@@ -135,74 +211,13 @@ pub fn tokenize(text: &str, out: &mut Vec<Token>) {
             }
         } else if in_tok {
             in_tok = false;
-            finish(h, digits, cap, out);
+            finish(h, digits, cap_first, out);
         }
     }
     if in_tok {
-        finish(h, digits, cap, out);
+        finish(h, digits, cap_first, out);
     }
-}
-
-/// Hash of an n-gram from the hashes of its tokens (order-sensitive).
-#[inline]
-fn mix(a: u64, b: u64) -> u64 {
-    (a.rotate_left(23) ^ b).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d
-}
-
-/// A set of u64 hashes: open addressing, linear probing, power-of-two capacity. Keys are
-/// already well-mixed hashes, so no further hashing is needed. 0 marks an empty slot (a real 0
-/// is stored as 1; a collision of that kind is harmless for these features).
-pub struct HashSet64 {
-    slots: Vec<u64>,
-    mask: usize,
-}
-
-impl HashSet64 {
-    pub fn with_capacity(n: usize) -> Self {
-        let cap = (n.max(4) * 2).next_power_of_two();
-        HashSet64 {
-            slots: vec![0; cap],
-            mask: cap - 1,
-        }
-    }
-
-    #[inline]
-    fn slot(&self, k: u64) -> usize {
-        ((k ^ (k >> 29)) as usize) & self.mask
-    }
-
-    #[inline]
-    pub fn insert(&mut self, k: u64) {
-        let k = k.max(1);
-        let mut i = self.slot(k);
-        loop {
-            let s = self.slots[i];
-            if s == k {
-                return;
-            }
-            if s == 0 {
-                self.slots[i] = k;
-                return;
-            }
-            i = (i + 1) & self.mask;
-        }
-    }
-
-    #[inline]
-    pub fn contains(&self, k: u64) -> bool {
-        let k = k.max(1);
-        let mut i = self.slot(k);
-        loop {
-            let s = self.slots[i];
-            if s == k {
-                return true;
-            }
-            if s == 0 {
-                return false;
-            }
-            i = (i + 1) & self.mask;
-        }
-    }
+    total
 }
 
 /// Grounding features of one [`Evidence`]; see the field docs. Shares are in [0, 1] and are 0
@@ -240,39 +255,33 @@ fn share(num: usize, den: usize) -> f64 {
 }
 
 /// The grounding features of `ev` (pure, deterministic).
+///
+/// Bounded work: only the first [`MAX_RESPONSE_TOKENS`] response tokens,
+/// [`MAX_CONTEXT_TOKENS`] context tokens and [`MAX_QUESTION_TOKENS`] question tokens are
+/// considered (always the same ones for the same text, so the features stay deterministic); the
+/// two length features still count every token. Below the caps the features are exactly those of
+/// the uncapped definition.
 pub fn evidence_features(ev: &Evidence) -> EvidenceFeatures {
-    let mut ctx = Vec::with_capacity(ev.context.len() / 5 + 8);
-    tokenize(&ev.context, &mut ctx);
+    let mut ctx = Vec::with_capacity((ev.context.len() / 5 + 8).min(MAX_CONTEXT_TOKENS));
+    let mut ctx_total = tokenize_capped(&ev.context, &mut ctx, MAX_CONTEXT_TOKENS);
     for c in &ev.citations {
-        tokenize(&c.text, &mut ctx);
+        ctx_total =
+            ctx_total.saturating_add(tokenize_capped(&c.text, &mut ctx, MAX_CONTEXT_TOKENS));
     }
-    let mut q = Vec::with_capacity(ev.question.len() / 5 + 8);
-    tokenize(&ev.question, &mut q);
-    let mut resp = Vec::with_capacity(ev.response.len() / 5 + 8);
-    tokenize(&ev.response, &mut resp);
+    let mut q = Vec::with_capacity((ev.question.len() / 5 + 8).min(MAX_QUESTION_TOKENS));
+    tokenize_capped(&ev.question, &mut q, MAX_QUESTION_TOKENS);
+    let mut resp = Vec::with_capacity((ev.response.len() / 5 + 8).min(MAX_RESPONSE_TOKENS));
+    let resp_total = tokenize_capped(&ev.response, &mut resp, MAX_RESPONSE_TOKENS);
 
-    let mut ctx1 = HashSet64::with_capacity(ctx.len());
-    let mut ctx2 = HashSet64::with_capacity(ctx.len());
-    let mut ctx3 = HashSet64::with_capacity(ctx.len());
-    for (i, t) in ctx.iter().enumerate() {
-        ctx1.insert(t.hash);
-        if i >= 1 {
-            let b = mix(ctx[i - 1].hash, t.hash);
-            ctx2.insert(b);
-            if i >= 2 {
-                ctx3.insert(mix(mix(ctx[i - 2].hash, ctx[i - 1].hash), t.hash));
-            }
-        }
-    }
-    let mut q1 = HashSet64::with_capacity(q.len());
-    for t in &q {
-        q1.insert(t.hash);
-    }
+    let ctx1 = SortedSet64::from_keys(ctx.iter().map(|t| t.hash).collect());
+    let ctx2 = SortedSet64::from_keys(ctx.windows(2).map(bigram).collect());
+    let ctx3 = SortedSet64::from_keys(ctx.windows(3).map(trigram).collect());
+    let q1 = SortedSet64::from_keys(q.iter().map(|t| t.hash).collect());
 
     let (mut covered, mut content, mut novel, mut in_q) = (0usize, 0usize, 0usize, 0usize);
     let (mut nums, mut nums_unsup, mut caps, mut caps_novel) = (0usize, 0usize, 0usize, 0usize);
     let (mut bi, mut bi_hit, mut tri, mut tri_hit) = (0usize, 0usize, 0usize, 0usize);
-    for (i, t) in resp.iter().enumerate() {
+    for t in &resp {
         let in_ctx = ctx1.contains(t.hash);
         let in_question = q1.contains(t.hash);
         covered += in_ctx as usize;
@@ -289,16 +298,14 @@ pub fn evidence_features(ev: &Evidence) -> EvidenceFeatures {
             nums += 1;
             nums_unsup += (!in_ctx && !in_question) as usize;
         }
-        if i >= 1 {
-            let b = mix(resp[i - 1].hash, t.hash);
-            bi += 1;
-            bi_hit += ctx2.contains(b) as usize;
-            if i >= 2 {
-                tri += 1;
-                tri_hit +=
-                    ctx3.contains(mix(mix(resp[i - 2].hash, resp[i - 1].hash), t.hash)) as usize;
-            }
-        }
+    }
+    for w in resp.windows(2) {
+        bi += 1;
+        bi_hit += ctx2.contains(bigram(w)) as usize;
+    }
+    for w in resp.windows(3) {
+        tri += 1;
+        tri_hit += ctx3.contains(trigram(w)) as usize;
     }
     let token_coverage = share(covered, resp.len());
     let bigram_containment = if bi == 0 {
@@ -312,8 +319,8 @@ pub fn evidence_features(ev: &Evidence) -> EvidenceFeatures {
         share(tri_hit, tri)
     };
     EvidenceFeatures {
-        resp_tokens_log: (resp.len() as f64).ln_1p(),
-        ctx_tokens_log: (ctx.len() as f64).ln_1p(),
+        resp_tokens_log: (resp_total as f64).ln_1p(),
+        ctx_tokens_log: (ctx_total as f64).ln_1p(),
         token_coverage,
         novel_content_share: share(novel, content),
         bigram_containment,
@@ -363,15 +370,87 @@ mod tests {
     }
 
     #[test]
-    fn hash_set() {
-        let mut s = HashSet64::with_capacity(3);
-        for k in [0u64, 5, 5, 1 << 40, u64::MAX] {
-            s.insert(k);
-        }
-        for k in [0u64, 5, 1 << 40, u64::MAX] {
+    fn sorted_set() {
+        let s = SortedSet64::from_keys(vec![u64::MAX, 5, 0, 5, 1 << 40, 1]);
+        assert_eq!(s.len(), 5);
+        for k in [0u64, 1, 5, 1 << 40, u64::MAX] {
             assert!(s.contains(k));
         }
-        assert!(!s.contains(6));
+        assert!(!s.contains(6) && !s.contains(2));
+        assert!(SortedSet64::default().is_empty() && !SortedSet64::default().contains(0));
+    }
+
+    /// Distinct tokens whose FNV-1a hashes all share their low `bits` bits (what a hash-flooding
+    /// attack on a fixed-hash table sends).
+    fn colliding_tokens(n: usize, bits: u32) -> Vec<String> {
+        let mask = (1u64 << bits) - 1;
+        (0u64..)
+            .map(|i| format!("x{i}"))
+            .filter(|w| fnv1a(w.as_bytes()) & mask == 0)
+            .take(n)
+            .collect()
+    }
+
+    #[test]
+    fn colliding_tokens_are_handled_and_fields_are_capped() {
+        let words = colliding_tokens(1_000, 10);
+        assert!(words.iter().all(|w| fnv1a(w.as_bytes()) & 0x3ff == 0));
+        let text = words.join(" ");
+        let ev = Evidence {
+            question: text.clone(),
+            context: text.clone(),
+            citations: vec![],
+            response: text.clone(),
+        };
+        let f = evidence_features(&ev);
+        assert_eq!(f.token_coverage, 1.0);
+        assert_eq!(f.bigram_containment, 1.0);
+        assert_eq!(f.trigram_containment, 1.0);
+        assert_eq!(f.novel_content_share, 0.0);
+        assert_eq!(f.question_overlap, 1.0);
+
+        // Over the caps: everything past them is ignored, but counted for the length features.
+        let grounded = "alpha ".repeat(MAX_RESPONSE_TOKENS);
+        let ev = Evidence {
+            question: "q ".repeat(MAX_QUESTION_TOKENS * 3),
+            context: format!("alpha {}", "pad ".repeat(MAX_CONTEXT_TOKENS)) + &text,
+            citations: vec![Citation {
+                text: text.clone(),
+                ..Citation::default()
+            }],
+            response: grounded + &text,
+        };
+        let f = evidence_features(&ev);
+        let resp_total = MAX_RESPONSE_TOKENS + words.len();
+        let ctx_total = 1 + MAX_CONTEXT_TOKENS + 2 * words.len();
+        assert_eq!(f.resp_tokens_log, (resp_total as f64).ln_1p());
+        assert_eq!(f.ctx_tokens_log, (ctx_total as f64).ln_1p());
+        // Only the first 4,096 response tokens ("alpha") count, and "alpha" is in the context;
+        // the colliding words lie past the context cap, so they would not count anyway.
+        assert_eq!(f.token_coverage, 1.0);
+        assert_eq!(f.novel_content_share, 0.0);
+        let all = [
+            f.resp_tokens_log,
+            f.ctx_tokens_log,
+            f.token_coverage,
+            f.novel_content_share,
+            f.bigram_containment,
+            f.trigram_containment,
+            f.unsupported_number_share,
+            f.unsupported_numbers_log,
+            f.question_overlap,
+            f.novel_capitalized_share,
+        ];
+        assert!(all.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn capped_tokenizer_counts_everything_and_keeps_the_first() {
+        let mut v = Vec::new();
+        assert_eq!(tokenize_capped("a b c d", &mut v, 2), 4);
+        assert_eq!(v, toks("a b"));
+        assert_eq!(tokenize_capped("e f", &mut v, 3), 2);
+        assert_eq!(v, toks("a b e"));
     }
 
     #[test]
@@ -477,6 +556,10 @@ pub enum BindingError {
     /// The evidence is not the one the agent signed (HTTP 401).
     #[error("evidence does not match the signed evidence_sha256")]
     Mismatch,
+    /// The signed payload has an `evidence_sha256` but the evidence was not sent: the agent
+    /// signed that evidence exists, so scoring must not be skipped by stripping it (HTTP 400).
+    #[error("the signed evidence_sha256 says evidence exists, but no evidence was sent")]
+    Missing,
 }
 
 impl BindingError {
@@ -484,22 +567,25 @@ impl BindingError {
         match self {
             BindingError::Unbound => "evidence_unbound",
             BindingError::Mismatch => "evidence_mismatch",
+            BindingError::Missing => "evidence_missing",
         }
     }
 
     pub fn status(&self) -> u16 {
         match self {
-            BindingError::Unbound => 400,
+            BindingError::Unbound | BindingError::Missing => 400,
             BindingError::Mismatch => 401,
         }
     }
 }
 
 /// The evidence of a signature-checked PCS, if it is bound to that signature. Call only after
-/// the signature verified (the signature covers `evidence_sha256`).
+/// the signature verified (the signature covers `evidence_sha256`). `Ok(None)` only when the PCS
+/// neither carries evidence nor signed an `evidence_sha256`.
 pub fn bound_evidence(pcs: &crate::pcs::Pcs) -> Result<Option<&Evidence>, BindingError> {
     match &pcs.evidence {
-        None => Ok(None),
+        None if pcs.evidence_sha256.is_empty() => Ok(None),
+        None => Err(BindingError::Missing),
         Some(_) if pcs.evidence_sha256.is_empty() => Err(BindingError::Unbound),
         Some(ev) if evidence_sha256(ev) == pcs.evidence_sha256.to_ascii_lowercase() => Ok(Some(ev)),
         Some(_) => Err(BindingError::Mismatch),
@@ -551,7 +637,14 @@ mod binding_tests {
             e.response.push('!');
         }
         assert_eq!(bound_evidence(&p), Err(BindingError::Mismatch));
+        // Stripping signed evidence does not skip scoring: it is an error.
         p.evidence = None;
+        assert_eq!(bound_evidence(&p), Err(BindingError::Missing));
+        assert_eq!(
+            (BindingError::Missing.status(), BindingError::Missing.code()),
+            (400, "evidence_missing")
+        );
+        p.evidence_sha256.clear();
         assert_eq!(bound_evidence(&p), Ok(None));
     }
 }

@@ -182,8 +182,48 @@ impl TenantStats {
         }
     }
 
+    /// Plausible range of a D̂ sample ([`RESIDUAL_UNCOMPUTABLE`] is its top).
+    pub const D_HAT_RANGE: (f64, f64) = (0.0, RESIDUAL_UNCOMPUTABLE);
+    /// Plausible range of a coh★ sample.
+    pub const COH_RANGE: (f64, f64) = (0.0, 1.05);
+    /// Plausible range of an r sample.
+    pub const R_RANGE: (f64, f64) = (0.0, 1.0);
+
+    /// Whether a sample may be folded in: D̂, coh★ and r within their plausible ranges
+    /// ([`Self::D_HAT_RANGE`], [`Self::COH_RANGE`], [`Self::R_RANGE`]) and a finite,
+    /// non-negative latency. NaN is never in range.
+    pub fn plausible(d_hat: f64, coh: f64, r: f64, latency_ms: f64) -> bool {
+        let within = |v: f64, (lo, hi): (f64, f64)| v >= lo && v <= hi;
+        within(d_hat, Self::D_HAT_RANGE)
+            && within(coh, Self::COH_RANGE)
+            && within(r, Self::R_RANGE)
+            && latency_ms.is_finite()
+            && latency_ms >= 0.0
+    }
+
+    /// Whether every statistic is finite and the std and latency are non-negative (what a
+    /// bundle must carry).
+    pub fn is_valid(&self) -> bool {
+        [
+            self.avg_d_hat,
+            self.avg_coh,
+            self.avg_r,
+            self.std_r,
+            self.avg_latency_ms,
+        ]
+        .iter()
+        .all(|v| v.is_finite())
+            && self.std_r >= 0.0
+            && self.avg_latency_ms >= 0.0
+    }
+
     /// Folds one sample in, exactly as the reference (spec §10.1): the std uses the *new* mean.
-    pub fn update(&mut self, d_hat: f64, coh: f64, r: f64, latency_ms: f64) {
+    /// A sample that is not [`Self::plausible`] is ignored (returns `false`), so one hostile PCS
+    /// cannot poison a tenant's statistics with NaN or huge values.
+    pub fn update(&mut self, d_hat: f64, coh: f64, r: f64, latency_ms: f64) -> bool {
+        if !Self::plausible(d_hat, coh, r, latency_ms) {
+            return false;
+        }
         let a = Self::ALPHA;
         self.avg_d_hat = a * d_hat + (1.0 - a) * self.avg_d_hat;
         self.avg_coh = a * coh + (1.0 - a) * self.avg_coh;
@@ -191,7 +231,8 @@ impl TenantStats {
         self.avg_latency_ms = a * latency_ms + (1.0 - a) * self.avg_latency_ms;
         let d = r - self.avg_r;
         self.std_r = (a * d * d + (1.0 - a) * self.std_r * self.std_r).sqrt();
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
+        true
     }
 }
 
@@ -320,6 +361,41 @@ mod tests {
         assert!((t.avg_coh - 0.51).abs() < 1e-9);
         assert!((t.avg_r - 0.655526316).abs() < 1e-9);
         assert!((t.std_r - 0.202711587).abs() < 1e-9);
+    }
+
+    #[test]
+    fn implausible_samples_are_ignored() {
+        let mut t = TenantStats::fresh();
+        for (d, c, r, l) in [
+            (f64::NAN, 0.5, 0.5, 0.0),
+            (1.0, f64::INFINITY, 0.5, 0.0),
+            (1.0, 0.5, 1e300, 0.0),
+            (1.0, 0.5, -1e300, 0.0),
+            (3.6, 0.5, 0.5, 0.0),
+            (-0.1, 0.5, 0.5, 0.0),
+            (1.0, 1.06, 0.5, 0.0),
+            (1.0, 0.5, 1.01, 0.0),
+            (1.0, 0.5, 0.5, f64::NAN),
+            (1.0, 0.5, 0.5, -1.0),
+        ] {
+            assert!(!t.update(d, c, r, l), "{d} {c} {r} {l}");
+            assert_eq!(t, TenantStats::fresh());
+        }
+        // The range edges are plausible.
+        assert!(t.update(3.5, 1.05, 1.0, 0.0));
+        assert!(t.update(0.0, 0.0, 0.0, 10.0));
+        assert_eq!(t.count, 2);
+        assert!(t.is_valid());
+        assert!(!TenantStats {
+            std_r: f64::NAN,
+            ..TenantStats::fresh()
+        }
+        .is_valid());
+        assert!(!TenantStats {
+            avg_r: f64::INFINITY,
+            ..TenantStats::fresh()
+        }
+        .is_valid());
     }
 
     #[test]

@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 
 pub const KIND_LOGISTIC: &str = "logistic_regression";
 
+/// Bound (in training standard deviations) of every standardised feature value in
+/// [`HrsModel::decision`].
+pub const MAX_STANDARDISED: f64 = 8.0;
+
 /// Platt calibrator `p = 1/(1 + exp(A·s + B))` on the decision value `s`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Platt {
@@ -152,14 +156,29 @@ impl HrsModel {
     }
 
     /// Decision value z for `x` (missing trailing entries count as the training mean).
+    ///
+    /// Robust to hostile inputs: a non-finite entry counts as the training mean, every
+    /// standardised value `(xᵢ − meanᵢ)/stdᵢ` is clipped to ±[`MAX_STANDARDISED`], and z itself
+    /// is kept finite, so claimed signals such as r = ±1e300 cannot drive the risk to an extreme
+    /// or to NaN beyond what an 8σ value would.
     pub fn decision(&self, x: &[f64]) -> f64 {
         let mut z = self.intercept;
-        for (i, &w) in self.weights.iter().enumerate() {
-            let (m, s) = (self.mean[i], self.std[i]);
-            let v = x.get(i).copied().unwrap_or(m);
-            z += w * (v - m) / s;
+        let params = self.weights.iter().zip(&self.mean).zip(&self.std);
+        for (i, ((&w, &m), &s)) in params.enumerate() {
+            let v = x.get(i).copied().filter(|v| v.is_finite()).unwrap_or(m);
+            let u = (v - m) / s;
+            let u = if u.is_nan() {
+                0.0
+            } else {
+                u.clamp(-MAX_STANDARDISED, MAX_STANDARDISED)
+            };
+            z += w * u;
         }
-        z
+        if z.is_nan() {
+            0.0
+        } else {
+            z.clamp(-f64::MAX, f64::MAX)
+        }
     }
 
     /// `(raw, calibrated)` risk of `x`.
@@ -300,6 +319,62 @@ pub(crate) mod tests {
         assert_eq!(back, m);
         assert_eq!(back.sha256(), m.sha256());
         assert!(m.version().starts_with("lr-") && m.version().len() == 15);
+    }
+
+    #[test]
+    fn hostile_signals_are_clipped_and_the_risk_stays_finite() {
+        use crate::features::{features, PcsSignals};
+        let mut m = tiny_model();
+        // Weights on r and budget, the signals an agent claims itself.
+        m.weights[0] = 0.0;
+        m.weights[2] = -3.0;
+        m.weights[3] = 2.0;
+        m.mean = vec![0.0; FEATURE_NAMES.len()];
+        m.std = vec![1.0; FEATURE_NAMES.len()];
+        m.intercept = 0.5;
+        let signals = |r: f64, budget: f64| PcsSignals {
+            d_hat: 1.5,
+            coh_star: 0.7,
+            r,
+            budget,
+            d_hat_recomputed: Some(1.5),
+            sticky: false,
+            non_sticky: false,
+            boxes_max: 10,
+        };
+        let t = TenantStats::fresh();
+        for (r, budget) in [(1e300, 0.5), (-1e300, 0.5), (0.5, 1e300), (1e300, 1e300)] {
+            let x = features(&signals(r, budget), None, &t);
+            let (raw, cal) = m.score(&x);
+            assert!(
+                raw.is_finite() && (0.0..=1.0).contains(&raw),
+                "{r} {budget}: {raw}"
+            );
+            assert!(
+                cal.is_finite() && (0.0..=1.0).contains(&cal),
+                "{r} {budget}: {cal}"
+            );
+            // Exactly the score of the same request with the signal at its 8σ bound.
+            let mut clipped = x;
+            for v in clipped.iter_mut() {
+                *v = v.clamp(-MAX_STANDARDISED, MAX_STANDARDISED);
+            }
+            assert_eq!(m.score(&x), m.score(&clipped), "{r} {budget}");
+        }
+        // r = 1e300 no longer forces the risk to ~0: z = 0.5 − 3·8 = −23.5 at worst.
+        let x = features(&signals(1e300, 0.5), None, &t);
+        assert_eq!(m.decision(&x), 0.5 - 3.0 * MAX_STANDARDISED + 2.0 * 0.5);
+        // Non-finite inputs count as the mean; absurd weights still give a finite z.
+        let mut x = [0.0; 22];
+        x[2] = f64::NAN;
+        x[3] = f64::INFINITY;
+        assert_eq!(m.decision(&x), 0.5);
+        m.weights = vec![f64::MAX; FEATURE_NAMES.len()];
+        m.weights[1] = -f64::MAX;
+        let (raw, cal) = m.score(&[8.0; 22]);
+        assert!((0.0..=1.0).contains(&raw) && (0.0..=1.0).contains(&cal));
+        let (raw, cal) = m.score(&[1e300; 22]);
+        assert!((0.0..=1.0).contains(&raw) && (0.0..=1.0).contains(&cal));
     }
 
     #[test]

@@ -14,6 +14,10 @@ use std::sync::OnceLock;
 
 const SUBMIT: &str = "/v1/pcs/submit";
 const INTERVAL_MS: u64 = 1000;
+/// The filter's short first tick (kakeya_gate::bundle::FIRST_TICK_MS).
+const FIRST_TICK_MS: u32 = 50;
+const STAMP_KEY: &str = "kakeya.bundle.stamp";
+const BUNDLE_KEY: &str = "kakeya.bundle";
 const T0: u64 = 1_800_000_000_000_000_000;
 const REFUSED: &str = "kakeya_gate.bundle_refused_total";
 const POLL_ERRORS: &str = "kakeya_gate.bundle_poll_errors_total";
@@ -46,7 +50,7 @@ fn harness_with(mode: &str, shared: SharedStore) -> Harness {
     };
     let h = Harness::with_options(wasm(), cfg.as_bytes(), opts).unwrap();
     assert!(h.configured(), "configuration refused: {:?}", h.logs());
-    assert_eq!(h.tick_period_ms(), INTERVAL_MS as u32);
+    assert_eq!(h.tick_period_ms(), FIRST_TICK_MS, "a short first tick");
     h
 }
 
@@ -177,6 +181,7 @@ fn the_bundle_is_polled_verified_installed_and_scores_requests() {
     assert_eq!(c.header(":authority"), Some("kakeya-control-plane"));
     assert_eq!(c.header("if-none-match"), None, "no bundle yet");
     assert_eq!(c.timeout_ms, 500);
+    assert_eq!(h.tick_period_ms(), INTERVAL_MS as u32, "then the interval");
     // A tick while the poll is in flight does not poll again.
     h.tick().unwrap();
     assert_eq!(h.pending_http_calls().len(), 1);
@@ -386,9 +391,15 @@ fn evidence_must_be_bound_to_the_signature() {
         let v = out.json().unwrap();
         assert_eq!(v["code"], "evidence_mismatch");
         assert!(v["error"].is_string());
+        // Signed evidence_sha256, evidence stripped in transit: refused, not left unscored.
+        let mut stripped = signed_pcs_with_evidence("s1", KEY, &ev, None);
+        stripped.as_object_mut().unwrap().remove("evidence");
+        let out = submit(&mut h, stripped.to_string().as_bytes());
+        assert_eq!(out.status(), Some(400), "{out:?}");
+        assert_eq!(out.json().unwrap()["code"], "evidence_missing");
         assert_eq!(
             h.metric("kakeya_gate.tenant.default.evidence_errors_total"),
-            Some(2)
+            Some(3)
         );
         // Bound evidence without a bundle source: verified as before, not scored.
         let out = submit(&mut h, &body_with(&ev, "s1"));
@@ -467,4 +478,72 @@ fn empty_responses_and_unknown_tokens_never_trap() {
     assert!(out.is_forwarded(), "{out:?}");
     assert_unscored(&out);
     no_panics(&h);
+}
+
+#[test]
+fn a_cold_start_polls_on_the_first_short_tick() {
+    let mut h = harness("closed");
+    // No clock advance: the first tick, FIRST_TICK_MS after configuration, already polls.
+    h.tick().unwrap();
+    assert_eq!(h.tick_period_ms(), INTERVAL_MS as u32);
+    let calls = h.pending_http_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let b = bundle(1, coverage_model());
+    respond_bundle(&mut h, calls[0].token, &b.sign(&BUNDLE_SEED));
+    let ev = grounded_evidence();
+    assert_scored(&submit(&mut h, &body_with(&ev, "s1")), &b, &ev, "s1");
+    // The next tick only polls once the interval passed.
+    h.tick().unwrap();
+    assert_eq!(h.pending_http_calls().len(), 0);
+    no_panics(&h);
+}
+
+#[test]
+fn requests_read_the_stamp_and_the_entry_only_when_it_changes() {
+    let shared = SharedStore::new();
+    let mut a = harness_with("closed", shared.clone());
+    let mut b = harness_with("closed", shared.clone());
+    let v1 = bundle(1, coverage_model());
+    let s1 = install(&mut a, &v1);
+    // The entry is written first, then the stamp (version and digest).
+    let stamp = format!("1\n{}", s1.sha256);
+    assert_eq!(
+        shared.get(STAMP_KEY).map(|(v, _)| v),
+        Some(stamp.clone().into_bytes())
+    );
+    assert!(shared.get(BUNDLE_KEY).is_some());
+    let ev = grounded_evidence();
+    let body = body_with(&ev, "s1");
+    assert_scored(&submit(&mut b, &body), &v1, &ev, "s1");
+
+    // Garbage in the entry under an unchanged stamp: requests never look at the entry.
+    shared.set(BUNDLE_KEY, b"junk".to_vec(), 0);
+    for _ in 0..3 {
+        assert_scored(&submit(&mut b, &body), &v1, &ev, "s1");
+    }
+    assert_eq!(b.metric(REFUSED), Some(0));
+    // A new stamp makes the next request look once: refused, the last good bundle stays.
+    shared.set(STAMP_KEY, b"2\nff".to_vec(), 0);
+    assert_scored(&submit(&mut b, &body), &v1, &ev, "s1");
+    assert_scored(&submit(&mut b, &body), &v1, &ev, "s1");
+    assert_eq!(b.metric(REFUSED), Some(1));
+
+    // A newer bundle installed by A (entry, then stamp) reaches B's next request.
+    let v2 = bundle(2, hrs_model(&[("token_coverage", -2.0)], 1.0, 0.5));
+    let token = poll(&mut a);
+    respond_bundle(&mut a, token, &v2.sign(&BUNDLE_SEED));
+    assert_scored(&submit(&mut b, &body), &v2, &ev, "s1");
+
+    // A lost stamp write: B's tick still reads the entry itself and catches up.
+    let v3 = bundle(3, coverage_model());
+    let s3 = v3.sign(&BUNDLE_SEED);
+    let entry_cas = shared.get(BUNDLE_KEY).map(|(_, c)| c).unwrap();
+    let mut entry = format!("kb1\n3\n{}\n{}\n", s3.sha256, s3.signature_b64).into_bytes();
+    entry.extend_from_slice(&s3.bytes);
+    assert_eq!(shared.set(BUNDLE_KEY, entry, entry_cas), 0);
+    assert_scored(&submit(&mut b, &body), &v2, &ev, "s1");
+    b.tick().unwrap();
+    assert_scored(&submit(&mut b, &body), &v3, &ev, "s1");
+    no_panics(&a);
+    no_panics(&b);
 }

@@ -25,6 +25,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 pub const DEFAULT_FOLDS: usize = 5;
+/// Fewest folds of a cross-validation: one to fit on, one to score.
+pub const MIN_FOLDS: usize = 2;
 pub const DEFAULT_SEED: u64 = 20_261_126;
 pub const THRESHOLDS: [f64; 4] = [0.3, 0.5, 0.7, 0.9];
 
@@ -160,6 +162,22 @@ fn length_column(p: &Prepared) -> Vec<f64> {
     p.resp_chars.iter().map(|&c| (c as f64).ln_1p()).collect()
 }
 
+/// Cross-validation refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    #[error("k-fold cross-validation needs at least {MIN_FOLDS} folds (got {0}): with fewer, rows are never scored out of fold")]
+    TooFewFolds(usize),
+}
+
+/// `k` unless it is below [`MIN_FOLDS`].
+pub fn check_folds(k: usize) -> Result<usize, EvalError> {
+    if k < MIN_FOLDS {
+        Err(EvalError::TooFewFolds(k))
+    } else {
+        Ok(k)
+    }
+}
+
 /// Out-of-fold calibrated risks of the recipe and of the length-only baseline.
 pub struct CvScores {
     pub model: Vec<f64>,
@@ -167,14 +185,17 @@ pub struct CvScores {
     pub folds: Vec<usize>,
 }
 
-/// k-fold cross-validation of the default recipe.
+/// k-fold cross-validation of the default recipe; `k` < [`MIN_FOLDS`] is refused (with one
+/// fold nothing is left to fit on, with none no row is scored: the figures would be those of
+/// placeholder zeros).
 pub fn cross_validate(
     p: &Prepared,
     k: usize,
     seed: u64,
     l2: f64,
     mut progress: impl FnMut(usize),
-) -> CvScores {
+) -> Result<CvScores, EvalError> {
+    let k = check_folds(k)?;
     let folds = assign_folds(p, k, seed);
     let groups: Vec<&str> = p.groups.iter().map(|s| s.as_str()).collect();
     let len_x = length_column(p);
@@ -192,11 +213,11 @@ pub fn cross_validate(
         }
         progress(f + 1);
     }
-    CvScores {
+    Ok(CvScores {
         model,
         length_only,
         folds,
-    }
+    })
 }
 
 /// Fits the recipe on all rows (for `kakeya train`).
@@ -383,6 +404,21 @@ mod tests {
     }
 
     #[test]
+    fn fewer_than_two_folds_are_refused() {
+        let p = prepare(&sample(), |_| {});
+        for k in [0, 1] {
+            let e = cross_validate(&p, k, 7, 1.0, |_| {})
+                .err()
+                .unwrap_or_else(|| panic!("k = {k} accepted"));
+            assert_eq!(e, EvalError::TooFewFolds(k));
+            assert!(e.to_string().contains("at least 2 folds"), "{e}");
+        }
+        assert_eq!(check_folds(2), Ok(2));
+        let cv = cross_validate(&p, 2, 7, 1.0, |_| {}).unwrap();
+        assert_eq!(cv.folds.iter().max(), Some(&1));
+    }
+
+    #[test]
     fn training_is_deterministic_and_the_artifact_scores_like_the_pipeline() {
         let p = prepare(&sample(), |_| {});
         let (a, ta) = fit_all(&p, 3, 1.0);
@@ -408,7 +444,7 @@ mod tests {
     #[test]
     fn end_to_end_report_on_a_tiny_sample() {
         let p = prepare(&sample(), |_| {});
-        let cv = cross_validate(&p, 5, 7, 1.0, |_| {});
+        let cv = cross_validate(&p, 5, 7, 1.0, |_| {}).unwrap();
         let r = report(&p, "test", &cv.model, &cv, json!({}));
         let auroc = r["tasks"]["all"]["auroc"].as_f64().unwrap();
         assert!(auroc > 0.95, "{auroc}");

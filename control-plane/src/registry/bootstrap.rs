@@ -3,8 +3,11 @@
 //! so every fresh installation gets the same artifact (same SHA-256) and a model card with its
 //! cross-validated figures. See `control-plane/data/README.md`.
 
-use super::{card, current_bundle, insert_model, set_alias, Published, RegistryError, CHAMPION};
-use crate::ml::dataset::{self, DatasetError, Row};
+use super::{
+    card, current_bundle, insert_model, keys, republish, set_alias, Published, RegistryError,
+    CHAMPION,
+};
+use crate::ml::dataset::{self, Row};
 use crate::ml::{eval, model};
 use crate::store::Db;
 use kakeya_core::model::{HrsModel, TrainingMeta};
@@ -24,10 +27,16 @@ pub struct Trained {
 }
 
 /// The default recipe on `rows`: `folds`-fold CV for the card and the artifact's
-/// `cv_metrics`, then the fit on all rows.
-pub fn train(rows: &[Row], dataset_sha256: &str, seed: u64, l2: f64, folds: usize) -> Trained {
+/// `cv_metrics`, then the fit on all rows. `folds` < 2 is refused.
+pub fn train(
+    rows: &[Row],
+    dataset_sha256: &str,
+    seed: u64,
+    l2: f64,
+    folds: usize,
+) -> Result<Trained, eval::EvalError> {
     let p = eval::prepare(rows, |_| {});
-    let cv = eval::cross_validate(&p, folds, seed, l2, |_| {});
+    let cv = eval::cross_validate(&p, folds, seed, l2, |_| {})?;
     let (pipe, tenant) = eval::fit_all(&p, seed, l2);
     let m = model::artifact(
         pipe,
@@ -42,11 +51,11 @@ pub fn train(rows: &[Row], dataset_sha256: &str, seed: u64, l2: f64, folds: usiz
         },
     );
     let card = card::from_evaluation(&m, &p, &cv, folds);
-    Trained { model: m, card }
+    Ok(Trained { model: m, card })
 }
 
 /// The default model, trained on the embedded sample.
-pub fn train_default() -> Result<Trained, DatasetError> {
+pub fn train_default() -> anyhow::Result<Trained> {
     let rows = dataset::parse(SAMPLE)?;
     Ok(train(
         &rows,
@@ -54,7 +63,7 @@ pub fn train_default() -> Result<Trained, DatasetError> {
         eval::DEFAULT_SEED,
         model::DEFAULT_L2,
         FOLDS,
-    ))
+    )?)
 }
 
 /// At start-up: when no bundle was ever published, trains and registers the default model (if
@@ -82,6 +91,43 @@ pub async fn ensure_default(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Option<P
         bundle = p.bundle_version,
         sha256 = %p.bundle_sha256,
         "published the first bundle"
+    );
+    Ok(Some(p))
+}
+
+/// At start-up, after [`ensure_default`]: when the served bundle does not verify with the
+/// signing key loaded now (the data dir, hence the seed, was replaced while the database was
+/// kept, or the stored bundle no longer parses), publishes the next version from the same
+/// aliases signed with this key, so the filters, which trust this key, take it. `None` when the
+/// served bundle verifies (or none exists).
+pub async fn ensure_trusted(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Option<Published>> {
+    let Some(b) = current_bundle(db).await? else {
+        return Ok(None);
+    };
+    let key = keys::public_key_b64(seed);
+    let why = match kakeya_core::bundle::verify_bundle(
+        b.bytes.as_bytes(),
+        &b.sha256,
+        &b.signature,
+        std::slice::from_ref(&key),
+    ) {
+        Ok(_) => return Ok(None),
+        Err(e) => e,
+    };
+    tracing::warn!(
+        bundle = b.version,
+        error = %why,
+        public_key = %key,
+        "the served bundle does not verify with the current signing key (was the data dir or \
+         KAKEYA_BUNDLE_SIGNING_SEED_FILE replaced while the database was kept?); re-publishing \
+         the current aliases signed with it"
+    );
+    let p = republish(db, seed, crate::now_ms()).await?;
+    tracing::info!(
+        bundle = p.bundle_version,
+        sha256 = %p.bundle_sha256,
+        replaces = b.version,
+        "re-signed bundle published"
     );
     Ok(Some(p))
 }

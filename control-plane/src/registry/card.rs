@@ -4,9 +4,10 @@
 //!   metadata plus the out-of-fold metrics of [`crate::ml::eval`] (per task and overall: n,
 //!   AUROC, PR AUC, Brier, ECE, length-matched AUROC) for the recipe and for two baselines
 //!   (the reference hand-set HRS and a length-only logit), all from the same CV run;
-//! * [`from_artifact`] (uploaded artifacts, whose data the control plane does not have): the
-//!   training metadata and the cross-validated metrics the artifact carries (written by
-//!   `kakeya train` with the same [`crate::ml::eval::per_task`]), marked `"source": "artifact"`.
+//! * [`from_artifact`] (uploaded artifacts, whose data the control plane does not have): no
+//!   computed metrics at all (`"evaluation": {"source": "none"}`). The free-form
+//!   `training.cv_metrics` the uploader put in the artifact are copied, unchecked, under the
+//!   separate key `"claimed_by_artifact"`, never next to computed figures.
 
 use crate::ml::eval::{self, CvScores, Prepared};
 use kakeya_core::model::HrsModel;
@@ -50,12 +51,19 @@ pub fn from_evaluation(m: &HrsModel, p: &Prepared, cv: &CvScores, folds: usize) 
     card
 }
 
+/// Key of an uploaded artifact's card under which the uploader's own claims are kept.
+pub const CLAIMED: &str = "claimed_by_artifact";
+
 /// The card of an uploaded artifact (see the module docs).
 pub fn from_artifact(m: &HrsModel) -> Value {
     let mut card = header(m);
     card["evaluation"] = json!({
-        "source": "artifact",
-        "metrics": m.training.cv_metrics,
+        "source": "none",
+        "note": "uploaded artifact: the control plane has not evaluated it (its training data is not here)",
+    });
+    card[CLAIMED] = json!({
+        "note": "copied from the artifact's training.cv_metrics as uploaded; not computed or checked by this control plane",
+        "cv_metrics": m.training.cv_metrics,
     });
     card
 }
@@ -123,9 +131,9 @@ mod tests {
     fn every_card_number_is_recomputed_independently() {
         let rows = rows();
         let (seed, l2, folds) = (5u64, 1.0, 4usize);
-        let t = train(&rows, "d5", seed, l2, folds);
+        let t = train(&rows, "d5", seed, l2, folds).unwrap();
         let p = eval::prepare(&rows, |_| {});
-        let cv = eval::cross_validate(&p, folds, seed, l2, |_| {});
+        let cv = eval::cross_validate(&p, folds, seed, l2, |_| {}).unwrap();
         let mut expected: BTreeMap<String, f64> = BTreeMap::new();
         let mut tasks: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, r) in rows.iter().enumerate() {
@@ -200,9 +208,42 @@ mod tests {
         );
         assert_eq!(t.card["model_version"], t.model.version());
         assert_eq!(t.card["sha256"], t.model.sha256());
-        // An uploaded artifact's card only repeats what the artifact carries.
-        let a = from_artifact(&t.model);
-        assert_eq!(a["evaluation"]["metrics"], t.card["evaluation"]["metrics"]);
-        assert_eq!(a["evaluation"]["source"], "artifact");
+        assert!(t.card.get(CLAIMED).is_none());
+    }
+
+    /// An uploaded artifact's card: the uploader's `cv_metrics` (here absurd ones) appear only
+    /// under `claimed_by_artifact`; no other number of the card is a metric, and the
+    /// evaluation holds none.
+    #[test]
+    fn uploaded_cards_keep_claimed_metrics_apart() {
+        let rows = rows();
+        let mut m = train(&rows, "d5", 5, 1.0, 4).unwrap().model;
+        let claimed = json!({"all": {"n": 1_000_000, "auroc": 0.999, "brier": 0.0001}});
+        m.training.cv_metrics = claimed.clone();
+        let a = from_artifact(&m);
+        assert_eq!(a[CLAIMED]["cv_metrics"], claimed);
+        assert!(a[CLAIMED]["note"]
+            .as_str()
+            .unwrap()
+            .contains("not computed"));
+        assert_eq!(a["evaluation"]["source"], "none");
+        assert!(a["evaluation"].get("metrics").is_none());
+        let mut outside = BTreeMap::new();
+        for (k, v) in a.as_object().unwrap() {
+            if k != CLAIMED {
+                numeric_leaves(v, &format!("/{k}"), &mut outside);
+            }
+        }
+        // Outside the claims: only the artifact's own parameters, read from it by code.
+        let expected: BTreeMap<String, f64> = [
+            ("/escalate_threshold", m.thresholds.escalate),
+            ("/training/l2", m.training.l2),
+            ("/training/rows", m.training.rows as f64),
+            ("/training/seed", m.training.seed as f64),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(outside, expected);
     }
 }

@@ -16,7 +16,7 @@ pub mod card;
 pub mod keys;
 
 use crate::store::{Backend, Db};
-use kakeya_core::bundle::{Bundle, Policy, BUNDLE_FORMAT};
+use kakeya_core::bundle::{verify_bundle, Bundle, Policy, SignedBundle, BUNDLE_FORMAT};
 use kakeya_core::features::TenantStats;
 use kakeya_core::model::HrsModel;
 use serde::Serialize;
@@ -44,19 +44,50 @@ pub fn configure_tenant_stats_days(days: u32) {
     TENANT_STATS_DAYS.store(days.max(1), Ordering::Relaxed);
 }
 
+/// Bounds of the decision-log signals folded into tenant statistics: D̂ ∈ [0, 3.5],
+/// coh★ ∈ [0, 1.05], r ∈ [0, 1]. Values are claimed by the submitter; anything outside (or not
+/// finite) never reaches a bundle.
+pub const STATS_D_HAT: (f64, f64) = (0.0, 3.5);
+pub const STATS_COH_STAR: (f64, f64) = (0.0, 1.05);
+pub const STATS_R: (f64, f64) = (0.0, 1.0);
+
+/// The decision-log rows eligible for tenant statistics: accepted by verification and with
+/// every signal within its bounds (SQL comparisons are false for NaN and ±∞ out of range).
+const STATS_ROWS: &str = "accepted = 1 \
+     AND d_hat >= 0.0 AND d_hat <= 3.5 \
+     AND coh_star >= 0.0 AND coh_star <= 1.05 \
+     AND r >= 0.0 AND r <= 1.0";
+
+fn within((lo, hi): (f64, f64), x: f64) -> bool {
+    x.is_finite() && lo <= x && x <= hi
+}
+
+/// True when every number of `s` is finite (what a bundle may carry).
+pub fn stats_are_finite(s: &TenantStats) -> bool {
+    [s.avg_d_hat, s.avg_coh, s.avg_r, s.std_r, s.avg_latency_ms]
+        .iter()
+        .all(|x| x.is_finite())
+}
+
 /// Per-tenant [`TenantStats`] from the decision log: for every tenant with at least
-/// [`TENANT_STATS_MIN_ROWS`] rows created since `since_ms`, its most recent
-/// [`TENANT_STATS_MAX_ROWS`] rows folded in decision-log order (row id) into
+/// [`TENANT_STATS_MIN_ROWS`] eligible rows created since `since_ms`, its most recent
+/// [`TENANT_STATS_MAX_ROWS`] eligible rows folded in decision-log order (row id) into
 /// [`TenantStats::fresh`] with [`TenantStats::update`] (EMA α = 0.3 of D̂, coh★ and r, EW std of
 /// r, count; latency is not logged and counts as 0).
+///
+/// Eligible: accepted by verification (`accepted = 1`) with D̂, coh★ and r finite and within
+/// [`STATS_D_HAT`], [`STATS_COH_STAR`], [`STATS_R`]; escalated-for-verification or absurd
+/// claimed values (r = 1e200) would otherwise poison the statistics every filter scores with.
+/// Tenants whose statistics come out non-finite anyway are left out (they use the model's
+/// baseline). Reads only: call it *before* taking the publication lock.
 pub async fn tenant_stats(
     conn: &mut AnyConnection,
     since_ms: i64,
 ) -> Result<BTreeMap<String, TenantStats>, sqlx::Error> {
-    let tenants = sqlx::query(
-        "SELECT tenant, COUNT(*) AS n FROM decision_log WHERE created_at_ms >= $1 \
-         GROUP BY tenant HAVING COUNT(*) >= $2 ORDER BY tenant",
-    )
+    let tenants = sqlx::query(&format!(
+        "SELECT tenant, COUNT(*) AS n FROM decision_log WHERE created_at_ms >= $1 AND {STATS_ROWS} \
+         GROUP BY tenant HAVING COUNT(*) >= $2 ORDER BY tenant"
+    ))
     .bind(since_ms)
     .bind(TENANT_STATS_MIN_ROWS)
     .fetch_all(&mut *conn)
@@ -64,10 +95,10 @@ pub async fn tenant_stats(
     let mut out = BTreeMap::new();
     for t in tenants {
         let tenant: String = t.try_get("tenant")?;
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT d_hat, coh_star, r FROM decision_log WHERE tenant = $1 AND created_at_ms >= $2 \
-             ORDER BY id DESC LIMIT $3",
-        )
+             AND {STATS_ROWS} ORDER BY id DESC LIMIT $3"
+        ))
         .bind(&tenant)
         .bind(since_ms)
         .bind(TENANT_STATS_MAX_ROWS)
@@ -75,16 +106,32 @@ pub async fn tenant_stats(
         .await?;
         let mut stats = TenantStats::fresh();
         for r in rows.iter().rev() {
-            stats.update(
-                r.try_get("d_hat")?,
-                r.try_get("coh_star")?,
-                r.try_get("r")?,
-                0.0,
-            );
+            let (d, c, x): (f64, f64, f64) =
+                (r.try_get("d_hat")?, r.try_get("coh_star")?, r.try_get("r")?);
+            // The SQL filter already holds; checked again so no backend quirk can let one in.
+            if within(STATS_D_HAT, d) && within(STATS_COH_STAR, c) && within(STATS_R, x) {
+                stats.update(d, c, x, 0.0);
+            }
+        }
+        if stats.count < TENANT_STATS_MIN_ROWS.unsigned_abs() {
+            continue;
+        }
+        if !stats_are_finite(&stats) {
+            tracing::warn!(%tenant, "tenant statistics are not finite; the tenant keeps the model baseline");
+            continue;
         }
         out.insert(tenant, stats);
     }
     Ok(out)
+}
+
+/// The statistics window of a publication at `now_ms`, read before the publication lock.
+async fn current_tenant_stats(
+    conn: &mut AnyConnection,
+    now_ms: i64,
+) -> Result<BTreeMap<String, TenantStats>, sqlx::Error> {
+    let days = i64::from(TENANT_STATS_DAYS.load(Ordering::Relaxed));
+    tenant_stats(conn, now_ms.saturating_sub(days * 86_400_000)).await
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -288,12 +335,14 @@ async fn lock_publication(conn: &mut AnyConnection, backend: Backend) -> Result<
     Ok(())
 }
 
-/// Builds, signs and stores the next bundle from the current aliases (inside the caller's
-/// transaction).
+/// Builds, signs and stores the next bundle from the current aliases and `tenant_stats`
+/// (computed by the caller *before* the publication lock: on SQLite the lock is the database's
+/// write lock, which ingest needs too), inside the caller's transaction.
 async fn publish(
     conn: &mut AnyConnection,
     seed: &[u8; 32],
     now_ms: i64,
+    tenant_stats: BTreeMap<String, TenantStats>,
 ) -> Result<Published, RegistryError> {
     let al = aliases(conn).await?;
     let champ = al
@@ -309,8 +358,6 @@ async fn publish(
         .fetch_one(&mut *conn)
         .await?
         .try_get("v")?;
-    let days = i64::from(TENANT_STATS_DAYS.load(Ordering::Relaxed));
-    let tenant_stats = tenant_stats(conn, now_ms.saturating_sub(days * 86_400_000)).await?;
     let bundle = Bundle {
         format: BUNDLE_FORMAT.into(),
         version: u64::try_from(next).unwrap_or(0),
@@ -321,10 +368,7 @@ async fn publish(
         tenant_stats,
         policy: Policy::default(),
     };
-    bundle
-        .validate()
-        .map_err(|e| RegistryError::Invalid(e.to_string()))?;
-    let signed = bundle.sign(seed);
+    let signed = sign_checked(&bundle, seed)?;
     let bytes =
         String::from_utf8(signed.bytes).map_err(|e| RegistryError::Invalid(e.to_string()))?;
     sqlx::query(
@@ -343,6 +387,38 @@ async fn publish(
         bundle_version: next,
         bundle_sha256: signed.sha256,
     })
+}
+
+/// Signs `bundle` after checking that the filters will take it: it passes
+/// [`Bundle::validate`], every tenant statistic is finite (JSON has no ∞/NaN: they would be
+/// written as `null`, and every filter would refuse the bundle), and the signed bytes verify
+/// with the public key of `seed` exactly as a filter verifies them. Never publish otherwise.
+pub fn sign_checked(bundle: &Bundle, seed: &[u8; 32]) -> Result<SignedBundle, RegistryError> {
+    bundle
+        .validate()
+        .map_err(|e| RegistryError::Invalid(format!("refusing to publish the bundle: {e}")))?;
+    if let Some((tenant, _)) = bundle
+        .tenant_stats
+        .iter()
+        .find(|(_, s)| !stats_are_finite(s))
+    {
+        return Err(RegistryError::Invalid(format!(
+            "refusing to publish the bundle: the statistics of tenant {tenant:?} are not finite"
+        )));
+    }
+    let signed = bundle.sign(seed);
+    verify_bundle(
+        &signed.bytes,
+        &signed.sha256,
+        &signed.signature_b64,
+        &[keys::public_key_b64(seed)],
+    )
+    .map_err(|e| {
+        RegistryError::Invalid(format!(
+            "refusing to publish the bundle: it would not verify in the filters: {e}"
+        ))
+    })?;
+    Ok(signed)
 }
 
 /// Points `alias` at `version` (the challenger with its traffic `weight`) and publishes the
@@ -375,6 +451,7 @@ pub async fn set_alias(
         }
     };
     let mut conn = db.pool.acquire().await?;
+    let stats = current_tenant_stats(&mut conn, now_ms).await?;
     let mut tx = conn.begin().await?;
     let res = async {
         lock_publication(&mut tx, db.backend).await?;
@@ -390,7 +467,7 @@ pub async fn set_alias(
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        publish(&mut tx, seed, now_ms).await
+        publish(&mut tx, seed, now_ms, stats).await
     }
     .await;
     finish(tx, res).await
@@ -422,6 +499,7 @@ pub async fn remove_challenger(
     now_ms: i64,
 ) -> Result<Published, RegistryError> {
     let mut conn = db.pool.acquire().await?;
+    let stats = current_tenant_stats(&mut conn, now_ms).await?;
     let mut tx = conn.begin().await?;
     let res = async {
         lock_publication(&mut tx, db.backend).await?;
@@ -432,7 +510,21 @@ pub async fn remove_challenger(
         if done.rows_affected() == 0 {
             return Err(RegistryError::NoChallenger);
         }
-        publish(&mut tx, seed, now_ms).await
+        publish(&mut tx, seed, now_ms, stats).await
+    }
+    .await;
+    finish(tx, res).await
+}
+
+/// Publishes the next bundle (version = max + 1) from the aliases as they are, signed with
+/// `seed`: what `kakeya serve` does when the served bundle does not verify with its key.
+pub async fn republish(db: &Db, seed: &[u8; 32], now_ms: i64) -> Result<Published, RegistryError> {
+    let mut conn = db.pool.acquire().await?;
+    let stats = current_tenant_stats(&mut conn, now_ms).await?;
+    let mut tx = conn.begin().await?;
+    let res = async {
+        lock_publication(&mut tx, db.backend).await?;
+        publish(&mut tx, seed, now_ms, stats).await
     }
     .await;
     finish(tx, res).await

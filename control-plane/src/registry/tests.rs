@@ -183,7 +183,19 @@ async fn concurrent_alias_changes_publish_consecutive_versions() {
 }
 
 /// One decision-log row of `tenant` with the given signals at `ts_ms`.
-async fn log_row(db: &Db, id: &str, tenant: &str, (d, c, r): (f64, f64, f64), ts_ms: i64) {
+async fn log_row(db: &Db, id: &str, tenant: &str, signals: (f64, f64, f64), ts_ms: i64) {
+    log_row_as(db, id, tenant, signals, ts_ms, true).await
+}
+
+/// One decision-log row, `accepted` by verification or not (then escalated, 202).
+async fn log_row_as(
+    db: &Db,
+    id: &str,
+    tenant: &str,
+    (d, c, r): (f64, f64, f64),
+    ts_ms: i64,
+    accepted: bool,
+) {
     let mut conn = db.pool.acquire().await.unwrap();
     let d = crate::store::decision_log::NewDecision {
         record_id: id,
@@ -194,10 +206,10 @@ async fn log_row(db: &Db, id: &str, tenant: &str, (d, c, r): (f64, f64, f64), ts
         r,
         budget: 0.3,
         regime: "mixed",
-        accepted: true,
-        escalated: false,
-        reason: None,
-        status: 200,
+        accepted,
+        escalated: !accepted,
+        reason: (!accepted).then_some("tolerance"),
+        status: if accepted { 200 } else { 202 },
         cacheable: true,
         verify_ns: None,
         created_at_ms: ts_ms,
@@ -287,6 +299,187 @@ async fn published_bundles_carry_tenant_stats_from_the_recent_decision_log() {
             assert!((g - e).abs() < 1e-12, "{}: {g} vs {e}", t.label);
         }
         assert_eq!(got.avg_latency_ms, 0.0);
+        t.cleanup().await;
+    }
+}
+
+/// Absurd claimed signals (r = 1e200 made std(r) infinite, serialised as `null`: every filter
+/// refused every later bundle) and rows verification did not accept never reach a bundle.
+#[tokio::test]
+async fn poisoned_decision_log_rows_never_reach_tenant_stats() {
+    const DAY: i64 = 86_400_000;
+    let now = 100 * DAY;
+    let poison: [((f64, f64, f64), bool); 10] = [
+        ((1.2, 0.7, 1e200), false),
+        ((1.2, 0.7, 1e200), true), // accepted: r is not range-checked by default
+        ((1e200, 0.7, 0.5), true),
+        ((1.2, 1e200, 0.5), true),
+        ((f64::INFINITY, 0.7, 0.5), true),
+        ((1.2, f64::NEG_INFINITY, 0.5), true),
+        ((1.2, 0.7, -0.1), true),
+        ((3.6, 0.7, 0.5), true),
+        ((1.2, 1.06, 0.5), true),
+        ((1.2, 0.7, 0.5), false), // in range, but not accepted
+    ];
+    for t in all_dbs("registry_poisoned_stats").await {
+        let db = &t.db;
+        let mut expected = kakeya_core::features::TenantStats::fresh();
+        for i in 0..25i64 {
+            // Edge values included: the bounds are inclusive.
+            let s = match i {
+                0 => (0.0, 0.0, 0.0),
+                1 => (3.5, 1.05, 1.0),
+                _ => (1.0 + 0.02 * i as f64, 0.6, 0.3 + 0.01 * i as f64),
+            };
+            expected.update(s.0, s.1, s.2, 0.0);
+            log_row(db, &format!("acme-{i}"), "acme", s, now - DAY + 2 * i).await;
+            let (p, accepted) = poison[i as usize % poison.len()];
+            let id = format!("acme-poison-{i}");
+            log_row_as(db, &id, "acme", p, now - DAY + 2 * i + 1, accepted).await;
+        }
+        // A tenant with only poisoned rows keeps the model baseline.
+        for i in 0..40 {
+            let (p, accepted) = poison[i % poison.len()];
+            log_row_as(db, &format!("evil-{i}"), "evil", p, now - DAY, accepted).await;
+        }
+        let m = model(-1.0);
+        insert_model(db, &m, &card::from_artifact(&m), 1)
+            .await
+            .unwrap();
+        set_alias(db, &SEED, CHAMPION, &m.version(), None, now)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", t.label));
+        let b = served(db).await;
+        assert_eq!(
+            b.tenant_stats.keys().collect::<Vec<_>>(),
+            vec!["acme"],
+            "{}",
+            t.label
+        );
+        let got = b.tenant_stats["acme"];
+        assert!(stats_are_finite(&got), "{}: {got:?}", t.label);
+        assert_eq!(got, expected, "{}", t.label);
+        assert_eq!(got.count, 25);
+        t.cleanup().await;
+    }
+}
+
+/// A bundle the filters would refuse is never signed for publication.
+#[test]
+fn unpublishable_bundles_are_refused() {
+    let good = Bundle {
+        format: BUNDLE_FORMAT.into(),
+        version: 1,
+        created_at_ms: 1,
+        champion: model(-1.0),
+        challenger: None,
+        challenger_weight: 0.0,
+        tenant_stats: BTreeMap::new(),
+        policy: Policy::default(),
+    };
+    let signed = sign_checked(&good, &SEED).unwrap();
+    verify_bundle(
+        &signed.bytes,
+        &signed.sha256,
+        &signed.signature_b64,
+        &keys(),
+    )
+    .unwrap();
+    let mut bad = good.clone();
+    let mut s = kakeya_core::features::TenantStats::fresh();
+    s.std_r = f64::INFINITY;
+    bad.tenant_stats.insert("acme".into(), s);
+    let e = sign_checked(&bad, &SEED).unwrap_err().to_string();
+    assert!(e.contains("not finite") && e.contains("acme"), "{e}");
+    let mut bad = good.clone();
+    bad.challenger_weight = 2.0;
+    assert!(matches!(
+        sign_checked(&bad, &SEED),
+        Err(RegistryError::Invalid(_))
+    ));
+}
+
+/// Migration 0003: the index the tenant statistics read by.
+#[tokio::test]
+async fn decision_log_has_the_tenant_time_index() {
+    for t in all_dbs("registry_stats_index").await {
+        let sql = match t.db.backend {
+            Backend::Sqlite => {
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'decision_log'"
+            }
+            Backend::Postgres => {
+                "SELECT CAST(indexname AS TEXT) AS name FROM pg_indexes WHERE tablename = 'decision_log' \
+                 AND schemaname = current_schema()"
+            }
+        };
+        let names: Vec<String> = sqlx::query(sql)
+            .fetch_all(&t.db.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<String, _>("name").unwrap())
+            .collect();
+        assert!(
+            names.iter().any(|n| n == "decision_log_tenant_created"),
+            "{}: {names:?}",
+            t.label
+        );
+        t.cleanup().await;
+    }
+}
+
+/// The data dir (signing seed) was replaced but the database kept: at start the served bundle
+/// does not verify with the new key, so the same aliases are re-published (max + 1), signed
+/// with it; once trusted, nothing more is published.
+#[tokio::test]
+async fn serve_re_signs_a_bundle_the_current_key_does_not_verify() {
+    const NEW_SEED: [u8; 32] = [7; 32];
+    for t in all_dbs("registry_resign").await {
+        let db = &t.db;
+        assert!(bootstrap::ensure_trusted(db, &SEED)
+            .await
+            .unwrap()
+            .is_none());
+        let (a, b) = (model(-1.0), model(-2.0));
+        for (m, ts) in [(&a, 1), (&b, 2)] {
+            insert_model(db, m, &card::from_artifact(m), ts)
+                .await
+                .unwrap();
+        }
+        set_alias(db, &SEED, CHAMPION, &a.version(), None, 3)
+            .await
+            .unwrap();
+        set_alias(db, &SEED, CHALLENGER, &b.version(), Some(0.3), 4)
+            .await
+            .unwrap();
+        assert!(bootstrap::ensure_trusted(db, &SEED)
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(current_bundle(db).await.unwrap().unwrap().version, 2);
+        let p = bootstrap::ensure_trusted(db, &NEW_SEED)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{}: not re-signed", t.label));
+        assert_eq!(p.bundle_version, 3, "{}", t.label);
+        let cur = current_bundle(db).await.unwrap().unwrap();
+        assert_eq!(cur.version, 3);
+        assert!(verify_bundle(cur.bytes.as_bytes(), &cur.sha256, &cur.signature, &keys()).is_err());
+        let new_key = vec![keys::public_key_b64(&NEW_SEED)];
+        let bundle =
+            verify_bundle(cur.bytes.as_bytes(), &cur.sha256, &cur.signature, &new_key).unwrap();
+        assert_eq!(bundle.version, 3);
+        assert_eq!(bundle.champion.version(), a.version());
+        assert_eq!(
+            bundle.challenger.as_ref().map(HrsModel::version),
+            Some(b.version())
+        );
+        assert!((bundle.challenger_weight - 0.3).abs() < 1e-12);
+        assert!(bootstrap::ensure_trusted(db, &NEW_SEED)
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(current_bundle(db).await.unwrap().unwrap().version, 3);
         t.cleanup().await;
     }
 }

@@ -31,6 +31,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "registry",
         include_str!("../../migrations/sqlite/0002_registry.sql"),
     ),
+    (
+        3,
+        "decision_log_tenant_time",
+        include_str!("../../migrations/sqlite/0003_decision_log_tenant_time.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -42,6 +47,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "registry",
         include_str!("../../migrations/postgres/0002_registry.sql"),
+    ),
+    (
+        3,
+        "decision_log_tenant_time",
+        include_str!("../../migrations/postgres/0003_decision_log_tenant_time.sql"),
     ),
 ];
 

@@ -12,7 +12,11 @@ pub struct WalRecord {
     pub cacheable: bool,
     #[serde(default)]
     pub verify_ns: Option<u64>,
-    /// The original request body (a parsed PCS, hence valid UTF-8).
+    /// The request body (a parsed PCS, hence valid UTF-8). A body without an `evidence`
+    /// member is stored byte for byte as received. A body with one is stored *re-serialised*
+    /// without it (`api::ingest`): raw evidence is never persisted, and the remaining members
+    /// are not the received bytes (key order and number spelling may differ), so such a record
+    /// does not hold the signed request; `evidence_sha256` and the signed fields are kept.
     pub body: String,
 }
 

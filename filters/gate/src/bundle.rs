@@ -4,15 +4,24 @@
 //!   lease expiry in ns, claimed with CAS) and polls the control plane.
 //! * A bundle that verifies ([`kakeya_core::bundle::verify_bundle`]) and is newer than the stored
 //!   one is written, as received, into shared-data key [`BUNDLE_KEY`] ([`encode_entry`]) with CAS.
-//! * Every VM compares that key's CAS with the one it cached on each request and, when it
-//!   changed, re-verifies and parses the entry once and swaps its `Rc<Scorer>` ([`BundleCache`]):
-//!   a swap happens between requests, never during one.
+//! * Right after the entry, the writer stores a small stamp (version and digest, [`STAMP_KEY`],
+//!   [`stamp_value`]). A request reads only the stamp; when it differs from the one the VM saw
+//!   last, the VM reads the entry and, when the entry's CAS changed, re-verifies and parses it
+//!   once and swaps its `Rc<Scorer>` ([`BundleCache`]): a swap happens between requests, never
+//!   during one. Every tick also reads the entry itself (off the request path), so a VM catches
+//!   up within one interval even if a stamp write was lost.
+//! * The first tick comes [`FIRST_TICK_MS`] after configuration (then every poll interval), so
+//!   a cold start polls at once instead of after a full interval.
 
 use kakeya_core::bundle::{verify_bundle, Scorer};
 use std::rc::Rc;
 
 /// Shared-data key of the current bundle.
 pub const BUNDLE_KEY: &str = "kakeya.bundle";
+/// Shared-data key of the stamp of the current bundle (small; what requests read).
+pub const STAMP_KEY: &str = "kakeya.bundle.stamp";
+/// Delay of the first tick after configuration (capped by the poll interval).
+pub const FIRST_TICK_MS: u32 = 50;
 /// Shared-data key of the poll lease.
 pub const LEASE_KEY: &str = "kakeya.bundle.lease";
 /// Tag of the entry encoding.
@@ -60,6 +69,11 @@ pub fn decode_entry(raw: &[u8]) -> Option<Entry<'_>> {
         signature_b64,
         bytes,
     })
+}
+
+/// Stamp of a stored entry: `<version>\n<sha256>`.
+pub fn stamp_value(version: u64, sha256: &str) -> Vec<u8> {
+    format!("{version}\n{sha256}").into_bytes()
 }
 
 /// Lease value: the expiry in ns since the epoch.
@@ -157,10 +171,22 @@ pub fn compare_with_stored(stored: Option<&Entry<'_>>, sha256: &str, version: u6
 pub struct BundleCache {
     /// CAS of the shared entry last looked at (valid or not).
     cas: Option<u32>,
+    /// The stamp last seen.
+    stamp: Option<Vec<u8>>,
     current: Option<Rc<Scorer>>,
 }
 
 impl BundleCache {
+    /// Records the stamp a request read; `true` when it differs from the last one seen (the
+    /// entry must be looked at then).
+    pub fn stamp_changed(&mut self, stamp: &[u8]) -> bool {
+        if self.stamp.as_deref() == Some(stamp) {
+            return false;
+        }
+        self.stamp = Some(stamp.to_vec());
+        true
+    }
+
     /// The bundle requests score with now.
     pub fn current(&self) -> Option<Rc<Scorer>> {
         self.current.clone()
@@ -221,6 +247,17 @@ mod tests {
         }
         assert_eq!(decode_entry(b""), None);
         assert_eq!(decode_entry(b"kb1\nx\na\nb\n{}"), None);
+    }
+
+    #[test]
+    fn stamps_trigger_one_look_each() {
+        assert_eq!(stamp_value(7, "ab"), b"7\nab".to_vec());
+        let mut c = BundleCache::default();
+        assert!(c.stamp_changed(&stamp_value(1, "aa")));
+        assert!(!c.stamp_changed(&stamp_value(1, "aa")));
+        assert!(c.stamp_changed(&stamp_value(2, "bb")));
+        assert!(!c.stamp_changed(&stamp_value(2, "bb")));
+        assert!(c.stamp_changed(&stamp_value(1, "aa")));
     }
 
     #[test]

@@ -242,8 +242,9 @@ pub fn escalate_without_bundle(result: &mut VerifyResult) {
     }
 }
 
-/// Body stage: parse (400) → signature (401) → evidence binding (400/401) → verify → risk
-/// scoring with `bundle` when the gate has a bundle source → forward.
+/// Body stage: parse (400) → signature (401) → evidence binding (400/401; signed but stripped
+/// evidence is 400 `evidence_missing`) → verify → risk scoring with `bundle` when the gate has a
+/// bundle source → forward.
 pub fn on_body_scored(
     tenant: &str,
     body: &[u8],
@@ -706,6 +707,23 @@ mod tests {
                 r.body,
                 r#"{"error":"evidence does not match the signed evidence_sha256","code":"evidence_mismatch"}"#
             );
+        }
+
+        #[test]
+        fn stripped_evidence_is_refused_not_left_unscored() {
+            // Signed with evidence_sha256, evidence removed in transit: 400, never forwarded
+            // unscored, with or without a bundle.
+            let mut v: serde_json::Value = serde_json::from_slice(&body(None)).unwrap();
+            v.as_object_mut().unwrap().remove("evidence");
+            let stripped = v.to_string().into_bytes();
+            for b in [None, Some(bundle(-5.0))] {
+                for mode in ["open", "closed"] {
+                    let Decision::LocalReply(r) = go(&gate(mode), b.as_ref(), &stripped) else {
+                        panic!("expected a reply")
+                    };
+                    assert_eq!((r.status, r.code), (400, "evidence_missing"));
+                }
+            }
         }
 
         #[test]

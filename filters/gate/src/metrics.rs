@@ -26,7 +26,8 @@ pub enum Counter {
     Scored,
     /// Scored at or above the model's escalation threshold.
     HighRisk,
-    /// Evidence not bound to the signature (400 `evidence_unbound` / 401 `evidence_mismatch`).
+    /// Evidence not bound to the signature (400 `evidence_unbound` / 401 `evidence_mismatch`), or
+    /// signed by `evidence_sha256` but stripped from the request (400 `evidence_missing`).
     EvidenceErrors,
     /// 503 `no_bundle` (failure mode `closed`, no valid bundle yet).
     NoBundle,

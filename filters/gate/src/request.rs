@@ -100,7 +100,9 @@ impl GateRequest {
         match decision {
             Decision::LocalReply(r) => {
                 let c = match (r.status, r.code) {
-                    (_, "evidence_unbound" | "evidence_mismatch") => Counter::EvidenceErrors,
+                    (_, "evidence_unbound" | "evidence_mismatch" | "evidence_missing") => {
+                        Counter::EvidenceErrors
+                    }
                     (_, "no_bundle") => Counter::NoBundle,
                     (401, _) => Counter::SignatureErrors,
                     (_, "unknown_tenant") => Counter::UnknownTenant,

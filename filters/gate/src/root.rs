@@ -3,7 +3,9 @@
 //! a shared reference to both. With a bundle source it also polls the control plane for the
 //! model bundle (one VM per interval, see [`crate::bundle`]).
 
-use crate::bundle::{self, BundleCache, PollVerdict, BUNDLE_KEY, CAS_RETRIES, LEASE_KEY};
+use crate::bundle::{
+    self, BundleCache, PollVerdict, BUNDLE_KEY, CAS_RETRIES, FIRST_TICK_MS, LEASE_KEY, STAMP_KEY,
+};
 use crate::host;
 use crate::metrics::{tenant_label, MetricHost, Metrics, OTHER_TENANT};
 use crate::request::GateRequest;
@@ -53,13 +55,42 @@ pub fn bump_global(id: Option<u32>, name: &str) {
 }
 
 impl Shared {
-    /// The bundle to score the current request with: looks at the shared entry (one hostcall,
-    /// compared by CAS) and re-verifies it only when it changed. `None` without a bundle source
-    /// or while no valid bundle exists. A failed hostcall keeps the cached bundle.
+    /// The bundle to score the current request with: reads only the small shared stamp (one
+    /// hostcall, a few dozen bytes) and looks at the full entry only when the stamp changed.
+    /// `None` without a bundle source or while no valid bundle exists. A failed hostcall keeps
+    /// the cached bundle.
     pub fn current_bundle(&self) -> Option<Rc<Scorer>> {
-        let source = self.gate.bundle.as_ref()?;
+        self.gate.bundle.as_ref()?;
         let Ok(mut cache) = self.bundle.try_borrow_mut() else {
             return None;
+        };
+        match host::get_shared_data(STAMP_KEY) {
+            Ok(Some((stamp, _))) => {
+                if cache.stamp_changed(&stamp) {
+                    self.sync_entry(&mut cache);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("kakeya-gate: cannot read shared data {STAMP_KEY}: {e}"),
+        }
+        cache.current()
+    }
+
+    /// As [`Self::current_bundle`], but looks at the full entry whatever the stamp says (the
+    /// tick path: catches up even when a stamp write was lost).
+    pub fn sync_bundle(&self) -> Option<Rc<Scorer>> {
+        self.gate.bundle.as_ref()?;
+        let Ok(mut cache) = self.bundle.try_borrow_mut() else {
+            return None;
+        };
+        self.sync_entry(&mut cache);
+        cache.current()
+    }
+
+    /// Reads the shared entry and re-verifies it when its CAS changed.
+    fn sync_entry(&self, cache: &mut BundleCache) {
+        let Some(source) = self.gate.bundle.as_ref() else {
+            return;
         };
         match host::get_shared_data(BUNDLE_KEY) {
             Ok(Some((raw, cas))) if !cache.is_current(cas) => {
@@ -85,7 +116,6 @@ impl Shared {
             Ok(_) => {}
             Err(e) => log::warn!("kakeya-gate: cannot read shared data {BUNDLE_KEY}: {e}"),
         }
-        cache.current()
     }
 }
 
@@ -108,6 +138,8 @@ pub struct GateRoot {
     shared: Option<Rc<Shared>>,
     /// Token and dispatch time (ns) of the poll in flight.
     in_flight: Option<(u32, u64)>,
+    /// The configured poll period (ms), still to be set after the short first tick.
+    pending_period_ms: Option<u32>,
 }
 
 impl GateRoot {
@@ -115,6 +147,7 @@ impl GateRoot {
         GateRoot {
             shared: None,
             in_flight: None,
+            pending_period_ms: None,
         }
     }
 
@@ -136,7 +169,7 @@ impl GateRoot {
             return;
         };
         // Every VM ticks: pick up a bundle another VM stored here, off the request path.
-        let _ = shared.current_bundle();
+        let _ = shared.sync_bundle();
         let Ok(now) = host::now_ns() else { return };
         if let Some((_, since)) = self.in_flight {
             // Envoy always answers a callout (a timeout is a response without headers); this
@@ -250,7 +283,14 @@ impl GateRoot {
                 Ok(()) => {
                     log::info!("kakeya-gate: installed model bundle version {version} ({sha})");
                     bump_global(shared.bundle_updates, BUNDLE_UPDATES_METRIC);
-                    let _ = shared.current_bundle();
+                    // The stamp after the entry: a request that sees it finds the entry there.
+                    let stamp = bundle::stamp_value(version, &sha);
+                    if let Err(e) = host::set_shared_data(STAMP_KEY, &stamp, 0) {
+                        log::warn!(
+                            "kakeya-gate: cannot write shared data {STAMP_KEY}: {e}; other VMs pick the bundle up on their next tick"
+                        );
+                    }
+                    let _ = shared.sync_bundle();
                     return;
                 }
                 Err(host::HostStatus(host::STATUS_CAS_MISMATCH)) => {
@@ -355,10 +395,13 @@ impl RootContext for GateRoot {
             bundle_poll_errors = define(BUNDLE_POLL_ERRORS_METRIC);
             bundle_updates = define(BUNDLE_UPDATES_METRIC);
             let ms = u32::try_from(source.poll_interval_ms).unwrap_or(u32::MAX);
-            if let Err(e) = host::set_tick_period_ms(ms) {
+            // A short first tick polls right after a cold start; that tick sets the period.
+            let first = FIRST_TICK_MS.min(ms);
+            if let Err(e) = host::set_tick_period_ms(first) {
                 log::error!("kakeya-gate: cannot set the bundle poll period: {e}; refusing the configuration");
                 return false;
             }
+            self.pending_period_ms = (first != ms).then_some(ms);
             log::info!(
                 "kakeya-gate: polling {} on cluster {} every {} ms ({:?} without a bundle)",
                 source.path,
@@ -380,6 +423,13 @@ impl RootContext for GateRoot {
     }
 
     fn on_tick(&mut self) {
+        if let Some(ms) = self.pending_period_ms {
+            match host::set_tick_period_ms(ms) {
+                Ok(()) => self.pending_period_ms = None,
+                // Kept pending: the next (short) tick tries again.
+                Err(e) => log::warn!("kakeya-gate: cannot set the bundle poll period: {e}"),
+            }
+        }
         self.poll();
     }
 
