@@ -203,9 +203,14 @@ pub fn train(
                 let db = kakeya_control_plane::store::Db::connect(&cfg.database_url, None)
                     .await
                     .context("cannot open the database; check DATABASE_URL")?;
+                let seed = kakeya_control_plane::registry::keys::load_or_create_seed(
+                    &cfg.bundle_signing_seed_file,
+                )
+                .context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")?;
                 anyhow::Ok(
                     kakeya_control_plane::registry::insert_model(
                         &db,
+                        &seed,
                         &m,
                         &card,
                         kakeya_control_plane::now_ms(),

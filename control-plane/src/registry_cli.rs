@@ -35,21 +35,35 @@ pub async fn model(mut cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
         ModelCmd::Register { file } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let s = kakeya_control_plane::api::registry::register(&db, &bytes).await?;
-            println!("registered {} (sha256 {})", s.version, s.sha256);
+            let seed = cfg.load_bundle_key()?;
+            let s = kakeya_control_plane::api::registry::register(&db, &seed, &bytes).await?;
+            println!(
+                "registered {} (sha256 {}, signature {})",
+                s.version,
+                s.sha256,
+                s.signature.as_deref().unwrap_or("-")
+            );
         }
         ModelCmd::List => {
             println!(
-                "{:<16} {:<14} {:<16} aliases",
-                "version", "created_at_ms", "sha256"
+                "{:<16} {:<14} {:<20} {:<64} signature",
+                "version", "created_at_ms", "aliases", "sha256"
             );
             for m in registry::list_models(&db).await? {
+                let aliases = if m.aliases.is_empty() {
+                    "-".to_string()
+                } else {
+                    m.aliases.join(",")
+                };
                 println!(
-                    "{:<16} {:<14} {:<16} {}",
+                    "{:<16} {:<14} {:<20} {:<64} {}",
                     m.version,
                     m.created_at_ms,
-                    &m.sha256[..16.min(m.sha256.len())],
-                    m.aliases.join(",")
+                    aliases,
+                    m.sha256,
+                    m.signature
+                        .as_deref()
+                        .unwrap_or("- (unsigned: kakeya serve signs it)")
                 );
             }
         }

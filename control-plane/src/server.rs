@@ -78,6 +78,9 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         .context(
             "the served bundle does not verify with the signing key, and re-signing it failed",
         )?;
+    crate::registry::bootstrap::ensure_models_signed(&db, &seed)
+        .await
+        .context("cannot sign the registered model artifacts")?;
     std::fs::create_dir_all(&cfg.wal_dir).with_context(|| {
         format!(
             "cannot create WAL_DIR {}; check permissions",

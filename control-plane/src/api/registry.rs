@@ -99,7 +99,7 @@ pub async fn current_bundle(
     tag = "registry",
     security(("bearer" = [])),
     responses(
-        (status = 200, body = Vec<ModelSummary>, description = "Newest first"),
+        (status = 200, body = Vec<ModelSummary>, description = "Newest first, with each artifact's SHA-256 and Ed25519 signature"),
         (status = 401, body = ErrorBody),
         (status = 503, body = ErrorBody)
     )
@@ -117,7 +117,7 @@ pub async fn list_models(
     params(("version" = String, Path, description = "lr-<12 hex>")),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = ModelDetail, description = "Artifact and model card"),
+        (status = 200, body = ModelDetail, description = "Artifact, its SHA-256 and Ed25519 signature, and model card"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 503, body = ErrorBody)
@@ -134,11 +134,16 @@ pub async fn get_model(
         .ok_or_else(|| ApiError::Missing(format!("no model {version}")))
 }
 
-/// Validates and registers an artifact (the same path as `kakeya model register`).
-pub async fn register(db: &crate::store::Db, bytes: &[u8]) -> Result<ModelSummary, ApiError> {
+/// Validates, signs with `seed` and registers an artifact (the same path as
+/// `kakeya model register`).
+pub async fn register(
+    db: &crate::store::Db,
+    seed: &[u8; 32],
+    bytes: &[u8],
+) -> Result<ModelSummary, ApiError> {
     let m = HrsModel::from_json(bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid model artifact: {e}")))?;
-    Ok(registry::insert_model(db, &m, &card::from_artifact(&m), crate::now_ms()).await?)
+    Ok(registry::insert_model(db, seed, &m, &card::from_artifact(&m), crate::now_ms()).await?)
 }
 
 #[utoipa::path(
@@ -159,7 +164,10 @@ pub async fn post_model(
     State(st): State<AdminState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ModelSummary>), ApiError> {
-    Ok((StatusCode::CREATED, Json(register(&st.db, &body).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(register(&st.db, seed(&st)?, &body).await?),
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -82,7 +82,7 @@ pub async fn ensure_default(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Option<P
         "trained the default model on the embedded HaluEval sample"
     );
     let now = crate::now_ms();
-    match insert_model(db, &trained.model, &trained.card, now).await {
+    match insert_model(db, seed, &trained.model, &trained.card, now).await {
         Ok(_) | Err(RegistryError::Exists(_)) => {}
         Err(e) => return Err(e.into()),
     }
@@ -130,6 +130,31 @@ pub async fn ensure_trusted(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Option<P
         "re-signed bundle published"
     );
     Ok(Some(p))
+}
+
+/// At start-up: signs every registered model whose signature is missing (registered before
+/// migration 0004) or does not verify with the signing key loaded now, logging each one.
+/// Rows whose stored artifact was altered are left as they are, with a warning. Returns the
+/// number of models signed.
+pub async fn ensure_models_signed(db: &Db, seed: &[u8; 32]) -> anyhow::Result<usize> {
+    let (signed, refused) = super::sign_models(db, seed).await?;
+    let key = keys::public_key_b64(seed);
+    for s in &signed {
+        if s.was_unsigned {
+            tracing::info!(model = %s.version, public_key = %key, "signed an unsigned model artifact");
+        } else {
+            tracing::warn!(
+                model = %s.version,
+                public_key = %key,
+                "the model artifact's signature does not verify with the current signing key \
+                 (was the data dir or KAKEYA_BUNDLE_SIGNING_SEED_FILE replaced?); re-signed it"
+            );
+        }
+    }
+    for (version, why) in &refused {
+        tracing::warn!(model = %version, reason = %why, "not signing a model artifact");
+    }
+    Ok(signed.len())
 }
 
 #[cfg(test)]

@@ -4,11 +4,13 @@
 //! Generation writes a private temp file and then *links* it into place, which fails when the
 //! file already exists: two processes starting at once (`kakeya envoy render` and
 //! `kakeya serve`) end up with the same key, never with one each. The seed is never logged.
+//! The same key signs model artifacts ([`sign_artifact`]).
 
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
 
@@ -83,6 +85,32 @@ fn parse_seed(bytes: &[u8], path: &Path) -> anyhow::Result<[u8; 32]> {
 /// Standard base64 of the Ed25519 public key of `seed` (what filters trust).
 pub fn public_key_b64(seed: &[u8; 32]) -> String {
     STANDARD.encode(SigningKey::from_bytes(seed).verifying_key().to_bytes())
+}
+
+/// Standard base64 Ed25519 signature, by `seed`, of the 32-byte SHA-256 digest of a model
+/// artifact's canonical bytes (what `models.signature` stores; the same key as bundles).
+pub fn sign_artifact(canonical_bytes: &[u8], seed: &[u8; 32]) -> String {
+    let digest = Sha256::digest(canonical_bytes);
+    STANDARD.encode(SigningKey::from_bytes(seed).sign(&digest).to_bytes())
+}
+
+/// True when `signature_b64` is the signature of SHA-256(`canonical_bytes`) by the key whose
+/// public half is `public_key_b64` (standard base64).
+pub fn verify_artifact(canonical_bytes: &[u8], signature_b64: &str, public_key_b64: &str) -> bool {
+    let key = STANDARD
+        .decode(public_key_b64.trim())
+        .ok()
+        .and_then(|raw| <[u8; 32]>::try_from(raw.as_slice()).ok())
+        .and_then(|raw| VerifyingKey::from_bytes(&raw).ok());
+    let sig = STANDARD
+        .decode(signature_b64.trim())
+        .ok()
+        .and_then(|raw| <[u8; 64]>::try_from(raw.as_slice()).ok())
+        .map(|raw| Signature::from_bytes(&raw));
+    match (key, sig) {
+        (Some(key), Some(sig)) => key.verify(&Sha256::digest(canonical_bytes), &sig).is_ok(),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The model registry and bundle publication.
 //!
-//! * `models`: every registered artifact (canonical JSON, identity `lr-<sha256[..12]>`) and its
-//!   model card ([`card`]);
+//! * `models`: every registered artifact (canonical JSON, identity `lr-<sha256[..12]>`), the
+//!   Ed25519 signature of the SHA-256 of its canonical bytes by the control plane's key
+//!   ([`keys::sign_artifact`]) and its model card ([`card`]);
 //! * `model_aliases`: `champion` and optionally `challenger` (with its traffic weight);
 //! * `bundles`: every published [`Bundle`], signed with the control plane's key ([`keys`]).
 //!
@@ -154,7 +155,12 @@ pub enum RegistryError {
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ModelSummary {
     pub version: String,
+    /// SHA-256 (hex) of the artifact's canonical bytes.
     pub sha256: String,
+    /// Standard base64 Ed25519 signature of the 32-byte SHA-256 digest of the artifact's
+    /// canonical bytes, by the control plane's key (`kakeya bundle public-key`). `null` only
+    /// for a row registered before migration 0004 that no `kakeya serve` has started on since.
+    pub signature: Option<String>,
     pub created_at_ms: i64,
     /// Aliases pointing at this model (`champion`, `challenger`).
     pub aliases: Vec<String>,
@@ -200,9 +206,11 @@ pub struct Published {
     pub bundle_sha256: String,
 }
 
-/// Stores a validated artifact with its card; `Exists` when the version is registered.
+/// Stores a validated artifact with its card, signed with `seed` ([`keys::sign_artifact`]);
+/// `Exists` when the version is registered.
 pub async fn insert_model(
     db: &Db,
+    seed: &[u8; 32],
     model: &HrsModel,
     card: &serde_json::Value,
     now_ms: i64,
@@ -212,14 +220,17 @@ pub async fn insert_model(
         .map_err(|e| RegistryError::Invalid(e.to_string()))?;
     let version = model.version();
     let sha256 = model.sha256();
-    let artifact = String::from_utf8(model.canonical_bytes())
-        .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+    let canonical = model.canonical_bytes();
+    let signature = keys::sign_artifact(&canonical, seed);
+    let artifact =
+        String::from_utf8(canonical).map_err(|e| RegistryError::Invalid(e.to_string()))?;
     let done = sqlx::query(
-        "INSERT INTO models (version, sha256, artifact, card, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (version) DO NOTHING",
+        "INSERT INTO models (version, sha256, signature, artifact, card, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (version) DO NOTHING",
     )
     .bind(&version)
     .bind(&sha256)
+    .bind(&signature)
     .bind(artifact)
     .bind(card.to_string())
     .bind(now_ms)
@@ -231,6 +242,7 @@ pub async fn insert_model(
     Ok(ModelSummary {
         version,
         sha256,
+        signature: Some(signature),
         created_at_ms: now_ms,
         aliases: Vec::new(),
     })
@@ -268,7 +280,8 @@ pub async fn list_models(db: &Db) -> Result<Vec<ModelSummary>, sqlx::Error> {
     let mut conn = db.pool.acquire().await?;
     let al = aliases(&mut conn).await?;
     let rows = sqlx::query(
-        "SELECT version, sha256, created_at_ms FROM models ORDER BY created_at_ms DESC, version",
+        "SELECT version, sha256, signature, created_at_ms FROM models \
+         ORDER BY created_at_ms DESC, version",
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -278,6 +291,7 @@ pub async fn list_models(db: &Db) -> Result<Vec<ModelSummary>, sqlx::Error> {
             Ok(ModelSummary {
                 aliases: aliases_of(&al, &version),
                 sha256: r.try_get("sha256")?,
+                signature: r.try_get("signature")?,
                 created_at_ms: r.try_get("created_at_ms")?,
                 version,
             })
@@ -290,7 +304,8 @@ pub async fn get_model(db: &Db, version: &str) -> Result<Option<ModelDetail>, sq
     let mut conn = db.pool.acquire().await?;
     let al = aliases(&mut conn).await?;
     let row = sqlx::query(
-        "SELECT version, sha256, artifact, card, created_at_ms FROM models WHERE version = $1",
+        "SELECT version, sha256, signature, artifact, card, created_at_ms FROM models \
+         WHERE version = $1",
     )
     .bind(version)
     .fetch_optional(&mut *conn)
@@ -302,6 +317,7 @@ pub async fn get_model(db: &Db, version: &str) -> Result<Option<ModelDetail>, sq
         summary: ModelSummary {
             version: r.try_get("version")?,
             sha256: r.try_get("sha256")?,
+            signature: r.try_get("signature")?,
             created_at_ms: r.try_get("created_at_ms")?,
             aliases: aliases_of(&al, version),
         },
@@ -548,6 +564,69 @@ pub async fn current_bundle(db: &Db) -> Result<Option<BundleRow>, sqlx::Error> {
         })
     })
     .transpose()
+}
+
+/// Why a stored model's signature was (re)written by [`sign_models`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resigned {
+    pub version: String,
+    /// `true`: the row had no signature; `false`: it did not verify with the key.
+    pub was_unsigned: bool,
+}
+
+/// Signs, with `seed`, every model whose signature is missing or does not verify with the
+/// public key of `seed` (over SHA-256 of the stored canonical artifact). A row whose stored
+/// artifact is not canonical JSON of a valid model or whose SHA-256 does not match its
+/// `sha256` column is never signed (the text was altered: signing it would bless the
+/// alteration); it is returned in the second list with the reason.
+pub async fn sign_models(
+    db: &Db,
+    seed: &[u8; 32],
+) -> Result<(Vec<Resigned>, Vec<(String, String)>), sqlx::Error> {
+    let key = keys::public_key_b64(seed);
+    let rows =
+        sqlx::query("SELECT version, sha256, signature, artifact FROM models ORDER BY version")
+            .fetch_all(&db.pool)
+            .await?;
+    let (mut signed, mut refused) = (Vec::new(), Vec::new());
+    for r in rows {
+        let version: String = r.try_get("version")?;
+        let sha256: String = r.try_get("sha256")?;
+        let signature: Option<String> = r.try_get("signature")?;
+        let artifact: String = r.try_get("artifact")?;
+        let bytes = artifact.as_bytes();
+        if signature
+            .as_deref()
+            .is_some_and(|s| keys::verify_artifact(bytes, s, &key))
+        {
+            continue;
+        }
+        let why = match HrsModel::from_json(bytes) {
+            Err(e) => Some(format!("the stored artifact is not a valid model: {e}")),
+            Ok(m) if m.canonical_bytes() != bytes => {
+                Some("the stored artifact is not in canonical form".to_string())
+            }
+            Ok(m) if m.sha256() != sha256 || m.version() != version => Some(format!(
+                "the stored artifact's SHA-256 {} does not match the registered {sha256}",
+                m.sha256()
+            )),
+            Ok(_) => None,
+        };
+        if let Some(why) = why {
+            refused.push((version, why));
+            continue;
+        }
+        sqlx::query("UPDATE models SET signature = $1 WHERE version = $2")
+            .bind(keys::sign_artifact(bytes, seed))
+            .bind(&version)
+            .execute(&db.pool)
+            .await?;
+        signed.push(Resigned {
+            version,
+            was_unsigned: signature.is_none(),
+        });
+    }
+    Ok((signed, refused))
 }
 
 /// Number of registered models.

@@ -50,15 +50,15 @@ async fn register_promote_and_publish_signed_bundles() {
         let db = &t.db;
         let (a, b) = (model(-1.0), model(-2.0));
         assert!(current_bundle(db).await.unwrap().is_none(), "{}", t.label);
-        let s = insert_model(db, &a, &card::from_artifact(&a), 10)
+        let s = insert_model(db, &SEED, &a, &card::from_artifact(&a), 10)
             .await
             .unwrap();
         assert_eq!(s.version, a.version());
         assert!(matches!(
-            insert_model(db, &a, &card::from_artifact(&a), 11).await,
+            insert_model(db, &SEED, &a, &card::from_artifact(&a), 11).await,
             Err(RegistryError::Exists(_))
         ));
-        insert_model(db, &b, &card::from_artifact(&b), 12)
+        insert_model(db, &SEED, &b, &card::from_artifact(&b), 12)
             .await
             .unwrap();
         // No champion yet: a challenger cannot be published.
@@ -149,7 +149,7 @@ async fn first_start_publishes_the_default_model_once() {
 async fn concurrent_alias_changes_publish_consecutive_versions() {
     for t in all_dbs("registry_concurrent").await {
         let a = model(-1.0);
-        insert_model(&t.db, &a, &card::from_artifact(&a), 1)
+        insert_model(&t.db, &SEED, &a, &card::from_artifact(&a), 1)
             .await
             .unwrap();
         set_alias(&t.db, &SEED, CHAMPION, &a.version(), None, 2)
@@ -266,7 +266,7 @@ async fn published_bundles_carry_tenant_stats_from_the_recent_decision_log() {
             .await;
         }
         let m = model(-1.0);
-        insert_model(db, &m, &card::from_artifact(&m), 1)
+        insert_model(db, &SEED, &m, &card::from_artifact(&m), 1)
             .await
             .unwrap();
         set_alias(db, &SEED, CHAMPION, &m.version(), None, now)
@@ -343,7 +343,7 @@ async fn poisoned_decision_log_rows_never_reach_tenant_stats() {
             log_row_as(db, &format!("evil-{i}"), "evil", p, now - DAY, accepted).await;
         }
         let m = model(-1.0);
-        insert_model(db, &m, &card::from_artifact(&m), 1)
+        insert_model(db, &SEED, &m, &card::from_artifact(&m), 1)
             .await
             .unwrap();
         set_alias(db, &SEED, CHAMPION, &m.version(), None, now)
@@ -442,7 +442,7 @@ async fn serve_re_signs_a_bundle_the_current_key_does_not_verify() {
             .is_none());
         let (a, b) = (model(-1.0), model(-2.0));
         for (m, ts) in [(&a, 1), (&b, 2)] {
-            insert_model(db, m, &card::from_artifact(m), ts)
+            insert_model(db, &SEED, m, &card::from_artifact(m), ts)
                 .await
                 .unwrap();
         }
@@ -480,6 +480,177 @@ async fn serve_re_signs_a_bundle_the_current_key_does_not_verify() {
             .unwrap()
             .is_none());
         assert_eq!(current_bundle(db).await.unwrap().unwrap().version, 3);
+        t.cleanup().await;
+    }
+}
+
+/// Verifies `signature_b64` over SHA-256(`bytes`) with the public key `kakeya bundle
+/// public-key` prints for [`SEED`], with ed25519-dalek directly (not `keys::verify_artifact`).
+fn artifact_verifies(bytes: &[u8], signature_b64: &str) -> bool {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+    use sha2::{Digest, Sha256};
+    let mut cfg = crate::config::Config::default();
+    let tmp = tempfile::tempdir().unwrap();
+    cfg.bundle_signing_seed_file = tmp.path().join("seed");
+    std::fs::write(&cfg.bundle_signing_seed_file, STANDARD.encode(SEED)).unwrap();
+    cfg.load_bundle_key().unwrap();
+    let pk = cfg.bundle_public_key.unwrap();
+    let key: [u8; 32] = STANDARD.decode(pk).unwrap().try_into().unwrap();
+    let key = VerifyingKey::from_bytes(&key).unwrap();
+    let Ok(sig) = STANDARD.decode(signature_b64) else {
+        return false;
+    };
+    let Ok(sig) = <[u8; 64]>::try_from(sig.as_slice()) else {
+        return false;
+    };
+    let digest: [u8; 32] = Sha256::digest(bytes).into();
+    key.verify(&digest, &Signature::from_bytes(&sig)).is_ok()
+}
+
+async fn stored(db: &Db, version: &str) -> (String, Option<String>) {
+    let r = sqlx::query("SELECT artifact, signature FROM models WHERE version = $1")
+        .bind(version)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    (
+        r.try_get("artifact").unwrap(),
+        r.try_get("signature").unwrap(),
+    )
+}
+
+/// Every registration path signs SHA-256(canonical bytes) with the control plane's key; the
+/// API and the CLI list it; a tampered artifact text does not verify.
+#[tokio::test]
+async fn registered_artifacts_are_signed_with_the_control_plane_key() {
+    for t in all_dbs("registry_model_signatures").await {
+        let db = &t.db;
+        let a = model(-1.0);
+        let s = insert_model(db, &SEED, &a, &card::from_artifact(&a), 1)
+            .await
+            .unwrap();
+        let sig = s.signature.clone().expect("signed at registration");
+        assert!(artifact_verifies(&a.canonical_bytes(), &sig), "{}", t.label);
+        // POST /v1/models and `kakeya model register` share this path.
+        let b = model(-2.0);
+        let sb = crate::api::registry::register(db, &SEED, &b.canonical_bytes())
+            .await
+            .unwrap();
+        assert!(artifact_verifies(
+            &b.canonical_bytes(),
+            sb.signature.as_deref().unwrap()
+        ));
+        for (m, sig) in [(&a, &sig), (&b, sb.signature.as_ref().unwrap())] {
+            let (text, stored_sig) = stored(db, &m.version()).await;
+            assert_eq!(text.as_bytes(), m.canonical_bytes().as_slice());
+            assert_eq!(stored_sig.as_ref(), Some(sig));
+            let d = get_model(db, &m.version()).await.unwrap().unwrap();
+            assert_eq!(d.summary.signature.as_ref(), Some(sig), "{}", t.label);
+            assert_eq!(d.summary.sha256, m.sha256());
+            let json = serde_json::to_value(&d).unwrap();
+            assert_eq!(json["signature"], sig.as_str());
+            assert_eq!(json["sha256"], m.sha256());
+        }
+        let list = list_models(db).await.unwrap();
+        assert!(list.iter().all(|m| m.signature.is_some()), "{}", t.label);
+        assert_eq!(serde_json::to_value(&list[1]).unwrap()["signature"], sig);
+        // A tampered artifact text (one weight changed) does not verify.
+        let (text, _) = stored(db, &a.version()).await;
+        let tampered = text.replacen("\"intercept\":-1.0", "\"intercept\":-0.5", 1);
+        assert_ne!(tampered, text);
+        assert!(!artifact_verifies(tampered.as_bytes(), &sig), "{}", t.label);
+        assert!(!keys::verify_artifact(
+            tampered.as_bytes(),
+            &sig,
+            &keys::public_key_b64(&SEED)
+        ));
+        // Another key's signature does not verify either.
+        assert!(!artifact_verifies(
+            &a.canonical_bytes(),
+            &keys::sign_artifact(&a.canonical_bytes(), &[7; 32])
+        ));
+        t.cleanup().await;
+    }
+}
+
+/// At `kakeya serve` start, rows registered before migration 0004 (NULL signature) and rows
+/// signed with another key are signed with the loaded key; a row whose artifact text was
+/// altered is never signed.
+#[tokio::test]
+async fn serve_signs_unsigned_models_at_start() {
+    for t in all_dbs("registry_sign_at_start").await {
+        let db = &t.db;
+        let p = bootstrap::ensure_default(db, &SEED).await.unwrap().unwrap();
+        let default = served(db).await.champion;
+        let (text, sig) = stored(db, &default.version()).await;
+        assert!(artifact_verifies(text.as_bytes(), sig.as_deref().unwrap()));
+        assert_eq!(p.bundle_version, 1);
+        let (a, b, c) = (model(-1.0), model(-2.0), model(-3.0));
+        for (m, ts) in [(&a, 1), (&b, 2), (&c, 3)] {
+            insert_model(db, &SEED, m, &card::from_artifact(m), ts)
+                .await
+                .unwrap();
+        }
+        sqlx::query("UPDATE models SET signature = NULL WHERE version = $1 OR version = $2")
+            .bind(default.version())
+            .bind(a.version())
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE models SET signature = $1 WHERE version = $2")
+            .bind(keys::sign_artifact(&b.canonical_bytes(), &[7; 32]))
+            .bind(b.version())
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let (c_text, _) = stored(db, &c.version()).await;
+        let c_tampered = c_text.replacen("\"intercept\":-3.0", "\"intercept\":-4.0", 1);
+        assert_ne!(c_tampered, c_text);
+        sqlx::query("UPDATE models SET artifact = $1, signature = NULL WHERE version = $2")
+            .bind(&c_tampered)
+            .bind(c.version())
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let listed = list_models(db).await.unwrap();
+        assert_eq!(listed.iter().filter(|m| m.signature.is_none()).count(), 3);
+
+        let (signed, refused) = sign_models(db, &SEED).await.unwrap();
+        let mut names: Vec<_> = signed
+            .iter()
+            .map(|s| (s.version.clone(), s.was_unsigned))
+            .collect();
+        names.sort();
+        let mut expected = vec![
+            (default.version(), true),
+            (a.version(), true),
+            (b.version(), false),
+        ];
+        expected.sort();
+        assert_eq!(names, expected, "{}", t.label);
+        assert_eq!(
+            refused.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+            vec![c.version()]
+        );
+        for m in [&default, &a, &b] {
+            let (text, sig) = stored(db, &m.version()).await;
+            assert!(
+                artifact_verifies(text.as_bytes(), sig.as_deref().unwrap()),
+                "{}: {}",
+                t.label,
+                m.version()
+            );
+        }
+        assert_eq!(stored(db, &c.version()).await.1, None, "{}", t.label);
+        // Once signed, a restart signs nothing more.
+        assert_eq!(
+            bootstrap::ensure_models_signed(db, &SEED).await.unwrap(),
+            0,
+            "{}",
+            t.label
+        );
         t.cleanup().await;
     }
 }

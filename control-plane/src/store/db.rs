@@ -36,6 +36,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "decision_log_tenant_time",
         include_str!("../../migrations/sqlite/0003_decision_log_tenant_time.sql"),
     ),
+    (
+        4,
+        "model_signatures",
+        include_str!("../../migrations/sqlite/0004_model_signatures.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -52,6 +57,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "decision_log_tenant_time",
         include_str!("../../migrations/postgres/0003_decision_log_tenant_time.sql"),
+    ),
+    (
+        4,
+        "model_signatures",
+        include_str!("../../migrations/postgres/0004_model_signatures.sql"),
     ),
 ];
 
