@@ -5,10 +5,8 @@
 use anyhow::{bail, Context};
 use kakeya_control_plane::ml::dataset::Row;
 use kakeya_core::bundle::Scorer;
-use kakeya_core::canonical::{payload_of, SignedFields};
-use kakeya_core::evidence::{bound_evidence, evidence_sha256, Evidence};
-use kakeya_core::pcs_builder::{build, BuildOptions};
-use kakeya_core::signature::sign_hmac;
+use kakeya_core::evidence::{bound_evidence, Evidence};
+use kakeya_core::pcs_builder::BuildOptions;
 use kakeya_core::{parse, verify, VerifyParams};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -40,33 +38,12 @@ pub struct Target<'a> {
 /// The signed PCS v0.2 JSON of a row: the `text-pcs-v1` PCS of its response, its evidence,
 /// `evidence_sha256` in the signed payload.
 pub fn request_body(row: &Row, shard_id: &str, key: Option<&str>) -> (Vec<u8>, Evidence) {
-    let built = build(
-        &row.response,
-        &BuildOptions {
-            shard_id: shard_id.to_string(),
-            epoch: 0,
-        },
-    );
     let ev = row.evidence();
-    let sha = evidence_sha256(&ev);
-    let sig = key.map_or_else(String::new, |k| {
-        let payload = payload_of(&SignedFields {
-            pcs_id: &built.pcs_id,
-            merkle_root: &built.merkle_root,
-            epoch: built.epoch,
-            shard_id: &built.shard_id,
-            d_hat: built.d_hat,
-            coh_star: built.coh_star,
-            r: built.r,
-            budget: built.budget,
-            evidence_sha256: &sha,
-        });
-        sign_hmac(payload.as_bytes(), k.as_bytes())
-    });
-    let mut v = built.to_json(&sig);
-    v["version"] = json!("0.2");
-    v["evidence_sha256"] = json!(sha);
-    v["evidence"] = serde_json::to_value(&ev).unwrap_or(Value::Null);
+    let opts = BuildOptions {
+        shard_id: shard_id.to_string(),
+        epoch: 0,
+    };
+    let v = crate::hrs::signed_pcs_json(&row.response, Some(&ev), &opts, key);
     (v.to_string().into_bytes(), ev)
 }
 
@@ -355,7 +332,10 @@ mod tests {
         assert_eq!(pcs.version, "0.2");
         assert_eq!(bound_evidence(&pcs), Ok(Some(&ev)));
         let payload = kakeya_core::canonical::signing_payload(&pcs);
-        assert_eq!(pcs.sig, sign_hmac(payload.as_bytes(), b"k"));
+        assert_eq!(
+            pcs.sig,
+            kakeya_core::signature::sign_hmac(payload.as_bytes(), b"k")
+        );
         assert_eq!(
             pcs.pcs_id,
             kakeya_core::ids::derive_pcs_id(&pcs.merkle_root, pcs.epoch, "eval-r1-qa-1-0")

@@ -120,6 +120,49 @@ pub struct PcsBuildArgs {
     /// epoch of the PCS.
     #[arg(long, default_value_t = 0)]
     epoch: i64,
+    /// Question file: with it (and/or --context) the PCS is v0.2 and carries its evidence
+    /// {question, context, response = the text}, bound by the signed `evidence_sha256`, so the
+    /// gateway scores its hallucination risk.
+    #[arg(long)]
+    question: Option<PathBuf>,
+    /// Context (retrieved passages) file for the evidence.
+    #[arg(long)]
+    context: Option<PathBuf>,
+}
+
+/// A PCS built from `text` with recipe `text-pcs-v1`, signed with `key` when given; with
+/// `evidence` it is v0.2: the evidence rides along and its hash is in the signed payload.
+pub fn signed_pcs_json(
+    text: &str,
+    evidence: Option<&kakeya_core::evidence::Evidence>,
+    opts: &BuildOptions,
+    key: Option<&str>,
+) -> serde_json::Value {
+    let built = build(text, opts);
+    let sha = evidence
+        .map(kakeya_core::evidence::evidence_sha256)
+        .unwrap_or_default();
+    let sig = key.map_or_else(String::new, |k| {
+        let payload = kakeya_core::canonical::payload_of(&kakeya_core::canonical::SignedFields {
+            pcs_id: &built.pcs_id,
+            merkle_root: &built.merkle_root,
+            epoch: built.epoch,
+            shard_id: &built.shard_id,
+            d_hat: built.d_hat,
+            coh_star: built.coh_star,
+            r: built.r,
+            budget: built.budget,
+            evidence_sha256: &sha,
+        });
+        kakeya_core::signature::sign_hmac(payload.as_bytes(), k.as_bytes())
+    });
+    let mut v = built.to_json(&sig);
+    if let Some(ev) = evidence {
+        v["version"] = serde_json::json!("0.2");
+        v["evidence_sha256"] = serde_json::json!(sha);
+        v["evidence"] = serde_json::to_value(ev).unwrap_or(serde_json::Value::Null);
+    }
+    v
 }
 
 fn progress(label: &'static str, total: usize) -> impl FnMut(usize) {
@@ -457,17 +500,29 @@ pub fn pcs_build(a: &PcsBuildArgs) -> anyhow::Result<()> {
         text =
             std::fs::read_to_string(&a.text).with_context(|| format!("cannot read {}", a.text))?;
     }
-    let b = build(
-        &text,
-        &BuildOptions {
-            shard_id: a.shard_id.clone(),
-            epoch: a.epoch,
-        },
-    );
-    let sig = match &a.key {
-        Some(k) => kakeya_core::signature::sign_hmac(b.signing_payload().as_bytes(), k.as_bytes()),
-        None => String::new(),
+    let read = |p: &Option<PathBuf>| -> anyhow::Result<String> {
+        match p {
+            Some(p) => {
+                std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+            }
+            None => Ok(String::new()),
+        }
     };
-    println!("{}", serde_json::to_string_pretty(&b.to_json(&sig))?);
+    let evidence = (a.question.is_some() || a.context.is_some())
+        .then(|| -> anyhow::Result<_> {
+            Ok(kakeya_core::evidence::Evidence {
+                question: read(&a.question)?,
+                context: read(&a.context)?,
+                citations: Vec::new(),
+                response: text.clone(),
+            })
+        })
+        .transpose()?;
+    let opts = BuildOptions {
+        shard_id: a.shard_id.clone(),
+        epoch: a.epoch,
+    };
+    let v = signed_pcs_json(&text, evidence.as_ref(), &opts, a.key.as_deref());
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }

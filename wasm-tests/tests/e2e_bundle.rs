@@ -140,9 +140,49 @@ fn default_model_scores_inline_and_promotion_switches_models_without_dropping_re
         assert_eq!(status, if native.escalate { 202 } else { 200 }, "{tag}");
     }
 
+    // The CLI builds such a PCS from plain files: `kakeya pcs build --question --context`.
+    let dir = stack.data_path().to_path_buf();
+    let ev = unsupported_evidence();
+    for (name, text) in [
+        ("q.txt", &ev.question),
+        ("c.txt", &ev.context),
+        ("r.txt", &ev.response),
+    ] {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let path = |n: &str| dir.join(n).to_string_lossy().into_owned();
+    let out = stack
+        .kakeya(&[
+            "pcs",
+            "build",
+            "--text",
+            &path("r.txt"),
+            "--question",
+            &path("q.txt"),
+            "--context",
+            &path("c.txt"),
+            "--key",
+            KEY,
+            "--shard-id",
+            "cli",
+        ])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = post(&agent(), &stack.url("/v1/pcs/submit"), &[], &out.stdout).unwrap();
+    let r: VerifyResult = serde_json::from_str(&a.body).unwrap_or_else(|e| panic!("{e}: {a:?}"));
+    assert_eq!(
+        r.risk
+            .expect("a CLI-built v0.2 PCS is scored")
+            .model_version,
+        v1
+    );
+
     // A second model, trained on the repository's sample with another seed, registered and
     // promoted while traffic flows.
-    let dir = stack.data_path().to_path_buf();
     let sample = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../control-plane/data/halueval-sample.jsonl.gz"
