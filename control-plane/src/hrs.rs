@@ -439,6 +439,16 @@ pub fn eval(
             fmt(&row["containment"])
         );
     }
+    println!("cross-validated recipe at its own threshold (≤ 2 % of honest calibration rows): honest escalated / hallucinations contained");
+    if let Some(op) = r["cv_operating_point"].as_object() {
+        for (task, v) in op {
+            println!(
+                "  {task:<13} {} / {}",
+                fmt(&v["honest_escalation_rate"]),
+                fmt(&v["containment"])
+            );
+        }
+    }
     if let Some(path) = &a.report {
         std::fs::write(path, serde_json::to_vec_pretty(&r)?)
             .with_context(|| format!("cannot write {}", path.display()))?;

@@ -183,6 +183,8 @@ pub struct CvScores {
     pub model: Vec<f64>,
     pub length_only: Vec<f64>,
     pub folds: Vec<usize>,
+    /// The escalation threshold of the model that scored each row (its fold's).
+    pub threshold: Vec<f64>,
 }
 
 /// k-fold cross-validation of the default recipe; `k` < [`MIN_FOLDS`] is refused (with one
@@ -201,6 +203,7 @@ pub fn cross_validate(
     let len_x = length_column(p);
     let mut model = vec![0.0; p.len()];
     let mut length_only = vec![0.0; p.len()];
+    let mut threshold = vec![0.0; p.len()];
     for f in 0..k {
         let (test, train): (Vec<usize>, Vec<usize>) = (0..p.len()).partition(|&i| folds[i] == f);
         let tenant = tenant_of(p, &train);
@@ -210,6 +213,7 @@ pub fn cross_validate(
         for &i in &test {
             model[i] = pipe.score(&x[i * N_FEATURES..(i + 1) * N_FEATURES]).1;
             length_only[i] = lpipe.score(&len_x[i..i + 1]).1;
+            threshold[i] = pipe.escalate;
         }
         progress(f + 1);
     }
@@ -217,6 +221,7 @@ pub fn cross_validate(
         model,
         length_only,
         folds,
+        threshold,
     })
 }
 
@@ -296,6 +301,44 @@ pub fn escalation_table(p: &Prepared, scores: &[f64]) -> Value {
         .collect()
 }
 
+/// The cross-validated recipe at its own operating point: each row escalated when its
+/// out-of-fold risk reaches its fold model's threshold (chosen on that model's calibration
+/// split for ≤ 2 % of honest answers). Per task and overall: the share of honest answers
+/// escalated and the share of hallucinations contained.
+pub fn operating_point(p: &Prepared, cv: &CvScores) -> Value {
+    let mut by_task: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, t) in p.tasks.iter().enumerate() {
+        by_task.entry(t.as_str()).or_default().push(i);
+        by_task.entry("all").or_default().push(i);
+    }
+    let mut out = Map::new();
+    for (t, idx) in by_task {
+        let (mut honest, mut honest_esc, mut halluc, mut caught) = (0usize, 0usize, 0usize, 0usize);
+        for i in idx {
+            let escalated = cv.model[i] >= cv.threshold[i];
+            if p.labels[i] == 1 {
+                halluc += 1;
+                caught += usize::from(escalated);
+            } else {
+                honest += 1;
+                honest_esc += usize::from(escalated);
+            }
+        }
+        let share = |a: usize, b: usize| {
+            if b == 0 {
+                Value::Null
+            } else {
+                json!(a as f64 / b as f64)
+            }
+        };
+        out.insert(
+            t.to_string(),
+            json!({"honest_escalation_rate": share(honest_esc, honest), "containment": share(caught, halluc)}),
+        );
+    }
+    Value::Object(out)
+}
+
 /// The whole report. `model_scores` are the out-of-fold (or given-artifact) calibrated risks.
 pub fn report(
     p: &Prepared,
@@ -315,6 +358,7 @@ pub fn report(
             "reference_hrs_raw": per_task(p, &p.ref_raw),
             "length_only": per_task(p, &cv.length_only),
         },
+        "cv_operating_point": operating_point(p, cv),
         "escalation": {
             "model": escalation_table(p, model_scores),
             "reference_hrs": escalation_table(p, &p.ref_risk),

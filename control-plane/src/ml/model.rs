@@ -12,8 +12,12 @@ use kakeya_core::pcs_builder::SplitMix64;
 
 /// L2 weight of the default recipe (= scikit-learn's C = 1 on standardised features).
 pub const DEFAULT_L2: f64 = 1.0;
-/// Escalation threshold written into new artifacts.
+/// Escalation threshold when the calibration split has no honest rows to choose one from.
 pub const DEFAULT_ESCALATE: f64 = 0.5;
+/// Largest share of honest (label 0) answers a new model may escalate: the platform's service
+/// level ("escalation rate ≤ 2 % on honest traffic"). The threshold is chosen on the held-out
+/// calibration split so that at most this share of its honest rows reach it.
+pub const HONEST_ESCALATION_TARGET: f64 = 0.02;
 
 /// A fitted standardise → logit → Platt pipeline on any number of columns.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +27,8 @@ pub struct Pipeline {
     pub weights: Vec<f64>,
     pub intercept: f64,
     pub platt: Platt,
+    /// Calibrated risk at or above which an answer is escalated.
+    pub escalate: f64,
 }
 
 impl Pipeline {
@@ -89,6 +95,7 @@ pub fn fit_pipeline(
         weights: lr.weights,
         intercept: lr.intercept,
         platt: Platt { a: -1.0, b: 0.0 },
+        escalate: DEFAULT_ESCALATE,
     };
     let s: Vec<f64> = cal
         .iter()
@@ -99,7 +106,28 @@ pub fn fit_pipeline(
         let (a, b) = fit_platt(&s, &y);
         p.platt = Platt { a, b };
     }
+    let honest: Vec<f64> = s
+        .iter()
+        .zip(&y)
+        .filter(|(_, &label)| label == 0)
+        .map(|(&z, _)| p.platt.apply(z))
+        .collect();
+    p.escalate = threshold_for_honest_rate(honest, HONEST_ESCALATION_TARGET);
     p
+}
+
+/// The lowest threshold at which at most `target` of the `honest` risks are at or above it
+/// (escalation is `risk >= threshold`); [`DEFAULT_ESCALATE`] without honest rows.
+pub fn threshold_for_honest_rate(mut honest: Vec<f64>, target: f64) -> f64 {
+    honest.retain(|r| r.is_finite());
+    if honest.is_empty() {
+        return DEFAULT_ESCALATE;
+    }
+    honest.sort_by(f64::total_cmp);
+    let n = honest.len();
+    let allowed = ((target * n as f64).floor() as usize).min(n - 1);
+    // Strictly above the highest risk that must stay below the threshold.
+    honest[n - 1 - allowed].next_up().clamp(0.0, 1.0)
 }
 
 /// Packages a full-schema pipeline as an artifact.
@@ -114,7 +142,7 @@ pub fn artifact(p: Pipeline, tenant: TenantStats, training: TrainingMeta) -> Hrs
         intercept: p.intercept,
         platt: p.platt,
         thresholds: Thresholds {
-            escalate: DEFAULT_ESCALATE,
+            escalate: p.escalate,
         },
         tenant,
         training,
@@ -151,5 +179,33 @@ mod tests {
         assert_eq!(p, fit_pipeline(&x, 2, &y, &groups, &idx, 9, 1.0));
         let cal = groups.iter().filter(|g| is_calibration(g, 9)).count();
         assert!(cal > 40 && cal < 120, "{cal}");
+        // The threshold keeps honest calibration rows at or under the target escalation rate.
+        let honest: Vec<f64> = (0..n)
+            .filter(|&i| y[i] == 0 && is_calibration(groups[i], 9))
+            .map(|i| p.score(&x[i * 2..i * 2 + 2]).1)
+            .collect();
+        let escalated = honest.iter().filter(|&&r| r >= p.escalate).count();
+        assert!(escalated as f64 <= HONEST_ESCALATION_TARGET * honest.len() as f64);
+    }
+
+    #[test]
+    fn honest_rate_thresholds() {
+        let risks: Vec<f64> = (1..=100).map(|i| i as f64 / 100.0).collect();
+        // 2 of 100 may escalate: 0.99 and 1.0; the threshold sits just above 0.98.
+        let t = threshold_for_honest_rate(risks.clone(), 0.02);
+        assert!(t > 0.98 && t <= 0.99, "{t}");
+        assert_eq!(risks.iter().filter(|&&r| r >= t).count(), 2);
+        // Ties never let more than the target through.
+        let ties = vec![0.7; 50];
+        let t = threshold_for_honest_rate(ties.clone(), 0.02);
+        assert_eq!(ties.iter().filter(|&&r| r >= t).count(), 0);
+        assert_eq!(
+            threshold_for_honest_rate(Vec::new(), 0.02),
+            DEFAULT_ESCALATE
+        );
+        assert_eq!(
+            threshold_for_honest_rate(vec![f64::NAN], 0.02),
+            DEFAULT_ESCALATE
+        );
     }
 }
