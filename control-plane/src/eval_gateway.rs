@@ -338,7 +338,12 @@ mod tests {
         );
         assert_eq!(
             pcs.pcs_id,
-            kakeya_core::ids::derive_pcs_id(&pcs.merkle_root, pcs.epoch, "eval-r1-qa-1-0")
+            kakeya_core::ids::derive_pcs_id_bound(
+                &pcs.merkle_root,
+                pcs.epoch,
+                "eval-r1-qa-1-0",
+                &kakeya_core::evidence::evidence_sha256(&ev)
+            )
         );
         let (other, _) = request_body(&row, &shard_of("r2", &row.id), Some("k"));
         assert_ne!(parse(&other).unwrap().pcs_id, pcs.pcs_id, "unique per run");

@@ -138,28 +138,15 @@ pub fn signed_pcs_json(
     opts: &BuildOptions,
     key: Option<&str>,
 ) -> serde_json::Value {
-    let built = build(text, opts);
-    let sha = evidence
-        .map(kakeya_core::evidence::evidence_sha256)
-        .unwrap_or_default();
+    let mut built = build(text, opts);
+    if let Some(ev) = evidence {
+        built = built.bind_evidence(&kakeya_core::evidence::evidence_sha256(ev));
+    }
     let sig = key.map_or_else(String::new, |k| {
-        let payload = kakeya_core::canonical::payload_of(&kakeya_core::canonical::SignedFields {
-            pcs_id: &built.pcs_id,
-            merkle_root: &built.merkle_root,
-            epoch: built.epoch,
-            shard_id: &built.shard_id,
-            d_hat: built.d_hat,
-            coh_star: built.coh_star,
-            r: built.r,
-            budget: built.budget,
-            evidence_sha256: &sha,
-        });
-        kakeya_core::signature::sign_hmac(payload.as_bytes(), k.as_bytes())
+        kakeya_core::signature::sign_hmac(built.signing_payload().as_bytes(), k.as_bytes())
     });
     let mut v = built.to_json(&sig);
     if let Some(ev) = evidence {
-        v["version"] = serde_json::json!("0.2");
-        v["evidence_sha256"] = serde_json::json!(sha);
         v["evidence"] = serde_json::to_value(ev).unwrap_or(serde_json::Value::Null);
     }
     v

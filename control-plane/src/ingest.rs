@@ -234,7 +234,12 @@ impl Committer {
                 for ((res, reply), rec) in results.into_iter().zip(replies).zip(&records) {
                     if let Ok(a) = &res {
                         let t = [rec.tenant.as_str()];
-                        if a.dedup_hit {
+                        if a.conflict {
+                            self.metrics
+                                .idempotency_conflicts_total
+                                .with_label_values(&t)
+                                .inc();
+                        } else if a.dedup_hit {
                             self.metrics.dedup_hits_total.with_label_values(&t).inc();
                         } else if a.escalated {
                             self.metrics.escalated_total.with_label_values(&t).inc();
@@ -309,6 +314,9 @@ pub struct ReplayStats {
     pub applied_fresh: u64,
     /// Records already reflected in the database (dedup hit or decision row present).
     pub already_present: u64,
+    /// Records refused as idempotency conflicts (other signed content under a stored
+    /// `pcs_id`); they were answered 409 and change nothing on replay either.
+    pub conflicts: u64,
     /// Records that could not be applied (logged and skipped).
     pub invalid: u64,
     /// Corrupt regions in the middle of a segment (valid records follow; logged with their
@@ -362,6 +370,7 @@ pub async fn replay(
             stats.read += 1;
             match apply_record(&mut tx, &r.id, &r.record, dedup_ttl_ms).await {
                 Ok(a) if a.fresh => stats.applied_fresh += 1,
+                Ok(a) if a.conflict => stats.conflicts += 1,
                 Ok(_) => stats.already_present += 1,
                 Err(ApplyError::Invalid(e)) => {
                     tracing::warn!(record = %r.id, error = %e, "skipping invalid WAL record");

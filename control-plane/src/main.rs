@@ -206,10 +206,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             eprintln!();
             println!(
-                "read {} records: {} applied fresh, {} already present, {} invalid; skipped {} corrupt bytes in {} ranges, {} torn-tail bytes",
+                "read {} records: {} applied fresh, {} already present, {} idempotency conflicts, {} invalid; skipped {} corrupt bytes in {} ranges, {} torn-tail bytes",
                 stats.read,
                 stats.applied_fresh,
                 stats.already_present,
+                stats.conflicts,
                 stats.invalid,
                 stats.corrupt_bytes,
                 stats.corrupt_ranges,

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub accepted_total: IntCounterVec,
     pub escalated_total: IntCounterVec,
     pub dedup_hits_total: IntCounterVec,
+    pub idempotency_conflicts_total: IntCounterVec,
     pub wal_errors_total: IntCounterVec,
     pub wal_fsync_seconds: Histogram,
     pub wal_batch_size: Histogram,
@@ -77,6 +78,11 @@ impl Metrics {
                 &registry,
                 "kakeya_dedup_hits_total",
                 "Answers served from the dedup table",
+            )?,
+            idempotency_conflicts_total: counter(
+                &registry,
+                "kakeya_idempotency_conflicts_total",
+                "Submissions refused with 409: their pcs_id is taken by other signed content",
             )?,
             wal_errors_total: counter(
                 &registry,

@@ -162,6 +162,75 @@ async fn fifty_concurrent_identical_submissions_one_decision() {
     }
 }
 
+/// Idempotency compares content: the identical PCS again gets the stored bytes; the same
+/// `pcs_id` with other signed content gets 409 and changes nothing, live and on replay.
+#[tokio::test]
+async fn same_pcs_id_with_other_signed_content_is_a_conflict_that_changes_nothing() {
+    for t in all_dbs("idempotency_conflict").await {
+        let wal = tempfile::tempdir().unwrap();
+        let h = harness(&t.db, wal.path(), None);
+        let body = pcs_body("conflict");
+        let first = send(&h.router, submit_req(Some("acme"), &body)).await;
+        assert_eq!((first.0, first.2.as_str()), (StatusCode::OK, "miss"));
+        // Same pcs_id, a different signed field (D_hat): not the same submission.
+        let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["D_hat"] = serde_json::json!(1e308);
+        let other = v.to_string();
+        let (s, b, dedup, _) = send(&h.router, submit_req(Some("acme"), &other)).await;
+        assert_eq!(
+            (s, dedup.as_str()),
+            (StatusCode::CONFLICT, "conflict"),
+            "{}",
+            t.label
+        );
+        let err: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(err["code"], "idempotency_conflict", "{b}");
+        // An unsigned field (N_j) changed: the same submission, the stored answer.
+        let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["N_j"]["2"] = serde_json::json!(1);
+        let again = send(&h.router, submit_req(Some("acme"), &v.to_string())).await;
+        assert_eq!(
+            (again.0, &again.1, again.2.as_str()),
+            (first.0, &first.1, "hit")
+        );
+        // The identical PCS gets the first answer byte for byte.
+        let same = send(&h.router, submit_req(Some("acme"), &body)).await;
+        assert_eq!(
+            (same.0, &same.1, same.2.as_str()),
+            (first.0, &first.1, "hit")
+        );
+        assert_eq!(
+            decision_log::count(&t.db.pool).await.unwrap(),
+            1,
+            "{}",
+            t.label
+        );
+        let m = h.metrics.render();
+        assert!(
+            m.contains("kakeya_idempotency_conflicts_total{tenant=\"acme\"} 1"),
+            "{m}"
+        );
+        h.stop().await;
+        // Replaying the WAL from the start reaches the same verdicts and changes nothing.
+        let (stats, _) = ingest::replay(&t.db, wal.path(), true, TTL, 8, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                stats.read,
+                stats.applied_fresh,
+                stats.already_present,
+                stats.conflicts
+            ),
+            (4, 0, 3, 1),
+            "{}",
+            t.label
+        );
+        assert_eq!(decision_log::count(&t.db.pool).await.unwrap(), 1);
+        t.cleanup().await;
+    }
+}
+
 #[tokio::test]
 async fn raw_evidence_is_never_written_to_the_wal() {
     let t = crate::testutil::sqlite_db().await;
@@ -169,7 +238,7 @@ async fn raw_evidence_is_never_written_to_the_wal() {
     let h = harness(&t.db, wal.path(), None);
     let mut v: serde_json::Value = serde_json::from_str(&pcs_body("evidence")).unwrap();
     v["evidence"] = serde_json::json!({"question": "secret question", "context": "secret context", "response": "secret answer"});
-    v["evidence_sha256"] = serde_json::json!("ab".repeat(32));
+    crate::testutil::bind_evidence_hash(&mut v, &"ab".repeat(32));
     let (status, _, _, _) = send(&h.router, submit_req(None, &v.to_string())).await;
     assert_eq!(status, StatusCode::OK);
     h.stop().await;
@@ -194,7 +263,7 @@ async fn wal_bodies_are_verbatim_without_evidence_and_reserialised_with_it() {
     assert_eq!(status, StatusCode::OK);
     let mut v: serde_json::Value = serde_json::from_str(&pcs_body("with-evidence")).unwrap();
     v["evidence"] = serde_json::json!({"question": "q", "context": "c", "response": "r"});
-    v["evidence_sha256"] = serde_json::json!("cd".repeat(32));
+    crate::testutil::bind_evidence_hash(&mut v, &"cd".repeat(32));
     let with = v.to_string().replace(",\"", ", \"");
     let (status, _, _, _) = send(&h.router, submit_req(None, &with)).await;
     assert_eq!(status, StatusCode::OK);

@@ -110,6 +110,15 @@ pub fn pcs_body(shard: &str) -> String {
     v.to_string()
 }
 
+/// Makes a PCS JSON v0.2-bound to evidence hash `sha`: `evidence_sha256` set and the
+/// `pcs-id-v2` id that covers it.
+pub fn bind_evidence_hash(v: &mut serde_json::Value, sha: &str) {
+    v["version"] = "0.2".into();
+    v["evidence_sha256"] = sha.into();
+    let pcs = kakeya_core::parse(v.to_string().as_bytes()).expect("parse");
+    v["pcs_id"] = kakeya_core::ids::expected_pcs_id(&pcs).into();
+}
+
 /// What the gate would send for `body`: (result JSON, cacheable).
 pub fn gate_result(body: &str) -> (String, bool) {
     let pcs = kakeya_core::parse(body.as_bytes()).expect("parse");

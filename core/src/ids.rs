@@ -1,4 +1,14 @@
 //! Identity of a PCS: the derived `pcs_id` (spec §2.1) and the producer's Merkle root (spec §2.2).
+//!
+//! Two identity rules, chosen by whether the PCS binds evidence:
+//! * **`pcs-id-v1`** (PCS v0.1, no `evidence_sha256`): `SHA-256(merkle_root|epoch|shard_id)`, the
+//!   reference agents' rule, unchanged.
+//! * **`pcs-id-v2`** (PCS v0.2, signed `evidence_sha256`):
+//!   `SHA-256(merkle_root|epoch|shard_id|evidence_sha256)`. The Merkle root of a built PCS covers
+//!   the response text only, so under v1 the same answer sent with another question or a
+//!   contradicting context would share one id, one dedup slot and therefore one verdict, and
+//!   would never be scored on its own evidence. Covering the evidence hash gives every
+//!   (answer, evidence) pair its own identity.
 
 use sha2::{Digest, Sha256};
 
@@ -16,9 +26,36 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }
 
-/// `pcs_id = hex(SHA-256(merkle_root | epoch | shard_id))`.
+/// `pcs-id-v1`: `pcs_id = hex(SHA-256(merkle_root | epoch | shard_id))`.
 pub fn derive_pcs_id(merkle_root: &str, epoch: i64, shard_id: &str) -> String {
     sha256_hex(format!("{merkle_root}|{epoch}|{shard_id}").as_bytes())
+}
+
+/// `pcs-id-v2` when `evidence_sha256` is non-empty (PCS v0.2):
+/// `hex(SHA-256(merkle_root | epoch | shard_id | evidence_sha256))`; otherwise `pcs-id-v1`.
+pub fn derive_pcs_id_bound(
+    merkle_root: &str,
+    epoch: i64,
+    shard_id: &str,
+    evidence_sha256: &str,
+) -> String {
+    if evidence_sha256.is_empty() {
+        derive_pcs_id(merkle_root, epoch, shard_id)
+    } else {
+        sha256_hex(format!("{merkle_root}|{epoch}|{shard_id}|{evidence_sha256}").as_bytes())
+    }
+}
+
+/// The id a PCS must carry under its identity rule (see the module docs).
+pub fn expected_pcs_id(p: &crate::pcs::Pcs) -> String {
+    derive_pcs_id_bound(&p.merkle_root, p.epoch, &p.shard_id, &p.evidence_sha256)
+}
+
+/// Idempotency key of a submission: hex SHA-256 of its canonical signing payload (the signed
+/// fields, `evidence_sha256` included). Two submissions with one `pcs_id` and the same content
+/// hash are the same submission; with different hashes they conflict.
+pub fn content_sha256(p: &crate::pcs::Pcs) -> String {
+    sha256_hex(crate::canonical::signing_payload(p).as_bytes())
 }
 
 /// Merkle root over `chunk`-byte chunks of `data`, as the Python agent builds it: leaves are hex
@@ -57,6 +94,43 @@ mod tests {
             derive_pcs_id(&"a".repeat(64), 1, "test-shard"),
             "6337a3b9761aabbc0b807f6d3f733461fa0266cb09327aeed26df0a9bbcda775"
         );
+    }
+
+    #[test]
+    fn v2_identity_covers_the_evidence_hash() {
+        let root = "a".repeat(64);
+        // No evidence: the v1 rule, bit for bit.
+        assert_eq!(
+            derive_pcs_id_bound(&root, 1, "test-shard", ""),
+            derive_pcs_id(&root, 1, "test-shard")
+        );
+        // Pinned: SHA-256("aaa…a|1|test-shard|" + "ab"×32).
+        let ev = "ab".repeat(32);
+        assert_eq!(
+            derive_pcs_id_bound(&root, 1, "test-shard", &ev),
+            sha256_hex(format!("{root}|1|test-shard|{ev}").as_bytes())
+        );
+        assert_ne!(
+            derive_pcs_id_bound(&root, 1, "test-shard", &ev),
+            derive_pcs_id_bound(&root, 1, "test-shard", &"cd".repeat(32))
+        );
+    }
+
+    #[test]
+    fn content_hash_covers_every_signed_field_and_nothing_else() {
+        let mut p = crate::pcs::Pcs {
+            pcs_id: "x".into(),
+            merkle_root: "m".into(),
+            shard_id: "s".into(),
+            d_hat: 1.5,
+            ..Default::default()
+        };
+        let h = content_sha256(&p);
+        p.n_j.insert("2".into(), 3); // unsigned: same submission
+        p.sig = "other".into();
+        assert_eq!(content_sha256(&p), h);
+        p.d_hat = 1e308; // signed: a different submission
+        assert_ne!(content_sha256(&p), h);
     }
 
     #[test]

@@ -30,7 +30,9 @@
 //!    matters and bit-equality with zlib does not; the test pins both numbers;
 //! 9. budget = [`budget`], regime = [`classify_regime`], with the default verify parameters, so a
 //!    built PCS always passes verification;
-//! 10. merkle root over 64-byte chunks of the text ([`merkle_root`]), `pcs_id` derived.
+//! 10. merkle root over 64-byte chunks of the text ([`merkle_root`]), `pcs_id` derived
+//!     (`pcs-id-v1`; [`BuiltPcs::bind_evidence`] makes it a v0.2 PCS whose `pcs-id-v2` covers
+//!     the evidence hash, see [`crate::ids`]).
 //!
 //! Note: with fewer than three sentences the per-axis normalisation leaves at most two distinct
 //! cells, so D̂ is 0 for most short answers; that is a property of the recipe, reported by the
@@ -39,7 +41,7 @@
 use crate::canonical::{payload_of, SignedFields};
 use crate::dimension::recompute_d_hat;
 use crate::evidence::fnv1a;
-use crate::ids::{derive_pcs_id, merkle_root};
+use crate::ids::{derive_pcs_id, derive_pcs_id_bound, merkle_root};
 use crate::numfmt::round9_api;
 use crate::pcs::SCHEMA;
 use crate::verify::{budget, classify_regime, VerifyParams};
@@ -270,6 +272,8 @@ pub struct BuiltPcs {
     pub merkle_root: String,
     /// Sentences (points) the signals were computed from.
     pub n_points: usize,
+    /// v0.2: hex SHA-256 of the bound evidence; empty for v0.1.
+    pub evidence_sha256: String,
 }
 
 /// Runs recipe v1 on `text`.
@@ -298,10 +302,24 @@ pub fn build(text: &str, opts: &BuildOptions) -> BuiltPcs {
         regime: classify_regime(d_hat, coh_star, &params),
         merkle_root: root,
         n_points: pts.len(),
+        evidence_sha256: String::new(),
     }
 }
 
 impl BuiltPcs {
+    /// Makes this a PCS v0.2 bound to the evidence whose hash is `evidence_sha256`: the hash
+    /// joins the signed payload and the `pcs_id` becomes the `pcs-id-v2` one, which covers it.
+    pub fn bind_evidence(mut self, evidence_sha256: &str) -> Self {
+        self.evidence_sha256 = evidence_sha256.to_string();
+        self.pcs_id = derive_pcs_id_bound(
+            &self.merkle_root,
+            self.epoch,
+            &self.shard_id,
+            evidence_sha256,
+        );
+        self
+    }
+
     /// The canonical signing payload (spec §3.2) of this PCS.
     pub fn signing_payload(&self) -> String {
         payload_of(&SignedFields {
@@ -313,12 +331,22 @@ impl BuiltPcs {
             coh_star: self.coh_star,
             r: self.r,
             budget: self.budget,
-            evidence_sha256: "",
+            evidence_sha256: &self.evidence_sha256,
         })
     }
 
-    /// The PCS v0.1 wire JSON with signature `sig` (may be empty).
+    /// The PCS wire JSON with signature `sig` (may be empty): v0.1, or v0.2 with
+    /// `evidence_sha256` when the evidence is bound (the evidence itself is the caller's to add).
     pub fn to_json(&self, sig: &str) -> serde_json::Value {
+        let mut v = self.to_json_v01(sig);
+        if !self.evidence_sha256.is_empty() {
+            v["version"] = "0.2".into();
+            v["evidence_sha256"] = self.evidence_sha256.clone().into();
+        }
+        v
+    }
+
+    fn to_json_v01(&self, sig: &str) -> serde_json::Value {
         serde_json::json!({
             "pcs_id": self.pcs_id,
             "schema": SCHEMA,
@@ -442,6 +470,32 @@ mod tests {
         assert!(out.cacheable);
         assert_eq!(out.result.status(), 200, "{:?}", out.result);
         assert_eq!(b.pcs_id, derive_pcs_id(&b.merkle_root, 0, "text"));
+    }
+
+    #[test]
+    fn bound_pcs_has_an_identity_per_evidence_and_verifies() {
+        let text = "Ada Lovelace wrote the first program.";
+        let (e1, e2) = ("ab".repeat(32), "cd".repeat(32));
+        let a = build(text, &BuildOptions::default()).bind_evidence(&e1);
+        let b = build(text, &BuildOptions::default()).bind_evidence(&e2);
+        assert_ne!(
+            a.pcs_id, b.pcs_id,
+            "same answer, other evidence: other identity"
+        );
+        assert_eq!(
+            a.pcs_id,
+            derive_pcs_id_bound(&a.merkle_root, 0, "text", &e1)
+        );
+        let v = a.to_json("");
+        assert_eq!(v["version"], "0.2");
+        assert_eq!(v["evidence_sha256"], e1.as_str());
+        let p = parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+        let out = verify(&p, &VerifyParams::default());
+        assert!(out.cacheable);
+        // A v0.2 PCS that kept the v1 id is not its own identity: never cached.
+        let mut stale = p.clone();
+        stale.pcs_id = derive_pcs_id(&p.merkle_root, 0, "text");
+        assert!(!verify(&stale, &VerifyParams::default()).cacheable);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! * all tolerances come from [`VerifyParams`], not constants (#27).
 
 use crate::dimension::recompute_d_hat;
-use crate::ids::derive_pcs_id;
+use crate::ids::expected_pcs_id;
 use crate::numfmt::{go_json_float, round9_api, write_json_string, JsonEscape};
 use crate::pcs::{Pcs, SCHEMA};
 use serde::{Deserialize, Serialize};
@@ -257,7 +257,7 @@ fn structure_error(p: &Pcs, derived: &str) -> Option<String> {
 /// Runs the checks of spec §4 in order.
 pub fn verify(p: &Pcs, params: &VerifyParams) -> Outcome {
     // Derived once: it decides both the structure check and whether the result may be cached.
-    let derived = derive_pcs_id(&p.merkle_root, p.epoch, &p.shard_id);
+    let derived = expected_pcs_id(p);
     let cacheable = !p.pcs_id.is_empty() && p.pcs_id == derived;
     let escalate = |accepted, d_hat, budget, reason: String| Outcome {
         result: VerifyResult {

@@ -216,6 +216,8 @@ pub fn signed_pcs_with_evidence(
         Some(s) => s.to_string(),
         None => kakeya_core::evidence::evidence_sha256(evidence),
     };
+    // pcs-id-v2: the identity covers the evidence hash.
+    p.pcs_id = kakeya_core::ids::expected_pcs_id(&p);
     p.sig = sign_hmac(signing_payload(&p).as_bytes(), key.as_bytes());
     let mut v = to_json(&p);
     if !p.evidence_sha256.is_empty() {

@@ -42,6 +42,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError>
     responses(
         (status = 200, description = "Accepted and not escalated (VerifyResult JSON); header x-kakeya-dedup: hit|miss"),
         (status = 202, description = "Rejected or escalated (VerifyResult JSON)"),
+        (status = 409, body = ErrorBody, description = "idempotency_conflict: the pcs_id was already submitted with different signed content; nothing changed (x-kakeya-dedup: conflict)"),
         (status = 400, body = ErrorBody, description = "not_from_gate / invalid_json"),
         (status = 413, body = ErrorBody),
         (status = 503, body = ErrorBody, description = "wal_unavailable / store_unavailable; Retry-After: 1"),
@@ -144,7 +145,13 @@ async fn handle(
     );
     h.insert(
         H_DEDUP,
-        HeaderValue::from_static(if applied.dedup_hit { "hit" } else { "miss" }),
+        HeaderValue::from_static(if applied.conflict {
+            "conflict"
+        } else if applied.dedup_hit {
+            "hit"
+        } else {
+            "miss"
+        }),
     );
     Ok(resp)
 }

@@ -41,6 +41,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "model_signatures",
         include_str!("../../migrations/sqlite/0004_model_signatures.sql"),
     ),
+    (
+        5,
+        "dedup_content_hash",
+        include_str!("../../migrations/sqlite/0005_dedup_content_hash.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -62,6 +67,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "model_signatures",
         include_str!("../../migrations/postgres/0004_model_signatures.sql"),
+    ),
+    (
+        5,
+        "dedup_content_hash",
+        include_str!("../../migrations/postgres/0005_dedup_content_hash.sql"),
     ),
 ];
 

@@ -26,10 +26,34 @@ pub struct Applied {
     pub body: String,
     /// Answered from the dedup table (someone else's earlier write won).
     pub dedup_hit: bool,
+    /// Refused with 409 `idempotency_conflict`: the `pcs_id` is taken by other signed content.
+    pub conflict: bool,
     /// A new decision-log row was written (false on replay of an applied record).
     pub fresh: bool,
     pub accepted: bool,
     pub escalated: bool,
+}
+
+impl Applied {
+    /// 409: nothing is stored, the earlier answer stays as it was.
+    fn conflict(pcs_id: &str) -> Applied {
+        let body = crate::error::ErrorBody {
+            error: format!(
+                "pcs_id {pcs_id} was already submitted with different signed content; \
+                 resend the identical PCS to get its answer, or give new content a new pcs_id"
+            ),
+            code: "idempotency_conflict".into(),
+        };
+        Applied {
+            status: 409,
+            body: serde_json::to_string(&body).unwrap_or_default() + "\n",
+            dedup_hit: false,
+            conflict: true,
+            fresh: false,
+            accepted: false,
+            escalated: false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,27 +89,25 @@ pub async fn apply_record(
     let status = vr.status();
     let body = format!("{}\n", rec.result);
     if rec.cacheable && !pcs.pcs_id.is_empty() {
-        match dedup::insert_or_get(
-            conn,
-            &rec.tenant,
-            &pcs.pcs_id,
-            status,
-            &body,
-            rec.ts_ms,
-            ttl_ms,
-        )
-        .await?
-        {
+        let content_sha256 = kakeya_core::ids::content_sha256(&pcs);
+        let sub = dedup::Submission {
+            tenant: &rec.tenant,
+            pcs_id: &pcs.pcs_id,
+            content_sha256: &content_sha256,
+        };
+        match dedup::insert_or_get(conn, &sub, status, &body, rec.ts_ms, ttl_ms).await? {
             dedup::DedupOutcome::Existing { status, body } => {
                 return Ok(Applied {
                     status,
                     body,
                     dedup_hit: true,
+                    conflict: false,
                     fresh: false,
                     accepted: false,
                     escalated: false,
                 });
             }
+            dedup::DedupOutcome::Conflict => return Ok(Applied::conflict(&pcs.pcs_id)),
             dedup::DedupOutcome::Won => {}
         }
     }
@@ -98,6 +120,7 @@ pub async fn apply_record(
         status,
         body,
         dedup_hit: false,
+        conflict: false,
         fresh,
         accepted: vr.accepted,
         escalated: vr.escalated,

@@ -34,19 +34,38 @@ async fn dollar_placeholders_work_on_both_backends() {
 async fn dedup_first_write_wins_and_expired_rows_are_replaced() {
     for t in all_dbs("dedup_first_write_wins").await {
         let mut c = t.db.pool.acquire().await.unwrap();
-        let won = dedup::insert_or_get(&mut c, "a", "p1", 200, "first\n", T, TTL)
+        let sub = |pcs_id| dedup::Submission {
+            tenant: "a",
+            pcs_id,
+            content_sha256: "h1",
+        };
+        let won = dedup::insert_or_get(&mut c, &sub("p1"), 200, "first\n", T, TTL)
             .await
             .unwrap();
         assert!(matches!(won, dedup::DedupOutcome::Won), "{}", t.label);
-        match dedup::insert_or_get(&mut c, "a", "p1", 202, "second\n", T + 1, TTL)
+        match dedup::insert_or_get(&mut c, &sub("p1"), 202, "second\n", T + 1, TTL)
             .await
             .unwrap()
         {
             dedup::DedupOutcome::Existing { status, body } => {
                 assert_eq!((status, body.as_str()), (200, "first\n"))
             }
-            dedup::DedupOutcome::Won => panic!("{}: live row replaced", t.label),
+            _ => panic!("{}: live row replaced or refused", t.label),
         }
+        let other = dedup::Submission {
+            content_sha256: "h2",
+            ..sub("p1")
+        };
+        assert!(
+            matches!(
+                dedup::insert_or_get(&mut c, &other, 202, "other\n", T + 1, TTL)
+                    .await
+                    .unwrap(),
+                dedup::DedupOutcome::Conflict
+            ),
+            "{}: other content under a live id is a conflict",
+            t.label
+        );
         assert_eq!(
             dedup::get(&t.db.pool, "a", "p1", T + 1).await.unwrap(),
             Some((200, "first\n".into()))
@@ -57,7 +76,7 @@ async fn dedup_first_write_wins_and_expired_rows_are_replaced() {
             "expired is a miss"
         );
         // exactly at expiry the row may be replaced
-        let won = dedup::insert_or_get(&mut c, "a", "p1", 202, "third\n", T + TTL, TTL)
+        let won = dedup::insert_or_get(&mut c, &sub("p1"), 202, "third\n", T + TTL, TTL)
             .await
             .unwrap();
         assert!(matches!(won, dedup::DedupOutcome::Won), "{}", t.label);
@@ -66,7 +85,7 @@ async fn dedup_first_write_wins_and_expired_rows_are_replaced() {
             Some((202, "third\n".into()))
         );
         // cleanup removes only expired rows
-        dedup::insert_or_get(&mut c, "a", "old", 200, "x", T - TTL, TTL)
+        dedup::insert_or_get(&mut c, &sub("old"), 200, "x", T - TTL, TTL)
             .await
             .unwrap();
         drop(c);
