@@ -20,6 +20,7 @@
 
 pub mod api;
 pub mod config;
+pub mod data_dir;
 pub mod envoy;
 pub mod error;
 pub mod ingest;

@@ -176,6 +176,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let cfg = load(&cli)?;
+    // `serve` creates the data dir's state; `envoy render` runs before it on a first start;
+    // `config show` changes nothing.
+    if !matches!(cli.cmd, Cmd::Serve | Cmd::Envoy { .. } | Cmd::Config { .. }) {
+        if let Some(w) = kakeya_control_plane::data_dir::unused_warning(&cfg) {
+            tracing::warn!("{w}");
+        }
+    }
     match cli.cmd {
         Cmd::Serve => {
             if cfg.signature_disabled() {

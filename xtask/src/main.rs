@@ -9,12 +9,10 @@
 //! Kept dependency-light on purpose: it is compiled before anything else runs.
 
 mod tools;
+mod up;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode};
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -27,12 +25,16 @@ const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy>
   envoy   install Envoy 1.40 into the tools folder and print its path
 
 Environment: KAKEYA_DATA_DIR (default ./.kakeya), KAKEYA_TOOLS_DIR (default ./.kakeya-tools),
-CARGO_TARGET_DIR, and every variable of `kakeya serve` (PCS_SIGN_ALG, PCS_HMAC_KEY, TENANTS, ...).";
+CARGO_TARGET_DIR, and every variable of `kakeya serve` (PCS_SIGN_ALG, PCS_HMAC_KEY, TENANTS,
+KAKEYA_GATEWAY_ADDR, KAKEYA_ADMIN_ADDR, KAKEYA_INGEST_ADDR, KAKEYA_ENVOY_ADMIN_ADDR, ...): `up`
+listens where they say, so a second stack with other addresses and another data dir runs beside
+the first. `up` uses prebuilt artefacts instead of building when KAKEYA_BIN, KAKEYA_GATE_WASM and
+KAKEYA_ENVOY_BIN are all set (as `test` sets them).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("up") => up(),
+        Some("up") => up::up(),
         Some("test") => test(&args[1..]),
         Some("bench") => bench(),
         Some("wasm") => build_wasm().map(|p| println!("{}", p.display())),
@@ -130,73 +132,6 @@ fn build_kakeya(profile: &str) -> Result<PathBuf> {
     ]))?;
     let dir = if profile == "dev" { "debug" } else { profile };
     Ok(target_dir().join(dir).join("kakeya"))
-}
-
-fn up() -> Result<()> {
-    let envoy = tools::envoy(&root())?;
-    let wasm = build_wasm()?;
-    let kakeya = build_kakeya("release")?;
-    let data_dir = std::env::var("KAKEYA_DATA_DIR").unwrap_or_else(|_| "./.kakeya".into());
-    std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {data_dir}: {e}"))?;
-    let envoy_yaml = Path::new(&data_dir).join("envoy.yaml");
-    run(Command::new(&kakeya)
-        .args(["envoy", "render", "--wasm"])
-        .arg(&wasm)
-        .arg("--out")
-        .arg(&envoy_yaml)
-        .env("KAKEYA_DATA_DIR", &data_dir))?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
-
-    let mut children = Children::default();
-    eprintln!("xtask: starting the control plane");
-    children.push(
-        "kakeya",
-        Command::new(&kakeya)
-            .arg("serve")
-            .env("KAKEYA_DATA_DIR", &data_dir)
-            .spawn(),
-    )?;
-    wait_http_ok(
-        "127.0.0.1:8081",
-        "/ready",
-        Duration::from_secs(60),
-        &mut children,
-    )?;
-    eprintln!("xtask: starting Envoy");
-    children.push(
-        "envoy",
-        Command::new(&envoy)
-            .args(["--log-level", "warn", "--base-id", "7401", "-c"])
-            .arg(&envoy_yaml)
-            .spawn(),
-    )?;
-    wait_http_ok(
-        "127.0.0.1:9901",
-        "/ready",
-        Duration::from_secs(60),
-        &mut children,
-    )?;
-    println!(
-        "\nKakeya Edge is up (data in {data_dir}).\n\
-         \n  gateway        http://127.0.0.1:8080/v1/pcs/submit   (POST a PCS; /health)\
-         \n  control plane  http://127.0.0.1:8081/health /ready /metrics /v1/openapi.json\
-         \n  ingest         http://127.0.0.1:8082 (loopback only; Envoy forwards here)\
-         \n  envoy admin    http://127.0.0.1:9901/stats/prometheus\
-         \n\nTry: curl -s -XPOST --data-binary @core/tests/data/pcs_tiny_case_1.json http://127.0.0.1:8080/v1/pcs/submit\
-         \nPress Ctrl-C to stop both.\n"
-    );
-    while !stop.load(Ordering::SeqCst) {
-        if let Some(name) = children.exited() {
-            return Err(format!("{name} exited; see its log above"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    eprintln!("\nxtask: stopping");
-    Ok(())
 }
 
 fn test(args: &[String]) -> Result<()> {
@@ -314,75 +249,4 @@ fn bench() -> Result<()> {
         .env("KAKEYA_GATE_WASM", &wasm)
         .env("KAKEYA_ENVOY_BIN", &envoy)
         .env("KAKEYA_BIN", &kakeya))
-}
-
-/// Child processes that are killed when dropped.
-#[derive(Default)]
-struct Children(Vec<(&'static str, Child)>);
-
-impl Children {
-    fn push(&mut self, name: &'static str, child: std::io::Result<Child>) -> Result<()> {
-        let child = child.map_err(|e| format!("cannot start {name}: {e}"))?;
-        self.0.push((name, child));
-        Ok(())
-    }
-
-    fn exited(&mut self) -> Option<&'static str> {
-        for (name, child) in self.0.iter_mut() {
-            if let Ok(Some(_)) = child.try_wait() {
-                return Some(name);
-            }
-        }
-        None
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for (name, child) in self.0.iter_mut().rev() {
-            // SIGTERM first so the control plane drains and fsyncs; SIGKILL if it lingers.
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            eprintln!("xtask: {name} stopped");
-        }
-    }
-}
-
-/// Polls `GET path` on `addr` until it answers 200, a child exits, or the deadline passes.
-fn wait_http_ok(addr: &str, path: &str, timeout: Duration, children: &mut Children) -> Result<()> {
-    use std::io::{Read, Write};
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            let mut buf = String::new();
-            if s.write_all(req.as_bytes()).is_ok()
-                && s.read_to_string(&mut buf).is_ok()
-                && buf.starts_with("HTTP/1.1 200")
-            {
-                return Ok(());
-            }
-        }
-        if let Some(name) = children.exited() {
-            return Err(format!("{name} exited during start-up; see its log above"));
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "http://{addr}{path} did not become ready within {timeout:?}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
