@@ -10,7 +10,7 @@ use kakeya_core::{parse, verify, VerifyParams, VerifyResult};
 use kakeya_wasm_tests::fixtures::{
     grounded_evidence, signed_pcs_with_evidence, unsupported_evidence, KEY,
 };
-use kakeya_wasm_tests::stack::{call, post, Stack, StackOptions};
+use kakeya_wasm_tests::stack::{post, Stack, StackOptions};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
