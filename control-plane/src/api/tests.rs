@@ -417,3 +417,82 @@ async fn non_loopback_listeners_need_credentials() {
     assert_eq!(a.status, 200);
     r.shutdown().await.unwrap();
 }
+
+/// The `schemathesis` CLI: `KAKEYA_SCHEMATHESIS` (set by `cargo xtask test`, which installs
+/// it), else the project-local install. Missing: skipped loudly, or a failure when `CI` is set.
+fn schemathesis() -> Option<std::path::PathBuf> {
+    let local = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../.kakeya-tools/schemathesis-4.32.5/bin/schemathesis");
+    let bin = std::env::var_os("KAKEYA_SCHEMATHESIS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or(local);
+    if bin.is_file() {
+        return Some(bin);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "schemathesis not found at {} in CI: run the tests through `cargo xtask test`",
+            bin.display()
+        );
+    }
+    eprintln!(
+        "\n*** SKIP schemathesis contract run: {} missing (cargo xtask test installs it) ***\n",
+        bin.display()
+    );
+    None
+}
+
+/// Property-based run of schemathesis against the live document and both live listeners:
+/// no 5xx, only documented statuses, content types, headers and bodies that match the
+/// document, invalid input refused, and authentication not ignored. Bounded (a fixed seed,
+/// few examples per operation) so it takes seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_contract_violation() {
+    let Some(bin) = schemathesis() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let r = start(&config(tmp.path())).await.unwrap();
+    let token = read_token(tmp.path());
+    let spec = format!("http://{}/v1/openapi.json", r.admin_addr);
+    let checks = "not_a_server_error,status_code_conformance,content_type_conformance,\
+                  response_headers_conformance,response_schema_conformance,\
+                  negative_data_rejection,missing_required_header,unsupported_method,ignored_auth";
+    let runs = [
+        // The admin listener serves every operation but the ingest one ...
+        vec!["--exclude-tag".to_string(), "ingest".into()],
+        // ... which the ingest listener serves.
+        vec![
+            "--include-tag".into(),
+            "ingest".into(),
+            "--url".into(),
+            format!("http://{}", r.ingest_addr),
+        ],
+    ];
+    for extra in runs {
+        let (bin, spec, cwd) = (bin.clone(), spec.clone(), tmp.path().to_path_buf());
+        let auth = format!("Authorization: Bearer {token}");
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(&bin)
+                .arg("run")
+                .arg(&spec)
+                .args(["--header", &auth])
+                .args(["--checks", checks])
+                .args(["--max-examples", "30", "--seed", "1"])
+                .args(["--request-timeout", "10", "--workers", "1"])
+                .args(&extra)
+                // It keeps its hypothesis database in the working directory.
+                .current_dir(&cwd)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "schemathesis found contract violations:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!stdout.contains(&token), "the token must not be printed");
+    }
+    r.shutdown().await.unwrap();
+}
