@@ -45,10 +45,6 @@ impl Secret {
         let b = Sha256::digest(given.as_bytes());
         a.ct_eq(&b).into()
     }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
 }
 
 impl std::fmt::Debug for Secret {
