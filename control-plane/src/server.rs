@@ -286,6 +286,7 @@ mod tests {
         .store(&wal_dir)
         .unwrap();
         let cfg = Config {
+            data_dir: tmp.path().to_path_buf(),
             database_url: format!("sqlite://{}/t.db?mode=rwc", tmp.path().display()),
             wal_dir: wal_dir.clone(),
             wal_retention_days: 7,
