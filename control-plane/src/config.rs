@@ -7,6 +7,7 @@
 //! The keyring/verify part is validated by building the very [`kakeya_core::Gate`] the filter
 //! will build, so a configuration the filter would refuse never gets rendered into Envoy.
 
+use anyhow::Context;
 use kakeya_core::gate_config::{BundleSource, FailureMode};
 use kakeya_core::signature::SigAlg;
 use kakeya_core::{Gate, GateConfig, KeyringConfig, Verifier, VerifierConfig, VerifyParams};
@@ -62,6 +63,9 @@ pub struct FileConfig {
     pub token_rate: Option<u32>,
     pub group_commit_max_batch: Option<usize>,
     pub admin_token: Option<String>,
+    pub admin_token_file: Option<PathBuf>,
+    pub ingest_secret: Option<String>,
+    pub ingest_secret_file: Option<PathBuf>,
     pub verify: Option<VerifyParams>,
     pub keyring: Option<KeyringConfig>,
     pub bundle_signing_seed_file: Option<PathBuf>,
@@ -86,7 +90,15 @@ pub struct Config {
     /// Tokens per second per tenant in Envoy's local rate limit; burst is twice this.
     pub token_rate: u32,
     pub group_commit_max_batch: usize,
+    /// Bearer token of the admin API (`KAKEYA_ADMIN_TOKEN`); when unset, the token is read from
+    /// [`Config::admin_token_path`] (generated there at first start).
     pub admin_token: Option<String>,
+    /// `KAKEYA_ADMIN_TOKEN_FILE` / `admin_token_file`, when the operator chose one.
+    pub admin_token_file: Option<PathBuf>,
+    /// Shared secret Envoy sends in `x-kakeya-ingest-secret` (`KAKEYA_INGEST_SECRET`).
+    pub ingest_secret: Option<String>,
+    /// `KAKEYA_INGEST_SECRET_FILE` / `ingest_secret_file`: a file holding the ingest secret.
+    pub ingest_secret_file: Option<PathBuf>,
     pub verify: VerifyParams,
     pub keyring: KeyringConfig,
     /// Ed25519 seed that signs model bundles (default `<data_dir>/keys/bundle-signing.seed`,
@@ -124,6 +136,9 @@ impl Default for Config {
             token_rate: DEFAULT_TOKEN_RATE,
             group_commit_max_batch: 256,
             admin_token: None,
+            admin_token_file: None,
+            ingest_secret: None,
+            ingest_secret_file: None,
             verify: VerifyParams::default(),
             keyring: KeyringConfig::default(),
             bundle_signing_seed_file: default_seed_file(Path::new("./.kakeya")),
@@ -264,7 +279,14 @@ impl Config {
             admin_token: non_empty(env, "KAKEYA_ADMIN_TOKEN")
                 .map(str::to_string)
                 .or(file.admin_token)
-                .filter(|t| !t.is_empty()),
+                .filter(|t| !t.trim().is_empty()),
+            admin_token_file: env_path(env, "KAKEYA_ADMIN_TOKEN_FILE").or(file.admin_token_file),
+            ingest_secret: non_empty(env, "KAKEYA_INGEST_SECRET")
+                .map(str::to_string)
+                .or(file.ingest_secret)
+                .filter(|t| !t.trim().is_empty()),
+            ingest_secret_file: env_path(env, "KAKEYA_INGEST_SECRET_FILE")
+                .or(file.ingest_secret_file),
             verify: file.verify.unwrap_or_default(),
             data_dir,
             database_url,
@@ -364,16 +386,93 @@ impl Config {
         for v in c.keyring.tenants.values_mut() {
             redact_verifier(v);
         }
-        if c.admin_token.is_some() {
-            c.admin_token = Some("<redacted>".into());
+        for secret in [&mut c.admin_token, &mut c.ingest_secret] {
+            if secret.is_some() {
+                *secret = Some("<redacted>".into());
+            }
         }
         c.database_url = redact_url(&c.database_url);
         serde_json::to_string_pretty(&c).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
 
+    /// Where the admin token file is (the configured one, else `<data_dir>/admin.token`).
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.admin_token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.token"))
+    }
+
+    /// The admin token: `KAKEYA_ADMIN_TOKEN` when set, else the token file's, which is
+    /// generated (mode 0600) the first time. Never logged; say where it is with
+    /// [`AdminToken::source`].
+    pub fn load_admin_token(&self) -> anyhow::Result<AdminToken> {
+        if let Some(t) = &self.admin_token {
+            return Ok(AdminToken {
+                value: t.trim().to_string(),
+                source: "KAKEYA_ADMIN_TOKEN".into(),
+                generated: false,
+            });
+        }
+        let path = self.admin_token_path();
+        let (value, generated) = crate::api::auth::load_or_create_token(&path)
+            .context("admin token file (KAKEYA_ADMIN_TOKEN_FILE)")?;
+        Ok(AdminToken {
+            value,
+            source: path.display().to_string(),
+            generated,
+        })
+    }
+
+    /// The ingest shared secret, when one is configured.
+    pub fn load_ingest_secret(&self) -> anyhow::Result<Option<String>> {
+        if let Some(s) = &self.ingest_secret {
+            return Ok(Some(s.trim().to_string()));
+        }
+        match &self.ingest_secret_file {
+            Some(p) => crate::api::auth::read_secret_file(p)
+                .map(Some)
+                .context("ingest secret file (KAKEYA_INGEST_SECRET_FILE)"),
+            None => Ok(None),
+        }
+    }
+
+    /// Refuses listeners that would expose an unauthenticated surface: the admin API on a
+    /// non-loopback address needs an operator-chosen token (`KAKEYA_ADMIN_TOKEN` or
+    /// `KAKEYA_ADMIN_TOKEN_FILE`), and the ingest listener, which believes the gate's
+    /// `x-kakeya-*` headers, needs the Envoy shared secret (`KAKEYA_INGEST_SECRET[_FILE]`).
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if !self.admin_addr.ip().is_loopback()
+            && self.admin_token.is_none()
+            && self.admin_token_file.is_none()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to serve the admin API on the non-loopback address {} without a configured token: set KAKEYA_ADMIN_TOKEN or KAKEYA_ADMIN_TOKEN_FILE, or bind KAKEYA_ADMIN_ADDR to 127.0.0.1",
+                self.admin_addr
+            )));
+        }
+        if !self.ingest_addr.ip().is_loopback()
+            && self.ingest_secret.is_none()
+            && self.ingest_secret_file.is_none()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to serve the ingest listener on the non-loopback address {}: it trusts the gate's x-kakeya-* headers, so it needs the shared secret Envoy sends (set KAKEYA_INGEST_SECRET or KAKEYA_INGEST_SECRET_FILE), or bind KAKEYA_INGEST_ADDR to 127.0.0.1",
+                self.ingest_addr
+            )));
+        }
+        Ok(())
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.database_url.starts_with("postgres")
     }
+}
+
+/// The admin bearer token and where it came from (a file path or the variable name).
+pub struct AdminToken {
+    pub value: String,
+    pub source: String,
+    /// True when this call generated the token file.
+    pub generated: bool,
 }
 
 fn redact_verifier(v: &mut VerifierConfig) {
@@ -738,14 +837,61 @@ mod tests {
     }
 
     #[test]
+    fn credentials_and_exposure() {
+        let c = Config::from_env_map(&env(&[
+            ("KAKEYA_DATA_DIR", "/tmp/kk"),
+            ("KAKEYA_ADMIN_TOKEN_FILE", "/etc/kakeya/admin.token"),
+            ("KAKEYA_INGEST_SECRET_FILE", "/etc/kakeya/ingest.secret"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.admin_token_path(),
+            PathBuf::from("/etc/kakeya/admin.token")
+        );
+        assert_eq!(
+            c.ingest_secret_file,
+            Some(PathBuf::from("/etc/kakeya/ingest.secret"))
+        );
+        let d = Config::from_env_map(&env(&[("KAKEYA_DATA_DIR", "/tmp/kk")])).unwrap();
+        assert_eq!(d.admin_token_path(), PathBuf::from("/tmp/kk/admin.token"));
+        d.check_exposure().unwrap();
+        // Non-loopback admin: needs a configured token (variable or file).
+        let public = |pairs: &[(&str, &str)]| {
+            let mut p = vec![("KAKEYA_ADMIN_ADDR", "0.0.0.0:8081")];
+            p.extend_from_slice(pairs);
+            Config::from_env_map(&env(&p)).unwrap().check_exposure()
+        };
+        let e = public(&[]).unwrap_err().to_string();
+        assert!(e.contains("KAKEYA_ADMIN_TOKEN"), "{e}");
+        public(&[("KAKEYA_ADMIN_TOKEN", "x".repeat(32).as_str())]).unwrap();
+        public(&[("KAKEYA_ADMIN_TOKEN_FILE", "/etc/t")]).unwrap();
+        // Non-loopback ingest: needs the Envoy shared secret.
+        let ingest = |pairs: &[(&str, &str)]| {
+            let mut p = vec![("KAKEYA_INGEST_ADDR", "[::]:8082")];
+            p.extend_from_slice(pairs);
+            Config::from_env_map(&env(&p)).unwrap().check_exposure()
+        };
+        let e = ingest(&[]).unwrap_err().to_string();
+        assert!(e.contains("KAKEYA_INGEST_SECRET"), "{e}");
+        ingest(&[("KAKEYA_INGEST_SECRET", "s")]).unwrap();
+        ingest(&[("KAKEYA_INGEST_SECRET_FILE", "/etc/s")]).unwrap();
+        let ok = env(&[("KAKEYA_INGEST_ADDR", "[::1]:8082")]);
+        Config::from_env_map(&ok).unwrap().check_exposure().unwrap();
+    }
+
+    #[test]
     fn redaction() {
         let c = Config::from_env_map(&env(&[
             ("PCS_SIGN_ALG", "hmac"),
             ("PCS_HMAC_KEY", "topsecret"),
             ("DATABASE_URL", "postgres://u:pw@h/db"),
+            ("KAKEYA_ADMIN_TOKEN", "admintok"),
+            ("KAKEYA_INGEST_SECRET", "ingestsec"),
         ]))
         .unwrap();
         let s = c.redacted_json();
-        assert!(!s.contains("topsecret") && !s.contains(":pw@"), "{s}");
+        for secret in ["topsecret", ":pw@", "admintok", "ingestsec"] {
+            assert!(!s.contains(secret), "{secret} in {s}");
+        }
     }
 }

@@ -37,6 +37,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// The ingest shared secret is missing or wrong: the request did not come from Envoy.
+    #[error("missing or wrong x-kakeya-ingest-secret: only Envoy may call the ingest listener")]
+    NotFromEnvoy,
     #[error("{0}")]
     BadRequest(String),
     /// The WAL could not be written or fsynced: nothing was acknowledged.
@@ -64,6 +67,7 @@ impl ApiError {
             ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFromEnvoy => StatusCode::FORBIDDEN,
             ApiError::WalUnavailable(_)
             | ApiError::StoreUnavailable(_)
             | ApiError::ShuttingDown
@@ -81,6 +85,7 @@ impl ApiError {
             ApiError::NotFound | ApiError::Missing(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFromEnvoy => "forbidden",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::WalUnavailable(_) => "wal_unavailable",
             ApiError::StoreUnavailable(_) => "store_unavailable",

@@ -132,6 +132,9 @@ enum EnvoyCmd {
 enum ConfigCmd {
     /// Print the effective configuration as JSON, secrets redacted.
     Show,
+    /// Print the admin API bearer token (KAKEYA_ADMIN_TOKEN, else the token file, generated at
+    /// first use), e.g. `curl -H "Authorization: Bearer $(kakeya config admin-token)" …`.
+    AdminToken,
 }
 
 fn main() {
@@ -251,6 +254,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd: ConfigCmd::Show,
         } => {
             println!("{}", cfg.redacted_json());
+            Ok(())
+        }
+        Cmd::Config {
+            cmd: ConfigCmd::AdminToken,
+        } => {
+            let t = cfg.load_admin_token()?;
+            eprintln!("admin token: {}", t.source);
+            println!("{}", t.value);
             Ok(())
         }
         Cmd::Train(a) => hrs::train(&a, Some(&cfg)),

@@ -41,13 +41,14 @@ fn harness(db: &Db, wal_dir: &Path, token: Option<&str>) -> Harness {
         metrics: metrics.clone(),
         committer: handle.status.clone(),
         wal_dir: wal_dir.to_path_buf(),
-        admin_token: token.map(str::to_string),
+        admin_token: crate::api::auth::Secret::new(token.unwrap_or("test-admin-token")),
         bundle_seed: Some(std::sync::Arc::new([9; 32])),
     });
     Harness {
         router: ingest_router(IngestState {
             handle,
             metrics: metrics.clone(),
+            ingest_secret: None,
         }),
         admin,
         committer,
@@ -341,11 +342,14 @@ async fn errors_are_json_and_nothing_is_written() {
             .is_empty(),
         "nothing written"
     );
-    // admin: health, ready, metrics open; decisions and openapi need the token
+    // admin: health and ready open; metrics, decisions and openapi need the token
     let get = |p: &str| Request::get(p).body(Body::empty()).unwrap();
     assert_eq!(send(&h.admin, get("/health")).await.1, "OK");
     assert_eq!(send(&h.admin, get("/ready")).await.0, StatusCode::OK);
-    assert_eq!(send(&h.admin, get("/metrics")).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&h.admin, get("/metrics")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(
         send(&h.admin, get("/v1/decisions")).await.0,
         StatusCode::UNAUTHORIZED
@@ -370,8 +374,10 @@ async fn errors_are_json_and_nothing_is_written() {
     assert_eq!(send(&h.router, submit_req(None, &body)).await.2, "miss");
     let (s, rows, _, _) = send(&h.admin, auth("/v1/decisions?tenant=default&limit=5")).await;
     assert_eq!(s, StatusCode::OK);
-    let rows: Vec<decision_log::DecisionRow> = serde_json::from_str(&rows).unwrap();
+    let page: crate::api::decisions::DecisionsPage = serde_json::from_str(&rows).unwrap();
+    let rows = page.decisions;
     assert_eq!(rows.len(), 1);
+    assert_eq!(page.next_cursor, None);
     assert_eq!(
         (rows[0].tenant.as_str(), rows[0].verify_ns),
         ("default", Some(777))
@@ -786,7 +792,9 @@ async fn registry_api_bundles_and_risk_columns() {
         assert!(s == StatusCode::OK || s == StatusCode::ACCEPTED);
         send(&h.router, submit_req(Some("acme"), &pcs_body("plain"))).await;
         let (_, _, rows) = call(&h.admin, req("GET", "/v1/decisions?limit=5", tok, "")).await;
-        let rows: Vec<decision_log::DecisionRow> = serde_json::from_str(&rows).unwrap();
+        let rows = serde_json::from_str::<crate::api::decisions::DecisionsPage>(&rows)
+            .unwrap()
+            .decisions;
         assert_eq!(rows.len(), 2);
         let scored = rows.iter().find(|r| r.risk.is_some()).unwrap();
         assert_eq!(scored.risk, Some(0.25));

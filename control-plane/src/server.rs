@@ -8,6 +8,7 @@
 //! the other way: stop accepting, let in-flight requests finish, drain the committer (which
 //! fsyncs and writes the checkpoint).
 
+use crate::api::auth::Secret;
 use crate::api::{admin_router, ingest_router, AdminState, IngestState};
 use crate::config::Config;
 use crate::ingest::{self, CommitterConfig};
@@ -58,6 +59,15 @@ fn run_retention(wal_dir: &std::path::Path, now_ms: i64, days: u32) {
 
 /// Starts everything and returns once both listeners accept connections.
 pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
+    // Before anything else: never expose an unauthenticated listener.
+    cfg.check_exposure()?;
+    let admin_token = cfg.load_admin_token()?;
+    if admin_token.generated {
+        tracing::info!(path = %admin_token.source, "generated the admin token (mode 0600)");
+    }
+    // Where the token is, never the token itself.
+    tracing::info!("admin token: {}", admin_token.source);
+    let ingest_secret = cfg.load_ingest_secret()?;
     let metrics = Metrics::new().context("metrics registry")?;
     let db = Db::connect(&cfg.database_url, None)
         .await
@@ -134,17 +144,15 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         committer: handle.status.clone(),
         wal_dir: cfg.wal_dir.clone(),
-        admin_token: cfg.admin_token.clone(),
+        admin_token: Secret::new(&admin_token.value),
         bundle_seed: Some(std::sync::Arc::new(seed)),
     };
     let ingest_app = ingest_router(IngestState {
         handle,
         metrics: metrics.clone(),
+        ingest_secret: ingest_secret.as_deref().map(Secret::new),
     });
     let admin_app = admin_router(admin_state);
-    if !cfg.ingest_addr.ip().is_loopback() {
-        tracing::warn!(addr = %cfg.ingest_addr, "ingest listener is not on loopback: it trusts x-kakeya-* headers, so only Envoy must reach it");
-    }
     let ingest_l = bind(cfg.ingest_addr, "ingest", "KAKEYA_INGEST_ADDR").await?;
     let admin_l = bind(cfg.admin_addr, "admin", "KAKEYA_ADMIN_ADDR").await?;
     let ingest_addr = ingest_l.local_addr()?;
@@ -278,6 +286,7 @@ mod tests {
         .store(&wal_dir)
         .unwrap();
         let cfg = Config {
+            data_dir: tmp.path().to_path_buf(),
             database_url: format!("sqlite://{}/t.db?mode=rwc", tmp.path().display()),
             wal_dir: wal_dir.clone(),
             wal_retention_days: 7,

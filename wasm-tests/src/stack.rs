@@ -65,6 +65,9 @@ pub struct Stack {
     pub ingest: SocketAddr,
     pub envoy_admin: SocketAddr,
     pub data_dir: tempfile::TempDir,
+    /// Bearer token of the admin API, as `kakeya config admin-token` reports it (the file the
+    /// control plane generated in the data dir, or `KAKEYA_ADMIN_TOKEN` from the options).
+    pub admin_token: String,
     artefacts: Artefacts,
     opts: StackOptions,
     kakeya: Option<Child>,
@@ -80,6 +83,7 @@ impl Stack {
             ingest: free_addr()?,
             envoy_admin: free_addr()?,
             data_dir: tempfile::tempdir()?,
+            admin_token: String::new(),
             artefacts,
             opts,
             kakeya: None,
@@ -131,7 +135,57 @@ impl Stack {
             "/ready",
             Duration::from_secs(60),
             self.kakeya.as_mut(),
+        )?;
+        let out = self.kakeya(&["config", "admin-token"])?;
+        if !out.status.success() {
+            bail!(
+                "kakeya config admin-token failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.admin_token = String::from_utf8(out.stdout)?.trim().to_string();
+        Ok(())
+    }
+
+    /// `GET` on the admin listener with the admin token.
+    pub fn admin_get(&self, path: &str) -> Result<Answer> {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(20))
+            .build();
+        answer(
+            agent
+                .get(&self.admin_url(path))
+                .set("authorization", &format!("Bearer {}", self.admin_token))
+                .call(),
         )
+    }
+
+    /// Every decision-log row (of `tenant`, or all), newest first, following `next_cursor`.
+    pub fn decisions(&self, tenant: Option<&str>) -> Result<Vec<serde_json::Value>> {
+        let mut rows = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = "/v1/decisions?limit=1000".to_string();
+            if let Some(t) = tenant {
+                path.push_str(&format!("&tenant={t}"));
+            }
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let a = self.admin_get(&path)?;
+            if a.status != 200 {
+                bail!("GET {path}: {} {}", a.status, a.body);
+            }
+            let mut page = a.json();
+            match page["decisions"].take() {
+                serde_json::Value::Array(r) => rows.extend(r),
+                other => bail!("GET {path}: no decisions array: {other}"),
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return Ok(rows),
+            }
+        }
     }
 
     fn start_envoy(&mut self) -> Result<()> {

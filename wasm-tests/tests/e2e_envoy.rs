@@ -32,21 +32,7 @@ fn submit(stack: &Stack, body: &str, headers: &[(&str, &str)]) -> Answer {
 
 /// Decision-log rows of a tenant, through the admin API.
 fn decisions(stack: &Stack, tenant: &str) -> Vec<Value> {
-    let a = call(
-        &agent(),
-        "GET",
-        &stack.admin_url(&format!("/v1/decisions?tenant={tenant}&limit=100000")),
-    )
-    .unwrap();
-    assert_eq!(a.status, 200, "{}", a.body);
-    match a.json() {
-        Value::Array(rows) => rows,
-        Value::Object(mut o) => match o.remove("decisions") {
-            Some(Value::Array(rows)) => rows,
-            other => panic!("unexpected decisions body {other:?}"),
-        },
-        other => panic!("unexpected decisions body {other:?}"),
-    }
+    stack.decisions(Some(tenant)).unwrap()
 }
 
 fn count_by_pcs_id(rows: &[Value]) -> HashMap<String, usize> {
@@ -160,9 +146,14 @@ fn verify_path_through_envoy() {
                 && l.contains("tenant=\"default\"")),
         "gate counters with a tenant tag expected in Envoy stats"
     );
-    let metrics = call(&agent(), "GET", &stack.admin_url("/metrics"))
-        .unwrap()
-        .body;
+    // /metrics needs the admin token like every admin route but health/ready/bundle.
+    assert_eq!(
+        call(&agent(), "GET", &stack.admin_url("/metrics"))
+            .unwrap()
+            .status,
+        401
+    );
+    let metrics = stack.admin_get("/metrics").unwrap().body;
     for name in [
         "kakeya_ingest_total",
         "kakeya_accepted_total",

@@ -160,11 +160,13 @@ fn test(args: &[String]) -> Result<()> {
         ]))?;
     }
     let kakeya = build_kakeya("dev")?;
+    let schemathesis = tools::schemathesis(&root())?;
     tools::postgres_note();
     let mut tally = Tally::default();
     tally.run(
         cargo()
             .args(["test", "--workspace", "--exclude", "kakeya-gate"])
+            .env("KAKEYA_SCHEMATHESIS", &schemathesis)
             .env("KAKEYA_GATE_WASM", &wasm)
             .env("KAKEYA_ENVOY_BIN", &envoy)
             .env("KAKEYA_BIN", &kakeya),

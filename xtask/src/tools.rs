@@ -107,6 +107,48 @@ fn works(bin: &Path) -> bool {
             })
 }
 
+/// Schemathesis (PyPI), which checks the live control plane against its OpenAPI document.
+pub const SCHEMATHESIS_VERSION: &str = "4.32.5";
+
+/// Path of the `schemathesis` CLI: `KAKEYA_SCHEMATHESIS` if set, else the project-local venv,
+/// created with `python3 -m venv` and filled by pip when it is missing.
+pub fn schemathesis(root: &Path) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KAKEYA_SCHEMATHESIS") {
+        return Ok(PathBuf::from(p));
+    }
+    let venv = tools_dir(root).join(format!("schemathesis-{SCHEMATHESIS_VERSION}"));
+    let bin = venv.join("bin").join("schemathesis");
+    if works(&bin) {
+        return Ok(bin);
+    }
+    eprintln!(
+        "xtask: installing schemathesis {SCHEMATHESIS_VERSION} from PyPI into {}",
+        venv.display()
+    );
+    let hint = "schemathesis comes from PyPI: install python3 with venv and pip, or set KAKEYA_SCHEMATHESIS";
+    let mut mk = Command::new("python3");
+    mk.args(["-m", "venv", "--clear"]).arg(&venv);
+    super::run(&mut mk).map_err(|e| format!("{e}\n{hint}"))?;
+    let mut pip = Command::new(venv.join("bin").join("python"));
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ])
+    .arg(format!("schemathesis=={SCHEMATHESIS_VERSION}"));
+    super::run(&mut pip).map_err(|e| format!("{e}\n{hint}"))?;
+    if works(&bin) {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} does not run (`--version` failed)",
+            bin.display()
+        ))
+    }
+}
+
 /// The store tests run against PostgreSQL too; say where, or why they will be skipped.
 pub fn postgres_note() {
     let url = std::env::var("KAKEYA_TEST_POSTGRES_URL")

@@ -38,12 +38,14 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError>
         ("x-kakeya-result" = String, Header, description = "Compact VerifyResult JSON, set by the gate"),
         ("x-kakeya-cacheable" = Option<String>, Header, description = "`true`/`false`: may the result be stored in dedup"),
         ("x-kakeya-verify-ns" = Option<u64>, Header, description = "In-filter verify time in ns"),
+        ("x-kakeya-ingest-secret" = Option<String>, Header, description = "Shared secret added by Envoy; required when the control plane has one (KAKEYA_INGEST_SECRET)"),
     ),
     responses(
         (status = 200, description = "Accepted and not escalated (VerifyResult JSON); header x-kakeya-dedup: hit|miss"),
         (status = 202, description = "Rejected or escalated (VerifyResult JSON)"),
         (status = 409, body = ErrorBody, description = "idempotency_conflict: the pcs_id was already submitted with different signed content; nothing changed (x-kakeya-dedup: conflict)"),
         (status = 400, body = ErrorBody, description = "not_from_gate / invalid_json"),
+        (status = 403, body = ErrorBody, description = "Missing or wrong x-kakeya-ingest-secret"),
         (status = 413, body = ErrorBody),
         (status = 503, body = ErrorBody, description = "wal_unavailable / store_unavailable; Retry-After: 1"),
     )

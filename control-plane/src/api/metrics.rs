@@ -1,11 +1,23 @@
-//! `GET /metrics`: Prometheus text exposition of [`crate::metrics::Metrics`].
+//! `GET /metrics`: Prometheus text exposition of [`crate::metrics::Metrics`]. It needs the admin
+//! token like every admin route (per-tenant series name the tenants); Prometheus sends it with
+//! `authorization: { credentials_file: <admin.token> }` (docs/OPERATIONS.md).
 
 use super::AdminState;
+use crate::error::ErrorBody;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-#[utoipa::path(get, path = "/metrics", tag = "admin", responses((status = 200, body = String, description = "Prometheus text format")))]
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = String, content_type = "text/plain", description = "Prometheus text format"),
+        (status = 401, body = ErrorBody)
+    )
+)]
 pub async fn metrics(State(st): State<AdminState>) -> impl IntoResponse {
     (
         [(

@@ -1,13 +1,18 @@
 //! The two HTTP listeners.
 //!
-//! * **ingest** (`ingest_addr`, loopback only): `POST /v1/pcs/submit`, called by Envoy after
-//!   the gate filter. It trusts the `x-kakeya-*` headers because only Envoy can reach it;
-//!   binding it to a routable address would let anyone forge verdicts.
-//! * **admin** (`admin_addr`): health, readiness, metrics, OpenAPI, decision log. Everything
-//!   except health/ready/metrics and the signed bundle (`GET /v1/bundles/current`, polled by
-//!   the filters) requires the bearer `admin_token` when one is configured. Model registry:
-//!   `/v1/models`, `/v1/aliases/{alias}` ([`registry`]).
+//! * **ingest** (`ingest_addr`, loopback unless a shared secret is set): `POST /v1/pcs/submit`,
+//!   called by Envoy after the gate filter. It trusts the `x-kakeya-*` headers because only
+//!   Envoy can reach it; off loopback it also requires the shared secret Envoy adds
+//!   ([`auth::H_INGEST_SECRET`]), or anyone could forge verdicts.
+//! * **admin** (`admin_addr`): health, readiness, metrics, OpenAPI, decision log, model
+//!   registry (`/v1/models`, `/v1/aliases/{alias}`, [`registry`]). Everything except `/health`,
+//!   `/ready` and the signed bundle (`GET /v1/bundles/current`, polled by the filters) requires
+//!   the bearer admin token ([`auth`]).
+//!
+//! Routes and the OpenAPI document ([`openapi::document`]) come from the same
+//! [`OpenApiRouter`] declarations, so a route cannot exist undocumented or the other way round.
 
+pub mod auth;
 pub mod decisions;
 pub mod health;
 pub mod ingest;
@@ -15,18 +20,23 @@ pub mod metrics;
 pub mod openapi;
 pub mod registry;
 
+#[cfg(test)]
+mod tests;
+
 use crate::error::ApiError;
 use crate::ingest::{CommitterStatus, IngestHandle};
 use crate::metrics::Metrics;
 use crate::store::Db;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::middleware::from_fn_with_state;
 use axum::Router;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Bodies up to 1 MiB pass Envoy's buffer filter; allow a little framing slack.
 pub const INGEST_BODY_LIMIT: usize = 1024 * 1024 + 64 * 1024;
@@ -35,6 +45,8 @@ pub const INGEST_BODY_LIMIT: usize = 1024 * 1024 + 64 * 1024;
 pub struct IngestState {
     pub handle: IngestHandle,
     pub metrics: Metrics,
+    /// When set, every request must carry it in [`auth::H_INGEST_SECRET`].
+    pub ingest_secret: Option<auth::Secret>,
 }
 
 #[derive(Clone)]
@@ -43,7 +55,7 @@ pub struct AdminState {
     pub metrics: Metrics,
     pub committer: Arc<CommitterStatus>,
     pub wal_dir: PathBuf,
-    pub admin_token: Option<String>,
+    pub admin_token: auth::Secret,
     /// Signs the bundles published on alias changes; `None` refuses alias changes (503).
     pub bundle_seed: Option<Arc<[u8; 32]>>,
 }
@@ -56,9 +68,42 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// The ingest listener's documented routes.
+pub fn ingest_routes() -> OpenApiRouter<IngestState> {
+    OpenApiRouter::new().routes(routes!(ingest::submit))
+}
+
+/// Admin routes anyone may call: liveness, readiness and the signed bundle (the filters poll
+/// it without a token; they verify its signature).
+pub fn public_admin_routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .routes(routes!(registry::current_bundle))
+}
+
+/// Admin routes that require the bearer token.
+pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(openapi::spec))
+        .routes(routes!(decisions::list))
+        .routes(routes!(registry::list_models, registry::post_model))
+        .routes(routes!(registry::get_model))
+        .routes(routes!(
+            registry::set_challenger,
+            registry::delete_challenger
+        ))
+        .routes(routes!(registry::set_alias))
+}
+
 pub fn ingest_router(state: IngestState) -> Router {
-    Router::new()
-        .route(kakeya_core::SUBMIT_PATH, post(ingest::submit))
+    let (router, _) = ingest_routes().split_for_parts();
+    router
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            auth::require_ingest_secret,
+        ))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(INGEST_BODY_LIMIT))
@@ -71,30 +116,10 @@ pub fn ingest_router(state: IngestState) -> Router {
 }
 
 pub fn admin_router(state: AdminState) -> Router {
-    let protected = Router::new()
-        .route("/v1/decisions", get(decisions::list))
-        .route("/v1/openapi.json", get(openapi::spec))
-        .route(
-            "/v1/models",
-            get(registry::list_models).post(registry::post_model),
-        )
-        .route("/v1/models/{version}", get(registry::get_model))
-        .route(
-            "/v1/aliases/challenger",
-            delete(registry::delete_challenger).post(registry::set_challenger),
-        )
-        .route("/v1/aliases/{alias}", post(registry::set_alias))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            decisions::require_admin_token,
-        ));
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/metrics", get(metrics::metrics))
-        // Unauthenticated: the filters poll it without a token; the bundle is signed.
-        .route(registry::BUNDLE_ROUTE, get(registry::current_bundle))
-        .merge(protected)
+    let protected = protected_admin_routes()
+        .route_layer(from_fn_with_state(state.clone(), auth::require_admin_token));
+    let (router, _) = public_admin_routes().merge(protected).split_for_parts();
+    router
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(TimeoutLayer::with_status_code(

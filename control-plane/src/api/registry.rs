@@ -1,7 +1,7 @@
 //! Model registry and bundle endpoints (admin listener).
 //!
-//! `GET /v1/bundles/current` is the one unauthenticated route besides health and metrics: the
-//! gate filters poll it without a token, and what it serves is signed (they verify the
+//! `GET /v1/bundles/current` is the one unauthenticated route besides health and readiness:
+//! the gate filters poll it without a token, and what it serves is signed (they verify the
 //! signature with the key in their configuration).
 
 use super::AdminState;
@@ -221,6 +221,21 @@ pub async fn set_alias(
 }
 
 /// `POST /v1/aliases/challenger` (a static route, next to its `DELETE`).
+#[utoipa::path(
+    post,
+    path = "/v1/aliases/challenger",
+    tag = "registry",
+    request_body = AliasBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Published, description = "Challenger set; a new signed bundle is published"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such model"),
+        (status = 409, body = ErrorBody, description = "A challenger needs a champion"),
+        (status = 503, body = ErrorBody)
+    )
+)]
 pub async fn set_challenger(
     st: State<AdminState>,
     body: Result<Json<AliasBody>, JsonRejection>,

@@ -186,3 +186,36 @@ pub async fn count(pool: &AnyPool) -> Result<i64, sqlx::Error> {
         .await?
         .try_get("n")
 }
+
+/// Up to `limit` rows with an id below `before_id` (all when `None`), newest (highest id)
+/// first, optionally for one tenant: one page of `GET /v1/decisions`.
+pub async fn page(
+    pool: &AnyPool,
+    tenant: Option<&str>,
+    before_id: Option<i64>,
+    limit: i64,
+) -> Result<Vec<DecisionRow>, sqlx::Error> {
+    let before = before_id.unwrap_or(i64::MAX);
+    let rows = match tenant {
+        Some(t) => {
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM decision_log WHERE tenant = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+            ))
+            .bind(t)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }
+        None => {
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM decision_log WHERE id < $1 ORDER BY id DESC LIMIT $2"
+            ))
+            .bind(before)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }
+    };
+    rows.iter().map(row_to_decision).collect()
+}
