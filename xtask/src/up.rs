@@ -48,12 +48,14 @@ fn artefacts() -> Result<Artefacts> {
     })
 }
 
-/// The listen addresses `kakeya serve` and the rendered Envoy will use.
+/// The listen addresses `kakeya serve` and the rendered Envoy will use, and where the admin
+/// API's bearer token is.
 struct Addresses {
     gateway: SocketAddr,
     admin: SocketAddr,
     ingest: SocketAddr,
     envoy_admin: SocketAddr,
+    admin_token: String,
 }
 
 /// (config key, environment variable) of each address.
@@ -90,6 +92,14 @@ fn addresses(kakeya: &Path, data_dir: &Path) -> Result<Addresses> {
         admin: addr("admin_addr")?,
         ingest: addr("ingest_addr")?,
         envoy_admin: addr("envoy_admin_addr")?,
+        admin_token: if std::env::var_os("KAKEYA_ADMIN_TOKEN").is_some() {
+            "from KAKEYA_ADMIN_TOKEN".into()
+        } else {
+            cfg["admin_token_file"].as_str().map_or_else(
+                || data_dir.join("admin.token").display().to_string(),
+                str::to_string,
+            )
+        },
     })
 }
 
@@ -198,6 +208,7 @@ fn summary(a: &Addresses, data_dir: &Path, kakeya: &Path) -> String {
          \n  ingest         http://{ingest} (loopback only; Envoy forwards here)\
          \n  envoy admin    http://{ea}/stats/prometheus\
          \n  data dir       {dd}\
+         \n  admin token    {token}   (Authorization: Bearer …; or `kakeya config admin-token`)\
          \n  kakeya CLI     {bin}\
          \n\nIn another terminal, point the CLI at this stack (same data dir, same variables):\
          \n  {exports}\
@@ -209,6 +220,7 @@ fn summary(a: &Addresses, data_dir: &Path, kakeya: &Path) -> String {
         ea = a.envoy_admin,
         dd = data_dir.display(),
         bin = kakeya.display(),
+        token = a.admin_token,
     )
 }
 

@@ -139,6 +139,11 @@ fn two_stacks_run_side_by_side_and_a_taken_address_is_refused() {
             "state lives in {}",
             dir.display()
         );
+        let token = dir.join("admin.token");
+        assert!(summary.contains(&token.display().to_string()), "{summary}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", token.display());
     }
 
     // A third stack on stack A's gateway address: refused before anything starts.
