@@ -147,8 +147,116 @@ pub enum RegistryError {
     Conflict(String),
     #[error("no challenger is set")]
     NoChallenger,
+    /// A stored model or bundle row failed its integrity check ([`IntegrityError`]).
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
     #[error("database: {0}")]
     Store(#[from] sqlx::Error),
+}
+
+/// Why a stored row is not what the registry wrote: the database was written by something
+/// other than this control plane. Such a row is never signed, published or served; every
+/// detection is logged (error) and counted in `kakeya_registry_integrity_failures_total{what}`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IntegrityError {
+    #[error("model {version} failed its integrity check: {why}")]
+    Model { version: String, why: String },
+    #[error("bundle {version} failed its integrity check: {why}")]
+    Bundle { version: i64, why: String },
+}
+
+impl IntegrityError {
+    /// The `what` label of the metric.
+    pub fn what(&self) -> &'static str {
+        match self {
+            IntegrityError::Model { .. } => "model",
+            IntegrityError::Bundle { .. } => "bundle",
+        }
+    }
+
+    /// Logs and counts this failure (once per detection) and returns it.
+    pub fn record(self) -> Self {
+        crate::metrics::integrity_failures_total()
+            .with_label_values(&[self.what()])
+            .inc();
+        tracing::error!(what = self.what(), error = %self, "registry integrity failure");
+        self
+    }
+}
+
+/// Checks the content of a stored model row: the artifact is canonical JSON of a valid model,
+/// its SHA-256 is the recorded `sha256` and the version derived from it is the recorded
+/// `version`. Signatures are checked separately ([`verify_model_row`]): start-up re-signing
+/// needs this check alone.
+fn check_model_content(version: &str, sha256: &str, artifact: &str) -> Result<HrsModel, String> {
+    let bytes = artifact.as_bytes();
+    let m = HrsModel::from_json(bytes)
+        .map_err(|e| format!("the stored artifact is not a valid model: {e}"))?;
+    if m.canonical_bytes() != bytes {
+        return Err("the stored artifact is not in canonical form".into());
+    }
+    let actual = kakeya_core::ids::sha256_hex(bytes);
+    if actual != sha256 {
+        return Err(format!(
+            "the stored artifact's SHA-256 {actual} does not match the recorded {sha256}"
+        ));
+    }
+    if m.version() != version {
+        return Err(format!(
+            "the stored artifact's version {} does not match the recorded {version}",
+            m.version()
+        ));
+    }
+    Ok(m)
+}
+
+/// The one integrity check of a stored model row, run on every load of an artifact (bundle
+/// assembly, promotion, eval): [`check_model_content`], then the signature verifies over the
+/// SHA-256 of the stored bytes with `public_key_b64` (the bundle signing key).
+pub fn verify_model_row(
+    version: &str,
+    sha256: &str,
+    signature: Option<&str>,
+    artifact: &str,
+    public_key_b64: &str,
+) -> Result<HrsModel, IntegrityError> {
+    let fail = |why: String| IntegrityError::Model {
+        version: version.to_string(),
+        why,
+    };
+    let m = check_model_content(version, sha256, artifact).map_err(fail)?;
+    match signature {
+        None => Err(fail(
+            "the row is unsigned (kakeya serve signs rows registered before migration 0004 at start)"
+                .into(),
+        )),
+        Some(s) if !keys::verify_artifact(artifact.as_bytes(), s, public_key_b64) => Err(fail(
+            "its signature does not verify with the bundle signing key".into(),
+        )),
+        Some(_) => Ok(m),
+    }
+}
+
+/// Checks a stored bundle row before it is served: the recorded SHA-256 is that of the stored
+/// bytes and the signature verifies with `public_key_b64`.
+pub fn verify_bundle_row(b: &BundleRow, public_key_b64: &str) -> Result<(), IntegrityError> {
+    let fail = |why: String| IntegrityError::Bundle {
+        version: b.version,
+        why,
+    };
+    let actual = kakeya_core::ids::sha256_hex(b.bytes.as_bytes());
+    if actual != b.sha256 {
+        return Err(fail(format!(
+            "the stored bytes' SHA-256 {actual} does not match the recorded {}",
+            b.sha256
+        )));
+    }
+    if !keys::verify_artifact(b.bytes.as_bytes(), &b.signature, public_key_b64) {
+        return Err(fail(
+            "its signature does not verify with the bundle signing key".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A registered model as listed.
@@ -326,17 +434,40 @@ pub async fn get_model(db: &Db, version: &str) -> Result<Option<ModelDetail>, sq
     }))
 }
 
-async fn load_artifact(conn: &mut AnyConnection, version: &str) -> Result<HrsModel, RegistryError> {
-    let row = sqlx::query("SELECT artifact FROM models WHERE version = $1")
-        .bind(version)
-        .fetch_optional(&mut *conn)
-        .await?;
+/// Loads the model row `version` through [`verify_model_row`]; a row that fails is refused
+/// ([`IntegrityError::record`]).
+async fn load_model(
+    conn: &mut AnyConnection,
+    version: &str,
+    public_key_b64: &str,
+) -> Result<HrsModel, RegistryError> {
+    let row =
+        sqlx::query("SELECT version, sha256, signature, artifact FROM models WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&mut *conn)
+            .await?;
     let Some(r) = row else {
         return Err(RegistryError::NoModel(version.to_string()));
     };
-    let text: String = r.try_get("artifact")?;
-    HrsModel::from_json(text.as_bytes())
-        .map_err(|e| RegistryError::Invalid(format!("stored model {version}: {e}")))
+    let (v, sha256, signature, artifact): (String, String, Option<String>, String) = (
+        r.try_get("version")?,
+        r.try_get("sha256")?,
+        r.try_get("signature")?,
+        r.try_get("artifact")?,
+    );
+    verify_model_row(&v, &sha256, signature.as_deref(), &artifact, public_key_b64)
+        .map_err(|e| RegistryError::Integrity(e.record()))
+}
+
+/// A registered model, verified ([`verify_model_row`]) with `public_key_b64`: what `kakeya eval
+/// --model <version>` scores with.
+pub async fn verified_model(
+    db: &Db,
+    version: &str,
+    public_key_b64: &str,
+) -> Result<HrsModel, RegistryError> {
+    let mut conn = db.pool.acquire().await?;
+    load_model(&mut conn, version, public_key_b64).await
 }
 
 /// Serialises publications: a transaction-scoped advisory lock on PostgreSQL; on SQLite a
@@ -365,9 +496,10 @@ async fn publish(
         .iter()
         .find(|a| a.alias == CHAMPION)
         .ok_or_else(|| RegistryError::Conflict("no champion: promote a model first".into()))?;
-    let champion = load_artifact(conn, &champ.version).await?;
+    let key = keys::public_key_b64(seed);
+    let champion = load_model(conn, &champ.version, &key).await?;
     let (challenger, challenger_weight) = match al.iter().find(|a| a.alias == CHALLENGER) {
-        Some(c) => (Some(load_artifact(conn, &c.version).await?), c.weight),
+        Some(c) => (Some(load_model(conn, &c.version, &key).await?), c.weight),
         None => (None, 0.0),
     };
     let next: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS v FROM bundles")
@@ -471,7 +603,7 @@ pub async fn set_alias(
     let mut tx = conn.begin().await?;
     let res = async {
         lock_publication(&mut tx, db.backend).await?;
-        load_artifact(&mut tx, version).await?;
+        load_model(&mut tx, version, &keys::public_key_b64(seed)).await?;
         sqlx::query(
             "INSERT INTO model_aliases (alias, version, weight, updated_at_ms) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (alias) DO UPDATE SET version = excluded.version, \
@@ -566,6 +698,20 @@ pub async fn current_bundle(db: &Db) -> Result<Option<BundleRow>, sqlx::Error> {
     .transpose()
 }
 
+/// The newest published bundle, verified ([`verify_bundle_row`]) with `public_key_b64`: what
+/// `GET /v1/bundles/current` serves. A row that fails is refused, never served (the filters
+/// keep their last good bundle).
+pub async fn served_bundle(
+    db: &Db,
+    public_key_b64: &str,
+) -> Result<Option<BundleRow>, RegistryError> {
+    let Some(b) = current_bundle(db).await? else {
+        return Ok(None);
+    };
+    verify_bundle_row(&b, public_key_b64).map_err(|e| RegistryError::Integrity(e.record()))?;
+    Ok(Some(b))
+}
+
 /// Why a stored model's signature was (re)written by [`sign_models`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resigned {
@@ -575,14 +721,15 @@ pub struct Resigned {
 }
 
 /// Signs, with `seed`, every model whose signature is missing or does not verify with the
-/// public key of `seed` (over SHA-256 of the stored canonical artifact). A row whose stored
-/// artifact is not canonical JSON of a valid model or whose SHA-256 does not match its
-/// `sha256` column is never signed (the text was altered: signing it would bless the
-/// alteration); it is returned in the second list with the reason.
+/// public key of `seed` (over SHA-256 of the stored canonical artifact). A row that fails
+/// [`check_model_content`] (the artifact is not canonical JSON of a valid model, or its SHA-256
+/// or derived version is not the recorded one: the text was altered, and signing it would
+/// bless the alteration) is never signed, whatever its signature; it is returned in the second
+/// list, recorded ([`IntegrityError::record`]).
 pub async fn sign_models(
     db: &Db,
     seed: &[u8; 32],
-) -> Result<(Vec<Resigned>, Vec<(String, String)>), sqlx::Error> {
+) -> Result<(Vec<Resigned>, Vec<IntegrityError>), sqlx::Error> {
     let key = keys::public_key_b64(seed);
     let rows =
         sqlx::query("SELECT version, sha256, signature, artifact FROM models ORDER BY version")
@@ -594,26 +741,15 @@ pub async fn sign_models(
         let sha256: String = r.try_get("sha256")?;
         let signature: Option<String> = r.try_get("signature")?;
         let artifact: String = r.try_get("artifact")?;
+        if let Err(why) = check_model_content(&version, &sha256, &artifact) {
+            refused.push(IntegrityError::Model { version, why }.record());
+            continue;
+        }
         let bytes = artifact.as_bytes();
         if signature
             .as_deref()
             .is_some_and(|s| keys::verify_artifact(bytes, s, &key))
         {
-            continue;
-        }
-        let why = match HrsModel::from_json(bytes) {
-            Err(e) => Some(format!("the stored artifact is not a valid model: {e}")),
-            Ok(m) if m.canonical_bytes() != bytes => {
-                Some("the stored artifact is not in canonical form".to_string())
-            }
-            Ok(m) if m.sha256() != sha256 || m.version() != version => Some(format!(
-                "the stored artifact's SHA-256 {} does not match the registered {sha256}",
-                m.sha256()
-            )),
-            Ok(_) => None,
-        };
-        if let Some(why) = why {
-            refused.push((version, why));
             continue;
         }
         sqlx::query("UPDATE models SET signature = $1 WHERE version = $2")
@@ -627,6 +763,16 @@ pub async fn sign_models(
         });
     }
     Ok((signed, refused))
+}
+
+/// The recorded SHA-256 of the model row `version`, if registered.
+pub async fn model_sha256(db: &Db, version: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query("SELECT sha256 FROM models WHERE version = $1")
+        .bind(version)
+        .fetch_optional(&db.pool)
+        .await?
+        .map(|r| r.try_get("sha256"))
+        .transpose()
 }
 
 /// Number of registered models.

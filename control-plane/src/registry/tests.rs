@@ -428,9 +428,10 @@ async fn decision_log_has_the_tenant_time_index() {
     }
 }
 
-/// The data dir (signing seed) was replaced but the database kept: at start the served bundle
-/// does not verify with the new key, so the same aliases are re-published (max + 1), signed
-/// with it; once trusted, nothing more is published.
+/// The data dir (signing seed) was replaced but the database kept: at start the model rows are
+/// re-signed, the served bundle does not verify with the new key, so the same aliases are
+/// re-published (max + 1) from the verified rows, signed with it; once trusted, nothing more is
+/// published.
 #[tokio::test]
 async fn serve_re_signs_a_bundle_the_current_key_does_not_verify() {
     const NEW_SEED: [u8; 32] = [7; 32];
@@ -457,6 +458,14 @@ async fn serve_re_signs_a_bundle_the_current_key_does_not_verify() {
             .unwrap()
             .is_none());
         assert_eq!(current_bundle(db).await.unwrap().unwrap().version, 2);
+        // As `kakeya serve` starts: the model rows first (re-signed with the new key after
+        // their content check), then the bundle, re-published from the verified rows.
+        assert_eq!(
+            bootstrap::ensure_models_signed(db, &NEW_SEED)
+                .await
+                .unwrap(),
+            2
+        );
         let p = bootstrap::ensure_trusted(db, &NEW_SEED)
             .await
             .unwrap()
@@ -631,7 +640,7 @@ async fn serve_signs_unsigned_models_at_start() {
         expected.sort();
         assert_eq!(names, expected, "{}", t.label);
         assert_eq!(
-            refused.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+            refused.iter().map(row_of).collect::<Vec<_>>(),
             vec![c.version()]
         );
         for m in [&default, &a, &b] {
@@ -651,6 +660,361 @@ async fn serve_signs_unsigned_models_at_start() {
             "{}",
             t.label
         );
+        t.cleanup().await;
+    }
+}
+
+fn row_of(e: &IntegrityError) -> String {
+    match e {
+        IntegrityError::Model { version, .. } => version.clone(),
+        IntegrityError::Bundle { version, .. } => version.to_string(),
+    }
+}
+
+fn integrity_failures(what: &str) -> u64 {
+    crate::metrics::integrity_failures_total()
+        .with_label_values(&[what])
+        .get()
+}
+
+async fn set_artifact(
+    db: &Db,
+    version: &str,
+    artifact: &str,
+    sha256: Option<&str>,
+    sig: Option<&str>,
+) {
+    let (_, old_sig) = stored(db, version).await;
+    let old_sha: String = sqlx::query("SELECT sha256 FROM models WHERE version = $1")
+        .bind(version)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .try_get("sha256")
+        .unwrap();
+    sqlx::query("UPDATE models SET artifact = $1, sha256 = $2, signature = $3 WHERE version = $4")
+        .bind(artifact)
+        .bind(sha256.unwrap_or(&old_sha))
+        .bind(sig.map(str::to_string).or(old_sig))
+        .bind(version)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
+fn assert_refused_model<T: std::fmt::Debug>(
+    r: Result<T, RegistryError>,
+    version: &str,
+    label: &str,
+) {
+    match r {
+        Err(RegistryError::Integrity(IntegrityError::Model { version: v, why })) => {
+            assert_eq!(v, version, "{label}: {why}")
+        }
+        other => panic!("{label}: expected an integrity error of {version}, got {other:?}"),
+    }
+}
+
+/// Issue 6 item 1: with write access to the database, changing the intercept inside a
+/// registered model's artifact (keeping, recomputing or re-signing its sha256 and signature)
+/// and promoting it publishes nothing: every load of an artifact is refused with a typed
+/// error and a metric, the last good bundle keeps serving, and start-up neither re-signs the
+/// row nor stops serving.
+#[tokio::test]
+async fn a_tampered_model_row_is_never_published_and_the_last_good_bundle_keeps_serving() {
+    for t in all_dbs("registry_tampered_model").await {
+        let (db, l) = (&t.db, t.label);
+        let key = keys::public_key_b64(&SEED);
+        let (a, b) = (model(-1.0), model(-2.0));
+        for (m, ts) in [(&a, 1), (&b, 2)] {
+            insert_model(db, &SEED, m, &card::from_artifact(m), ts)
+                .await
+                .unwrap();
+        }
+        set_alias(db, &SEED, CHAMPION, &a.version(), None, 3)
+            .await
+            .unwrap();
+        let good = current_bundle(db).await.unwrap().unwrap();
+        assert_eq!(good.version, 1);
+
+        let (text, sig) = stored(db, &b.version()).await;
+        let tampered = text.replacen("\"intercept\":-2.0", "\"intercept\":3.0", 1);
+        assert_ne!(tampered, text);
+        let tampered_sha = kakeya_core::ids::sha256_hex(tampered.as_bytes());
+        // As found: only the artifact changed; then with its sha256 recomputed; then also
+        // signed by another key; then with the original signature back.
+        let foreign_sig = keys::sign_artifact(tampered.as_bytes(), &[7; 32]);
+        for (sha, sig) in [
+            (None, None),
+            (Some(tampered_sha.as_str()), None),
+            (Some(tampered_sha.as_str()), Some(foreign_sig.as_str())),
+            (None, sig.as_deref()),
+        ] {
+            set_artifact(db, &b.version(), &tampered, sha, sig).await;
+            let before = integrity_failures("model");
+            for (alias, w) in [(CHAMPION, None), (CHALLENGER, Some(0.5))] {
+                assert_refused_model(
+                    set_alias(db, &SEED, alias, &b.version(), w, 4).await,
+                    &b.version(),
+                    l,
+                );
+            }
+            // The eval path loads through the same check.
+            assert_refused_model(
+                verified_model(db, &b.version(), &key).await,
+                &b.version(),
+                l,
+            );
+            assert!(integrity_failures("model") >= before + 3, "{l}");
+            // Nothing was published; the aliases did not move.
+            assert_eq!(current_bundle(db).await.unwrap().unwrap(), good, "{l}");
+            assert_eq!(served_bundle(db, &key).await.unwrap(), Some(good.clone()));
+            let al = aliases(&mut db.pool.acquire().await.unwrap())
+                .await
+                .unwrap();
+            assert_eq!(al.len(), 1, "{l}");
+            assert_eq!(al[0].version, a.version());
+        }
+        assert_eq!(verified_model(db, &a.version(), &key).await.unwrap(), a);
+
+        // Start-up: the altered row is refused, never re-signed, and the served bundle stays.
+        set_artifact(db, &b.version(), &tampered, Some(&tampered_sha), None).await;
+        sqlx::query("UPDATE models SET signature = NULL WHERE version = $1")
+            .bind(b.version())
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let before = integrity_failures("model");
+        let (signed, refused) = sign_models(db, &SEED).await.unwrap();
+        assert!(signed.is_empty(), "{l}: {signed:?}");
+        assert_eq!(
+            refused.iter().map(row_of).collect::<Vec<_>>(),
+            vec![b.version()]
+        );
+        assert!(integrity_failures("model") > before);
+        assert_eq!(stored(db, &b.version()).await.1, None, "{l}: re-signed");
+        assert_eq!(bootstrap::ensure_models_signed(db, &SEED).await.unwrap(), 0);
+        assert!(
+            bootstrap::ensure_trusted(db, &SEED)
+                .await
+                .unwrap()
+                .is_none(),
+            "{l}"
+        );
+        assert_eq!(served(db).await.champion, a, "{l}");
+        assert_eq!(current_bundle(db).await.unwrap().unwrap().version, 1);
+
+        // The champion's own row altered after publication: the served bundle stays, but no
+        // publication (it would load the champion) goes through until a good model is promoted.
+        let (text, _) = stored(db, &a.version()).await;
+        set_artifact(
+            db,
+            &a.version(),
+            &text.replacen("\"intercept\":-1.0", "\"intercept\":5.0", 1),
+            None,
+            None,
+        )
+        .await;
+        assert_refused_model(republish(db, &SEED, 5).await, &a.version(), l);
+        assert!(
+            bootstrap::ensure_trusted(db, &SEED)
+                .await
+                .unwrap()
+                .is_none(),
+            "{l}"
+        );
+        assert_eq!(current_bundle(db).await.unwrap().unwrap(), good, "{l}");
+        let c = model(-3.0);
+        insert_model(db, &SEED, &c, &card::from_artifact(&c), 6)
+            .await
+            .unwrap();
+        let p = set_alias(db, &SEED, CHAMPION, &c.version(), None, 7)
+            .await
+            .unwrap();
+        assert_eq!(p.bundle_version, 2, "{l}");
+        assert_eq!(served(db).await.champion, c);
+        t.cleanup().await;
+    }
+}
+
+/// A stored bundle row that is not what was signed is never served and never signed again:
+/// altered bytes stop start with an error naming the row; a bundle published (by an older
+/// build) from an altered model row, whose champion version no model row has, stops start too.
+#[tokio::test]
+async fn a_tampered_bundle_row_is_not_served_nor_re_signed() {
+    for t in all_dbs("registry_tampered_bundle").await {
+        let (db, l) = (&t.db, t.label);
+        let key = keys::public_key_b64(&SEED);
+        let a = model(-1.0);
+        insert_model(db, &SEED, &a, &card::from_artifact(&a), 1)
+            .await
+            .unwrap();
+        set_alias(db, &SEED, CHAMPION, &a.version(), None, 2)
+            .await
+            .unwrap();
+        let good = current_bundle(db).await.unwrap().unwrap();
+        let tampered = good
+            .bytes
+            .replacen("\"intercept\":-1.0", "\"intercept\":3.0", 1);
+        assert_ne!(tampered, good.bytes);
+        let set_bytes = |bytes: String, sha: String| async move {
+            sqlx::query("UPDATE bundles SET bytes = $1, sha256 = $2 WHERE version = 1")
+                .bind(bytes)
+                .bind(sha)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        };
+
+        // Bytes altered, recorded sha256 kept.
+        set_bytes(tampered.clone(), good.sha256.clone()).await;
+        let before = integrity_failures("bundle");
+        match served_bundle(db, &key).await {
+            Err(RegistryError::Integrity(IntegrityError::Bundle { version: 1, .. })) => {}
+            other => panic!("{l}: {other:?}"),
+        }
+        let e = bootstrap::ensure_trusted(db, &SEED)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bundle 1") && e.contains("DELETE FROM bundles"),
+            "{l}: {e}"
+        );
+        assert!(integrity_failures("bundle") >= before + 2);
+        assert_eq!(
+            current_bundle(db).await.unwrap().unwrap().version,
+            1,
+            "{l}: published"
+        );
+
+        // Bytes altered and sha256 recomputed: the signature fails; start re-publishes from the
+        // verified rows (the altered bytes are never signed).
+        let sha = kakeya_core::ids::sha256_hex(tampered.as_bytes());
+        set_bytes(tampered.clone(), sha).await;
+        assert!(matches!(
+            served_bundle(db, &key).await,
+            Err(RegistryError::Integrity(IntegrityError::Bundle {
+                version: 1,
+                ..
+            }))
+        ));
+        let p = bootstrap::ensure_trusted(db, &SEED).await.unwrap().unwrap();
+        assert_eq!(p.bundle_version, 2, "{l}");
+        let b2 = served(db).await;
+        assert_eq!(b2.champion, a, "{l}");
+
+        // What the old code published from an altered row: signed by the real key, carrying a
+        // champion no model row has. Start refuses to go on, naming it.
+        let mut forged = b2.clone();
+        forged.version = 3;
+        forged.champion.intercept = 3.0;
+        let s = sign_checked(&forged, &SEED).unwrap();
+        sqlx::query(
+            "INSERT INTO bundles (version, sha256, signature, bytes, created_at_ms) \
+             VALUES (3, $1, $2, $3, 9)",
+        )
+        .bind(&s.sha256)
+        .bind(&s.signature_b64)
+        .bind(String::from_utf8(s.bytes).unwrap())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let e = bootstrap::ensure_trusted(db, &SEED)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bundle 3")
+                && e.contains(&forged.champion.version())
+                && e.contains("kakeya model promote"),
+            "{l}: {e}"
+        );
+        assert_eq!(current_bundle(db).await.unwrap().unwrap().version, 3, "{l}");
+        t.cleanup().await;
+    }
+}
+
+/// Through the admin router: `GET /v1/bundles/current` refuses a stored bundle row whose bytes
+/// were altered (500 with a JSON error naming the row, counted in `/metrics`) and serves the
+/// bundle again once the row is restored.
+#[tokio::test]
+async fn the_bundle_route_does_not_serve_an_altered_row() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    for t in all_dbs("registry_bundle_route").await {
+        let (db, l) = (&t.db, t.label);
+        let a = model(-1.0);
+        insert_model(db, &SEED, &a, &card::from_artifact(&a), 1)
+            .await
+            .unwrap();
+        set_alias(db, &SEED, CHAMPION, &a.version(), None, 2)
+            .await
+            .unwrap();
+        let good = current_bundle(db).await.unwrap().unwrap();
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        let router = crate::api::admin_router(crate::api::AdminState {
+            db: db.clone(),
+            metrics: metrics.clone(),
+            committer: std::sync::Arc::new(crate::ingest::CommitterStatus {
+                wal_ok: true.into(),
+                db_ok: true.into(),
+            }),
+            wal_dir: std::env::temp_dir(),
+            admin_token: None,
+            bundle_seed: Some(std::sync::Arc::new(SEED)),
+        });
+        let get = |path: &'static str| {
+            let router = router.clone();
+            async move {
+                let resp = router
+                    .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                let status = resp.status();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                (status, String::from_utf8(body.to_vec()).unwrap())
+            }
+        };
+        let (s, body) = get(BUNDLE_PATH).await;
+        assert_eq!(
+            (s, body.as_str()),
+            (StatusCode::OK, good.bytes.as_str()),
+            "{l}"
+        );
+        let set = |bytes: String| async move {
+            sqlx::query("UPDATE bundles SET bytes = $1 WHERE version = 1")
+                .bind(bytes)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        };
+        set(good
+            .bytes
+            .replacen("\"intercept\":-1.0", "\"intercept\":3.0", 1))
+        .await;
+        let (s, body) = get(BUNDLE_PATH).await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{l}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("bundle 1 failed its integrity check"),
+            "{body}"
+        );
+        assert_eq!(v["code"], "internal");
+        let (_, m) = get("/metrics").await;
+        assert!(
+            m.lines().any(|x| x.starts_with(
+                "kakeya_registry_integrity_failures_total{what=\"bundle\"}"
+            )),
+            "{m}"
+        );
+        set(good.bytes.clone()).await;
+        assert_eq!(get(BUNDLE_PATH).await.0, StatusCode::OK, "{l}");
         t.cleanup().await;
     }
 }
