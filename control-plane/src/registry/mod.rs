@@ -34,8 +34,8 @@ pub const CHALLENGER: &str = "challenger";
 pub const DEFAULT_TENANT_STATS_DAYS: u32 = 14;
 /// Most recent decision-log rows per tenant folded into its statistics.
 pub const TENANT_STATS_MAX_ROWS: i64 = 10_000;
-/// Tenants with fewer rows in the window keep the model's training baseline.
-pub const TENANT_STATS_MIN_ROWS: i64 = 20;
+/// Tenants with fewer eligible rows in the window keep the model's training baseline.
+pub const TENANT_STATS_MIN_ROWS: i64 = 50;
 
 static TENANT_STATS_DAYS: AtomicU32 = AtomicU32::new(DEFAULT_TENANT_STATS_DAYS);
 
@@ -52,9 +52,10 @@ pub const STATS_D_HAT: (f64, f64) = (0.0, 3.5);
 pub const STATS_COH_STAR: (f64, f64) = (0.0, 1.05);
 pub const STATS_R: (f64, f64) = (0.0, 1.0);
 
-/// The decision-log rows eligible for tenant statistics: accepted by verification and with
+/// The decision-log rows eligible for tenant statistics: PCS v0.2 (evidence-bound, the traffic
+/// scored with them: [`kakeya_core::features::pcs_version`]), accepted by verification and with
 /// every signal within its bounds (SQL comparisons are false for NaN and ±∞ out of range).
-const STATS_ROWS: &str = "accepted = 1 \
+const STATS_ROWS: &str = "pcs_version = '0.2' AND accepted = 1 \
      AND d_hat >= 0.0 AND d_hat <= 3.5 \
      AND coh_star >= 0.0 AND coh_star <= 1.05 \
      AND r >= 0.0 AND r <= 1.0";
@@ -71,14 +72,17 @@ pub fn stats_are_finite(s: &TenantStats) -> bool {
 }
 
 /// Per-tenant [`TenantStats`] from the decision log: for every tenant with at least
-/// [`TENANT_STATS_MIN_ROWS`] eligible rows created since `since_ms`, its most recent
-/// [`TENANT_STATS_MAX_ROWS`] eligible rows folded in decision-log order (row id) into
-/// [`TenantStats::fresh`] with [`TenantStats::update`] (EMA α = 0.3 of D̂, coh★ and r, EW std of
-/// r, count; latency is not logged and counts as 0).
+/// [`TENANT_STATS_MIN_ROWS`] eligible rows created since `since_ms`, the robust statistics
+/// ([`TenantStats::robust`]: medians of D̂, coh★ and r, MAD scale of r) of its most recent
+/// [`TENANT_STATS_MAX_ROWS`] eligible rows.
 ///
-/// Eligible: accepted by verification (`accepted = 1`) with D̂, coh★ and r finite and within
+/// Eligible: PCS v0.2 (v0.1 traffic never moves the baseline v0.2 answers are scored with),
+/// accepted by verification (`accepted = 1`), with D̂, coh★ and r finite and within
 /// [`STATS_D_HAT`], [`STATS_COH_STAR`], [`STATS_R`]; escalated-for-verification or absurd
 /// claimed values (r = 1e200) would otherwise poison the statistics every filter scores with.
+/// Medians over the whole window replace the spec's EMA (α = 0.3: the last few rows decided
+/// everything, so 24 unrelated rows moved a tenant's baseline and its scores); whatever they
+/// are, their effect on a score is bounded by [`kakeya_core::bundle::TENANT_MAX_SHIFT`].
 /// Tenants whose statistics come out non-finite anyway are left out (they use the model's
 /// baseline). Reads only: call it *before* taking the publication lock.
 pub async fn tenant_stats(
@@ -105,18 +109,19 @@ pub async fn tenant_stats(
         .bind(TENANT_STATS_MAX_ROWS)
         .fetch_all(&mut *conn)
         .await?;
-        let mut stats = TenantStats::fresh();
-        for r in rows.iter().rev() {
+        let mut samples = Vec::with_capacity(rows.len());
+        for r in &rows {
             let (d, c, x): (f64, f64, f64) =
                 (r.try_get("d_hat")?, r.try_get("coh_star")?, r.try_get("r")?);
             // The SQL filter already holds; checked again so no backend quirk can let one in.
             if within(STATS_D_HAT, d) && within(STATS_COH_STAR, c) && within(STATS_R, x) {
-                stats.update(d, c, x, 0.0);
+                samples.push((d, c, x));
             }
         }
-        if stats.count < TENANT_STATS_MIN_ROWS.unsigned_abs() {
+        let min = usize::try_from(TENANT_STATS_MIN_ROWS).unwrap_or(usize::MAX);
+        let Some(stats) = TenantStats::robust(&samples, min) else {
             continue;
-        }
+        };
         if !stats_are_finite(&stats) {
             tracing::warn!(%tenant, "tenant statistics are not finite; the tenant keeps the model baseline");
             continue;

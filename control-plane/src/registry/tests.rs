@@ -182,19 +182,31 @@ async fn concurrent_alias_changes_publish_consecutive_versions() {
     }
 }
 
-/// One decision-log row of `tenant` with the given signals at `ts_ms`.
+/// One decision-log row of `tenant`, PCS v0.2, with the given signals at `ts_ms`.
 async fn log_row(db: &Db, id: &str, tenant: &str, signals: (f64, f64, f64), ts_ms: i64) {
     log_row_as(db, id, tenant, signals, ts_ms, true).await
 }
 
-/// One decision-log row, `accepted` by verification or not (then escalated, 202).
+/// One decision-log row (PCS v0.2), `accepted` by verification or not (then escalated, 202).
 async fn log_row_as(
+    db: &Db,
+    id: &str,
+    tenant: &str,
+    signals: (f64, f64, f64),
+    ts_ms: i64,
+    accepted: bool,
+) {
+    log_row_full(db, id, tenant, signals, ts_ms, accepted, "0.2").await
+}
+
+async fn log_row_full(
     db: &Db,
     id: &str,
     tenant: &str,
     (d, c, r): (f64, f64, f64),
     ts_ms: i64,
     accepted: bool,
+    pcs_version: &str,
 ) {
     let mut conn = db.pool.acquire().await.unwrap();
     let d = crate::store::decision_log::NewDecision {
@@ -214,10 +226,18 @@ async fn log_row_as(
         verify_ns: None,
         created_at_ms: ts_ms,
         risk: None,
+        pcs_version,
     };
     assert!(crate::store::decision_log::insert(&mut conn, &d)
         .await
         .unwrap());
+}
+
+/// Median of `v`, by hand (mean of the two middle values for an even count).
+fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    (v[(n - 1) / 2] + v[n / 2]) / 2.0
 }
 
 #[tokio::test]
@@ -234,28 +254,33 @@ async fn published_bundles_carry_tenant_stats_from_the_recent_decision_log() {
     };
     for t in all_dbs("registry_tenant_stats").await {
         let db = &t.db;
-        // acme: 12 old rows (outside the 14-day window) then 30 recent ones, interleaved with
-        // beta's 19 recent rows (too few) and gamma's 25 rows 20 days old (outside).
+        // acme: 12 old rows (outside the 14-day window), 30 recent PCS v0.1 rows (another
+        // version) and 60 recent v0.2 ones, interleaved with beta's 49 recent rows (too few)
+        // and gamma's 55 rows 20 days old (outside).
         let mut acme = Vec::new();
         for i in 0..12 {
             log_row(
                 db,
                 &format!("old-{i}"),
                 "acme",
-                (9.0, 9.0, 9.0),
+                (3.0, 1.0, 0.9),
                 now - 20 * DAY,
             )
             .await;
         }
-        for i in 0..30 {
+        for i in 0..60 {
             let s = signals(i);
             acme.push(s);
             log_row(db, &format!("acme-{i}"), "acme", s, now - DAY + i as i64).await;
-            if i < 19 {
+            if i < 30 {
+                let id = format!("acme-v01-{i}");
+                log_row_full(db, &id, "acme", (3.4, 0.01, 0.99), now - DAY, true, "0.1").await;
+            }
+            if i < 49 {
                 log_row(db, &format!("beta-{i}"), "beta", s, now - DAY).await;
             }
         }
-        for i in 0..25 {
+        for i in 0..55 {
             log_row(
                 db,
                 &format!("gamma-{i}"),
@@ -279,22 +304,17 @@ async fn published_bundles_carry_tenant_stats_from_the_recent_decision_log() {
             "{}",
             t.label
         );
-        // Expected: the spec's EMA (α = 0.3, std with the new mean) over acme's recent rows in
-        // order, from the fresh seeds, written out here rather than calling TenantStats::update.
-        let (mut d, mut c, mut r, mut sd) = (1.5_f64, 0.7_f64, 0.8_f64, 0.1_f64);
-        for &(xd, xc, xr) in &acme {
-            d = 0.3 * xd + 0.7 * d;
-            c = 0.3 * xc + 0.7 * c;
-            r = 0.3 * xr + 0.7 * r;
-            sd = (0.3 * (xr - r) * (xr - r) + 0.7 * sd * sd).sqrt();
-        }
+        // Expected: medians of acme's recent v0.2 rows and 1.4826 × the MAD of r, written out
+        // here rather than calling TenantStats::robust.
+        let med_r = median_of(acme.iter().map(|s| s.2).collect());
+        let mad = median_of(acme.iter().map(|s| (s.2 - med_r).abs()).collect());
         let got = b.tenant_stats["acme"];
-        assert_eq!(got.count, 30, "{}", t.label);
+        assert_eq!(got.count, 60, "{}", t.label);
         for (g, e) in [
-            (got.avg_d_hat, d),
-            (got.avg_coh, c),
-            (got.avg_r, r),
-            (got.std_r, sd),
+            (got.avg_d_hat, median_of(acme.iter().map(|s| s.0).collect())),
+            (got.avg_coh, median_of(acme.iter().map(|s| s.1).collect())),
+            (got.avg_r, med_r),
+            (got.std_r, 1.4826 * mad),
         ] {
             assert!((g - e).abs() < 1e-12, "{}: {g} vs {e}", t.label);
         }
@@ -323,15 +343,15 @@ async fn poisoned_decision_log_rows_never_reach_tenant_stats() {
     ];
     for t in all_dbs("registry_poisoned_stats").await {
         let db = &t.db;
-        let mut expected = kakeya_core::features::TenantStats::fresh();
-        for i in 0..25i64 {
+        let mut good = Vec::new();
+        for i in 0..60i64 {
             // Edge values included: the bounds are inclusive.
             let s = match i {
                 0 => (0.0, 0.0, 0.0),
                 1 => (3.5, 1.05, 1.0),
                 _ => (1.0 + 0.02 * i as f64, 0.6, 0.3 + 0.01 * i as f64),
             };
-            expected.update(s.0, s.1, s.2, 0.0);
+            good.push(s);
             log_row(db, &format!("acme-{i}"), "acme", s, now - DAY + 2 * i).await;
             let (p, accepted) = poison[i as usize % poison.len()];
             let id = format!("acme-poison-{i}");
@@ -358,8 +378,9 @@ async fn poisoned_decision_log_rows_never_reach_tenant_stats() {
         );
         let got = b.tenant_stats["acme"];
         assert!(stats_are_finite(&got), "{}: {got:?}", t.label);
+        let expected = kakeya_core::features::TenantStats::robust(&good, 60).unwrap();
         assert_eq!(got, expected, "{}", t.label);
-        assert_eq!(got.count, 25);
+        assert_eq!(got.count, 60);
         t.cleanup().await;
     }
 }
@@ -1015,6 +1036,114 @@ async fn the_bundle_route_does_not_serve_an_altered_row() {
         );
         set(good.bytes.clone()).await;
         assert_eq!(get(BUNDLE_PATH).await.0, StatusCode::OK, "{l}");
+        t.cleanup().await;
+    }
+}
+
+/// A PCS v0.2 of `ev` (built by the text recipe, evidence bound), its verification outcome.
+fn v02_answer(
+    ev: &kakeya_core::evidence::Evidence,
+) -> (kakeya_core::Pcs, kakeya_core::verify::Outcome) {
+    let built = kakeya_core::pcs_builder::build(&ev.response, &Default::default());
+    let mut v = built.to_json("");
+    v["version"] = "0.2".into();
+    v["evidence_sha256"] = kakeya_core::evidence::evidence_sha256(ev).into();
+    v["evidence"] = serde_json::to_value(ev).unwrap();
+    let pcs = kakeya_core::parse(v.to_string().as_bytes()).unwrap();
+    assert_eq!(kakeya_core::features::pcs_version(&pcs), "0.2");
+    let o = kakeya_core::verify(&pcs, &kakeya_core::VerifyParams::default());
+    (pcs, o)
+}
+
+/// Issue 6 item 9: the same v0.2 answer under the same model, scored with the bundles published
+/// before and after a burst of 500 rows of unrelated traffic with extreme signals: a v0.1 burst
+/// changes nothing (bit for bit: statistics are per PCS version), a v0.2 burst moves the
+/// calibrated risk by at most |platt.a| × TENANT_MAX_SHIFT / 2 (z by at most 2 × 0.1).
+#[tokio::test]
+async fn a_burst_of_unrelated_traffic_moves_a_score_by_at_most_the_documented_bound() {
+    use kakeya_core::bundle::{Scorer, TENANT_MAX_SHIFT};
+    const DAY: i64 = 86_400_000;
+    let now = 100 * DAY;
+    let ev = kakeya_core::evidence::Evidence {
+        question: "Which river flows through Paris?".into(),
+        context: "Paris lies on the Seine, which flows through the city from east to west.".into(),
+        citations: vec![],
+        response: "The Loire flows through Paris from north to south since 1850.".into(),
+    };
+    let (pcs, o) = v02_answer(&ev);
+    for t in all_dbs("registry_tenant_burst").await {
+        let (db, l) = (&t.db, t.label);
+        bootstrap::ensure_default(db, &SEED).await.unwrap().unwrap();
+        let champion = served(db).await.champion;
+        let base = champion.tenant;
+        let score = |b: Bundle| Scorer::new(b).assess("acme", &pcs, &o, Some(&ev)).unwrap();
+        let baseline = score(served(db).await);
+        // acme's ordinary v0.2 traffic, around the model's baseline.
+        for i in 0..200 {
+            let w = (i % 11) as f64 / 100.0;
+            let s = (base.avg_d_hat + w, base.avg_coh - w, base.avg_r - w);
+            log_row(db, &format!("acme-{i}"), "acme", s, now - DAY + i).await;
+        }
+        republish(db, &SEED, now).await.unwrap();
+        let before = served(db).await;
+        assert_eq!(before.tenant_stats["acme"].count, 200, "{l}");
+        let r1 = score(before.clone());
+        // 500 rows of v0.1 load traffic with extreme signals: nothing moves.
+        for i in 0..500 {
+            let id = format!("load-{i}");
+            log_row_full(
+                db,
+                &id,
+                "acme",
+                (3.5, 0.0, 1.0),
+                now - DAY + 1000 + i,
+                true,
+                "0.1",
+            )
+            .await;
+        }
+        republish(db, &SEED, now).await.unwrap();
+        let after_v01 = served(db).await;
+        assert_eq!(after_v01.tenant_stats, before.tenant_stats, "{l}");
+        assert_eq!(score(after_v01), r1, "{l}: a v0.1 burst moved a v0.2 score");
+        // 500 v0.2 rows with extreme signals (more than the tenant's own 200): the statistics
+        // move, the score by at most the bound.
+        for i in 0..500 {
+            let id = format!("burst-{i}");
+            log_row(db, &id, "acme", (3.5, 0.0, 1.0), now - DAY + 2000 + i).await;
+        }
+        republish(db, &SEED, now).await.unwrap();
+        let after = served(db).await;
+        assert_ne!(
+            after.tenant_stats["acme"], before.tenant_stats["acme"],
+            "{l}"
+        );
+        let r2 = score(after);
+        let a = champion.platt.a.abs();
+        let between = a * TENANT_MAX_SHIFT / 2.0;
+        for (r, what) in [(&r1, "before"), (&r2, "after")] {
+            assert!(
+                (r.risk - baseline.risk).abs() <= a * TENANT_MAX_SHIFT / 4.0 + 1e-12,
+                "{l}: {what}: {} vs baseline {}",
+                r.risk,
+                baseline.risk
+            );
+        }
+        assert!(
+            (r2.risk - r1.risk).abs() <= between + 1e-12,
+            "{l}: {} → {} (bound {between})",
+            r1.risk,
+            r2.risk
+        );
+        assert_ne!(
+            r2.risk, baseline.risk,
+            "{l}: the tenant statistics had no effect at all"
+        );
+        eprintln!(
+            "{l}: default model |platt.a| = {a:.4}: bound {between:.4}; risk {:.4} (baseline) \
+             {:.4} (before) {:.4} (after the v0.2 burst)",
+            baseline.risk, r1.risk, r2.risk
+        );
         t.cleanup().await;
     }
 }

@@ -41,6 +41,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "model_signatures",
         include_str!("../../migrations/sqlite/0004_model_signatures.sql"),
     ),
+    (
+        5,
+        "decision_log_pcs_version",
+        include_str!("../../migrations/sqlite/0005_decision_log_pcs_version.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -62,6 +67,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "model_signatures",
         include_str!("../../migrations/postgres/0004_model_signatures.sql"),
+    ),
+    (
+        5,
+        "decision_log_pcs_version",
+        include_str!("../../migrations/postgres/0005_decision_log_pcs_version.sql"),
     ),
 ];
 
