@@ -1121,6 +1121,8 @@ async fn a_burst_of_unrelated_traffic_moves_a_score_by_at_most_the_documented_bo
         let r2 = score(after);
         let a = champion.platt.a.abs();
         let between = a * TENANT_MAX_SHIFT / 2.0;
+        // The figure docs/ARCHITECTURE.md and README.md give for the default model.
+        assert!((between - 0.0589).abs() < 5e-5, "{l}: {between}");
         for (r, what) in [(&r1, "before"), (&r2, "after")] {
             assert!(
                 (r.risk - baseline.risk).abs() <= a * TENANT_MAX_SHIFT / 4.0 + 1e-12,
