@@ -5,7 +5,7 @@ use crate::eval_gateway;
 use anyhow::Context;
 use clap::Args;
 use kakeya_control_plane::ml::{dataset, eval, model};
-use kakeya_core::bundle::{Bundle, Policy, Scorer, BUNDLE_FORMAT};
+use kakeya_core::bundle::{verify_bundle, Bundle, Policy, Scorer, BUNDLE_FORMAT};
 use kakeya_core::features::TenantStats;
 use kakeya_core::model::{HrsModel, TrainingMeta};
 use kakeya_core::pcs_builder::{build, BuildOptions, RECIPE_VERSION};
@@ -283,10 +283,14 @@ fn resolve_model(
             let db = kakeya_control_plane::store::Db::connect(&cfg.database_url, None)
                 .await
                 .context("cannot open the registry database; check KAKEYA_DATA_DIR / DATABASE_URL")?;
-            let bundle = match registry::current_bundle(&db).await? {
+            // Every model and bundle read from the registry goes through its integrity check.
+            let seed = registry::keys::load_or_create_seed(&cfg.bundle_signing_seed_file)
+                .context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")?;
+            let key = registry::keys::public_key_b64(&seed);
+            let bundle = match registry::served_bundle(&db, &key).await? {
                 Some(b) => Some(
-                    serde_json::from_str::<Bundle>(&b.bytes)
-                        .with_context(|| format!("stored bundle {} does not parse", b.version))?,
+                    verify_bundle(b.bytes.as_bytes(), &b.sha256, &b.signature, std::slice::from_ref(&key))
+                        .with_context(|| format!("stored bundle {}", b.version))?,
                 ),
                 None => None,
             };
@@ -300,11 +304,12 @@ fn resolve_model(
                 )?;
                 return Ok((b.champion, stats));
             }
-            let d = registry::get_model(&db, spec).await?.with_context(|| {
-                format!("--model {spec}: neither a file nor a registered model (kakeya model list)")
-            })?;
-            let m = HrsModel::from_json(d.artifact.to_string().as_bytes())
-                .with_context(|| format!("registered model {spec}"))?;
+            let m = match registry::verified_model(&db, spec, &key).await {
+                Err(registry::RegistryError::NoModel(_)) => anyhow::bail!(
+                    "--model {spec}: neither a file nor a registered model (kakeya model list)"
+                ),
+                r => r.with_context(|| format!("registered model {spec}"))?,
+            };
             anyhow::Ok((m, stats))
         })
 }

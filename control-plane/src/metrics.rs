@@ -22,6 +22,25 @@ pub struct Metrics {
     pub ingest_duration_seconds: HistogramVec,
 }
 
+/// `kakeya_registry_integrity_failures_total{what="model"|"bundle"}`: stored registry rows
+/// refused because they are not what the registry wrote (see `registry::IntegrityError`).
+/// Process-wide, because the registry also runs in CLI commands with no [`Metrics`]; every
+/// [`Metrics`] registry exports it.
+pub fn integrity_failures_total() -> &'static IntCounterVec {
+    static C: std::sync::OnceLock<IntCounterVec> = std::sync::OnceLock::new();
+    C.get_or_init(|| {
+        IntCounterVec::new(
+            Opts::new(
+                "kakeya_registry_integrity_failures_total",
+                "Stored model or bundle rows refused by the registry's integrity check \
+                 (SHA-256, version or signature mismatch)",
+            ),
+            &["what"],
+        )
+        .expect("a valid metric name and label")
+    })
+}
+
 fn counter(reg: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounterVec> {
     let c = IntCounterVec::new(Opts::new(name, help), &["tenant"])?;
     reg.register(Box::new(c.clone()))?;
@@ -58,6 +77,7 @@ impl Metrics {
             &["tenant"],
         )?;
         registry.register(Box::new(ingest_duration_seconds.clone()))?;
+        registry.register(Box::new(integrity_failures_total().clone()))?;
         Ok(Metrics {
             ingest_total: counter(
                 &registry,

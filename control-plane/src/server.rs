@@ -83,14 +83,13 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     crate::registry::bootstrap::ensure_default(&db, &seed)
         .await
         .context("cannot publish the default model bundle")?;
-    crate::registry::bootstrap::ensure_trusted(&db, &seed)
-        .await
-        .context(
-            "the served bundle does not verify with the signing key, and re-signing it failed",
-        )?;
+    // Models first: re-publishing the served bundle loads them through their integrity check.
     crate::registry::bootstrap::ensure_models_signed(&db, &seed)
         .await
         .context("cannot sign the registered model artifacts")?;
+    crate::registry::bootstrap::ensure_trusted(&db, &seed)
+        .await
+        .context("the served bundle cannot be kept or re-published")?;
     std::fs::create_dir_all(&cfg.wal_dir).with_context(|| {
         format!(
             "cannot create WAL_DIR {}; check permissions",

@@ -11,8 +11,11 @@
 //! keeps the last good bundle.
 
 use crate::evidence::Evidence;
-use crate::features::{features, PcsSignals, TenantStats};
-use crate::model::{HrsModel, ModelError};
+use crate::features::{
+    features, pcs_version, tenant_features, PcsSignals, TenantStats, N_FEATURES, PCS_V02,
+    TENANT_FEATURES,
+};
+use crate::model::{sigmoid, HrsModel, ModelError};
 use crate::pcs::Pcs;
 use crate::verify::Outcome;
 use base64::engine::general_purpose::STANDARD;
@@ -82,8 +85,9 @@ pub struct Bundle {
     /// by the challenger.
     #[serde(default)]
     pub challenger_weight: f64,
-    /// Per-tenant statistics for the tenant-relative features; tenants not listed use the
-    /// model's training baseline.
+    /// Per-tenant statistics of PCS v0.2 (evidence-bound) traffic for the tenant-relative
+    /// features of v0.2 PCS, their effect bounded by [`TENANT_MAX_SHIFT`]; tenants not listed,
+    /// and PCS v0.1, use the model's training baseline.
     #[serde(default)]
     pub tenant_stats: BTreeMap<String, TenantStats>,
     #[serde(default)]
@@ -275,9 +279,9 @@ impl Bundle {
         let model = self.model(arm);
         // The verifier already recomputed D̂ (or could not); reuse it rather than redo it.
         let signals = PcsSignals::from_verified(pcs, outcome.result.recomputed_d_hat);
-        let stats = self.tenant_stats.get(tenant).unwrap_or(&model.tenant);
-        let x = features(&signals, evidence, stats);
-        let (raw, risk) = model.score(&x);
+        let x = features(&signals, evidence, &model.tenant);
+        let z = self.decision(model, tenant, pcs, &signals, &x);
+        let (raw, risk) = (sigmoid(z), model.platt.apply(z));
         let escalate = risk >= model.thresholds.escalate;
         let band = if escalate {
             Band::High
@@ -296,6 +300,44 @@ impl Bundle {
         })
     }
 }
+
+impl Bundle {
+    /// The decision value of `x` (features against the model's own baseline): with the
+    /// tenant's statistics of the request's PCS version ([`pcs_version`]) when the bundle has
+    /// them, their effect bounded to ±[`TENANT_MAX_SHIFT`] around the baseline's decision value.
+    fn decision(
+        &self,
+        model: &HrsModel,
+        tenant: &str,
+        pcs: &Pcs,
+        signals: &PcsSignals,
+        x: &[f64; N_FEATURES],
+    ) -> f64 {
+        let z0 = model.decision(x);
+        let stats = match pcs_version(pcs) {
+            PCS_V02 => self.tenant_stats.get(tenant),
+            _ => None,
+        };
+        let Some(stats) = stats else { return z0 };
+        let mut xt = *x;
+        for (i, v) in TENANT_FEATURES
+            .into_iter()
+            .zip(tenant_features(signals, stats))
+        {
+            if let Some(slot) = xt.get_mut(i) {
+                *slot = v;
+            }
+        }
+        z0 + (model.decision(&xt) - z0).clamp(-TENANT_MAX_SHIFT, TENANT_MAX_SHIFT)
+    }
+}
+
+/// Largest effect, in decision-value (logit) units, that a tenant's statistics have on a score:
+/// z stays within ±0.1 of the z the model's own baseline gives. Whatever a bundle's tenant
+/// statistics (any traffic, any burst), a score's z therefore moves by at most 0.2 between two
+/// bundles with the same model, the raw risk σ(z) by at most 0.05 and the calibrated risk by at
+/// most |platt.a| × 0.05 (the slopes of σ and of Platt's curve are at most 1/4 and |a|/4).
+pub const TENANT_MAX_SHIFT: f64 = 0.1;
 
 /// A verified bundle prepared for scoring many requests: the model versions (a hash of each
 /// model's canonical JSON) are computed once here instead of on every request.
@@ -639,5 +681,82 @@ mod tests {
                 b.assess(t, &p, &o, Some(&ev))
             );
         }
+    }
+
+    /// Issue 6 item 9: tenant statistics move a score by at most [`TENANT_MAX_SHIFT`] in z
+    /// (hence |Δ calibrated risk| ≤ |a|·TENANT_MAX_SHIFT/4 against the baseline), whatever they
+    /// are, and never for PCS v0.1.
+    #[test]
+    fn tenant_statistics_have_a_bounded_effect_and_only_on_v02() {
+        use crate::features::{PcsSignals, TenantStats};
+        let mut b = bundle();
+        // A model that leans hard on the tenant-relative features.
+        b.champion.weights = vec![0.0; crate::features::N_FEATURES];
+        b.champion.weights[8] = 4.0;
+        b.champion.weights[9] = -3.0;
+        b.champion.mean = vec![0.0; crate::features::N_FEATURES];
+        b.champion.std = vec![0.5; crate::features::N_FEATURES];
+        b.champion.platt = crate::model::Platt { a: -1.7, b: 0.2 };
+        b.policy.score_without_evidence = true;
+        let ev = Evidence {
+            question: "capital of France?".into(),
+            context: "Paris is the capital of France.".into(),
+            citations: vec![],
+            response: "Paris".into(),
+        };
+        let mut v02 =
+            crate::pcs::parse(include_bytes!("../tests/data/pcs_tiny_case_1.json")).unwrap();
+        let o = verify(&v02, &VerifyParams::default());
+        let v01 = v02.clone();
+        v02.evidence_sha256 = crate::evidence::evidence_sha256(&ev);
+        let base_v02 = b.assess("acme", &v02, &o, Some(&ev)).unwrap();
+        let base_v01 = b.assess("acme", &v01, &o, None).unwrap();
+        let a = b.champion.platt.a.abs();
+        let mut seen_max = 0.0_f64;
+        for (coh, r, sd) in [
+            (0.0, 0.0, 1e-9),
+            (1.05, 1.0, 1e-9),
+            (0.0, 1.0, 0.0),
+            (1.05, 0.0, 5.0),
+            (0.5, 0.5, 0.01),
+        ] {
+            let mut b = b.clone();
+            let st = TenantStats {
+                avg_coh: coh,
+                avg_r: r,
+                std_r: sd,
+                ..TenantStats::fresh()
+            };
+            b.tenant_stats.insert("acme".into(), st);
+            let got = b.assess("acme", &v02, &o, Some(&ev)).unwrap();
+            let signals = PcsSignals::from_verified(&v02, o.result.recomputed_d_hat);
+            let x0 = features(&signals, Some(&ev), &b.champion.tenant);
+            let z0 = b.champion.decision(&x0);
+            let z = b.decision(&b.champion, "acme", &v02, &signals, &x0);
+            assert_eq!(got.raw, crate::model::sigmoid(z));
+            let dz = z - z0;
+            assert!(dz.abs() <= TENANT_MAX_SHIFT + 1e-12, "{st:?}: Δz {dz}");
+            assert!((got.risk - base_v02.risk).abs() <= a * TENANT_MAX_SHIFT / 4.0 + 1e-12);
+            assert!((got.raw - base_v02.raw).abs() <= TENANT_MAX_SHIFT / 4.0 + 1e-12);
+            seen_max = seen_max.max(dz.abs());
+            // Unbounded, these statistics would move z by far more than the bound.
+            let free = b.champion.decision(&features(&signals, Some(&ev), &st)) - z0;
+            assert!(free.abs() > TENANT_MAX_SHIFT, "{st:?}: {free}");
+            // A v0.1 PCS of the same tenant is scored with the model's baseline, exactly.
+            assert_eq!(b.assess("acme", &v01, &o, None), Some(base_v01.clone()));
+            // Other tenants are unaffected.
+            assert_eq!(
+                b.assess("beta", &v02, &o, Some(&ev)),
+                Some(base_v02.clone())
+            );
+            assert_eq!(
+                Scorer::new(b.clone()).assess("acme", &v02, &o, Some(&ev)),
+                Some(got)
+            );
+        }
+        assert!(
+            (seen_max - TENANT_MAX_SHIFT).abs() < 1e-12,
+            "the bound is reached"
+        );
     }
 }

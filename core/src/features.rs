@@ -115,8 +115,29 @@ impl PcsSignals {
     }
 }
 
-/// Per-tenant running statistics (spec §10.1): EMAs with α = 0.3 and an exponentially weighted
-/// std of r. Features read them *before* the sample is folded in.
+/// The PCS version tenant statistics are kept for: `"0.2"` when the PCS binds its evidence
+/// (`evidence_sha256`), `"0.1"` otherwise. Only v0.2 rows make a bundle's tenant statistics and
+/// only v0.2 PCS are scored with them: v0.1 traffic (no evidence, other signal distributions)
+/// never moves a v0.2 baseline, and v0.1 PCS (scored only under `score_without_evidence`) use
+/// the model's training baseline.
+pub fn pcs_version(p: &Pcs) -> &'static str {
+    if p.evidence_sha256.is_empty() {
+        PCS_V01
+    } else {
+        PCS_V02
+    }
+}
+
+/// See [`pcs_version`].
+pub const PCS_V01: &str = "0.1";
+/// See [`pcs_version`].
+pub const PCS_V02: &str = "0.2";
+
+/// Per-tenant statistics. Two ways to make them: the spec's running EMAs (§10.1, α = 0.3, an
+/// exponentially weighted std of r; [`Self::update`], kept for the reference HRS), and the
+/// robust window statistics bundles carry ([`Self::robust`]: medians and the MAD-based scale,
+/// in the same fields, so the wire format is unchanged). Features read them *before* the
+/// sample is folded in.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TenantStats {
     pub avg_d_hat: f64,
@@ -166,6 +187,36 @@ impl TenantStats {
             avg_latency_ms: 0.0,
             count: r.len() as u64,
         }
+    }
+
+    /// Robust statistics of a window of plausible samples ([`Self::plausible`]; others are
+    /// skipped): `avg_*` hold the medians of D̂, coh★ and r, `std_r` the MAD scale of r
+    /// (1.4826 × median |r − median r|, the std for normal data), `count` the samples used.
+    /// Unlike an EMA (α = 0.3 weighs the last 3 rows as much as everything before), a minority
+    /// of unusual rows cannot move a median beyond the majority's range. `None` when fewer than
+    /// `min_count` samples are plausible.
+    pub fn robust(samples: &[(f64, f64, f64)], min_count: usize) -> Option<Self> {
+        let ok: Vec<(f64, f64, f64)> = samples
+            .iter()
+            .copied()
+            .filter(|&(d, c, r)| Self::plausible(d, c, r, 0.0))
+            .collect();
+        if ok.len() < min_count.max(1) {
+            return None;
+        }
+        let d: Vec<f64> = ok.iter().map(|s| s.0).collect();
+        let c: Vec<f64> = ok.iter().map(|s| s.1).collect();
+        let r: Vec<f64> = ok.iter().map(|s| s.2).collect();
+        let med_r = median(r.clone());
+        let mad = median(r.iter().map(|x| (x - med_r).abs()).collect());
+        Some(TenantStats {
+            avg_d_hat: median(d),
+            avg_coh: median(c),
+            avg_r: med_r,
+            std_r: MAD_TO_STD * mad,
+            avg_latency_ms: 0.0,
+            count: ok.len() as u64,
+        })
     }
 
     /// coh★ − EMA(coh★).
@@ -236,6 +287,19 @@ impl TenantStats {
     }
 }
 
+/// Scale of the median absolute deviation to the standard deviation of normal data.
+pub const MAD_TO_STD: f64 = 1.4826;
+
+/// Median of finite values (mean of the two middle ones for an even count; 0 when empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match (v.get(n.saturating_sub(1) / 2), v.get(n / 2)) {
+        (Some(&lo), Some(&hi)) => (lo + hi) / 2.0,
+        _ => 0.0,
+    }
+}
+
 /// Shannon entropy (nats) of the normalised triple (D̂/3.5, coh★, r), spec §10.1.
 pub fn signal_entropy(d_hat: f64, coh: f64, r: f64) -> f64 {
     let t = [d_hat / 3.5, coh, r];
@@ -248,6 +312,18 @@ pub fn signal_entropy(d_hat: f64, coh: f64, r: f64) -> f64 {
         .filter(|&p| p > 0.0)
         .map(|p| -p * p.ln())
         .sum()
+}
+
+/// Indices of the tenant-relative features (coherence delta, compressibility z).
+pub const TENANT_FEATURES: [usize; 2] = [8, 9];
+
+/// The tenant-relative features of `pcs` against `tenant` (0 where not finite).
+pub fn tenant_features(pcs: &PcsSignals, tenant: &TenantStats) -> [f64; 2] {
+    [
+        tenant.coherence_delta(pcs.coh_star),
+        tenant.compressibility_z(pcs.r),
+    ]
+    .map(|v| if v.is_finite() { v } else { 0.0 })
 }
 
 /// The feature vector of schema [`SCHEMA_VERSION`].
@@ -270,8 +346,7 @@ pub fn features(
     x[5] = flag(pcs.sticky);
     x[6] = flag(pcs.non_sticky);
     x[7] = signal_entropy(pcs.d_hat, pcs.coh_star, pcs.r);
-    x[8] = tenant.coherence_delta(pcs.coh_star);
-    x[9] = tenant.compressibility_z(pcs.r);
+    [x[8], x[9]] = tenant_features(pcs, tenant);
     x[10] = (pcs.boxes_max.max(0) as f64).ln_1p();
     if let Some(ev) = evidence {
         let f = evidence_features(ev);
@@ -396,6 +471,52 @@ mod tests {
             ..TenantStats::fresh()
         }
         .is_valid());
+    }
+
+    #[test]
+    fn robust_window_statistics() {
+        // Medians and the MAD scale, by hand: r = 0.1..0.9 → median 0.5, |r − 0.5| median 0.2.
+        let w: Vec<(f64, f64, f64)> = (1..=9)
+            .map(|i| (i as f64 * 0.3, 1.0 - i as f64 * 0.1, i as f64 * 0.1))
+            .collect();
+        let t = TenantStats::robust(&w, 9).unwrap();
+        assert!((t.avg_d_hat - 1.5).abs() < 1e-12);
+        assert!((t.avg_coh - 0.5).abs() < 1e-12);
+        assert!((t.avg_r - 0.5).abs() < 1e-12);
+        assert!((t.std_r - MAD_TO_STD * 0.2).abs() < 1e-12);
+        assert_eq!((t.count, t.avg_latency_ms), (9, 0.0));
+        // Even count: the mean of the two middle values.
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
+        // Too few plausible samples: none; implausible ones are not counted.
+        assert_eq!(TenantStats::robust(&w, 10), None);
+        let mut bad = w.clone();
+        bad.extend([(f64::NAN, 0.5, 0.5), (1.0, 0.5, 1e200), (9.0, 0.5, 0.5)]);
+        assert_eq!(TenantStats::robust(&bad, 9), Some(t));
+        assert_eq!(TenantStats::robust(&[], 0), None);
+        // A minority of extreme rows (40 of 100) leaves the medians within the majority's range
+        // (an EMA with α = 0.3 ends at the extremes after a few rows).
+        let mut burst: Vec<(f64, f64, f64)> = (0..60)
+            .map(|i| (1.0 + 0.001 * i as f64, 0.6, 0.4 + 0.001 * i as f64))
+            .collect();
+        burst.extend(std::iter::repeat_n((3.5, 0.0, 1.0), 40));
+        let t = TenantStats::robust(&burst, 50).unwrap();
+        assert!((1.0..=1.06).contains(&t.avg_d_hat), "{t:?}");
+        assert_eq!(t.avg_coh, 0.6);
+        assert!((0.4..=0.46).contains(&t.avg_r), "{t:?}");
+        let mut ema = TenantStats::fresh();
+        for &(d, c, r) in &burst {
+            ema.update(d, c, r, 0.0);
+        }
+        assert!(ema.avg_d_hat > 3.4 && ema.avg_coh < 0.01, "{ema:?}");
+    }
+
+    #[test]
+    fn pcs_versions() {
+        let mut p = parse(include_bytes!("../tests/data/pcs_tiny_case_1.json")).unwrap();
+        assert_eq!(pcs_version(&p), PCS_V01);
+        p.evidence_sha256 = "ab".repeat(32);
+        assert_eq!(pcs_version(&p), PCS_V02);
     }
 
     #[test]

@@ -29,6 +29,7 @@ impl From<RegistryError> for ApiError {
                 ApiError::Missing(e.to_string())
             }
             RegistryError::Invalid(m) => ApiError::BadRequest(m),
+            RegistryError::Integrity(e) => ApiError::Internal(e.to_string()),
             RegistryError::Store(e) => ApiError::StoreUnavailable(e.to_string()),
         }
     }
@@ -57,6 +58,7 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
         (status = 200, description = "The canonical JSON bytes of the newest signed bundle (kakeya_core::bundle::Bundle); headers x-kakeya-bundle-sha256, x-kakeya-bundle-signature, ETag"),
         (status = 304, description = "If-None-Match names the current bundle"),
         (status = 404, body = ErrorBody, description = "No bundle published yet"),
+        (status = 500, body = ErrorBody, description = "The stored bundle row failed its integrity check (SHA-256 or signature); it is not served"),
         (status = 503, body = ErrorBody)
     )
 )]
@@ -64,9 +66,9 @@ pub async fn current_bundle(
     State(st): State<AdminState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let b = registry::current_bundle(&st.db)
-        .await
-        .map_err(store)?
+    let key = crate::registry::keys::public_key_b64(seed(&st)?);
+    let b = registry::served_bundle(&st.db, &key)
+        .await?
         .ok_or_else(|| ApiError::Missing("no bundle published yet".into()))?;
     let etag = format!("\"{}\"", b.sha256);
     let header_value =

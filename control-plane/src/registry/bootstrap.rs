@@ -4,12 +4,13 @@
 //! cross-validated figures. See `control-plane/data/README.md`.
 
 use super::{
-    card, current_bundle, insert_model, keys, republish, set_alias, Published, RegistryError,
-    CHAMPION,
+    card, current_bundle, insert_model, keys, model_sha256, republish, set_alias, IntegrityError,
+    Published, RegistryError, CHAMPION,
 };
 use crate::ml::dataset::{self, Row};
 use crate::ml::{eval, model};
 use crate::store::Db;
+use kakeya_core::bundle::Bundle;
 use kakeya_core::model::{HrsModel, TrainingMeta};
 use kakeya_core::pcs_builder::RECIPE_VERSION;
 use serde_json::Value;
@@ -95,32 +96,65 @@ pub async fn ensure_default(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Option<P
     Ok(Some(p))
 }
 
-/// At start-up, after [`ensure_default`]: when the served bundle does not verify with the
-/// signing key loaded now (the data dir, hence the seed, was replaced while the database was
-/// kept, or the stored bundle no longer parses), publishes the next version from the same
-/// aliases signed with this key, so the filters, which trust this key, take it. `None` when the
-/// served bundle verifies (or none exists).
+/// At start-up, after [`ensure_default`] and [`ensure_models_signed`], checks the served
+/// bundle and never signs its stored bytes again:
+/// * its recorded SHA-256 is not that of its bytes: the row was altered. Start fails, naming
+///   the row (the filters refuse it anyway and keep their last good bundle);
+/// * it verifies with the signing key loaded now: every model it carries must be a registered
+///   row with the same recorded SHA-256 (a bundle published from an altered row carries a
+///   version `kakeya model list` does not show). Start fails otherwise, naming the model;
+/// * it verifies but does not parse with this build (a bundle format change), or its signature
+///   does not verify with the key loaded now (the data dir, hence the seed, was replaced while
+///   the database was kept): the next version is built from the aliases, every model loaded
+///   through the integrity check, and signed with this key. An alias on an altered row makes
+///   that fail, and start with it.
+///
+/// `None` when the served bundle is kept (or none exists).
 pub async fn ensure_trusted(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Option<Published>> {
     let Some(b) = current_bundle(db).await? else {
         return Ok(None);
     };
     let key = keys::public_key_b64(seed);
-    let why = match kakeya_core::bundle::verify_bundle(
-        b.bytes.as_bytes(),
-        &b.sha256,
-        &b.signature,
-        std::slice::from_ref(&key),
-    ) {
-        Ok(_) => return Ok(None),
-        Err(e) => e,
+    let actual = kakeya_core::ids::sha256_hex(b.bytes.as_bytes());
+    if actual != b.sha256 {
+        let e = IntegrityError::Bundle {
+            version: b.version,
+            why: format!(
+                "the stored bytes' SHA-256 {actual} does not match the recorded {}",
+                b.sha256
+            ),
+        }
+        .record();
+        anyhow::bail!(
+            "{e}: the bundles row was altered outside the control plane, and it is not signed \
+             again. Restore it from a backup, or delete it (DELETE FROM bundles WHERE version = \
+             {v}) so that the previous bundle is served, then start again",
+            v = b.version
+        );
+    }
+    let why = if keys::verify_artifact(b.bytes.as_bytes(), &b.signature, &key) {
+        match kakeya_core::bundle::verify_bundle(
+            b.bytes.as_bytes(),
+            &b.sha256,
+            &b.signature,
+            std::slice::from_ref(&key),
+        ) {
+            Ok(bundle) => {
+                check_served_models(db, b.version, &bundle).await?;
+                return Ok(None);
+            }
+            Err(e) => format!("this build does not take it ({e})"),
+        }
+    } else {
+        "its signature does not verify with the current signing key (was the data dir or \
+         KAKEYA_BUNDLE_SIGNING_SEED_FILE replaced while the database was kept?)"
+            .to_string()
     };
     tracing::warn!(
         bundle = b.version,
-        error = %why,
+        reason = %why,
         public_key = %key,
-        "the served bundle does not verify with the current signing key (was the data dir or \
-         KAKEYA_BUNDLE_SIGNING_SEED_FILE replaced while the database was kept?); re-publishing \
-         the current aliases signed with it"
+        "re-publishing the current aliases from their verified model rows, signed with the current key"
     );
     let p = republish(db, seed, crate::now_ms()).await?;
     tracing::info!(
@@ -132,10 +166,40 @@ pub async fn ensure_trusted(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Option<P
     Ok(Some(p))
 }
 
-/// At start-up: signs every registered model whose signature is missing (registered before
-/// migration 0004) or does not verify with the signing key loaded now, logging each one.
-/// Rows whose stored artifact was altered are left as they are, with a warning. Returns the
-/// number of models signed.
+/// Every model of the served bundle `version` is a registered row with the same recorded
+/// SHA-256.
+async fn check_served_models(db: &Db, version: i64, bundle: &Bundle) -> anyhow::Result<()> {
+    for (arm, m) in [
+        ("champion", Some(&bundle.champion)),
+        ("challenger", bundle.challenger.as_ref()),
+    ] {
+        let Some(m) = m else { continue };
+        let recorded = model_sha256(db, &m.version()).await?;
+        if recorded.as_deref() != Some(m.sha256().as_str()) {
+            let e = IntegrityError::Bundle {
+                version,
+                why: format!(
+                    "its {arm} {} is not a registered model (it was published from an altered \
+                     model row)",
+                    m.version()
+                ),
+            }
+            .record();
+            anyhow::bail!(
+                "{e}. Promote a verified model (kakeya model list; kakeya model promote \
+                 <version>), then start again"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// At start-up, before [`ensure_trusted`]: signs every registered model whose signature is
+/// missing (registered before migration 0004) or does not verify with the signing key loaded
+/// now, logging each one. Rows whose stored artifact was altered are never signed: each is
+/// refused with an error log line and `kakeya_registry_integrity_failures_total{what="model"}`,
+/// and start goes on (the served bundle stays; publishing with such a row is refused).
+/// Returns the number of models signed.
 pub async fn ensure_models_signed(db: &Db, seed: &[u8; 32]) -> anyhow::Result<usize> {
     let (signed, refused) = super::sign_models(db, seed).await?;
     let key = keys::public_key_b64(seed);
@@ -151,8 +215,12 @@ pub async fn ensure_models_signed(db: &Db, seed: &[u8; 32]) -> anyhow::Result<us
             );
         }
     }
-    for (version, why) in &refused {
-        tracing::warn!(model = %version, reason = %why, "not signing a model artifact");
+    if !refused.is_empty() {
+        tracing::error!(
+            models = refused.len(),
+            "model rows were altered outside the control plane: they are not signed, and \
+             promoting them or publishing with them is refused"
+        );
     }
     Ok(signed.len())
 }

@@ -34,8 +34,8 @@ pub const CHALLENGER: &str = "challenger";
 pub const DEFAULT_TENANT_STATS_DAYS: u32 = 14;
 /// Most recent decision-log rows per tenant folded into its statistics.
 pub const TENANT_STATS_MAX_ROWS: i64 = 10_000;
-/// Tenants with fewer rows in the window keep the model's training baseline.
-pub const TENANT_STATS_MIN_ROWS: i64 = 20;
+/// Tenants with fewer eligible rows in the window keep the model's training baseline.
+pub const TENANT_STATS_MIN_ROWS: i64 = 50;
 
 static TENANT_STATS_DAYS: AtomicU32 = AtomicU32::new(DEFAULT_TENANT_STATS_DAYS);
 
@@ -52,9 +52,10 @@ pub const STATS_D_HAT: (f64, f64) = (0.0, 3.5);
 pub const STATS_COH_STAR: (f64, f64) = (0.0, 1.05);
 pub const STATS_R: (f64, f64) = (0.0, 1.0);
 
-/// The decision-log rows eligible for tenant statistics: accepted by verification and with
+/// The decision-log rows eligible for tenant statistics: PCS v0.2 (evidence-bound, the traffic
+/// scored with them: [`kakeya_core::features::pcs_version`]), accepted by verification and with
 /// every signal within its bounds (SQL comparisons are false for NaN and ±∞ out of range).
-const STATS_ROWS: &str = "accepted = 1 \
+const STATS_ROWS: &str = "pcs_version = '0.2' AND accepted = 1 \
      AND d_hat >= 0.0 AND d_hat <= 3.5 \
      AND coh_star >= 0.0 AND coh_star <= 1.05 \
      AND r >= 0.0 AND r <= 1.0";
@@ -71,14 +72,17 @@ pub fn stats_are_finite(s: &TenantStats) -> bool {
 }
 
 /// Per-tenant [`TenantStats`] from the decision log: for every tenant with at least
-/// [`TENANT_STATS_MIN_ROWS`] eligible rows created since `since_ms`, its most recent
-/// [`TENANT_STATS_MAX_ROWS`] eligible rows folded in decision-log order (row id) into
-/// [`TenantStats::fresh`] with [`TenantStats::update`] (EMA α = 0.3 of D̂, coh★ and r, EW std of
-/// r, count; latency is not logged and counts as 0).
+/// [`TENANT_STATS_MIN_ROWS`] eligible rows created since `since_ms`, the robust statistics
+/// ([`TenantStats::robust`]: medians of D̂, coh★ and r, MAD scale of r) of its most recent
+/// [`TENANT_STATS_MAX_ROWS`] eligible rows.
 ///
-/// Eligible: accepted by verification (`accepted = 1`) with D̂, coh★ and r finite and within
+/// Eligible: PCS v0.2 (v0.1 traffic never moves the baseline v0.2 answers are scored with),
+/// accepted by verification (`accepted = 1`), with D̂, coh★ and r finite and within
 /// [`STATS_D_HAT`], [`STATS_COH_STAR`], [`STATS_R`]; escalated-for-verification or absurd
 /// claimed values (r = 1e200) would otherwise poison the statistics every filter scores with.
+/// Medians over the whole window replace the spec's EMA (α = 0.3: the last few rows decided
+/// everything, so 24 unrelated rows moved a tenant's baseline and its scores); whatever they
+/// are, their effect on a score is bounded by [`kakeya_core::bundle::TENANT_MAX_SHIFT`].
 /// Tenants whose statistics come out non-finite anyway are left out (they use the model's
 /// baseline). Reads only: call it *before* taking the publication lock.
 pub async fn tenant_stats(
@@ -105,18 +109,19 @@ pub async fn tenant_stats(
         .bind(TENANT_STATS_MAX_ROWS)
         .fetch_all(&mut *conn)
         .await?;
-        let mut stats = TenantStats::fresh();
-        for r in rows.iter().rev() {
+        let mut samples = Vec::with_capacity(rows.len());
+        for r in &rows {
             let (d, c, x): (f64, f64, f64) =
                 (r.try_get("d_hat")?, r.try_get("coh_star")?, r.try_get("r")?);
             // The SQL filter already holds; checked again so no backend quirk can let one in.
             if within(STATS_D_HAT, d) && within(STATS_COH_STAR, c) && within(STATS_R, x) {
-                stats.update(d, c, x, 0.0);
+                samples.push((d, c, x));
             }
         }
-        if stats.count < TENANT_STATS_MIN_ROWS.unsigned_abs() {
+        let min = usize::try_from(TENANT_STATS_MIN_ROWS).unwrap_or(usize::MAX);
+        let Some(stats) = TenantStats::robust(&samples, min) else {
             continue;
-        }
+        };
         if !stats_are_finite(&stats) {
             tracing::warn!(%tenant, "tenant statistics are not finite; the tenant keeps the model baseline");
             continue;
@@ -147,8 +152,116 @@ pub enum RegistryError {
     Conflict(String),
     #[error("no challenger is set")]
     NoChallenger,
+    /// A stored model or bundle row failed its integrity check ([`IntegrityError`]).
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
     #[error("database: {0}")]
     Store(#[from] sqlx::Error),
+}
+
+/// Why a stored row is not what the registry wrote: the database was written by something
+/// other than this control plane. Such a row is never signed, published or served; every
+/// detection is logged (error) and counted in `kakeya_registry_integrity_failures_total{what}`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IntegrityError {
+    #[error("model {version} failed its integrity check: {why}")]
+    Model { version: String, why: String },
+    #[error("bundle {version} failed its integrity check: {why}")]
+    Bundle { version: i64, why: String },
+}
+
+impl IntegrityError {
+    /// The `what` label of the metric.
+    pub fn what(&self) -> &'static str {
+        match self {
+            IntegrityError::Model { .. } => "model",
+            IntegrityError::Bundle { .. } => "bundle",
+        }
+    }
+
+    /// Logs and counts this failure (once per detection) and returns it.
+    pub fn record(self) -> Self {
+        crate::metrics::integrity_failures_total()
+            .with_label_values(&[self.what()])
+            .inc();
+        tracing::error!(what = self.what(), error = %self, "registry integrity failure");
+        self
+    }
+}
+
+/// Checks the content of a stored model row: the artifact is canonical JSON of a valid model,
+/// its SHA-256 is the recorded `sha256` and the version derived from it is the recorded
+/// `version`. Signatures are checked separately ([`verify_model_row`]): start-up re-signing
+/// needs this check alone.
+fn check_model_content(version: &str, sha256: &str, artifact: &str) -> Result<HrsModel, String> {
+    let bytes = artifact.as_bytes();
+    let m = HrsModel::from_json(bytes)
+        .map_err(|e| format!("the stored artifact is not a valid model: {e}"))?;
+    if m.canonical_bytes() != bytes {
+        return Err("the stored artifact is not in canonical form".into());
+    }
+    let actual = kakeya_core::ids::sha256_hex(bytes);
+    if actual != sha256 {
+        return Err(format!(
+            "the stored artifact's SHA-256 {actual} does not match the recorded {sha256}"
+        ));
+    }
+    if m.version() != version {
+        return Err(format!(
+            "the stored artifact's version {} does not match the recorded {version}",
+            m.version()
+        ));
+    }
+    Ok(m)
+}
+
+/// The one integrity check of a stored model row, run on every load of an artifact (bundle
+/// assembly, promotion, eval): [`check_model_content`], then the signature verifies over the
+/// SHA-256 of the stored bytes with `public_key_b64` (the bundle signing key).
+pub fn verify_model_row(
+    version: &str,
+    sha256: &str,
+    signature: Option<&str>,
+    artifact: &str,
+    public_key_b64: &str,
+) -> Result<HrsModel, IntegrityError> {
+    let fail = |why: String| IntegrityError::Model {
+        version: version.to_string(),
+        why,
+    };
+    let m = check_model_content(version, sha256, artifact).map_err(fail)?;
+    match signature {
+        None => Err(fail(
+            "the row is unsigned (kakeya serve signs rows registered before migration 0004 at start)"
+                .into(),
+        )),
+        Some(s) if !keys::verify_artifact(artifact.as_bytes(), s, public_key_b64) => Err(fail(
+            "its signature does not verify with the bundle signing key".into(),
+        )),
+        Some(_) => Ok(m),
+    }
+}
+
+/// Checks a stored bundle row before it is served: the recorded SHA-256 is that of the stored
+/// bytes and the signature verifies with `public_key_b64`.
+pub fn verify_bundle_row(b: &BundleRow, public_key_b64: &str) -> Result<(), IntegrityError> {
+    let fail = |why: String| IntegrityError::Bundle {
+        version: b.version,
+        why,
+    };
+    let actual = kakeya_core::ids::sha256_hex(b.bytes.as_bytes());
+    if actual != b.sha256 {
+        return Err(fail(format!(
+            "the stored bytes' SHA-256 {actual} does not match the recorded {}",
+            b.sha256
+        )));
+    }
+    if !keys::verify_artifact(b.bytes.as_bytes(), &b.signature, public_key_b64) {
+        return Err(fail(
+            "its signature does not verify with the bundle signing key".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A registered model as listed.
@@ -326,17 +439,40 @@ pub async fn get_model(db: &Db, version: &str) -> Result<Option<ModelDetail>, sq
     }))
 }
 
-async fn load_artifact(conn: &mut AnyConnection, version: &str) -> Result<HrsModel, RegistryError> {
-    let row = sqlx::query("SELECT artifact FROM models WHERE version = $1")
-        .bind(version)
-        .fetch_optional(&mut *conn)
-        .await?;
+/// Loads the model row `version` through [`verify_model_row`]; a row that fails is refused
+/// ([`IntegrityError::record`]).
+async fn load_model(
+    conn: &mut AnyConnection,
+    version: &str,
+    public_key_b64: &str,
+) -> Result<HrsModel, RegistryError> {
+    let row =
+        sqlx::query("SELECT version, sha256, signature, artifact FROM models WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&mut *conn)
+            .await?;
     let Some(r) = row else {
         return Err(RegistryError::NoModel(version.to_string()));
     };
-    let text: String = r.try_get("artifact")?;
-    HrsModel::from_json(text.as_bytes())
-        .map_err(|e| RegistryError::Invalid(format!("stored model {version}: {e}")))
+    let (v, sha256, signature, artifact): (String, String, Option<String>, String) = (
+        r.try_get("version")?,
+        r.try_get("sha256")?,
+        r.try_get("signature")?,
+        r.try_get("artifact")?,
+    );
+    verify_model_row(&v, &sha256, signature.as_deref(), &artifact, public_key_b64)
+        .map_err(|e| RegistryError::Integrity(e.record()))
+}
+
+/// A registered model, verified ([`verify_model_row`]) with `public_key_b64`: what `kakeya eval
+/// --model <version>` scores with.
+pub async fn verified_model(
+    db: &Db,
+    version: &str,
+    public_key_b64: &str,
+) -> Result<HrsModel, RegistryError> {
+    let mut conn = db.pool.acquire().await?;
+    load_model(&mut conn, version, public_key_b64).await
 }
 
 /// Serialises publications: a transaction-scoped advisory lock on PostgreSQL; on SQLite a
@@ -365,9 +501,10 @@ async fn publish(
         .iter()
         .find(|a| a.alias == CHAMPION)
         .ok_or_else(|| RegistryError::Conflict("no champion: promote a model first".into()))?;
-    let champion = load_artifact(conn, &champ.version).await?;
+    let key = keys::public_key_b64(seed);
+    let champion = load_model(conn, &champ.version, &key).await?;
     let (challenger, challenger_weight) = match al.iter().find(|a| a.alias == CHALLENGER) {
-        Some(c) => (Some(load_artifact(conn, &c.version).await?), c.weight),
+        Some(c) => (Some(load_model(conn, &c.version, &key).await?), c.weight),
         None => (None, 0.0),
     };
     let next: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS v FROM bundles")
@@ -471,7 +608,7 @@ pub async fn set_alias(
     let mut tx = conn.begin().await?;
     let res = async {
         lock_publication(&mut tx, db.backend).await?;
-        load_artifact(&mut tx, version).await?;
+        load_model(&mut tx, version, &keys::public_key_b64(seed)).await?;
         sqlx::query(
             "INSERT INTO model_aliases (alias, version, weight, updated_at_ms) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (alias) DO UPDATE SET version = excluded.version, \
@@ -566,6 +703,20 @@ pub async fn current_bundle(db: &Db) -> Result<Option<BundleRow>, sqlx::Error> {
     .transpose()
 }
 
+/// The newest published bundle, verified ([`verify_bundle_row`]) with `public_key_b64`: what
+/// `GET /v1/bundles/current` serves. A row that fails is refused, never served (the filters
+/// keep their last good bundle).
+pub async fn served_bundle(
+    db: &Db,
+    public_key_b64: &str,
+) -> Result<Option<BundleRow>, RegistryError> {
+    let Some(b) = current_bundle(db).await? else {
+        return Ok(None);
+    };
+    verify_bundle_row(&b, public_key_b64).map_err(|e| RegistryError::Integrity(e.record()))?;
+    Ok(Some(b))
+}
+
 /// Why a stored model's signature was (re)written by [`sign_models`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resigned {
@@ -575,14 +726,15 @@ pub struct Resigned {
 }
 
 /// Signs, with `seed`, every model whose signature is missing or does not verify with the
-/// public key of `seed` (over SHA-256 of the stored canonical artifact). A row whose stored
-/// artifact is not canonical JSON of a valid model or whose SHA-256 does not match its
-/// `sha256` column is never signed (the text was altered: signing it would bless the
-/// alteration); it is returned in the second list with the reason.
+/// public key of `seed` (over SHA-256 of the stored canonical artifact). A row that fails
+/// [`check_model_content`] (the artifact is not canonical JSON of a valid model, or its SHA-256
+/// or derived version is not the recorded one: the text was altered, and signing it would
+/// bless the alteration) is never signed, whatever its signature; it is returned in the second
+/// list, recorded ([`IntegrityError::record`]).
 pub async fn sign_models(
     db: &Db,
     seed: &[u8; 32],
-) -> Result<(Vec<Resigned>, Vec<(String, String)>), sqlx::Error> {
+) -> Result<(Vec<Resigned>, Vec<IntegrityError>), sqlx::Error> {
     let key = keys::public_key_b64(seed);
     let rows =
         sqlx::query("SELECT version, sha256, signature, artifact FROM models ORDER BY version")
@@ -594,26 +746,15 @@ pub async fn sign_models(
         let sha256: String = r.try_get("sha256")?;
         let signature: Option<String> = r.try_get("signature")?;
         let artifact: String = r.try_get("artifact")?;
+        if let Err(why) = check_model_content(&version, &sha256, &artifact) {
+            refused.push(IntegrityError::Model { version, why }.record());
+            continue;
+        }
         let bytes = artifact.as_bytes();
         if signature
             .as_deref()
             .is_some_and(|s| keys::verify_artifact(bytes, s, &key))
         {
-            continue;
-        }
-        let why = match HrsModel::from_json(bytes) {
-            Err(e) => Some(format!("the stored artifact is not a valid model: {e}")),
-            Ok(m) if m.canonical_bytes() != bytes => {
-                Some("the stored artifact is not in canonical form".to_string())
-            }
-            Ok(m) if m.sha256() != sha256 || m.version() != version => Some(format!(
-                "the stored artifact's SHA-256 {} does not match the registered {sha256}",
-                m.sha256()
-            )),
-            Ok(_) => None,
-        };
-        if let Some(why) = why {
-            refused.push((version, why));
             continue;
         }
         sqlx::query("UPDATE models SET signature = $1 WHERE version = $2")
@@ -627,6 +768,16 @@ pub async fn sign_models(
         });
     }
     Ok((signed, refused))
+}
+
+/// The recorded SHA-256 of the model row `version`, if registered.
+pub async fn model_sha256(db: &Db, version: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query("SELECT sha256 FROM models WHERE version = $1")
+        .bind(version)
+        .fetch_optional(&db.pool)
+        .await?
+        .map(|r| r.try_get("sha256"))
+        .transpose()
 }
 
 /// Number of registered models.

@@ -182,19 +182,31 @@ async fn concurrent_alias_changes_publish_consecutive_versions() {
     }
 }
 
-/// One decision-log row of `tenant` with the given signals at `ts_ms`.
+/// One decision-log row of `tenant`, PCS v0.2, with the given signals at `ts_ms`.
 async fn log_row(db: &Db, id: &str, tenant: &str, signals: (f64, f64, f64), ts_ms: i64) {
     log_row_as(db, id, tenant, signals, ts_ms, true).await
 }
 
-/// One decision-log row, `accepted` by verification or not (then escalated, 202).
+/// One decision-log row (PCS v0.2), `accepted` by verification or not (then escalated, 202).
 async fn log_row_as(
+    db: &Db,
+    id: &str,
+    tenant: &str,
+    signals: (f64, f64, f64),
+    ts_ms: i64,
+    accepted: bool,
+) {
+    log_row_full(db, id, tenant, signals, ts_ms, accepted, "0.2").await
+}
+
+async fn log_row_full(
     db: &Db,
     id: &str,
     tenant: &str,
     (d, c, r): (f64, f64, f64),
     ts_ms: i64,
     accepted: bool,
+    pcs_version: &str,
 ) {
     let mut conn = db.pool.acquire().await.unwrap();
     let d = crate::store::decision_log::NewDecision {
@@ -214,10 +226,18 @@ async fn log_row_as(
         verify_ns: None,
         created_at_ms: ts_ms,
         risk: None,
+        pcs_version,
     };
     assert!(crate::store::decision_log::insert(&mut conn, &d)
         .await
         .unwrap());
+}
+
+/// Median of `v`, by hand (mean of the two middle values for an even count).
+fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    (v[(n - 1) / 2] + v[n / 2]) / 2.0
 }
 
 #[tokio::test]
@@ -234,28 +254,33 @@ async fn published_bundles_carry_tenant_stats_from_the_recent_decision_log() {
     };
     for t in all_dbs("registry_tenant_stats").await {
         let db = &t.db;
-        // acme: 12 old rows (outside the 14-day window) then 30 recent ones, interleaved with
-        // beta's 19 recent rows (too few) and gamma's 25 rows 20 days old (outside).
+        // acme: 12 old rows (outside the 14-day window), 30 recent PCS v0.1 rows (another
+        // version) and 60 recent v0.2 ones, interleaved with beta's 49 recent rows (too few)
+        // and gamma's 55 rows 20 days old (outside).
         let mut acme = Vec::new();
         for i in 0..12 {
             log_row(
                 db,
                 &format!("old-{i}"),
                 "acme",
-                (9.0, 9.0, 9.0),
+                (3.0, 1.0, 0.9),
                 now - 20 * DAY,
             )
             .await;
         }
-        for i in 0..30 {
+        for i in 0..60 {
             let s = signals(i);
             acme.push(s);
             log_row(db, &format!("acme-{i}"), "acme", s, now - DAY + i as i64).await;
-            if i < 19 {
+            if i < 30 {
+                let id = format!("acme-v01-{i}");
+                log_row_full(db, &id, "acme", (3.4, 0.01, 0.99), now - DAY, true, "0.1").await;
+            }
+            if i < 49 {
                 log_row(db, &format!("beta-{i}"), "beta", s, now - DAY).await;
             }
         }
-        for i in 0..25 {
+        for i in 0..55 {
             log_row(
                 db,
                 &format!("gamma-{i}"),
@@ -279,22 +304,17 @@ async fn published_bundles_carry_tenant_stats_from_the_recent_decision_log() {
             "{}",
             t.label
         );
-        // Expected: the spec's EMA (α = 0.3, std with the new mean) over acme's recent rows in
-        // order, from the fresh seeds, written out here rather than calling TenantStats::update.
-        let (mut d, mut c, mut r, mut sd) = (1.5_f64, 0.7_f64, 0.8_f64, 0.1_f64);
-        for &(xd, xc, xr) in &acme {
-            d = 0.3 * xd + 0.7 * d;
-            c = 0.3 * xc + 0.7 * c;
-            r = 0.3 * xr + 0.7 * r;
-            sd = (0.3 * (xr - r) * (xr - r) + 0.7 * sd * sd).sqrt();
-        }
+        // Expected: medians of acme's recent v0.2 rows and 1.4826 × the MAD of r, written out
+        // here rather than calling TenantStats::robust.
+        let med_r = median_of(acme.iter().map(|s| s.2).collect());
+        let mad = median_of(acme.iter().map(|s| (s.2 - med_r).abs()).collect());
         let got = b.tenant_stats["acme"];
-        assert_eq!(got.count, 30, "{}", t.label);
+        assert_eq!(got.count, 60, "{}", t.label);
         for (g, e) in [
-            (got.avg_d_hat, d),
-            (got.avg_coh, c),
-            (got.avg_r, r),
-            (got.std_r, sd),
+            (got.avg_d_hat, median_of(acme.iter().map(|s| s.0).collect())),
+            (got.avg_coh, median_of(acme.iter().map(|s| s.1).collect())),
+            (got.avg_r, med_r),
+            (got.std_r, 1.4826 * mad),
         ] {
             assert!((g - e).abs() < 1e-12, "{}: {g} vs {e}", t.label);
         }
@@ -323,15 +343,15 @@ async fn poisoned_decision_log_rows_never_reach_tenant_stats() {
     ];
     for t in all_dbs("registry_poisoned_stats").await {
         let db = &t.db;
-        let mut expected = kakeya_core::features::TenantStats::fresh();
-        for i in 0..25i64 {
+        let mut good = Vec::new();
+        for i in 0..60i64 {
             // Edge values included: the bounds are inclusive.
             let s = match i {
                 0 => (0.0, 0.0, 0.0),
                 1 => (3.5, 1.05, 1.0),
                 _ => (1.0 + 0.02 * i as f64, 0.6, 0.3 + 0.01 * i as f64),
             };
-            expected.update(s.0, s.1, s.2, 0.0);
+            good.push(s);
             log_row(db, &format!("acme-{i}"), "acme", s, now - DAY + 2 * i).await;
             let (p, accepted) = poison[i as usize % poison.len()];
             let id = format!("acme-poison-{i}");
@@ -358,8 +378,9 @@ async fn poisoned_decision_log_rows_never_reach_tenant_stats() {
         );
         let got = b.tenant_stats["acme"];
         assert!(stats_are_finite(&got), "{}: {got:?}", t.label);
+        let expected = kakeya_core::features::TenantStats::robust(&good, 60).unwrap();
         assert_eq!(got, expected, "{}", t.label);
-        assert_eq!(got.count, 25);
+        assert_eq!(got.count, 60);
         t.cleanup().await;
     }
 }
@@ -428,9 +449,10 @@ async fn decision_log_has_the_tenant_time_index() {
     }
 }
 
-/// The data dir (signing seed) was replaced but the database kept: at start the served bundle
-/// does not verify with the new key, so the same aliases are re-published (max + 1), signed
-/// with it; once trusted, nothing more is published.
+/// The data dir (signing seed) was replaced but the database kept: at start the model rows are
+/// re-signed, the served bundle does not verify with the new key, so the same aliases are
+/// re-published (max + 1) from the verified rows, signed with it; once trusted, nothing more is
+/// published.
 #[tokio::test]
 async fn serve_re_signs_a_bundle_the_current_key_does_not_verify() {
     const NEW_SEED: [u8; 32] = [7; 32];
@@ -457,6 +479,14 @@ async fn serve_re_signs_a_bundle_the_current_key_does_not_verify() {
             .unwrap()
             .is_none());
         assert_eq!(current_bundle(db).await.unwrap().unwrap().version, 2);
+        // As `kakeya serve` starts: the model rows first (re-signed with the new key after
+        // their content check), then the bundle, re-published from the verified rows.
+        assert_eq!(
+            bootstrap::ensure_models_signed(db, &NEW_SEED)
+                .await
+                .unwrap(),
+            2
+        );
         let p = bootstrap::ensure_trusted(db, &NEW_SEED)
             .await
             .unwrap()
@@ -631,7 +661,7 @@ async fn serve_signs_unsigned_models_at_start() {
         expected.sort();
         assert_eq!(names, expected, "{}", t.label);
         assert_eq!(
-            refused.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+            refused.iter().map(row_of).collect::<Vec<_>>(),
             vec![c.version()]
         );
         for m in [&default, &a, &b] {
@@ -650,6 +680,476 @@ async fn serve_signs_unsigned_models_at_start() {
             0,
             "{}",
             t.label
+        );
+        t.cleanup().await;
+    }
+}
+
+fn row_of(e: &IntegrityError) -> String {
+    match e {
+        IntegrityError::Model { version, .. } => version.clone(),
+        IntegrityError::Bundle { version, .. } => version.to_string(),
+    }
+}
+
+fn integrity_failures(what: &str) -> u64 {
+    crate::metrics::integrity_failures_total()
+        .with_label_values(&[what])
+        .get()
+}
+
+async fn set_artifact(
+    db: &Db,
+    version: &str,
+    artifact: &str,
+    sha256: Option<&str>,
+    sig: Option<&str>,
+) {
+    let (_, old_sig) = stored(db, version).await;
+    let old_sha: String = sqlx::query("SELECT sha256 FROM models WHERE version = $1")
+        .bind(version)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .try_get("sha256")
+        .unwrap();
+    sqlx::query("UPDATE models SET artifact = $1, sha256 = $2, signature = $3 WHERE version = $4")
+        .bind(artifact)
+        .bind(sha256.unwrap_or(&old_sha))
+        .bind(sig.map(str::to_string).or(old_sig))
+        .bind(version)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
+fn assert_refused_model<T: std::fmt::Debug>(
+    r: Result<T, RegistryError>,
+    version: &str,
+    label: &str,
+) {
+    match r {
+        Err(RegistryError::Integrity(IntegrityError::Model { version: v, why })) => {
+            assert_eq!(v, version, "{label}: {why}")
+        }
+        other => panic!("{label}: expected an integrity error of {version}, got {other:?}"),
+    }
+}
+
+/// Issue 6 item 1: with write access to the database, changing the intercept inside a
+/// registered model's artifact (keeping, recomputing or re-signing its sha256 and signature)
+/// and promoting it publishes nothing: every load of an artifact is refused with a typed
+/// error and a metric, the last good bundle keeps serving, and start-up neither re-signs the
+/// row nor stops serving.
+#[tokio::test]
+async fn a_tampered_model_row_is_never_published_and_the_last_good_bundle_keeps_serving() {
+    for t in all_dbs("registry_tampered_model").await {
+        let (db, l) = (&t.db, t.label);
+        let key = keys::public_key_b64(&SEED);
+        let (a, b) = (model(-1.0), model(-2.0));
+        for (m, ts) in [(&a, 1), (&b, 2)] {
+            insert_model(db, &SEED, m, &card::from_artifact(m), ts)
+                .await
+                .unwrap();
+        }
+        set_alias(db, &SEED, CHAMPION, &a.version(), None, 3)
+            .await
+            .unwrap();
+        let good = current_bundle(db).await.unwrap().unwrap();
+        assert_eq!(good.version, 1);
+
+        let (text, sig) = stored(db, &b.version()).await;
+        let tampered = text.replacen("\"intercept\":-2.0", "\"intercept\":3.0", 1);
+        assert_ne!(tampered, text);
+        let tampered_sha = kakeya_core::ids::sha256_hex(tampered.as_bytes());
+        // As found: only the artifact changed; then with its sha256 recomputed; then also
+        // signed by another key; then with the original signature back.
+        let foreign_sig = keys::sign_artifact(tampered.as_bytes(), &[7; 32]);
+        for (sha, sig) in [
+            (None, None),
+            (Some(tampered_sha.as_str()), None),
+            (Some(tampered_sha.as_str()), Some(foreign_sig.as_str())),
+            (None, sig.as_deref()),
+        ] {
+            set_artifact(db, &b.version(), &tampered, sha, sig).await;
+            let before = integrity_failures("model");
+            for (alias, w) in [(CHAMPION, None), (CHALLENGER, Some(0.5))] {
+                assert_refused_model(
+                    set_alias(db, &SEED, alias, &b.version(), w, 4).await,
+                    &b.version(),
+                    l,
+                );
+            }
+            // The eval path loads through the same check.
+            assert_refused_model(
+                verified_model(db, &b.version(), &key).await,
+                &b.version(),
+                l,
+            );
+            assert!(integrity_failures("model") >= before + 3, "{l}");
+            // Nothing was published; the aliases did not move.
+            assert_eq!(current_bundle(db).await.unwrap().unwrap(), good, "{l}");
+            assert_eq!(served_bundle(db, &key).await.unwrap(), Some(good.clone()));
+            let al = aliases(&mut db.pool.acquire().await.unwrap())
+                .await
+                .unwrap();
+            assert_eq!(al.len(), 1, "{l}");
+            assert_eq!(al[0].version, a.version());
+        }
+        assert_eq!(verified_model(db, &a.version(), &key).await.unwrap(), a);
+
+        // Start-up: the altered row is refused, never re-signed, and the served bundle stays.
+        set_artifact(db, &b.version(), &tampered, Some(&tampered_sha), None).await;
+        sqlx::query("UPDATE models SET signature = NULL WHERE version = $1")
+            .bind(b.version())
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let before = integrity_failures("model");
+        let (signed, refused) = sign_models(db, &SEED).await.unwrap();
+        assert!(signed.is_empty(), "{l}: {signed:?}");
+        assert_eq!(
+            refused.iter().map(row_of).collect::<Vec<_>>(),
+            vec![b.version()]
+        );
+        assert!(integrity_failures("model") > before);
+        assert_eq!(stored(db, &b.version()).await.1, None, "{l}: re-signed");
+        assert_eq!(bootstrap::ensure_models_signed(db, &SEED).await.unwrap(), 0);
+        assert!(
+            bootstrap::ensure_trusted(db, &SEED)
+                .await
+                .unwrap()
+                .is_none(),
+            "{l}"
+        );
+        assert_eq!(served(db).await.champion, a, "{l}");
+        assert_eq!(current_bundle(db).await.unwrap().unwrap().version, 1);
+
+        // The champion's own row altered after publication: the served bundle stays, but no
+        // publication (it would load the champion) goes through until a good model is promoted.
+        let (text, _) = stored(db, &a.version()).await;
+        set_artifact(
+            db,
+            &a.version(),
+            &text.replacen("\"intercept\":-1.0", "\"intercept\":5.0", 1),
+            None,
+            None,
+        )
+        .await;
+        assert_refused_model(republish(db, &SEED, 5).await, &a.version(), l);
+        assert!(
+            bootstrap::ensure_trusted(db, &SEED)
+                .await
+                .unwrap()
+                .is_none(),
+            "{l}"
+        );
+        assert_eq!(current_bundle(db).await.unwrap().unwrap(), good, "{l}");
+        let c = model(-3.0);
+        insert_model(db, &SEED, &c, &card::from_artifact(&c), 6)
+            .await
+            .unwrap();
+        let p = set_alias(db, &SEED, CHAMPION, &c.version(), None, 7)
+            .await
+            .unwrap();
+        assert_eq!(p.bundle_version, 2, "{l}");
+        assert_eq!(served(db).await.champion, c);
+        t.cleanup().await;
+    }
+}
+
+/// A stored bundle row that is not what was signed is never served and never signed again:
+/// altered bytes stop start with an error naming the row; a bundle published (by an older
+/// build) from an altered model row, whose champion version no model row has, stops start too.
+#[tokio::test]
+async fn a_tampered_bundle_row_is_not_served_nor_re_signed() {
+    for t in all_dbs("registry_tampered_bundle").await {
+        let (db, l) = (&t.db, t.label);
+        let key = keys::public_key_b64(&SEED);
+        let a = model(-1.0);
+        insert_model(db, &SEED, &a, &card::from_artifact(&a), 1)
+            .await
+            .unwrap();
+        set_alias(db, &SEED, CHAMPION, &a.version(), None, 2)
+            .await
+            .unwrap();
+        let good = current_bundle(db).await.unwrap().unwrap();
+        let tampered = good
+            .bytes
+            .replacen("\"intercept\":-1.0", "\"intercept\":3.0", 1);
+        assert_ne!(tampered, good.bytes);
+        let set_bytes = |bytes: String, sha: String| async move {
+            sqlx::query("UPDATE bundles SET bytes = $1, sha256 = $2 WHERE version = 1")
+                .bind(bytes)
+                .bind(sha)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        };
+
+        // Bytes altered, recorded sha256 kept.
+        set_bytes(tampered.clone(), good.sha256.clone()).await;
+        let before = integrity_failures("bundle");
+        match served_bundle(db, &key).await {
+            Err(RegistryError::Integrity(IntegrityError::Bundle { version: 1, .. })) => {}
+            other => panic!("{l}: {other:?}"),
+        }
+        let e = bootstrap::ensure_trusted(db, &SEED)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bundle 1") && e.contains("DELETE FROM bundles"),
+            "{l}: {e}"
+        );
+        assert!(integrity_failures("bundle") >= before + 2);
+        assert_eq!(
+            current_bundle(db).await.unwrap().unwrap().version,
+            1,
+            "{l}: published"
+        );
+
+        // Bytes altered and sha256 recomputed: the signature fails; start re-publishes from the
+        // verified rows (the altered bytes are never signed).
+        let sha = kakeya_core::ids::sha256_hex(tampered.as_bytes());
+        set_bytes(tampered.clone(), sha).await;
+        assert!(matches!(
+            served_bundle(db, &key).await,
+            Err(RegistryError::Integrity(IntegrityError::Bundle {
+                version: 1,
+                ..
+            }))
+        ));
+        let p = bootstrap::ensure_trusted(db, &SEED).await.unwrap().unwrap();
+        assert_eq!(p.bundle_version, 2, "{l}");
+        let b2 = served(db).await;
+        assert_eq!(b2.champion, a, "{l}");
+
+        // What the old code published from an altered row: signed by the real key, carrying a
+        // champion no model row has. Start refuses to go on, naming it.
+        let mut forged = b2.clone();
+        forged.version = 3;
+        forged.champion.intercept = 3.0;
+        let s = sign_checked(&forged, &SEED).unwrap();
+        sqlx::query(
+            "INSERT INTO bundles (version, sha256, signature, bytes, created_at_ms) \
+             VALUES (3, $1, $2, $3, 9)",
+        )
+        .bind(&s.sha256)
+        .bind(&s.signature_b64)
+        .bind(String::from_utf8(s.bytes).unwrap())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let e = bootstrap::ensure_trusted(db, &SEED)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bundle 3")
+                && e.contains(&forged.champion.version())
+                && e.contains("kakeya model promote"),
+            "{l}: {e}"
+        );
+        assert_eq!(current_bundle(db).await.unwrap().unwrap().version, 3, "{l}");
+        t.cleanup().await;
+    }
+}
+
+/// Through the admin router: `GET /v1/bundles/current` refuses a stored bundle row whose bytes
+/// were altered (500 with a JSON error naming the row, counted in `/metrics`) and serves the
+/// bundle again once the row is restored.
+#[tokio::test]
+async fn the_bundle_route_does_not_serve_an_altered_row() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    for t in all_dbs("registry_bundle_route").await {
+        let (db, l) = (&t.db, t.label);
+        let a = model(-1.0);
+        insert_model(db, &SEED, &a, &card::from_artifact(&a), 1)
+            .await
+            .unwrap();
+        set_alias(db, &SEED, CHAMPION, &a.version(), None, 2)
+            .await
+            .unwrap();
+        let good = current_bundle(db).await.unwrap().unwrap();
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        let router = crate::api::admin_router(crate::api::AdminState {
+            db: db.clone(),
+            metrics: metrics.clone(),
+            committer: std::sync::Arc::new(crate::ingest::CommitterStatus {
+                wal_ok: true.into(),
+                db_ok: true.into(),
+            }),
+            wal_dir: std::env::temp_dir(),
+            admin_token: crate::api::auth::Secret::new("registry-test-token"),
+            bundle_seed: Some(std::sync::Arc::new(SEED)),
+        });
+        let get = |path: &'static str| {
+            let router = router.clone();
+            async move {
+                let resp = router
+                    .oneshot(
+                        Request::get(path)
+                            .header("authorization", "Bearer registry-test-token")
+                            .body(Body::empty())
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                let status = resp.status();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                (status, String::from_utf8(body.to_vec()).unwrap())
+            }
+        };
+        let (s, body) = get(BUNDLE_PATH).await;
+        assert_eq!(
+            (s, body.as_str()),
+            (StatusCode::OK, good.bytes.as_str()),
+            "{l}"
+        );
+        let set = |bytes: String| async move {
+            sqlx::query("UPDATE bundles SET bytes = $1 WHERE version = 1")
+                .bind(bytes)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        };
+        set(good
+            .bytes
+            .replacen("\"intercept\":-1.0", "\"intercept\":3.0", 1))
+        .await;
+        let (s, body) = get(BUNDLE_PATH).await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{l}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("bundle 1 failed its integrity check"),
+            "{body}"
+        );
+        assert_eq!(v["code"], "internal");
+        let (_, m) = get("/metrics").await;
+        assert!(
+            m.lines().any(|x| x.starts_with(
+                "kakeya_registry_integrity_failures_total{what=\"bundle\"}"
+            )),
+            "{m}"
+        );
+        set(good.bytes.clone()).await;
+        assert_eq!(get(BUNDLE_PATH).await.0, StatusCode::OK, "{l}");
+        t.cleanup().await;
+    }
+}
+
+/// A PCS v0.2 of `ev` (built by the text recipe, evidence bound), its verification outcome.
+fn v02_answer(
+    ev: &kakeya_core::evidence::Evidence,
+) -> (kakeya_core::Pcs, kakeya_core::verify::Outcome) {
+    let built = kakeya_core::pcs_builder::build(&ev.response, &Default::default());
+    let mut v = built.to_json("");
+    v["version"] = "0.2".into();
+    v["evidence_sha256"] = kakeya_core::evidence::evidence_sha256(ev).into();
+    v["evidence"] = serde_json::to_value(ev).unwrap();
+    let pcs = kakeya_core::parse(v.to_string().as_bytes()).unwrap();
+    assert_eq!(kakeya_core::features::pcs_version(&pcs), "0.2");
+    let o = kakeya_core::verify(&pcs, &kakeya_core::VerifyParams::default());
+    (pcs, o)
+}
+
+/// Issue 6 item 9: the same v0.2 answer under the same model, scored with the bundles published
+/// before and after a burst of 500 rows of unrelated traffic with extreme signals: a v0.1 burst
+/// changes nothing (bit for bit: statistics are per PCS version), a v0.2 burst moves the
+/// calibrated risk by at most |platt.a| × TENANT_MAX_SHIFT / 2 (z by at most 2 × 0.1).
+#[tokio::test]
+async fn a_burst_of_unrelated_traffic_moves_a_score_by_at_most_the_documented_bound() {
+    use kakeya_core::bundle::{Scorer, TENANT_MAX_SHIFT};
+    const DAY: i64 = 86_400_000;
+    let now = 100 * DAY;
+    let ev = kakeya_core::evidence::Evidence {
+        question: "Which river flows through Paris?".into(),
+        context: "Paris lies on the Seine, which flows through the city from east to west.".into(),
+        citations: vec![],
+        response: "The Loire flows through Paris from north to south since 1850.".into(),
+    };
+    let (pcs, o) = v02_answer(&ev);
+    for t in all_dbs("registry_tenant_burst").await {
+        let (db, l) = (&t.db, t.label);
+        bootstrap::ensure_default(db, &SEED).await.unwrap().unwrap();
+        let champion = served(db).await.champion;
+        let base = champion.tenant;
+        let score = |b: Bundle| Scorer::new(b).assess("acme", &pcs, &o, Some(&ev)).unwrap();
+        let baseline = score(served(db).await);
+        // acme's ordinary v0.2 traffic, around the model's baseline.
+        for i in 0..200 {
+            let w = (i % 11) as f64 / 100.0;
+            let s = (base.avg_d_hat + w, base.avg_coh - w, base.avg_r - w);
+            log_row(db, &format!("acme-{i}"), "acme", s, now - DAY + i).await;
+        }
+        republish(db, &SEED, now).await.unwrap();
+        let before = served(db).await;
+        assert_eq!(before.tenant_stats["acme"].count, 200, "{l}");
+        let r1 = score(before.clone());
+        // 500 rows of v0.1 load traffic with extreme signals: nothing moves.
+        for i in 0..500 {
+            let id = format!("load-{i}");
+            log_row_full(
+                db,
+                &id,
+                "acme",
+                (3.5, 0.0, 1.0),
+                now - DAY + 1000 + i,
+                true,
+                "0.1",
+            )
+            .await;
+        }
+        republish(db, &SEED, now).await.unwrap();
+        let after_v01 = served(db).await;
+        assert_eq!(after_v01.tenant_stats, before.tenant_stats, "{l}");
+        assert_eq!(score(after_v01), r1, "{l}: a v0.1 burst moved a v0.2 score");
+        // 500 v0.2 rows with extreme signals (more than the tenant's own 200): the statistics
+        // move, the score by at most the bound.
+        for i in 0..500 {
+            let id = format!("burst-{i}");
+            log_row(db, &id, "acme", (3.5, 0.0, 1.0), now - DAY + 2000 + i).await;
+        }
+        republish(db, &SEED, now).await.unwrap();
+        let after = served(db).await;
+        assert_ne!(
+            after.tenant_stats["acme"], before.tenant_stats["acme"],
+            "{l}"
+        );
+        let r2 = score(after);
+        let a = champion.platt.a.abs();
+        let between = a * TENANT_MAX_SHIFT / 2.0;
+        // The figure docs/ARCHITECTURE.md and README.md give for the default model.
+        assert!((between - 0.0589).abs() < 5e-5, "{l}: {between}");
+        for (r, what) in [(&r1, "before"), (&r2, "after")] {
+            assert!(
+                (r.risk - baseline.risk).abs() <= a * TENANT_MAX_SHIFT / 4.0 + 1e-12,
+                "{l}: {what}: {} vs baseline {}",
+                r.risk,
+                baseline.risk
+            );
+        }
+        assert!(
+            (r2.risk - r1.risk).abs() <= between + 1e-12,
+            "{l}: {} → {} (bound {between})",
+            r1.risk,
+            r2.risk
+        );
+        assert_ne!(
+            r2.risk, baseline.risk,
+            "{l}: the tenant statistics had no effect at all"
+        );
+        eprintln!(
+            "{l}: default model |platt.a| = {a:.4}: bound {between:.4}; risk {:.4} (baseline) \
+             {:.4} (before) {:.4} (after the v0.2 burst)",
+            baseline.risk, r1.risk, r2.risk
         );
         t.cleanup().await;
     }

@@ -46,6 +46,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "dedup_content_hash",
         include_str!("../../migrations/sqlite/0005_dedup_content_hash.sql"),
     ),
+    (
+        6,
+        "decision_log_pcs_version",
+        include_str!("../../migrations/sqlite/0006_decision_log_pcs_version.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -72,6 +77,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "dedup_content_hash",
         include_str!("../../migrations/postgres/0005_dedup_content_hash.sql"),
+    ),
+    (
+        6,
+        "decision_log_pcs_version",
+        include_str!("../../migrations/postgres/0006_decision_log_pcs_version.sql"),
     ),
 ];
 

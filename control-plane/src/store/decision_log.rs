@@ -26,6 +26,9 @@ pub struct NewDecision<'a> {
     pub created_at_ms: i64,
     /// The gate's risk assessment, when the answer was scored.
     pub risk: Option<&'a kakeya_core::verify::RiskSummary>,
+    /// [`kakeya_core::features::pcs_version`] of the PCS (tenant statistics are kept per
+    /// version).
+    pub pcs_version: &'a str,
 }
 
 impl<'a> NewDecision<'a> {
@@ -53,6 +56,7 @@ impl<'a> NewDecision<'a> {
             verify_ns: rec.verify_ns,
             created_at_ms: rec.ts_ms,
             risk: vr.risk.as_ref(),
+            pcs_version: kakeya_core::features::pcs_version(pcs),
         }
     }
 }
@@ -62,9 +66,9 @@ pub async fn insert(conn: &mut AnyConnection, d: &NewDecision<'_>) -> Result<boo
     let done = sqlx::query(
         "INSERT INTO decision_log (record_id, tenant, pcs_id, d_hat, coh_star, r, budget, regime, accepted, \
          escalated, reason, status, cacheable, verify_ns, created_at_ms, risk, risk_band, \
-         model_version, arm, bundle_version) \
+         model_version, arm, bundle_version, pcs_version) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20) \
+         $19, $20, $21) \
          ON CONFLICT (record_id) DO NOTHING",
     )
     .bind(d.record_id)
@@ -87,6 +91,7 @@ pub async fn insert(conn: &mut AnyConnection, d: &NewDecision<'_>) -> Result<boo
     .bind(d.risk.map(|r| r.model_version.clone()))
     .bind(d.risk.map(|r| r.arm.clone()))
     .bind(d.risk.map(|r| i64::try_from(r.bundle_version).unwrap_or(i64::MAX)))
+    .bind(d.pcs_version)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() > 0)
