@@ -10,7 +10,6 @@ use kakeya_core::pcs_builder::BuildOptions;
 use kakeya_core::{parse, verify, VerifyParams};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -156,6 +155,8 @@ pub fn run(rows: &[Row], t: &Target<'_>, scorer: &Scorer) -> anyhow::Result<Run>
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let total = rows.len();
     let t0 = Instant::now();
+    let pb = kakeya_control_plane::progress::bar(&format!("through {}", t.url), total as u64);
+    pb.set_message("rows");
     std::thread::scope(|s| {
         for _ in 0..CONCURRENCY.min(total.max(1)) {
             s.spawn(|| loop {
@@ -172,15 +173,7 @@ pub fn run(rows: &[Row], t: &Target<'_>, scorer: &Scorer) -> anyhow::Result<Run>
                             v[i] = Some(r);
                         }
                         let d = done.fetch_add(1, Ordering::SeqCst) + 1;
-                        if d % 10 == 0 || d == total {
-                            let secs = t0.elapsed().as_secs_f64().max(1e-9);
-                            eprint!(
-                                "\rthrough {}: {d}/{total} rows, {:.1} rows/s",
-                                t.url,
-                                d as f64 / secs
-                            );
-                            let _ = std::io::stderr().flush();
-                        }
+                        pb.set_position(d as u64);
                     }
                     Err(e) => {
                         stop.store(true, Ordering::SeqCst);
@@ -194,7 +187,7 @@ pub fn run(rows: &[Row], t: &Target<'_>, scorer: &Scorer) -> anyhow::Result<Run>
         }
     });
     let secs = t0.elapsed().as_secs_f64();
-    eprintln!();
+    pb.finish_and_clear();
     if let Some(e) = first_error.into_inner().ok().flatten() {
         return Err(e);
     }

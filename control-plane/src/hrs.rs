@@ -153,13 +153,7 @@ pub fn signed_pcs_json(
 }
 
 fn progress(label: &'static str, total: usize) -> impl FnMut(usize) {
-    move |done| {
-        eprint!("\r{label}: {done}/{total}");
-        if done >= total {
-            eprintln!();
-        }
-        let _ = std::io::stderr().flush();
-    }
+    kakeya_control_plane::progress::callback(label, total)
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<(dataset::Dataset, eval::Prepared)> {

@@ -26,6 +26,7 @@ pub mod error;
 pub mod ingest;
 pub mod metrics;
 pub mod ml;
+pub mod progress;
 pub mod registry;
 pub mod server;
 pub mod store;

@@ -5,7 +5,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kakeya_control_plane::config::{process_env, Config};
 use kakeya_control_plane::{envoy, ingest, server, store};
-use std::io::Write;
 use std::path::PathBuf;
 
 mod eval_gateway;
@@ -202,19 +201,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .context("cannot open the database; check DATABASE_URL")?;
             let ttl = i64::try_from(cfg.dedup_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let pb = kakeya_control_plane::progress::spinner("replaying WAL records");
             let (stats, _) = ingest::replay(
                 &db,
                 &cfg.wal_dir,
                 from_start,
                 ttl,
                 cfg.group_commit_max_batch,
-                |s| {
-                    eprint!("\rreplaying: {} records read", s.read);
-                    let _ = std::io::stderr().flush();
-                },
+                |s| pb.set_position(s.read),
             )
             .await?;
-            eprintln!();
+            pb.finish_and_clear();
             println!(
                 "read {} records: {} applied fresh, {} already present, {} idempotency conflicts, {} invalid; skipped {} corrupt bytes in {} ranges, {} torn-tail bytes",
                 stats.read,
