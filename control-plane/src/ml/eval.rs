@@ -138,14 +138,24 @@ pub fn assign_folds(p: &Prepared, k: usize, seed: u64) -> Vec<usize> {
         .collect()
 }
 
-/// Tenant baseline from the rows `idx`.
+/// Tenant baseline from the rows `idx`: the same robust estimator the bundles' per-tenant
+/// statistics use ([`TenantStats::robust`]), so serving a tenant whose traffic looks like the
+/// training data changes nothing; population statistics only when no row is plausible.
 pub fn tenant_of(p: &Prepared, idx: &[usize]) -> TenantStats {
     let col = |j: usize| {
         idx.iter()
             .map(|&i| p.x[i * N_FEATURES + j])
             .collect::<Vec<_>>()
     };
-    TenantStats::from_population(&col(0), &col(1), &col(2))
+    let samples: Vec<(f64, f64, f64)> = idx
+        .iter()
+        .map(|&i| {
+            let row = i * N_FEATURES;
+            (p.x[row], p.x[row + 1], p.x[row + 2])
+        })
+        .collect();
+    TenantStats::robust(&samples, 1)
+        .unwrap_or_else(|| TenantStats::from_population(&col(0), &col(1), &col(2)))
 }
 
 /// `x` with the tenant-relative columns recomputed for `tenant`.

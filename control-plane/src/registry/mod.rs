@@ -73,7 +73,7 @@ pub fn stats_are_finite(s: &TenantStats) -> bool {
 
 /// Per-tenant [`TenantStats`] from the decision log: for every tenant with at least
 /// [`TENANT_STATS_MIN_ROWS`] eligible rows created since `since_ms`, the robust statistics
-/// ([`TenantStats::robust`]: medians of D̂, coh★ and r, MAD scale of r) of its most recent
+/// ([`TenantStats::robust`]: medians of D̂, coh★ and r, winsorised std of r) of its most recent
 /// [`TENANT_STATS_MAX_ROWS`] eligible rows.
 ///
 /// Eligible: PCS v0.2 (v0.1 traffic never moves the baseline v0.2 answers are scored with),

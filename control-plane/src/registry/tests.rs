@@ -304,17 +304,23 @@ async fn published_bundles_carry_tenant_stats_from_the_recent_decision_log() {
             "{}",
             t.label
         );
-        // Expected: medians of acme's recent v0.2 rows and 1.4826 × the MAD of r, written out
-        // here rather than calling TenantStats::robust.
+        // Expected: medians of acme's recent v0.2 rows and the std of r winsorised at 10 % on
+        // each side (60 rows: the 6 lowest and 6 highest clipped), written out here rather than
+        // calling TenantStats::robust.
         let med_r = median_of(acme.iter().map(|s| s.2).collect());
-        let mad = median_of(acme.iter().map(|s| (s.2 - med_r).abs()).collect());
+        let mut r: Vec<f64> = acme.iter().map(|s| s.2).collect();
+        r.sort_by(f64::total_cmp);
+        let (lo, hi) = (r[6], r[r.len() - 7]);
+        let w: Vec<f64> = r.iter().map(|x| x.clamp(lo, hi)).collect();
+        let mean = w.iter().sum::<f64>() / w.len() as f64;
+        let wstd = (w.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
         let got = b.tenant_stats["acme"];
         assert_eq!(got.count, 60, "{}", t.label);
         for (g, e) in [
             (got.avg_d_hat, median_of(acme.iter().map(|s| s.0).collect())),
             (got.avg_coh, median_of(acme.iter().map(|s| s.1).collect())),
             (got.avg_r, med_r),
-            (got.std_r, 1.4826 * mad),
+            (got.std_r, wstd),
         ] {
             assert!((g - e).abs() < 1e-12, "{}: {g} vs {e}", t.label);
         }
