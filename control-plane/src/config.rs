@@ -402,25 +402,58 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("admin.token"))
     }
 
-    /// The admin token: `KAKEYA_ADMIN_TOKEN` when set, else the token file's, which is
-    /// generated (mode 0600) the first time. Never logged; say where it is with
-    /// [`AdminToken::source`].
+    /// The admin token for `kakeya serve`: `KAKEYA_ADMIN_TOKEN` when set, else the token
+    /// file's, which is generated (mode 0600) the first time. Never logged; say where it is
+    /// with [`AdminToken::source`].
     pub fn load_admin_token(&self) -> anyhow::Result<AdminToken> {
-        if let Some(t) = &self.admin_token {
-            return Ok(AdminToken {
+        self.admin_token_with(true)
+    }
+
+    /// The admin token for a client (`kakeya config admin-token`): like [`Self::load_admin_token`]
+    /// but never creates the file, since a token made up in the wrong data dir only earns 401s
+    /// from the running server.
+    pub fn read_admin_token(&self) -> anyhow::Result<AdminToken> {
+        self.admin_token_with(false)
+    }
+
+    fn admin_token_with(&self, create: bool) -> anyhow::Result<AdminToken> {
+        let token = if let Some(t) = &self.admin_token {
+            AdminToken {
                 value: t.trim().to_string(),
                 source: "KAKEYA_ADMIN_TOKEN".into(),
                 generated: false,
-            });
+            }
+        } else {
+            let path = self.admin_token_path();
+            let (value, generated) = if create {
+                crate::api::auth::load_or_create_token(&path)
+                    .context("admin token file (KAKEYA_ADMIN_TOKEN_FILE)")?
+            } else if path.exists() {
+                (crate::api::auth::read_secret_file(&path)?, false)
+            } else {
+                anyhow::bail!(
+                    "no admin token at {}: no `kakeya serve` has used the data dir {}. Set \
+                     KAKEYA_DATA_DIR (or KAKEYA_ADMIN_TOKEN_FILE) to the server's (`cargo xtask up` \
+                     prints it)",
+                    path.display(),
+                    self.data_dir.display()
+                )
+            };
+            AdminToken {
+                value,
+                source: path.display().to_string(),
+                generated,
+            }
+        };
+        if token.value.len() < MIN_ADMIN_TOKEN_LEN {
+            anyhow::bail!(
+                "the admin token from {} has {} characters; use at least {MIN_ADMIN_TOKEN_LEN} \
+                 (e.g. `openssl rand -base64 32`), or unset it to let `kakeya serve` generate one",
+                token.source,
+                token.value.len()
+            );
         }
-        let path = self.admin_token_path();
-        let (value, generated) = crate::api::auth::load_or_create_token(&path)
-            .context("admin token file (KAKEYA_ADMIN_TOKEN_FILE)")?;
-        Ok(AdminToken {
-            value,
-            source: path.display().to_string(),
-            generated,
-        })
+        Ok(token)
     }
 
     /// The ingest shared secret, when one is configured.
@@ -468,6 +501,9 @@ impl Config {
 }
 
 /// The admin bearer token and where it came from (a file path or the variable name).
+/// Shortest admin token accepted: a guessable operator-chosen token would defeat the point.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
 pub struct AdminToken {
     pub value: String,
     pub source: String,
@@ -877,6 +913,33 @@ mod tests {
         ingest(&[("KAKEYA_INGEST_SECRET_FILE", "/etc/s")]).unwrap();
         let ok = env(&[("KAKEYA_INGEST_ADDR", "[::1]:8082")]);
         Config::from_env_map(&ok).unwrap().check_exposure().unwrap();
+    }
+
+    #[test]
+    fn clients_read_the_admin_token_without_creating_it_and_short_tokens_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().display().to_string();
+        let c = Config::from_env_map(&env(&[("KAKEYA_DATA_DIR", dir.as_str())])).unwrap();
+        let e = c
+            .read_admin_token()
+            .err()
+            .expect("no token yet")
+            .to_string();
+        assert!(e.contains("KAKEYA_DATA_DIR") && e.contains(&dir), "{e}");
+        assert!(
+            !c.admin_token_path().exists(),
+            "a client never creates the token"
+        );
+        let served = c.load_admin_token().unwrap();
+        assert!(served.generated && served.value.len() >= MIN_ADMIN_TOKEN_LEN);
+        assert_eq!(c.read_admin_token().unwrap().value, served.value);
+        let short = Config::from_env_map(&env(&[("KAKEYA_ADMIN_TOKEN", "admintok")])).unwrap();
+        let e = short
+            .load_admin_token()
+            .err()
+            .expect("too short")
+            .to_string();
+        assert!(e.contains("at least 16"), "{e}");
     }
 
     #[test]

@@ -256,7 +256,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Config {
             cmd: ConfigCmd::AdminToken,
         } => {
-            let t = cfg.load_admin_token()?;
+            let t = cfg.read_admin_token()?;
             eprintln!("admin token: {}", t.source);
             println!("{}", t.value);
             Ok(())

@@ -4,7 +4,9 @@
 //! * **`pcs-id-v1`** (PCS v0.1, no `evidence_sha256`): `SHA-256(merkle_root|epoch|shard_id)`, the
 //!   reference agents' rule, unchanged.
 //! * **`pcs-id-v2`** (PCS v0.2, signed `evidence_sha256`):
-//!   `SHA-256(merkle_root|epoch|shard_id|evidence_sha256)`. The Merkle root of a built PCS covers
+//!   `SHA-256("pcs-id-v2|" + merkle_root|epoch|shard_id|evidence_sha256)`. The prefix keeps the
+//!   two rules apart: without it a v0.1 PCS with shard `s|<hash>` would share the id of a v0.2
+//!   PCS with shard `s` and evidence hash `<hash>`. The Merkle root of a built PCS covers
 //!   the response text only, so under v1 the same answer sent with another question or a
 //!   contradicting context would share one id, one dedup slot and therefore one verdict, and
 //!   would never be scored on its own evidence. Covering the evidence hash gives every
@@ -32,7 +34,8 @@ pub fn derive_pcs_id(merkle_root: &str, epoch: i64, shard_id: &str) -> String {
 }
 
 /// `pcs-id-v2` when `evidence_sha256` is non-empty (PCS v0.2):
-/// `hex(SHA-256(merkle_root | epoch | shard_id | evidence_sha256))`; otherwise `pcs-id-v1`.
+/// `hex(SHA-256("pcs-id-v2|" merkle_root | epoch | shard_id | evidence_sha256))`; otherwise
+/// `pcs-id-v1`.
 pub fn derive_pcs_id_bound(
     merkle_root: &str,
     epoch: i64,
@@ -42,9 +45,14 @@ pub fn derive_pcs_id_bound(
     if evidence_sha256.is_empty() {
         derive_pcs_id(merkle_root, epoch, shard_id)
     } else {
-        sha256_hex(format!("{merkle_root}|{epoch}|{shard_id}|{evidence_sha256}").as_bytes())
+        sha256_hex(
+            format!("{PCS_ID_V2}|{merkle_root}|{epoch}|{shard_id}|{evidence_sha256}").as_bytes(),
+        )
     }
 }
+
+/// Name, and domain-separation prefix, of the v0.2 identity rule.
+pub const PCS_ID_V2: &str = "pcs-id-v2";
 
 /// The id a PCS must carry under its identity rule (see the module docs).
 pub fn expected_pcs_id(p: &crate::pcs::Pcs) -> String {
@@ -104,11 +112,16 @@ mod tests {
             derive_pcs_id_bound(&root, 1, "test-shard", ""),
             derive_pcs_id(&root, 1, "test-shard")
         );
-        // Pinned: SHA-256("aaa…a|1|test-shard|" + "ab"×32).
+        // Pinned: SHA-256("pcs-id-v2|aaa…a|1|test-shard|" + "ab"×32).
         let ev = "ab".repeat(32);
         assert_eq!(
             derive_pcs_id_bound(&root, 1, "test-shard", &ev),
-            sha256_hex(format!("{root}|1|test-shard|{ev}").as_bytes())
+            "58a27d4f0bfc8d961ce612117beb2693d6493bf926ccac7a27215076b572afdb"
+        );
+        // Domain separation: a v0.1 shard that spells the v2 suffix is another identity.
+        assert_ne!(
+            derive_pcs_id(&root, 1, &format!("test-shard|{ev}")),
+            derive_pcs_id_bound(&root, 1, "test-shard", &ev)
         );
         assert_ne!(
             derive_pcs_id_bound(&root, 1, "test-shard", &ev),

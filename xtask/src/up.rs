@@ -92,8 +92,9 @@ fn addresses(kakeya: &Path, data_dir: &Path) -> Result<Addresses> {
         admin: addr("admin_addr")?,
         ingest: addr("ingest_addr")?,
         envoy_admin: addr("envoy_admin_addr")?,
-        admin_token: if std::env::var_os("KAKEYA_ADMIN_TOKEN").is_some() {
-            "from KAKEYA_ADMIN_TOKEN".into()
+        // `config show` redacts a configured token (non-null) and names the file otherwise.
+        admin_token: if !cfg["admin_token"].is_null() {
+            "the configured admin_token (KAKEYA_ADMIN_TOKEN or kakeya.toml)".into()
         } else {
             cfg["admin_token_file"].as_str().map_or_else(
                 || data_dir.join("admin.token").display().to_string(),
@@ -205,7 +206,7 @@ fn summary(a: &Addresses, data_dir: &Path, kakeya: &Path) -> String {
         "\nKakeya Edge is up.\n\
          \n  gateway        http://{gw}/v1/pcs/submit   (POST a PCS; /health)\
          \n  control plane  http://{admin}/health /ready /metrics /v1/openapi.json\
-         \n  ingest         http://{ingest} (loopback only; Envoy forwards here)\
+         \n  ingest         http://{ingest} (Envoy forwards here)\
          \n  envoy admin    http://{ea}/stats/prometheus\
          \n  data dir       {dd}\
          \n  admin token    {token}   (Authorization: Bearer …; or `kakeya config admin-token`)\

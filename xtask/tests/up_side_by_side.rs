@@ -27,10 +27,34 @@ struct Up {
     stdout: mpsc::Receiver<String>,
 }
 
+/// Ctrl-C, as a user would stop it (so it stops Envoy and the control plane), then waits for
+/// the exit within `within`; SIGKILL if it is still running then.
+fn interrupt(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    wait_with_deadline(child, within)
+}
+
+fn wait_with_deadline(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
 impl Drop for Up {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Also on a failed assertion: never leave Envoy and kakeya running on their ports.
+        if let Ok(None) = self.child.try_wait() {
+            interrupt(&mut self.child, Duration::from_secs(20));
+        }
     }
 }
 
@@ -150,9 +174,16 @@ fn two_stacks_run_side_by_side_and_a_taken_address_is_refused() {
     let dir_c = tmp.path().join("c");
     let mut addrs = [free_addr(), free_addr(), free_addr(), free_addr()];
     addrs[0] = a.gateway;
-    let out = command(&dir_c, addrs).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err_path = tmp.path().join("c.err");
+    let mut third = command(&dir_c, addrs)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_with_deadline(&mut third, Duration::from_secs(60))
+        .expect("a stack on a taken address must fail fast, not run");
+    assert!(!status.success());
+    let err = std::fs::read_to_string(&err_path).unwrap();
     assert!(
         err.contains(&format!("{} (gateway_addr) is not free", a.gateway)),
         "{err}"
@@ -162,10 +193,7 @@ fn two_stacks_run_side_by_side_and_a_taken_address_is_refused() {
 
     // Ctrl-C stops a stack cleanly.
     for mut up in [a, b] {
-        let _ = Command::new("kill")
-            .args(["-INT", &up.child.id().to_string()])
-            .status();
-        let status = up.child.wait().unwrap();
+        let status = interrupt(&mut up.child, Duration::from_secs(30)).expect("stopped on Ctrl-C");
         assert!(status.success(), "{status}");
     }
 }
