@@ -134,37 +134,34 @@ impl Stack {
         )
     }
 
+    /// `kakeya envoy run`: renders the bootstrap and execs Envoy with the gate keyring in its
+    /// environment (the keyring is not in the YAML), so the child is Envoy itself.
     fn start_envoy(&mut self) -> Result<()> {
-        let yaml = self.data_dir.path().join("envoy.yaml");
-        let mut args = vec!["envoy", "render", "--wasm"];
-        let wasm = self.artefacts.wasm.to_string_lossy().into_owned();
-        let out_path = yaml.to_string_lossy().into_owned();
-        args.extend([wasm.as_str(), "--out", out_path.as_str()]);
-        if self.opts.without_gate {
-            args.push("--without-gate");
-        }
-        let out = self.kakeya(&args)?;
-        if !out.status.success() {
-            bail!(
-                "kakeya envoy render failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let yaml = self.envoy_yaml();
         let log = std::fs::File::create(self.data_dir.path().join("envoy.log"))?;
-        let child = Command::new(&self.artefacts.envoy)
-            .args([
-                "--use-dynamic-base-id",
-                "--log-level",
-                "warn",
-                "--concurrency",
-                "2",
-                "-c",
-            ])
+        let mut cmd = self.kakeya_cmd();
+        cmd.args(["envoy", "run", "--wasm"])
+            .arg(&self.artefacts.wasm)
+            .arg("--out")
             .arg(&yaml)
+            .arg("--envoy")
+            .arg(&self.artefacts.envoy);
+        if self.opts.without_gate {
+            cmd.arg("--without-gate");
+        }
+        cmd.args([
+            "--",
+            "--use-dynamic-base-id",
+            "--log-level",
+            "warn",
+            "--concurrency",
+            "2",
+        ]);
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .context("cannot start envoy")?;
+            .context("cannot start kakeya envoy run")?;
         self.envoy = Some(child);
         wait_ready(
             self.envoy_admin,
@@ -173,6 +170,11 @@ impl Stack {
             self.envoy.as_mut(),
         )
         .with_context(|| format!("envoy log:\n{}", self.envoy_log()))
+    }
+
+    /// The rendered Envoy bootstrap (mode 0600, `envoy.env` next to it).
+    pub fn envoy_yaml(&self) -> PathBuf {
+        self.data_dir.path().join("envoy.yaml")
     }
 
     pub fn envoy_log(&self) -> String {
