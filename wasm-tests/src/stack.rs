@@ -56,6 +56,10 @@ pub struct StackOptions {
     pub without_gate: bool,
     /// Point Envoy's ingest cluster at this address instead of the control plane's.
     pub ingest_override: Option<SocketAddr>,
+    /// Point Envoy's admin cluster (the gate's bundle polls, `/health`) at this address
+    /// instead of the control plane's, e.g. one where nothing listens: the gate never gets a
+    /// bundle.
+    pub admin_override: Option<SocketAddr>,
 }
 
 /// A running control plane + Envoy. Both are killed on drop.
@@ -140,6 +144,9 @@ impl Stack {
         let yaml = self.envoy_yaml();
         let log = std::fs::File::create(self.data_dir.path().join("envoy.log"))?;
         let mut cmd = self.kakeya_cmd();
+        if let Some(admin) = self.opts.admin_override {
+            cmd.env("KAKEYA_ADMIN_ADDR", admin.to_string());
+        }
         cmd.args(["envoy", "run", "--wasm"])
             .arg(&self.artefacts.wasm)
             .arg("--out")
