@@ -139,12 +139,6 @@ fn up() -> Result<()> {
     let data_dir = std::env::var("KAKEYA_DATA_DIR").unwrap_or_else(|_| "./.kakeya".into());
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {data_dir}: {e}"))?;
     let envoy_yaml = Path::new(&data_dir).join("envoy.yaml");
-    run(Command::new(&kakeya)
-        .args(["envoy", "render", "--wasm"])
-        .arg(&wasm)
-        .arg("--out")
-        .arg(&envoy_yaml)
-        .env("KAKEYA_DATA_DIR", &data_dir))?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -167,11 +161,19 @@ fn up() -> Result<()> {
         &mut children,
     )?;
     eprintln!("xtask: starting Envoy");
+    // `kakeya envoy run` renders envoy.yaml and execs Envoy with the gate keyring in its
+    // environment (the keyring is not in the YAML).
     children.push(
         "envoy",
-        Command::new(&envoy)
-            .args(["--log-level", "warn", "--base-id", "7401", "-c"])
+        Command::new(&kakeya)
+            .args(["envoy", "run", "--wasm"])
+            .arg(&wasm)
+            .arg("--out")
             .arg(&envoy_yaml)
+            .arg("--envoy")
+            .arg(&envoy)
+            .args(["--", "--log-level", "warn", "--base-id", "7401"])
+            .env("KAKEYA_DATA_DIR", &data_dir)
             .spawn(),
     )?;
     wait_http_ok(
