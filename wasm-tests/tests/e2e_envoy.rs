@@ -550,6 +550,17 @@ fn slow_and_odd_clients() {
             );
         }
     }
+    // A broken HTTP message (not the gate's business) still closes the connection.
+    s.write_all(b"POST /v1/pcs/submit HTTP/1.1\r\nhost: edge\r\ncontent-length: x\r\n\r\n")
+        .unwrap();
+    let (got, head, _) = read_response(&mut s).unwrap();
+    assert_eq!(got, 400, "{head}");
+    let mut rest = Vec::new();
+    assert!(
+        matches!(s.read_to_end(&mut rest), Ok(0)),
+        "closed after a codec error: {rest:?}"
+    );
+
     let stats = envoy_stats(&stack);
     assert_eq!(
         gate_stat(
