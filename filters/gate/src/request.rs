@@ -234,20 +234,16 @@ impl HttpContext for GateRequest {
     }
 
     /// Counts what the client of a forwarded submission gets: the control plane's answer, or
-    /// Envoy's 503/504 when the control plane is down or slow. Never changes the response; a
-    /// failed hostcall only loses the count.
+    /// Envoy's 503/504 when the control plane is down or slow. Never changes the response.
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let State::Forwarded { tenant, no_bundle } =
             std::mem::replace(&mut self.state, State::Continue)
         else {
             return Action::Continue;
         };
-        let headers = match host::get_map(MapType::HttpResponseHeaders) {
-            Ok(h) => h,
-            Err(e) => {
-                log::warn!("kakeya-gate: cannot read the response headers ({e}); not counted");
-                return Action::Continue;
-            }
+        // Unreadable headers only lose the count; no log line (the SDK's log macros unwrap).
+        let Ok(headers) = host::get_map(MapType::HttpResponseHeaders) else {
+            return Action::Continue;
         };
         let value = |name: &str| {
             headers
@@ -274,8 +270,9 @@ impl HttpContext for GateRequest {
             self.count(Some(&tenant), &cs);
         }
         if a.unavailable {
-            if let Some(shared) = &self.shared {
-                bump_global(shared.unavailable, UNAVAILABLE_METRIC);
+            if let Some(id) = self.shared.as_ref().and_then(|s| s.unavailable) {
+                // Best effort and silent, as above.
+                let _ = host::increment(id, 1);
             }
         }
         Action::Continue
