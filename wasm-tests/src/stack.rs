@@ -42,8 +42,24 @@ impl Artefacts {
     }
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, below the kernel's ephemeral range (32768–60999 by default).
+/// A port from `bind(0)` lies in that range: between this check and the moment the process
+/// that should listen there binds it, any outgoing connection (a test client, Envoy's upstream
+/// connections) may take it as its local port ("address already in use"). Ports down here are
+/// only ever taken by listeners. Falls back to `bind(0)` if none is free.
 pub fn free_addr() -> Result<SocketAddr> {
+    use std::hash::{BuildHasher, Hasher};
+    const LOW: u16 = 20_000;
+    const SPAN: u64 = 12_768;
+    for _ in 0..200 {
+        // std's RandomState is randomly seeded per instance: a cheap source of random ports.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = LOW + (h.finish() % SPAN) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(l.local_addr()?);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 

@@ -575,9 +575,11 @@ fn slow_and_odd_clients() {
 
 #[test]
 fn gate_counters_match_the_answers_clients_got() {
-    // Nothing listens at the admin cluster: the gate never gets a bundle (failure mode open),
-    // so evidence-bearing submissions are escalated for review without one.
-    let nothing = kakeya_wasm_tests::stack::free_addr().unwrap();
+    // The admin cluster points at a socket that never answers (held, so no other test's
+    // stack can take the port): the gate never gets a bundle (failure mode open), so
+    // evidence-bearing submissions are escalated for review without one.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nothing = silent.local_addr().unwrap();
     let mut env = hmac_env();
     env.push(("TOKEN_RATE".into(), "100000".into()));
     let mut stack = Stack::start(StackOptions {
