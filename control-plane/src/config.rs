@@ -350,6 +350,7 @@ impl Config {
     pub fn gate_config(&self) -> GateConfig {
         GateConfig {
             keyring: self.keyring.clone(),
+            keyring_env: None,
             verify: self.verify,
             bundle: self.bundle_public_key.as_ref().map(|pk| BundleSource {
                 cluster: "kakeya_admin".into(),

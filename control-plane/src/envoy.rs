@@ -5,12 +5,23 @@
 //! started with, and the addresses must be overridable so tests can run on free ports.
 //! Rendering is plain `{{placeholder}}` substitution; every inserted value is either a number
 //! or a JSON string literal (valid YAML), so no value can break the document's structure.
+//!
+//! Secrets: the gate's keyring (HMAC keys) is not in the YAML. The plugin configuration names
+//! the environment variable [`KEYRING_ENV`] instead, and Envoy hands that variable of its own
+//! process environment to the VM (`vm_config.environment_variables.host_env_keys`, whose values
+//! `/config_dump` does not show). [`envoy_env`] is what Envoy's environment must hold;
+//! [`render_to_file`] also writes it as `<out>.env` and [`envoy_command`] starts Envoy with it.
+//! Every file written here is mode 0600.
 
 use crate::config::Config;
 use anyhow::{bail, Context};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The environment variable of the Envoy process that carries the gate's keyring as JSON.
+pub const KEYRING_ENV: &str = "KAKEYA_GATE_KEYRING";
 
 /// The template, embedded so the binary can render without the source tree.
 pub const TEMPLATE: &str = include_str!("../../envoy/gateway.yaml.tmpl");
@@ -104,7 +115,11 @@ fn descriptors(cfg: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
 pub fn render(cfg: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
     cfg.validate()
         .context("refusing to render an invalid configuration")?;
-    let gate_json = serde_json::to_string(&cfg.gate_config())?;
+    let mut gate_config = cfg.gate_config();
+    // The keyring travels in Envoy's environment (see the module docs), never in the YAML.
+    gate_config.keyring = Default::default();
+    gate_config.keyring_env = Some(KEYRING_ENV.into());
+    let gate_json = serde_json::to_string(&gate_config)?;
     let wasm = opts.wasm_path.to_str().context("wasm path must be UTF-8")?;
     let desc = descriptors(cfg, opts)?;
     let host = |a: &SocketAddr| json_str(&a.ip().to_string());
@@ -122,6 +137,7 @@ pub fn render(cfg: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         ("burst", (u64::from(cfg.token_rate) * 2).to_string()),
         ("wasm_path", json_str(wasm)?),
         ("gate_config_json", json_str(&gate_json)?),
+        ("keyring_env", json_str(KEYRING_ENV)?),
         ("tenant_descriptors", desc),
     ];
     let mut out = if opts.without_gate {
@@ -158,12 +174,72 @@ fn without_gate(template: &str) -> String {
     out
 }
 
-/// Renders and writes `out` (temp file + rename, so Envoy never reads half a file).
-pub fn render_to_file(cfg: &Config, opts: &RenderOptions, out: &Path) -> anyhow::Result<()> {
+/// What Envoy's process environment must hold for the rendered bootstrap: the gate keyring.
+pub fn envoy_env(cfg: &Config) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(vec![(
+        KEYRING_ENV.to_string(),
+        serde_json::to_string(&cfg.keyring)?,
+    )])
+}
+
+/// Path of the environment file [`render_to_file`] writes next to `out`.
+pub fn env_file_path(out: &Path) -> PathBuf {
+    out.with_extension("env")
+}
+
+/// Renders and writes `out` and, next to it, [`env_file_path`]: `NAME=value` lines (the value
+/// verbatim to the end of the line, the format of `docker run --env-file`) with [`envoy_env`].
+/// Both are mode 0600 and replaced atomically (temp file + rename, so Envoy never reads half a
+/// file). Returns the environment file's path.
+pub fn render_to_file(cfg: &Config, opts: &RenderOptions, out: &Path) -> anyhow::Result<PathBuf> {
     let yaml = render(cfg, opts)?;
-    let tmp = out.with_extension("yaml.tmp");
-    std::fs::write(&tmp, yaml).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("cannot rename to {}", out.display()))?;
+    write_private(out, yaml.as_bytes())?;
+    let mut env = String::new();
+    for (k, v) in envoy_env(cfg)? {
+        // serde_json escapes control characters, so a value is one line.
+        writeln!(env, "{k}={v}")?;
+    }
+    let env_path = env_file_path(out);
+    write_private(&env_path, env.as_bytes())?;
+    Ok(env_path)
+}
+
+/// The command that starts `envoy_bin` on the rendered bootstrap `yaml` with [`envoy_env`] in
+/// its environment (`extra_args` go before `-c`).
+pub fn envoy_command(
+    cfg: &Config,
+    envoy_bin: &Path,
+    yaml: &Path,
+    extra_args: &[String],
+) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(envoy_bin);
+    cmd.args(extra_args)
+        .arg("-c")
+        .arg(yaml)
+        .envs(envoy_env(cfg)?);
+    Ok(cmd)
+}
+
+/// Writes `data` to `path` readable by the owner only (temp file + rename).
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let name = path
+        .file_name()
+        .context("output path has no file name")?
+        .to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let mut f = o
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
     Ok(())
 }
 
@@ -183,9 +259,9 @@ mod tests {
     fn renders_all_placeholders_and_embeds_gate_config() {
         let cfg = Config::from_env_map(&env(&[
             ("PCS_SIGN_ALG", "hmac"),
-            ("PCS_HMAC_KEY", "k\"ey\n"),
+            ("PCS_HMAC_KEY", "global-s3cret\"\n"),
             ("MULTI_TENANT", "true"),
-            ("TENANTS", "acme:hmac:a1,beta:none:"),
+            ("TENANTS", "acme:hmac:acme-s3cret,beta:none:"),
             ("TOKEN_RATE", "7"),
         ]))
         .unwrap();
@@ -195,6 +271,9 @@ mod tests {
         assert!(yaml.contains("max_tokens: 14, tokens_per_fill: 7"));
         assert!(yaml.contains("value: \"acme\"") && yaml.contains("value: \"beta\""));
         assert!(!yaml.contains("max_dynamic_descriptors"));
+        // No secret in the bootstrap: the keyring is named, and Envoy passes the variable on.
+        assert!(!yaml.contains("s3cret"), "{yaml}");
+        assert!(yaml.contains("host_env_keys: [\"KAKEYA_GATE_KEYRING\"]"));
         // the embedded configuration is a JSON string whose content is the GateConfig JSON
         let line = yaml
             .lines()
@@ -203,8 +282,53 @@ mod tests {
         let lit = line.trim_start().trim_start_matches("value: ");
         let inner: String = serde_json::from_str(lit).unwrap();
         let gc: kakeya_core::GateConfig = serde_json::from_str(&inner).unwrap();
-        assert_eq!(gc, cfg.gate_config());
-        kakeya_core::Gate::from_json(inner.as_bytes()).unwrap();
+        assert_eq!(gc.keyring_env.as_deref(), Some(KEYRING_ENV));
+        assert_eq!(gc.keyring, Default::default());
+        assert_eq!(
+            (gc.verify, gc.bundle),
+            (cfg.verify, cfg.gate_config().bundle)
+        );
+        // With Envoy's environment, the filter's parse gives the configured keyring back.
+        let vars = envoy_env(&cfg).unwrap();
+        let lookup = |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let gate = kakeya_core::Gate::from_json_with_env(inner.as_bytes(), &lookup).unwrap();
+        assert!(gate.keyring.multi_tenant() && gate.keyring.verifier_for("acme").is_ok());
+        let keyring: kakeya_core::signature::KeyringConfig =
+            serde_json::from_str(&lookup(KEYRING_ENV).unwrap()).unwrap();
+        assert_eq!(keyring, cfg.keyring);
+    }
+
+    #[test]
+    fn files_holding_the_keyring_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let cfg = Config::from_env_map(&env(&[
+            ("PCS_SIGN_ALG", "hmac"),
+            ("PCS_HMAC_KEY", "line1\nline2-s3cret"),
+        ]))
+        .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("envoy.yaml");
+        // An existing world-readable file is replaced by a private one.
+        std::fs::write(&out, "old").unwrap();
+        let env_path =
+            render_to_file(&cfg, &RenderOptions::from_config(&cfg, "/g.wasm"), &out).unwrap();
+        assert_eq!(env_path, tmp.path().join("envoy.env"));
+        for p in [&out, &env_path] {
+            let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+        assert!(!std::fs::read_to_string(&out).unwrap().contains("s3cret"));
+        let env_file = std::fs::read_to_string(&env_path).unwrap();
+        let lines: Vec<&str> = env_file.lines().collect();
+        assert_eq!(lines.len(), 1, "one NAME=value line: {env_file}");
+        let (name, value) = lines[0].split_once('=').unwrap();
+        assert_eq!(name, KEYRING_ENV);
+        let k: kakeya_core::signature::KeyringConfig = serde_json::from_str(value).unwrap();
+        assert_eq!(k.global.keys, vec!["line1\nline2-s3cret".to_string()]);
+        let cmd = envoy_command(&cfg, Path::new("/bin/envoy"), &out, &["--x".into()]).unwrap();
+        assert!(cmd.get_envs().any(|(k, v)| k == KEYRING_ENV && v.is_some()));
+        let args: Vec<_> = cmd.get_args().collect();
+        assert_eq!(args, ["--x", "-c", out.to_str().unwrap()]);
     }
 
     #[test]
@@ -222,7 +346,10 @@ mod tests {
             .unwrap();
         let inner: String =
             serde_json::from_str(line.trim_start().trim_start_matches("value: ")).unwrap();
-        let gate = kakeya_core::Gate::from_json(inner.as_bytes()).unwrap();
+        let vars = envoy_env(&cfg).unwrap();
+        let gate =
+            kakeya_core::Gate::from_json_with_env(inner.as_bytes(), &|_| Some(vars[0].1.clone()))
+                .unwrap();
         let b = gate.bundle.unwrap();
         assert_eq!(
             b.public_keys,

@@ -125,6 +125,25 @@ enum EnvoyCmd {
         #[arg(long)]
         without_gate: bool,
     },
+    /// Render the bootstrap to --out (as `render` does) and replace this process with Envoy
+    /// on it, with the gate keyring in Envoy's environment (KAKEYA_GATE_KEYRING).
+    Run {
+        /// Path of the compiled gate filter (.wasm) as Envoy will see it.
+        #[arg(long)]
+        wasm: PathBuf,
+        /// Where the bootstrap goes (mode 0600; `<out>.env` next to it).
+        #[arg(long)]
+        out: PathBuf,
+        /// The Envoy binary.
+        #[arg(long, default_value = "envoy")]
+        envoy: PathBuf,
+        /// Leave the gate filter out (benchmark baseline only: nothing is verified).
+        #[arg(long)]
+        without_gate: bool,
+        /// Further Envoy arguments (after `--`), e.g. `-- --log-level warn`.
+        #[arg(last = true)]
+        envoy_args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -243,9 +262,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut opts = envoy::RenderOptions::from_config(&cfg, wasm);
             opts.dynamic_tenant_buckets = dynamic_tenant_buckets;
             opts.without_gate = without_gate;
-            envoy::render_to_file(&cfg, &opts, &out)?;
-            println!("wrote {}", out.display());
+            let env_file = envoy::render_to_file(&cfg, &opts, &out)?;
+            println!(
+                "wrote {} and {} (mode 0600; Envoy needs {} from it in its environment)",
+                out.display(),
+                env_file.display(),
+                envoy::KEYRING_ENV
+            );
             Ok(())
+        }
+        Cmd::Envoy {
+            cmd:
+                EnvoyCmd::Run {
+                    wasm,
+                    out,
+                    envoy: envoy_bin,
+                    without_gate,
+                    envoy_args,
+                },
+        } => {
+            let mut cfg = cfg;
+            cfg.load_bundle_key()
+                .context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")?;
+            let mut opts = envoy::RenderOptions::from_config(&cfg, wasm);
+            opts.without_gate = without_gate;
+            envoy::render_to_file(&cfg, &opts, &out)?;
+            let mut cmd = envoy::envoy_command(&cfg, &envoy_bin, &out, &envoy_args)?;
+            // exec: Envoy keeps this process id, so whoever started us can signal it directly.
+            use std::os::unix::process::CommandExt;
+            let err = cmd.exec();
+            Err(anyhow::anyhow!(
+                "cannot start {}: {err}",
+                envoy_bin.display()
+            ))
         }
         Cmd::Config {
             cmd: ConfigCmd::Show,

@@ -14,6 +14,12 @@ pub const SUBMIT_PATH: &str = "/v1/pcs/submit";
 pub struct GateConfig {
     #[serde(default)]
     pub keyring: KeyringConfig,
+    /// Name of an environment variable of the Envoy process that holds the keyring (a
+    /// [`KeyringConfig`] as JSON) instead of `keyring`. HMAC keys are secrets: in the plugin
+    /// configuration they would show in Envoy's `/config_dump`; Envoy passes the variable to
+    /// the VM (`vm_config.environment_variables.host_env_keys`) without showing its value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyring_env: Option<String>,
     #[serde(default)]
     pub verify: VerifyParams,
     /// Where the model bundle comes from; without it the filter verifies only.
@@ -77,6 +83,8 @@ pub enum GateConfigError {
     Verify(String),
     #[error("gate bundle source: {0}")]
     Bundle(String),
+    #[error("gate keyring_env: {0}")]
+    KeyringEnv(String),
 }
 
 /// A parsed and validated gate configuration, ready for requests.
@@ -88,13 +96,53 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// Parses a configuration without `keyring_env` (one that names a variable is refused).
     pub fn from_json(bytes: &[u8]) -> Result<Self, GateConfigError> {
-        let cfg: GateConfig =
+        Self::from_json_with_env(bytes, &|_| None)
+    }
+
+    /// Parses a configuration, resolving `keyring_env` with `env` (the filter passes the VM's
+    /// environment, i.e. `std::env::var`).
+    pub fn from_json_with_env(
+        bytes: &[u8],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, GateConfigError> {
+        let mut cfg: GateConfig =
             serde_json::from_slice(bytes).map_err(|e| GateConfigError::Json(e.to_string()))?;
+        if let Some(name) = cfg.keyring_env.take() {
+            if cfg.keyring != KeyringConfig::default() {
+                return Err(GateConfigError::KeyringEnv(
+                    "set either keyring or keyring_env, not both".into(),
+                ));
+            }
+            let raw = env(&name).ok_or_else(|| {
+                GateConfigError::KeyringEnv(format!(
+                    "environment variable {name} is not set in the VM (Envoy needs it in its \
+                     environment and in vm_config.environment_variables.host_env_keys)"
+                ))
+            })?;
+            // The message names the variable and the position, never (part of) its secret
+            // content, which serde's own messages may quote.
+            cfg.keyring = serde_json::from_str(&raw).map_err(|e| {
+                GateConfigError::KeyringEnv(format!(
+                    "{name} is not a keyring as JSON ({:?} error at line {}, column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ))
+            })?;
+        }
         Self::from_config(&cfg)
     }
 
+    /// Builds the gate from a configuration whose keyring is inline (`keyring_env` is refused
+    /// here: it has to be resolved first, see [`Gate::from_json_with_env`]).
     pub fn from_config(cfg: &GateConfig) -> Result<Self, GateConfigError> {
+        if cfg.keyring_env.is_some() {
+            return Err(GateConfigError::KeyringEnv(
+                "not resolved: use Gate::from_json_with_env".into(),
+            ));
+        }
         cfg.verify.validate().map_err(GateConfigError::Verify)?;
         if let Some(b) = &cfg.bundle {
             if b.cluster.is_empty() || !b.path.starts_with('/') {
@@ -124,5 +172,47 @@ impl Gate {
             verify: cfg.verify,
             bundle: cfg.bundle.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEYRING: &str = r#"{"global":{"alg":"hmac","keys":["s3cret-key"]}}"#;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "KAKEYA_GATE_KEYRING").then(|| KEYRING.to_string())
+    }
+
+    #[test]
+    fn keyring_from_the_environment() {
+        let cfg = br#"{"keyring_env":"KAKEYA_GATE_KEYRING"}"#;
+        let gate = Gate::from_json_with_env(cfg, &env).unwrap();
+        assert!(!gate.keyring.verifier_for("default").unwrap().is_none());
+        // Without the variable, or without an environment, the configuration is refused.
+        let missing = br#"{"keyring_env":"NOPE"}"#;
+        let e = Gate::from_json_with_env(missing, &env).unwrap_err();
+        assert!(matches!(e, GateConfigError::KeyringEnv(_)), "{e}");
+        assert!(Gate::from_json(cfg).is_err());
+        // Both inline and by name: refused.
+        let both = br#"{"keyring_env":"KAKEYA_GATE_KEYRING","keyring":{"multi_tenant":true}}"#;
+        assert!(Gate::from_json_with_env(both, &env).is_err());
+        // An unresolved GateConfig is refused by from_config.
+        let c = GateConfig {
+            keyring_env: Some("KAKEYA_GATE_KEYRING".into()),
+            ..GateConfig::default()
+        };
+        assert!(Gate::from_config(&c).is_err());
+    }
+
+    #[test]
+    fn a_bad_keyring_variable_is_refused_without_quoting_it() {
+        let bad = |_: &str| Some(r#"{"global":{"alg":"hmac","keys":"s3cret-key"}}"#.to_string());
+        let e = Gate::from_json_with_env(br#"{"keyring_env":"K"}"#, &bad).unwrap_err();
+        assert!(matches!(e, GateConfigError::KeyringEnv(_)));
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let empty = |_: &str| Some(r#"{"global":{"alg":"hmac","keys":[""]}}"#.to_string());
+        assert!(Gate::from_json_with_env(br#"{"keyring_env":"K"}"#, &empty).is_err());
     }
 }

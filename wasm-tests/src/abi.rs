@@ -714,6 +714,13 @@ fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {
 /// WASI errno values used here.
 const ERRNO_SUCCESS: i32 = 0;
 
+fn environ(st: &HostState) -> Vec<Vec<u8>> {
+    st.env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\0").into_bytes())
+        .collect()
+}
+
 fn link_wasi(l: &mut Linker<HostState>) -> Result<()> {
     const W: &str = "wasi_snapshot_preview1";
     l.func_wrap(
@@ -736,19 +743,31 @@ fn link_wasi(l: &mut Linker<HostState>) -> Result<()> {
             Ok(ERRNO_SUCCESS)
         },
     )?;
+    // The environment as `NAME=value\0` strings, like Envoy's `environment_variables`.
     l.func_wrap(
         W,
         "environ_sizes_get",
         |mut c: C<'_>, count: i32, size: i32| -> Result<i32> {
-            write_u32(&mut c, count, 0)?;
-            write_u32(&mut c, size, 0)?;
+            let vars = environ(c.data());
+            let total: usize = vars.iter().map(Vec::len).sum();
+            write_u32(&mut c, count, u32::try_from(vars.len())?)?;
+            write_u32(&mut c, size, u32::try_from(total)?)?;
             Ok(ERRNO_SUCCESS)
         },
     )?;
     l.func_wrap(
         W,
         "environ_get",
-        |_: C<'_>, _environ: i32, _buf: i32| -> i32 { ERRNO_SUCCESS },
+        |mut c: C<'_>, environ_ptrs: i32, buf: i32| -> Result<i32> {
+            let vars = environ(c.data());
+            let mut at = buf as u32;
+            for (i, var) in vars.iter().enumerate() {
+                write_u32(&mut c, environ_ptrs + i32::try_from(i * 4)?, at)?;
+                write(&mut c, at as i32, var)?;
+                at = at.saturating_add(u32::try_from(var.len())?);
+            }
+            Ok(ERRNO_SUCCESS)
+        },
     )?;
     l.func_wrap(
         W,

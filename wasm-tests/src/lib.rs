@@ -135,6 +135,9 @@ pub struct Options {
     /// Shared data and queues (clone one store into several harnesses to emulate several VMs).
     pub shared: SharedStore,
     pub clock: Clock,
+    /// The VM's environment (WASI `environ_get`), as Envoy fills it from
+    /// `vm_config.environment_variables`.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -143,6 +146,7 @@ impl Default for Options {
             vm_config: Vec::new(),
             shared: SharedStore::new(),
             clock: Clock::System,
+            env: Vec::new(),
         }
     }
 }
@@ -159,6 +163,9 @@ pub struct Request {
     pub body_chunks: Vec<Vec<u8>>,
     /// Request trailers; when present they, not the last body chunk, end the stream.
     pub trailers: Vec<(String, Vec<u8>)>,
+    /// The upstream's response headers (`:status` first) for a forwarded request, delivered
+    /// through `proxy_on_response_headers`; `None` = no response callbacks.
+    pub response: Option<Vec<(String, Vec<u8>)>>,
 }
 
 impl Request {
@@ -189,6 +196,17 @@ impl Request {
     pub fn trailer(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
         self.trailers
             .push((name.to_ascii_lowercase(), value.as_ref().to_vec()));
+        self
+    }
+    /// The upstream answers a forwarded request with `status` and `headers`.
+    pub fn response(mut self, status: u16, headers: &[(&str, &str)]) -> Self {
+        let mut h = vec![(":status".to_string(), status.to_string().into_bytes())];
+        h.extend(
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec())),
+        );
+        self.response = Some(h);
         self
     }
 }
@@ -276,6 +294,7 @@ struct Exports {
     on_request_headers: TypedFunc<(i32, i32, i32), i32>,
     on_request_body: TypedFunc<(i32, i32, i32), i32>,
     on_request_trailers: TypedFunc<(i32, i32), i32>,
+    on_response_headers: TypedFunc<(i32, i32, i32), i32>,
     on_done: TypedFunc<i32, i32>,
     on_log: TypedFunc<i32, ()>,
     on_delete: TypedFunc<i32, ()>,
@@ -326,7 +345,9 @@ impl Harness {
                 compile(&bytes)?
             }
         };
-        let mut store = Store::new(engine(), HostState::new(opts.shared, opts.clock));
+        let mut state = HostState::new(opts.shared, opts.clock);
+        state.env = opts.env;
+        let mut store = Store::new(engine(), state);
         let mut linker: Linker<HostState> = Linker::new(engine());
         abi::link(&mut linker)?;
         abi::link_unknown(&mut linker, &module, &mut store)?;
@@ -338,6 +359,8 @@ impl Harness {
             on_request_headers: instance.get_typed_func(&mut store, "proxy_on_request_headers")?,
             on_request_body: instance.get_typed_func(&mut store, "proxy_on_request_body")?,
             on_request_trailers: f2(&mut store, "proxy_on_request_trailers")?,
+            on_response_headers: instance
+                .get_typed_func(&mut store, "proxy_on_response_headers")?,
             on_done: instance.get_typed_func(&mut store, "proxy_on_done")?,
             on_log: instance.get_typed_func(&mut store, "proxy_on_log")?,
             on_delete: instance.get_typed_func(&mut store, "proxy_on_delete")?,
@@ -542,6 +565,15 @@ impl Harness {
         }
         if !replied && !stopped {
             self.flush_body(&mut forwarded_body);
+        }
+        if let (false, false, Some(resp)) = (replied, stopped, &req.response) {
+            let st = self.store.data_mut();
+            if let Some(m) = st.map_mut(map_type::HTTP_RESPONSE_HEADERS) {
+                *m = resp.clone();
+            }
+            self.ex
+                .on_response_headers
+                .call(&mut self.store, (ctx, len_i32(resp.len())?, 0))?;
         }
 
         let done = self.ex.on_done.call(&mut self.store, ctx)?;

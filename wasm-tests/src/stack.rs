@@ -42,8 +42,24 @@ impl Artefacts {
     }
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, below the kernel's ephemeral range (32768–60999 by default).
+/// A port from `bind(0)` lies in that range: between this check and the moment the process
+/// that should listen there binds it, any outgoing connection (a test client, Envoy's upstream
+/// connections) may take it as its local port ("address already in use"). Ports down here are
+/// only ever taken by listeners. Falls back to `bind(0)` if none is free.
 pub fn free_addr() -> Result<SocketAddr> {
+    use std::hash::{BuildHasher, Hasher};
+    const LOW: u16 = 20_000;
+    const SPAN: u64 = 12_768;
+    for _ in 0..200 {
+        // std's RandomState is randomly seeded per instance: a cheap source of random ports.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = LOW + (h.finish() % SPAN) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(l.local_addr()?);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
@@ -56,6 +72,10 @@ pub struct StackOptions {
     pub without_gate: bool,
     /// Point Envoy's ingest cluster at this address instead of the control plane's.
     pub ingest_override: Option<SocketAddr>,
+    /// Point Envoy's admin cluster (the gate's bundle polls, `/health`) at this address
+    /// instead of the control plane's, e.g. one where nothing listens: the gate never gets a
+    /// bundle.
+    pub admin_override: Option<SocketAddr>,
 }
 
 /// A running control plane + Envoy. Both are killed on drop.
@@ -188,37 +208,37 @@ impl Stack {
         }
     }
 
+    /// `kakeya envoy run`: renders the bootstrap and execs Envoy with the gate keyring in its
+    /// environment (the keyring is not in the YAML), so the child is Envoy itself.
     fn start_envoy(&mut self) -> Result<()> {
-        let yaml = self.data_dir.path().join("envoy.yaml");
-        let mut args = vec!["envoy", "render", "--wasm"];
-        let wasm = self.artefacts.wasm.to_string_lossy().into_owned();
-        let out_path = yaml.to_string_lossy().into_owned();
-        args.extend([wasm.as_str(), "--out", out_path.as_str()]);
-        if self.opts.without_gate {
-            args.push("--without-gate");
-        }
-        let out = self.kakeya(&args)?;
-        if !out.status.success() {
-            bail!(
-                "kakeya envoy render failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let yaml = self.envoy_yaml();
         let log = std::fs::File::create(self.data_dir.path().join("envoy.log"))?;
-        let child = Command::new(&self.artefacts.envoy)
-            .args([
-                "--use-dynamic-base-id",
-                "--log-level",
-                "warn",
-                "--concurrency",
-                "2",
-                "-c",
-            ])
+        let mut cmd = self.kakeya_cmd();
+        if let Some(admin) = self.opts.admin_override {
+            cmd.env("KAKEYA_ADMIN_ADDR", admin.to_string());
+        }
+        cmd.args(["envoy", "run", "--wasm"])
+            .arg(&self.artefacts.wasm)
+            .arg("--out")
             .arg(&yaml)
+            .arg("--envoy")
+            .arg(&self.artefacts.envoy);
+        if self.opts.without_gate {
+            cmd.arg("--without-gate");
+        }
+        cmd.args([
+            "--",
+            "--use-dynamic-base-id",
+            "--log-level",
+            "warn",
+            "--concurrency",
+            "2",
+        ]);
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .context("cannot start envoy")?;
+            .context("cannot start kakeya envoy run")?;
         self.envoy = Some(child);
         wait_ready(
             self.envoy_admin,
@@ -227,6 +247,11 @@ impl Stack {
             self.envoy.as_mut(),
         )
         .with_context(|| format!("envoy log:\n{}", self.envoy_log()))
+    }
+
+    /// The rendered Envoy bootstrap (mode 0600, `envoy.env` next to it).
+    pub fn envoy_yaml(&self) -> PathBuf {
+        self.data_dir.path().join("envoy.yaml")
     }
 
     pub fn envoy_log(&self) -> String {

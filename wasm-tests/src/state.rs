@@ -244,6 +244,8 @@ pub struct HostState {
     pub effective_context: u32,
     pub done_calls: u32,
     pub rng: u64,
+    /// WASI environment (`NAME`, `value`).
+    pub env: Vec<(String, String)>,
 }
 
 impl HostState {
@@ -267,6 +269,7 @@ impl HostState {
             effective_context: 0,
             done_calls: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
+            env: Vec::new(),
         }
     }
 

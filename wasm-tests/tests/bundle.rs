@@ -9,7 +9,9 @@ use kakeya_wasm_tests::fixtures::{
     bundle, bundle_config, bundle_public_key, coverage_model, grounded_evidence, hrs_model,
     signed_pcs_with_evidence, unsupported_evidence, BUNDLE_SEED, GOLDEN, KEY,
 };
-use kakeya_wasm_tests::{load_gate_wasm, Clock, Harness, LogLevel, Options, Outcome, SharedStore};
+use kakeya_wasm_tests::{
+    load_gate_wasm, Clock, Harness, LogLevel, Options, Outcome, Request, SharedStore,
+};
 use std::sync::OnceLock;
 
 const SUBMIT: &str = "/v1/pcs/submit";
@@ -167,6 +169,25 @@ fn the_bundle_is_polled_verified_installed_and_scores_requests() {
     assert_eq!(
         r["reason"],
         "no model bundle available: escalated for review"
+    );
+    // no_bundle_total counts the 202 the client got for it; not a dedup replay of a stored
+    // answer, nor a request that was not answered at all.
+    const NO_BUNDLE: &str = "kakeya_gate.tenant.default.no_bundle_total";
+    assert_eq!(h.metric(NO_BUNDLE), Some(0), "counted when answered");
+    let answered = |h: &mut Harness, status: u16, dedup: &str| {
+        let req = Request::new("POST", SUBMIT)
+            .body(&grounded)
+            .response(status, &[("x-kakeya-dedup", dedup)]);
+        h.send(&req).unwrap()
+    };
+    assert!(answered(&mut h, 202, "miss").is_forwarded());
+    assert_eq!(h.metric(NO_BUNDLE), Some(1));
+    answered(&mut h, 202, "hit");
+    answered(&mut h, 200, "hit");
+    assert_eq!(h.metric(NO_BUNDLE), Some(1));
+    assert_eq!(
+        h.metric("kakeya_gate.tenant.default.escalated_total"),
+        Some(2)
     );
 
     // The poll: GET to the admin cluster with the configured pseudo-headers.

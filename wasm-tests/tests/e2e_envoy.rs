@@ -347,3 +347,323 @@ fn tenants_keys_and_rate_limits() {
         429
     );
 }
+
+/// A counter from Envoy's `/stats/prometheus`: `name{tenant="<tenant>"}` or, with `tenant`
+/// `None`, the unlabelled `name`. Absent = 0 (Envoy may not print a counter never used).
+fn gate_stat(stats: &str, name: &str, tenant: Option<&str>) -> u64 {
+    stats
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let matches = match tenant {
+                Some(t) => {
+                    series.starts_with(&format!("{name}{{"))
+                        && series.contains(&format!("tenant=\"{t}\""))
+                }
+                None => series == name || series.starts_with(&format!("{name}{{")),
+            };
+            matches.then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0)
+}
+
+fn envoy_stats(stack: &Stack) -> String {
+    call(&agent(), "GET", &stack.envoy_admin_url("/stats/prometheus"))
+        .unwrap()
+        .body
+}
+
+#[test]
+fn hmac_keys_stay_out_of_envoy_config_and_world_readable_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let stack = Stack::start(StackOptions {
+        env: hmac_env(),
+        ..Default::default()
+    })
+    .unwrap();
+    // The key verifies: the golden vector is accepted.
+    let a = submit(&stack, GOLDEN[0], &[]);
+    assert_eq!(a.status, 200, "{a:?}");
+
+    let dump = call(&agent(), "GET", &stack.envoy_admin_url("/config_dump")).unwrap();
+    assert_eq!(dump.status, 200);
+    assert!(
+        dump.body.contains("KAKEYA_GATE_KEYRING") && dump.body.contains("kakeya_gate"),
+        "the dump should show the gate's configuration"
+    );
+    assert!(!dump.body.contains(KEY), "the HMAC key is in /config_dump");
+
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let yaml = stack.envoy_yaml();
+    assert!(!std::fs::read_to_string(&yaml).unwrap().contains(KEY));
+    assert_eq!(mode(&yaml), 0o600);
+    let env_file = yaml.with_extension("env");
+    assert!(std::fs::read_to_string(&env_file).unwrap().contains(KEY));
+    assert_eq!(
+        mode(&env_file),
+        0o600,
+        "the file holding the key is private"
+    );
+    assert!(!stack.envoy_log().contains(KEY));
+
+    let out = stack.kakeya(&["config", "show"]).unwrap();
+    assert!(out.status.success());
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !shown.contains(KEY) && shown.contains("<redacted>"),
+        "{shown}"
+    );
+}
+
+/// Reads one HTTP/1.1 response (status, lower-case headers, body by content-length).
+fn read_response(s: &mut std::net::TcpStream) -> std::io::Result<(u16, String, Vec<u8>)> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)?;
+    Ok((status, head, body))
+}
+
+fn raw_submit(content_type: Option<&str>, body: &str) -> String {
+    let ct = content_type
+        .map(|c| format!("content-type: {c}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "POST {SUBMIT} HTTP/1.1\r\nhost: edge\r\n{ct}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn slow_and_odd_clients() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+    let stack = Stack::start(StackOptions {
+        env: hmac_env(),
+        ..Default::default()
+    })
+    .unwrap();
+
+    // A body that stops halfway: answered (408) and closed long before the old 15+ s.
+    let mut s = TcpStream::connect(stack.gateway).unwrap();
+    s.write_all(
+        format!("POST {SUBMIT} HTTP/1.1\r\nhost: edge\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n0123456789")
+            .as_bytes(),
+    )
+    .unwrap();
+    let bound = Duration::from_secs(12);
+    let deadline = Instant::now() + bound;
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => {}
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+    };
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        closed,
+        "a stalled body must be cut within {bound:?}; got {got:?}"
+    );
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+
+    // One keep-alive connection: a 400, a 415 and a 401 answered by the gate leave it open for
+    // the next request (Envoy used to close it after every local 400, then hold it for 1 s).
+    let mut s = TcpStream::connect(stack.gateway).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let forged = {
+        let mut v = signed_pcs("odd-forged", KEY);
+        v["D_hat"] = Value::from(0.6);
+        v.to_string()
+    };
+    let cases = [
+        (
+            raw_submit(Some("application/json"), "{not json"),
+            400,
+            "invalid_json",
+        ),
+        (
+            raw_submit(Some("text/plain"), GOLDEN[0]),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            raw_submit(Some("application/json"), &forged),
+            401,
+            "bad_signature",
+        ),
+        // A missing content type, and JSON with a charset in any case, are accepted.
+        (raw_submit(None, GOLDEN[0]), 200, ""),
+        (
+            raw_submit(Some("Application/JSON; charset=UTF-8"), GOLDEN[1]),
+            200,
+            "",
+        ),
+    ];
+    for (req, status, code) in cases {
+        s.write_all(req.as_bytes()).unwrap();
+        let (got, head, body) = read_response(&mut s).unwrap();
+        assert_eq!(got, status, "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        if !code.is_empty() {
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                (v["code"].as_str(), v["error"].is_string()),
+                (Some(code), true)
+            );
+        }
+    }
+    // A broken HTTP message (not the gate's business) still closes the connection.
+    s.write_all(b"POST /v1/pcs/submit HTTP/1.1\r\nhost: edge\r\ncontent-length: x\r\n\r\n")
+        .unwrap();
+    let (got, head, _) = read_response(&mut s).unwrap();
+    assert_eq!(got, 400, "{head}");
+    let mut rest = Vec::new();
+    assert!(
+        matches!(s.read_to_end(&mut rest), Ok(0)),
+        "closed after a codec error: {rest:?}"
+    );
+
+    let stats = envoy_stats(&stack);
+    assert_eq!(
+        gate_stat(
+            &stats,
+            "kakeya_gate_unsupported_media_type_total",
+            Some("default")
+        ),
+        1,
+        "{stats}"
+    );
+}
+
+#[test]
+fn gate_counters_match_the_answers_clients_got() {
+    // The admin cluster points at a socket that never answers (held, so no other test's
+    // stack can take the port): the gate never gets a bundle (failure mode open), so
+    // evidence-bearing submissions are escalated for review without one.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nothing = silent.local_addr().unwrap();
+    let mut env = hmac_env();
+    env.push(("TOKEN_RATE".into(), "100000".into()));
+    let mut stack = Stack::start(StackOptions {
+        env,
+        admin_override: Some(nothing),
+        ..Default::default()
+    })
+    .unwrap();
+
+    let soft = {
+        let mut p: kakeya_core::Pcs =
+            kakeya_core::parse(signed_pcs("count-soft", KEY).to_string().as_bytes()).unwrap();
+        p.budget = 0.5;
+        p.sig = kakeya_core::signature::sign_hmac(
+            kakeya_core::canonical::signing_payload(&p).as_bytes(),
+            KEY.as_bytes(),
+        );
+        fixtures::to_json(&p).to_string()
+    };
+    // The same pcs_id as "count-dedup" but a budget the gate escalates: dedup answers with the
+    // stored 200, which is what must be counted.
+    let genuine = signed_pcs("count-dedup", KEY).to_string();
+    let dedup_escalation = {
+        let mut p: kakeya_core::Pcs = kakeya_core::parse(genuine.as_bytes()).unwrap();
+        p.budget = 0.5;
+        p.sig = kakeya_core::signature::sign_hmac(
+            kakeya_core::canonical::signing_payload(&p).as_bytes(),
+            KEY.as_bytes(),
+        );
+        fixtures::to_json(&p).to_string()
+    };
+    let evidence = fixtures::signed_pcs_with_evidence(
+        "count-evidence",
+        KEY,
+        &fixtures::grounded_evidence(),
+        None,
+    )
+    .to_string();
+    let bodies = [
+        GOLDEN[0].to_string(),
+        GOLDEN[0].to_string(),
+        GOLDEN[1].to_string(),
+        genuine,
+        dedup_escalation,
+        soft.clone(),
+        soft,
+        evidence.clone(),
+        evidence,
+    ];
+    let mut answers = Vec::new();
+    for b in &bodies {
+        answers.push(submit(&stack, b, &[]));
+    }
+    // The control plane goes away: Envoy answers 503 for it.
+    stack.kill_control_plane();
+    for b in &bodies[..2] {
+        let a = submit(&stack, b, &[]);
+        assert_json_error(&a, 503);
+        answers.push(a);
+    }
+    assert!(
+        answers
+            .iter()
+            .any(|a| a.status == 200 && a.header("x-kakeya-dedup") == Some("hit")),
+        "a dedup hit expected: {answers:?}"
+    );
+
+    let is_no_bundle = |a: &Answer| {
+        a.status == 202
+            && a.header("x-kakeya-dedup") != Some("hit")
+            && a.body.contains("no model bundle")
+    };
+    let count = |f: &dyn Fn(&Answer) -> bool| answers.iter().filter(|a| f(a)).count() as u64;
+    let want = [
+        ("kakeya_gate_accepted_total", count(&|a| a.status == 200)),
+        ("kakeya_gate_escalated_total", count(&|a| a.status == 202)),
+        ("kakeya_gate_no_bundle_total", count(&is_no_bundle)),
+        ("kakeya_gate_forwarded_total", answers.len() as u64),
+    ];
+    assert_eq!(want[2].1, 1, "one fresh no-bundle escalation: {answers:?}");
+    let unavailable = count(&|a| a.status == 503);
+    assert_eq!(unavailable, 2);
+    let stats = envoy_stats(&stack);
+    for (name, n) in want {
+        assert_eq!(
+            gate_stat(&stats, name, Some("default")),
+            n,
+            "{name}\n{stats}"
+        );
+    }
+    assert_eq!(
+        gate_stat(&stats, "kakeya_gate_unavailable_total", None),
+        unavailable,
+        "{stats}"
+    );
+}

@@ -35,6 +35,24 @@ fn submit(h: &mut Harness, headers: &[(&str, &str)], body: &[u8]) -> Outcome {
     h.request("POST", SUBMIT, headers, body).unwrap()
 }
 
+/// As [`submit`], and a forwarded request is answered `status` by the "control plane"
+/// (`response` headers besides `:status`).
+fn submit_answered(
+    h: &mut Harness,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    status: u16,
+    response: &[(&str, &str)],
+) -> Outcome {
+    let mut r = Request::new("POST", SUBMIT)
+        .body(body)
+        .response(status, response);
+    for (k, v) in headers {
+        r = r.header(k, v);
+    }
+    h.send(&r).unwrap()
+}
+
 /// Asserts a forwarded request and returns its x-kakeya-result.
 fn forwarded_result(out: &Outcome) -> String {
     assert!(out.is_forwarded(), "expected forwarded, got {out:?}");
@@ -132,10 +150,12 @@ fn golden_vectors_are_forwarded_with_their_result() {
         r#"{"accepted":true,"recomputed_D_hat":1,"recomputed_budget":0.349073359,"escalated":false}"#,
     ];
     for (golden, want) in GOLDEN.iter().zip(expected) {
-        let out = submit(
+        let out = submit_answered(
             &mut h,
             &[("content-type", "application/json")],
             golden.as_bytes(),
+            200,
+            &[],
         );
         assert_eq!(forwarded_result(&out), want);
         assert_eq!(out.header("x-kakeya-cacheable"), Some("true"));
@@ -317,12 +337,12 @@ fn end_to_end_outcomes_of_spec_12_6() {
             budget,
         )
     };
-    let out = submit(&mut h, &[], &body(&unit(0.35)));
+    let out = submit_answered(&mut h, &[], &body(&unit(0.35)), 202, &[]);
     assert_eq!(
         forwarded_result(&out),
         r#"{"accepted":true,"recomputed_D_hat":0.79248125,"recomputed_budget":0.4,"reason":"budget deviation: claimed=0.3500, recomputed=0.4000","escalated":true}"#
     );
-    let out = submit(&mut h, &[], &body(&unit(0.40)));
+    let out = submit_answered(&mut h, &[], &body(&unit(0.40)), 200, &[]);
     assert_eq!(
         forwarded_result(&out),
         r#"{"accepted":true,"recomputed_D_hat":0.79248125,"recomputed_budget":0.4,"escalated":false}"#
@@ -619,6 +639,104 @@ fn non_post_is_405_with_allow() {
     assert!(out.is_forwarded());
 }
 
+#[test]
+fn a_body_that_is_not_json_is_415() {
+    let mut h = harness(HMAC_CONFIG);
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+    ] {
+        let out = submit(&mut h, &[("content-type", ct)], GOLDEN[0].as_bytes());
+        local(&out, 415, "unsupported_media_type");
+    }
+    // No content type, or JSON with parameters in any case: forwarded.
+    for extra in [
+        &[][..],
+        &[("content-type", "Application/Json; charset=utf-8")][..],
+    ] {
+        assert!(submit(&mut h, extra, GOLDEN[0].as_bytes()).is_forwarded());
+    }
+    assert_eq!(
+        h.metric("kakeya_gate.tenant.default.unsupported_media_type_total"),
+        Some(3)
+    );
+    assert_eq!(
+        h.metric("kakeya_gate.tenant.default.forwarded_total"),
+        Some(2)
+    );
+}
+
+#[test]
+fn outcomes_are_counted_from_the_answer_the_client_got() {
+    let mut h = harness(HMAC_CONFIG);
+    let g = GOLDEN[0].as_bytes();
+    let m = |h: &Harness, c: &str| h.metric(&format!("kakeya_gate.tenant.default.{c}_total"));
+    // Forwarded but not (yet) answered: no outcome.
+    assert!(submit(&mut h, &[], g).is_forwarded());
+    assert_eq!((m(&h, "accepted"), m(&h, "escalated")), (Some(0), Some(0)));
+    submit_answered(&mut h, &[], g, 200, &[("x-kakeya-dedup", "miss")]);
+    // The gate would accept, but dedup returns a stored escalation: counted as escalated.
+    submit_answered(&mut h, &[], g, 202, &[("x-kakeya-dedup", "hit")]);
+    assert_eq!((m(&h, "accepted"), m(&h, "escalated")), (Some(1), Some(1)));
+    // The control plane is down (Envoy's 503) or slow (504): unavailable, no outcome.
+    submit_answered(&mut h, &[], g, 503, &[]);
+    submit_answered(&mut h, &[], g, 504, &[]);
+    assert_eq!(h.metric(UNAVAILABLE), Some(2));
+    assert_eq!((m(&h, "accepted"), m(&h, "escalated")), (Some(1), Some(1)));
+    // Local replies of the gate are counted once, at the reply.
+    let out = submit_answered(&mut h, &[], b"{", 400, &[]);
+    local(&out, 400, "invalid_json");
+    assert_eq!(m(&h, "parse_errors"), Some(1));
+    assert_eq!(m(&h, "forwarded"), Some(5));
+    no_errors(&h);
+}
+
+#[test]
+fn keyring_from_the_vm_environment() {
+    use kakeya_wasm_tests::Options;
+    let cfg = br#"{"keyring_env":"KAKEYA_GATE_KEYRING"}"#;
+    let with_env = |value: &str| {
+        let opts = Options {
+            env: vec![
+                ("OTHER".into(), "x".into()),
+                ("KAKEYA_GATE_KEYRING".into(), value.into()),
+            ],
+            ..Options::default()
+        };
+        Harness::with_options(wasm(), cfg, opts).unwrap()
+    };
+    let mut h = with_env(r#"{"global":{"alg":"hmac","keys":["testsecret"]}}"#);
+    assert!(h.configured(), "{:?}", h.logs());
+    let golden = submit(&mut h, &[], GOLDEN[0].as_bytes());
+    assert!(golden.is_forwarded(), "{golden:?}");
+    let mut forged: Value = serde_json::from_str(GOLDEN[0]).unwrap();
+    forged["D_hat"] = json!(0.6);
+    local(
+        &submit(&mut h, &[], forged.to_string().as_bytes()),
+        401,
+        "bad_signature",
+    );
+    // Missing or malformed: the configuration is refused, and the log does not quote it.
+    let h = Harness::new(wasm(), cfg).unwrap();
+    assert!(!h.configured());
+    let h = with_env(r#"{"global":{"alg":"hmac","keys":"testsecret"}}"#);
+    assert!(!h.configured());
+    assert!(
+        h.logs().iter().all(|l| !l.message.contains("testsecret")),
+        "{:?}",
+        h.logs()
+    );
+}
+
+fn no_errors(h: &Harness) {
+    assert!(
+        h.logs().iter().all(|l| l.level < LogLevel::Warn),
+        "{:?}",
+        h.logs()
+    );
+}
+
 fn multi_tenant_config() -> String {
     json!({"keyring": {"multi_tenant": true, "tenants": {
         "acme": {"alg": "hmac", "keys": ["testsecret"]},
@@ -685,7 +803,13 @@ fn ed25519_tenant() {
             "spec §12.1 vector"
         );
         v["sig"] = json!(sig);
-        let out = submit(&mut h, &[("x-tenant-id", "edge")], v.to_string().as_bytes());
+        let out = submit_answered(
+            &mut h,
+            &[("x-tenant-id", "edge")],
+            v.to_string().as_bytes(),
+            200,
+            &[],
+        );
         assert_eq!(out.header("x-kakeya-tenant"), Some("edge"));
         assert!(
             forwarded_result(&out).starts_with(r#"{"accepted":true"#),
@@ -797,7 +921,7 @@ fn single_tenant_metrics_are_bounded() {
             .keys()
             .filter(|k| k.starts_with("kakeya_gate.tenant."))
             .count(),
-        2 * 12,
+        2 * 13,
         "only default and other: {:?}",
         h.metrics().keys()
     );

@@ -9,7 +9,7 @@
 //! an unused shared-memory base id itself (`--use-dynamic-base-id`), since two Envoys with one
 //! base id cannot run on one machine.
 
-use super::{build_kakeya, build_wasm, root, run, tools, Result};
+use super::{build_kakeya, build_wasm, root, tools, Result};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -133,12 +133,6 @@ pub fn up() -> Result<()> {
     let addrs = addresses(&art.kakeya, &data_dir)?;
     ensure_free(&addrs)?;
     let envoy_yaml = data_dir.join("envoy.yaml");
-    run(Command::new(&art.kakeya)
-        .args(["envoy", "render", "--wasm"])
-        .arg(&art.wasm)
-        .arg("--out")
-        .arg(&envoy_yaml)
-        .env("KAKEYA_DATA_DIR", &data_dir))?;
 
     let (stop_tx, stop) = mpsc::channel();
     ctrlc::set_handler(move || {
@@ -162,11 +156,19 @@ pub fn up() -> Result<()> {
         &mut children,
     )?;
     eprintln!("xtask: starting Envoy");
+    // `kakeya envoy run` renders envoy.yaml (0600) and execs Envoy with the gate keyring in its
+    // environment: the keyring is not in the YAML nor in Envoy's config dump.
     children.push(
         "envoy",
-        Command::new(&art.envoy)
-            .args(["--log-level", "warn", "--use-dynamic-base-id", "-c"])
+        Command::new(&art.kakeya)
+            .args(["envoy", "run", "--wasm"])
+            .arg(&art.wasm)
+            .arg("--out")
             .arg(&envoy_yaml)
+            .arg("--envoy")
+            .arg(&art.envoy)
+            .args(["--", "--log-level", "warn", "--use-dynamic-base-id"])
+            .env("KAKEYA_DATA_DIR", &data_dir)
             .spawn(),
     )?;
     wait_http_ok(

@@ -78,6 +78,46 @@ pub struct Forward {
     pub scored: bool,
     /// The score was at or above the model's escalation threshold.
     pub high_risk: bool,
+    /// It should have been scored but no valid bundle exists: escalated for review.
+    pub no_bundle: bool,
+}
+
+/// What the response a client received on a forwarded submission counts as (see
+/// [`on_response`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Answered {
+    /// 200: accepted.
+    pub accepted: bool,
+    /// 202: escalated (or not accepted) for review.
+    pub escalated: bool,
+    /// A fresh 202 for a request that had no model bundle.
+    pub no_bundle: bool,
+    /// 503/504: the control plane was unreachable, failed or too slow (the answer came from
+    /// Envoy's router or from the control plane itself).
+    pub unavailable: bool,
+}
+
+/// Counts the answer to a forwarded submission by what the client got, not by what the gate
+/// decided: a dedup hit returns the stored answer of the first submission (`x-kakeya-dedup:
+/// hit`), so a request the gate would escalate now may still be answered 200.
+/// `no_bundle_escalation` is [`Forward::no_bundle`]; it counts only for a fresh 202.
+pub fn on_response(status: Option<u32>, dedup_hit: bool, no_bundle_escalation: bool) -> Answered {
+    match status {
+        Some(200) => Answered {
+            accepted: true,
+            ..Answered::default()
+        },
+        Some(202) => Answered {
+            escalated: true,
+            no_bundle: no_bundle_escalation && !dedup_hit,
+            ..Answered::default()
+        },
+        Some(503 | 504) => Answered {
+            unavailable: true,
+            ..Answered::default()
+        },
+        _ => Answered::default(),
+    }
 }
 
 /// What happens to a submit request once its body is complete.
@@ -162,6 +202,22 @@ pub fn on_headers(headers: &[(String, Vec<u8>)], gate: &Gate) -> Head {
             verdict: HeadVerdict::Reply(reply),
         };
     }
+    // The body must be JSON. A missing (or empty) content type is accepted: the reference
+    // server never checks it, and clients that send none must keep working.
+    let json_body = headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .all(|(_, v)| is_json_content_type(v));
+    if !json_body {
+        return Head {
+            strip,
+            verdict: HeadVerdict::Reply(LocalReply::new(
+                415,
+                "unsupported_media_type",
+                "unsupported content type: send application/json",
+            )),
+        };
+    }
     // Single-tenant mode ignores X-Tenant-Id, as the reference does: otherwise a client could
     // pick a fresh tenant per request and sidestep dedup, which is keyed by (tenant, pcs_id).
     let tenant = if gate.keyring.multi_tenant() {
@@ -181,6 +237,16 @@ pub fn on_headers(headers: &[(String, Vec<u8>)], gate: &Gate) -> Head {
         },
     };
     Head { strip, verdict }
+}
+
+/// `application/json`, any case, with or without parameters (`; charset=utf-8`); an empty value
+/// counts as no content type.
+pub fn is_json_content_type(value: &[u8]) -> bool {
+    let Ok(v) = core::str::from_utf8(value) else {
+        return false;
+    };
+    let essence = v.split(';').next().unwrap_or_default().trim();
+    essence.is_empty() || essence.eq_ignore_ascii_case("application/json")
 }
 
 fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
@@ -289,7 +355,7 @@ pub fn on_body_scored(
     let verified = now_ns();
     let verify_ns = verified.saturating_sub(start);
     let mut risk_headers: Vec<(&'static str, String)> = Vec::new();
-    let (mut scored, mut high_risk) = (false, false);
+    let (mut scored, mut high_risk, mut no_bundle) = (false, false, false);
     if let Some(source) = &gate.bundle {
         match bundle {
             Some(b) => {
@@ -307,7 +373,10 @@ pub fn on_body_scored(
                 }
             }
             None if evidence.is_some() => match source.failure_mode {
-                FailureMode::Open => escalate_without_bundle(&mut outcome.result),
+                FailureMode::Open => {
+                    escalate_without_bundle(&mut outcome.result);
+                    no_bundle = true;
+                }
                 FailureMode::Closed => {
                     let mut r = LocalReply::new(503, "no_bundle", "no model bundle available");
                     r.headers.push(("retry-after".into(), "5".into()));
@@ -332,6 +401,7 @@ pub fn on_body_scored(
         escalated: outcome.result.escalated,
         scored,
         high_risk,
+        no_bundle,
     })
 }
 
@@ -431,6 +501,92 @@ mod tests {
             ]
         );
         assert!(f.accepted && !f.escalated);
+    }
+
+    #[test]
+    fn content_types() {
+        let g = hmac_gate();
+        for ok in [
+            None,
+            Some(""),
+            Some("application/json"),
+            Some("Application/JSON; charset=utf-8"),
+            Some(" application/json ;charset=UTF-8"),
+        ] {
+            let extra: Vec<(&str, &str)> = ok.map(|v| ("content-type", v)).into_iter().collect();
+            let (head, d) = run(&req("POST", SUBMIT_PATH, &extra), G1, &g);
+            assert!(
+                matches!(head.verdict, HeadVerdict::AwaitBody { .. }),
+                "{ok:?}"
+            );
+            assert!(matches!(d, Some(Decision::Forward(_))), "{ok:?}");
+        }
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/jsonx",
+            "multipart/form-data; boundary=x",
+        ] {
+            let (_, d) = run(&req("POST", SUBMIT_PATH, &[("content-type", bad)]), G1, &g);
+            let r = reply(d);
+            assert_eq!((r.status, r.code), (415, "unsupported_media_type"), "{bad}");
+            assert_eq!(
+                r.body,
+                r#"{"error":"unsupported content type: send application/json","code":"unsupported_media_type"}"#
+            );
+        }
+        // Two content types: every one must be JSON.
+        let two = req(
+            "POST",
+            SUBMIT_PATH,
+            &[
+                ("content-type", "application/json"),
+                ("Content-Type", "text/plain"),
+            ],
+        );
+        assert_eq!(reply(run(&two, G1, &g).1).status, 415);
+        // Non-UTF-8 bytes are not JSON, and do not panic.
+        let mut raw = req("POST", SUBMIT_PATH, &[]);
+        raw.push(("content-type".into(), vec![0xff, 0xfe]));
+        assert_eq!(reply(run(&raw, G1, &g).1).status, 415);
+        // Other routes are not checked.
+        let (head, _) = run(
+            &req("POST", "/health", &[("content-type", "text/plain")]),
+            b"",
+            &g,
+        );
+        assert_eq!(head.verdict, HeadVerdict::PassThrough);
+    }
+
+    #[test]
+    fn answers_are_counted_as_the_client_saw_them() {
+        let a = on_response(Some(200), false, false);
+        assert!(a.accepted && !a.escalated && !a.no_bundle && !a.unavailable);
+        // A dedup hit counts as what it returned; a stored 200 is no escalation.
+        assert_eq!(
+            on_response(Some(200), true, true),
+            on_response(Some(200), false, false)
+        );
+        let a = on_response(Some(202), false, true);
+        assert!(a.escalated && a.no_bundle);
+        let a = on_response(Some(202), true, true);
+        assert!(
+            a.escalated && !a.no_bundle,
+            "a replayed answer is not a fresh no-bundle one"
+        );
+        assert!(!on_response(Some(202), false, false).no_bundle);
+        for s in [503, 504] {
+            assert_eq!(
+                on_response(Some(s), false, false),
+                Answered {
+                    unavailable: true,
+                    ..Answered::default()
+                }
+            );
+        }
+        for s in [None, Some(400), Some(500)] {
+            assert_eq!(on_response(s, false, true), Answered::default());
+        }
     }
 
     #[test]
@@ -750,7 +906,10 @@ mod tests {
         #[test]
         fn without_a_bundle() {
             let open = forward(go(&gate("open"), None, &body(None)));
-            assert!(open.escalated && !open.scored);
+            assert!(open.escalated && !open.scored && open.no_bundle);
+            // Scored, or nothing to score: not a no-bundle escalation.
+            assert!(!forward(go(&gate("open"), Some(&bundle(5.0)), &body(None))).no_bundle);
+            assert!(!forward(go(&gate("open"), None, G1)).no_bundle);
             assert!(header(&open, H_RESULT).unwrap().contains(NO_BUNDLE_REASON));
             let Decision::LocalReply(r) = go(&gate("closed"), None, &body(None)) else {
                 panic!("expected a reply")

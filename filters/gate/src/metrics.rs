@@ -14,12 +14,17 @@ use std::collections::BTreeMap;
 /// The counters, in a fixed order (index into [`TenantIds`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counter {
+    /// Submit requests that reached the gate (after Envoy's rate limit and body limit).
     Requests,
     ParseErrors,
     SignatureErrors,
     UnknownTenant,
+    /// Sent on to the control plane.
     Forwarded,
+    /// Forwarded submissions the client got a 200 for (counted from the response, so a dedup
+    /// hit counts as what it returned).
     Accepted,
+    /// Forwarded submissions the client got a 202 for (likewise from the response).
     Escalated,
     MethodNotAllowed,
     /// A model bundle scored the request.
@@ -29,11 +34,14 @@ pub enum Counter {
     /// Evidence not bound to the signature (400 `evidence_unbound` / 401 `evidence_mismatch`), or
     /// signed by `evidence_sha256` but stripped from the request (400 `evidence_missing`).
     EvidenceErrors,
-    /// 503 `no_bundle` (failure mode `closed`, no valid bundle yet).
+    /// Needed a model bundle and none was valid: 503 `no_bundle` (failure mode `closed`), or a
+    /// fresh 202 escalated for review (`open`; a dedup hit is not counted).
     NoBundle,
+    /// 415 `unsupported_media_type`: a content type other than `application/json`.
+    UnsupportedMediaType,
 }
 
-pub const ALL: [Counter; 12] = [
+pub const ALL: [Counter; 13] = [
     Counter::Requests,
     Counter::ParseErrors,
     Counter::SignatureErrors,
@@ -46,6 +54,7 @@ pub const ALL: [Counter; 12] = [
     Counter::HighRisk,
     Counter::EvidenceErrors,
     Counter::NoBundle,
+    Counter::UnsupportedMediaType,
 ];
 
 impl Counter {
@@ -63,6 +72,7 @@ impl Counter {
             Counter::HighRisk => "high_risk_total",
             Counter::EvidenceErrors => "evidence_errors_total",
             Counter::NoBundle => "no_bundle_total",
+            Counter::UnsupportedMediaType => "unsupported_media_type_total",
         }
     }
 

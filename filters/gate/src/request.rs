@@ -8,7 +8,7 @@
 use crate::decide::{self, Decision, HeadVerdict, LocalReply};
 use crate::host::{self, HostStatus};
 use crate::metrics::{tenant_label, Counter};
-use crate::root::{EnvoyMetrics, Shared, UNAVAILABLE_METRIC};
+use crate::root::{bump_global, EnvoyMetrics, Shared, UNAVAILABLE_METRIC};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::cell::Cell;
@@ -19,6 +19,8 @@ enum State {
     Continue,
     /// Submit route: waiting for the end of the body.
     AwaitBody { tenant: String },
+    /// Sent on to the control plane: the response is counted (see [`decide::on_response`]).
+    Forwarded { tenant: String, no_bundle: bool },
     /// A local reply was sent; Envoy expects StopIteration from here on (rust-sdk#105).
     Replied,
 }
@@ -56,16 +58,10 @@ impl GateRequest {
     /// Fail closed after a failed hostcall: 503 `gate_unavailable`, `retry-after: 1`, counted.
     fn unavailable(&mut self, what: &str, status: HostStatus) -> Action {
         log::error!("kakeya-gate: {what} failed ({status}); answering 503 gate_unavailable");
-        let id = self
-            .shared
-            .as_ref()
-            .and_then(|s| s.unavailable)
-            .or_else(|| host::define_counter(UNAVAILABLE_METRIC).ok());
-        if let Some(id) = id {
-            if let Err(e) = host::increment(id, 1) {
-                log::warn!("kakeya-gate: cannot count {UNAVAILABLE_METRIC}: {e}");
-            }
-        }
+        bump_global(
+            self.shared.as_ref().and_then(|s| s.unavailable),
+            UNAVAILABLE_METRIC,
+        );
         let r = LocalReply {
             status: 503,
             headers: vec![("retry-after".to_string(), "1".to_string())],
@@ -118,13 +114,9 @@ impl GateRequest {
                         return self.unavailable(&format!("setting {name}"), e);
                     }
                 }
+                // Accepted / escalated / no-bundle escalations are counted from the response
+                // (on_http_response_headers): dedup may answer with a stored decision.
                 let mut cs = vec![Counter::Forwarded];
-                if f.accepted {
-                    cs.push(Counter::Accepted);
-                }
-                if f.escalated {
-                    cs.push(Counter::Escalated);
-                }
                 if f.scored {
                     cs.push(Counter::Scored);
                 }
@@ -132,7 +124,10 @@ impl GateRequest {
                     cs.push(Counter::HighRisk);
                 }
                 self.count(Some(tenant), &cs);
-                self.state = State::Continue;
+                self.state = State::Forwarded {
+                    tenant: tenant.to_string(),
+                    no_bundle: f.no_bundle,
+                };
                 Action::Continue
             }
         }
@@ -186,6 +181,7 @@ impl HttpContext for GateRequest {
                 let mut cs = vec![Counter::Requests];
                 match r.code {
                     "method_not_allowed" => cs.push(Counter::MethodNotAllowed),
+                    "unsupported_media_type" => cs.push(Counter::UnsupportedMediaType),
                     _ => cs.push(Counter::UnknownTenant),
                 }
                 self.count(tenant.as_deref(), &cs);
@@ -205,7 +201,7 @@ impl HttpContext for GateRequest {
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match &self.state {
-            State::Continue => Action::Continue,
+            State::Continue | State::Forwarded { .. } => Action::Continue,
             State::Replied => Action::Pause,
             State::AwaitBody { .. } if !end_of_stream => Action::Pause,
             State::AwaitBody { tenant } => {
@@ -222,7 +218,7 @@ impl HttpContext for GateRequest {
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         match &self.state {
-            State::Continue => Action::Continue,
+            State::Continue | State::Forwarded { .. } => Action::Continue,
             State::Replied => Action::Pause,
             // Trailers end the stream: decide on the buffered body.
             State::AwaitBody { tenant } => {
@@ -235,6 +231,51 @@ impl HttpContext for GateRequest {
                 self.finish(&tenant, &body)
             }
         }
+    }
+
+    /// Counts what the client of a forwarded submission gets: the control plane's answer, or
+    /// Envoy's 503/504 when the control plane is down or slow. Never changes the response.
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let State::Forwarded { tenant, no_bundle } =
+            std::mem::replace(&mut self.state, State::Continue)
+        else {
+            return Action::Continue;
+        };
+        // Unreadable headers only lose the count; no log line (the SDK's log macros unwrap).
+        let Ok(headers) = host::get_map(MapType::HttpResponseHeaders) else {
+            return Action::Continue;
+        };
+        let value = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_slice())
+        };
+        let status = value(":status")
+            .and_then(|v| core::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        let dedup_hit = value("x-kakeya-dedup") == Some(b"hit".as_slice());
+        let a = decide::on_response(status, dedup_hit, no_bundle);
+        let mut cs = Vec::new();
+        if a.accepted {
+            cs.push(Counter::Accepted);
+        }
+        if a.escalated {
+            cs.push(Counter::Escalated);
+        }
+        if a.no_bundle {
+            cs.push(Counter::NoBundle);
+        }
+        if !cs.is_empty() {
+            self.count(Some(&tenant), &cs);
+        }
+        if a.unavailable {
+            if let Some(id) = self.shared.as_ref().and_then(|s| s.unavailable) {
+                // Best effort and silent, as above.
+                let _ = host::increment(id, 1);
+            }
+        }
+        Action::Continue
     }
 }
 

@@ -18,8 +18,11 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Counter of requests answered 503 `gate_unavailable` because a hostcall failed (no tenant
-/// label: the tenant may be unknown then). Prometheus: `kakeya_gate_unavailable_total`.
+/// Counter of submissions answered "unavailable, retry": 503 `gate_unavailable` because a
+/// hostcall failed, and forwarded ones answered 503/504 (the control plane down, failing or
+/// slower than the route timeout). No tenant label: the tenant may be unknown then.
+/// Prometheus: `kakeya_gate_unavailable_total`. The closed-mode 503 `no_bundle` is counted in
+/// `no_bundle_total` instead.
 pub const UNAVAILABLE_METRIC: &str = "kakeya_gate.unavailable_total";
 /// Bundles refused (bad digest or signature, schema-incompatible, not newer, poll failures).
 pub const BUNDLE_REFUSED_METRIC: &str = "kakeya_gate.bundle_refused_total";
@@ -354,7 +357,10 @@ impl RootContext for GateRoot {
         };
         // An empty configuration is refused too (not JSON): the operator must at least say `{}`,
         // which means "no signature checks", explicitly.
-        let gate = match Gate::from_json(&bytes) {
+        // `keyring_env` names a variable of the VM's environment (WASI `environ_get`; Envoy
+        // fills it from `vm_config.environment_variables`), so HMAC keys stay out of the
+        // plugin configuration and out of Envoy's config dump.
+        let gate = match Gate::from_json_with_env(&bytes, &|name| std::env::var(name).ok()) {
             Ok(g) => g,
             Err(e) => {
                 log::error!("kakeya-gate: invalid plugin configuration, refusing it: {e}");

@@ -50,6 +50,7 @@ fn main() -> Result<()> {
             env: hmac_env(),
             without_gate,
             ingest_override: Some(upstream),
+            ..Default::default()
         })
     };
     let (plain, gate) = (start(true)?, start(false)?);
@@ -165,6 +166,7 @@ fn scoring_through_envoy(upstream: std::net::SocketAddr) -> Result<EnvoyScoring>
         env,
         without_gate: false,
         ingest_override: Some(upstream),
+        ..Default::default()
     })?;
     let ev = kakeya_wasm_tests::fixtures::evidence_of_size(2048);
     let body = kakeya_wasm_tests::fixtures::signed_pcs_with_evidence("bench-ev", KEY, &ev, None)
