@@ -23,6 +23,27 @@ use std::process::Command;
 /// The environment variable of the Envoy process that carries the gate's keyring as JSON.
 pub const KEYRING_ENV: &str = "KAKEYA_GATE_KEYRING";
 
+/// The environment variable of the Envoy process that carries the ingest shared secret, when
+/// one is configured. The submit route adds it to every forwarded request as
+/// [`crate::api::auth::H_INGEST_SECRET`] with Envoy's `%ENVIRONMENT(…)%` formatter, so the
+/// secret is neither in the YAML nor in `/config_dump`. Route-level headers are added by the
+/// router after the gate has run, overwriting any client copy.
+pub const INGEST_SECRET_ENV: &str = "KAKEYA_INGEST_SECRET";
+
+/// The submit route's `request_headers_to_add` when an ingest secret is configured.
+fn ingest_secret_headers(cfg: &Config) -> anyhow::Result<String> {
+    if cfg.load_ingest_secret()?.is_none() {
+        return Ok(String::new());
+    }
+    let pad = " ".repeat(26);
+    Ok(format!(
+        "{pad}request_headers_to_add:\n\
+         {pad}  - append_action: OVERWRITE_IF_EXISTS_OR_ADD\n\
+         {pad}    header: {{ key: {}, value: \"%ENVIRONMENT({INGEST_SECRET_ENV})%\" }}",
+        crate::api::auth::H_INGEST_SECRET
+    ))
+}
+
 /// The template, embedded so the binary can render without the source tree.
 pub const TEMPLATE: &str = include_str!("../../envoy/gateway.yaml.tmpl");
 
@@ -139,6 +160,7 @@ pub fn render(cfg: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         ("gate_config_json", json_str(&gate_json)?),
         ("keyring_env", json_str(KEYRING_ENV)?),
         ("tenant_descriptors", desc),
+        ("ingest_secret_headers", ingest_secret_headers(cfg)?),
     ];
     let mut out = if opts.without_gate {
         without_gate(TEMPLATE)
@@ -174,12 +196,17 @@ fn without_gate(template: &str) -> String {
     out
 }
 
-/// What Envoy's process environment must hold for the rendered bootstrap: the gate keyring.
+/// What Envoy's process environment must hold for the rendered bootstrap: the gate keyring and,
+/// when configured, the ingest secret.
 pub fn envoy_env(cfg: &Config) -> anyhow::Result<Vec<(String, String)>> {
-    Ok(vec![(
+    let mut env = vec![(
         KEYRING_ENV.to_string(),
         serde_json::to_string(&cfg.keyring)?,
-    )])
+    )];
+    if let Some(secret) = cfg.load_ingest_secret()? {
+        env.push((INGEST_SECRET_ENV.to_string(), secret));
+    }
+    Ok(env)
 }
 
 /// Path of the environment file [`render_to_file`] writes next to `out`.

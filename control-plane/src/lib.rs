@@ -10,13 +10,14 @@
 //!   or PostgreSQL;
 //! * [`ingest`]: the single committer task that ties both together (WAL batch → one fsync → one
 //!   DB transaction → answers);
-//! * [`api`]: the two HTTP listeners (loopback ingest for Envoy, admin for operators);
+//! * [`api`]: the two HTTP listeners (ingest for Envoy, admin for operators);
 //! * [`envoy`]: renders the Envoy bootstrap that puts the gate in front of all of it;
 //! * [`registry`]: model registry, aliases and signed bundles served to the filters;
 //! * [`ml`]: offline training and cross-validated evaluation of the hallucination-risk scorer.
 //!
 //! Trust boundary: the ingest listener believes the `x-kakeya-*` headers that the gate filter
-//! sets. It must only ever bind a loopback (or otherwise Envoy-only) address.
+//! sets. It binds loopback, or, off loopback, requires the shared secret Envoy adds to every
+//! forwarded request ([`api::auth::H_INGEST_SECRET`]).
 
 pub mod api;
 pub mod config;

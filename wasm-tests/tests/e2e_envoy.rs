@@ -375,16 +375,29 @@ fn envoy_stats(stack: &Stack) -> String {
 }
 
 #[test]
-fn hmac_keys_stay_out_of_envoy_config_and_world_readable_files() {
+fn secrets_stay_out_of_envoy_config_and_world_readable_files() {
     use std::os::unix::fs::PermissionsExt;
+    const INGEST_SECRET: &str = "ingest-secret-0123456789abcdef";
+    let mut env = hmac_env();
+    env.push(("KAKEYA_INGEST_SECRET".into(), INGEST_SECRET.into()));
     let stack = Stack::start(StackOptions {
-        env: hmac_env(),
+        env,
         ..Default::default()
     })
     .unwrap();
-    // The key verifies: the golden vector is accepted.
+    // The key verifies and Envoy sends the ingest secret: the golden vector is accepted.
     let a = submit(&stack, GOLDEN[0], &[]);
     assert_eq!(a.status, 200, "{a:?}");
+    // Straight to the ingest listener, without the secret: refused, nothing written.
+    let direct = post(
+        &agent(),
+        &format!("http://{}/v1/pcs/submit", stack.ingest),
+        &[("x-kakeya-result", "{}"), ("x-kakeya-cacheable", "true")],
+        GOLDEN[1].as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(direct.status, 403, "{direct:?}");
+    assert_eq!(direct.json()["code"], "forbidden");
 
     let dump = call(&agent(), "GET", &stack.envoy_admin_url("/config_dump")).unwrap();
     assert_eq!(dump.status, 200);
@@ -393,25 +406,32 @@ fn hmac_keys_stay_out_of_envoy_config_and_world_readable_files() {
         "the dump should show the gate's configuration"
     );
     assert!(!dump.body.contains(KEY), "the HMAC key is in /config_dump");
+    assert!(
+        !dump.body.contains(INGEST_SECRET)
+            && dump.body.contains("%ENVIRONMENT(KAKEYA_INGEST_SECRET)%"),
+        "the ingest secret is in /config_dump, or the route does not send it"
+    );
 
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let yaml = stack.envoy_yaml();
-    assert!(!std::fs::read_to_string(&yaml).unwrap().contains(KEY));
+    let text = std::fs::read_to_string(&yaml).unwrap();
+    assert!(!text.contains(KEY) && !text.contains(INGEST_SECRET));
     assert_eq!(mode(&yaml), 0o600);
     let env_file = yaml.with_extension("env");
-    assert!(std::fs::read_to_string(&env_file).unwrap().contains(KEY));
+    let env_text = std::fs::read_to_string(&env_file).unwrap();
+    assert!(env_text.contains(KEY) && env_text.contains(INGEST_SECRET));
     assert_eq!(
         mode(&env_file),
         0o600,
         "the file holding the key is private"
     );
-    assert!(!stack.envoy_log().contains(KEY));
+    assert!(!stack.envoy_log().contains(KEY) && !stack.envoy_log().contains(INGEST_SECRET));
 
     let out = stack.kakeya(&["config", "show"]).unwrap();
     assert!(out.status.success());
     let shown = String::from_utf8(out.stdout).unwrap();
     assert!(
-        !shown.contains(KEY) && shown.contains("<redacted>"),
+        !shown.contains(KEY) && !shown.contains(INGEST_SECRET) && shown.contains("<redacted>"),
         "{shown}"
     );
 }

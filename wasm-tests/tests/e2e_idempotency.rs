@@ -159,4 +159,21 @@ fn other_signed_content_under_a_stored_pcs_id_is_a_conflict() {
     let again = submit(&stack, first_body.as_bytes());
     assert_eq!((again.status, &again.body), (first.status, &first.body));
     assert_eq!(again.header("x-kakeya-dedup"), Some("hit"));
+
+    // Nothing changed: one decision for this pcs_id, the conflict counted.
+    let rows = stack.decisions(None).unwrap();
+    let same: Vec<_> = rows
+        .iter()
+        .filter(|r| r["pcs_id"] == p.pcs_id.as_str())
+        .collect();
+    assert_eq!(same.len(), 1, "{same:?}");
+    assert_eq!(same[0]["accepted"], true, "the first verdict stays");
+    let metrics = stack.admin_get("/metrics").unwrap();
+    assert!(
+        metrics
+            .body
+            .contains("kakeya_idempotency_conflicts_total{tenant=\"default\"} 1"),
+        "{}",
+        metrics.body
+    );
 }

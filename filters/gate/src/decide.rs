@@ -813,12 +813,15 @@ mod tests {
             };
             let mut p = kakeya_core::parse(G1).unwrap();
             p.evidence_sha256 = bind.map_or_else(|| evidence_sha256(&ev), str::to_string);
+            // pcs-id-v2: the identity covers the evidence hash.
+            p.pcs_id = kakeya_core::ids::expected_pcs_id(&p);
             p.sig = kakeya_core::signature::sign_hmac(
                 kakeya_core::canonical::signing_payload(&p).as_bytes(),
                 b"testsecret",
             );
             let mut v: serde_json::Value = serde_json::from_slice(G1).unwrap();
             v["sig"] = serde_json::json!(p.sig);
+            v["pcs_id"] = serde_json::json!(p.pcs_id);
             if !p.evidence_sha256.is_empty() {
                 v["evidence_sha256"] = serde_json::json!(p.evidence_sha256);
             }
