@@ -214,7 +214,7 @@ pub fn on_headers(headers: &[(String, Vec<u8>)], gate: &Gate) -> Head {
             verdict: HeadVerdict::Reply(LocalReply::new(
                 415,
                 "unsupported_media_type",
-                "unsupported content type: send application/json",
+                "unsupported content type: send content-type: application/json (curl sends a form type unless given -H 'content-type: application/json')",
             )),
         };
     }
@@ -532,7 +532,7 @@ mod tests {
             assert_eq!((r.status, r.code), (415, "unsupported_media_type"), "{bad}");
             assert_eq!(
                 r.body,
-                r#"{"error":"unsupported content type: send application/json","code":"unsupported_media_type"}"#
+                r#"{"error":"unsupported content type: send content-type: application/json (curl sends a form type unless given -H 'content-type: application/json')","code":"unsupported_media_type"}"#
             );
         }
         // Two content types: every one must be JSON.
