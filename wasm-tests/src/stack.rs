@@ -168,6 +168,20 @@ impl Stack {
     }
 
     /// `GET` on the admin listener with the admin token.
+    /// `POST path` on the admin listener with the admin token and a JSON body.
+    pub fn admin_post(&self, path: &str, body: &serde_json::Value) -> Result<Answer> {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(20))
+            .build();
+        answer(
+            agent
+                .post(&self.admin_url(path))
+                .set("authorization", &format!("Bearer {}", self.admin_token))
+                .set("content-type", "application/json")
+                .send_string(&body.to_string()),
+        )
+    }
+
     pub fn admin_get(&self, path: &str) -> Result<Answer> {
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(20))
