@@ -122,6 +122,10 @@ fn verify_path_through_envoy() {
     // Health through the gateway.
     let a = call(&agent(), "GET", &stack.url("/health")).unwrap();
     assert_eq!(a.status, 200);
+    // Any other path: a JSON 404.
+    let a = call(&agent(), "GET", &stack.url("/v1/nope")).unwrap();
+    assert_json_error(&a, 404);
+    assert_eq!(a.header("content-type"), Some("application/json"), "{a:?}");
 
     // A soft escalation answers 202 with the reason.
     let mut p: kakeya_core::Pcs =
@@ -514,6 +518,10 @@ fn slow_and_odd_clients() {
         "a stalled body must be cut within {bound:?}; got {got:?}"
     );
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(
+        got.contains(r#""code":"request_timeout""#),
+        "a JSON error body: {got}"
+    );
 
     // One keep-alive connection: a 400, a 415 and a 401 answered by the gate leave it open for
     // the next request (Envoy used to close it after every local 400, then hold it for 1 s).
