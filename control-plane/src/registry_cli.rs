@@ -4,9 +4,16 @@
 use crate::{BundleCmd, ModelCmd};
 use anyhow::Context;
 use kakeya_control_plane::config::Config;
+use kakeya_control_plane::registry::keys;
 use kakeya_control_plane::registry::{self, CHALLENGER, CHAMPION};
 use kakeya_control_plane::store::Db;
-use kakeya_core::bundle::verify_bundle;
+use std::path::Path;
+
+/// The server's signing key, read, never created: only `kakeya serve` creates it (a key made
+/// here, in a data dir no server uses, would sign rows no server trusts).
+fn seed(path: &Path) -> anyhow::Result<[u8; 32]> {
+    keys::load_seed(path).context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")
+}
 
 async fn db(cfg: &Config) -> anyhow::Result<Db> {
     Db::connect(&cfg.database_url, None)
@@ -28,14 +35,14 @@ fn print_published(p: &registry::Published) {
     );
 }
 
-pub async fn model(mut cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
+pub async fn model(cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
     registry::configure_tenant_stats_days(cfg.tenant_stats_days);
     let db = db(&cfg).await?;
     match cmd {
         ModelCmd::Register { file } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let seed = cfg.load_bundle_key()?;
+            let seed = seed(&cfg.bundle_signing_seed_file)?;
             let s = kakeya_control_plane::api::registry::register(&db, &seed, &bytes).await?;
             println!(
                 "registered {} (sha256 {}, signature {})",
@@ -63,7 +70,7 @@ pub async fn model(mut cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
                     m.sha256,
                     m.signature
                         .as_deref()
-                        .unwrap_or("- (unsigned: kakeya serve signs it)")
+                        .unwrap_or("- (unsigned: refused; see docs/OPERATIONS.md)")
                 );
             }
         }
@@ -72,7 +79,7 @@ pub async fn model(mut cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
             challenger,
             weight,
         } => {
-            let seed = cfg.load_bundle_key()?;
+            let seed = seed(&cfg.bundle_signing_seed_file)?;
             let alias = if challenger { CHALLENGER } else { CHAMPION };
             let p = registry::set_alias(
                 &db,
@@ -86,7 +93,7 @@ pub async fn model(mut cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
             print_published(&p);
         }
         ModelCmd::RemoveChallenger => {
-            let seed = cfg.load_bundle_key()?;
+            let seed = seed(&cfg.bundle_signing_seed_file)?;
             let p = registry::remove_challenger(&db, &seed, kakeya_control_plane::now_ms()).await?;
             print_published(&p);
         }
@@ -94,19 +101,16 @@ pub async fn model(mut cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn bundle(mut cfg: Config, cmd: BundleCmd) -> anyhow::Result<()> {
-    cfg.load_bundle_key()
-        .context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")?;
-    let pk = cfg.bundle_public_key.clone().unwrap_or_default();
+pub async fn bundle(cfg: Config, cmd: BundleCmd) -> anyhow::Result<()> {
+    let seed = seed(&cfg.bundle_signing_seed_file)?;
+    let pk = keys::public_key_b64(&seed);
     match cmd {
         BundleCmd::PublicKey => println!("{pk}"),
         BundleCmd::Show => {
             let db = db(&cfg).await?;
-            let Some(b) = registry::current_bundle(&db).await? else {
+            let Some((b, bundle)) = registry::served_bundle(&db, &pk).await? else {
                 anyhow::bail!("no bundle published yet (kakeya serve publishes the first one)");
             };
-            let bundle = verify_bundle(b.bytes.as_bytes(), &b.sha256, &b.signature, &[pk])
-                .context("the stored bundle does not verify with this control plane's key")?;
             let out = serde_json::json!({
                 "version": b.version,
                 "created_at_ms": b.created_at_ms,
@@ -119,6 +123,35 @@ pub async fn bundle(mut cfg: Config, cmd: BundleCmd) -> anyhow::Result<()> {
                 "policy": bundle.policy,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BundleCmd::Rekey { previous_seed_file } => {
+            registry::configure_tenant_stats_days(cfg.tenant_stats_days);
+            let previous = keys::load_seed(&previous_seed_file).context("--previous-seed-file")?;
+            let db = db(&cfg).await?;
+            let r = registry::rekey(&db, &seed, &previous, kakeya_control_plane::now_ms()).await;
+            let r = r.context("re-keying failed")?;
+            for v in &r.resigned {
+                println!("re-signed  {v}");
+            }
+            for v in &r.current {
+                println!("current    {v} (already signed with the current key)");
+            }
+            for e in &r.refused {
+                println!("refused    {e}");
+            }
+            match &r.published {
+                Some(p) => print_published(p),
+                None => {
+                    println!("the served bundle verifies with the current key: nothing published")
+                }
+            }
+            println!("public key {pk}: re-render the Envoy configuration (kakeya envoy render) so the filters trust it");
+            if !r.refused.is_empty() {
+                anyhow::bail!(
+                    "{} model rows are signed by neither key (or altered) and stay refused",
+                    r.refused.len()
+                );
+            }
         }
     }
     Ok(())
