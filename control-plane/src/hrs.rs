@@ -256,7 +256,7 @@ fn fmt(v: &Value) -> String {
 
 /// The model `--model` names, and the tenant statistics of the current bundle (none for a
 /// file).
-fn resolve_model(
+pub(crate) fn resolve_model(
     spec: &str,
     cfg: Option<&kakeya_control_plane::config::Config>,
 ) -> anyhow::Result<(HrsModel, BTreeMap<String, TenantStats>)> {

@@ -156,3 +156,48 @@ pub async fn bundle(cfg: Config, cmd: BundleCmd) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 6 review item 3: pointed at a data dir no server has used, the read-only and the
+    /// registry write commands fail naming KAKEYA_DATA_DIR, and none of them creates a key
+    /// (which a later `kakeya serve` would take for a key change).
+    #[test]
+    fn cli_commands_never_create_the_signing_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            database_url: format!("sqlite://{}/kakeya.db?mode=rwc", tmp.path().display()),
+            bundle_signing_seed_file: tmp.path().join("keys/bundle-signing.seed"),
+            ..Config::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let errors = [
+            rt.block_on(bundle(cfg.clone(), BundleCmd::PublicKey)),
+            rt.block_on(bundle(cfg.clone(), BundleCmd::Show)),
+            rt.block_on(model(
+                cfg.clone(),
+                ModelCmd::Promote {
+                    version: "lr-000000000000".into(),
+                    challenger: false,
+                    weight: None,
+                },
+            )),
+            rt.block_on(model(cfg.clone(), ModelCmd::RemoveChallenger)),
+            crate::hrs::resolve_model("lr-000000000000", Some(&cfg)).map(|_| ()),
+        ];
+        for e in errors {
+            let e = format!("{:#}", e.unwrap_err());
+            assert!(
+                e.contains("only `kakeya serve` creates it") && e.contains("KAKEYA_DATA_DIR"),
+                "{e}"
+            );
+        }
+        assert!(!cfg.bundle_signing_seed_file.exists());
+        assert!(!tmp.path().join("keys").exists());
+    }
+}
