@@ -200,4 +200,45 @@ mod tests {
         assert!(!cfg.bundle_signing_seed_file.exists());
         assert!(!tmp.path().join("keys").exists());
     }
+
+    /// `kakeya bundle rekey` on a SQLite data dir whose key was replaced: a wrong previous seed
+    /// file is refused, the right one re-signs and re-publishes, and start then goes on.
+    #[test]
+    fn bundle_rekey_re_signs_after_a_key_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            database_url: format!("sqlite://{}/kakeya.db?mode=rwc", tmp.path().display()),
+            bundle_signing_seed_file: tmp.path().join("keys/bundle-signing.seed"),
+            ..Config::default()
+        };
+        let old = tmp.path().join("old.seed");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let old_seed = keys::load_or_create_seed(&old).unwrap();
+        let new_seed = keys::load_or_create_seed(&cfg.bundle_signing_seed_file).unwrap();
+        let db = rt.block_on(db(&cfg)).unwrap();
+        rt.block_on(registry::bootstrap::start(&db, &old_seed))
+            .unwrap();
+        assert!(rt
+            .block_on(registry::bootstrap::start(&db, &new_seed))
+            .is_err());
+        let rekey = |previous_seed_file| {
+            rt.block_on(bundle(cfg.clone(), BundleCmd::Rekey { previous_seed_file }))
+        };
+        let wrong = tmp.path().join("wrong.seed");
+        keys::load_or_create_seed(&wrong).unwrap();
+        assert!(rekey(wrong).is_err());
+        assert!(rekey(tmp.path().join("missing.seed")).is_err());
+        rekey(old).unwrap();
+        rt.block_on(registry::bootstrap::start(&db, &new_seed))
+            .unwrap();
+        let key = keys::public_key_b64(&new_seed);
+        let (row, _) = rt
+            .block_on(registry::served_bundle(&db, &key))
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.version, 2);
+    }
 }
