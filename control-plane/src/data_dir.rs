@@ -2,9 +2,10 @@
 //!
 //! Why: every `kakeya` verb reads `KAKEYA_DATA_DIR` (default `./.kakeya`). Run in a second
 //! terminal without it, a registry or bundle command would silently create a fresh data dir
-//! with a new, empty database and a new bundle signing key, and act on that instead of on the
-//! running stack. The signing key is created by the first `kakeya serve`, so its absence is
-//! the sign that no server has used this data dir.
+//! with a new, empty database and act on that instead of on the running stack (commands that
+//! need the bundle signing key refuse to run without it: only `kakeya serve` creates it). The
+//! key is created by the first `kakeya serve`, so its absence is the sign that no server has
+//! used this data dir.
 
 use crate::config::Config;
 
@@ -15,7 +16,7 @@ pub fn unused_warning(cfg: &Config) -> Option<String> {
     }
     Some(format!(
         "the data dir {} has no bundle signing key ({}): no `kakeya serve` has used it, so this \
-         command works on a new, empty state with a new key. To act on a running stack, \
+         command works on a new, empty state (and cannot sign or verify). To act on a running stack, \
          export KAKEYA_DATA_DIR=<its data dir> (`cargo xtask up` prints it) and run again",
         cfg.data_dir.display(),
         cfg.bundle_signing_seed_file.display()

@@ -52,6 +52,10 @@ pub enum ApiError {
     ShuttingDown,
     #[error("not ready: {0}")]
     NotReady(String),
+    /// A stored registry row failed its integrity check (`registry::IntegrityError`): 500
+    /// where it is to be served, 409 where a publication using it is refused.
+    #[error("{message}")]
+    Integrity { refused: bool, message: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -65,14 +69,18 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::Integrity { refused: true, .. } => {
+                StatusCode::CONFLICT
+            }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFromEnvoy => StatusCode::FORBIDDEN,
             ApiError::WalUnavailable(_)
             | ApiError::StoreUnavailable(_)
             | ApiError::ShuttingDown
             | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) | ApiError::Integrity { refused: false, .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -91,6 +99,7 @@ impl ApiError {
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::NotReady(_) => "not_ready",
+            ApiError::Integrity { .. } => "integrity_failure",
             ApiError::Internal(_) => "internal",
         }
     }

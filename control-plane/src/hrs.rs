@@ -5,7 +5,7 @@ use crate::eval_gateway;
 use anyhow::Context;
 use clap::Args;
 use kakeya_control_plane::ml::{dataset, eval, model};
-use kakeya_core::bundle::{verify_bundle, Bundle, Policy, Scorer, BUNDLE_FORMAT};
+use kakeya_core::bundle::{Bundle, Policy, Scorer, BUNDLE_FORMAT};
 use kakeya_core::features::TenantStats;
 use kakeya_core::model::{HrsModel, TrainingMeta};
 use kakeya_core::pcs_builder::{build, BuildOptions, RECIPE_VERSION};
@@ -227,10 +227,10 @@ pub fn train(
                 let db = kakeya_control_plane::store::Db::connect(&cfg.database_url, None)
                     .await
                     .context("cannot open the database; check DATABASE_URL")?;
-                let seed = kakeya_control_plane::registry::keys::load_or_create_seed(
-                    &cfg.bundle_signing_seed_file,
-                )
-                .context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")?;
+                // Only `kakeya serve` creates the key.
+                let seed =
+                    kakeya_control_plane::registry::keys::load_seed(&cfg.bundle_signing_seed_file)
+                        .context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")?;
                 anyhow::Ok(
                     kakeya_control_plane::registry::insert_model(
                         &db,
@@ -256,7 +256,7 @@ fn fmt(v: &Value) -> String {
 
 /// The model `--model` names, and the tenant statistics of the current bundle (none for a
 /// file).
-fn resolve_model(
+pub(crate) fn resolve_model(
     spec: &str,
     cfg: Option<&kakeya_control_plane::config::Config>,
 ) -> anyhow::Result<(HrsModel, BTreeMap<String, TenantStats>)> {
@@ -277,17 +277,12 @@ fn resolve_model(
             let db = kakeya_control_plane::store::Db::connect(&cfg.database_url, None)
                 .await
                 .context("cannot open the registry database; check KAKEYA_DATA_DIR / DATABASE_URL")?;
-            // Every model and bundle read from the registry goes through its integrity check.
-            let seed = registry::keys::load_or_create_seed(&cfg.bundle_signing_seed_file)
+            // Every model and bundle read from the registry goes through its integrity check,
+            // with the server's key: read, never created (that is `kakeya serve`'s).
+            let seed = registry::keys::load_seed(&cfg.bundle_signing_seed_file)
                 .context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")?;
             let key = registry::keys::public_key_b64(&seed);
-            let bundle = match registry::served_bundle(&db, &key).await? {
-                Some(b) => Some(
-                    verify_bundle(b.bytes.as_bytes(), &b.sha256, &b.signature, std::slice::from_ref(&key))
-                        .with_context(|| format!("stored bundle {}", b.version))?,
-                ),
-                None => None,
-            };
+            let bundle = registry::served_bundle(&db, &key).await?.map(|(_, b)| b);
             let stats = bundle
                 .as_ref()
                 .map(|b| b.tenant_stats.clone())

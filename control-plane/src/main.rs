@@ -90,6 +90,17 @@ enum BundleCmd {
     PublicKey,
     /// Print the current bundle's version, digest and models, after verifying it.
     Show,
+    /// After a change of the bundle signing key (e.g. the data dir was replaced while the
+    /// database was kept; `kakeya serve` then refuses to start): re-sign, with the current key,
+    /// the model rows whose signature verifies with the previous key, and publish the aliases
+    /// again as a bundle signed with the current key. Rows the previous key did not sign are left
+    /// as they are (refused). Run it with KAKEYA_DATA_DIR of the server, then re-render the
+    /// Envoy configuration (the filters must trust the new public key).
+    Rekey {
+        /// The previous bundle signing seed (the old `<data_dir>/keys/bundle-signing.seed`).
+        #[arg(long, value_name = "FILE")]
+        previous_seed_file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

@@ -4,9 +4,16 @@
 use crate::{BundleCmd, ModelCmd};
 use anyhow::Context;
 use kakeya_control_plane::config::Config;
+use kakeya_control_plane::registry::keys;
 use kakeya_control_plane::registry::{self, CHALLENGER, CHAMPION};
 use kakeya_control_plane::store::Db;
-use kakeya_core::bundle::verify_bundle;
+use std::path::Path;
+
+/// The server's signing key, read, never created: only `kakeya serve` creates it (a key made
+/// here, in a data dir no server uses, would sign rows no server trusts).
+fn seed(path: &Path) -> anyhow::Result<[u8; 32]> {
+    keys::load_seed(path).context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")
+}
 
 async fn db(cfg: &Config) -> anyhow::Result<Db> {
     Db::connect(&cfg.database_url, None)
@@ -28,14 +35,14 @@ fn print_published(p: &registry::Published) {
     );
 }
 
-pub async fn model(mut cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
+pub async fn model(cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
     registry::configure_tenant_stats_days(cfg.tenant_stats_days);
     let db = db(&cfg).await?;
     match cmd {
         ModelCmd::Register { file } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let seed = cfg.load_bundle_key()?;
+            let seed = seed(&cfg.bundle_signing_seed_file)?;
             let s = kakeya_control_plane::api::registry::register(&db, &seed, &bytes).await?;
             println!(
                 "registered {} (sha256 {}, signature {})",
@@ -63,7 +70,7 @@ pub async fn model(mut cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
                     m.sha256,
                     m.signature
                         .as_deref()
-                        .unwrap_or("- (unsigned: kakeya serve signs it)")
+                        .unwrap_or("- (unsigned: refused; see docs/OPERATIONS.md)")
                 );
             }
         }
@@ -72,7 +79,7 @@ pub async fn model(mut cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
             challenger,
             weight,
         } => {
-            let seed = cfg.load_bundle_key()?;
+            let seed = seed(&cfg.bundle_signing_seed_file)?;
             let alias = if challenger { CHALLENGER } else { CHAMPION };
             let p = registry::set_alias(
                 &db,
@@ -86,7 +93,7 @@ pub async fn model(mut cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
             print_published(&p);
         }
         ModelCmd::RemoveChallenger => {
-            let seed = cfg.load_bundle_key()?;
+            let seed = seed(&cfg.bundle_signing_seed_file)?;
             let p = registry::remove_challenger(&db, &seed, kakeya_control_plane::now_ms()).await?;
             print_published(&p);
         }
@@ -94,19 +101,16 @@ pub async fn model(mut cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn bundle(mut cfg: Config, cmd: BundleCmd) -> anyhow::Result<()> {
-    cfg.load_bundle_key()
-        .context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")?;
-    let pk = cfg.bundle_public_key.clone().unwrap_or_default();
+pub async fn bundle(cfg: Config, cmd: BundleCmd) -> anyhow::Result<()> {
+    let seed = seed(&cfg.bundle_signing_seed_file)?;
+    let pk = keys::public_key_b64(&seed);
     match cmd {
         BundleCmd::PublicKey => println!("{pk}"),
         BundleCmd::Show => {
             let db = db(&cfg).await?;
-            let Some(b) = registry::current_bundle(&db).await? else {
+            let Some((b, bundle)) = registry::served_bundle(&db, &pk).await? else {
                 anyhow::bail!("no bundle published yet (kakeya serve publishes the first one)");
             };
-            let bundle = verify_bundle(b.bytes.as_bytes(), &b.sha256, &b.signature, &[pk])
-                .context("the stored bundle does not verify with this control plane's key")?;
             let out = serde_json::json!({
                 "version": b.version,
                 "created_at_ms": b.created_at_ms,
@@ -120,6 +124,121 @@ pub async fn bundle(mut cfg: Config, cmd: BundleCmd) -> anyhow::Result<()> {
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
+        BundleCmd::Rekey { previous_seed_file } => {
+            registry::configure_tenant_stats_days(cfg.tenant_stats_days);
+            let previous = keys::load_seed(&previous_seed_file).context("--previous-seed-file")?;
+            let db = db(&cfg).await?;
+            let r = registry::rekey(&db, &seed, &previous, kakeya_control_plane::now_ms()).await;
+            let r = r.context("re-keying failed")?;
+            for v in &r.resigned {
+                println!("re-signed  {v}");
+            }
+            for v in &r.current {
+                println!("current    {v} (already signed with the current key)");
+            }
+            for e in &r.refused {
+                println!("refused    {e}");
+            }
+            match &r.published {
+                Some(p) => print_published(p),
+                None => {
+                    println!("the served bundle verifies with the current key: nothing published")
+                }
+            }
+            println!("public key {pk}: re-render the Envoy configuration (kakeya envoy render) so the filters trust it");
+            if !r.refused.is_empty() {
+                anyhow::bail!(
+                    "{} model rows are signed by neither key (or altered) and stay refused",
+                    r.refused.len()
+                );
+            }
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 6 review item 3: pointed at a data dir no server has used, the read-only and the
+    /// registry write commands fail naming KAKEYA_DATA_DIR, and none of them creates a key
+    /// (which a later `kakeya serve` would take for a key change).
+    #[test]
+    fn cli_commands_never_create_the_signing_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            database_url: format!("sqlite://{}/kakeya.db?mode=rwc", tmp.path().display()),
+            bundle_signing_seed_file: tmp.path().join("keys/bundle-signing.seed"),
+            ..Config::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let errors = [
+            rt.block_on(bundle(cfg.clone(), BundleCmd::PublicKey)),
+            rt.block_on(bundle(cfg.clone(), BundleCmd::Show)),
+            rt.block_on(model(
+                cfg.clone(),
+                ModelCmd::Promote {
+                    version: "lr-000000000000".into(),
+                    challenger: false,
+                    weight: None,
+                },
+            )),
+            rt.block_on(model(cfg.clone(), ModelCmd::RemoveChallenger)),
+            crate::hrs::resolve_model("lr-000000000000", Some(&cfg)).map(|_| ()),
+        ];
+        for e in errors {
+            let e = format!("{:#}", e.unwrap_err());
+            assert!(
+                e.contains("only `kakeya serve` creates it") && e.contains("KAKEYA_DATA_DIR"),
+                "{e}"
+            );
+        }
+        assert!(!cfg.bundle_signing_seed_file.exists());
+        assert!(!tmp.path().join("keys").exists());
+    }
+
+    /// `kakeya bundle rekey` on a SQLite data dir whose key was replaced: a wrong previous seed
+    /// file is refused, the right one re-signs and re-publishes, and start then goes on.
+    #[test]
+    fn bundle_rekey_re_signs_after_a_key_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            database_url: format!("sqlite://{}/kakeya.db?mode=rwc", tmp.path().display()),
+            bundle_signing_seed_file: tmp.path().join("keys/bundle-signing.seed"),
+            ..Config::default()
+        };
+        let old = tmp.path().join("old.seed");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let old_seed = keys::load_or_create_seed(&old).unwrap();
+        let new_seed = keys::load_or_create_seed(&cfg.bundle_signing_seed_file).unwrap();
+        let db = rt.block_on(db(&cfg)).unwrap();
+        rt.block_on(registry::bootstrap::start(&db, &old_seed))
+            .unwrap();
+        assert!(rt
+            .block_on(registry::bootstrap::start(&db, &new_seed))
+            .is_err());
+        let rekey = |previous_seed_file| {
+            rt.block_on(bundle(cfg.clone(), BundleCmd::Rekey { previous_seed_file }))
+        };
+        let wrong = tmp.path().join("wrong.seed");
+        keys::load_or_create_seed(&wrong).unwrap();
+        assert!(rekey(wrong).is_err());
+        assert!(rekey(tmp.path().join("missing.seed")).is_err());
+        rekey(old).unwrap();
+        rt.block_on(registry::bootstrap::start(&db, &new_seed))
+            .unwrap();
+        let key = keys::public_key_b64(&new_seed);
+        let (row, _) = rt
+            .block_on(registry::served_bundle(&db, &key))
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.version, 2);
+    }
 }

@@ -80,16 +80,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let seed = crate::registry::keys::load_or_create_seed(&cfg.bundle_signing_seed_file)
         .context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")?;
     crate::registry::configure_tenant_stats_days(cfg.tenant_stats_days);
-    crate::registry::bootstrap::ensure_default(&db, &seed)
-        .await
-        .context("cannot publish the default model bundle")?;
-    // Models first: re-publishing the served bundle loads them through their integrity check.
-    crate::registry::bootstrap::ensure_models_signed(&db, &seed)
-        .await
-        .context("cannot sign the registered model artifacts")?;
-    crate::registry::bootstrap::ensure_trusted(&db, &seed)
-        .await
-        .context("the served bundle cannot be kept or re-published")?;
+    crate::registry::bootstrap::start(&db, &seed).await?;
     std::fs::create_dir_all(&cfg.wal_dir).with_context(|| {
         format!(
             "cannot create WAL_DIR {}; check permissions",

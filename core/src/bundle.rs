@@ -704,13 +704,18 @@ mod tests {
             citations: vec![],
             response: "Paris".into(),
         };
-        let mut v02 =
-            crate::pcs::parse(include_bytes!("../tests/data/pcs_tiny_case_1.json")).unwrap();
-        let o = verify(&v02, &VerifyParams::default());
-        let v01 = v02.clone();
+        let v01 = crate::pcs::parse(include_bytes!("../tests/data/pcs_tiny_case_1.json")).unwrap();
+        let o1 = verify(&v01, &VerifyParams::default());
+        // The same PCS bound to its evidence, with the id that binding gives it (computed, so
+        // it follows the id formula), so that it passes verification as a v0.2.
+        let mut v02 = v01.clone();
         v02.evidence_sha256 = crate::evidence::evidence_sha256(&ev);
+        v02.pcs_id = crate::ids::expected_pcs_id(&v02);
+        let o = verify(&v02, &VerifyParams::default());
+        assert_eq!(o.result.reason, o1.result.reason, "{:?}", o.result);
+        assert!(o.result.recomputed_d_hat.is_some(), "{:?}", o.result);
         let base_v02 = b.assess("acme", &v02, &o, Some(&ev)).unwrap();
-        let base_v01 = b.assess("acme", &v01, &o, None).unwrap();
+        let base_v01 = b.assess("acme", &v01, &o1, None).unwrap();
         let a = b.champion.platt.a.abs();
         let mut seen_max = 0.0_f64;
         for (coh, r, sd) in [
@@ -743,7 +748,7 @@ mod tests {
             let free = b.champion.decision(&features(&signals, Some(&ev), &st)) - z0;
             assert!(free.abs() > TENANT_MAX_SHIFT, "{st:?}: {free}");
             // A v0.1 PCS of the same tenant is scored with the model's baseline, exactly.
-            assert_eq!(b.assess("acme", &v01, &o, None), Some(base_v01.clone()));
+            assert_eq!(b.assess("acme", &v01, &o1, None), Some(base_v01.clone()));
             // Other tenants are unaffected.
             assert_eq!(
                 b.assess("beta", &v02, &o, Some(&ev)),

@@ -136,8 +136,9 @@ pub const PCS_V02: &str = "0.2";
 /// Per-tenant statistics. Two ways to make them: the spec's running EMAs (§10.1, α = 0.3, an
 /// exponentially weighted std of r; [`Self::update`], kept for the reference HRS), and the
 /// robust window statistics bundles carry ([`Self::robust`]: medians and a winsorised std,
-/// in the same fields, so the wire format is unchanged). Features read them *before* the
-/// sample is folded in.
+/// in the same fields, so the wire format is unchanged). With the EMAs, features read them
+/// *before* the sample is folded in; the window statistics are computed by the control plane
+/// from the decision log at each bundle publication and stay fixed for that bundle's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TenantStats {
     pub avg_d_hat: f64,

@@ -29,9 +29,24 @@ impl From<RegistryError> for ApiError {
                 ApiError::Missing(e.to_string())
             }
             RegistryError::Invalid(m) => ApiError::BadRequest(m),
-            RegistryError::Integrity(e) => ApiError::Internal(e.to_string()),
+            RegistryError::Integrity(e) => ApiError::Integrity {
+                refused: false,
+                message: e.to_string(),
+            },
             RegistryError::Store(e) => ApiError::StoreUnavailable(e.to_string()),
         }
+    }
+}
+
+/// A publication (alias change) that failed: a model row failing its integrity check refuses
+/// the change (409 `integrity_failure`); nothing was published.
+fn refused(e: RegistryError) -> ApiError {
+    match e {
+        RegistryError::Integrity(e) => ApiError::Integrity {
+            refused: true,
+            message: e.to_string(),
+        },
+        e => e.into(),
     }
 }
 
@@ -58,7 +73,7 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
         (status = 200, description = "The canonical JSON bytes of the newest signed bundle (kakeya_core::bundle::Bundle); headers x-kakeya-bundle-sha256, x-kakeya-bundle-signature, ETag"),
         (status = 304, description = "If-None-Match names the current bundle"),
         (status = 404, body = ErrorBody, description = "No bundle published yet"),
-        (status = 500, body = ErrorBody, description = "The stored bundle row failed its integrity check (SHA-256 or signature); it is not served"),
+        (status = 500, body = ErrorBody, description = "Code `integrity_failure`: the stored bundle row failed its integrity check (SHA-256, signature or format); it is not served (the filters keep their last good bundle)"),
         (status = 503, body = ErrorBody)
     )
 )]
@@ -67,7 +82,7 @@ pub async fn current_bundle(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = crate::registry::keys::public_key_b64(seed(&st)?);
-    let b = registry::served_bundle(&st.db, &key)
+    let (b, _) = registry::served_bundle(&st.db, &key)
         .await?
         .ok_or_else(|| ApiError::Missing("no bundle published yet".into()))?;
     let etag = format!("\"{}\"", b.sha256);
@@ -199,7 +214,7 @@ fn seed(st: &AdminState) -> Result<&[u8; 32], ApiError> {
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "No such model"),
-        (status = 409, body = ErrorBody, description = "A challenger needs a champion"),
+        (status = 409, body = ErrorBody, description = "A challenger needs a champion (code `conflict`), or a model row it loads failed its integrity check (code `integrity_failure`): nothing is published"),
         (status = 503, body = ErrorBody)
     )
 )]
@@ -217,7 +232,8 @@ pub async fn set_alias(
         b.weight,
         crate::now_ms(),
     )
-    .await?;
+    .await
+    .map_err(refused)?;
     tracing::info!(alias, version = %b.version, bundle = p.bundle_version, "alias changed");
     Ok(Json(p))
 }
@@ -234,7 +250,7 @@ pub async fn set_alias(
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "No such model"),
-        (status = 409, body = ErrorBody, description = "A challenger needs a champion"),
+        (status = 409, body = ErrorBody, description = "A challenger needs a champion (code `conflict`), or a model row it loads failed its integrity check (code `integrity_failure`): nothing is published"),
         (status = 503, body = ErrorBody)
     )
 )]
@@ -254,11 +270,14 @@ pub async fn set_challenger(
         (status = 200, body = Published, description = "Challenger removed; a new signed bundle is published"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "No challenger"),
+        (status = 409, body = ErrorBody, description = "Code `integrity_failure`: the champion's model row failed its integrity check; nothing is published"),
         (status = 503, body = ErrorBody)
     )
 )]
 pub async fn delete_challenger(State(st): State<AdminState>) -> Result<Json<Published>, ApiError> {
-    let p = registry::remove_challenger(&st.db, seed(&st)?, crate::now_ms()).await?;
+    let p = registry::remove_challenger(&st.db, seed(&st)?, crate::now_ms())
+        .await
+        .map_err(refused)?;
     tracing::info!(
         alias = CHALLENGER,
         bundle = p.bundle_version,

@@ -4,13 +4,14 @@
 //! cross-validated figures. See `control-plane/data/README.md`.
 
 use super::{
-    card, current_bundle, insert_model, keys, model_sha256, republish, set_alias, IntegrityError,
-    Published, RegistryError, CHAMPION,
+    bundle_failure, card, check_bundle_row, current_bundle, insert_model, keys, model_sha256,
+    republish, set_alias, IntegrityError, Published, RegistryError, CHAMPION,
 };
 use crate::ml::dataset::{self, Row};
 use crate::ml::{eval, model};
 use crate::store::Db;
-use kakeya_core::bundle::Bundle;
+use anyhow::Context;
+use kakeya_core::bundle::{Bundle, BundleError};
 use kakeya_core::model::{HrsModel, TrainingMeta};
 use kakeya_core::pcs_builder::RECIPE_VERSION;
 use serde_json::Value;
@@ -96,133 +97,158 @@ pub async fn ensure_default(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Option<P
     Ok(Some(p))
 }
 
-/// At start-up, after [`ensure_default`] and [`ensure_models_signed`], checks the served
-/// bundle and never signs its stored bytes again:
-/// * its recorded SHA-256 is not that of its bytes: the row was altered. Start fails, naming
-///   the row (the filters refuse it anyway and keep their last good bundle);
-/// * it verifies with the signing key loaded now: every model it carries must be a registered
-///   row with the same recorded SHA-256 (a bundle published from an altered row carries a
-///   version `kakeya model list` does not show). Start fails otherwise, naming the model;
-/// * it verifies but does not parse with this build (a bundle format change), or its signature
-///   does not verify with the key loaded now (the data dir, hence the seed, was replaced while
-///   the database was kept): the next version is built from the aliases, every model loaded
-///   through the integrity check, and signed with this key. An alias on an altered row makes
-///   that fail, and start with it.
+/// What `kakeya serve` runs on the registry before it listens, in this order:
+/// [`ensure_default`], the one-time signature backfill ([`backfill_signatures`]),
+/// [`ensure_trusted`], then [`check_models`]. Never signs a model row or a bundle otherwise.
+pub async fn start(db: &Db, seed: &[u8; 32]) -> anyhow::Result<()> {
+    ensure_default(db, seed)
+        .await
+        .context("cannot publish the default model bundle")?;
+    backfill_signatures(db, seed)
+        .await
+        .context("cannot sign the model rows registered before migration 0004")?;
+    ensure_trusted(db, seed)
+        .await
+        .context("the served bundle cannot be kept")?;
+    check_models(db, seed)
+        .await
+        .context("cannot check the registered model rows")?;
+    Ok(())
+}
+
+/// Signs, once per database, the model rows registered before migration 0004
+/// ([`super::backfill_signatures`]), logging each. Returns how many were signed (`None`: the
+/// backfill was done before, nothing is ever signed again).
+pub async fn backfill_signatures(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Option<usize>> {
+    let Some(signed) = super::backfill_signatures(db, seed, crate::now_ms()).await? else {
+        return Ok(None);
+    };
+    let key = keys::public_key_b64(seed);
+    for v in &signed {
+        tracing::info!(model = %v, public_key = %key, "signed a model row registered before migration 0004 (one-time backfill)");
+    }
+    Ok(Some(signed.len()))
+}
+
+/// Checks the served bundle as a filter does ([`check_bundle_row`]) and never signs its stored
+/// bytes again:
+/// * it verifies with the signing key loaded now: it is kept, even if a model row was altered
+///   after it was published (the bundle carries its own copy of each model; [`check_models`]
+///   reports the row). Only a model the bundle carries without any row of that version stops
+///   start (published from an altered row by an older build: a version `kakeya model list`
+///   does not show);
+/// * its recorded SHA-256 is not that of its bytes: the row was altered; start fails, naming it;
+/// * its signature does not verify with the key loaded now: the key changed (data dir or
+///   `KAKEYA_BUNDLE_SIGNING_SEED_FILE` replaced while the database was kept) or the row was
+///   altered. Start fails, naming `kakeya bundle rekey`: re-signing automatically would bless
+///   whatever the database holds;
+/// * it verifies but does not parse with this build (a bundle format change): the next version
+///   is built from the aliases, every model loaded through the integrity check, and signed.
 ///
-/// `None` when the served bundle is kept (or none exists).
+/// Every refusal is recorded ([`IntegrityError::record`]). `None` when the served bundle is
+/// kept (or none exists).
 pub async fn ensure_trusted(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Option<Published>> {
     let Some(b) = current_bundle(db).await? else {
         return Ok(None);
     };
     let key = keys::public_key_b64(seed);
-    let actual = kakeya_core::ids::sha256_hex(b.bytes.as_bytes());
-    if actual != b.sha256 {
-        let e = IntegrityError::Bundle {
-            version: b.version,
-            why: format!(
-                "the stored bytes' SHA-256 {actual} does not match the recorded {}",
-                b.sha256
-            ),
+    let why = match check_bundle_row(&b, &key) {
+        Ok(bundle) => {
+            check_served_models(db, b.version, &bundle).await?;
+            return Ok(None);
         }
-        .record();
-        anyhow::bail!(
-            "{e}: the bundles row was altered outside the control plane, and it is not signed \
-             again. Restore it from a backup, or delete it (DELETE FROM bundles WHERE version = \
-             {v}) so that the previous bundle is served, then start again",
-            v = b.version
-        );
-    }
-    let why = if keys::verify_artifact(b.bytes.as_bytes(), &b.signature, &key) {
-        match kakeya_core::bundle::verify_bundle(
-            b.bytes.as_bytes(),
-            &b.sha256,
-            &b.signature,
-            std::slice::from_ref(&key),
-        ) {
-            Ok(bundle) => {
-                check_served_models(db, b.version, &bundle).await?;
-                return Ok(None);
-            }
-            Err(e) => format!("this build does not take it ({e})"),
+        Err(e @ BundleError::Digest) => {
+            let e = bundle_failure(&b, &e).record();
+            anyhow::bail!(
+                "{e}: the bundles row was altered outside the control plane, and it is not \
+                 signed again. Restore it from a backup, or delete it (DELETE FROM bundles WHERE \
+                 version = {v}) so that the previous bundle is served, then start again",
+                v = b.version
+            );
         }
-    } else {
-        "its signature does not verify with the current signing key (was the data dir or \
-         KAKEYA_BUNDLE_SIGNING_SEED_FILE replaced while the database was kept?)"
-            .to_string()
+        Err(e @ (BundleError::Signature | BundleError::Key)) => {
+            let e = bundle_failure(&b, &e).record();
+            anyhow::bail!(
+                "{e} (public key {key}). If the signing key changed (the data dir or \
+                 KAKEYA_BUNDLE_SIGNING_SEED_FILE was replaced while the database was kept), \
+                 re-sign with `kakeya bundle rekey --previous-seed-file <the previous seed file>` \
+                 and start again; nothing is re-signed automatically. Otherwise the bundles row \
+                 was altered: restore it from a backup, or delete it (DELETE FROM bundles WHERE \
+                 version = {v}) so that the previous bundle is served",
+                v = b.version
+            );
+        }
+        Err(e) => e.to_string(),
     };
     tracing::warn!(
         bundle = b.version,
         reason = %why,
-        public_key = %key,
-        "re-publishing the current aliases from their verified model rows, signed with the current key"
+        "the served bundle is signed with this key but this build does not take it: \
+         re-publishing the current aliases from their verified model rows"
     );
     let p = republish(db, seed, crate::now_ms()).await?;
     tracing::info!(
         bundle = p.bundle_version,
         sha256 = %p.bundle_sha256,
         replaces = b.version,
-        "re-signed bundle published"
+        "bundle re-published"
     );
     Ok(Some(p))
 }
 
-/// Every model of the served bundle `version` is a registered row with the same recorded
-/// SHA-256.
+/// Every model of the served bundle `version` has a registered row of its version. A row with
+/// another SHA-256 was altered after publication: the bundle (signed) is kept and
+/// [`check_models`] reports the row.
 async fn check_served_models(db: &Db, version: i64, bundle: &Bundle) -> anyhow::Result<()> {
     for (arm, m) in [
         ("champion", Some(&bundle.champion)),
         ("challenger", bundle.challenger.as_ref()),
     ] {
         let Some(m) = m else { continue };
-        let recorded = model_sha256(db, &m.version()).await?;
-        if recorded.as_deref() != Some(m.sha256().as_str()) {
-            let e = IntegrityError::Bundle {
-                version,
-                why: format!(
-                    "its {arm} {} is not a registered model (it was published from an altered \
-                     model row)",
-                    m.version()
-                ),
+        match model_sha256(db, &m.version()).await? {
+            Some(recorded) if recorded == m.sha256() => {}
+            Some(_) => tracing::warn!(
+                bundle = version,
+                model = %m.version(),
+                arm,
+                "the served bundle's model row was altered after publication: the bundle \
+                 (signed, with its own copy of the model) keeps serving; publishing with the \
+                 row is refused until another model is promoted"
+            ),
+            None => {
+                let e = IntegrityError::Bundle {
+                    version,
+                    why: format!(
+                        "its {arm} {} is not a registered model (it was published from an \
+                         altered model row)",
+                        m.version()
+                    ),
+                }
+                .record();
+                anyhow::bail!(
+                    "{e}. Promote a verified model (kakeya model list; kakeya model promote \
+                     <version>), then start again"
+                );
             }
-            .record();
-            anyhow::bail!(
-                "{e}. Promote a verified model (kakeya model list; kakeya model promote \
-                 <version>), then start again"
-            );
         }
     }
     Ok(())
 }
 
-/// At start-up, before [`ensure_trusted`]: signs every registered model whose signature is
-/// missing (registered before migration 0004) or does not verify with the signing key loaded
-/// now, logging each one. Rows whose stored artifact was altered are never signed: each is
-/// refused with an error log line and `kakeya_registry_integrity_failures_total{what="model"}`,
-/// and start goes on (the served bundle stays; publishing with such a row is refused).
-/// Returns the number of models signed.
-pub async fn ensure_models_signed(db: &Db, seed: &[u8; 32]) -> anyhow::Result<usize> {
-    let (signed, refused) = super::sign_models(db, seed).await?;
-    let key = keys::public_key_b64(seed);
-    for s in &signed {
-        if s.was_unsigned {
-            tracing::info!(model = %s.version, public_key = %key, "signed an unsigned model artifact");
-        } else {
-            tracing::warn!(
-                model = %s.version,
-                public_key = %key,
-                "the model artifact's signature does not verify with the current signing key \
-                 (was the data dir or KAKEYA_BUNDLE_SIGNING_SEED_FILE replaced?); re-signed it"
-            );
-        }
-    }
+/// At start-up, last: checks every model row ([`super::verify_models`]). Each row that fails
+/// (altered, unsigned after the backfill, or signed by another key) is refused with an error
+/// log line and `kakeya_registry_integrity_failures_total{what="model"}`; start goes on (the
+/// served bundle stays; publishing with such a row is refused). Returns the rows refused.
+pub async fn check_models(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Vec<IntegrityError>> {
+    let refused = super::verify_models(db, &keys::public_key_b64(seed)).await?;
     if !refused.is_empty() {
         tracing::error!(
             models = refused.len(),
-            "model rows were altered outside the control plane: they are not signed, and \
-             promoting them or publishing with them is refused"
+            "model rows failed their integrity check (written outside the control plane): \
+             they are not signed, and promoting them or publishing with them is refused"
         );
     }
-    Ok(signed.len())
+    Ok(refused)
 }
 
 #[cfg(test)]

@@ -14,7 +14,24 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
 
-/// Reads the seed at `path`, generating it first when the file does not exist.
+/// Reads the seed at `path`, never creating it: what every command but `kakeya serve` (and
+/// `kakeya envoy render`, which runs before the first start) uses. A missing file is an error
+/// saying where the key should be: a CLI command pointed at the wrong data dir would otherwise
+/// make a key of its own, which the next `kakeya serve` would take for a key change.
+pub fn load_seed(path: &Path) -> anyhow::Result<[u8; 32]> {
+    match std::fs::read(path) {
+        Ok(bytes) => parse_seed(&bytes, path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no bundle signing key at {}: only `kakeya serve` creates it. Set KAKEYA_DATA_DIR to \
+             the server's data dir (or KAKEYA_BUNDLE_SIGNING_SEED_FILE to its key) and run again",
+            path.display()
+        ),
+        Err(e) => Err(e)
+            .with_context(|| format!("cannot read the bundle signing seed {}", path.display())),
+    }
+}
+
+/// Reads the seed at `path`, generating it first when the file does not exist (`kakeya serve`).
 pub fn load_or_create_seed(path: &Path) -> anyhow::Result<[u8; 32]> {
     match std::fs::read(path) {
         Ok(bytes) => return parse_seed(&bytes, path),
@@ -140,5 +157,19 @@ mod tests {
         assert_eq!(STANDARD.decode(public_key_b64(&a)).unwrap().len(), 32);
         std::fs::write(&path, "garbage").unwrap();
         assert!(load_or_create_seed(&path).is_err());
+    }
+
+    #[test]
+    fn load_seed_never_creates_the_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("keys").join("bundle-signing.seed");
+        let e = load_seed(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("only `kakeya serve` creates it") && e.contains("KAKEYA_DATA_DIR"),
+            "{e}"
+        );
+        assert!(!path.exists() && !path.parent().unwrap().exists());
+        let seed = load_or_create_seed(&path).unwrap();
+        assert_eq!(load_seed(&path).unwrap(), seed);
     }
 }

@@ -4,7 +4,8 @@
 //!   Ed25519 signature of the SHA-256 of its canonical bytes by the control plane's key
 //!   ([`keys::sign_artifact`]) and its model card ([`card`]);
 //! * `model_aliases`: `champion` and optionally `challenger` (with its traffic weight);
-//! * `bundles`: every published [`Bundle`], signed with the control plane's key ([`keys`]).
+//! * `bundles`: every published [`Bundle`], signed with the control plane's key ([`keys`]);
+//! * `registry_meta`: facts recorded once per database (the one-time signature backfill).
 //!
 //! Every alias change publishes a new bundle (version = previous + 1) **in the same
 //! transaction**, so the served bundle always matches the aliases. The filter polls
@@ -17,7 +18,9 @@ pub mod card;
 pub mod keys;
 
 use crate::store::{Backend, Db};
-use kakeya_core::bundle::{verify_bundle, Bundle, Policy, SignedBundle, BUNDLE_FORMAT};
+use kakeya_core::bundle::{
+    verify_bundle, Bundle, BundleError, Policy, SignedBundle, BUNDLE_FORMAT,
+};
 use kakeya_core::features::TenantStats;
 use kakeya_core::model::HrsModel;
 use serde::Serialize;
@@ -32,7 +35,8 @@ pub const CHALLENGER: &str = "challenger";
 
 /// Default window (days of decision log) of the tenant statistics a bundle carries.
 pub const DEFAULT_TENANT_STATS_DAYS: u32 = 14;
-/// Most recent decision-log rows per tenant folded into its statistics.
+/// At most this many decision-log rows per tenant are folded into its statistics: a busy
+/// tenant's window is sampled evenly ([`tenant_stats`]).
 pub const TENANT_STATS_MAX_ROWS: i64 = 10_000;
 /// Tenants with fewer eligible rows in the window keep the model's training baseline.
 pub const TENANT_STATS_MIN_ROWS: i64 = 50;
@@ -45,23 +49,19 @@ pub fn configure_tenant_stats_days(days: u32) {
     TENANT_STATS_DAYS.store(days.max(1), Ordering::Relaxed);
 }
 
-/// Bounds of the decision-log signals folded into tenant statistics: D̂ ∈ [0, 3.5],
-/// coh★ ∈ [0, 1.05], r ∈ [0, 1]. Values are claimed by the submitter; anything outside (or not
-/// finite) never reaches a bundle.
-pub const STATS_D_HAT: (f64, f64) = (0.0, 3.5);
-pub const STATS_COH_STAR: (f64, f64) = (0.0, 1.05);
-pub const STATS_R: (f64, f64) = (0.0, 1.0);
-
-/// The decision-log rows eligible for tenant statistics: PCS v0.2 (evidence-bound, the traffic
-/// scored with them: [`kakeya_core::features::pcs_version`]), accepted by verification and with
-/// every signal within its bounds (SQL comparisons are false for NaN and ±∞ out of range).
-const STATS_ROWS: &str = "pcs_version = '0.2' AND accepted = 1 \
-     AND d_hat >= 0.0 AND d_hat <= 3.5 \
-     AND coh_star >= 0.0 AND coh_star <= 1.05 \
-     AND r >= 0.0 AND r <= 1.0";
-
-fn within((lo, hi): (f64, f64), x: f64) -> bool {
-    x.is_finite() && lo <= x && x <= hi
+/// The SQL condition of the decision-log rows eligible for tenant statistics: PCS v0.2
+/// (evidence-bound, the traffic scored with them: [`kakeya_core::features::pcs_version`]),
+/// accepted by verification and with every signal within the plausible ranges of
+/// [`TenantStats`] (the one definition; SQL comparisons are false for NaN and ±∞ out of range).
+/// [`TenantStats::robust`] applies the same ranges again to what it is given.
+fn eligible_rows() -> String {
+    let range = |col: &str, (lo, hi): (f64, f64)| format!("{col} >= {lo:?} AND {col} <= {hi:?}");
+    format!(
+        "pcs_version = '0.2' AND accepted = 1 AND {} AND {} AND {}",
+        range("d_hat", TenantStats::D_HAT_RANGE),
+        range("coh_star", TenantStats::COH_RANGE),
+        range("r", TenantStats::R_RANGE)
+    )
 }
 
 /// True when every number of `s` is finite (what a bundle may carry).
@@ -72,25 +72,29 @@ pub fn stats_are_finite(s: &TenantStats) -> bool {
 }
 
 /// Per-tenant [`TenantStats`] from the decision log: for every tenant with at least
-/// [`TENANT_STATS_MIN_ROWS`] eligible rows created since `since_ms`, the robust statistics
-/// ([`TenantStats::robust`]: medians of D̂, coh★ and r, winsorised std of r) of its most recent
-/// [`TENANT_STATS_MAX_ROWS`] eligible rows.
+/// [`TENANT_STATS_MIN_ROWS`] eligible rows ([`eligible_rows`]) created since `since_ms`, the
+/// robust statistics ([`TenantStats::robust`]: medians of D̂, coh★ and r, winsorised std of r)
+/// of an even sample of the whole window: of its n eligible rows, in id order, every k-th with
+/// k = ⌈n / [`TENANT_STATS_MAX_ROWS`]⌉ (all of them while n ≤ the maximum). A burst of recent
+/// rows therefore weighs by its share of the window, never replaces it (the most recent 10,000
+/// rows were under 2 minutes of a tenant at 100 req/s). The rank is the row's position among
+/// the tenant's eligible rows (`ROW_NUMBER()`), not `id % k`: ids are shared by all tenants, so
+/// two tenants alternating would leave one of them with no row at all for k = 2.
 ///
-/// Eligible: PCS v0.2 (v0.1 traffic never moves the baseline v0.2 answers are scored with),
-/// accepted by verification (`accepted = 1`), with D̂, coh★ and r finite and within
-/// [`STATS_D_HAT`], [`STATS_COH_STAR`], [`STATS_R`]; escalated-for-verification or absurd
-/// claimed values (r = 1e200) would otherwise poison the statistics every filter scores with.
-/// Medians over the whole window replace the spec's EMA (α = 0.3: the last few rows decided
-/// everything, so 24 unrelated rows moved a tenant's baseline and its scores); whatever they
-/// are, their effect on a score is bounded by [`kakeya_core::bundle::TENANT_MAX_SHIFT`].
-/// Tenants whose statistics come out non-finite anyway are left out (they use the model's
-/// baseline). Reads only: call it *before* taking the publication lock.
+/// v0.1 traffic never moves the baseline v0.2 answers are scored with; escalated-for-
+/// verification or absurd claimed values (r = 1e200) would otherwise poison the statistics
+/// every filter scores with. Medians over the window replace the spec's EMA (α = 0.3: the last
+/// few rows decided everything); whatever they are, their effect on a score is bounded by
+/// [`kakeya_core::bundle::TENANT_MAX_SHIFT`]. Tenants whose statistics come out non-finite
+/// anyway are left out (they use the model's baseline). Reads only: call it *before* taking the
+/// publication lock.
 pub async fn tenant_stats(
     conn: &mut AnyConnection,
     since_ms: i64,
 ) -> Result<BTreeMap<String, TenantStats>, sqlx::Error> {
+    let eligible = eligible_rows();
     let tenants = sqlx::query(&format!(
-        "SELECT tenant, COUNT(*) AS n FROM decision_log WHERE created_at_ms >= $1 AND {STATS_ROWS} \
+        "SELECT tenant, COUNT(*) AS n FROM decision_log WHERE created_at_ms >= $1 AND {eligible} \
          GROUP BY tenant HAVING COUNT(*) >= $2 ORDER BY tenant"
     ))
     .bind(since_ms)
@@ -100,24 +104,23 @@ pub async fn tenant_stats(
     let mut out = BTreeMap::new();
     for t in tenants {
         let tenant: String = t.try_get("tenant")?;
+        let n: i64 = t.try_get("n")?;
+        let step = (n + TENANT_STATS_MAX_ROWS - 1) / TENANT_STATS_MAX_ROWS;
         let rows = sqlx::query(&format!(
-            "SELECT d_hat, coh_star, r FROM decision_log WHERE tenant = $1 AND created_at_ms >= $2 \
-             AND {STATS_ROWS} ORDER BY id DESC LIMIT $3"
+            "SELECT d_hat, coh_star, r FROM (SELECT d_hat, coh_star, r, \
+             ROW_NUMBER() OVER (ORDER BY id) AS rn FROM decision_log \
+             WHERE tenant = $1 AND created_at_ms >= $2 AND {eligible}) AS w \
+             WHERE (rn - 1) % $3 = 0"
         ))
         .bind(&tenant)
         .bind(since_ms)
-        .bind(TENANT_STATS_MAX_ROWS)
+        .bind(step.max(1))
         .fetch_all(&mut *conn)
         .await?;
-        let mut samples = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let (d, c, x): (f64, f64, f64) =
-                (r.try_get("d_hat")?, r.try_get("coh_star")?, r.try_get("r")?);
-            // The SQL filter already holds; checked again so no backend quirk can let one in.
-            if within(STATS_D_HAT, d) && within(STATS_COH_STAR, c) && within(STATS_R, x) {
-                samples.push((d, c, x));
-            }
-        }
+        let samples = rows
+            .iter()
+            .map(|r| Ok((r.try_get("d_hat")?, r.try_get("coh_star")?, r.try_get("r")?)))
+            .collect::<Result<Vec<(f64, f64, f64)>, sqlx::Error>>()?;
         let min = usize::try_from(TENANT_STATS_MIN_ROWS).unwrap_or(usize::MAX);
         let Some(stats) = TenantStats::robust(&samples, min) else {
             continue;
@@ -191,8 +194,9 @@ impl IntegrityError {
 
 /// Checks the content of a stored model row: the artifact is canonical JSON of a valid model,
 /// its SHA-256 is the recorded `sha256` and the version derived from it is the recorded
-/// `version`. Signatures are checked separately ([`verify_model_row`]): start-up re-signing
-/// needs this check alone.
+/// `version`. Anyone with write access to the database can make a row pass this (both are
+/// recomputable): only the signature ([`verify_model_row`]) says the control plane wrote it.
+/// The one-time backfill of unsigned rows and `kakeya bundle rekey` also run it before signing.
 fn check_model_content(version: &str, sha256: &str, artifact: &str) -> Result<HrsModel, String> {
     let bytes = artifact.as_bytes();
     let m = HrsModel::from_json(bytes)
@@ -232,7 +236,8 @@ pub fn verify_model_row(
     let m = check_model_content(version, sha256, artifact).map_err(fail)?;
     match signature {
         None => Err(fail(
-            "the row is unsigned (kakeya serve signs rows registered before migration 0004 at start)"
+            "the row is unsigned (only rows registered before migration 0004 were signed, once, \
+             at the first start after it)"
                 .into(),
         )),
         Some(s) if !keys::verify_artifact(artifact.as_bytes(), s, public_key_b64) => Err(fail(
@@ -242,26 +247,37 @@ pub fn verify_model_row(
     }
 }
 
-/// Checks a stored bundle row before it is served: the recorded SHA-256 is that of the stored
-/// bytes and the signature verifies with `public_key_b64`.
-pub fn verify_bundle_row(b: &BundleRow, public_key_b64: &str) -> Result<(), IntegrityError> {
-    let fail = |why: String| IntegrityError::Bundle {
+/// Checks a stored bundle row exactly as a filter checks what it fetches
+/// ([`verify_bundle`]: the recorded SHA-256 is that of the stored bytes, the signature verifies
+/// with `public_key_b64`, the bytes parse and validate as a bundle of this build) and returns
+/// it parsed. [`served_bundle`] records a failure; start-up ([`bootstrap::ensure_trusted`])
+/// tells the kinds apart.
+pub fn check_bundle_row(b: &BundleRow, public_key_b64: &str) -> Result<Bundle, BundleError> {
+    verify_bundle(
+        b.bytes.as_bytes(),
+        &b.sha256,
+        &b.signature,
+        &[public_key_b64.to_string()],
+    )
+}
+
+/// The integrity error of bundle row `b` failing [`check_bundle_row`] with `e`.
+pub fn bundle_failure(b: &BundleRow, e: &BundleError) -> IntegrityError {
+    let why = match e {
+        BundleError::Digest => format!(
+            "the stored bytes' SHA-256 {} does not match the recorded {}",
+            kakeya_core::ids::sha256_hex(b.bytes.as_bytes()),
+            b.sha256
+        ),
+        BundleError::Signature | BundleError::Key => {
+            "its signature does not verify with the bundle signing key".into()
+        }
+        other => format!("this build does not take it: {other}"),
+    };
+    IntegrityError::Bundle {
         version: b.version,
         why,
-    };
-    let actual = kakeya_core::ids::sha256_hex(b.bytes.as_bytes());
-    if actual != b.sha256 {
-        return Err(fail(format!(
-            "the stored bytes' SHA-256 {actual} does not match the recorded {}",
-            b.sha256
-        )));
     }
-    if !keys::verify_artifact(b.bytes.as_bytes(), &b.signature, public_key_b64) {
-        return Err(fail(
-            "its signature does not verify with the bundle signing key".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// A registered model as listed.
@@ -272,7 +288,8 @@ pub struct ModelSummary {
     pub sha256: String,
     /// Standard base64 Ed25519 signature of the 32-byte SHA-256 digest of the artifact's
     /// canonical bytes, by the control plane's key (`kakeya bundle public-key`). `null` only
-    /// for a row registered before migration 0004 that no `kakeya serve` has started on since.
+    /// for a row registered before migration 0004 that no `kakeya serve` has started on since
+    /// (the first start after migration 0007 signs those, once).
     pub signature: Option<String>,
     pub created_at_ms: i64,
     /// Aliases pointing at this model (`champion`, `challenger`).
@@ -629,10 +646,10 @@ pub async fn set_alias(
 /// Commits on success; rolls back explicitly on failure (never leaves the rollback to a
 /// dropped transaction, which would hold the write or advisory lock until the connection is
 /// used again).
-async fn finish(
+async fn finish<T>(
     tx: sqlx::Transaction<'_, sqlx::Any>,
-    res: Result<Published, RegistryError>,
-) -> Result<Published, RegistryError> {
+    res: Result<T, RegistryError>,
+) -> Result<T, RegistryError> {
     match res {
         Ok(p) => {
             tx.commit().await?;
@@ -670,7 +687,8 @@ pub async fn remove_challenger(
 }
 
 /// Publishes the next bundle (version = max + 1) from the aliases as they are, signed with
-/// `seed`: what `kakeya serve` does when the served bundle does not verify with its key.
+/// `seed`: what `kakeya serve` does when the served bundle, genuinely signed with its key, is
+/// of a format this build does not take.
 pub async fn republish(db: &Db, seed: &[u8; 32], now_ms: i64) -> Result<Published, RegistryError> {
     let mut conn = db.pool.acquire().await?;
     let stats = current_tenant_stats(&mut conn, now_ms).await?;
@@ -685,11 +703,15 @@ pub async fn republish(db: &Db, seed: &[u8; 32], now_ms: i64) -> Result<Publishe
 
 /// The newest published bundle.
 pub async fn current_bundle(db: &Db) -> Result<Option<BundleRow>, sqlx::Error> {
+    current_bundle_in(&mut *db.pool.acquire().await?).await
+}
+
+async fn current_bundle_in(conn: &mut AnyConnection) -> Result<Option<BundleRow>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT version, sha256, signature, bytes, created_at_ms FROM bundles \
          ORDER BY version DESC LIMIT 1",
     )
-    .fetch_optional(&db.pool)
+    .fetch_optional(&mut *conn)
     .await?;
     row.map(|r| {
         Ok(BundleRow {
@@ -703,71 +725,242 @@ pub async fn current_bundle(db: &Db) -> Result<Option<BundleRow>, sqlx::Error> {
     .transpose()
 }
 
-/// The newest published bundle, verified ([`verify_bundle_row`]) with `public_key_b64`: what
-/// `GET /v1/bundles/current` serves. A row that fails is refused, never served (the filters
-/// keep their last good bundle).
+/// The newest published bundle, verified ([`check_bundle_row`]) with `public_key_b64`, and
+/// parsed: what `GET /v1/bundles/current` serves, `kakeya bundle show` prints and `kakeya eval
+/// --model champion` scores with. A row that fails is refused ([`IntegrityError::record`]),
+/// never served (the filters keep their last good bundle).
 pub async fn served_bundle(
     db: &Db,
     public_key_b64: &str,
-) -> Result<Option<BundleRow>, RegistryError> {
+) -> Result<Option<(BundleRow, Bundle)>, RegistryError> {
     let Some(b) = current_bundle(db).await? else {
         return Ok(None);
     };
-    verify_bundle_row(&b, public_key_b64).map_err(|e| RegistryError::Integrity(e.record()))?;
-    Ok(Some(b))
+    match check_bundle_row(&b, public_key_b64) {
+        Ok(bundle) => Ok(Some((b, bundle))),
+        Err(e) => Err(RegistryError::Integrity(bundle_failure(&b, &e).record())),
+    }
 }
 
-/// Why a stored model's signature was (re)written by [`sign_models`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct Resigned {
-    pub version: String,
-    /// `true`: the row had no signature; `false`: it did not verify with the key.
-    pub was_unsigned: bool,
-}
+/// The `registry_meta` key recording that unsigned model rows were signed once.
+const BACKFILLED: &str = "model_signatures_backfilled";
 
-/// Signs, with `seed`, every model whose signature is missing or does not verify with the
-/// public key of `seed` (over SHA-256 of the stored canonical artifact). A row that fails
-/// [`check_model_content`] (the artifact is not canonical JSON of a valid model, or its SHA-256
-/// or derived version is not the recorded one: the text was altered, and signing it would
-/// bless the alteration) is never signed, whatever its signature; it is returned in the second
-/// list, recorded ([`IntegrityError::record`]).
-pub async fn sign_models(
+/// Signs, with `seed`, the model rows registered before migration 0004 (NULL signature) whose
+/// content passes [`check_model_content`], **once per database**: the first call records it in
+/// `registry_meta` (migration 0007 records it already when no row was unsigned), and every
+/// later call signs nothing (`None`). A row signed with another key, or altered, is never
+/// signed here: only `kakeya bundle rekey` re-signs, and only what the previous key signed.
+/// Returns the versions signed.
+pub async fn backfill_signatures(
     db: &Db,
     seed: &[u8; 32],
-) -> Result<(Vec<Resigned>, Vec<IntegrityError>), sqlx::Error> {
-    let key = keys::public_key_b64(seed);
+    now_ms: i64,
+) -> Result<Option<Vec<String>>, RegistryError> {
+    let mut conn = db.pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let res = async {
+        lock_publication(&mut tx, db.backend).await?;
+        let done = sqlx::query("SELECT value FROM registry_meta WHERE key = $1")
+            .bind(BACKFILLED)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if done.is_some() {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT version, sha256, artifact FROM models WHERE signature IS NULL ORDER BY version",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut signed = Vec::new();
+        for r in rows {
+            let (version, sha256, artifact): (String, String, String) = (
+                r.try_get("version")?,
+                r.try_get("sha256")?,
+                r.try_get("artifact")?,
+            );
+            // An altered row stays unsigned; `verify_models` reports it.
+            if check_model_content(&version, &sha256, &artifact).is_err() {
+                continue;
+            }
+            sqlx::query("UPDATE models SET signature = $1 WHERE version = $2")
+                .bind(keys::sign_artifact(artifact.as_bytes(), seed))
+                .bind(&version)
+                .execute(&mut *tx)
+                .await?;
+            signed.push(version);
+        }
+        sqlx::query(
+            "INSERT INTO registry_meta (key, value, updated_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(BACKFILLED)
+        .bind(format!("signed {} unsigned model rows", signed.len()))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        Ok(Some(signed))
+    }
+    .await;
+    finish(tx, res).await
+}
+
+/// Checks every model row ([`verify_model_row`]) with `public_key_b64`; returns those that fail,
+/// each recorded ([`IntegrityError::record`]). Changes nothing.
+pub async fn verify_models(
+    db: &Db,
+    public_key_b64: &str,
+) -> Result<Vec<IntegrityError>, sqlx::Error> {
     let rows =
         sqlx::query("SELECT version, sha256, signature, artifact FROM models ORDER BY version")
             .fetch_all(&db.pool)
             .await?;
-    let (mut signed, mut refused) = (Vec::new(), Vec::new());
+    let mut failed = Vec::new();
     for r in rows {
-        let version: String = r.try_get("version")?;
-        let sha256: String = r.try_get("sha256")?;
-        let signature: Option<String> = r.try_get("signature")?;
-        let artifact: String = r.try_get("artifact")?;
-        if let Err(why) = check_model_content(&version, &sha256, &artifact) {
-            refused.push(IntegrityError::Model { version, why }.record());
-            continue;
+        let (version, sha256, signature, artifact): (String, String, Option<String>, String) = (
+            r.try_get("version")?,
+            r.try_get("sha256")?,
+            r.try_get("signature")?,
+            r.try_get("artifact")?,
+        );
+        if let Err(e) = verify_model_row(
+            &version,
+            &sha256,
+            signature.as_deref(),
+            &artifact,
+            public_key_b64,
+        ) {
+            failed.push(e.record());
         }
-        let bytes = artifact.as_bytes();
-        if signature
-            .as_deref()
-            .is_some_and(|s| keys::verify_artifact(bytes, s, &key))
-        {
-            continue;
-        }
-        sqlx::query("UPDATE models SET signature = $1 WHERE version = $2")
-            .bind(keys::sign_artifact(bytes, seed))
-            .bind(&version)
-            .execute(&db.pool)
-            .await?;
-        signed.push(Resigned {
-            version,
-            was_unsigned: signature.is_none(),
-        });
     }
-    Ok((signed, refused))
+    Ok(failed)
+}
+
+/// What `kakeya bundle rekey` did.
+#[derive(Debug, Default)]
+pub struct Rekeyed {
+    /// Model rows whose signature verified with the previous key, now signed with the current.
+    pub resigned: Vec<String>,
+    /// Model rows already signed with the current key (a second run changes nothing).
+    pub current: Vec<String>,
+    /// Model rows signed by neither key (or altered): left as they are, recorded.
+    pub refused: Vec<IntegrityError>,
+    /// The bundle published from the aliases, signed with the current key; `None` when the
+    /// served bundle verified with the current key already (or none exists).
+    pub published: Option<Published>,
+}
+
+/// After a change of the signing key (`previous` → `seed`): re-signs with `seed` the model rows
+/// whose signature verifies with `previous` (and whose content passes [`check_model_content`]),
+/// leaves every other row as it is (each recorded as an integrity failure), then, when the
+/// served bundle verifies with `previous`, publishes the aliases again signed with `seed`. The
+/// aliases must name the models of that bundle: if they do not, `model_aliases` was written
+/// outside the control plane, and promoting is left to the operator (`kakeya model promote`;
+/// the re-signed rows stay). A served bundle that verifies with neither key is refused.
+pub async fn rekey(
+    db: &Db,
+    seed: &[u8; 32],
+    previous: &[u8; 32],
+    now_ms: i64,
+) -> Result<Rekeyed, RegistryError> {
+    if seed == previous {
+        return Err(RegistryError::Invalid(
+            "the previous seed is the current signing key: nothing to re-key".into(),
+        ));
+    }
+    let (key, old_key) = (keys::public_key_b64(seed), keys::public_key_b64(previous));
+    let mut out = Rekeyed::default();
+    let mut conn = db.pool.acquire().await?;
+    let stats = current_tenant_stats(&mut conn, now_ms).await?;
+    // The rows first, in their own transaction: they stay re-signed even when the bundle cannot
+    // be re-published (the operator then promotes one of them).
+    let mut tx = conn.begin().await?;
+    let res = async {
+        lock_publication(&mut tx, db.backend).await?;
+        let rows =
+            sqlx::query("SELECT version, sha256, signature, artifact FROM models ORDER BY version")
+                .fetch_all(&mut *tx)
+                .await?;
+        for r in rows {
+            let (version, sha256, signature, artifact): (String, String, Option<String>, String) = (
+                r.try_get("version")?,
+                r.try_get("sha256")?,
+                r.try_get("signature")?,
+                r.try_get("artifact")?,
+            );
+            let bytes = artifact.as_bytes();
+            let signed_by = |k: &str| {
+                signature
+                    .as_deref()
+                    .is_some_and(|s| keys::verify_artifact(bytes, s, k))
+            };
+            let why = match check_model_content(&version, &sha256, &artifact) {
+                Err(why) => why,
+                Ok(_) if signed_by(&key) => {
+                    out.current.push(version);
+                    continue;
+                }
+                Ok(_) if signed_by(&old_key) => {
+                    sqlx::query("UPDATE models SET signature = $1 WHERE version = $2")
+                        .bind(keys::sign_artifact(bytes, seed))
+                        .bind(&version)
+                        .execute(&mut *tx)
+                        .await?;
+                    out.resigned.push(version);
+                    continue;
+                }
+                Ok(_) => "its signature verifies neither with the previous nor with the current \
+                          key: not re-signed"
+                    .to_string(),
+            };
+            out.refused
+                .push(IntegrityError::Model { version, why }.record());
+        }
+        Ok(())
+    }
+    .await;
+    finish(tx, res).await?;
+    let mut tx = conn.begin().await?;
+    let res = async {
+        lock_publication(&mut tx, db.backend).await?;
+        let Some(b) = current_bundle_in(&mut tx).await? else {
+            return Ok(None);
+        };
+        if check_bundle_row(&b, &key).is_ok() {
+            return Ok(None);
+        }
+        let served = check_bundle_row(&b, &old_key).map_err(|e| {
+            let mut f = bundle_failure(&b, &e);
+            if let IntegrityError::Bundle { why, .. } = &mut f {
+                why.push_str(" (nor with the previous key)");
+            }
+            RegistryError::Integrity(f.record())
+        })?;
+        let al = aliases(&mut tx).await?;
+        let named = |alias: &str| al.iter().find(|a| a.alias == alias);
+        let challenger = named(CHALLENGER).map(|a| (a.version.clone(), a.weight));
+        let aliased = (named(CHAMPION).map(|a| a.version.clone()), challenger);
+        let carried = (
+            Some(served.champion.version()),
+            served
+                .challenger
+                .as_ref()
+                .map(|m| (m.version(), served.challenger_weight)),
+        );
+        if aliased != carried {
+            return Err(RegistryError::Conflict(format!(
+                "the aliases {aliased:?} are not the models of the served bundle {} \
+                 {carried:?}: model_aliases was changed outside the control plane. The model \
+                 rows are re-signed; check `kakeya model list` and promote the intended model \
+                 (`kakeya model promote <version>`)",
+                b.version
+            )));
+        }
+        publish(&mut tx, seed, now_ms, stats).await.map(Some)
+    }
+    .await;
+    out.published = finish(tx, res).await?;
+    Ok(out)
 }
 
 /// The recorded SHA-256 of the model row `version`, if registered.

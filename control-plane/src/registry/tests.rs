@@ -329,6 +329,79 @@ async fn published_bundles_carry_tenant_stats_from_the_recent_decision_log() {
     }
 }
 
+/// Issue 6 review item 5: a busy tenant's window is sampled evenly, so a burst of recent rows
+/// (here 10,000, a load test) cannot push the older rows of the window out: the statistics are
+/// those of every other eligible row in id order (n = 13,000 > 10,000: k = 2), 1,500 of them
+/// from the 3,000 older rows, whose ids are all odd (each followed by an ineligible v0.1 row), which an
+/// `id % 2 = 0` sample would have dropped entirely.
+#[tokio::test]
+async fn a_burst_of_recent_rows_cannot_push_the_older_window_out() {
+    const DAY: i64 = 86_400_000;
+    let now = 100 * DAY;
+    for t in all_dbs("registry_stats_sample").await {
+        let (db, l) = (&t.db, t.label);
+        let mut eligible = Vec::new();
+        let mut conn = db.pool.acquire().await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        let row = |id: &'static str, i: i32, s: (f64, f64, f64), ts: i64, v: &'static str| {
+            (format!("{id}-{i}"), s, ts, v)
+        };
+        let mut rows = Vec::new();
+        for i in 0..3000 {
+            let s = (0.9, 0.8, 0.3 + 0.0001 * f64::from(i % 10));
+            eligible.push(s);
+            let ts = now - 10 * DAY + i64::from(i);
+            rows.push(row("old", i, s, ts, "0.2"));
+            rows.push(row("old-v01", i, s, ts, "0.1"));
+        }
+        for i in 0..10_000 {
+            let s = (2.5, 0.3, 0.9 + 0.00001 * f64::from(i % 10));
+            eligible.push(s);
+            rows.push(row("burst", i, s, now - 60_000 + i64::from(i), "0.2"));
+        }
+        for (id, (d, c, r), ts, v) in &rows {
+            let d = crate::store::decision_log::NewDecision {
+                record_id: id,
+                tenant: "acme",
+                pcs_id: id,
+                d_hat: *d,
+                coh_star: *c,
+                r: *r,
+                budget: 0.3,
+                regime: "mixed",
+                accepted: true,
+                escalated: false,
+                reason: None,
+                status: 200,
+                cacheable: true,
+                verify_ns: None,
+                created_at_ms: *ts,
+                risk: None,
+                pcs_version: v,
+            };
+            assert!(crate::store::decision_log::insert(&mut tx, &d)
+                .await
+                .unwrap());
+        }
+        tx.commit().await.unwrap();
+        let got = tenant_stats(&mut conn, now - 14 * DAY).await.unwrap()["acme"];
+        drop(conn);
+        let sample: Vec<_> = eligible.iter().copied().step_by(2).collect();
+        assert_eq!(sample.iter().filter(|s| s.0 == 0.9).count(), 1500);
+        let expected = TenantStats::robust(&sample, 50).unwrap();
+        assert_eq!(got, expected, "{l}");
+        assert_eq!(got.count, 6500, "{l}");
+        // What the most recent 10,000 rows gave: the burst alone.
+        let recent = TenantStats::robust(&eligible[3000..], 50).unwrap();
+        assert_ne!(got, recent, "{l}");
+        assert!(
+            got.std_r > 10.0 * recent.std_r,
+            "{l}: {got:?} vs {recent:?}"
+        );
+        t.cleanup().await;
+    }
+}
+
 /// Absurd claimed signals (r = 1e200 made std(r) infinite, serialised as `null`: every filter
 /// refused every later bundle) and rows verification did not accept never reach a bundle.
 #[tokio::test]
@@ -455,67 +528,182 @@ async fn decision_log_has_the_tenant_time_index() {
     }
 }
 
-/// The data dir (signing seed) was replaced but the database kept: at start the model rows are
-/// re-signed, the served bundle does not verify with the new key, so the same aliases are
-/// re-published (max + 1) from the verified rows, signed with it; once trusted, nothing more is
-/// published.
+/// The data dir (signing seed) was replaced but the database kept (issue 6 review item 1):
+/// start re-signs nothing and stops with an error naming `kakeya bundle rekey`; the rekey
+/// re-signs only the rows the previous key signed, refuses a wrong previous key and aliases
+/// that are not the served bundle's, then publishes the aliases signed with the new key.
 #[tokio::test]
-async fn serve_re_signs_a_bundle_the_current_key_does_not_verify() {
+async fn a_key_change_needs_rekey_which_re_signs_only_what_the_previous_key_signed() {
     const NEW_SEED: [u8; 32] = [7; 32];
-    for t in all_dbs("registry_resign").await {
-        let db = &t.db;
-        assert!(bootstrap::ensure_trusted(db, &SEED)
-            .await
-            .unwrap()
-            .is_none());
-        let (a, b) = (model(-1.0), model(-2.0));
-        for (m, ts) in [(&a, 1), (&b, 2)] {
+    let new_key = keys::public_key_b64(&NEW_SEED);
+    for t in all_dbs("registry_rekey").await {
+        let (db, l) = (&t.db, t.label);
+        let (a, b, c, d) = (model(-1.0), model(-2.0), model(-3.0), model(-4.0));
+        for (m, ts) in [(&a, 1), (&b, 2), (&c, 3), (&d, 4)] {
             insert_model(db, &SEED, m, &card::from_artifact(m), ts)
                 .await
                 .unwrap();
         }
-        set_alias(db, &SEED, CHAMPION, &a.version(), None, 3)
+        // c signed by a third key, d unsigned: the previous key signed neither.
+        let foreign = keys::sign_artifact(&c.canonical_bytes(), &[5; 32]);
+        set_artifact(
+            db,
+            &c.version(),
+            &stored(db, &c.version()).await.0,
+            None,
+            Some(&foreign),
+        )
+        .await;
+        sqlx::query("UPDATE models SET signature = NULL WHERE version = $1")
+            .bind(d.version())
+            .execute(&db.pool)
             .await
             .unwrap();
-        set_alias(db, &SEED, CHALLENGER, &b.version(), Some(0.3), 4)
+        set_alias(db, &SEED, CHAMPION, &a.version(), None, 5)
             .await
             .unwrap();
-        assert!(bootstrap::ensure_trusted(db, &SEED)
+        set_alias(db, &SEED, CHALLENGER, &b.version(), Some(0.3), 6)
             .await
-            .unwrap()
-            .is_none());
-        assert_eq!(current_bundle(db).await.unwrap().unwrap().version, 2);
-        // As `kakeya serve` starts: the model rows first (re-signed with the new key after
-        // their content check), then the bundle, re-published from the verified rows.
+            .unwrap();
+        let old_bundle = current_bundle(db).await.unwrap().unwrap();
+        assert_eq!(old_bundle.version, 2);
+
+        // `kakeya serve` with the new key: stops, re-signs and publishes nothing.
+        let before = integrity_failures("bundle");
+        let e = format!("{:#}", bootstrap::start(db, &NEW_SEED).await.unwrap_err());
+        assert!(
+            e.contains("kakeya bundle rekey --previous-seed-file") && e.contains("bundle 2"),
+            "{l}: {e}"
+        );
+        assert!(integrity_failures("bundle") > before, "{l}");
         assert_eq!(
-            bootstrap::ensure_models_signed(db, &NEW_SEED)
+            current_bundle(db).await.unwrap().unwrap(),
+            old_bundle,
+            "{l}"
+        );
+        assert!(artifact_verifies(
+            a.canonical_bytes().as_slice(),
+            &stored(db, &a.version()).await.1.unwrap()
+        ));
+
+        // A wrong previous key: nothing re-signed, the bundle refused.
+        let r = rekey(db, &NEW_SEED, &[6; 32], 7).await;
+        assert!(
+            matches!(
+                r,
+                Err(RegistryError::Integrity(IntegrityError::Bundle {
+                    version: 2,
+                    ..
+                }))
+            ),
+            "{l}: {r:?}"
+        );
+        for m in [&a, &b] {
+            let sig = stored(db, &m.version()).await.1.unwrap();
+            assert!(artifact_verifies(&m.canonical_bytes(), &sig), "{l}");
+        }
+        assert!(matches!(
+            rekey(db, &SEED, &SEED, 7).await,
+            Err(RegistryError::Invalid(_))
+        ));
+
+        // The aliases were moved outside the control plane: the rows are re-signed, the bundle
+        // is not re-published from aliases that are not the served bundle's.
+        let move_champion = |v: String| async move {
+            sqlx::query("UPDATE model_aliases SET version = $1 WHERE alias = 'champion'")
+                .bind(v)
+                .execute(&db.pool)
                 .await
-                .unwrap(),
-            2
+                .unwrap();
+        };
+        move_champion(b.version()).await;
+        let r = rekey(db, &NEW_SEED, &SEED, 8).await;
+        assert!(
+            matches!(&r, Err(RegistryError::Conflict(m)) if m.contains("kakeya model promote")),
+            "{l}: {r:?}"
         );
-        let p = bootstrap::ensure_trusted(db, &NEW_SEED)
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("{}: not re-signed", t.label));
-        assert_eq!(p.bundle_version, 3, "{}", t.label);
-        let cur = current_bundle(db).await.unwrap().unwrap();
-        assert_eq!(cur.version, 3);
-        assert!(verify_bundle(cur.bytes.as_bytes(), &cur.sha256, &cur.signature, &keys()).is_err());
-        let new_key = vec![keys::public_key_b64(&NEW_SEED)];
-        let bundle =
-            verify_bundle(cur.bytes.as_bytes(), &cur.sha256, &cur.signature, &new_key).unwrap();
-        assert_eq!(bundle.version, 3);
-        assert_eq!(bundle.champion.version(), a.version());
         assert_eq!(
-            bundle.challenger.as_ref().map(HrsModel::version),
-            Some(b.version())
+            current_bundle(db).await.unwrap().unwrap(),
+            old_bundle,
+            "{l}"
         );
+        move_champion(a.version()).await;
+
+        let r = rekey(db, &NEW_SEED, &SEED, 9).await.unwrap();
+        let mut current = r.current.clone();
+        current.sort();
+        let mut ab = vec![a.version(), b.version()];
+        ab.sort();
+        assert!(
+            r.resigned.is_empty(),
+            "{l}: re-signed by the refused run already"
+        );
+        assert_eq!(current, ab, "{l}");
+        let mut refused: Vec<_> = r.refused.iter().map(row_of).collect();
+        refused.sort();
+        let mut cd = vec![c.version(), d.version()];
+        cd.sort();
+        assert_eq!(refused, cd, "{l}");
+        let p = r.published.unwrap();
+        assert_eq!(p.bundle_version, 3, "{l}");
+        let cur = current_bundle(db).await.unwrap().unwrap();
+        assert!(verify_bundle(cur.bytes.as_bytes(), &cur.sha256, &cur.signature, &keys()).is_err());
+        let bundle = verify_bundle(
+            cur.bytes.as_bytes(),
+            &cur.sha256,
+            &cur.signature,
+            std::slice::from_ref(&new_key),
+        )
+        .unwrap();
+        assert_eq!(bundle.champion, a, "{l}");
+        assert_eq!(bundle.challenger.as_ref(), Some(&b));
         assert!((bundle.challenger_weight - 0.3).abs() < 1e-12);
-        assert!(bootstrap::ensure_trusted(db, &NEW_SEED)
-            .await
-            .unwrap()
-            .is_none());
-        assert_eq!(current_bundle(db).await.unwrap().unwrap().version, 3);
+        for m in [&a, &b] {
+            let sig = stored(db, &m.version()).await.1.unwrap();
+            assert!(
+                keys::verify_artifact(&m.canonical_bytes(), &sig, &new_key),
+                "{l}"
+            );
+        }
+        // c and d are left as they were.
+        assert_eq!(stored(db, &c.version()).await.1, Some(foreign.clone()));
+        assert_eq!(stored(db, &d.version()).await.1, None);
+        assert_refused_model(
+            set_alias(db, &NEW_SEED, CHAMPION, &c.version(), None, 10).await,
+            &c.version(),
+            l,
+        );
+
+        // Start goes on now, publishing nothing; a second rekey changes nothing.
+        bootstrap::start(db, &NEW_SEED).await.unwrap();
+        assert_eq!(current_bundle(db).await.unwrap().unwrap(), cur, "{l}");
+        let again = rekey(db, &NEW_SEED, &SEED, 11).await.unwrap();
+        assert!(
+            again.resigned.is_empty() && again.published.is_none(),
+            "{l}"
+        );
+        t.cleanup().await;
+    }
+}
+
+/// The whole rekey on a fresh key change: the rows the previous key signed are re-signed in
+/// the same run that re-publishes.
+#[tokio::test]
+async fn rekey_re_signs_and_re_publishes_in_one_run() {
+    const NEW_SEED: [u8; 32] = [7; 32];
+    for t in all_dbs("registry_rekey_once").await {
+        let (db, l) = (&t.db, t.label);
+        bootstrap::start(db, &SEED).await.unwrap();
+        let default = served(db).await.champion;
+        assert!(bootstrap::start(db, &NEW_SEED).await.is_err(), "{l}");
+        let r = rekey(db, &NEW_SEED, &SEED, crate::now_ms()).await.unwrap();
+        assert_eq!(r.resigned, vec![default.version()], "{l}");
+        assert!(r.refused.is_empty() && r.current.is_empty(), "{l}");
+        assert_eq!(r.published.unwrap().bundle_version, 2, "{l}");
+        bootstrap::start(db, &NEW_SEED).await.unwrap();
+        let key = keys::public_key_b64(&NEW_SEED);
+        let (row, bundle) = served_bundle(db, &key).await.unwrap().unwrap();
+        assert_eq!((row.version, bundle.champion), (2, default), "{l}");
         t.cleanup().await;
     }
 }
@@ -611,32 +799,41 @@ async fn registered_artifacts_are_signed_with_the_control_plane_key() {
     }
 }
 
-/// At `kakeya serve` start, rows registered before migration 0004 (NULL signature) and rows
-/// signed with another key are signed with the loaded key; a row whose artifact text was
-/// altered is never signed.
+/// Rows registered before migration 0004 (NULL signature) are signed once per database, at
+/// the first start that finds the backfill unrecorded (migration 0007 records it when no row is
+/// unsigned, as in a fresh database); a row signed with another key or altered is never signed,
+/// and an unsigned row that appears later is an integrity failure, never signed.
 #[tokio::test]
-async fn serve_signs_unsigned_models_at_start() {
-    for t in all_dbs("registry_sign_at_start").await {
-        let db = &t.db;
-        let p = bootstrap::ensure_default(db, &SEED).await.unwrap().unwrap();
+async fn unsigned_rows_are_signed_once_per_database() {
+    for t in all_dbs("registry_backfill").await {
+        let (db, l) = (&t.db, t.label);
+        bootstrap::ensure_default(db, &SEED).await.unwrap().unwrap();
+        assert_eq!(
+            bootstrap::backfill_signatures(db, &SEED).await.unwrap(),
+            None,
+            "{l}: a fresh database has nothing to backfill"
+        );
         let default = served(db).await.champion;
-        let (text, sig) = stored(db, &default.version()).await;
-        assert!(artifact_verifies(text.as_bytes(), sig.as_deref().unwrap()));
-        assert_eq!(p.bundle_version, 1);
         let (a, b, c) = (model(-1.0), model(-2.0), model(-3.0));
         for (m, ts) in [(&a, 1), (&b, 2), (&c, 3)] {
             insert_model(db, &SEED, m, &card::from_artifact(m), ts)
                 .await
                 .unwrap();
         }
+        // As a database from before migration 0004 reaches 0007 with unsigned rows.
+        sqlx::query("DELETE FROM registry_meta")
+            .execute(&db.pool)
+            .await
+            .unwrap();
         sqlx::query("UPDATE models SET signature = NULL WHERE version = $1 OR version = $2")
             .bind(default.version())
             .bind(a.version())
             .execute(&db.pool)
             .await
             .unwrap();
+        let foreign = keys::sign_artifact(&b.canonical_bytes(), &[7; 32]);
         sqlx::query("UPDATE models SET signature = $1 WHERE version = $2")
-            .bind(keys::sign_artifact(&b.canonical_bytes(), &[7; 32]))
+            .bind(&foreign)
             .bind(b.version())
             .execute(&db.pool)
             .await
@@ -650,42 +847,52 @@ async fn serve_signs_unsigned_models_at_start() {
             .execute(&db.pool)
             .await
             .unwrap();
-        let listed = list_models(db).await.unwrap();
-        assert_eq!(listed.iter().filter(|m| m.signature.is_none()).count(), 3);
 
-        let (signed, refused) = sign_models(db, &SEED).await.unwrap();
-        let mut names: Vec<_> = signed
-            .iter()
-            .map(|s| (s.version.clone(), s.was_unsigned))
-            .collect();
-        names.sort();
-        let mut expected = vec![
-            (default.version(), true),
-            (a.version(), true),
-            (b.version(), false),
-        ];
+        let signed = backfill_signatures(db, &SEED, 1).await.unwrap().unwrap();
+        let mut expected = vec![default.version(), a.version()];
         expected.sort();
-        assert_eq!(names, expected, "{}", t.label);
-        assert_eq!(
-            refused.iter().map(row_of).collect::<Vec<_>>(),
-            vec![c.version()]
-        );
-        for m in [&default, &a, &b] {
+        assert_eq!(signed, expected, "{l}");
+        for m in [&default, &a] {
             let (text, sig) = stored(db, &m.version()).await;
             assert!(
                 artifact_verifies(text.as_bytes(), sig.as_deref().unwrap()),
-                "{}: {}",
-                t.label,
-                m.version()
+                "{l}"
             );
         }
-        assert_eq!(stored(db, &c.version()).await.1, None, "{}", t.label);
-        // Once signed, a restart signs nothing more.
+        assert_eq!(stored(db, &b.version()).await.1, Some(foreign), "{l}");
+        assert_eq!(stored(db, &c.version()).await.1, None, "{l}");
+        let mut refused: Vec<_> = bootstrap::check_models(db, &SEED)
+            .await
+            .unwrap()
+            .iter()
+            .map(row_of)
+            .collect();
+        refused.sort();
+        let mut bc = vec![b.version(), c.version()];
+        bc.sort();
+        assert_eq!(refused, bc, "{l}");
+
+        // Done once: a self-consistent unsigned row inserted later is never signed.
+        let e = model(-5.0);
+        insert_model(db, &SEED, &e, &card::from_artifact(&e), 4)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE models SET signature = NULL WHERE version = $1")
+            .bind(e.version())
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        bootstrap::start(db, &SEED).await.unwrap();
         assert_eq!(
-            bootstrap::ensure_models_signed(db, &SEED).await.unwrap(),
-            0,
-            "{}",
-            t.label
+            backfill_signatures(db, &SEED, 2).await.unwrap(),
+            None,
+            "{l}"
+        );
+        assert_eq!(stored(db, &e.version()).await.1, None, "{l}: signed again");
+        assert_refused_model(
+            verified_model(db, &e.version(), &keys::public_key_b64(&SEED)).await,
+            &e.version(),
+            l,
         );
         t.cleanup().await;
     }
@@ -795,7 +1002,8 @@ async fn a_tampered_model_row_is_never_published_and_the_last_good_bundle_keeps_
             assert!(integrity_failures("model") >= before + 3, "{l}");
             // Nothing was published; the aliases did not move.
             assert_eq!(current_bundle(db).await.unwrap().unwrap(), good, "{l}");
-            assert_eq!(served_bundle(db, &key).await.unwrap(), Some(good.clone()));
+            let kept = served_bundle(db, &key).await.unwrap().map(|(row, _)| row);
+            assert_eq!(kept, Some(good.clone()), "{l}");
             let al = aliases(&mut db.pool.acquire().await.unwrap())
                 .await
                 .unwrap();
@@ -812,45 +1020,40 @@ async fn a_tampered_model_row_is_never_published_and_the_last_good_bundle_keeps_
             .await
             .unwrap();
         let before = integrity_failures("model");
-        let (signed, refused) = sign_models(db, &SEED).await.unwrap();
-        assert!(signed.is_empty(), "{l}: {signed:?}");
+        bootstrap::start(db, &SEED).await.unwrap();
         assert_eq!(
-            refused.iter().map(row_of).collect::<Vec<_>>(),
+            bootstrap::check_models(db, &SEED)
+                .await
+                .unwrap()
+                .iter()
+                .map(row_of)
+                .collect::<Vec<_>>(),
             vec![b.version()]
         );
-        assert!(integrity_failures("model") > before);
+        assert!(integrity_failures("model") >= before + 2, "{l}");
         assert_eq!(stored(db, &b.version()).await.1, None, "{l}: re-signed");
-        assert_eq!(bootstrap::ensure_models_signed(db, &SEED).await.unwrap(), 0);
-        assert!(
-            bootstrap::ensure_trusted(db, &SEED)
-                .await
-                .unwrap()
-                .is_none(),
-            "{l}"
-        );
         assert_eq!(served(db).await.champion, a, "{l}");
-        assert_eq!(current_bundle(db).await.unwrap().unwrap().version, 1);
-
-        // The champion's own row altered after publication: the served bundle stays, but no
-        // publication (it would load the champion) goes through until a good model is promoted.
-        let (text, _) = stored(db, &a.version()).await;
-        set_artifact(
-            db,
-            &a.version(),
-            &text.replacen("\"intercept\":-1.0", "\"intercept\":5.0", 1),
-            None,
-            None,
-        )
-        .await;
-        assert_refused_model(republish(db, &SEED, 5).await, &a.version(), l);
-        assert!(
-            bootstrap::ensure_trusted(db, &SEED)
-                .await
-                .unwrap()
-                .is_none(),
-            "{l}"
-        );
         assert_eq!(current_bundle(db).await.unwrap().unwrap(), good, "{l}");
+
+        // Issue 6 review item 2: the champion's own row altered after publication, artifact
+        // and sha256 both (the version kept). The served bundle verifies by its own signature
+        // and carries its own copy of the model: start keeps it (the row is refused, logged and
+        // counted), and no publication (it would load the champion) goes through until a good
+        // model is promoted.
+        let (text, _) = stored(db, &a.version()).await;
+        let altered = text.replacen("\"intercept\":-1.0", "\"intercept\":5.0", 1);
+        let altered_sha = kakeya_core::ids::sha256_hex(altered.as_bytes());
+        for sha in [None, Some(altered_sha.as_str())] {
+            set_artifact(db, &a.version(), &altered, sha, None).await;
+            assert_refused_model(republish(db, &SEED, 5).await, &a.version(), l);
+            let before = integrity_failures("model");
+            bootstrap::start(db, &SEED)
+                .await
+                .unwrap_or_else(|e| panic!("{l}: start failed on a genuine bundle: {e:#}"));
+            assert!(integrity_failures("model") > before, "{l}");
+            assert_eq!(current_bundle(db).await.unwrap().unwrap(), good, "{l}");
+            assert_eq!(served(db).await.champion, a, "{l}");
+        }
         let c = model(-3.0);
         insert_model(db, &SEED, &c, &card::from_artifact(&c), 6)
             .await
@@ -860,6 +1063,104 @@ async fn a_tampered_model_row_is_never_published_and_the_last_good_bundle_keeps_
             .unwrap();
         assert_eq!(p.bundle_version, 2, "{l}");
         assert_eq!(served(db).await.champion, c);
+        t.cleanup().await;
+    }
+}
+
+/// Issue 6 review item 1: only the signature protects a model row (its sha256 and version are
+/// recomputable). An attacker with write access inserts self-consistent rows of their own model
+/// (one with a junk signature, one unsigned), points the champion alias at one and overwrites
+/// the served bundle's signature. The next start signs nothing, publishes nothing and stops,
+/// naming the fix; the filters keep the last good bundle (the route refuses the altered row);
+/// once the bundle row is restored, start serves the genuine bundle and refuses both rows.
+#[tokio::test]
+async fn a_forged_self_consistent_row_is_never_signed_nor_served_after_a_restart() {
+    for t in all_dbs("registry_forged_row").await {
+        let (db, l) = (&t.db, t.label);
+        let key = keys::public_key_b64(&SEED);
+        bootstrap::start(db, &SEED).await.unwrap();
+        let good = current_bundle(db).await.unwrap().unwrap();
+        let genuine = served(db).await.champion;
+        let (evil, evil2) = (model(5.0), model(6.0));
+        let junk = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [1u8; 64]);
+        for (m, sig) in [(&evil, Some(junk.as_str())), (&evil2, None)] {
+            let artifact = String::from_utf8(m.canonical_bytes()).unwrap();
+            sqlx::query(
+                "INSERT INTO models (version, sha256, signature, artifact, card, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, '{}', 9)",
+            )
+            .bind(m.version())
+            .bind(m.sha256())
+            .bind(sig)
+            .bind(artifact)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        }
+        for target in [&evil, &evil2] {
+            sqlx::query("UPDATE model_aliases SET version = $1 WHERE alias = 'champion'")
+                .bind(target.version())
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            sqlx::query("UPDATE bundles SET signature = $1 WHERE version = $2")
+                .bind(&junk)
+                .bind(good.version)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            let e = format!("{:#}", bootstrap::start(db, &SEED).await.unwrap_err());
+            assert!(e.contains("kakeya bundle rekey"), "{l}: {e}");
+            assert_eq!(
+                current_bundle(db).await.unwrap().unwrap().version,
+                good.version,
+                "{l}"
+            );
+            assert!(matches!(
+                served_bundle(db, &key).await,
+                Err(RegistryError::Integrity(IntegrityError::Bundle { .. }))
+            ));
+            assert_eq!(
+                stored(db, &evil.version()).await.1,
+                Some(junk.clone()),
+                "{l}"
+            );
+            assert_eq!(stored(db, &evil2.version()).await.1, None, "{l}: signed");
+            // The one-time backfill is no way in either.
+            assert_eq!(
+                backfill_signatures(db, &SEED, 10).await.unwrap(),
+                None,
+                "{l}"
+            );
+            for m in [&evil, &evil2] {
+                assert_refused_model(republish(db, &SEED, 11).await, &target.version(), l);
+                assert_refused_model(
+                    set_alias(db, &SEED, CHALLENGER, &m.version(), Some(0.5), 11).await,
+                    &m.version(),
+                    l,
+                );
+            }
+            // The operator restores the bundles row: the genuine bundle serves again.
+            sqlx::query("UPDATE bundles SET signature = $1 WHERE version = $2")
+                .bind(&good.signature)
+                .bind(good.version)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            bootstrap::start(db, &SEED).await.unwrap();
+            assert_eq!(current_bundle(db).await.unwrap().unwrap(), good, "{l}");
+            assert_eq!(served(db).await.champion, genuine, "{l}");
+            let mut refused: Vec<_> = bootstrap::check_models(db, &SEED)
+                .await
+                .unwrap()
+                .iter()
+                .map(row_of)
+                .collect();
+            refused.sort();
+            let mut forged = vec![evil.version(), evil2.version()];
+            forged.sort();
+            assert_eq!(refused, forged, "{l}");
+        }
         t.cleanup().await;
     }
 }
@@ -915,8 +1216,8 @@ async fn a_tampered_bundle_row_is_not_served_nor_re_signed() {
             "{l}: published"
         );
 
-        // Bytes altered and sha256 recomputed: the signature fails; start re-publishes from the
-        // verified rows (the altered bytes are never signed).
+        // Bytes altered and sha256 recomputed: the signature fails; start stops (naming the
+        // rekey command and the row) and publishes nothing: the altered bytes are never signed.
         let sha = kakeya_core::ids::sha256_hex(tampered.as_bytes());
         set_bytes(tampered.clone(), sha).await;
         assert!(matches!(
@@ -926,14 +1227,20 @@ async fn a_tampered_bundle_row_is_not_served_nor_re_signed() {
                 ..
             }))
         ));
-        let p = bootstrap::ensure_trusted(db, &SEED).await.unwrap().unwrap();
-        assert_eq!(p.bundle_version, 2, "{l}");
-        let b2 = served(db).await;
-        assert_eq!(b2.champion, a, "{l}");
+        let e = format!("{:#}", bootstrap::start(db, &SEED).await.unwrap_err());
+        assert!(
+            e.contains("bundle 1") && e.contains("kakeya bundle rekey"),
+            "{l}: {e}"
+        );
+        assert_eq!(current_bundle(db).await.unwrap().unwrap().version, 1, "{l}");
+        set_bytes(good.bytes.clone(), good.sha256.clone()).await;
+        bootstrap::start(db, &SEED).await.unwrap();
+        let b1 = served(db).await;
+        assert_eq!(b1.champion, a, "{l}");
 
         // What the old code published from an altered row: signed by the real key, carrying a
         // champion no model row has. Start refuses to go on, naming it.
-        let mut forged = b2.clone();
+        let mut forged = b1.clone();
         forged.version = 3;
         forged.champion.intercept = 3.0;
         let s = sign_checked(&forged, &SEED).unwrap();
@@ -1037,7 +1344,7 @@ async fn the_bundle_route_does_not_serve_an_altered_row() {
                 .contains("bundle 1 failed its integrity check"),
             "{body}"
         );
-        assert_eq!(v["code"], "internal");
+        assert_eq!(v["code"], "integrity_failure");
         let (_, m) = get("/metrics").await;
         assert!(
             m.lines().any(|x| x.starts_with(
@@ -1047,6 +1354,44 @@ async fn the_bundle_route_does_not_serve_an_altered_row() {
         );
         set(good.bytes.clone()).await;
         assert_eq!(get(BUNDLE_PATH).await.0, StatusCode::OK, "{l}");
+
+        // Promoting an altered model row: 409 `integrity_failure`, nothing published.
+        let b = model(-2.0);
+        insert_model(db, &SEED, &b, &card::from_artifact(&b), 3)
+            .await
+            .unwrap();
+        let (text, _) = stored(db, &b.version()).await;
+        set_artifact(
+            db,
+            &b.version(),
+            &text.replacen("\"intercept\":-2.0", "\"intercept\":3.0", 1),
+            None,
+            None,
+        )
+        .await;
+        for path in ["/v1/aliases/champion", "/v1/aliases/challenger"] {
+            let resp = router
+                .clone()
+                .oneshot(
+                    Request::post(path)
+                        .header("authorization", "Bearer registry-test-token")
+                        .header("content-type", "application/json")
+                        .body(Body::from(
+                            serde_json::json!({"version": b.version(), "weight": if path.ends_with("challenger") { Some(0.5) } else { None }})
+                                .to_string(),
+                        ))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(status, StatusCode::CONFLICT, "{l}: {path}: {v}");
+            assert_eq!(v["code"], "integrity_failure", "{l}: {v}");
+            assert!(v["error"].as_str().unwrap().contains(&b.version()), "{v}");
+        }
+        assert_eq!(current_bundle(db).await.unwrap().unwrap(), good, "{l}");
         t.cleanup().await;
     }
 }
@@ -1055,14 +1400,16 @@ async fn the_bundle_route_does_not_serve_an_altered_row() {
 fn v02_answer(
     ev: &kakeya_core::evidence::Evidence,
 ) -> (kakeya_core::Pcs, kakeya_core::verify::Outcome) {
-    let built = kakeya_core::pcs_builder::build(&ev.response, &Default::default());
+    let built = kakeya_core::pcs_builder::build(&ev.response, &Default::default())
+        .bind_evidence(&kakeya_core::evidence::evidence_sha256(ev));
     let mut v = built.to_json("");
-    v["version"] = "0.2".into();
-    v["evidence_sha256"] = kakeya_core::evidence::evidence_sha256(ev).into();
     v["evidence"] = serde_json::to_value(ev).unwrap();
     let pcs = kakeya_core::parse(v.to_string().as_bytes()).unwrap();
     assert_eq!(kakeya_core::features::pcs_version(&pcs), "0.2");
+    // The id the evidence-bound PCS must carry (whatever the id formula is).
+    assert_eq!(pcs.pcs_id, kakeya_core::ids::expected_pcs_id(&pcs));
     let o = kakeya_core::verify(&pcs, &kakeya_core::VerifyParams::default());
+    assert!(o.result.accepted, "{:?}", o.result);
     (pcs, o)
 }
 
