@@ -113,7 +113,8 @@ fn a_tampered_model_row_is_not_published_and_the_gate_keeps_its_scores() {
             &serde_json::json!({ "version": v2 }),
         )
         .unwrap();
-    assert!(a.status >= 400, "a tampered model was promoted: {a:?}");
+    assert_eq!(a.status, 409, "a tampered model was promoted: {a:?}");
+    assert_eq!(a.json()["code"], "integrity_failure", "{a:?}");
     assert!(a.body.contains(&v2), "the error names the row: {a:?}");
     let out = stack.kakeya(&["model", "promote", &v2]).unwrap();
     assert!(!out.status.success(), "a tampered model was promoted");
