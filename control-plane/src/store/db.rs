@@ -51,6 +51,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "decision_log_pcs_version",
         include_str!("../../migrations/sqlite/0006_decision_log_pcs_version.sql"),
     ),
+    (
+        8,
+        "labels",
+        include_str!("../../migrations/sqlite/0008_labels.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -82,6 +87,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "decision_log_pcs_version",
         include_str!("../../migrations/postgres/0006_decision_log_pcs_version.sql"),
+    ),
+    (
+        8,
+        "labels",
+        include_str!("../../migrations/postgres/0008_labels.sql"),
     ),
 ];
 
