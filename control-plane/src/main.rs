@@ -355,6 +355,27 @@ mod tests {
     }
 
     #[test]
+    fn review_verbs_parse_and_refuse_unknown_labels() {
+        let ok = [
+            "kakeya", "review", "label", "acme", "p1", "--label", "faithful",
+        ];
+        assert!(Cli::try_parse_from(ok).is_err(), "--reviewer is required");
+        let mut ok = ok.to_vec();
+        ok.extend(["--reviewer", "alice"]);
+        assert!(Cli::try_parse_from(&ok).is_ok());
+        ok[6] = "maybe";
+        assert!(Cli::try_parse_from(&ok).is_err());
+        assert!(Cli::try_parse_from(["kakeya", "review", "list", "--status", "closed"]).is_err());
+        assert!(
+            Cli::try_parse_from(["kakeya", "feedback", "p1", "--label", "hallucinated"]).is_ok()
+        );
+        let bad_source = [
+            "kakeya", "feedback", "p1", "--label", "faithful", "--source", "x",
+        ];
+        assert!(Cli::try_parse_from(bad_source).is_err());
+    }
+
+    #[test]
     fn allow_other_models_needs_through() {
         let base = [
             "kakeya",

@@ -34,6 +34,7 @@ pub enum ReviewCmd {
         tenant: String,
         /// pcs_id of the decision.
         pcs_id: String,
+        /// Your verdict on the answer.
         #[arg(long, value_enum)]
         label: Label,
         /// Your name, stored as the labeller.
@@ -50,6 +51,7 @@ pub enum ReviewCmd {
 pub struct FeedbackArgs {
     /// pcs_id of the decision.
     pub pcs_id: String,
+    /// The owner's verdict on the answer.
     #[arg(long, value_enum)]
     pub label: Label,
     /// Tenant of the decision.
