@@ -191,6 +191,38 @@ fn the_document_lists_every_route_with_its_parameters() {
         (&limit["minimum"], &limit["maximum"]),
         (&1.into(), &1000.into())
     );
+    // Every schema reference resolves (a query enum once pointed at a schema nobody
+    // registered).
+    fn refs<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(r) = m.get("$ref").and_then(|r| r.as_str()) {
+                    out.push(r);
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&json, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or(r);
+        assert!(
+            json["components"]["schemas"].get(name).is_some(),
+            "unresolved {r}"
+        );
+    }
+    let reviews = json["paths"]["/v1/reviews"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let names: Vec<&str> = reviews
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["status", "tenant_id", "limit", "cursor"]);
     let ops = operations(&doc);
     // Path parameters are declared for templated paths only, and are required.
     for (m, path, op) in &ops {

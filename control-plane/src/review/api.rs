@@ -40,6 +40,7 @@ impl From<LabelError> for ApiError {
 #[into_params(parameter_in = Query)]
 pub struct ReviewsQuery {
     /// `open` (default): not labelled yet; `labelled`: with at least one label; `all`.
+    #[param(inline)]
     pub status: Option<QueueStatus>,
     /// Only this tenant's decisions (empty: every tenant).
     pub tenant_id: Option<String>,
@@ -93,7 +94,8 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct ReviewBody {
     pub label: Label,
-    /// Who judged (stored as the labeller); 1..=128 characters, no control characters.
+    /// Who judged (stored as the labeller); 1..=128 characters, no control characters, not
+    /// `owner` (the labeller of feedback).
     #[schema(min_length = 1, max_length = 128)]
     pub reviewer: String,
     /// At most 4096 characters.
@@ -122,7 +124,7 @@ fn answer(s: Submitted) -> (StatusCode, Json<LabelRow>) {
     responses(
         (status = 201, body = LabelRow, description = "Label stored (source gold, confidence 1.0, labeller = reviewer)"),
         (status = 200, body = LabelRow, description = "This reviewer had given this label already; the stored row, unchanged"),
-        (status = 400, body = ErrorBody, description = "Unknown label, empty or overlong reviewer, comment over 4096 characters, malformed body"),
+        (status = 400, body = ErrorBody, description = "Unknown label, empty, overlong or reserved (owner) reviewer, comment over 4096 characters, malformed body"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "No such decision in the decision log"),
         (status = 409, body = ErrorBody, description = "code label_conflict: this reviewer labelled the decision differently; nothing changed"),

@@ -169,6 +169,11 @@ impl NewLabel {
                 "reviewer must be at most {MAX_LABELLER_CHARS} characters, without control characters"
             )));
         }
+        if reviewer == OWNER_LABELLER {
+            return Err(LabelError::Invalid(format!(
+                "reviewer {OWNER_LABELLER:?} is reserved for the owner's feedback (POST /v1/feedback)"
+            )));
+        }
         if comment.is_some_and(|c| c.chars().count() > MAX_COMMENT_CHARS) {
             return Err(LabelError::Invalid(format!(
                 "comment must be at most {MAX_COMMENT_CHARS} characters"

@@ -106,6 +106,7 @@ fn bad_labels_are_refused_before_the_store() {
         ("", None),
         ("   ", None),
         ("a\nb", None),
+        (OWNER_LABELLER, None),
         (&*"r".repeat(MAX_LABELLER_CHARS + 1), None),
         ("alice", Some(long.as_str())),
     ] {
@@ -372,6 +373,7 @@ async fn reviews_and_feedback_answer_201_200_409_404_400() {
         json!({"label": "maybe", "reviewer": "bob"}),
         json!({"label": "faithful", "reviewer": ""}),
         json!({"label": "faithful", "reviewer": "  "}),
+        json!({"label": "faithful", "reviewer": "owner"}),
         json!({"label": "faithful"}),
         json!({"label": "faithful", "reviewer": "bob", "comment": "x".repeat(4097)}),
         json!({"label": "faithful", "reviewer": "bob", "extra": 1}),
