@@ -197,7 +197,7 @@ pub async fn queue_page(
         return Ok(items);
     }
     // The labels of the whole page in one query: those of the escalated decisions in its id
-    // range (a superset of the page, narrowed by tenant when the page is).
+    // range, narrowed by tenant when the page is (for `open` there are none to fetch).
     let q = format!(
         "SELECT {LABEL_COLUMNS} FROM labels l WHERE EXISTS (SELECT 1 FROM decision_log d \
          WHERE d.tenant = l.tenant AND d.pcs_id = l.pcs_id AND d.escalated = 1 \
