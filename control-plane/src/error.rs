@@ -35,6 +35,9 @@ pub enum ApiError {
     Missing(String),
     #[error("{0}")]
     Conflict(String),
+    /// A conflict with its own stable code (e.g. `label_conflict`).
+    #[error("{message}")]
+    ConflictWith { code: &'static str, message: String },
     #[error("missing or invalid bearer token")]
     Unauthorized,
     /// The ingest shared secret is missing or wrong: the request did not come from Envoy.
@@ -69,9 +72,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) | ApiError::Integrity { refused: true, .. } => {
-                StatusCode::CONFLICT
-            }
+            ApiError::Conflict(_)
+            | ApiError::ConflictWith { .. }
+            | ApiError::Integrity { refused: true, .. } => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFromEnvoy => StatusCode::FORBIDDEN,
             ApiError::WalUnavailable(_)
@@ -92,6 +95,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::NotFound | ApiError::Missing(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::ConflictWith { code, .. } => code,
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFromEnvoy => "forbidden",
             ApiError::BadRequest(_) => "bad_request",

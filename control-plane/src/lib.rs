@@ -13,6 +13,7 @@
 //! * [`api`]: the two HTTP listeners (ingest for Envoy, admin for operators);
 //! * [`envoy`]: renders the Envoy bootstrap that puts the gate in front of all of it;
 //! * [`registry`]: model registry, aliases and signed bundles served to the filters;
+//! * [`review`]: the label store and the review queue (`/v1/reviews`, `/v1/feedback`);
 //! * [`ml`]: offline training and cross-validated evaluation of the hallucination-risk scorer.
 //!
 //! Trust boundary: the ingest listener believes the `x-kakeya-*` headers that the gate filter
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod ml;
 pub mod progress;
 pub mod registry;
+pub mod review;
 pub mod server;
 pub mod store;
 pub mod wal;

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 mod eval_gateway;
 mod hrs;
 mod registry_cli;
+mod review_cli;
 
 #[derive(Parser)]
 #[command(name = "kakeya", version, about = "Kakeya Edge control plane")]
@@ -62,6 +63,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BundleCmd,
     },
+    /// Review queue of escalated decisions and reviewers' labels (works on the database
+    /// directly; same code path as /v1/reviews).
+    Review {
+        #[command(subcommand)]
+        cmd: review_cli::ReviewCmd,
+    },
+    /// Record the agent owner's label of a decision (same code path as POST /v1/feedback).
+    Feedback(review_cli::FeedbackArgs),
 }
 
 #[derive(Subcommand)]
@@ -325,6 +334,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Eval(a) => hrs::eval(&a, Some(&cfg)),
         Cmd::Model { cmd } => runtime()?.block_on(registry_cli::model(cfg, cmd)),
         Cmd::Bundle { cmd } => runtime()?.block_on(registry_cli::bundle(cfg, cmd)),
+        Cmd::Review { cmd } => runtime()?.block_on(review_cli::review(cfg, cmd)),
+        Cmd::Feedback(a) => runtime()?.block_on(review_cli::feedback(cfg, a)),
         // Handled above, before the configuration is loaded.
         Cmd::Pcs { .. } => Ok(()),
     }
@@ -352,6 +363,27 @@ mod tests {
         }
         assert!(eval_with_folds("x").is_err());
         assert!(eval_with_folds("2").is_ok());
+    }
+
+    #[test]
+    fn review_verbs_parse_and_refuse_unknown_labels() {
+        let ok = [
+            "kakeya", "review", "label", "acme", "p1", "--label", "faithful",
+        ];
+        assert!(Cli::try_parse_from(ok).is_err(), "--reviewer is required");
+        let mut ok = ok.to_vec();
+        ok.extend(["--reviewer", "alice"]);
+        assert!(Cli::try_parse_from(&ok).is_ok());
+        ok[6] = "maybe";
+        assert!(Cli::try_parse_from(&ok).is_err());
+        assert!(Cli::try_parse_from(["kakeya", "review", "list", "--status", "closed"]).is_err());
+        assert!(
+            Cli::try_parse_from(["kakeya", "feedback", "p1", "--label", "hallucinated"]).is_ok()
+        );
+        let bad_source = [
+            "kakeya", "feedback", "p1", "--label", "faithful", "--source", "x",
+        ];
+        assert!(Cli::try_parse_from(bad_source).is_err());
     }
 
     #[test]

@@ -49,6 +49,36 @@ fn decode_cursor(c: &str) -> Option<i64> {
     id.parse::<i64>().ok().filter(|id| *id > 0)
 }
 
+/// Checks `limit` (default [`DEFAULT_LIMIT`], 1..=[`MAX_LIMIT`]) and decodes `cursor` into
+/// the id to page below: the paging rules of every id-ordered listing (`/v1/decisions`,
+/// `/v1/reviews`).
+pub fn page_args(limit: Option<u32>, cursor: Option<&str>) -> Result<(u32, Option<i64>), ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1..={MAX_LIMIT} (got {limit}); follow next_cursor for more rows"
+        )));
+    }
+    let before = match cursor {
+        None | Some("") => None,
+        Some(c) => Some(decode_cursor(c).ok_or_else(|| {
+            ApiError::BadRequest("invalid cursor: pass next_cursor of the previous page".into())
+        })?),
+    };
+    Ok((limit, before))
+}
+
+/// Cuts `rows` (fetched with `limit + 1`, newest first) to `limit` and returns the cursor of
+/// the next page: `None` when no row was left over.
+pub fn finish_page<T>(rows: &mut Vec<T>, limit: u32, id: impl Fn(&T) -> i64) -> Option<String> {
+    if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| encode_cursor(id(r)))
+    } else {
+        None
+    }
+}
+
 #[utoipa::path(
     get,
     path = "/v1/decisions",
@@ -67,29 +97,13 @@ pub async fn list(
     q: Result<Query<DecisionsQuery>, QueryRejection>,
 ) -> Result<Json<DecisionsPage>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be 1..={MAX_LIMIT} (got {limit}); follow next_cursor for more rows"
-        )));
-    }
-    let before = match q.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(decode_cursor(c).ok_or_else(|| {
-            ApiError::BadRequest("invalid cursor: pass next_cursor of the previous page".into())
-        })?),
-    };
+    let (limit, before) = page_args(q.limit, q.cursor.as_deref())?;
     let tenant = q.tenant.as_deref().filter(|t| !t.is_empty());
     // One row more than asked tells whether another page follows.
     let mut rows = decision_log::page(&st.db.pool, tenant, before, i64::from(limit) + 1)
         .await
         .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
-    let next_cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| encode_cursor(r.id))
-    } else {
-        None
-    };
+    let next_cursor = finish_page(&mut rows, limit, |r| r.id);
     Ok(Json(DecisionsPage {
         decisions: rows,
         next_cursor,

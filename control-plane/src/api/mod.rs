@@ -5,7 +5,8 @@
 //!   Envoy can reach it; off loopback it also requires the shared secret Envoy adds
 //!   ([`auth::H_INGEST_SECRET`]), or anyone could forge verdicts.
 //! * **admin** (`admin_addr`): health, readiness, metrics, OpenAPI, decision log, model
-//!   registry (`/v1/models`, `/v1/aliases/{alias}`, [`registry`]). Everything except `/health`,
+//!   registry (`/v1/models`, `/v1/aliases/{alias}`, [`registry`]), review queue and labels
+//!   ([`crate::review`]). Everything except `/health`,
 //!   `/ready` and the signed bundle (`GET /v1/bundles/current`, polled by the filters) requires
 //!   the bearer admin token ([`auth`]).
 //!
@@ -21,7 +22,7 @@ pub mod openapi;
 pub mod registry;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::error::ApiError;
 use crate::ingest::{CommitterStatus, IngestHandle};
@@ -95,6 +96,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
             registry::delete_challenger
         ))
         .routes(routes!(registry::set_alias))
+        .merge(crate::review::api::router())
 }
 
 pub fn ingest_router(state: IngestState) -> Router {

@@ -56,6 +56,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "registry_meta",
         include_str!("../../migrations/sqlite/0007_registry_meta.sql"),
     ),
+    (
+        8,
+        "labels",
+        include_str!("../../migrations/sqlite/0008_labels.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -92,6 +97,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "registry_meta",
         include_str!("../../migrations/postgres/0007_registry_meta.sql"),
+    ),
+    (
+        8,
+        "labels",
+        include_str!("../../migrations/postgres/0008_labels.sql"),
     ),
 ];
 

@@ -92,6 +92,10 @@ pub async fn insert(conn: &mut AnyConnection, d: &NewDecision<'_>) -> Result<boo
     .bind(d.risk.map(|r| r.arm.clone()))
     .bind(d.risk.map(|r| i64::try_from(r.bundle_version).unwrap_or(i64::MAX)))
     .bind(d.pcs_version)
+    // Not a cached prepared statement: sqlx 0.8's Any driver declares a NULL f64 (an unscored
+    // decision's risk) to PostgreSQL as float4, and a statement cached with that type refuses
+    // every later scored row on the connection (22P03). Unnamed, each call is typed anew.
+    .persistent(false)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() > 0)

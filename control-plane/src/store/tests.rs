@@ -195,3 +195,34 @@ async fn decision_log_is_idempotent_under_replay() {
         t.cleanup().await;
     }
 }
+
+/// sqlx 0.8's Any driver sends a NULL `f64` to PostgreSQL as a `float4` parameter; a cached
+/// statement prepared with an unscored decision (risk NULL) then refused every scored one on
+/// that connection (22P03, "incorrect binary data format"). Both orders, one connection.
+#[tokio::test]
+async fn scored_and_unscored_decisions_mix_on_one_connection() {
+    for t in all_dbs("scored_unscored_mix").await {
+        let mut conn = t.db.pool.acquire().await.unwrap();
+        for (i, scored) in [false, true, false, true].into_iter().enumerate() {
+            let mut rec = record("mix", &pcs_body(&format!("mix{i}")), T);
+            if scored {
+                let mut vr: serde_json::Value = serde_json::from_str(&rec.result).unwrap();
+                vr["risk"] = serde_json::json!({"score": 0.25, "band": "low",
+                    "model_version": "lr-0123456789ab", "arm": "champion", "bundle_version": 1});
+                rec.result = vr.to_string();
+            }
+            let mut tx = conn.begin().await.unwrap();
+            apply_record(&mut tx, &format!("mix:{i}"), &rec, TTL)
+                .await
+                .unwrap_or_else(|e| panic!("{} record {i} (scored {scored}): {e}", t.label));
+            tx.commit().await.unwrap();
+        }
+        drop(conn);
+        let rows = decision_log::recent(&t.db.pool, Some("mix"), 10)
+            .await
+            .unwrap();
+        let risks: Vec<Option<f64>> = rows.iter().map(|r| r.risk).collect();
+        assert_eq!(risks, [Some(0.25), None, Some(0.25), None], "{}", t.label);
+        t.cleanup().await;
+    }
+}

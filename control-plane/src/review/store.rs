@@ -1,0 +1,232 @@
+//! SQL of the label store and the review queue (`labels`, migration 0008), for SQLite and
+//! PostgreSQL through `sqlx::Any` with `$n` placeholders.
+
+use super::{Label, LabelRow, NewLabel, Source};
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyPool, Row};
+use std::collections::HashMap;
+
+const LABEL_COLUMNS: &str =
+    "tenant, pcs_id, labeller, source, label, confidence, comment, created_at_ms";
+
+fn row_to_label(r: &sqlx::any::AnyRow) -> Result<LabelRow, sqlx::Error> {
+    let text = |col: &str| r.try_get::<String, _>(col);
+    let bad = |col: &str, v: String| sqlx::Error::ColumnDecode {
+        index: col.into(),
+        source: format!("unknown {col} {v:?}").into(),
+    };
+    let source = text("source")?;
+    let label = text("label")?;
+    Ok(LabelRow {
+        tenant: text("tenant")?,
+        pcs_id: text("pcs_id")?,
+        labeller: text("labeller")?,
+        source: Source::parse(&source).ok_or_else(|| bad("source", source))?,
+        label: Label::parse(&label).ok_or_else(|| bad("label", label))?,
+        confidence: r.try_get("confidence")?,
+        comment: r.try_get("comment")?,
+        created_at_ms: r.try_get("created_at_ms")?,
+    })
+}
+
+/// True when the decision log holds (tenant, pcs_id).
+pub async fn decision_exists(
+    pool: &AnyPool,
+    tenant: &str,
+    pcs_id: &str,
+) -> Result<bool, sqlx::Error> {
+    Ok(
+        sqlx::query("SELECT 1 AS one FROM decision_log WHERE tenant = $1 AND pcs_id = $2 LIMIT 1")
+            .bind(tenant)
+            .bind(pcs_id)
+            .fetch_optional(pool)
+            .await?
+            .is_some(),
+    )
+}
+
+/// Inserts the label unless its labeller labelled the decision already; true when inserted.
+pub async fn insert(pool: &AnyPool, l: &NewLabel, now_ms: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(&format!(
+        "INSERT INTO labels ({LABEL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (tenant, pcs_id, labeller) DO NOTHING"
+    ))
+    .bind(&l.tenant)
+    .bind(&l.pcs_id)
+    .bind(&l.labeller)
+    .bind(l.source.as_str())
+    .bind(l.label.as_str())
+    .bind(l.source.confidence())
+    .bind(l.comment.clone())
+    .bind(now_ms)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn get(
+    pool: &AnyPool,
+    tenant: &str,
+    pcs_id: &str,
+    labeller: &str,
+) -> Result<Option<LabelRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {LABEL_COLUMNS} FROM labels WHERE tenant = $1 AND pcs_id = $2 AND labeller = $3"
+    ))
+    .bind(tenant)
+    .bind(pcs_id)
+    .bind(labeller)
+    .fetch_optional(pool)
+    .await?
+    .as_ref()
+    .map(row_to_label)
+    .transpose()
+}
+
+/// Every label of one decision, oldest first.
+pub async fn labels_of(
+    pool: &AnyPool,
+    tenant: &str,
+    pcs_id: &str,
+) -> Result<Vec<LabelRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {LABEL_COLUMNS} FROM labels WHERE tenant = $1 AND pcs_id = $2 \
+         ORDER BY created_at_ms, id"
+    ))
+    .bind(tenant)
+    .bind(pcs_id)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(row_to_label)
+    .collect()
+}
+
+/// Which escalated decisions a queue listing shows.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, utoipa::ToSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueStatus {
+    /// Not labelled by anyone yet.
+    #[default]
+    Open,
+    /// With at least one label.
+    Labelled,
+    /// Both.
+    All,
+}
+
+/// One escalated decision in the review queue: its numbers (never evidence) and its labels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReviewItem {
+    /// Decision-log row id (the queue is ordered by it, newest first).
+    pub decision_id: i64,
+    pub tenant: String,
+    pub pcs_id: String,
+    /// Why the gate escalated.
+    pub reason: Option<String>,
+    /// Calibrated hallucination risk, when the gate scored the answer.
+    pub risk: Option<f64>,
+    /// `low`, `medium` or `high`.
+    pub risk_band: Option<String>,
+    pub model_version: Option<String>,
+    pub created_at_ms: i64,
+    /// Oldest first.
+    pub labels: Vec<LabelRow>,
+    /// The label that counts ([`super::effective_label`]); `null` while unlabelled.
+    pub effective_label: Option<Label>,
+}
+
+const LABELLED: &str =
+    "EXISTS (SELECT 1 FROM labels l WHERE l.tenant = d.tenant AND l.pcs_id = d.pcs_id)";
+
+/// Up to `limit` escalated decisions with an id below `before_id`, newest first, each with its
+/// labels: one page of `GET /v1/reviews`.
+pub async fn queue_page(
+    pool: &AnyPool,
+    status: QueueStatus,
+    tenant: Option<&str>,
+    before_id: Option<i64>,
+    limit: i64,
+) -> Result<Vec<ReviewItem>, sqlx::Error> {
+    let status_sql = match status {
+        QueueStatus::Open => format!(" AND NOT {LABELLED}"),
+        QueueStatus::Labelled => format!(" AND {LABELLED}"),
+        QueueStatus::All => String::new(),
+    };
+    let tenant_sql = if tenant.is_some() {
+        " AND d.tenant = $3"
+    } else {
+        ""
+    };
+    let q = format!(
+        "SELECT d.id, d.tenant, d.pcs_id, d.reason, d.risk, d.risk_band, d.model_version, \
+         d.created_at_ms FROM decision_log d WHERE d.escalated = 1 AND d.id < $1{tenant_sql}\
+         {status_sql} ORDER BY d.id DESC LIMIT $2"
+    );
+    let mut query = sqlx::query(&q)
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(limit);
+    if let Some(t) = tenant {
+        query = query.bind(t);
+    }
+    let mut items = query
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(ReviewItem {
+                decision_id: r.try_get("id")?,
+                tenant: r.try_get("tenant")?,
+                pcs_id: r.try_get("pcs_id")?,
+                reason: r.try_get("reason")?,
+                risk: r.try_get("risk")?,
+                risk_band: r.try_get("risk_band")?,
+                model_version: r.try_get("model_version")?,
+                created_at_ms: r.try_get("created_at_ms")?,
+                labels: Vec::new(),
+                effective_label: None,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let (Some(newest), Some(oldest)) = (items.first(), items.last()) else {
+        return Ok(items);
+    };
+    if status == QueueStatus::Open {
+        return Ok(items);
+    }
+    // The labels of the whole page in one query: those of the escalated decisions in its id
+    // range, narrowed by tenant when the page is (for `open` there are none to fetch).
+    let q = format!(
+        "SELECT {LABEL_COLUMNS} FROM labels l WHERE EXISTS (SELECT 1 FROM decision_log d \
+         WHERE d.tenant = l.tenant AND d.pcs_id = l.pcs_id AND d.escalated = 1 \
+         AND d.id BETWEEN $1 AND $2){} ORDER BY l.created_at_ms, l.id",
+        if tenant.is_some() {
+            " AND l.tenant = $3"
+        } else {
+            ""
+        }
+    );
+    let mut query = sqlx::query(&q)
+        .bind(oldest.decision_id)
+        .bind(newest.decision_id);
+    if let Some(t) = tenant {
+        query = query.bind(t);
+    }
+    let mut by_decision: HashMap<(String, String), Vec<LabelRow>> = HashMap::new();
+    for r in query.fetch_all(pool).await? {
+        let l = row_to_label(&r)?;
+        by_decision
+            .entry((l.tenant.clone(), l.pcs_id.clone()))
+            .or_default()
+            .push(l);
+    }
+    for item in &mut items {
+        if let Some(labels) = by_decision.get(&(item.tenant.clone(), item.pcs_id.clone())) {
+            item.labels = labels.clone();
+            item.effective_label = super::effective_label(labels).map(|l| l.label);
+        }
+    }
+    Ok(items)
+}
