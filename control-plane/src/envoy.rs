@@ -220,14 +220,14 @@ pub fn env_file_path(out: &Path) -> PathBuf {
 /// file). Returns the environment file's path.
 pub fn render_to_file(cfg: &Config, opts: &RenderOptions, out: &Path) -> anyhow::Result<PathBuf> {
     let yaml = render(cfg, opts)?;
-    write_private(out, yaml.as_bytes())?;
+    crate::private_file::replace(out, yaml.as_bytes())?;
     let mut env = String::new();
     for (k, v) in envoy_env(cfg)? {
         // serde_json escapes control characters, so a value is one line.
         writeln!(env, "{k}={v}")?;
     }
     let env_path = env_file_path(out);
-    write_private(&env_path, env.as_bytes())?;
+    crate::private_file::replace(&env_path, env.as_bytes())?;
     Ok(env_path)
 }
 
@@ -245,29 +245,6 @@ pub fn envoy_command(
         .arg(yaml)
         .envs(envoy_env(cfg)?);
     Ok(cmd)
-}
-
-/// Writes `data` to `path` readable by the owner only (temp file + rename).
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let name = path
-        .file_name()
-        .context("output path has no file name")?
-        .to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    let mut f = o
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ pub mod error;
 pub mod ingest;
 pub mod metrics;
 pub mod ml;
+pub mod private_file;
 pub mod progress;
 pub mod registry;
 pub mod review;

@@ -22,7 +22,6 @@ use axum::response::Response;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -114,8 +113,8 @@ pub fn read_secret_file(path: &Path) -> anyhow::Result<String> {
 /// Reads the token file at `path`, generating it (256 random bits, base64url, mode 0600) when
 /// it does not exist. Returns the token and whether it was generated now.
 ///
-/// Generation writes a private temp file and *links* it into place, which fails when the file
-/// already exists: two processes starting at once end up with the same token.
+/// Generation goes through [`crate::private_file::create_once`]: two processes starting at
+/// once end up with the same token.
 pub fn load_or_create_token(path: &Path) -> anyhow::Result<(String, bool)> {
     match std::fs::metadata(path) {
         Ok(_) => return Ok((read_secret_file(path)?, false)),
@@ -124,49 +123,15 @@ pub fn load_or_create_token(path: &Path) -> anyhow::Result<(String, bool)> {
             return Err(e).with_context(|| format!("cannot read the token file {}", path.display()))
         }
     }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the directory {}", dir.display()))?;
     let mut raw = [0u8; 32];
     getrandom::getrandom(&mut raw)
         .map_err(|e| anyhow::anyhow!("the OS random number generator failed: {e}"))?;
     let token = URL_SAFE_NO_PAD.encode(raw);
-    let tmp = dir.join(format!(
-        ".admin-token.{}.{}.tmp",
-        std::process::id(),
-        crate::now_ms()
-    ));
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts
-            .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(format!("{token}\n").as_bytes())?;
-        f.sync_all()?;
-    }
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-            Ok((token, true))
-        }
+    if crate::private_file::create_once(path, format!("{token}\n").as_bytes())? {
+        Ok((token, true))
+    } else {
         // Somebody else created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Ok((read_secret_file(path)?, false))
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+        Ok((read_secret_file(path)?, false))
     }
 }
 

@@ -11,7 +11,6 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::path::Path;
 
 /// Reads the seed at `path`, never creating it: what every command but `kakeya serve` (and
@@ -41,49 +40,16 @@ pub fn load_or_create_seed(path: &Path) -> anyhow::Result<[u8; 32]> {
                 .with_context(|| format!("cannot read the bundle signing seed {}", path.display()))
         }
     }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the key directory {}", dir.display()))?;
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed)
         .map_err(|e| anyhow::anyhow!("the OS random number generator failed: {e}"))?;
-    let tmp = dir.join(format!(
-        ".bundle-signing.seed.{}.{}.tmp",
-        std::process::id(),
-        crate::now_ms()
-    ));
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts
-            .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(format!("{}\n", STANDARD.encode(seed)).as_bytes())?;
-        f.sync_all()?;
-    }
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-            tracing::info!(path = %path.display(), public_key = %public_key_b64(&seed), "generated the bundle signing key");
-            Ok(seed)
-        }
+    let line = format!("{}\n", STANDARD.encode(seed));
+    if crate::private_file::create_once(path, line.as_bytes())? {
+        tracing::info!(path = %path.display(), public_key = %public_key_b64(&seed), "generated the bundle signing key");
+        Ok(seed)
+    } else {
         // Somebody else created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            parse_seed(&std::fs::read(path)?, path)
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+        parse_seed(&std::fs::read(path)?, path)
     }
 }
 
