@@ -78,6 +78,22 @@ pub struct StackOptions {
     pub admin_override: Option<SocketAddr>,
 }
 
+impl StackOptions {
+    /// HMAC signing with the fixtures' key, no rate limit in the way, and the gate polling the
+    /// bundle every `poll_ms`: the stack the scoring end-to-end tests run.
+    pub fn scoring(poll_ms: u64) -> Self {
+        StackOptions {
+            env: vec![
+                ("PCS_SIGN_ALG".into(), "hmac".into()),
+                ("PCS_HMAC_KEY".into(), crate::fixtures::KEY.into()),
+                ("TOKEN_RATE".into(), "100000".into()),
+                ("KAKEYA_BUNDLE_POLL_MS".into(), poll_ms.to_string()),
+            ],
+            ..Default::default()
+        }
+    }
+}
+
 /// A running control plane + Envoy. Both are killed on drop.
 pub struct Stack {
     pub gateway: SocketAddr,
@@ -168,6 +184,26 @@ impl Stack {
     }
 
     /// `GET` on the admin listener with the admin token.
+    /// POSTs a JSON `body` to the gateway's submit route, retrying the transient 503s a
+    /// loaded machine may answer (as agents do); any other answer is returned.
+    pub fn submit(&self, body: &[u8]) -> Result<Answer> {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(20))
+            .build();
+        for _ in 0..50 {
+            let a = post(
+                &agent,
+                &self.url(kakeya_core::SUBMIT_PATH),
+                &[("content-type", "application/json")],
+                body,
+            )?;
+            if a.status != 503 {
+                return Ok(a);
+            }
+        }
+        bail!("the gateway kept answering 503")
+    }
+
     /// `POST path` on the admin listener with the admin token and a JSON body.
     pub fn admin_post(&self, path: &str, body: &serde_json::Value) -> Result<Answer> {
         let agent = ureq::AgentBuilder::new()

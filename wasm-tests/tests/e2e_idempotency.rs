@@ -10,43 +10,15 @@ use kakeya_core::canonical::signing_payload;
 use kakeya_core::signature::sign_hmac;
 use kakeya_core::VerifyResult;
 use kakeya_wasm_tests::fixtures::{grounded_evidence, signed_pcs, signed_pcs_with_evidence, KEY};
-use kakeya_wasm_tests::stack::{post, Answer, Stack, StackOptions};
+use kakeya_wasm_tests::stack::{Answer, Stack, StackOptions};
 use std::time::Duration;
 
-fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(20))
-        .build()
-}
-
 fn stack() -> Stack {
-    Stack::start(StackOptions {
-        env: vec![
-            ("PCS_SIGN_ALG".into(), "hmac".into()),
-            ("PCS_HMAC_KEY".into(), KEY.into()),
-            ("TOKEN_RATE".into(), "100000".into()),
-            ("KAKEYA_BUNDLE_POLL_MS".into(), "200".into()),
-        ],
-        ..Default::default()
-    })
-    .unwrap()
+    Stack::start(StackOptions::scoring(200)).unwrap()
 }
 
-/// POSTs `body`, retrying the transient 503s a loaded machine may answer (as agents do).
 fn submit(stack: &Stack, body: &[u8]) -> Answer {
-    for _ in 0..50 {
-        let a = post(
-            &agent(),
-            &stack.url("/v1/pcs/submit"),
-            &[("content-type", "application/json")],
-            body,
-        )
-        .unwrap();
-        if a.status != 503 {
-            return a;
-        }
-    }
-    panic!("the gateway kept answering 503")
+    stack.submit(body).unwrap()
 }
 
 /// `kakeya pcs build` of `answer` with `context`, signed with the stack's key.

@@ -7,36 +7,17 @@
 
 use kakeya_core::VerifyResult;
 use kakeya_wasm_tests::fixtures::{grounded_evidence, signed_pcs_with_evidence, KEY};
-use kakeya_wasm_tests::stack::{post, Stack, StackOptions};
+use kakeya_wasm_tests::stack::{Stack, StackOptions};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(20))
-        .build()
-}
 
 /// The risk served for a fresh identity (shard `shard`) with the grounded evidence, retrying
 /// transient 503s; `None` while the gate has no bundle yet.
 fn score(stack: &Stack, shard: &str) -> Option<(f64, String)> {
     let body = signed_pcs_with_evidence(shard, KEY, &grounded_evidence(), None).to_string();
-    for _ in 0..50 {
-        let a = post(
-            &agent(),
-            &stack.url("/v1/pcs/submit"),
-            &[("content-type", "application/json")],
-            body.as_bytes(),
-        )
-        .unwrap();
-        if a.status == 503 {
-            continue;
-        }
-        let r: VerifyResult =
-            serde_json::from_str(&a.body).unwrap_or_else(|e| panic!("{e}: {a:?}"));
-        return r.risk.map(|k| (k.score, k.model_version));
-    }
-    panic!("the gateway kept answering 503")
+    let a = stack.submit(body.as_bytes()).unwrap();
+    let r: VerifyResult = serde_json::from_str(&a.body).unwrap_or_else(|e| panic!("{e}: {a:?}"));
+    r.risk.map(|k| (k.score, k.model_version))
 }
 
 fn bundle_version(stack: &Stack) -> u64 {
@@ -57,16 +38,7 @@ fn kakeya_ok(stack: &Stack, args: &[&str]) -> String {
 
 #[test]
 fn a_tampered_model_row_is_not_published_and_the_gate_keeps_its_scores() {
-    let mut stack = Stack::start(StackOptions {
-        env: vec![
-            ("PCS_SIGN_ALG".into(), "hmac".into()),
-            ("PCS_HMAC_KEY".into(), KEY.into()),
-            ("TOKEN_RATE".into(), "100000".into()),
-            ("KAKEYA_BUNDLE_POLL_MS".into(), "200".into()),
-        ],
-        ..Default::default()
-    })
-    .unwrap();
+    let mut stack = Stack::start(StackOptions::scoring(200)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut n = 0;
     let (score0, v1) = loop {
