@@ -21,6 +21,7 @@
 pub mod abi;
 pub mod bench;
 pub mod fixtures;
+pub mod floor_bench;
 pub mod load;
 pub mod stack;
 pub mod state;
