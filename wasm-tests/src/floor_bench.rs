@@ -238,7 +238,7 @@ impl BenchEnvoy {
     }
 
     /// One request with `x-bench-echo`: the answer carries the filters' request headers as
-    /// `x-echo-floor`, `x-echo-result`, `x-echo-score-ns`, `x-echo-risk`.
+    /// `x-echo-floor`, `x-echo-result`, `x-echo-verify-ns`, `x-echo-score-ns`, `x-echo-risk`.
     pub fn probe(&self, l: Listener, path: &str, body: &[u8]) -> Result<Answer> {
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(10))
@@ -340,6 +340,12 @@ pub struct Workload {
     pub body_bytes: usize,
     /// `runs[round][listener]`, listeners in [`Listener::ALL`] order.
     pub runs: Vec<[WrkRun; 3]>,
+    /// The gate's own clock under V8 (median µs over sequential probe requests after the
+    /// rounds): parse + signature + verify, and features + score when it scored.
+    pub guest_verify_us: Option<f64>,
+    pub guest_score_us: Option<f64>,
+    /// Hostcalls of one request (the harness census of the same gate.wasm).
+    pub hostcalls: Option<crate::bench::HostcallCensus>,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -457,9 +463,36 @@ pub fn check_listeners(b: &BenchEnvoy, path: &str, body: &[u8], scored: bool) ->
     Ok(())
 }
 
+/// Probe requests sampled for the in-guest times.
+const GUEST_SAMPLES: usize = 300;
+
+/// Median in-guest times (µs) the gate reports in `x-kakeya-verify-ns` / `x-kakeya-score-ns`,
+/// over [`GUEST_SAMPLES`] sequential requests (one at a time: no preemption by the load).
+fn guest_times(b: &BenchEnvoy, path: &str, body: &[u8]) -> Result<(Option<f64>, Option<f64>)> {
+    if path != kakeya_core::SUBMIT_PATH {
+        return Ok((None, None));
+    }
+    let (mut verify, mut score) = (Vec::new(), Vec::new());
+    for _ in 0..GUEST_SAMPLES {
+        let a = b.probe(Listener::Gate, path, body)?;
+        let us = |h: &str| {
+            a.header(h)
+                .and_then(|v| v.parse::<f64>().ok())
+                .map(|ns| ns / 1e3)
+        };
+        verify.extend(us("x-echo-verify-ns"));
+        score.extend(us("x-echo-score-ns"));
+    }
+    let m = |v: Vec<f64>| (!v.is_empty()).then(|| median(v));
+    Ok((m(verify), m(score)))
+}
+
 /// Runs the comparison: `rounds` rounds of `seconds` per listener and workload.
 pub fn run(wrk_bin: &Path, rounds: usize, seconds: u32) -> Result<FloorReport> {
     let load_before = loadavg();
+    let artefacts = crate::stack::Artefacts::from_env()?;
+    // Same order as the workloads below.
+    let census = crate::bench::hostcall_census(&std::fs::read(&artefacts.wasm)?)?;
     let bench = BenchEnvoy::start()?;
     let dir = tempfile::tempdir()?;
     let golden = signed_pcs("bench-floor", KEY).to_string();
@@ -525,19 +558,25 @@ pub fn run(wrk_bin: &Path, rounds: usize, seconds: u32) -> Result<FloorReport> {
             );
             runs.push([a, b, c]);
         }
+        let (guest_verify_us, guest_score_us) = guest_times(&bench, path, body.as_bytes())?;
         workloads.push(Workload {
             name: name.to_string(),
             path: path.to_string(),
             body_bytes: body.len(),
             runs,
+            guest_verify_us,
+            guest_score_us,
+            hostcalls: census.get(n).cloned(),
         });
     }
-    let artefacts = crate::stack::Artefacts::from_env()?;
     Ok(FloorReport {
         rounds,
         seconds_per_run: seconds,
         connections: CONNECTIONS,
-        envoy: version_line(&artefacts.envoy, "--version"),
+        // "<path>  version: <hash>/1.40.0/...": no machine path in the docs.
+        envoy: version_line(&artefacts.envoy, "--version")
+            .split_once("version:")
+            .map_or_else(String::new, |(_, v)| format!("Envoy {}", v.trim())),
         wrk: version_line(wrk_bin, "-v"),
         load_before,
         load_after: loadavg(),
@@ -577,7 +616,9 @@ impl FloorReport {
              listener and workload, the listener order rotating every round, after a 1 s warm-up \
              each; every answer was a 200 (wrk counted no error), and a probe request checked \
              beforehand that each listener does its work (the floor reports the body length it \
-             read, the gate its `x-kakeya-result`, and its score for v0.2).\n",
+             read, the gate its `x-kakeya-result`, and its score for v0.2). Hostcall counts come \
+             from the wasmtime harness running the same gate.wasm for one request of each \
+             workload (the guest code decides which calls it makes, not the runtime).\n",
             self.connections, self.rounds, self.seconds_per_run
         );
         let _ = writeln!(
@@ -634,6 +675,36 @@ impl FloorReport {
                 w.cost_above_us(Floor, Plain),
                 w.cost_above_us(Gate, Plain)
             );
+            let above = w.cost_above_us(Gate, Floor);
+            if let Some(v) = w.guest_verify_us {
+                let score = w.guest_score_us.unwrap_or(0.0);
+                let _ = writeln!(
+                    s,
+                    "- Where the gate's {above:.1} µs above the floor go: its own clock under V8 (median of {GUEST_SAMPLES} \
+                     sequential requests) reads parse + signature + verify **{v:.1} µs**{}; the other \
+                     **{:.1} µs** are outside the timed verification: reading the header map, the \
+                     result JSON and the `x-kakeya-*` header writes, metrics, the bundle lookup, and \
+                     every hostcall's crossing between V8 and Envoy.",
+                    w.guest_score_us
+                        .map(|x| format!(", features + score **{x:.1} µs**"))
+                        .unwrap_or_default(),
+                    above - v - score
+                );
+            }
+            if let Some(c) = &w.hostcalls {
+                let calls: Vec<String> = c
+                    .calls
+                    .iter()
+                    .map(|(k, n)| format!("`{}` {n}", k.trim_start_matches("proxy_")))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "- Hostcalls the gate makes per request: **{}** ({}); the floor makes one \
+                     body read and one header write (filters/floor).",
+                    c.total(),
+                    calls.join(", ")
+                );
+            }
             let r = w.ratio(Gate, Floor);
             let target = if w.path != kakeya_core::SUBMIT_PATH {
                 format!(
