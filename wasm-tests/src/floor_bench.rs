@@ -33,12 +33,16 @@ pub const FLOOR_HEADER: &str = "x-floor-body-bytes";
 /// A path the gate only passes through (anything but the submit path).
 pub const PASS_PATH: &str = "/v1/pass-through";
 
-/// The three listeners, in the template's order.
+/// The listeners of the template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Listener {
     Plain,
     Floor,
     Gate,
+    /// The floor making the gate's hostcalls of a PCS v0.1 request (its census), nothing else.
+    HostcallsV01,
+    /// The same for a scored PCS v0.2 request.
+    HostcallsV02,
 }
 
 impl Listener {
@@ -49,6 +53,9 @@ impl Listener {
             Listener::Plain => "buffer only, no wasm",
             Listener::Floor => "floor (kakeya-floor: pause, read the body once, set one header)",
             Listener::Gate => "gate (kakeya-gate)",
+            Listener::HostcallsV01 | Listener::HostcallsV02 => {
+                "hostcall floor (kakeya-floor making the gate's hostcalls, nothing else)"
+            }
         }
     }
 }
@@ -111,6 +118,8 @@ pub struct Ports {
     pub plain: SocketAddr,
     pub floor: SocketAddr,
     pub gate: SocketAddr,
+    pub hostcalls_v01: SocketAddr,
+    pub hostcalls_v02: SocketAddr,
 }
 
 impl Ports {
@@ -120,6 +129,8 @@ impl Ports {
             plain: free_addr()?,
             floor: free_addr()?,
             gate: free_addr()?,
+            hostcalls_v01: free_addr()?,
+            hostcalls_v02: free_addr()?,
         })
     }
 
@@ -128,17 +139,22 @@ impl Ports {
             Listener::Plain => self.plain,
             Listener::Floor => self.floor,
             Listener::Gate => self.gate,
+            Listener::HostcallsV01 => self.hostcalls_v01,
+            Listener::HostcallsV02 => self.hostcalls_v02,
         }
     }
 }
 
 /// Renders [`TEMPLATE`]; every inserted value is a number or a JSON string literal.
+/// `hostcalls` are the floor configurations (`kakeya_floor::Pattern`, filters/floor) of the v0.1 and v0.2
+/// hostcall-floor listeners.
 pub fn render(
     ports: &Ports,
     floor_wasm: &Path,
     gate_wasm: &Path,
     gate_config_literal: &str,
     control_plane_admin: SocketAddr,
+    hostcalls: &[String; 2],
 ) -> Result<String> {
     let path = |p: &Path| -> Result<String> {
         Ok(serde_json::to_string(
@@ -150,6 +166,16 @@ pub fn render(
         ("plain_port", ports.plain.port().to_string()),
         ("floor_port", ports.floor.port().to_string()),
         ("gate_port", ports.gate.port().to_string()),
+        ("hostcalls_v01_port", ports.hostcalls_v01.port().to_string()),
+        ("hostcalls_v02_port", ports.hostcalls_v02.port().to_string()),
+        (
+            "hostcalls_v01_config",
+            serde_json::to_string(&hostcalls[0])?,
+        ),
+        (
+            "hostcalls_v02_config",
+            serde_json::to_string(&hostcalls[1])?,
+        ),
         ("floor_wasm_path", path(floor_wasm)?),
         ("gate_wasm_path", path(gate_wasm)?),
         ("keyring_env", serde_json::to_string("KAKEYA_GATE_KEYRING")?),
@@ -183,8 +209,8 @@ pub struct BenchEnvoy {
 
 impl BenchEnvoy {
     /// Starts the control plane (HMAC with the fixtures' key) and the bench Envoy on it, with
-    /// one worker; returns once Envoy is ready.
-    pub fn start() -> Result<BenchEnvoy> {
+    /// one worker; returns once Envoy is ready. `hostcalls`: see [`render`].
+    pub fn start(hostcalls: &[String; 2]) -> Result<BenchEnvoy> {
         let stack = Stack::start(StackOptions {
             env: vec![
                 ("PCS_SIGN_ALG".into(), "hmac".into()),
@@ -201,7 +227,14 @@ impl BenchEnvoy {
         let yaml = stack.data_path().join("bench.yaml");
         std::fs::write(
             &yaml,
-            render(&ports, &floor, &artefacts.wasm, &literal, stack.admin)?,
+            render(
+                &ports,
+                &floor,
+                &artefacts.wasm,
+                &literal,
+                stack.admin,
+                hostcalls,
+            )?,
         )?;
         let log = std::fs::File::create(stack.data_path().join("bench-envoy.log"))?;
         let child = Command::new(&artefacts.envoy)
@@ -338,8 +371,10 @@ pub struct Workload {
     pub name: String,
     pub path: String,
     pub body_bytes: usize,
-    /// `runs[round][listener]`, listeners in [`Listener::ALL`] order.
-    pub runs: Vec<[WrkRun; 3]>,
+    /// The listeners measured, in the order of each round's runs.
+    pub listeners: Vec<Listener>,
+    /// `runs[round][i]`: the run of `listeners[i]`.
+    pub runs: Vec<Vec<WrkRun>>,
     /// The gate's own clock under V8 (median µs over sequential probe requests after the
     /// rounds): parse + signature + verify, and features + score when it scored.
     pub guest_verify_us: Option<f64>,
@@ -358,9 +393,18 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 impl Workload {
+    fn index(&self, l: Listener) -> usize {
+        self.listeners.iter().position(|&x| x == l).unwrap_or(0)
+    }
+
     fn of(&self, l: Listener) -> impl Iterator<Item = &WrkRun> {
-        let i = l as usize;
-        self.runs.iter().map(move |r| &r[i])
+        let i = self.index(l);
+        self.runs.iter().filter_map(move |r| r.get(i))
+    }
+
+    /// The hostcall-floor listener of this workload, if it has one.
+    pub fn hostcall_floor(&self) -> Option<Listener> {
+        self.listeners.get(3).copied()
     }
 
     pub fn median_rps(&self, l: Listener) -> f64 {
@@ -375,7 +419,7 @@ impl Workload {
     pub fn ratios(&self, a: Listener, b: Listener) -> Vec<f64> {
         self.runs
             .iter()
-            .map(|r| r[a as usize].rps / r[b as usize].rps)
+            .map(|r| r[self.index(a)].rps / r[self.index(b)].rps)
             .collect()
     }
 
@@ -493,34 +537,55 @@ pub fn run(wrk_bin: &Path, rounds: usize, seconds: u32) -> Result<FloorReport> {
     let artefacts = crate::stack::Artefacts::from_env()?;
     // Same order as the workloads below.
     let census = crate::bench::hostcall_census(&std::fs::read(&artefacts.wasm)?)?;
-    let bench = BenchEnvoy::start()?;
+    let pattern = |i: usize| -> Result<String> {
+        let c = census.get(i).context("hostcall census")?;
+        Ok(c.calls
+            .iter()
+            .map(|(k, n)| format!("{}={n}", k.trim_start_matches("proxy_")))
+            .collect::<Vec<_>>()
+            .join(","))
+    };
+    let bench = BenchEnvoy::start(&[pattern(0)?, pattern(1)?])?;
     let dir = tempfile::tempdir()?;
     let golden = signed_pcs("bench-floor", KEY).to_string();
     let ev = evidence_of_size(2048);
     let scored = signed_pcs_with_evidence("bench-floor-ev", KEY, &ev, None).to_string();
+    // (name, path, body, scored, hostcall floor); the census has the same order.
     let shapes = [
         (
             "PCS v0.1 (golden), POST /v1/pcs/submit",
             kakeya_core::SUBMIT_PATH,
             &golden,
             false,
+            Some(Listener::HostcallsV01),
         ),
         (
             "PCS v0.2 with 2 KB of evidence, scored by the default bundle, POST /v1/pcs/submit",
             kakeya_core::SUBMIT_PATH,
             &scored,
             true,
+            Some(Listener::HostcallsV02),
         ),
         (
             "pass-through: the golden body POSTed to a non-submit path",
             PASS_PATH,
             &golden,
             false,
+            None,
         ),
     ];
     let mut workloads = Vec::new();
-    for (n, (name, path, body, is_scored)) in shapes.into_iter().enumerate() {
+    for (n, (name, path, body, is_scored, hostcall_floor)) in shapes.into_iter().enumerate() {
         check_listeners(&bench, path, body.as_bytes(), is_scored)?;
+        let mut listeners = Listener::ALL.to_vec();
+        if let Some(l) = hostcall_floor {
+            let a = bench.probe(l, path, body.as_bytes())?;
+            ensure!(
+                a.status == 200 && a.header("x-echo-floor") == Some(&body.len().to_string()),
+                "the hostcall floor did not report the body it read: {a:?}"
+            );
+            listeners.push(l);
+        }
         let body_file = dir.path().join(format!("body-{n}.json"));
         std::fs::write(&body_file, body)?;
         let script = dir.path().join(format!("post-{n}.lua"));
@@ -536,33 +601,29 @@ pub fn run(wrk_bin: &Path, rounds: usize, seconds: u32) -> Result<FloorReport> {
             Ok(r)
         };
         eprintln!("bench floor: {name}");
-        for l in Listener::ALL {
+        for &l in &listeners {
             go(l, 1)?; // warm-up: connections, V8 tiers
         }
+        let k = listeners.len();
         let mut runs = Vec::new();
         for round in 0..rounds {
-            let mut row: [Option<WrkRun>; 3] = [None, None, None];
-            for k in 0..3 {
-                let l = Listener::ALL[(round + k) % 3];
-                row[l as usize] = Some(go(l, seconds)?);
+            let mut row: Vec<Option<WrkRun>> = vec![None; k];
+            for j in 0..k {
+                let i = (round + j) % k;
+                row[i] = Some(go(listeners[i], seconds)?);
             }
-            let [Some(a), Some(b), Some(c)] = row else {
-                bail!("a round missed a listener");
-            };
-            eprintln!(
-                "  round {}: {:.0} / {:.0} / {:.0} req/s",
-                round + 1,
-                a.rps,
-                b.rps,
-                c.rps
-            );
-            runs.push([a, b, c]);
+            let row: Vec<WrkRun> = row.into_iter().flatten().collect();
+            ensure!(row.len() == k, "a round missed a listener");
+            let rps: Vec<String> = row.iter().map(|r| format!("{:.0}", r.rps)).collect();
+            eprintln!("  round {}: {} req/s", round + 1, rps.join(" / "));
+            runs.push(row);
         }
         let (guest_verify_us, guest_score_us) = guest_times(&bench, path, body.as_bytes())?;
         workloads.push(Workload {
             name: name.to_string(),
             path: path.to_string(),
             body_bytes: body.len(),
+            listeners,
             runs,
             guest_verify_us,
             guest_score_us,
@@ -635,7 +696,7 @@ impl FloorReport {
                 s,
                 "| listener | req/s per round | median req/s | p50 ms (rounds) | p99 ms (rounds) |\n|---|---|---|---|---|"
             );
-            for l in Listener::ALL {
+            for &l in &w.listeners {
                 let rps: Vec<String> = w.of(l).map(|r| format!("{:.1}k", r.rps / 1e3)).collect();
                 let range = |f: fn(&WrkRun) -> f64| {
                     let v: Vec<f64> = w.of(l).map(f).collect();
@@ -689,6 +750,20 @@ impl FloorReport {
                         .map(|x| format!(", features + score **{x:.1} µs**"))
                         .unwrap_or_default(),
                     above - v - score
+                );
+            }
+            if let Some(hc) = w.hostcall_floor() {
+                let _ = writeln!(
+                    s,
+                    "- Split by the hostcall floor (same run): the gate's hostcalls cost **{:.1} µs** \
+                     above the floor (hostcall floor / floor throughput {:.2}); the gate's guest \
+                     computation (parse, signature, verify, features, score, result JSON, \
+                     allocation) costs **{:.1} µs** above the hostcall floor (gate / hostcall floor \
+                     {:.2}).",
+                    w.cost_above_us(hc, Floor),
+                    w.ratio(hc, Floor),
+                    w.cost_above_us(Gate, hc),
+                    w.ratio(Gate, hc)
                 );
             }
             if let Some(c) = &w.hostcalls {
@@ -768,15 +843,20 @@ mod tests {
             plain: a,
             floor: a,
             gate: a,
+            hostcalls_v01: a,
+            hostcalls_v02: a,
         };
+        let hc = ["get_header_map_pairs=2".to_string(), String::new()];
         let y = render(
             &ports,
             Path::new("/f.wasm"),
             Path::new("/g.wasm"),
             "\"{}\"",
             a,
+            &hc,
         )
         .unwrap();
+        assert!(y.contains("value: \"get_header_map_pairs=2\""));
         assert!(!y.contains("{{"));
         assert!(y.contains("filename: \"/f.wasm\"") && y.contains("filename: \"/g.wasm\""));
         assert!(y.contains("host_env_keys: [\"KAKEYA_GATE_KEYRING\"]"));

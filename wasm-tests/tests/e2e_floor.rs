@@ -11,7 +11,13 @@ const SUBMIT: &str = "/v1/pcs/submit";
 
 #[test]
 fn bench_envoy_runs_the_floor_and_the_gate_as_configured() {
-    let b = BenchEnvoy::start().unwrap();
+    // The v0.1 hostcall floor with a pattern; the v0.2 one as the plain floor.
+    let b = BenchEnvoy::start(&[
+        "get_buffer_bytes=1,get_header_map_pairs=2,replace_header_map_value=4,increment_metric=3"
+            .into(),
+        String::new(),
+    ])
+    .unwrap();
     let golden = signed_pcs("floor-test", KEY).to_string();
     // Floor: x-floor-body-bytes = the body length; gate: accepted; plain: untouched.
     check_listeners(&b, SUBMIT, golden.as_bytes(), false).unwrap();
@@ -24,6 +30,15 @@ fn bench_envoy_runs_the_floor_and_the_gate_as_configured() {
     assert_eq!(a.status, 401, "{a:?}");
     for l in [Listener::Floor, Listener::Plain] {
         assert_eq!(b.probe(l, SUBMIT, forged.as_bytes()).unwrap().status, 200);
+    }
+    // The hostcall floors accept their configurations and still report the body they read.
+    for l in [Listener::HostcallsV01, Listener::HostcallsV02] {
+        let a = b.probe(l, SUBMIT, golden.as_bytes()).unwrap();
+        let len = golden.len().to_string();
+        assert_eq!(
+            (a.status, a.header("x-echo-floor")),
+            (200, Some(len.as_str()))
+        );
     }
     // v0.2 with evidence: the gate gets the default bundle through kakeya_admin and scores.
     let ev = evidence_of_size(2048);
