@@ -21,8 +21,9 @@ const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy>
   up      build and run the gateway (Envoy + gate filter) and the control plane on SQLite
   test    run every test: fmt, clippy, unit, property, wasm harness, end-to-end through Envoy
   bench   run the benchmarks and rewrite docs/BENCHMARKS.md
-          --floor: only the filter-floor comparison (one Envoy worker, three listeners: no wasm,
-          floor filter, gate; wrk load), rewriting its section of docs/BENCHMARKS.md
+          --floor: only the filter-floor comparison (one Envoy worker, direct responses; listeners
+          no wasm / floor filter / gate / floor making the gate's hostcalls; wrk load, installed
+          with apt-get when missing), rewriting only its section of docs/BENCHMARKS.md
   wasm    build the gate filter (wasm32-wasip1) and print its path
   envoy   install Envoy 1.40 into the tools folder and print its path
 
@@ -267,9 +268,10 @@ fn bench(args: &[String]) -> Result<()> {
     let wrk = tools::wrk()?;
     let wasm = build_wasm()?;
     let floor = build_filter("kakeya-floor")?;
-    // In floor mode nothing measured runs in a Rust binary of ours but the filters (built with
-    // the `wasm` profile): wrk loads, Envoy serves, the control plane only hands out the model
-    // bundle. A debug build of the runner and the control plane saves a release build.
+    // In floor mode nothing timed runs in a Rust binary of ours but the filters (built with the
+    // `wasm` profile): wrk loads, Envoy serves, the control plane only hands out the model
+    // bundle, the harness only counts hostcalls. A debug build of the runner and the control
+    // plane saves a release build.
     let profile = if floor_only { "dev" } else { "release" };
     let kakeya = build_kakeya(profile)?;
     let mut cmd = cargo();
