@@ -18,8 +18,17 @@ use wasmtime::{format_err, Caller, Extern, Linker, Memory, Module, Result};
 
 type C<'a> = Caller<'a, HostState>;
 
+/// The guest's export `name`: through the caller, or, for a host function called by another
+/// one (the hostcall census of [`counting`]), through the instance the harness recorded.
+fn export(caller: &mut C<'_>, name: &str) -> Option<Extern> {
+    caller.get_export(name).or_else(|| {
+        let instance = caller.data().instance?;
+        instance.get_export(&mut *caller, name)
+    })
+}
+
 fn memory(caller: &mut C<'_>) -> Result<Memory> {
-    match caller.get_export("memory") {
+    match export(caller, "memory") {
         Some(Extern::Memory(m)) => Ok(m),
         _ => Err(format_err!("guest exports no memory")),
     }
@@ -61,7 +70,7 @@ fn write_u64(caller: &mut C<'_>, ptr: i32, v: u64) -> Result<()> {
 fn return_bytes(caller: &mut C<'_>, data: &[u8], ret_ptr: i32, ret_size: i32) -> Result<()> {
     let alloc = ["proxy_on_memory_allocate", "malloc"]
         .iter()
-        .find_map(|n| caller.get_export(n).and_then(Extern::into_func))
+        .find_map(|n| export(caller, n).and_then(Extern::into_func))
         .ok_or_else(|| format_err!("guest exports no proxy_on_memory_allocate/malloc"))?;
     let alloc = alloc.typed::<i32, i32>(&*caller)?;
     let size = i32::try_from(data.len()).map_err(|_| format_err!("buffer too large"))?;
@@ -107,6 +116,39 @@ pub fn link_unknown(
         }
     }
     Ok(())
+}
+
+/// A linker for `module` whose every imported function first counts its call in
+/// [`HostState::hostcalls`] (by import name), then runs `linker`'s definition: the hostcall
+/// census of the benchmarks. (A dynamic call per hostcall: not for timing runs.)
+pub fn counting(
+    linker: &Linker<HostState>,
+    module: &Module,
+    store: &mut wasmtime::Store<HostState>,
+) -> Result<Linker<HostState>> {
+    let mut counted: Linker<HostState> = Linker::new(module.engine());
+    for import in module.imports() {
+        match linker.get_by_import(&mut *store, &import) {
+            Some(Extern::Func(f)) => {
+                let name = import.name().to_string();
+                let ty = f.ty(&*store);
+                counted.func_new(
+                    import.module(),
+                    import.name(),
+                    ty,
+                    move |mut caller: C<'_>, params, results| {
+                        *caller.data_mut().hostcalls.entry(name.clone()).or_insert(0) += 1;
+                        f.call(&mut caller, params, results)
+                    },
+                )?;
+            }
+            Some(other) => {
+                counted.define(&mut *store, import.module(), import.name(), other)?;
+            }
+            None => {}
+        }
+    }
+    Ok(counted)
 }
 
 fn link_proxy(l: &mut Linker<HostState>) -> Result<()> {

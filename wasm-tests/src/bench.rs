@@ -182,16 +182,12 @@ pub fn in_filter(requests: usize) -> Result<InFilterReport> {
     })
 }
 
-/// Scored requests: a bundle (coverage model) is installed through a poll answered by the
-/// harness, then `requests` v0.2 PCS with `EVIDENCE_BYTES` of evidence (after a warm-up).
-pub fn scoring(wasm: &[u8], requests: usize) -> Result<ScoringReport> {
-    use crate::fixtures::{
-        bundle, bundle_config, bundle_public_key, coverage_model, evidence_of_size,
-        signed_pcs_with_evidence, BUNDLE_SEED, KEY,
-    };
-    const EVIDENCE_BYTES: usize = 2048;
+/// A harness whose gate has the test bundle (coverage model) installed through a poll the
+/// harness answers, as the gate gets the default bundle from the control plane in Envoy.
+fn scoring_harness(wasm: &[u8], opts: crate::Options) -> Result<Harness> {
+    use crate::fixtures::{bundle, bundle_config, bundle_public_key, coverage_model, BUNDLE_SEED};
     let cfg = bundle_config(&[bundle_public_key(&BUNDLE_SEED)], "closed", 1000);
-    let mut h = Harness::new(wasm, cfg.as_bytes())?;
+    let mut h = Harness::with_options(wasm, cfg.as_bytes(), opts)?;
     if !h.configured() {
         bail!("the gate refused the scoring configuration: {:?}", h.logs());
     }
@@ -214,6 +210,75 @@ pub fn scoring(wasm: &[u8], requests: usize) -> Result<ScoringReport> {
         ],
         &signed.bytes,
     )?;
+    Ok(h)
+}
+
+/// The hostcalls the gate makes for one request of a workload, by import name. Counted by the
+/// harness; the guest code is the one Envoy runs, so V8 sees the same calls.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostcallCensus {
+    pub workload: &'static str,
+    pub calls: std::collections::BTreeMap<String, u64>,
+}
+
+impl HostcallCensus {
+    pub fn total(&self) -> u64 {
+        self.calls.values().sum()
+    }
+}
+
+/// One request of each floor-bench workload (v0.1 submit, v0.2 with 2 KB of evidence scored,
+/// the golden body on a non-submit path) through the gate with a bundle, answered 200 `{}` as
+/// the direct response does, after a warm-up; client headers as wrk sends them.
+pub fn hostcall_census(wasm: &[u8]) -> Result<Vec<HostcallCensus>> {
+    use crate::fixtures::{evidence_of_size, signed_pcs_with_evidence, KEY};
+    let opts = crate::Options {
+        count_hostcalls: true,
+        ..Default::default()
+    };
+    let mut h = scoring_harness(wasm, opts)?;
+    let scored = signed_pcs_with_evidence("bench", KEY, &evidence_of_size(2048), None).to_string();
+    let workloads: [(&'static str, &str, &[u8]); 3] = [
+        ("PCS v0.1, submit", kakeya_core::SUBMIT_PATH, GOLDEN_1),
+        (
+            "PCS v0.2 + 2 KB evidence, scored",
+            kakeya_core::SUBMIT_PATH,
+            scored.as_bytes(),
+        ),
+        (
+            "pass-through (non-submit path)",
+            "/v1/pass-through",
+            GOLDEN_1,
+        ),
+    ];
+    let mut out = Vec::new();
+    for (workload, path, body) in workloads {
+        let req = crate::Request::new("POST", path)
+            .header("content-type", "application/json")
+            .body(body)
+            .response(200, &[("content-type", "text/plain")]);
+        for _ in 0..20 {
+            h.send(&req)?;
+        }
+        h.take_hostcalls();
+        let o = h.send(&req)?;
+        if !o.is_forwarded() {
+            bail!("{workload}: not forwarded: {o:?}");
+        }
+        out.push(HostcallCensus {
+            workload,
+            calls: h.take_hostcalls(),
+        });
+    }
+    Ok(out)
+}
+
+/// Scored requests: a bundle (coverage model) is installed through a poll answered by the
+/// harness, then `requests` v0.2 PCS with `EVIDENCE_BYTES` of evidence (after a warm-up).
+pub fn scoring(wasm: &[u8], requests: usize) -> Result<ScoringReport> {
+    use crate::fixtures::{evidence_of_size, signed_pcs_with_evidence, KEY};
+    const EVIDENCE_BYTES: usize = 2048;
+    let mut h = scoring_harness(wasm, crate::Options::default())?;
     let ev = evidence_of_size(EVIDENCE_BYTES);
     let body = signed_pcs_with_evidence("bench", KEY, &ev, None).to_string();
     let headers = [("content-type", "application/json")];

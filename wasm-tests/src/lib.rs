@@ -21,6 +21,7 @@
 pub mod abi;
 pub mod bench;
 pub mod fixtures;
+pub mod floor_bench;
 pub mod load;
 pub mod stack;
 pub mod state;
@@ -138,6 +139,8 @@ pub struct Options {
     /// The VM's environment (WASI `environ_get`), as Envoy fills it from
     /// `vm_config.environment_variables`.
     pub env: Vec<(String, String)>,
+    /// Count every hostcall by name ([`Harness::take_hostcalls`]); slows each one down.
+    pub count_hostcalls: bool,
 }
 
 impl Default for Options {
@@ -147,6 +150,7 @@ impl Default for Options {
             shared: SharedStore::new(),
             clock: Clock::System,
             env: Vec::new(),
+            count_hostcalls: false,
         }
     }
 }
@@ -351,7 +355,11 @@ impl Harness {
         let mut linker: Linker<HostState> = Linker::new(engine());
         abi::link(&mut linker)?;
         abi::link_unknown(&mut linker, &module, &mut store)?;
+        if opts.count_hostcalls {
+            linker = abi::counting(&linker, &module, &mut store)?;
+        }
         let instance = linker.instantiate(&mut store, &module)?;
+        store.data_mut().instance = Some(instance);
         let f2 =
             |s: &mut Store<HostState>, n: &str| instance.get_typed_func::<(i32, i32), i32>(s, n);
         let ex = Exports {
@@ -438,6 +446,11 @@ impl Harness {
             self.configured = true;
         }
         Ok(ok)
+    }
+
+    /// Hostcalls by name since the last call (with [`Options::count_hostcalls`]; else empty).
+    pub fn take_hostcalls(&mut self) -> std::collections::BTreeMap<String, u64> {
+        std::mem::take(&mut self.store.data_mut().hostcalls)
     }
 
     /// Whether `proxy_on_configure` returned true (Envoy would refuse the config otherwise).

@@ -76,6 +76,8 @@ pub struct StackOptions {
     /// instead of the control plane's, e.g. one where nothing listens: the gate never gets a
     /// bundle.
     pub admin_override: Option<SocketAddr>,
+    /// Start only the control plane (e.g. for the filter-floor benchmark's own Envoy).
+    pub without_envoy: bool,
 }
 
 impl StackOptions {
@@ -126,7 +128,9 @@ impl Stack {
             envoy: None,
         };
         stack.start_control_plane()?;
-        stack.start_envoy()?;
+        if !stack.opts.without_envoy {
+            stack.start_envoy()?;
+        }
         Ok(stack)
     }
 
@@ -347,7 +351,7 @@ impl Drop for Stack {
 }
 
 /// Polls `GET path` until 200; fails early when the process exits.
-fn wait_ready(
+pub fn wait_ready(
     addr: SocketAddr,
     path: &str,
     timeout: Duration,

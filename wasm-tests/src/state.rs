@@ -246,6 +246,10 @@ pub struct HostState {
     pub rng: u64,
     /// WASI environment (`NAME`, `value`).
     pub env: Vec<(String, String)>,
+    /// Calls per imported function, when the harness counts them ([`crate::Options`]).
+    pub hostcalls: std::collections::BTreeMap<String, u64>,
+    /// The guest instance, once instantiated (see `abi::export`).
+    pub instance: Option<wasmtime::Instance>,
 }
 
 impl HostState {
@@ -270,6 +274,8 @@ impl HostState {
             done_calls: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
             env: Vec::new(),
+            hostcalls: Default::default(),
+            instance: None,
         }
     }
 

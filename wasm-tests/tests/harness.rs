@@ -1085,3 +1085,25 @@ fn mutated_bodies_never_trap_the_module() {
         h.logs()
     );
 }
+
+/// The benchmark's hostcall census counts what the gate calls: one body read per submission
+/// (none on a pass-through path), one header-map read on each path, and one header write per
+/// forwarded `x-kakeya-*` header (more when it scores).
+#[test]
+fn hostcall_census_counts_the_gates_calls() {
+    let census = kakeya_wasm_tests::bench::hostcall_census(wasm()).unwrap();
+    let get = |i: usize, name: &str| census[i].calls.get(name).copied().unwrap_or(0);
+    let (v01, v02, pass) = (0, 1, 2);
+    assert_eq!(get(v01, "proxy_get_buffer_bytes"), 1, "{census:?}");
+    assert_eq!(get(v02, "proxy_get_buffer_bytes"), 1, "{census:?}");
+    assert_eq!(get(pass, "proxy_get_buffer_bytes"), 0, "{census:?}");
+    assert!(get(pass, "proxy_get_header_map_pairs") >= 1, "{census:?}");
+    assert_eq!(get(pass, "proxy_replace_header_map_value"), 0, "{census:?}");
+    let writes_v01 = get(v01, "proxy_replace_header_map_value");
+    assert!(writes_v01 >= 4, "{census:?}");
+    assert!(
+        get(v02, "proxy_replace_header_map_value") > writes_v01,
+        "{census:?}"
+    );
+    assert!(census[v02].total() > census[pass].total(), "{census:?}");
+}

@@ -21,6 +21,9 @@ const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy>
   up      build and run the gateway (Envoy + gate filter) and the control plane on SQLite
   test    run every test: fmt, clippy, unit, property, wasm harness, end-to-end through Envoy
   bench   run the benchmarks and rewrite docs/BENCHMARKS.md
+          --floor: only the filter-floor comparison (one Envoy worker, direct responses; listeners
+          no wasm / floor filter / gate / floor making the gate's hostcalls; wrk load, installed
+          with apt-get when missing), rewriting only its section of docs/BENCHMARKS.md
   wasm    build the gate filter (wasm32-wasip1) and print its path
   envoy   install Envoy 1.40 into the tools folder and print its path
 
@@ -36,7 +39,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("up") => up::up(),
         Some("test") => test(&args[1..]),
-        Some("bench") => bench(),
+        Some("bench") => bench(&args[1..]),
         Some("wasm") => build_wasm().map(|p| println!("{}", p.display())),
         Some("envoy") => tools::envoy(&root()).map(|p| println!("{}", p.display())),
         Some("-h" | "--help" | "help") | None => {
@@ -99,25 +102,36 @@ fn describe(cmd: &Command) -> String {
     s
 }
 
-/// Builds the gate filter with the small, abort-on-panic `wasm` profile.
+/// Builds the gate filter (see [`build_filter`]).
 fn build_wasm() -> Result<PathBuf> {
+    build_filter("kakeya-gate")
+}
+
+/// Builds the proxy-wasm filter crate `package` for wasm32-wasip1 with the small,
+/// abort-on-panic `wasm` profile and returns the path of its `.wasm`.
+fn build_filter(package: &str) -> Result<PathBuf> {
     tools::ensure_wasm_target()?;
     run(cargo().args([
         "build",
         "-p",
-        "kakeya-gate",
+        package,
         "--target",
         "wasm32-wasip1",
         "--profile",
         "wasm",
     ]))?;
-    let wasm = target_dir().join("wasm32-wasip1/wasm/kakeya_gate.wasm");
+    let wasm = target_dir()
+        .join("wasm32-wasip1/wasm")
+        .join(format!("{}.wasm", package.replace('-', "_")));
     if wasm.is_file() {
         Ok(wasm)
     } else {
         Err(format!("the build did not produce {}", wasm.display()))
     }
 }
+
+/// The filter crates, linted for wasm32-wasip1 by `test` (they only build for that target).
+const FILTERS: [&str; 2] = ["kakeya-gate", "kakeya-floor"];
 
 /// Builds the `kakeya` binary with `profile` and returns its path.
 fn build_kakeya(profile: &str) -> Result<PathBuf> {
@@ -138,6 +152,7 @@ fn test(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--no-lint");
     let envoy = tools::envoy(&root())?;
     let wasm = build_wasm()?;
+    let floor = build_filter("kakeya-floor")?;
     if !quick {
         run(cargo().args(["fmt", "--all", "--check"]))?;
         run(cargo().args([
@@ -148,16 +163,18 @@ fn test(args: &[String]) -> Result<()> {
             "-D",
             "warnings",
         ]))?;
-        run(cargo().args([
-            "clippy",
-            "-p",
-            "kakeya-gate",
-            "--target",
-            "wasm32-wasip1",
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
+        for filter in FILTERS {
+            run(cargo().args([
+                "clippy",
+                "-p",
+                filter,
+                "--target",
+                "wasm32-wasip1",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+        }
     }
     let kakeya = build_kakeya("dev")?;
     let schemathesis = tools::schemathesis(&root())?;
@@ -168,6 +185,7 @@ fn test(args: &[String]) -> Result<()> {
             .args(["test", "--workspace", "--exclude", "kakeya-gate"])
             .env("KAKEYA_SCHEMATHESIS", &schemathesis)
             .env("KAKEYA_GATE_WASM", &wasm)
+            .env("KAKEYA_FLOOR_WASM", &floor)
             .env("KAKEYA_ENVOY_BIN", &envoy)
             .env("KAKEYA_BIN", &kakeya),
     )?;
@@ -233,22 +251,48 @@ impl Tally {
     }
 }
 
-fn bench() -> Result<()> {
+/// `bench`: every benchmark; `bench --floor`: only the filter-floor comparison (one Envoy
+/// worker, direct responses, wrk), which rewrites its own section of docs/BENCHMARKS.md and
+/// keeps the others.
+fn bench(args: &[String]) -> Result<()> {
+    let floor_only = match args {
+        [] => false,
+        [a] if a == "--floor" => true,
+        other => {
+            return Err(format!(
+                "bench takes no argument or --floor, not {other:?}\n\n{USAGE}"
+            ))
+        }
+    };
     let envoy = tools::envoy(&root())?;
+    let wrk = tools::wrk()?;
     let wasm = build_wasm()?;
-    let kakeya = build_kakeya("release")?;
-    run(cargo()
-        .args([
-            "run",
-            "--release",
-            "-p",
-            "kakeya-wasm-tests",
-            "--bin",
-            "kakeya-bench",
-            "--",
-        ])
+    let floor = build_filter("kakeya-floor")?;
+    // In floor mode nothing timed runs in a Rust binary of ours but the filters (built with the
+    // `wasm` profile): wrk loads, Envoy serves, the control plane only hands out the model
+    // bundle, the harness only counts hostcalls. A debug build of the runner and the control
+    // plane saves a release build.
+    let profile = if floor_only { "dev" } else { "release" };
+    let kakeya = build_kakeya(profile)?;
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--profile",
+        profile,
+        "-p",
+        "kakeya-wasm-tests",
+        "--bin",
+        "kakeya-bench",
+        "--",
+    ]);
+    if floor_only {
+        cmd.arg("--floor");
+    }
+    run(cmd
         .arg(root().join("docs/BENCHMARKS.md"))
         .env("KAKEYA_GATE_WASM", &wasm)
+        .env("KAKEYA_FLOOR_WASM", &floor)
+        .env("KAKEYA_WRK_BIN", &wrk)
         .env("KAKEYA_ENVOY_BIN", &envoy)
         .env("KAKEYA_BIN", &kakeya))
 }

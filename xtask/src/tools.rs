@@ -166,3 +166,28 @@ pub fn postgres_note() {
         eprintln!("xtask: PostgreSQL is not reachable on 127.0.0.1:5432: its tests will be SKIPPED (SQLite still runs)");
     }
 }
+
+/// Path of `wrk` (the HTTP load generator of the filter-floor benchmark): `KAKEYA_WRK_BIN` if
+/// set, else `wrk` on the PATH, installed with apt-get (Debian's `wrk` package) when missing.
+pub fn wrk() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KAKEYA_WRK_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let on_path = || {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join("wrk"))
+                .find(|p| p.is_file())
+        })
+    };
+    if let Some(p) = on_path() {
+        return Ok(p);
+    }
+    eprintln!("xtask: installing wrk with apt-get (Debian package `wrk`)");
+    let hint = "wrk comes from Debian (`apt-get install -y wrk`, as root): install it, or set KAKEYA_WRK_BIN";
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["install", "-y", "--no-install-recommends", "wrk"])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    super::run(&mut cmd).map_err(|e| format!("{e}\n{hint}"))?;
+    on_path().ok_or_else(|| format!("apt-get installed wrk but it is not on the PATH\n{hint}"))
+}

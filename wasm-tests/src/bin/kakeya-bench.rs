@@ -7,11 +7,16 @@
 //!    model's bundle; the filter's own in-guest timings (V8) as seen by the upstream.
 //! 4. Ingest: durable acknowledged submissions per second on SQLite with group commit, straight
 //!    to the ingest listener (as Envoy forwards them) and end to end through the gateway.
+//! 5. The gate against the floor filter in one Envoy worker with direct responses
+//!    ([`kakeya_wasm_tests::floor_bench`]); `--floor` runs only this one and replaces only its
+//!    section of OUT.md.
 //!
-//! Usage: kakeya-bench OUT.md (binaries from KAKEYA_BIN, KAKEYA_ENVOY_BIN, KAKEYA_GATE_WASM).
+//! Usage: kakeya-bench [--floor] OUT.md (binaries from KAKEYA_BIN, KAKEYA_ENVOY_BIN,
+//! KAKEYA_GATE_WASM, KAKEYA_FLOOR_WASM, KAKEYA_WRK_BIN).
 
 use anyhow::{Context, Result};
 use kakeya_wasm_tests::fixtures::{signed_pcs, KEY};
+use kakeya_wasm_tests::floor_bench::{self, FloorReport};
 use kakeya_wasm_tests::load::{self, LoadReport};
 use kakeya_wasm_tests::stack::{Stack, StackOptions};
 use serde_json::json;
@@ -31,16 +36,40 @@ fn hmac_env() -> Vec<(String, String)> {
     ]
 }
 
+/// Rounds and seconds per listener and workload of the floor comparison (3 workloads × 3
+/// listeners × rounds × seconds, plus warm-ups: about three minutes).
+const FLOOR_ROUNDS: usize = 5;
+const FLOOR_SECONDS: u32 = 4;
+
+fn floor() -> Result<FloorReport> {
+    let wrk = std::env::var_os("KAKEYA_WRK_BIN")
+        .map(std::path::PathBuf::from)
+        .context("KAKEYA_WRK_BIN is not set: run through `cargo xtask bench`")?;
+    floor_bench::run(&wrk, FLOOR_ROUNDS, FLOOR_SECONDS)
+}
+
 fn main() -> Result<()> {
-    let out = std::env::args()
-        .nth(1)
-        .context("usage: kakeya-bench OUT.md")?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (floor_only, out) = match args.as_slice() {
+        [flag, out] if flag == "--floor" => (true, out.clone()),
+        [out] => (false, out.clone()),
+        _ => anyhow::bail!("usage: kakeya-bench [--floor] OUT.md"),
+    };
+    if floor_only {
+        eprintln!("bench: the gate against the floor, one Envoy worker");
+        let report = floor()?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        let doc = std::fs::read_to_string(&out).unwrap_or_else(|_| "# Benchmarks\n".into());
+        std::fs::write(&out, floor_bench::splice(&doc, &report.markdown()))?;
+        eprintln!("wrote {out}; reproduce with `{}`", floor_bench::REPRODUCE);
+        return Ok(());
+    }
     let machine = machine();
 
-    eprintln!("bench 1/4: in-filter verify in the wasmtime harness");
+    eprintln!("bench 1/5: in-filter verify in the wasmtime harness");
     let filter = kakeya_wasm_tests::bench::in_filter(20_000)?;
 
-    eprintln!("bench 2/4: gate overhead through Envoy");
+    eprintln!("bench 2/5: gate overhead through Envoy");
     let upstream = load::spawn_trivial_upstream()?;
     let golden = signed_pcs("bench", KEY).to_string();
     // Both routes stay up; rounds alternate between them so drift on the shared machine hits
@@ -75,10 +104,10 @@ fn main() -> Result<()> {
     let baseline = median_round(plain_rounds);
     let gated = median_round(gate_rounds);
 
-    eprintln!("bench 3/4: inline scoring through Envoy (2 KB evidence)");
+    eprintln!("bench 3/5: inline scoring through Envoy (2 KB evidence)");
     let scoring = scoring_through_envoy(upstream)?;
 
-    eprintln!("bench 4/4: ingest throughput on SQLite");
+    eprintln!("bench 4/5: ingest throughput on SQLite");
     let stack = Stack::start(StackOptions {
         env: hmac_env(),
         ..Default::default()
@@ -118,27 +147,34 @@ fn main() -> Result<()> {
         )
     });
 
+    drop(stack);
+
+    eprintln!("bench 5/5: the gate against the floor, one Envoy worker");
+    let floor = floor()?;
+
     let report = json!({
         "machine": machine,
+        "floor": floor,
         "in_filter": filter,
         "gate_overhead": {"without_gate": baseline, "with_gate": gated, "rounds": ROUNDS},
         "scoring_through_envoy": scoring,
         "ingest": {"direct": direct, "through_envoy": through_envoy},
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
-    std::fs::write(
-        &out,
-        markdown(
-            &report,
-            &filter,
-            &baseline,
-            &gated,
-            &direct,
-            &through_envoy,
-            &scoring,
-        ),
-    )?;
-    eprintln!("wrote {out}");
+    let doc = markdown(
+        &report,
+        &filter,
+        &baseline,
+        &gated,
+        &direct,
+        &through_envoy,
+        &scoring,
+    );
+    std::fs::write(&out, floor_bench::splice(&doc, &floor.markdown()))?;
+    eprintln!(
+        "wrote {out}; reproduce with `cargo xtask bench` (the floor comparison alone: `{}`)",
+        floor_bench::REPRODUCE
+    );
     Ok(())
 }
 
