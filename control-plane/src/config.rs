@@ -364,10 +364,11 @@ impl Config {
         }
     }
 
-    /// Reads (or, the first time, generates) the bundle signing seed and records its public
-    /// key, so [`Config::gate_config`] carries the bundle source. Returns the seed.
+    /// Reads the bundle signing seed (only `kakeya serve` creates it, so the Envoy
+    /// configuration trusts the key the server signs with) and records its public key, so
+    /// [`Config::gate_config`] carries the bundle source. Returns the seed.
     pub fn load_bundle_key(&mut self) -> anyhow::Result<[u8; 32]> {
-        let seed = crate::registry::keys::load_or_create_seed(&self.bundle_signing_seed_file)?;
+        let seed = crate::registry::keys::load_seed(&self.bundle_signing_seed_file)?;
         self.bundle_public_key = Some(crate::registry::keys::public_key_b64(&seed));
         Ok(seed)
     }

@@ -211,7 +211,13 @@ pub fn envoy_env(cfg: &Config) -> anyhow::Result<Vec<(String, String)>> {
 
 /// Path of the environment file [`render_to_file`] writes next to `out`.
 pub fn env_file_path(out: &Path) -> PathBuf {
-    out.with_extension("env")
+    let env = out.with_extension("env");
+    if env == out {
+        // `--out x.env`: never let the environment file replace the bootstrap.
+        out.with_extension("env.env")
+    } else {
+        env
+    }
 }
 
 /// Renders and writes `out` and, next to it, [`env_file_path`]: `NAME=value` lines (the value
@@ -341,8 +347,10 @@ mod tests {
         let mut cfg =
             Config::from_env_map(&env(&[("KAKEYA_DATA_DIR", tmp.path().to_str().unwrap())]))
                 .unwrap();
+        // Only `kakeya serve` creates the key; rendering reads it.
+        assert!(cfg.load_bundle_key().is_err());
+        crate::registry::keys::load_or_create_seed(&cfg.bundle_signing_seed_file).unwrap();
         let seed = cfg.load_bundle_key().unwrap();
-        assert!(tmp.path().join("keys/bundle-signing.seed").exists());
         let yaml = render(&cfg, &RenderOptions::from_config(&cfg, "/g.wasm")).unwrap();
         let line = yaml
             .lines()

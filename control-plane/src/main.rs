@@ -99,6 +99,10 @@ enum BundleCmd {
     PublicKey,
     /// Print the current bundle's version, digest and models, after verifying it.
     Show,
+    /// Sign, once per database, the model rows registered before migration 0004 (they have no
+    /// signature; until then they are refused). An explicit operator step, never done at start:
+    /// whoever can write the database could otherwise get a row of their own signed.
+    SignUnsigned,
     /// After a change of the bundle signing key (e.g. the data dir was replaced while the
     /// database was kept; `kakeya serve` then refuses to start): re-sign, with the current key,
     /// the model rows whose signature verifies with the previous key, and publish the aliases
@@ -217,8 +221,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let cfg = load(&cli)?;
-    // `serve` creates the data dir's state; `envoy render` runs before it on a first start;
-    // `config show` changes nothing.
+    // `serve` creates the data dir's state; `envoy render|run` fail without the server's key
+    // anyway; `config show` changes nothing.
     if !matches!(cli.cmd, Cmd::Serve | Cmd::Envoy { .. } | Cmd::Config { .. }) {
         if let Some(w) = kakeya_control_plane::data_dir::unused_warning(&cfg) {
             tracing::warn!("{w}");

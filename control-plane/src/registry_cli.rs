@@ -124,6 +124,15 @@ pub async fn bundle(cfg: Config, cmd: BundleCmd) -> anyhow::Result<()> {
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
+        BundleCmd::SignUnsigned => {
+            let db = db(&cfg).await?;
+            match registry::bootstrap::backfill_signatures(&db, &seed).await? {
+                None => println!("done before: unsigned model rows are never signed again"),
+                Some(n) => println!(
+                    "signed {n} model rows registered before migration 0004 (listed in the log)"
+                ),
+            }
+        }
         BundleCmd::Rekey { previous_seed_file } => {
             registry::configure_tenant_stats_days(cfg.tenant_stats_days);
             let previous = keys::load_seed(&previous_seed_file).context("--previous-seed-file")?;

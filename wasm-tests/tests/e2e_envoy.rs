@@ -618,17 +618,14 @@ fn gate_counters_match_the_answers_clients_got() {
         );
         fixtures::to_json(&p).to_string()
     };
-    // The same pcs_id as "count-dedup" but a budget the gate escalates: dedup answers with the
-    // stored 200, which is what must be counted.
+    // The same signed content as "count-dedup" (so the same submission to dedup) with box
+    // counts that make the gate's D̂ recomputation escalate (N_j is not signed): dedup answers
+    // with the stored 200, which is what must be counted, not the gate's escalation.
     let genuine = signed_pcs("count-dedup", KEY).to_string();
     let dedup_escalation = {
-        let mut p: kakeya_core::Pcs = kakeya_core::parse(genuine.as_bytes()).unwrap();
-        p.budget = 0.5;
-        p.sig = kakeya_core::signature::sign_hmac(
-            kakeya_core::canonical::signing_payload(&p).as_bytes(),
-            KEY.as_bytes(),
-        );
-        fixtures::to_json(&p).to_string()
+        let mut v: Value = serde_json::from_str(&genuine).unwrap();
+        v["N_j"] = serde_json::json!({"2": 1, "4": 1, "8": 1, "16": 1});
+        v.to_string()
     };
     let evidence = fixtures::signed_pcs_with_evidence(
         "count-evidence",
@@ -652,6 +649,14 @@ fn gate_counters_match_the_answers_clients_got() {
     for b in &bodies {
         answers.push(submit(&stack, b, &[]));
     }
+    // The gate escalated the altered resubmission, the client got the stored 200.
+    assert_eq!(
+        (answers[4].status, answers[4].header("x-kakeya-dedup")),
+        (200, Some("hit")),
+        "{:?}",
+        answers[4]
+    );
+    assert_eq!(answers[4].body, answers[3].body);
     // The control plane goes away: Envoy answers 503 for it.
     stack.kill_control_plane();
     for b in &bodies[..2] {

@@ -215,7 +215,7 @@ fn summary(a: &Addresses, data_dir: &Path, kakeya: &Path) -> String {
          \n  kakeya CLI     {bin}\
          \n\nIn another terminal, point the CLI at this stack (same data dir, same variables):\
          \n  {exports}\
-         \n\nTry: curl -s -XPOST --data-binary @core/tests/data/pcs_tiny_case_1.json http://{gw}/v1/pcs/submit\
+         \n\nTry: curl -s -XPOST -H 'content-type: application/json' --data-binary @core/tests/data/pcs_tiny_case_1.json http://{gw}/v1/pcs/submit\
          \nPress Ctrl-C to stop both.\n",
         gw = a.gateway,
         admin = a.admin,

@@ -98,15 +98,14 @@ pub async fn ensure_default(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Option<P
 }
 
 /// What `kakeya serve` runs on the registry before it listens, in this order:
-/// [`ensure_default`], the one-time signature backfill ([`backfill_signatures`]),
-/// [`ensure_trusted`], then [`check_models`]. Never signs a model row or a bundle otherwise.
+/// [`ensure_default`], [`ensure_trusted`], then [`check_models`]. It never signs a model row
+/// or a stored bundle: the one-time signature of rows from before migration 0004
+/// ([`backfill_signatures`]) is the operator's explicit `kakeya bundle sign-unsigned`, since a
+/// marker in the database itself cannot stop somebody who can write the database.
 pub async fn start(db: &Db, seed: &[u8; 32]) -> anyhow::Result<()> {
     ensure_default(db, seed)
         .await
         .context("cannot publish the default model bundle")?;
-    backfill_signatures(db, seed)
-        .await
-        .context("cannot sign the model rows registered before migration 0004")?;
     ensure_trusted(db, seed)
         .await
         .context("the served bundle cannot be kept")?;
@@ -116,8 +115,8 @@ pub async fn start(db: &Db, seed: &[u8; 32]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Signs, once per database, the model rows registered before migration 0004
-/// ([`super::backfill_signatures`]), logging each. Returns how many were signed (`None`: the
+/// `kakeya bundle sign-unsigned`: signs, once per database, the model rows registered before
+/// migration 0004 ([`super::backfill_signatures`]), logging each. Returns how many were signed (`None`: the
 /// backfill was done before, nothing is ever signed again).
 pub async fn backfill_signatures(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Option<usize>> {
     let Some(signed) = super::backfill_signatures(db, seed, crate::now_ms()).await? else {

@@ -2,8 +2,8 @@
 //! (`<data_dir>/keys/bundle-signing.seed`, mode 0600, standard base64 of 32 bytes).
 //!
 //! Generation writes a private temp file and then *links* it into place, which fails when the
-//! file already exists: two processes starting at once (`kakeya envoy render` and
-//! `kakeya serve`) end up with the same key, never with one each. The seed is never logged.
+//! file already exists: two `kakeya serve` processes starting at once on one data dir end up
+//! with the same key, never with one each. The seed is never logged.
 //! The same key signs model artifacts ([`sign_artifact`]).
 
 use anyhow::{bail, Context};
@@ -13,8 +13,8 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-/// Reads the seed at `path`, never creating it: what every command but `kakeya serve` (and
-/// `kakeya envoy render`, which runs before the first start) uses. A missing file is an error
+/// Reads the seed at `path`, never creating it: what every command but `kakeya serve` uses
+/// (`kakeya envoy render|run` too, so Envoy trusts the key the server signs with). A missing file is an error
 /// saying where the key should be: a CLI command pointed at the wrong data dir would otherwise
 /// make a key of its own, which the next `kakeya serve` would take for a key change.
 pub fn load_seed(path: &Path) -> anyhow::Result<[u8; 32]> {

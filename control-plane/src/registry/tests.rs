@@ -1161,6 +1161,17 @@ async fn a_forged_self_consistent_row_is_never_signed_nor_served_after_a_restart
             forged.sort();
             assert_eq!(refused, forged, "{l}");
         }
+        // Not even with the backfill marker deleted: start never signs a row.
+        sqlx::query("DELETE FROM registry_meta")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        bootstrap::start(db, &SEED).await.unwrap();
+        assert_eq!(
+            stored(db, &evil2.version()).await.1,
+            None,
+            "{l}: signed at start"
+        );
         t.cleanup().await;
     }
 }
