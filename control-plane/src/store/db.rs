@@ -61,6 +61,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "labels",
         include_str!("../../migrations/sqlite/0008_labels.sql"),
     ),
+    (
+        9,
+        "decision_features",
+        include_str!("../../migrations/sqlite/0009_decision_features.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -102,6 +107,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "labels",
         include_str!("../../migrations/postgres/0008_labels.sql"),
+    ),
+    (
+        9,
+        "decision_features",
+        include_str!("../../migrations/postgres/0009_decision_features.sql"),
     ),
 ];
 
