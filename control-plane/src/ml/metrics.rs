@@ -7,27 +7,19 @@
 
 use std::collections::HashMap;
 
-/// ROC AUC by Mann–Whitney U with average ranks for ties (ascending ranks).
+use super::stats::rank::midranks;
+
+/// ROC AUC by Mann–Whitney U with average ranks for ties (ascending ranks): perfect ranking 1,
+/// reversed 0, all scores tied 0.5. [`super::stats::delong`] adds its variance.
 pub fn auroc(scores: &[f64], labels: &[u8]) -> Option<f64> {
     let n = scores.len().min(labels.len());
-    let mut idx: Vec<usize> = (0..n).collect();
-    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let ranks = midranks(&scores[..n]);
     let (mut rank_sum_pos, mut n_pos) = (0.0, 0usize);
-    let mut i = 0;
-    while i < n {
-        let mut j = i;
-        while j + 1 < n && scores[idx[j + 1]] == scores[idx[i]] {
-            j += 1;
+    for (r, &l) in ranks.iter().zip(labels) {
+        if l == 1 {
+            rank_sum_pos += r;
+            n_pos += 1;
         }
-        // ranks i+1 ..= j+1, averaged
-        let avg = (i + j + 2) as f64 / 2.0;
-        for &k in &idx[i..=j] {
-            if labels[k] == 1 {
-                rank_sum_pos += avg;
-                n_pos += 1;
-            }
-        }
-        i = j + 1;
     }
     let n_neg = n - n_pos;
     if n_pos == 0 || n_neg == 0 {
@@ -159,6 +151,15 @@ mod tests {
     fn auroc_hand_cases() {
         close(auroc(&[0.1, 0.4, 0.35, 0.8], &[0, 0, 1, 1]).unwrap(), 0.75);
         close(auroc(&[0.5; 4], &[0, 1, 0, 1]).unwrap(), 0.5);
+        close(auroc(&[-2.0; 5], &[1, 0, 0, 0, 1]).unwrap(), 0.5);
+        close(
+            auroc(&[1.0, 2.0, 3.0, 4.0, 5.0], &[0, 0, 0, 1, 1]).unwrap(),
+            1.0,
+        );
+        close(
+            auroc(&[5.0, 4.0, 3.0, 2.0, 1.0], &[0, 0, 0, 1, 1]).unwrap(),
+            0.0,
+        );
         close(auroc(&[0.1, 0.2, 0.3], &[0, 1, 1]).unwrap(), 1.0);
         close(auroc(&[0.3, 0.2, 0.1], &[0, 1, 1]).unwrap(), 0.0);
         // one tie between classes: pairs (0.2+,0.2-) half → (1 + 0.5)/2

@@ -9,10 +9,12 @@
 //! * [`metrics`]: ROC AUC, PR AUC, Brier, ECE, length-matched AUROC;
 //! * [`train`]: L2 logistic regression (Newton/IRLS) and Platt fitting;
 //! * [`model`]: the artifact builder (standardisation, calibration split, metadata);
-//! * [`eval`]: grouped stratified k-fold CV, baselines, the report.
+//! * [`eval`]: grouped stratified k-fold CV, baselines, the report;
+//! * [`stats`]: DeLong, Kolmogorov–Smirnov, PSI, Benjamini–Hochberg, Wilson (A/B, drift, gates).
 
 pub mod dataset;
 pub mod eval;
 pub mod metrics;
 pub mod model;
+pub mod stats;
 pub mod train;
