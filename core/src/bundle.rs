@@ -165,6 +165,11 @@ pub struct Risk {
     pub escalate: bool,
     pub model_version: String,
     pub arm: Arm,
+    /// The feature vector (schema [`crate::features::SCHEMA_VERSION`]) the model scored: the
+    /// features against the model's own tenant baseline (`model.tenant`), before the bounded
+    /// tenant-statistics adjustment of the decision value. The gate forwards it
+    /// ([`crate::feature_wire`]) so the decision log keeps it exactly.
+    pub features: [f64; N_FEATURES],
 }
 
 /// A bundle as served: canonical bytes, their digest, the signature.
@@ -297,6 +302,7 @@ impl Bundle {
             escalate,
             model_version: model_version.to_string(),
             arm,
+            features: x,
         })
     }
 }
@@ -668,6 +674,11 @@ mod tests {
         };
         let r = b.assess("default", &p, &o, Some(&ev)).unwrap();
         assert!((0.0..=1.0).contains(&r.risk));
+        // The risk carries the very vector the model scored, bit for bit.
+        let signals = PcsSignals::from_verified(&p, o.result.recomputed_d_hat);
+        let x = features(&signals, Some(&ev), &b.champion.tenant);
+        assert_eq!(r.features.map(f64::to_bits), x.map(f64::to_bits));
+        assert_eq!(r.raw, sigmoid(b.champion.decision(&x)));
         assert_eq!(r.model_version, b.champion.version());
         assert_eq!(r.escalate, r.risk >= b.champion.thresholds.escalate);
         b.policy.score_without_evidence = true;

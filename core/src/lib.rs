@@ -20,11 +20,14 @@
 //! 10. [`pcs_builder`]: deterministic text → PCS recipe (v1).
 //! 11. [`features`]: the one versioned HRS feature schema.
 //! 12. [`model`]: the trained-model artifact and its plain-f64 scorer; the reference HRS baseline.
+//! 13. [`bundle`]: the signed model bundle and the scorer the filter runs.
+//! 14. [`feature_wire`]: the features a decision was scored with, as the gate forwards them.
 
 pub mod bundle;
 pub mod canonical;
 pub mod dimension;
 pub mod evidence;
+pub mod feature_wire;
 pub mod features;
 pub mod gate_config;
 pub mod ids;

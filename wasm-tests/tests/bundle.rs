@@ -23,12 +23,13 @@ const BUNDLE_KEY: &str = "kakeya.bundle";
 const T0: u64 = 1_800_000_000_000_000_000;
 const REFUSED: &str = "kakeya_gate.bundle_refused_total";
 const POLL_ERRORS: &str = "kakeya_gate.bundle_poll_errors_total";
-const RISK_HEADERS: [&str; 5] = [
+const RISK_HEADERS: [&str; 6] = [
     "x-kakeya-risk",
     "x-kakeya-risk-band",
     "x-kakeya-model-version",
     "x-kakeya-arm",
     "x-kakeya-bundle-version",
+    kakeya_core::feature_wire::HEADER,
 ];
 
 fn wasm() -> &'static [u8] {
@@ -130,6 +131,13 @@ fn assert_scored(out: &Outcome, b: &Bundle, ev: &Evidence, shard: &str) -> bool 
         Some(version.as_str())
     );
     assert!(out.header("x-kakeya-score-ns").is_some());
+    // The features as decided: the very vector the native scorer computed, bit for bit.
+    let sent = out
+        .header(kakeya_core::feature_wire::HEADER)
+        .expect("a scored request carries its features");
+    assert_eq!(sent, kakeya_core::feature_wire::encode(&risk.features));
+    let decoded = kakeya_core::feature_wire::decode(sent).unwrap();
+    assert_eq!(decoded.map(f64::to_bits), risk.features.map(f64::to_bits));
     // Raw evidence never travels in headers.
     assert!(
         out.headers()

@@ -12,6 +12,7 @@
 
 use kakeya_core::bundle::Scorer;
 use kakeya_core::evidence::bound_evidence;
+use kakeya_core::feature_wire;
 use kakeya_core::gate_config::FailureMode;
 use kakeya_core::numfmt::{write_json_string, JsonEscape};
 use kakeya_core::signature::DEFAULT_TENANT;
@@ -34,6 +35,9 @@ pub const H_ARM: &str = "x-kakeya-arm";
 pub const H_BUNDLE_VERSION: &str = "x-kakeya-bundle-version";
 /// In-guest time of features + scoring (ns), set only when a request was scored.
 pub const H_SCORE_NS: &str = "x-kakeya-score-ns";
+/// The feature vector the request was scored with ([`kakeya_core::feature_wire`]), set only
+/// when a request was scored, so the decision log keeps the features as decided.
+pub const H_FEATURES: &str = kakeya_core::feature_wire::HEADER;
 /// Reason of a request escalated because no bundle was available (failure mode `open`).
 pub const NO_BUNDLE_REASON: &str = "no model bundle available: escalated for review";
 
@@ -370,6 +374,7 @@ pub fn on_body_scored(
                     risk_headers.push((H_ARM, risk.arm.as_str().to_string()));
                     risk_headers.push((H_BUNDLE_VERSION, b.version.to_string()));
                     risk_headers.push((H_SCORE_NS, score_ns.to_string()));
+                    risk_headers.push((H_FEATURES, feature_wire::encode(&risk.features)));
                 }
             }
             None if evidence.is_some() => match source.failure_mode {
@@ -904,6 +909,42 @@ mod tests {
             let plain = forward(go(&g, Some(&bundle(5.0)), G1));
             assert!(!plain.scored && plain.accepted);
             assert_eq!(plain.headers.len(), 4);
+            assert_eq!(header(&plain, H_FEATURES), None);
+        }
+
+        #[test]
+        fn scored_requests_forward_their_features_exactly() {
+            let g = gate("open");
+            let b = bundle(-5.0);
+            let body = body(None);
+            let f = forward(go(&g, Some(&b), &body));
+            assert!(f.scored);
+            let sent = header(&f, H_FEATURES).expect("a scored request carries its features");
+            let got = kakeya_core::feature_wire::decode(sent).unwrap();
+            // The native computation of the same PCS and evidence against the model's baseline.
+            let pcs = kakeya_core::parse(&body).unwrap();
+            let outcome = kakeya_core::verify(&pcs, &g.verify);
+            let ev = pcs.evidence.clone().unwrap();
+            let signals = kakeya_core::features::PcsSignals::from_verified(
+                &pcs,
+                outcome.result.recomputed_d_hat,
+            );
+            let native = kakeya_core::features::features(&signals, Some(&ev), &b.champion.tenant);
+            assert_eq!(got.map(f64::to_bits), native.map(f64::to_bits));
+            assert_eq!(got[11], 1.0, "evidence_present");
+            // Not scored (no evidence, or no bundle): no features header.
+            assert_eq!(header(&forward(go(&g, Some(&b), G1)), H_FEATURES), None);
+            assert_eq!(header(&forward(go(&g, None, &body)), H_FEATURES), None);
+            // A client cannot send its own: the header is stripped like every x-kakeya-*.
+            let head = on_headers(
+                &[
+                    (":method".into(), b"POST".to_vec()),
+                    (":path".into(), SUBMIT_PATH.as_bytes().to_vec()),
+                    ("X-Kakeya-Features".into(), b"hrs-features-v1;AAAA".to_vec()),
+                ],
+                &g,
+            );
+            assert_eq!(head.strip, vec!["X-Kakeya-Features".to_string()]);
         }
 
         #[test]
