@@ -72,6 +72,24 @@ pub struct FileConfig {
     pub bundle_poll_interval_ms: Option<u64>,
     pub bundle_failure_mode: Option<FailureMode>,
     pub tenant_stats_days: Option<u32>,
+    pub review: Option<ReviewConfig>,
+}
+
+/// `[review]` of `kakeya.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReviewConfig {
+    /// Share (within [0, 1]) of accepted, non-escalated decisions also queued for review
+    /// (`KAKEYA_AUDIT_SAMPLE_RATE`; [`crate::review::audit`]).
+    pub audit_sample_rate: f64,
+}
+
+impl Default for ReviewConfig {
+    fn default() -> Self {
+        ReviewConfig {
+            audit_sample_rate: crate::review::audit::DEFAULT_AUDIT_SAMPLE_RATE,
+        }
+    }
 }
 
 /// The effective configuration.
@@ -113,6 +131,8 @@ pub struct Config {
     pub bundle_public_key: Option<String>,
     /// Days of decision log from which a published bundle's per-tenant statistics are computed.
     pub tenant_stats_days: u32,
+    /// The review queue's settings (`[review]`).
+    pub review: ReviewConfig,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -146,6 +166,7 @@ impl Default for Config {
             bundle_failure_mode: FailureMode::Open,
             bundle_public_key: None,
             tenant_stats_days: crate::registry::DEFAULT_TENANT_STATS_DAYS,
+            review: ReviewConfig::default(),
             warnings: Vec::new(),
         }
     }
@@ -256,6 +277,19 @@ impl Config {
             },
             None => file.bundle_failure_mode.unwrap_or_default(),
         };
+        let mut review = file.review.unwrap_or_default();
+        if let Some(v) = non_empty(env, "KAKEYA_AUDIT_SAMPLE_RATE") {
+            review.audit_sample_rate = v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| ConfigError::Env {
+                    var: "KAKEYA_AUDIT_SAMPLE_RATE",
+                    value: v.to_string(),
+                    message: "expected a share within [0, 1], e.g. 0.02".into(),
+                })?;
+        }
         let mut keyring = file.keyring.unwrap_or_default();
         apply_keyring_env(&mut keyring, env, &mut warnings)?;
         let cfg = Config {
@@ -298,6 +332,7 @@ impl Config {
             bundle_failure_mode,
             bundle_public_key: None,
             tenant_stats_days: file.tenant_stats_days.unwrap_or(d.tenant_stats_days),
+            review,
             warnings,
         };
         cfg.validate()?;
@@ -335,6 +370,12 @@ impl Config {
         if self.token_rate == 0 {
             return Err(ConfigError::Invalid("token_rate must be at least 1".into()));
         }
+        if !(0.0..=1.0).contains(&self.review.audit_sample_rate) {
+            return Err(ConfigError::Invalid(format!(
+                "review.audit_sample_rate must be a share within [0, 1], e.g. 0.02 (got {})",
+                self.review.audit_sample_rate
+            )));
+        }
         if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
         {
             return Err(ConfigError::Invalid(format!(
@@ -343,6 +384,15 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// How records are applied (the committer, start-up replay and `kakeya wal replay`).
+    pub fn apply_params(&self) -> crate::store::ApplyParams {
+        crate::store::ApplyParams {
+            dedup_ttl_ms: i64::try_from(self.dedup_ttl_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            audit_sample_rate: self.review.audit_sample_rate,
+        }
     }
 
     /// The JSON the gate filter receives as its plugin configuration. It carries a bundle
@@ -942,6 +992,45 @@ mod tests {
             .expect("too short")
             .to_string();
         assert!(e.contains("at least 16"), "{e}");
+    }
+
+    #[test]
+    fn audit_sample_rate_from_file_and_env_range_checked() {
+        let c = Config::from_env_map(&EnvMap::new()).unwrap();
+        assert_eq!(c.review.audit_sample_rate, 0.02);
+        assert_eq!(c.apply_params().audit_sample_rate, 0.02);
+        let c =
+            Config::from_toml_str("[review]\naudit_sample_rate = 0.1\n", &EnvMap::new()).unwrap();
+        assert_eq!(c.review.audit_sample_rate, 0.1);
+        let c = Config::from_toml_str(
+            "[review]\naudit_sample_rate = 0.1\n",
+            &env(&[("KAKEYA_AUDIT_SAMPLE_RATE", "0")]),
+        )
+        .unwrap();
+        assert_eq!(c.review.audit_sample_rate, 0.0);
+        let c = Config::from_env_map(&env(&[("KAKEYA_AUDIT_SAMPLE_RATE", " 1 ")])).unwrap();
+        assert_eq!(c.review.audit_sample_rate, 1.0);
+        for bad in ["-0.1", "1.5", "NaN", "inf", "2%", "x"] {
+            let e = Config::from_env_map(&env(&[("KAKEYA_AUDIT_SAMPLE_RATE", bad)])).unwrap_err();
+            assert!(
+                e.to_string().starts_with("KAKEYA_AUDIT_SAMPLE_RATE=")
+                    && e.to_string().contains("within [0, 1]"),
+                "{bad}: {e}"
+            );
+        }
+        for bad in ["-0.5", "1.01", "nan", "inf"] {
+            let e = Config::from_toml_str(
+                &format!("[review]\naudit_sample_rate = {bad}\n"),
+                &EnvMap::new(),
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("review.audit_sample_rate must be a share within [0, 1]"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(Config::from_toml_str("[review]\nrate = 0.1\n", &EnvMap::new()).is_err());
     }
 
     #[test]

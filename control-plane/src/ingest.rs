@@ -16,7 +16,7 @@
 //! point (idempotent) instead of silently skipping the failed records.
 
 use crate::metrics::Metrics;
-use crate::store::{apply_record, Applied, ApplyError, Db};
+use crate::store::{apply_record, Applied, ApplyError, ApplyParams, Db};
 use crate::wal::{Checkpoint, ReplayItem, WalRecord, WalWriter};
 use sqlx::Connection;
 use std::path::{Path, PathBuf};
@@ -86,6 +86,17 @@ pub struct CommitterConfig {
     pub wal_dir: PathBuf,
     pub max_batch: usize,
     pub dedup_ttl_ms: i64,
+    /// `[review] audit_sample_rate` ([`crate::review::audit`]).
+    pub audit_sample_rate: f64,
+}
+
+impl CommitterConfig {
+    pub fn apply_params(&self) -> ApplyParams {
+        ApplyParams {
+            dedup_ttl_ms: self.dedup_ttl_ms,
+            audit_sample_rate: self.audit_sample_rate,
+        }
+    }
 }
 
 /// Starts the committer task. `checkpoint` is where start-up replay ended.
@@ -294,8 +305,9 @@ impl Committer {
         let mut conn = self.db.pool.acquire().await?;
         let mut tx = conn.begin().await?;
         let mut out = Vec::with_capacity(records.len());
+        let params = self.cfg.apply_params();
         for (id, rec) in ids.iter().zip(records) {
-            match apply_record(&mut tx, id, rec, self.cfg.dedup_ttl_ms).await {
+            match apply_record(&mut tx, id, rec, &params).await {
                 Err(ApplyError::Store(e)) => return Err(e),
                 other => out.push(other),
             }
@@ -334,7 +346,7 @@ pub async fn replay(
     db: &Db,
     wal_dir: &Path,
     from_start: bool,
-    dedup_ttl_ms: i64,
+    params: &ApplyParams,
     batch: usize,
     mut progress: impl FnMut(&ReplayStats),
 ) -> anyhow::Result<(ReplayStats, Option<Checkpoint>)> {
@@ -368,7 +380,7 @@ pub async fn replay(
         let mut tx = conn.begin().await?;
         for r in &chunk {
             stats.read += 1;
-            match apply_record(&mut tx, &r.id, &r.record, dedup_ttl_ms).await {
+            match apply_record(&mut tx, &r.id, &r.record, params).await {
                 Ok(a) if a.fresh => stats.applied_fresh += 1,
                 Ok(a) if a.conflict => stats.conflicts += 1,
                 Ok(_) => stats.already_present += 1,

@@ -23,6 +23,7 @@
 pub mod api;
 pub mod config;
 pub mod data_dir;
+pub mod decision_features;
 pub mod envoy;
 pub mod error;
 pub mod ingest;

@@ -243,13 +243,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let db = store::Db::connect(&cfg.database_url, None)
                 .await
                 .context("cannot open the database; check DATABASE_URL")?;
-            let ttl = i64::try_from(cfg.dedup_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
             let pb = kakeya_control_plane::progress::spinner("replaying WAL records");
             let (stats, _) = ingest::replay(
                 &db,
                 &cfg.wal_dir,
                 from_start,
-                ttl,
+                &cfg.apply_params(),
                 cfg.group_commit_max_batch,
                 |s| pb.set_position(s.read),
             )

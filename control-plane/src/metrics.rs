@@ -17,6 +17,9 @@ pub struct Metrics {
     pub dedup_hits_total: IntCounterVec,
     pub idempotency_conflicts_total: IntCounterVec,
     pub wal_errors_total: IntCounterVec,
+    /// `kakeya_feature_rejects_total{reason}`: forwarded feature vectors not stored
+    /// ([`crate::decision_features`]); the decision itself is stored.
+    pub feature_rejects_total: IntCounterVec,
     pub wal_fsync_seconds: Histogram,
     pub wal_batch_size: Histogram,
     pub ingest_duration_seconds: HistogramVec,
@@ -78,6 +81,16 @@ impl Metrics {
         )?;
         registry.register(Box::new(ingest_duration_seconds.clone()))?;
         registry.register(Box::new(integrity_failures_total().clone()))?;
+        let feature_rejects_total = IntCounterVec::new(
+            Opts::new(
+                "kakeya_feature_rejects_total",
+                "Feature vectors forwarded by the gate and not stored (unknown schema, wrong \
+                 length, non-finite value, malformed encoding, or sent for an unscored \
+                 decision); the decision is stored without them",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(feature_rejects_total.clone()))?;
         Ok(Metrics {
             ingest_total: counter(
                 &registry,
@@ -109,6 +122,7 @@ impl Metrics {
                 "kakeya_wal_errors_total",
                 "Submissions refused because the WAL failed",
             )?,
+            feature_rejects_total,
             wal_fsync_seconds,
             wal_batch_size,
             ingest_duration_seconds,

@@ -4,7 +4,7 @@
 use crate::api::{admin_router, ingest_router, AdminState, IngestState};
 use crate::ingest::{self, CommitterConfig};
 use crate::metrics::Metrics;
-use crate::store::{decision_log, Db};
+use crate::store::{decision_log, ApplyParams, Db};
 use crate::testutil::{all_dbs, gate_result, pcs_body, sqlite_db};
 use crate::wal::{Checkpoint, WalRecord, WalWriter};
 use axum::body::Body;
@@ -15,6 +15,10 @@ use std::path::Path;
 use tower::ServiceExt;
 
 const TTL: i64 = 3_600_000;
+const PARAMS: ApplyParams = ApplyParams {
+    dedup_ttl_ms: TTL,
+    audit_sample_rate: 0.0,
+};
 
 struct Harness {
     router: Router,
@@ -24,12 +28,17 @@ struct Harness {
 }
 
 fn harness(db: &Db, wal_dir: &Path, token: Option<&str>) -> Harness {
+    harness_with(db, wal_dir, token, &PARAMS)
+}
+
+fn harness_with(db: &Db, wal_dir: &Path, token: Option<&str>, params: &ApplyParams) -> Harness {
     let metrics = Metrics::new().unwrap();
     let (handle, committer) = ingest::spawn(
         CommitterConfig {
             wal_dir: wal_dir.to_path_buf(),
             max_batch: 256,
-            dedup_ttl_ms: TTL,
+            dedup_ttl_ms: params.dedup_ttl_ms,
+            audit_sample_rate: params.audit_sample_rate,
         },
         db.clone(),
         metrics.clone(),
@@ -213,7 +222,7 @@ async fn same_pcs_id_with_other_signed_content_is_a_conflict_that_changes_nothin
         );
         h.stop().await;
         // Replaying the WAL from the start reaches the same verdicts and changes nothing.
-        let (stats, _) = ingest::replay(&t.db, wal.path(), true, TTL, 8, |_| {})
+        let (stats, _) = ingest::replay(&t.db, wal.path(), true, &PARAMS, 8, |_| {})
             .await
             .unwrap();
         assert_eq!(
@@ -428,7 +437,7 @@ async fn replay_after_crash_restores_every_record_once() {
         std::io::Write::write_all(&mut f, &[50, 0, 0, 0, 1, 2]).unwrap();
         drop(f);
 
-        let (stats, cp) = ingest::replay(&t.db, wal.path(), false, TTL, 4, |_| {})
+        let (stats, cp) = ingest::replay(&t.db, wal.path(), false, &PARAMS, 4, |_| {})
             .await
             .unwrap();
         assert_eq!(
@@ -451,11 +460,11 @@ async fn replay_after_crash_restores_every_record_once() {
         );
         assert_eq!(decision_log::count(&t.db.pool).await.unwrap(), 10);
         // From the checkpoint there is nothing left; from the start everything is present.
-        let (stats, _) = ingest::replay(&t.db, wal.path(), false, TTL, 4, |_| {})
+        let (stats, _) = ingest::replay(&t.db, wal.path(), false, &PARAMS, 4, |_| {})
             .await
             .unwrap();
         assert_eq!(stats.read, 0);
-        let (stats, _) = ingest::replay(&t.db, wal.path(), true, TTL, 4, |_| {})
+        let (stats, _) = ingest::replay(&t.db, wal.path(), true, &PARAMS, 4, |_| {})
             .await
             .unwrap();
         assert_eq!(
@@ -500,7 +509,7 @@ async fn corrupt_middle_frame_is_counted_and_new_records_are_not_dropped() {
         bytes[bad_start as usize + 30] ^= 0x20;
         std::fs::write(&seg, &bytes).unwrap();
 
-        let (stats, cp) = ingest::replay(&t.db, wal.path(), false, TTL, 2, |_| {})
+        let (stats, cp) = ingest::replay(&t.db, wal.path(), false, &PARAMS, 2, |_| {})
             .await
             .unwrap();
         assert_eq!(
@@ -810,6 +819,310 @@ async fn registry_api_bundles_and_risk_columns() {
             (None, None)
         );
         h.stop().await;
+        t.cleanup().await;
+    }
+}
+
+/// What the gate forwards for a scored PCS v0.2 of `shard` with evidence under `bundle`:
+/// (body with its evidence, `x-kakeya-result`, cacheable, the features the scorer used),
+/// computed with kakeya-core as the filter computes it.
+fn scored_submission(
+    shard: &str,
+    bundle: &kakeya_core::bundle::Bundle,
+) -> (
+    String,
+    String,
+    bool,
+    [f64; kakeya_core::features::N_FEATURES],
+) {
+    let ev = kakeya_core::evidence::Evidence {
+        question: "Who built it?".into(),
+        context: format!("Acme built it in 1900 ({shard})."),
+        citations: vec![],
+        response: format!("Zorblax built it in 1750 ({shard})."),
+    };
+    let mut v: serde_json::Value = serde_json::from_str(&pcs_body(shard)).unwrap();
+    crate::testutil::bind_evidence_hash(&mut v, &kakeya_core::evidence::evidence_sha256(&ev));
+    v["evidence"] = serde_json::to_value(&ev).unwrap();
+    let body = v.to_string();
+    let pcs = kakeya_core::parse(body.as_bytes()).unwrap();
+    let mut outcome = kakeya_core::verify(&pcs, &kakeya_core::VerifyParams::default());
+    let risk = kakeya_core::bundle::Scorer::new(bundle.clone())
+        .assess("acme", &pcs, &outcome, pcs.evidence.as_ref())
+        .unwrap();
+    outcome.result.apply_risk(&risk, bundle.version);
+    (
+        body,
+        outcome.result.to_json(),
+        outcome.cacheable,
+        risk.features,
+    )
+}
+
+fn with_features(mut req: Request<Body>, result: &str, features: Option<&str>) -> Request<Body> {
+    let h = req.headers_mut();
+    h.insert("x-kakeya-result", result.parse().unwrap());
+    if let Some(f) = features {
+        h.insert(kakeya_core::feature_wire::HEADER, f.parse().unwrap());
+    }
+    req
+}
+
+/// Issue 10, features as decided: a valid vector is stored with its decision bit for bit and
+/// read back by `GET /v1/decisions` and `features_page`; an invalid one (wrong length, NaN or
+/// infinity, unknown schema, garbage, sent for an unscored decision) is dropped with a counter
+/// while the decision is still stored; replaying the WAL into an empty database rebuilds
+/// identical rows, features and audit-sample flags included.
+#[tokio::test]
+async fn features_as_decided_are_validated_stored_and_replayed() {
+    use kakeya_core::feature_wire::encode;
+    use kakeya_core::features::SCHEMA_VERSION;
+    use std::collections::BTreeMap;
+    let params = ApplyParams {
+        dedup_ttl_ms: TTL,
+        audit_sample_rate: 0.5,
+    };
+    let bundle = kakeya_core::bundle::Bundle {
+        format: kakeya_core::bundle::BUNDLE_FORMAT.into(),
+        version: 4,
+        created_at_ms: 0,
+        // Low risk: the scored decisions are accepted, so the audit sample can draw from them.
+        champion: test_model(-20.0),
+        challenger: None,
+        challenger_weight: 0.0,
+        tenant_stats: Default::default(),
+        policy: Default::default(),
+    };
+    let raw = |values: &[f64]| {
+        use base64::Engine;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        format!(
+            "{SCHEMA_VERSION};{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+    };
+    for t in all_dbs("features_as_decided").await {
+        let wal = tempfile::tempdir().unwrap();
+        let h = harness_with(&t.db, wal.path(), Some("tok"), &params);
+        // shard → (features header, expected stored features, expected reject reason)
+        let mut native = BTreeMap::new();
+        let mut sent = Vec::new();
+        for shard in [
+            "good-1", "good-2", "short", "long", "nan", "inf", "schema", "junk", "none",
+        ] {
+            let (body, result, cacheable, x) = scored_submission(shard, &bundle);
+            assert!(cacheable, "{shard}");
+            let mut y = x;
+            let header = match shard {
+                "short" => Some(raw(&x[..21])),
+                "long" => Some(raw(&[x.as_slice(), &[1.0]].concat())),
+                "nan" => {
+                    y[3] = f64::NAN;
+                    Some(encode(&y))
+                }
+                "inf" => {
+                    y[20] = f64::NEG_INFINITY;
+                    Some(encode(&y))
+                }
+                "schema" => Some(encode(&x).replace(SCHEMA_VERSION, "hrs-features-v9")),
+                "junk" => Some("hrs-features-v1;not base64!".to_string()),
+                "none" => None,
+                _ => Some(encode(&x)),
+            };
+            native.insert(shard, x);
+            sent.push((shard, body, result, header));
+        }
+        // An unscored decision that carries a features header anyway.
+        let plain = pcs_body("unscored");
+        let (plain_result, _) = gate_result(&plain);
+        sent.push((
+            "unscored",
+            plain,
+            plain_result,
+            Some(encode(&native["good-1"])),
+        ));
+        for (shard, body, result, header) in &sent {
+            let req = with_features(submit_req(Some("acme"), body), result, header.as_deref());
+            let (status, answer, _, _) = send(&h.router, req).await;
+            let vr: kakeya_core::VerifyResult = serde_json::from_str(result).unwrap();
+            // The verdict stands whatever the features header says.
+            assert_eq!(
+                status.as_u16(),
+                vr.status(),
+                "{}: {shard}: {answer}",
+                t.label
+            );
+            assert_eq!(answer.trim_end(), result, "{shard}");
+        }
+        let m = h.metrics.render();
+        for (reason, n) in [
+            ("length", 2),
+            ("non_finite", 2),
+            ("unknown_schema", 1),
+            ("encoding", 1),
+            ("unscored", 1),
+        ] {
+            let line = format!("kakeya_feature_rejects_total{{reason=\"{reason}\"}} {n}");
+            assert!(m.contains(&line), "{}: {line} in\n{m}", t.label);
+        }
+        // Every decision is logged; only the two good ones with features.
+        let (s, _, page) = call(
+            &h.admin,
+            req("GET", "/v1/decisions?limit=100", Some("tok"), ""),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        let page: crate::api::decisions::DecisionsPage = serde_json::from_str(&page).unwrap();
+        assert_eq!(page.decisions.len(), sent.len(), "{}", t.label);
+        let by_shard = |shard: &str| {
+            let pcs_id =
+                kakeya_core::parse(sent.iter().find(|s| s.0 == shard).unwrap().1.as_bytes())
+                    .unwrap()
+                    .pcs_id;
+            page.decisions
+                .iter()
+                .find(|d| d.pcs_id == pcs_id)
+                .unwrap()
+                .clone()
+        };
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for shard in ["good-1", "good-2"] {
+            let row = by_shard(shard);
+            assert_eq!(row.feature_schema.as_deref(), Some(SCHEMA_VERSION));
+            let stored = row
+                .features
+                .unwrap_or_else(|| panic!("{}: {shard}", t.label));
+            assert_eq!(bits(&stored), bits(&native[shard]), "{}: {shard}", t.label);
+            assert!(row.risk.is_some());
+        }
+        for shard in [
+            "short", "long", "nan", "inf", "schema", "junk", "none", "unscored",
+        ] {
+            let row = by_shard(shard);
+            assert_eq!((row.feature_schema, row.features), (None, None), "{shard}");
+        }
+        assert_eq!(by_shard("unscored").risk, None);
+        // The JSON of /v1/decisions: an array of numbers, or null.
+        let (_, _, text) = call(
+            &h.admin,
+            req("GET", "/v1/decisions?limit=100", Some("tok"), ""),
+        )
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let arrays = v["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["features"].is_array())
+            .count();
+        assert_eq!(arrays, 2);
+        assert!(
+            v["decisions"][0]["features"].is_null() || v["decisions"][0]["features"].is_array()
+        );
+
+        // The dataset read: only rows with features of the schema, within the time range,
+        // a page at a time, every row once.
+        let (mut after, mut rows) = (0, Vec::new());
+        loop {
+            let p = decision_log::features_page(&t.db.pool, SCHEMA_VERSION, 0, i64::MAX, after, 1)
+                .await
+                .unwrap();
+            let Some(last) = p.last() else { break };
+            after = last.id;
+            rows.extend(p);
+        }
+        assert_eq!(rows.len(), 2, "{}", t.label);
+        for r in &rows {
+            let d = page.decisions.iter().find(|d| d.id == r.id).unwrap();
+            assert_eq!(
+                (
+                    &r.tenant,
+                    &r.pcs_id,
+                    r.created_at_ms,
+                    Some(&r.model_version),
+                    Some(&r.arm),
+                    Some(r.risk)
+                ),
+                (
+                    &d.tenant,
+                    &d.pcs_id,
+                    d.created_at_ms,
+                    d.model_version.as_ref(),
+                    d.arm.as_ref(),
+                    d.risk
+                )
+            );
+            assert_eq!((r.escalated, r.audit_sample), (d.escalated, d.audit_sample));
+            assert_eq!(bits(&r.features), bits(d.features.as_ref().unwrap()));
+        }
+        let none = decision_log::features_page(&t.db.pool, "hrs-features-v9", 0, i64::MAX, 0, 10)
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+        let before = decision_log::features_page(
+            &t.db.pool,
+            SCHEMA_VERSION,
+            0,
+            rows[0].created_at_ms,
+            0,
+            10,
+        )
+        .await
+        .unwrap();
+        assert!(before.is_empty(), "the range end is exclusive");
+        h.stop().await;
+
+        // Replay: the WAL alone rebuilds identical rows in an empty database.
+        let fresh = match t.label {
+            "sqlite" => sqlite_db().await,
+            _ => crate::testutil::postgres_db("features_replay")
+                .await
+                .unwrap(),
+        };
+        let (stats, _) = ingest::replay(&fresh.db, wal.path(), true, &params, 4, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(stats.applied_fresh as usize, sent.len(), "{}", t.label);
+        let strip = |mut v: Vec<decision_log::DecisionRow>| {
+            v.iter_mut().for_each(|r| r.id = 0);
+            v.sort_by(|a, b| a.record_id.cmp(&b.record_id));
+            v
+        };
+        let original = strip(
+            decision_log::page(&t.db.pool, None, None, 100)
+                .await
+                .unwrap(),
+        );
+        let rebuilt = strip(
+            decision_log::page(&fresh.db.pool, None, None, 100)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(rebuilt, original, "{}", t.label);
+        for (a, b) in original.iter().zip(&rebuilt) {
+            assert_eq!(
+                a.features.as_deref().map(bits),
+                b.features.as_deref().map(bits)
+            );
+        }
+        // At rate 0.5 some accepted decisions were drawn into the audit sample, the same ones.
+        let sampled = original.iter().filter(|r| r.audit_sample).count();
+        let accepted = original
+            .iter()
+            .filter(|r| r.accepted && !r.escalated)
+            .count();
+        assert!(
+            0 < sampled && sampled < accepted,
+            "{}: {sampled} of {accepted}",
+            t.label
+        );
+        for r in &original {
+            assert_eq!(
+                r.audit_sample,
+                crate::review::audit::sampled(0.5, &r.tenant, &r.pcs_id, r.accepted, r.escalated)
+            );
+        }
+        fresh.cleanup().await;
         t.cleanup().await;
     }
 }

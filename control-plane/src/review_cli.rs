@@ -11,8 +11,9 @@ use kakeya_control_plane::store::Db;
 
 #[derive(Subcommand)]
 pub enum ReviewCmd {
-    /// List escalated decisions (newest first) with their labels, as JSON (one page, like
-    /// GET /v1/reviews; pass the printed next_cursor as --cursor for the next one).
+    /// List queued decisions (escalated or audit-sampled, newest first) with their labels, as
+    /// JSON (one page, like GET /v1/reviews; pass the printed next_cursor as --cursor for the
+    /// next one).
     List {
         /// open: not labelled yet; labelled: with at least one label; all.
         #[arg(long, value_enum, default_value = "open")]

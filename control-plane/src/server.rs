@@ -87,12 +87,12 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             cfg.wal_dir.display()
         )
     })?;
-    let ttl_ms = i64::try_from(cfg.dedup_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let params = cfg.apply_params();
     let (stats, checkpoint) = ingest::replay(
         &db,
         &cfg.wal_dir,
         false,
-        ttl_ms,
+        &params,
         cfg.group_commit_max_batch,
         |_| {},
     )
@@ -122,7 +122,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         CommitterConfig {
             wal_dir: cfg.wal_dir.clone(),
             max_batch: cfg.group_commit_max_batch,
-            dedup_ttl_ms: ttl_ms,
+            dedup_ttl_ms: params.dedup_ttl_ms,
+            audit_sample_rate: params.audit_sample_rate,
         },
         db.clone(),
         metrics.clone(),

@@ -135,5 +135,6 @@ pub fn record(tenant: &str, body: &str, ts_ms: i64) -> WalRecord {
         cacheable,
         verify_ns: Some(1234),
         body: body.into(),
+        features: None,
     }
 }

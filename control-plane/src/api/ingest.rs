@@ -38,6 +38,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError>
         ("x-kakeya-result" = String, Header, description = "Compact VerifyResult JSON, set by the gate"),
         ("x-kakeya-cacheable" = Option<String>, Header, description = "`true`/`false`: may the result be stored in dedup"),
         ("x-kakeya-verify-ns" = Option<u64>, Header, description = "In-filter verify time in ns"),
+        ("x-kakeya-features" = Option<String>, Header, description = "Feature vector of a scored decision, set by the gate: `<schema>;<standard base64 of little-endian f64>` (kakeya_core::feature_wire). Stored with the decision; an invalid one is dropped (logged, `kakeya_feature_rejects_total{reason}`), the decision is still stored"),
         ("x-kakeya-ingest-secret" = Option<String>, Header, description = "Shared secret added by Envoy; required when the control plane has one (KAKEYA_INGEST_SECRET)"),
     ),
     responses(
@@ -110,11 +111,10 @@ async fn handle(
     };
     let verify_ns = header(headers, H_VERIFY_NS)?.and_then(|v| v.trim().parse::<u64>().ok());
     // Same checks the apply path makes, before anything is written.
-    if let Err(e) = serde_json::from_str::<kakeya_core::VerifyResult>(&result) {
-        return Err(ApiError::NotFromGate(format!(
-            "{H_RESULT} is not a VerifyResult: {e}"
-        )));
-    }
+    let verdict = serde_json::from_str::<kakeya_core::VerifyResult>(&result)
+        .map_err(|e| ApiError::NotFromGate(format!("{H_RESULT} is not a VerifyResult: {e}")))?;
+    let features =
+        crate::decision_features::accept(headers, verdict.risk.is_some(), &tenant, &st.metrics);
     let pcs = kakeya_core::parse(&body).map_err(|e| ApiError::InvalidBody {
         code: e.code(),
         message: e.to_string(),
@@ -136,6 +136,7 @@ async fn handle(
         cacheable,
         verify_ns,
         body,
+        features,
     };
     let applied = st.handle.submit(record).await?;
     let status = StatusCode::from_u16(applied.status).unwrap_or(StatusCode::ACCEPTED);

@@ -227,6 +227,8 @@ async fn log_row_full(
         created_at_ms: ts_ms,
         risk: None,
         pcs_version,
+        features: None,
+        audit_sample: false,
     };
     assert!(crate::store::decision_log::insert(&mut conn, &d)
         .await
@@ -378,6 +380,8 @@ async fn a_burst_of_recent_rows_cannot_push_the_older_window_out() {
                 created_at_ms: *ts,
                 risk: None,
                 pcs_version: v,
+                features: None,
+                audit_sample: false,
             };
             assert!(crate::store::decision_log::insert(&mut tx, &d)
                 .await

@@ -54,7 +54,7 @@ pub struct ReviewsQuery {
 /// One page of the review queue.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReviewsPage {
-    /// Escalated decisions, newest first.
+    /// Queued decisions (escalated or audit-sampled, see `queued_for`), newest first.
     pub items: Vec<ReviewItem>,
     /// Pass as `cursor` for the next (older) page; `null` on the last page.
     pub next_cursor: Option<String>,
@@ -67,7 +67,7 @@ pub struct ReviewsPage {
     params(ReviewsQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = ReviewsPage, description = "Escalated decisions, newest first, with their labels; follow next_cursor for older ones"),
+        (status = 200, body = ReviewsPage, description = "Queued decisions (escalated, or accepted and drawn into the audit sample: `queued_for`), newest first, with their labels; follow next_cursor for older ones"),
         (status = 400, body = ErrorBody, description = "Unknown status, limit outside 1..=1000, malformed cursor or query"),
         (status = 401, body = ErrorBody),
         (status = 503, body = ErrorBody)
@@ -89,7 +89,7 @@ pub async fn list(
     Ok(Json(ReviewsPage { items, next_cursor }))
 }
 
-/// A reviewer's verdict on an escalated decision.
+/// A reviewer's verdict on a decision (escalated, audit-sampled or any other logged one).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewBody {

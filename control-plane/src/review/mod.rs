@@ -19,6 +19,7 @@
 //! the same functions ([`submit`], [`store::queue_page`]).
 
 pub mod api;
+pub mod audit;
 pub mod store;
 #[cfg(test)]
 mod tests;

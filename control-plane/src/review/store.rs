@@ -102,7 +102,7 @@ pub async fn labels_of(
     .collect()
 }
 
-/// Which escalated decisions a queue listing shows.
+/// Which queued decisions a queue listing shows.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, utoipa::ToSchema, clap::ValueEnum,
 )]
@@ -117,14 +117,26 @@ pub enum QueueStatus {
     All,
 }
 
-/// One escalated decision in the review queue: its numbers (never evidence) and its labels.
+/// Why a decision is in the review queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QueuedFor {
+    /// The gate escalated it (not accepted, or a high risk).
+    Escalated,
+    /// Accepted and not escalated, drawn into the audit sample ([`super::audit`]).
+    AuditSample,
+}
+
+/// One queued decision (escalated or audit-sampled): its numbers (never evidence) and its
+/// labels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReviewItem {
     /// Decision-log row id (the queue is ordered by it, newest first).
     pub decision_id: i64,
     pub tenant: String,
     pub pcs_id: String,
-    /// Why the gate escalated.
+    pub queued_for: QueuedFor,
+    /// Why the gate escalated (`null` for most audit-sampled decisions).
     pub reason: Option<String>,
     /// Calibrated hallucination risk, when the gate scored the answer.
     pub risk: Option<f64>,
@@ -141,8 +153,11 @@ pub struct ReviewItem {
 const LABELLED: &str =
     "EXISTS (SELECT 1 FROM labels l WHERE l.tenant = d.tenant AND l.pcs_id = d.pcs_id)";
 
-/// Up to `limit` escalated decisions with an id below `before_id`, newest first, each with its
-/// labels: one page of `GET /v1/reviews`.
+/// Which decision-log rows `d` are in the queue.
+const QUEUED: &str = "(d.escalated = 1 OR d.audit_sample = 1)";
+
+/// Up to `limit` queued decisions (escalated or audit-sampled) with an id below `before_id`,
+/// newest first, each with its labels: one page of `GET /v1/reviews`.
 pub async fn queue_page(
     pool: &AnyPool,
     status: QueueStatus,
@@ -161,9 +176,9 @@ pub async fn queue_page(
         ""
     };
     let q = format!(
-        "SELECT d.id, d.tenant, d.pcs_id, d.reason, d.risk, d.risk_band, d.model_version, \
-         d.created_at_ms FROM decision_log d WHERE d.escalated = 1 AND d.id < $1{tenant_sql}\
-         {status_sql} ORDER BY d.id DESC LIMIT $2"
+        "SELECT d.id, d.tenant, d.pcs_id, d.escalated, d.reason, d.risk, d.risk_band, \
+         d.model_version, d.created_at_ms FROM decision_log d WHERE {QUEUED} AND d.id < $1\
+         {tenant_sql}{status_sql} ORDER BY d.id DESC LIMIT $2"
     );
     let mut query = sqlx::query(&q)
         .bind(before_id.unwrap_or(i64::MAX))
@@ -180,6 +195,12 @@ pub async fn queue_page(
                 decision_id: r.try_get("id")?,
                 tenant: r.try_get("tenant")?,
                 pcs_id: r.try_get("pcs_id")?,
+                // Audit-sampled rows are never escalated ones (review::audit::sampled).
+                queued_for: if r.try_get::<i64, _>("escalated")? != 0 {
+                    QueuedFor::Escalated
+                } else {
+                    QueuedFor::AuditSample
+                },
                 reason: r.try_get("reason")?,
                 risk: r.try_get("risk")?,
                 risk_band: r.try_get("risk_band")?,
@@ -196,11 +217,11 @@ pub async fn queue_page(
     if status == QueueStatus::Open {
         return Ok(items);
     }
-    // The labels of the whole page in one query: those of the escalated decisions in its id
+    // The labels of the whole page in one query: those of the queued decisions in its id
     // range, narrowed by tenant when the page is (for `open` there are none to fetch).
     let q = format!(
         "SELECT {LABEL_COLUMNS} FROM labels l WHERE EXISTS (SELECT 1 FROM decision_log d \
-         WHERE d.tenant = l.tenant AND d.pcs_id = l.pcs_id AND d.escalated = 1 \
+         WHERE d.tenant = l.tenant AND d.pcs_id = l.pcs_id AND {QUEUED} \
          AND d.id BETWEEN $1 AND $2){} ORDER BY l.created_at_ms, l.id",
         if tenant.is_some() {
             " AND l.tenant = $3"

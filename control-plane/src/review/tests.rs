@@ -5,13 +5,18 @@ use super::store::{queue_page, QueueStatus};
 use super::*;
 use crate::api::tests::{admin, config, http, read_token, Answer};
 use crate::server::{start, Running};
-use crate::store::{apply_record, Db};
+use crate::store::{apply_record, ApplyParams, Db};
 use crate::testutil::{all_dbs, pcs_body, record};
 use crate::wal::WalRecord;
 use serde_json::json;
 use sqlx::Connection;
 
 const T: i64 = 1_700_000_000_000;
+/// Existing queue tests see escalated decisions only.
+const NO_AUDIT: ApplyParams = ApplyParams {
+    dedup_ttl_ms: 60_000,
+    audit_sample_rate: 0.0,
+};
 
 /// A PCS submission and the gate's verdict on it, escalated or not; returns it with its pcs_id.
 fn decision(tenant: &str, shard: &str, escalated: bool, ts: i64) -> (WalRecord, String) {
@@ -34,7 +39,7 @@ async fn log(db: &Db, tenant: &str, shard: &str, escalated: bool) -> String {
     let (rec, pcs_id) = decision(tenant, shard, escalated, T);
     let mut conn = db.pool.acquire().await.unwrap();
     let mut tx = conn.begin().await.unwrap();
-    let a = apply_record(&mut tx, &format!("rec-{tenant}-{shard}"), &rec, 60_000)
+    let a = apply_record(&mut tx, &format!("rec-{tenant}-{shard}"), &rec, &NO_AUDIT)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -463,7 +468,10 @@ async fn reviews_and_feedback_answer_201_200_409_404_400() {
 #[tokio::test]
 async fn the_review_queue_paginates_with_a_cursor() {
     let tmp = tempfile::tempdir().unwrap();
-    let r = start(&config(tmp.path())).await.unwrap();
+    // Escalations only: no accepted decision is drawn into the audit sample.
+    let mut cfg = config(tmp.path());
+    cfg.review.audit_sample_rate = 0.0;
+    let r = start(&cfg).await.unwrap();
     let token = read_token(tmp.path());
     let mut escalated = Vec::new();
     for i in 0..5 {
@@ -533,4 +541,86 @@ async fn the_review_queue_paginates_with_a_cursor() {
     let a = admin(&r, "GET", "/v1/reviews?limit=1000", Some(&token)).await;
     assert_eq!(a.status, 200);
     r.shutdown().await.unwrap();
+}
+
+/// The audit sample: accepted, non-escalated decisions whose (tenant, pcs_id) hash falls below
+/// the rate are flagged at insert and queued with `queued_for: audit_sample`, next to the
+/// escalated ones; labels on them work as on escalated ones.
+#[tokio::test]
+async fn audit_sampled_decisions_are_queued_beside_escalated_ones() {
+    use super::store::QueuedFor;
+    const RATE: f64 = 0.2;
+    let params = ApplyParams {
+        audit_sample_rate: RATE,
+        ..NO_AUDIT
+    };
+    for t in all_dbs("audit_sample_queue").await {
+        let mut expected: Vec<(String, QueuedFor)> = Vec::new();
+        let mut conn = t.db.pool.acquire().await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        for i in 0..120 {
+            let escalated = i % 10 == 0;
+            let (rec, pcs_id) = decision("acme", &format!("a{i}"), escalated, T + i);
+            let a = apply_record(&mut tx, &format!("rec-a{i}"), &rec, &params)
+                .await
+                .unwrap();
+            assert!(a.fresh, "{}", t.label);
+            let sampled = audit::sampled(RATE, "acme", &pcs_id, true, escalated);
+            assert_eq!(a.audit_sample, sampled, "{}", t.label);
+            if escalated {
+                expected.push((pcs_id, QueuedFor::Escalated));
+            } else if sampled {
+                expected.push((pcs_id, QueuedFor::AuditSample));
+            }
+        }
+        tx.commit().await.unwrap();
+        drop(conn);
+        expected.reverse(); // newest first
+        let n_audit = expected
+            .iter()
+            .filter(|(_, q)| *q == QueuedFor::AuditSample)
+            .count();
+        // 108 accepted at 20 %: some, not all (the exact count is the hash's).
+        assert!((8..=40).contains(&n_audit), "{}: {n_audit}", t.label);
+        let page = |status| queue_page(&t.db.pool, status, Some("acme"), None, 1000);
+        let all = page(QueueStatus::All).await.unwrap();
+        let got: Vec<(String, QueuedFor)> = all
+            .iter()
+            .map(|i| (i.pcs_id.clone(), i.queued_for))
+            .collect();
+        assert_eq!(got, expected, "{}", t.label);
+        for item in &all {
+            match item.queued_for {
+                QueuedFor::Escalated => assert_eq!(item.reason.as_deref(), Some("hrs_high_risk")),
+                QueuedFor::AuditSample => assert_eq!(item.reason, None),
+            }
+        }
+        // The JSON names the reason for queueing.
+        let v = serde_json::to_value(&all[0]).unwrap();
+        assert!(v["queued_for"] == "escalated" || v["queued_for"] == "audit_sample");
+        // A reviewer labels an audit-sampled decision: it leaves the open queue and shows up
+        // labelled, with its effective label.
+        let (pcs_id, _) = expected
+            .iter()
+            .find(|(_, q)| *q == QueuedFor::AuditSample)
+            .unwrap()
+            .clone();
+        let l = NewLabel::review("acme", &pcs_id, Label::Faithful, "alice", None).unwrap();
+        assert!(matches!(
+            submit(&t.db, &l, T + 1000).await.unwrap(),
+            Submitted::Created(_)
+        ));
+        let labelled = page(QueueStatus::Labelled).await.unwrap();
+        assert_eq!(labelled.len(), 1, "{}", t.label);
+        assert_eq!(
+            (labelled[0].pcs_id.as_str(), labelled[0].queued_for),
+            (pcs_id.as_str(), QueuedFor::AuditSample)
+        );
+        assert_eq!(labelled[0].effective_label, Some(Label::Faithful));
+        assert_eq!(labelled[0].labels.len(), 1);
+        let open = page(QueueStatus::Open).await.unwrap();
+        assert_eq!(open.len(), expected.len() - 1, "{}", t.label);
+        assert!(open.iter().all(|i| i.pcs_id != pcs_id));
+        t.cleanup().await;
+    }
 }

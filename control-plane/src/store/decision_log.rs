@@ -3,6 +3,7 @@
 //! Keyed by the WAL record id (`ON CONFLICT (record_id) DO NOTHING`), so replaying the WAL
 //! can never double a row. It holds the PCS signals and the verdict, never the raw body.
 
+use crate::decision_features::{parse_column, DecidedFeatures};
 use crate::wal::WalRecord;
 use kakeya_core::{Pcs, VerifyResult};
 use serde::Serialize;
@@ -29,6 +30,10 @@ pub struct NewDecision<'a> {
     /// [`kakeya_core::features::pcs_version`] of the PCS (tenant statistics are kept per
     /// version).
     pub pcs_version: &'a str,
+    /// The features the gate scored with; only with a risk.
+    pub features: Option<&'a DecidedFeatures>,
+    /// Drawn into the audit sample ([`crate::review::audit`]).
+    pub audit_sample: bool,
 }
 
 impl<'a> NewDecision<'a> {
@@ -57,6 +62,22 @@ impl<'a> NewDecision<'a> {
             created_at_ms: rec.ts_ms,
             risk: vr.risk.as_ref(),
             pcs_version: kakeya_core::features::pcs_version(pcs),
+            features: features_of(rec, vr),
+            audit_sample: false,
+        }
+    }
+}
+
+/// The record's features when they belong in the row: the decision was scored and they pass
+/// the ingest checks again (a row never holds a vector ingest would have refused).
+fn features_of<'a>(rec: &'a WalRecord, vr: &VerifyResult) -> Option<&'a DecidedFeatures> {
+    let f = rec.features.as_ref()?;
+    vr.risk.as_ref()?;
+    match f.check() {
+        Ok(()) => Some(f),
+        Err(e) => {
+            tracing::warn!(tenant = %rec.tenant, error = %e, "WAL record features not stored");
+            None
         }
     }
 }
@@ -66,9 +87,9 @@ pub async fn insert(conn: &mut AnyConnection, d: &NewDecision<'_>) -> Result<boo
     let done = sqlx::query(
         "INSERT INTO decision_log (record_id, tenant, pcs_id, d_hat, coh_star, r, budget, regime, accepted, \
          escalated, reason, status, cacheable, verify_ns, created_at_ms, risk, risk_band, \
-         model_version, arm, bundle_version, pcs_version) \
+         model_version, arm, bundle_version, pcs_version, feature_schema, features, audit_sample) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21) \
+         $19, $20, $21, $22, $23, $24) \
          ON CONFLICT (record_id) DO NOTHING",
     )
     .bind(d.record_id)
@@ -92,6 +113,9 @@ pub async fn insert(conn: &mut AnyConnection, d: &NewDecision<'_>) -> Result<boo
     .bind(d.risk.map(|r| r.arm.clone()))
     .bind(d.risk.map(|r| i64::try_from(r.bundle_version).unwrap_or(i64::MAX)))
     .bind(d.pcs_version)
+    .bind(d.features.map(|f| f.schema.clone()))
+    .bind(d.features.map(DecidedFeatures::values_json))
+    .bind(i64::from(d.audit_sample))
     // Not a cached prepared statement: sqlx 0.8's Any driver declares a NULL f64 (an unscored
     // decision's risk) to PostgreSQL as float4, and a statement cached with that type refuses
     // every later scored row on the connection (22P03). Unnamed, each call is typed anew.
@@ -128,15 +152,42 @@ pub struct DecisionRow {
     /// `champion` or `challenger`.
     pub arm: Option<String>,
     pub bundle_version: Option<i64>,
+    /// Feature schema of `features` (`hrs-features-v1`); `null` when not scored.
+    pub feature_schema: Option<String>,
+    /// The feature vector the gate scored with, in the schema's order
+    /// (`kakeya_core::features::FEATURE_NAMES`); `null` when not scored.
+    pub features: Option<Vec<f64>>,
+    /// Queued for review by the audit sample (accepted, not escalated).
+    pub audit_sample: bool,
 }
 
 const COLUMNS: &str =
     "id, record_id, tenant, pcs_id, d_hat, coh_star, r, budget, regime, accepted, escalated, \
                        reason, status, cacheable, verify_ns, created_at_ms, risk, risk_band, \
-                       model_version, arm, bundle_version";
+                       model_version, arm, bundle_version, feature_schema, features, audit_sample";
+
+/// The `features` column of a row, decoded (`None` when NULL).
+fn features_column(
+    r: &sqlx::any::AnyRow,
+    schema: Option<&str>,
+) -> Result<Option<Vec<f64>>, sqlx::Error> {
+    let Some(json) = r.try_get::<Option<String>, _>("features")? else {
+        return Ok(None);
+    };
+    parse_column(schema.unwrap_or_default(), &json)
+        .map(Some)
+        .map_err(|e| sqlx::Error::ColumnDecode {
+            index: "features".into(),
+            source: e.into(),
+        })
+}
 
 fn row_to_decision(r: &sqlx::any::AnyRow) -> Result<DecisionRow, sqlx::Error> {
+    let feature_schema: Option<String> = r.try_get("feature_schema")?;
     Ok(DecisionRow {
+        features: features_column(r, feature_schema.as_deref())?,
+        feature_schema,
+        audit_sample: r.try_get::<i64, _>("audit_sample")? != 0,
         id: r.try_get("id")?,
         record_id: r.try_get("record_id")?,
         tenant: r.try_get("tenant")?,
@@ -227,4 +278,81 @@ pub async fn page(
         }
     };
     rows.iter().map(row_to_decision).collect()
+}
+
+/// One scored decision with the features it was scored with: a row of a training dataset
+/// ([`features_page`]). Labels join on (tenant, pcs_id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureRow {
+    /// Decision-log id (the paging key).
+    pub id: i64,
+    pub tenant: String,
+    pub pcs_id: String,
+    /// When the control plane received the submission (epoch ms).
+    pub created_at_ms: i64,
+    /// The model that scored it.
+    pub model_version: String,
+    /// `champion` or `challenger`.
+    pub arm: String,
+    /// Calibrated risk it was given.
+    pub risk: f64,
+    pub escalated: bool,
+    /// Queued by the audit sample (accepted and not escalated).
+    pub audit_sample: bool,
+    /// The vector of the requested schema, as the gate computed it.
+    pub features: Vec<f64>,
+}
+
+/// Up to `limit` scored decisions with features of `schema`, received in
+/// `[from_ms, until_ms)`, with an id above `after_id` (0 for the first page), by id ascending.
+/// Page on with the last row's id until a page holds fewer than `limit` rows: every row of the
+/// range is read exactly once, whatever is inserted meanwhile (new rows get higher ids).
+pub async fn features_page(
+    pool: &AnyPool,
+    schema: &str,
+    from_ms: i64,
+    until_ms: i64,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<FeatureRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM decision_log WHERE feature_schema = $1 AND created_at_ms >= $2 \
+         AND created_at_ms < $3 AND id > $4 AND features IS NOT NULL ORDER BY id LIMIT $5"
+    ))
+    .bind(schema)
+    .bind(from_ms)
+    .bind(until_ms)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| row_to_decision(r).and_then(FeatureRow::from_decision))
+    .collect()
+}
+
+impl FeatureRow {
+    /// A row with features always has its risk (the ingest path stores features only with
+    /// one); a row without is reported as undecodable rather than skipped.
+    fn from_decision(d: DecisionRow) -> Result<FeatureRow, sqlx::Error> {
+        let missing = |col: &str| sqlx::Error::ColumnDecode {
+            index: col.into(),
+            source: format!("decision {} has features but no {col}", d.id).into(),
+        };
+        Ok(FeatureRow {
+            model_version: d
+                .model_version
+                .clone()
+                .ok_or_else(|| missing("model_version"))?,
+            arm: d.arm.clone().ok_or_else(|| missing("arm"))?,
+            risk: d.risk.ok_or_else(|| missing("risk"))?,
+            features: d.features.clone().ok_or_else(|| missing("features"))?,
+            id: d.id,
+            tenant: d.tenant,
+            pcs_id: d.pcs_id,
+            created_at_ms: d.created_at_ms,
+            escalated: d.escalated,
+            audit_sample: d.audit_sample,
+        })
+    }
 }

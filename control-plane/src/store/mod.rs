@@ -32,6 +32,8 @@ pub struct Applied {
     pub fresh: bool,
     pub accepted: bool,
     pub escalated: bool,
+    /// The decision was drawn into the audit sample (queued for review although accepted).
+    pub audit_sample: bool,
 }
 
 impl Applied {
@@ -52,8 +54,20 @@ impl Applied {
             fresh: false,
             accepted: false,
             escalated: false,
+            audit_sample: false,
         }
     }
+}
+
+/// What applying a record depends on besides the record: the same on the live path, at
+/// start-up replay and in `kakeya wal replay` (all from the configuration).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ApplyParams {
+    /// Dedup lifetime.
+    pub dedup_ttl_ms: i64,
+    /// Share of accepted, non-escalated decisions queued for review
+    /// ([`crate::review::audit`]).
+    pub audit_sample_rate: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,14 +91,16 @@ pub fn check_record(
 }
 
 /// Applies one WAL record inside the caller's transaction (see module docs).
-/// `ttl_ms` is the dedup lifetime; the record's own timestamp is the clock, so replaying an
-/// old record judges expiry as of when it was received.
+/// The record's own timestamp is the dedup clock, so replaying an old record judges expiry as
+/// of when it was received; the audit sample is a hash of (tenant, pcs_id), so replay with the
+/// same rate reaches the same choice.
 pub async fn apply_record(
     conn: &mut AnyConnection,
     record_id: &str,
     rec: &WalRecord,
-    ttl_ms: i64,
+    params: &ApplyParams,
 ) -> Result<Applied, ApplyError> {
+    let ttl_ms = params.dedup_ttl_ms;
     let (vr, pcs) = check_record(&rec.result, rec.body.as_bytes())?;
     let status = vr.status();
     let body = format!("{}\n", rec.result);
@@ -105,17 +121,22 @@ pub async fn apply_record(
                     fresh: false,
                     accepted: false,
                     escalated: false,
+                    audit_sample: false,
                 });
             }
             dedup::DedupOutcome::Conflict => return Ok(Applied::conflict(&pcs.pcs_id)),
             dedup::DedupOutcome::Won => {}
         }
     }
-    let fresh = decision_log::insert(
-        conn,
-        &decision_log::NewDecision::new(record_id, rec, &vr, &pcs, status),
-    )
-    .await?;
+    let mut decision = decision_log::NewDecision::new(record_id, rec, &vr, &pcs, status);
+    decision.audit_sample = crate::review::audit::sampled(
+        params.audit_sample_rate,
+        &rec.tenant,
+        &pcs.pcs_id,
+        vr.accepted,
+        vr.escalated,
+    );
+    let fresh = decision_log::insert(conn, &decision).await?;
     Ok(Applied {
         status,
         body,
@@ -124,5 +145,6 @@ pub async fn apply_record(
         fresh,
         accepted: vr.accepted,
         escalated: vr.escalated,
+        audit_sample: decision.audit_sample,
     })
 }

@@ -5,12 +5,16 @@ use crate::testutil::{all_dbs, pcs_body, record};
 use sqlx::Connection;
 
 const TTL: i64 = 60_000;
+const PARAMS: ApplyParams = ApplyParams {
+    dedup_ttl_ms: TTL,
+    audit_sample_rate: 0.0,
+};
 const T: i64 = 1_700_000_000_000;
 
 async fn apply(db: &Db, id: &str, rec: &WalRecord) -> Applied {
     let mut conn = db.pool.acquire().await.unwrap();
     let mut tx = conn.begin().await.unwrap();
-    let a = apply_record(&mut tx, id, rec, TTL).await.unwrap();
+    let a = apply_record(&mut tx, id, rec, &PARAMS).await.unwrap();
     tx.commit().await.unwrap();
     a
 }
@@ -212,7 +216,7 @@ async fn scored_and_unscored_decisions_mix_on_one_connection() {
                 rec.result = vr.to_string();
             }
             let mut tx = conn.begin().await.unwrap();
-            apply_record(&mut tx, &format!("mix:{i}"), &rec, TTL)
+            apply_record(&mut tx, &format!("mix:{i}"), &rec, &PARAMS)
                 .await
                 .unwrap_or_else(|e| panic!("{} record {i} (scored {scored}): {e}", t.label));
             tx.commit().await.unwrap();

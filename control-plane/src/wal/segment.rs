@@ -18,6 +18,11 @@ pub struct WalRecord {
     /// are not the received bytes (key order and number spelling may differ), so such a record
     /// does not hold the signed request; `evidence_sha256` and the signed fields are kept.
     pub body: String,
+    /// The features the gate scored this decision with, validated at ingest (absent when it
+    /// was not scored, and in records written before features were kept), so replay rebuilds
+    /// the decision-log row exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<crate::decision_features::DecidedFeatures>,
 }
 
 /// Frame header size: length + CRC.
@@ -211,6 +216,7 @@ mod tests {
             cacheable: false,
             verify_ns: None,
             body: "{\"ts_ms\":1}".into(),
+            features: None,
         };
         let p = serde_json::to_vec(&r).unwrap();
         assert!(p.starts_with(PAYLOAD_PREFIX));
@@ -219,6 +225,35 @@ mod tests {
             .filter(|w| *w == PAYLOAD_PREFIX)
             .count();
         assert_eq!(hits, 1);
+    }
+
+    #[test]
+    fn features_are_optional_and_old_records_still_parse() {
+        let old = r#"{"ts_ms":1,"tenant":"t","result":"{}","cacheable":true,"verify_ns":null,"body":"{}"}"#;
+        let r: WalRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.features, None);
+        // Without features a record is written as before.
+        assert_eq!(serde_json::to_string(&r).unwrap(), old);
+        let with = WalRecord {
+            features: Some(crate::decision_features::DecidedFeatures {
+                schema: "hrs-features-v1".into(),
+                values: vec![0.1 + 0.2, -0.0, 5e-324],
+            }),
+            ..r
+        };
+        let text = serde_json::to_string(&with).unwrap();
+        assert!(text.starts_with(std::str::from_utf8(PAYLOAD_PREFIX).unwrap()));
+        let back: WalRecord = serde_json::from_str(&text).unwrap();
+        let bits = |r: &WalRecord| {
+            r.features
+                .as_ref()
+                .unwrap()
+                .values
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&back), bits(&with));
     }
 
     #[test]
