@@ -187,6 +187,30 @@ impl Stack {
         Ok(())
     }
 
+    /// The control plane's current bundle (`GET /v1/bundles/current`), verified with its own
+    /// public key (`kakeya bundle public-key`).
+    pub fn current_bundle(&self) -> Result<kakeya_core::bundle::Bundle> {
+        use kakeya_core::bundle::{verify_bundle, H_SHA256, H_SIGNATURE};
+        let resp = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .get(&self.admin_url("/v1/bundles/current"))
+            .call()?;
+        let header = |n: &str| resp.header(n).map(str::to_string).context(n.to_string());
+        let (sha, sig) = (header(H_SHA256)?, header(H_SIGNATURE)?);
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut resp.into_reader(), &mut bytes)?;
+        let out = self.kakeya(&["bundle", "public-key"])?;
+        if !out.status.success() {
+            bail!(
+                "kakeya bundle public-key: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let key = String::from_utf8(out.stdout)?.trim().to_string();
+        Ok(verify_bundle(&bytes, &sha, &sig, &[key])?)
+    }
+
     /// `GET` on the admin listener with the admin token.
     /// POSTs a JSON `body` to the gateway's submit route, retrying the transient 503s a
     /// loaded machine may answer (as agents do); any other answer is returned.
