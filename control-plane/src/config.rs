@@ -7,6 +7,7 @@
 //! The keyring/verify part is validated by building the very [`kakeya_core::Gate`] the filter
 //! will build, so a configuration the filter would refuse never gets rendered into Envoy.
 
+use crate::evidence::{EvidenceConfig, EvidenceFileConfig, Tenants};
 use anyhow::Context;
 use kakeya_core::gate_config::{BundleSource, FailureMode};
 use kakeya_core::signature::SigAlg;
@@ -72,6 +73,22 @@ pub struct FileConfig {
     pub bundle_poll_interval_ms: Option<u64>,
     pub bundle_failure_mode: Option<FailureMode>,
     pub tenant_stats_days: Option<u32>,
+    pub review: Option<ReviewFileConfig>,
+}
+
+/// `[review]` of `kakeya.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReviewFileConfig {
+    /// `[review.evidence]`: evidence retention for reviewers ([`crate::evidence`]).
+    pub evidence: Option<EvidenceFileConfig>,
+}
+
+/// Settings of the review queue.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReviewConfig {
+    /// Which tenants' queued evidence is kept, for how long, under which key (off by default).
+    pub evidence: EvidenceConfig,
 }
 
 /// The effective configuration.
@@ -113,6 +130,8 @@ pub struct Config {
     pub bundle_public_key: Option<String>,
     /// Days of decision log from which a published bundle's per-tenant statistics are computed.
     pub tenant_stats_days: u32,
+    /// The review queue (`[review]`): evidence retention.
+    pub review: ReviewConfig,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -146,6 +165,7 @@ impl Default for Config {
             bundle_failure_mode: FailureMode::Open,
             bundle_public_key: None,
             tenant_stats_days: crate::registry::DEFAULT_TENANT_STATS_DAYS,
+            review: ReviewConfig::default(),
             warnings: Vec::new(),
         }
     }
@@ -258,6 +278,7 @@ impl Config {
         };
         let mut keyring = file.keyring.unwrap_or_default();
         apply_keyring_env(&mut keyring, env, &mut warnings)?;
+        let review = review_config(file.review, env)?;
         let cfg = Config {
             admin_addr: env_addr(env, "KAKEYA_ADMIN_ADDR")?
                 .or(file.admin_addr)
@@ -298,6 +319,7 @@ impl Config {
             bundle_failure_mode,
             bundle_public_key: None,
             tenant_stats_days: file.tenant_stats_days.unwrap_or(d.tenant_stats_days),
+            review,
             warnings,
         };
         cfg.validate()?;
@@ -332,6 +354,11 @@ impl Config {
                 "bundle_poll_interval_ms must be at least 100".into(),
             ));
         }
+        self.review.evidence.validate().map_err(|e| {
+            ConfigError::Invalid(format!(
+                "[review.evidence] {e}; set ttl_hours in kakeya.toml or KAKEYA_EVIDENCE_TTL_HOURS"
+            ))
+        })?;
         if self.token_rate == 0 {
             return Err(ConfigError::Invalid("token_rate must be at least 1".into()));
         }
@@ -394,7 +421,17 @@ impl Config {
             }
         }
         c.database_url = redact_url(&c.database_url);
+        c.review.evidence.key_file = Some(self.evidence_key_path());
         serde_json::to_string_pretty(&c).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// Where the evidence key is (`KAKEYA_EVIDENCE_KEY_FILE`, else `<data_dir>/keys/evidence.key`).
+    pub fn evidence_key_path(&self) -> PathBuf {
+        self.review
+            .evidence
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys").join("evidence.key"))
     }
 
     /// Where the admin token file is (the configured one, else `<data_dir>/admin.token`).
@@ -561,6 +598,42 @@ fn split_list(v: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// `[review]` with its environment overrides: `KAKEYA_EVIDENCE_TENANTS` (`*` or a comma list;
+/// set but empty opts every tenant out, overriding the file), `KAKEYA_EVIDENCE_TTL_HOURS`,
+/// `KAKEYA_EVIDENCE_KEY_FILE`.
+fn review_config(
+    file: Option<ReviewFileConfig>,
+    env: &EnvMap,
+) -> Result<ReviewConfig, ConfigError> {
+    let f = file.unwrap_or_default().evidence.unwrap_or_default();
+    let tenants = match env.get("KAKEYA_EVIDENCE_TENANTS") {
+        Some(v) => Tenants::parse(split_list(v)).map_err(|message| ConfigError::Env {
+            var: "KAKEYA_EVIDENCE_TENANTS",
+            value: v.clone(),
+            message,
+        })?,
+        None => f.tenants.unwrap_or_default(),
+    };
+    let ttl_hours = match non_empty(env, "KAKEYA_EVIDENCE_TTL_HOURS") {
+        Some(v) => v.trim().parse::<u32>().map_err(|_| ConfigError::Env {
+            var: "KAKEYA_EVIDENCE_TTL_HOURS",
+            value: v.to_string(),
+            message: format!(
+                "expected whole hours, 1..={}",
+                crate::evidence::MAX_TTL_HOURS
+            ),
+        })?,
+        None => f.ttl_hours.unwrap_or(crate::evidence::DEFAULT_TTL_HOURS),
+    };
+    Ok(ReviewConfig {
+        evidence: EvidenceConfig {
+            tenants,
+            ttl_hours,
+            key_file: env_path(env, "KAKEYA_EVIDENCE_KEY_FILE").or(f.key_file),
+        },
+    })
 }
 
 /// Maps the reference server's variables (spec §3.6, §5.4) onto the keyring.
@@ -942,6 +1015,94 @@ mod tests {
             .expect("too short")
             .to_string();
         assert!(e.contains("at least 16"), "{e}");
+    }
+
+    #[test]
+    fn evidence_retention_is_off_by_default_opted_in_per_tenant_and_validated() {
+        let c = Config::from_env_map(&env(&[("KAKEYA_DATA_DIR", "/tmp/kk")])).unwrap();
+        let e = &c.review.evidence;
+        assert!(e.tenants.is_none() && !e.tenants.includes("default"));
+        assert_eq!(e.ttl_hours, 72);
+        assert_eq!(
+            c.evidence_key_path(),
+            PathBuf::from("/tmp/kk/keys/evidence.key")
+        );
+        let shown: serde_json::Value = serde_json::from_str(&c.redacted_json()).unwrap();
+        assert_eq!(
+            shown["review"]["evidence"],
+            serde_json::json!({"tenants": [], "ttl_hours": 72, "key_file": "/tmp/kk/keys/evidence.key"})
+        );
+        let toml = "[review.evidence]\ntenants = [\"acme\", \"beta\"]\nttl_hours = 24\n";
+        let c = Config::from_toml_str(toml, &EnvMap::new()).unwrap();
+        let e = &c.review.evidence;
+        assert!(e.tenants.includes("acme") && e.tenants.includes("beta"));
+        assert!(!e.tenants.includes("default"));
+        assert_eq!(e.ttl_hours, 24);
+        let c =
+            Config::from_toml_str("[review.evidence]\ntenants = \"*\"\n", &EnvMap::new()).unwrap();
+        assert_eq!(c.review.evidence.tenants, Tenants::All);
+        // The environment wins; set but empty opts everybody out.
+        let c = Config::from_toml_str(
+            toml,
+            &env(&[
+                ("KAKEYA_EVIDENCE_TENANTS", " gamma , delta "),
+                ("KAKEYA_EVIDENCE_TTL_HOURS", "6"),
+                ("KAKEYA_EVIDENCE_KEY_FILE", "/k/evidence.key"),
+            ]),
+        )
+        .unwrap();
+        let e = &c.review.evidence;
+        assert!(e.tenants.includes("gamma") && e.tenants.includes("delta"));
+        assert!(!e.tenants.includes("acme"));
+        assert_eq!(
+            (e.ttl_hours, c.evidence_key_path()),
+            (6, PathBuf::from("/k/evidence.key"))
+        );
+        let c = Config::from_toml_str(toml, &env(&[("KAKEYA_EVIDENCE_TENANTS", "")])).unwrap();
+        assert!(c.review.evidence.tenants.is_none());
+        let c = Config::from_env_map(&env(&[("KAKEYA_EVIDENCE_TENANTS", "*")])).unwrap();
+        assert_eq!(c.review.evidence.tenants, Tenants::All);
+        // Clear errors.
+        let bad_env = |k: &str, v: &str| {
+            Config::from_env_map(&env(&[(k, v)]))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad_env("KAKEYA_EVIDENCE_TTL_HOURS", "0");
+        assert!(
+            e.contains("ttl_hours must be 1..=720") && e.contains("KAKEYA_EVIDENCE_TTL_HOURS"),
+            "{e}"
+        );
+        let e = bad_env("KAKEYA_EVIDENCE_TTL_HOURS", "721");
+        assert!(e.contains("ttl_hours must be 1..=720"), "{e}");
+        let e = bad_env("KAKEYA_EVIDENCE_TTL_HOURS", "3d");
+        assert!(
+            e.contains("KAKEYA_EVIDENCE_TTL_HOURS") && e.contains("whole hours"),
+            "{e}"
+        );
+        let e = bad_env("KAKEYA_EVIDENCE_TENANTS", "*,acme");
+        assert!(
+            e.contains("KAKEYA_EVIDENCE_TENANTS") && e.contains("cannot be combined"),
+            "{e}"
+        );
+        let bad_toml = |t: &str| {
+            Config::from_toml_str(t, &EnvMap::new())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad_toml("[review.evidence]\ntenants = [\"a\\u0007\"]\n");
+        assert!(e.contains("is not a tenant name"), "{e}");
+        let e = bad_toml("[review.evidence]\ntenants = [\"\"]\n");
+        assert!(e.contains("is not a tenant name"), "{e}");
+        let e = bad_toml("[review.evidence]\nttl_hours = 0\n");
+        assert!(
+            e.contains("[review.evidence] ttl_hours must be 1..=720"),
+            "{e}"
+        );
+        let e = bad_toml("[review.evidence]\nttl = 3\n");
+        assert!(e.contains("unknown field"), "{e}");
+        let e = bad_toml("[review.evidence]\ntenants = 3\n");
+        assert!(e.contains("invalid config file"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub dedup_hits_total: IntCounterVec,
     pub idempotency_conflicts_total: IntCounterVec,
     pub wal_errors_total: IntCounterVec,
+    pub evidence_retained_total: IntCounterVec,
+    pub evidence_retention_errors_total: IntCounterVec,
     pub wal_fsync_seconds: Histogram,
     pub wal_batch_size: Histogram,
     pub ingest_duration_seconds: HistogramVec,
@@ -78,6 +80,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(ingest_duration_seconds.clone()))?;
         registry.register(Box::new(integrity_failures_total().clone()))?;
+        registry.register(Box::new(crate::evidence::decrypt_failures_total().clone()))?;
         Ok(Metrics {
             ingest_total: counter(
                 &registry,
@@ -108,6 +111,17 @@ impl Metrics {
                 &registry,
                 "kakeya_wal_errors_total",
                 "Submissions refused because the WAL failed",
+            )?,
+            evidence_retained_total: counter(
+                &registry,
+                "kakeya_evidence_retained_total",
+                "Queued decisions whose evidence was stored encrypted for review (opted-in tenants)",
+            )?,
+            evidence_retention_errors_total: counter(
+                &registry,
+                "kakeya_evidence_retention_errors_total",
+                "Queued decisions of opted-in tenants whose evidence could not be stored (the \
+                 submission was answered all the same)",
             )?,
             wal_fsync_seconds,
             wal_batch_size,
