@@ -7,6 +7,7 @@
 //! The keyring/verify part is validated by building the very [`kakeya_core::Gate`] the filter
 //! will build, so a configuration the filter would refuse never gets rendered into Envoy.
 
+use crate::evidence::{EvidenceConfig, EvidenceFileConfig, Tenants};
 use anyhow::Context;
 use kakeya_core::gate_config::{BundleSource, FailureMode};
 use kakeya_core::signature::SigAlg;
@@ -72,22 +73,34 @@ pub struct FileConfig {
     pub bundle_poll_interval_ms: Option<u64>,
     pub bundle_failure_mode: Option<FailureMode>,
     pub tenant_stats_days: Option<u32>,
-    pub review: Option<ReviewConfig>,
+    pub review: Option<ReviewFileConfig>,
 }
 
 /// `[review]` of `kakeya.toml`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct ReviewFileConfig {
+    /// Share (within [0, 1]) of accepted, non-escalated decisions also queued for review.
+    pub audit_sample_rate: Option<f64>,
+    /// `[review.evidence]`: evidence retention for reviewers ([`crate::evidence`]).
+    pub evidence: Option<EvidenceFileConfig>,
+}
+
+/// Settings of the review queue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReviewConfig {
     /// Share (within [0, 1]) of accepted, non-escalated decisions also queued for review
     /// (`KAKEYA_AUDIT_SAMPLE_RATE`; [`crate::review::audit`]).
     pub audit_sample_rate: f64,
+    /// Which tenants' queued evidence is kept, for how long, under which key (off by default).
+    pub evidence: EvidenceConfig,
 }
 
 impl Default for ReviewConfig {
     fn default() -> Self {
         ReviewConfig {
             audit_sample_rate: crate::review::audit::DEFAULT_AUDIT_SAMPLE_RATE,
+            evidence: EvidenceConfig::default(),
         }
     }
 }
@@ -131,7 +144,7 @@ pub struct Config {
     pub bundle_public_key: Option<String>,
     /// Days of decision log from which a published bundle's per-tenant statistics are computed.
     pub tenant_stats_days: u32,
-    /// The review queue's settings (`[review]`).
+    /// The review queue (`[review]`): audit sample, evidence retention.
     pub review: ReviewConfig,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
@@ -277,21 +290,9 @@ impl Config {
             },
             None => file.bundle_failure_mode.unwrap_or_default(),
         };
-        let mut review = file.review.unwrap_or_default();
-        if let Some(v) = non_empty(env, "KAKEYA_AUDIT_SAMPLE_RATE") {
-            review.audit_sample_rate = v
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|r| (0.0..=1.0).contains(r))
-                .ok_or_else(|| ConfigError::Env {
-                    var: "KAKEYA_AUDIT_SAMPLE_RATE",
-                    value: v.to_string(),
-                    message: "expected a share within [0, 1], e.g. 0.02".into(),
-                })?;
-        }
         let mut keyring = file.keyring.unwrap_or_default();
         apply_keyring_env(&mut keyring, env, &mut warnings)?;
+        let review = review_config(file.review, env)?;
         let cfg = Config {
             admin_addr: env_addr(env, "KAKEYA_ADMIN_ADDR")?
                 .or(file.admin_addr)
@@ -367,6 +368,11 @@ impl Config {
                 "bundle_poll_interval_ms must be at least 100".into(),
             ));
         }
+        self.review.evidence.validate().map_err(|e| {
+            ConfigError::Invalid(format!(
+                "[review.evidence] {e}; set ttl_hours in kakeya.toml or KAKEYA_EVIDENCE_TTL_HOURS"
+            ))
+        })?;
         if self.token_rate == 0 {
             return Err(ConfigError::Invalid("token_rate must be at least 1".into()));
         }
@@ -444,7 +450,17 @@ impl Config {
             }
         }
         c.database_url = redact_url(&c.database_url);
+        c.review.evidence.key_file = Some(self.evidence_key_path());
         serde_json::to_string_pretty(&c).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// Where the evidence key is (`KAKEYA_EVIDENCE_KEY_FILE`, else `<data_dir>/keys/evidence.key`).
+    pub fn evidence_key_path(&self) -> PathBuf {
+        self.review
+            .evidence
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys").join("evidence.key"))
     }
 
     /// Where the admin token file is (the configured one, else `<data_dir>/admin.token`).
@@ -611,6 +627,59 @@ fn split_list(v: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// `[review]` with its environment overrides: `KAKEYA_AUDIT_SAMPLE_RATE`, `KAKEYA_EVIDENCE_TENANTS` (`*` or a comma list;
+/// set but empty opts every tenant out, overriding the file), `KAKEYA_EVIDENCE_TTL_HOURS`,
+/// `KAKEYA_EVIDENCE_KEY_FILE`.
+fn review_config(
+    file: Option<ReviewFileConfig>,
+    env: &EnvMap,
+) -> Result<ReviewConfig, ConfigError> {
+    let file = file.unwrap_or_default();
+    let audit_sample_rate = match non_empty(env, "KAKEYA_AUDIT_SAMPLE_RATE") {
+        Some(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r))
+            .ok_or_else(|| ConfigError::Env {
+                var: "KAKEYA_AUDIT_SAMPLE_RATE",
+                value: v.to_string(),
+                message: "expected a share within [0, 1], e.g. 0.02".into(),
+            })?,
+        None => file
+            .audit_sample_rate
+            .unwrap_or(crate::review::audit::DEFAULT_AUDIT_SAMPLE_RATE),
+    };
+    let f = file.evidence.unwrap_or_default();
+    let tenants = match env.get("KAKEYA_EVIDENCE_TENANTS") {
+        Some(v) => Tenants::parse(split_list(v)).map_err(|message| ConfigError::Env {
+            var: "KAKEYA_EVIDENCE_TENANTS",
+            value: v.clone(),
+            message,
+        })?,
+        None => f.tenants.unwrap_or_default(),
+    };
+    let ttl_hours = match non_empty(env, "KAKEYA_EVIDENCE_TTL_HOURS") {
+        Some(v) => v.trim().parse::<u32>().map_err(|_| ConfigError::Env {
+            var: "KAKEYA_EVIDENCE_TTL_HOURS",
+            value: v.to_string(),
+            message: format!(
+                "expected whole hours, 1..={}",
+                crate::evidence::MAX_TTL_HOURS
+            ),
+        })?,
+        None => f.ttl_hours.unwrap_or(crate::evidence::DEFAULT_TTL_HOURS),
+    };
+    Ok(ReviewConfig {
+        audit_sample_rate,
+        evidence: EvidenceConfig {
+            tenants,
+            ttl_hours,
+            key_file: env_path(env, "KAKEYA_EVIDENCE_KEY_FILE").or(f.key_file),
+        },
+    })
 }
 
 /// Maps the reference server's variables (spec §3.6, §5.4) onto the keyring.
@@ -1031,6 +1100,94 @@ mod tests {
             );
         }
         assert!(Config::from_toml_str("[review]\nrate = 0.1\n", &EnvMap::new()).is_err());
+    }
+
+    #[test]
+    fn evidence_retention_is_off_by_default_opted_in_per_tenant_and_validated() {
+        let c = Config::from_env_map(&env(&[("KAKEYA_DATA_DIR", "/tmp/kk")])).unwrap();
+        let e = &c.review.evidence;
+        assert!(e.tenants.is_none() && !e.tenants.includes("default"));
+        assert_eq!(e.ttl_hours, 72);
+        assert_eq!(
+            c.evidence_key_path(),
+            PathBuf::from("/tmp/kk/keys/evidence.key")
+        );
+        let shown: serde_json::Value = serde_json::from_str(&c.redacted_json()).unwrap();
+        assert_eq!(
+            shown["review"]["evidence"],
+            serde_json::json!({"tenants": [], "ttl_hours": 72, "key_file": "/tmp/kk/keys/evidence.key"})
+        );
+        let toml = "[review.evidence]\ntenants = [\"acme\", \"beta\"]\nttl_hours = 24\n";
+        let c = Config::from_toml_str(toml, &EnvMap::new()).unwrap();
+        let e = &c.review.evidence;
+        assert!(e.tenants.includes("acme") && e.tenants.includes("beta"));
+        assert!(!e.tenants.includes("default"));
+        assert_eq!(e.ttl_hours, 24);
+        let c =
+            Config::from_toml_str("[review.evidence]\ntenants = \"*\"\n", &EnvMap::new()).unwrap();
+        assert_eq!(c.review.evidence.tenants, Tenants::All);
+        // The environment wins; set but empty opts everybody out.
+        let c = Config::from_toml_str(
+            toml,
+            &env(&[
+                ("KAKEYA_EVIDENCE_TENANTS", " gamma , delta "),
+                ("KAKEYA_EVIDENCE_TTL_HOURS", "6"),
+                ("KAKEYA_EVIDENCE_KEY_FILE", "/k/evidence.key"),
+            ]),
+        )
+        .unwrap();
+        let e = &c.review.evidence;
+        assert!(e.tenants.includes("gamma") && e.tenants.includes("delta"));
+        assert!(!e.tenants.includes("acme"));
+        assert_eq!(
+            (e.ttl_hours, c.evidence_key_path()),
+            (6, PathBuf::from("/k/evidence.key"))
+        );
+        let c = Config::from_toml_str(toml, &env(&[("KAKEYA_EVIDENCE_TENANTS", "")])).unwrap();
+        assert!(c.review.evidence.tenants.is_none());
+        let c = Config::from_env_map(&env(&[("KAKEYA_EVIDENCE_TENANTS", "*")])).unwrap();
+        assert_eq!(c.review.evidence.tenants, Tenants::All);
+        // Clear errors.
+        let bad_env = |k: &str, v: &str| {
+            Config::from_env_map(&env(&[(k, v)]))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad_env("KAKEYA_EVIDENCE_TTL_HOURS", "0");
+        assert!(
+            e.contains("ttl_hours must be 1..=720") && e.contains("KAKEYA_EVIDENCE_TTL_HOURS"),
+            "{e}"
+        );
+        let e = bad_env("KAKEYA_EVIDENCE_TTL_HOURS", "721");
+        assert!(e.contains("ttl_hours must be 1..=720"), "{e}");
+        let e = bad_env("KAKEYA_EVIDENCE_TTL_HOURS", "3d");
+        assert!(
+            e.contains("KAKEYA_EVIDENCE_TTL_HOURS") && e.contains("whole hours"),
+            "{e}"
+        );
+        let e = bad_env("KAKEYA_EVIDENCE_TENANTS", "*,acme");
+        assert!(
+            e.contains("KAKEYA_EVIDENCE_TENANTS") && e.contains("cannot be combined"),
+            "{e}"
+        );
+        let bad_toml = |t: &str| {
+            Config::from_toml_str(t, &EnvMap::new())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad_toml("[review.evidence]\ntenants = [\"a\\u0007\"]\n");
+        assert!(e.contains("is not a tenant name"), "{e}");
+        let e = bad_toml("[review.evidence]\ntenants = [\"\"]\n");
+        assert!(e.contains("is not a tenant name"), "{e}");
+        let e = bad_toml("[review.evidence]\nttl_hours = 0\n");
+        assert!(
+            e.contains("[review.evidence] ttl_hours must be 1..=720"),
+            "{e}"
+        );
+        let e = bad_toml("[review.evidence]\nttl = 3\n");
+        assert!(e.contains("unknown field"), "{e}");
+        let e = bad_toml("[review.evidence]\ntenants = 3\n");
+        assert!(e.contains("invalid config file"), "{e}");
     }
 
     #[test]

@@ -380,6 +380,15 @@ mod tests {
         ok[6] = "maybe";
         assert!(Cli::try_parse_from(&ok).is_err());
         assert!(Cli::try_parse_from(["kakeya", "review", "list", "--status", "closed"]).is_err());
+        let list = ["kakeya", "review", "list", "--max-chars", "10"];
+        assert!(
+            Cli::try_parse_from(list).is_err(),
+            "--max-chars needs --evidence"
+        );
+        let mut list = list.to_vec();
+        list.push("--evidence");
+        assert!(Cli::try_parse_from(&list).is_ok());
+        assert!(Cli::try_parse_from(["kakeya", "review", "purge-evidence", "--all"]).is_ok());
         assert!(
             Cli::try_parse_from(["kakeya", "feedback", "p1", "--label", "hallucinated"]).is_ok()
         );

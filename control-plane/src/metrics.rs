@@ -20,6 +20,8 @@ pub struct Metrics {
     /// `kakeya_feature_rejects_total{reason}`: forwarded feature vectors not stored
     /// ([`crate::decision_features`]); the decision itself is stored.
     pub feature_rejects_total: IntCounterVec,
+    pub evidence_retained_total: IntCounterVec,
+    pub evidence_retention_errors_total: IntCounterVec,
     pub wal_fsync_seconds: Histogram,
     pub wal_batch_size: Histogram,
     pub ingest_duration_seconds: HistogramVec,
@@ -91,6 +93,7 @@ impl Metrics {
             &["reason"],
         )?;
         registry.register(Box::new(feature_rejects_total.clone()))?;
+        registry.register(Box::new(crate::evidence::decrypt_failures_total().clone()))?;
         Ok(Metrics {
             ingest_total: counter(
                 &registry,
@@ -123,6 +126,17 @@ impl Metrics {
                 "Submissions refused because the WAL failed",
             )?,
             feature_rejects_total,
+            evidence_retained_total: counter(
+                &registry,
+                "kakeya_evidence_retained_total",
+                "Queued decisions whose evidence was stored encrypted for review (opted-in tenants)",
+            )?,
+            evidence_retention_errors_total: counter(
+                &registry,
+                "kakeya_evidence_retention_errors_total",
+                "Queued decisions of opted-in tenants whose evidence could not be stored (the \
+                 submission was answered all the same)",
+            )?,
             wal_fsync_seconds,
             wal_batch_size,
             ingest_duration_seconds,

@@ -28,10 +28,18 @@ struct Harness {
 }
 
 fn harness(db: &Db, wal_dir: &Path, token: Option<&str>) -> Harness {
-    harness_with(db, wal_dir, token, &PARAMS)
+    harness_with(db, wal_dir, token, &PARAMS, None)
 }
 
-fn harness_with(db: &Db, wal_dir: &Path, token: Option<&str>, params: &ApplyParams) -> Harness {
+/// [`harness`] with other apply parameters and evidence retention under `evidence` (key and
+/// opted-in tenants).
+fn harness_with(
+    db: &Db,
+    wal_dir: &Path,
+    token: Option<&str>,
+    params: &ApplyParams,
+    evidence: Option<crate::evidence::Vault>,
+) -> Harness {
     let metrics = Metrics::new().unwrap();
     let (handle, committer) = ingest::spawn(
         CommitterConfig {
@@ -52,12 +60,15 @@ fn harness_with(db: &Db, wal_dir: &Path, token: Option<&str>, params: &ApplyPara
         wal_dir: wal_dir.to_path_buf(),
         admin_token: crate::api::auth::Secret::new(token.unwrap_or("test-admin-token")),
         bundle_seed: Some(std::sync::Arc::new([9; 32])),
+        evidence: evidence.clone(),
     });
     Harness {
         router: ingest_router(IngestState {
             handle,
             metrics: metrics.clone(),
             ingest_secret: None,
+            evidence: evidence
+                .and_then(|v| crate::evidence::Retainer::new(v, db.clone(), metrics.clone())),
         }),
         admin,
         committer,
@@ -257,6 +268,193 @@ async fn raw_evidence_is_never_written_to_the_wal() {
     let text = String::from_utf8_lossy(&raw);
     assert!(!text.contains("secret"), "evidence text reached the WAL");
     assert!(text.contains(&"ab".repeat(32)), "the evidence hash is kept");
+    t.cleanup().await;
+}
+
+/// The request the gate would forward for `rec` (its own result header, escalated or not).
+fn forwarded(rec: &WalRecord) -> Request<Body> {
+    Request::post("/v1/pcs/submit")
+        .header("x-kakeya-result", rec.result.clone())
+        .header("x-kakeya-cacheable", rec.cacheable.to_string())
+        .header("x-kakeya-tenant", rec.tenant.clone())
+        .body(Body::from(rec.body.clone()))
+        .unwrap()
+}
+
+fn retention_for(tenant: &str) -> crate::evidence::Vault {
+    let cfg = crate::evidence::EvidenceConfig {
+        tenants: crate::evidence::Tenants::parse([tenant.to_string()]).unwrap(),
+        ..Default::default()
+    };
+    crate::evidence::Vault::new(
+        crate::evidence::crypto::EvidenceKey::from_bytes(&[5; 32]),
+        cfg,
+    )
+}
+
+fn secret_evidence(tag: &str) -> kakeya_core::evidence::Evidence {
+    kakeya_core::evidence::Evidence {
+        question: format!("secret-question-{tag}"),
+        context: format!("secret-context-{tag}"),
+        citations: vec![],
+        response: format!("secret-response-{tag}"),
+    }
+}
+
+/// With retention on, an escalated submission's evidence is served to reviewers, yet the WAL
+/// and the decision log (every column, on both backends) never hold its text, and the
+/// stored record holds it only encrypted.
+#[tokio::test]
+async fn retained_evidence_never_reaches_the_wal_or_the_decision_log() {
+    for t in all_dbs("evidence_not_in_wal").await {
+        let wal = tempfile::tempdir().unwrap();
+        let h = harness_with(
+            &t.db,
+            wal.path(),
+            None,
+            &PARAMS,
+            Some(retention_for("acme")),
+        );
+        let ev = secret_evidence(t.label);
+        let (rec, pcs_id) = crate::evidence::tests::submission("acme", "wal", true, &ev);
+        let (status, body, _, _) = send(&h.router, forwarded(&rec)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{}: {body}", t.label);
+        let req = Request::get("/v1/reviews")
+            .header("authorization", "Bearer test-admin-token")
+            .body(Body::empty())
+            .unwrap();
+        let (status, page, _, _) = send(&h.admin, req).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let page: serde_json::Value = serde_json::from_str(&page).unwrap();
+        assert_eq!(page["items"][0]["pcs_id"], pcs_id.as_str());
+        assert_eq!(page["items"][0]["evidence"]["context"], ev.context.as_str());
+        h.stop().await;
+        let secrets = [&ev.question, &ev.context, &ev.response];
+        // Every WAL file, byte for byte.
+        for f in std::fs::read_dir(wal.path()).unwrap() {
+            let raw = std::fs::read(f.unwrap().path()).unwrap();
+            for s in secrets {
+                assert!(
+                    !raw.windows(s.len()).any(|w| w == s.as_bytes()),
+                    "{}: {s} in the WAL",
+                    t.label
+                );
+            }
+        }
+        // Every decision-log column: as text on PostgreSQL (the whole row), as served on both.
+        let mut rows =
+            serde_json::to_string(&decision_log::recent(&t.db.pool, None, 100).await.unwrap())
+                .unwrap();
+        if t.db.backend == crate::store::Backend::Postgres {
+            let all: Vec<(String,)> = sqlx::query_as("SELECT d::text AS row FROM decision_log d")
+                .fetch_all(&t.db.pool)
+                .await
+                .unwrap();
+            assert_eq!(all.len(), 1);
+            rows.extend(all.into_iter().map(|r| r.0));
+        }
+        assert!(
+            rows.contains(&pcs_id),
+            "{}: the search sees the rows",
+            t.label
+        );
+        for s in secrets {
+            assert!(
+                !rows.contains(s.as_str()),
+                "{}: {s} in decision_log",
+                t.label
+            );
+        }
+        // The retained record: ciphertext only.
+        let (ct,): (Vec<u8>,) = sqlx::query_as("SELECT ciphertext FROM review_evidence")
+            .fetch_one(&t.db.pool)
+            .await
+            .unwrap();
+        assert!(!ct.windows(7).any(|w| w == b"secret-"), "{}", t.label);
+        t.cleanup().await;
+    }
+}
+
+/// Storing the evidence is best effort: a failing store (here: no table) is logged and
+/// counted, and the submission is answered as if retention were off.
+#[tokio::test]
+async fn a_failing_evidence_store_never_fails_the_submission() {
+    for t in all_dbs("evidence_store_fails").await {
+        sqlx::query("DROP TABLE review_evidence")
+            .execute(&t.db.pool)
+            .await
+            .unwrap();
+        let wal = tempfile::tempdir().unwrap();
+        let h = harness_with(
+            &t.db,
+            wal.path(),
+            None,
+            &PARAMS,
+            Some(retention_for("acme")),
+        );
+        let ev = secret_evidence("fails");
+        let (rec, _) = crate::evidence::tests::submission("acme", "fails", true, &ev);
+        let (status, body, dedup, _) = send(&h.router, forwarded(&rec)).await;
+        assert_eq!(
+            (status, dedup.as_str()),
+            (StatusCode::ACCEPTED, "miss"),
+            "{}: {body}",
+            t.label
+        );
+        assert!(body.contains("\"escalated\":true"), "{body}");
+        let errors = h
+            .metrics
+            .evidence_retention_errors_total
+            .with_label_values(&["acme"])
+            .get();
+        assert_eq!(errors, 1, "{}", t.label);
+        assert_eq!(decision_log::count(&t.db.pool).await.unwrap(), 1);
+        h.stop().await;
+        t.cleanup().await;
+    }
+}
+
+/// A store that hangs (PostgreSQL: the table locked by another session) delays the answer by
+/// at most the bounded wait; the write completes once the lock goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_evidence_store_delays_the_answer_by_at_most_the_bounded_wait() {
+    let Some(t) = crate::testutil::postgres_db("evidence_store_hangs").await else {
+        return;
+    };
+    let mut lock = t.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE review_evidence IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let wal = tempfile::tempdir().unwrap();
+    let h = harness_with(
+        &t.db,
+        wal.path(),
+        None,
+        &PARAMS,
+        Some(retention_for("acme")),
+    );
+    let ev = secret_evidence("hangs");
+    let (rec, _) = crate::evidence::tests::submission("acme", "hangs", true, &ev);
+    let started = std::time::Instant::now();
+    let (status, body, _, _) = send(&h.router, forwarded(&rec)).await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert!(
+        took >= crate::evidence::WRITE_WAIT && took < crate::evidence::WRITE_WAIT * 4,
+        "answered after {took:?}"
+    );
+    lock.rollback().await.unwrap();
+    let mut stored = 0;
+    for _ in 0..100 {
+        stored = crate::evidence::store::count(&t.db.pool).await.unwrap();
+        if stored == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored, 1, "the write finished after the answer");
+    h.stop().await;
     t.cleanup().await;
 }
 
@@ -903,7 +1101,7 @@ async fn features_as_decided_are_validated_stored_and_replayed() {
     };
     for t in all_dbs("features_as_decided").await {
         let wal = tempfile::tempdir().unwrap();
-        let h = harness_with(&t.db, wal.path(), Some("tok"), &params);
+        let h = harness_with(&t.db, wal.path(), Some("tok"), &params, None);
         // shard → (features header, expected stored features, expected reject reason)
         let mut native = BTreeMap::new();
         let mut sent = Vec::new();

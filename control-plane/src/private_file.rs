@@ -1,9 +1,80 @@
-//! Files that hold secrets (signing seed, admin token, Envoy's environment file): owner-only
-//! (mode 0600) and never seen half-written.
+//! Files that hold secrets (signing seed, evidence key, admin token, Envoy's environment file):
+//! owner-only (mode 0600) and never seen half-written.
 
-use anyhow::Context;
+use anyhow::{bail, Context};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// A 256-bit key kept in a file as one line of standard base64 (mode 0600): the bundle signing
+/// seed ([`crate::registry::keys`]) and the evidence key ([`crate::evidence::crypto`]).
+///
+/// Only `kakeya serve` creates keys ([`KeyFile::load_or_create`]); every other command reads
+/// them ([`KeyFile::load`]) and fails when they are missing: a command pointed at the wrong
+/// data dir would otherwise make a key of its own, which the server never uses.
+pub struct KeyFile<'a> {
+    pub path: &'a Path,
+    /// What the key is, for messages ("bundle signing key").
+    pub what: &'a str,
+    /// The variable that overrides the path (named in the error when the key is missing).
+    pub var: &'a str,
+}
+
+impl KeyFile<'_> {
+    /// Reads the key, never creating it.
+    pub fn load(&self) -> anyhow::Result<[u8; 32]> {
+        match std::fs::read(self.path) {
+            Ok(bytes) => self.parse(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "no {} at {}: only `kakeya serve` creates it. Set KAKEYA_DATA_DIR to the \
+                 server's data dir (or {} to its key) and run again",
+                self.what,
+                self.path.display(),
+                self.var
+            ),
+            Err(e) => Err(e).with_context(|| self.unreadable()),
+        }
+    }
+
+    /// Reads the key, generating it from the OS RNG first when the file does not exist;
+    /// true when this call generated it. Of two processes starting at once, both end up with
+    /// the key of the first ([`create_once`]).
+    pub fn load_or_create(&self) -> anyhow::Result<([u8; 32], bool)> {
+        match std::fs::read(self.path) {
+            Ok(bytes) => return Ok((self.parse(&bytes)?, false)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| self.unreadable()),
+        }
+        let mut key = [0u8; 32];
+        getrandom::getrandom(&mut key)
+            .map_err(|e| anyhow::anyhow!("the OS random number generator failed: {e}"))?;
+        let line = format!("{}\n", STANDARD.encode(key));
+        if create_once(self.path, line.as_bytes())? {
+            Ok((key, true))
+        } else {
+            // Somebody else created it first: use theirs.
+            Ok((self.parse(&std::fs::read(self.path)?)?, false))
+        }
+    }
+
+    fn parse(&self, bytes: &[u8]) -> anyhow::Result<[u8; 32]> {
+        let text = std::str::from_utf8(bytes).unwrap_or("").trim();
+        let raw = STANDARD.decode(text).unwrap_or_default();
+        match <[u8; 32]>::try_from(raw.as_slice()) {
+            Ok(key) => Ok(key),
+            Err(_) => bail!(
+                "the {} file {} is malformed (expected standard base64 of 32 bytes)",
+                self.what,
+                self.path.display()
+            ),
+        }
+    }
+
+    fn unreadable(&self) -> String {
+        format!("cannot read the {} {}", self.what, self.path.display())
+    }
+}
 
 /// Creates `path` with `contents` (mode 0600) unless it exists; true when this call created it.
 ///

@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use kakeya_control_plane::api::decisions::{finish_page, page_args};
 use kakeya_control_plane::config::Config;
+use kakeya_control_plane::evidence::{self, crypto::EvidenceKey, ReviewEvidence, Tenants, Vault};
 use kakeya_control_plane::review::store::{self, QueueStatus};
 use kakeya_control_plane::review::{self, Label, NewLabel, Source, Submitted};
 use kakeya_control_plane::store::Db;
@@ -27,6 +28,20 @@ pub enum ReviewCmd {
         /// next_cursor of the previous page.
         #[arg(long)]
         cursor: Option<String>,
+        /// Show the retained evidence (question, context, response) of opted-in tenants'
+        /// decisions, decrypted with the server's evidence key (KAKEYA_EVIDENCE_KEY_FILE).
+        #[arg(long)]
+        evidence: bool,
+        /// With --evidence: cut each text to this many characters (0: whole texts).
+        #[arg(long, default_value_t = 200, requires = "evidence")]
+        max_chars: usize,
+    },
+    /// Delete retained evidence now: expired records and those of tenants no longer opted in
+    /// (what `kakeya serve` does at start and every 5 minutes); with --all, every record.
+    PurgeEvidence {
+        /// Delete every retained record, whatever the configuration says.
+        #[arg(long)]
+        all: bool,
     },
     /// Label a decision as a reviewer (source gold, confidence 1.0). Giving the same label
     /// again changes nothing; a different one is refused (labels are immutable).
@@ -87,12 +102,36 @@ pub async fn review(cfg: Config, cmd: ReviewCmd) -> anyhow::Result<()> {
             tenant,
             limit,
             cursor,
+            evidence,
+            max_chars,
         } => {
             let (limit, before) = page_args(Some(limit), cursor.as_deref())?;
             let tenant = tenant.as_deref().filter(|t| !t.is_empty());
             let mut items =
                 store::queue_page(&db.pool, status, tenant, before, i64::from(limit) + 1).await?;
             let next_cursor = finish_page(&mut items, limit, |i| i.decision_id);
+            let retention = &cfg.review.evidence;
+            let vault = if evidence {
+                let key = EvidenceKey::load(&cfg.evidence_key_path())
+                    .context("evidence key (KAKEYA_EVIDENCE_KEY_FILE)")?;
+                Some(Vault::new(key, retention.clone()))
+            } else {
+                None
+            };
+            evidence::attach(
+                &db.pool,
+                vault.as_ref(),
+                &retention.tenants,
+                &mut items,
+                tenant,
+                kakeya_control_plane::now_ms(),
+            )
+            .await?;
+            if max_chars > 0 {
+                for e in items.iter_mut().filter_map(|i| i.evidence.as_mut()) {
+                    truncate_evidence(e, max_chars);
+                }
+            }
             let page = serde_json::json!({ "items": items, "next_cursor": next_cursor });
             println!("{}", serde_json::to_string_pretty(&page)?);
         }
@@ -106,12 +145,66 @@ pub async fn review(cfg: Config, cmd: ReviewCmd) -> anyhow::Result<()> {
             let l = NewLabel::review(&tenant, &pcs_id, label, &reviewer, comment.as_deref())?;
             print_submitted(&review::submit(&db, &l, kakeya_control_plane::now_ms()).await?)?;
         }
+        ReviewCmd::PurgeEvidence { all } => {
+            // --all: as if nobody were opted in.
+            let tenants = if all {
+                Tenants::default()
+            } else {
+                cfg.review.evidence.tenants.clone()
+            };
+            let p = evidence::purge(&db.pool, &tenants, kakeya_control_plane::now_ms()).await?;
+            eprintln!(
+                "deleted {} expired records and {} of tenants not opted in",
+                p.expired, p.not_opted_in
+            );
+            println!("{}", serde_json::to_string(&p)?);
+        }
     }
     Ok(())
+}
+
+/// Cuts every text of `e` to `max` characters, marking a cut with `…`.
+fn truncate_evidence(e: &mut ReviewEvidence, max: usize) {
+    let cut = |s: &mut String| {
+        if let Some((at, _)) = s.char_indices().nth(max) {
+            s.truncate(at);
+            s.push('…');
+        }
+    };
+    cut(&mut e.question);
+    cut(&mut e.context);
+    cut(&mut e.response);
+    for c in &mut e.citations {
+        cut(&mut c.text);
+    }
 }
 
 pub async fn feedback(cfg: Config, a: FeedbackArgs) -> anyhow::Result<()> {
     let db = db(&cfg).await?;
     let l = NewLabel::feedback(Some(&a.tenant), &a.pcs_id, a.label, Some(a.source))?;
     print_submitted(&review::submit(&db, &l, kakeya_control_plane::now_ms()).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_is_cut_by_characters_with_a_mark() {
+        let mut e = ReviewEvidence {
+            question: "ééééé".into(),
+            context: "abc".into(),
+            citations: vec![evidence::ReviewCitation {
+                id: "c".into(),
+                text: "0123456789".into(),
+                source: "s".into(),
+            }],
+            response: "abcd".into(),
+        };
+        truncate_evidence(&mut e, 4);
+        assert_eq!(e.question, "éééé…");
+        assert_eq!(e.context, "abc");
+        assert_eq!(e.response, "abcd");
+        assert_eq!(e.citations[0].text, "0123…");
+    }
 }

@@ -57,6 +57,19 @@ fn run_retention(wal_dir: &std::path::Path, now_ms: i64, days: u32) {
     }
 }
 
+/// Says whether evidence is retained, for whom and how long (never any evidence).
+fn log_evidence_retention(e: &crate::evidence::EvidenceConfig) {
+    if e.tenants.is_none() {
+        tracing::info!("evidence retention: off (no tenant opted in)");
+    } else {
+        tracing::info!(
+            tenants = %serde_json::to_string(&e.tenants).unwrap_or_default(),
+            ttl_hours = e.ttl_hours,
+            "evidence retention: on, encrypted, deleted on the first label or at the TTL"
+        );
+    }
+}
+
 /// Starts everything and returns once both listeners accept connections.
 pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     // Before anything else: never expose an unauthenticated listener.
@@ -79,6 +92,11 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         })?;
     let seed = crate::registry::keys::load_or_create_seed(&cfg.bundle_signing_seed_file)
         .context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")?;
+    let evidence_key =
+        crate::evidence::crypto::EvidenceKey::load_or_create(&cfg.evidence_key_path())
+            .context("evidence key (KAKEYA_EVIDENCE_KEY_FILE)")?;
+    let evidence = crate::evidence::Vault::new(evidence_key, cfg.review.evidence.clone());
+    log_evidence_retention(&cfg.review.evidence);
     crate::registry::configure_tenant_stats_days(cfg.tenant_stats_days);
     crate::registry::bootstrap::start(&db, &seed).await?;
     std::fs::create_dir_all(&cfg.wal_dir).with_context(|| {
@@ -137,11 +155,13 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         wal_dir: cfg.wal_dir.clone(),
         admin_token: Secret::new(&admin_token.value),
         bundle_seed: Some(std::sync::Arc::new(seed)),
+        evidence: Some(evidence.clone()),
     };
     let ingest_app = ingest_router(IngestState {
         handle,
         metrics: metrics.clone(),
         ingest_secret: ingest_secret.as_deref().map(Secret::new),
+        evidence: crate::evidence::Retainer::new(evidence, db.clone(), metrics.clone()),
     });
     let admin_app = admin_router(admin_state);
     let ingest_l = bind(cfg.ingest_addr, "ingest", "KAKEYA_INGEST_ADDR").await?;
@@ -191,10 +211,17 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         })
     };
 
+    // Evidence purge (expired, and tenants no longer opted in): now, then every few minutes.
+    let evidence_purge = tokio::spawn(crate::evidence::purge_task(
+        db.pool.clone(),
+        cfg.review.evidence.tenants.clone(),
+    ));
+
     let join = tokio::spawn(async move {
         let r1 = ingest_srv.await;
         let r2 = admin_srv.await;
         jobs.abort();
+        evidence_purge.abort();
         // The ingest router (and with it every IngestHandle) is gone: the committer drains.
         committer.await.context("committer panicked")?;
         r1.context("ingest server panicked")?

@@ -115,7 +115,7 @@ async fn handle(
         .map_err(|e| ApiError::NotFromGate(format!("{H_RESULT} is not a VerifyResult: {e}")))?;
     let features =
         crate::decision_features::accept(headers, verdict.risk.is_some(), &tenant, &st.metrics);
-    let pcs = kakeya_core::parse(&body).map_err(|e| ApiError::InvalidBody {
+    let mut pcs = kakeya_core::parse(&body).map_err(|e| ApiError::InvalidBody {
         code: e.code(),
         message: e.to_string(),
     })?;
@@ -129,9 +129,14 @@ async fn handle(
             message: "body is not UTF-8".into(),
         })?
     };
+    // Kept only in memory, for evidence retention once the decision is durable.
+    let retained = match &st.evidence {
+        Some(r) if r.retains(&tenant) => pcs.evidence.take().map(|e| (r, e)),
+        _ => None,
+    };
     let record = WalRecord {
         ts_ms: crate::now_ms(),
-        tenant,
+        tenant: tenant.clone(),
         result,
         cacheable,
         verify_ns,
@@ -139,6 +144,11 @@ async fn handle(
         features,
     };
     let applied = st.handle.submit(record).await?;
+    if let Some((retainer, evidence)) = retained {
+        retainer
+            .keep_if_queued(&tenant, &pcs.pcs_id, &applied, evidence)
+            .await;
+    }
     let status = StatusCode::from_u16(applied.status).unwrap_or(StatusCode::ACCEPTED);
     let mut resp = (status, applied.body).into_response();
     let h = resp.headers_mut();

@@ -48,6 +48,8 @@ pub struct IngestState {
     pub metrics: Metrics,
     /// When set, every request must carry it in [`auth::H_INGEST_SECRET`].
     pub ingest_secret: Option<auth::Secret>,
+    /// Keeps the evidence of queued decisions of opted-in tenants; `None` when nobody opted in.
+    pub evidence: Option<crate::evidence::Retainer>,
 }
 
 #[derive(Clone)]
@@ -59,6 +61,8 @@ pub struct AdminState {
     pub admin_token: auth::Secret,
     /// Signs the bundles published on alias changes; `None` refuses alias changes (503).
     pub bundle_seed: Option<Arc<[u8; 32]>>,
+    /// Opens retained evidence for the review queue; `None` shows none.
+    pub evidence: Option<crate::evidence::Vault>,
 }
 
 async fn not_found() -> ApiError {

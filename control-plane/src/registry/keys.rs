@@ -1,68 +1,41 @@
 //! The bundle signing key: an Ed25519 seed generated once from the OS RNG and kept in a file
 //! (`<data_dir>/keys/bundle-signing.seed`, mode 0600, standard base64 of 32 bytes).
 //!
-//! Generation writes a private temp file and then *links* it into place, which fails when the
-//! file already exists: two `kakeya serve` processes starting at once on one data dir end up
-//! with the same key, never with one each. The seed is never logged.
+//! Generation ([`KeyFile`]) writes a private temp file and then *links* it into place, which
+//! fails when the file already exists: two `kakeya serve` processes starting at once on one
+//! data dir end up with the same key, never with one each. The seed is never logged.
 //! The same key signs model artifacts ([`sign_artifact`]).
 
-use anyhow::{bail, Context};
+use crate::private_file::KeyFile;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
+fn key_file(path: &Path) -> KeyFile<'_> {
+    KeyFile {
+        path,
+        what: "bundle signing key",
+        var: "KAKEYA_BUNDLE_SIGNING_SEED_FILE",
+    }
+}
+
 /// Reads the seed at `path`, never creating it: what every command but `kakeya serve` uses
 /// (`kakeya envoy render|run` too, so Envoy trusts the key the server signs with). A missing file is an error
 /// saying where the key should be: a CLI command pointed at the wrong data dir would otherwise
 /// make a key of its own, which the next `kakeya serve` would take for a key change.
 pub fn load_seed(path: &Path) -> anyhow::Result<[u8; 32]> {
-    match std::fs::read(path) {
-        Ok(bytes) => parse_seed(&bytes, path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "no bundle signing key at {}: only `kakeya serve` creates it. Set KAKEYA_DATA_DIR to \
-             the server's data dir (or KAKEYA_BUNDLE_SIGNING_SEED_FILE to its key) and run again",
-            path.display()
-        ),
-        Err(e) => Err(e)
-            .with_context(|| format!("cannot read the bundle signing seed {}", path.display())),
-    }
+    key_file(path).load()
 }
 
 /// Reads the seed at `path`, generating it first when the file does not exist (`kakeya serve`).
 pub fn load_or_create_seed(path: &Path) -> anyhow::Result<[u8; 32]> {
-    match std::fs::read(path) {
-        Ok(bytes) => return parse_seed(&bytes, path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot read the bundle signing seed {}", path.display()))
-        }
-    }
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed)
-        .map_err(|e| anyhow::anyhow!("the OS random number generator failed: {e}"))?;
-    let line = format!("{}\n", STANDARD.encode(seed));
-    if crate::private_file::create_once(path, line.as_bytes())? {
+    let (seed, generated) = key_file(path).load_or_create()?;
+    if generated {
         tracing::info!(path = %path.display(), public_key = %public_key_b64(&seed), "generated the bundle signing key");
-        Ok(seed)
-    } else {
-        // Somebody else created it first: use theirs.
-        parse_seed(&std::fs::read(path)?, path)
     }
-}
-
-fn parse_seed(bytes: &[u8], path: &Path) -> anyhow::Result<[u8; 32]> {
-    let text = std::str::from_utf8(bytes).unwrap_or("").trim();
-    let raw = STANDARD.decode(text).unwrap_or_default();
-    match <[u8; 32]>::try_from(raw.as_slice()) {
-        Ok(seed) => Ok(seed),
-        Err(_) => bail!(
-            "{} is not a bundle signing seed (standard base64 of 32 bytes)",
-            path.display()
-        ),
-    }
+    Ok(seed)
 }
 
 /// Standard base64 of the Ed25519 public key of `seed` (what filters trust).

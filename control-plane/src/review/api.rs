@@ -67,7 +67,7 @@ pub struct ReviewsPage {
     params(ReviewsQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = ReviewsPage, description = "Queued decisions (escalated, or accepted and drawn into the audit sample: `queued_for`), newest first, with their labels; follow next_cursor for older ones"),
+        (status = 200, body = ReviewsPage, description = "Queued decisions (escalated, or accepted and drawn into the audit sample: `queued_for`), newest first, with their labels and, for tenants opted in to evidence retention, their evidence (decrypted; null when not retained or unreadable); follow next_cursor for older ones"),
         (status = 400, body = ErrorBody, description = "Unknown status, limit outside 1..=1000, malformed cursor or query"),
         (status = 401, body = ErrorBody),
         (status = 503, body = ErrorBody)
@@ -86,6 +86,18 @@ pub async fn list(
         .await
         .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
     let next_cursor = finish_page(&mut items, limit, |i| i.decision_id);
+    if let Some(vault) = &st.evidence {
+        crate::evidence::attach(
+            &st.db.pool,
+            Some(vault),
+            &vault.config.tenants,
+            &mut items,
+            tenant,
+            crate::now_ms(),
+        )
+        .await
+        .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
+    }
     Ok(Json(ReviewsPage { items, next_cursor }))
 }
 

@@ -22,7 +22,7 @@ pub mod api;
 pub mod audit;
 pub mod store;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -271,7 +271,13 @@ pub async fn submit(
             pcs_id: l.pcs_id.clone(),
         });
     }
-    if store::insert(&db.pool, l, now_ms).await? {
+    // The label and the end of the decision's evidence retention commit together: a labelled
+    // decision never keeps its evidence (docs/OPERATIONS.md, "Evidence retention").
+    let mut tx = db.pool.begin().await?;
+    let inserted = store::insert(&mut tx, l, now_ms).await?;
+    crate::evidence::store::delete(&mut tx, &l.tenant, &l.pcs_id).await?;
+    tx.commit().await?;
+    if inserted {
         let row = store::get(&db.pool, &l.tenant, &l.pcs_id, &l.labeller).await?;
         return row
             .map(Submitted::Created)
@@ -285,6 +291,13 @@ pub async fn submit(
     } else {
         Err(LabelError::Conflict(Box::new(stored)))
     }
+}
+
+/// Whether a fresh decision enters the review queue ([`store::queue_page`] lists the same
+/// decisions): the escalated ones and the audit sample. Evidence retention keeps the evidence
+/// of exactly these ([`crate::evidence::Retainer::keep_if_queued`]).
+pub fn is_queued(applied: &crate::store::Applied) -> bool {
+    applied.escalated || applied.audit_sample
 }
 
 /// The label that counts when a decision's labels disagree: the highest source

@@ -3,7 +3,7 @@
 
 use super::{Label, LabelRow, NewLabel, Source};
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Row};
 use std::collections::HashMap;
 
 const LABEL_COLUMNS: &str =
@@ -46,7 +46,11 @@ pub async fn decision_exists(
 }
 
 /// Inserts the label unless its labeller labelled the decision already; true when inserted.
-pub async fn insert(pool: &AnyPool, l: &NewLabel, now_ms: i64) -> Result<bool, sqlx::Error> {
+pub async fn insert(
+    conn: &mut AnyConnection,
+    l: &NewLabel,
+    now_ms: i64,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(&format!(
         "INSERT INTO labels ({LABEL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (tenant, pcs_id, labeller) DO NOTHING"
@@ -59,7 +63,7 @@ pub async fn insert(pool: &AnyPool, l: &NewLabel, now_ms: i64) -> Result<bool, s
     .bind(l.source.confidence())
     .bind(l.comment.clone())
     .bind(now_ms)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() > 0)
 }
@@ -127,8 +131,8 @@ pub enum QueuedFor {
     AuditSample,
 }
 
-/// One queued decision (escalated or audit-sampled): its numbers (never evidence) and its
-/// labels.
+/// One queued decision (escalated or audit-sampled): its numbers, its labels, and its evidence
+/// when the tenant opted in to retention ([`crate::evidence`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReviewItem {
     /// Decision-log row id (the queue is ordered by it, newest first).
@@ -148,6 +152,13 @@ pub struct ReviewItem {
     pub labels: Vec<LabelRow>,
     /// The label that counts ([`super::effective_label`]); `null` while unlabelled.
     pub effective_label: Option<Label>,
+    /// True while the decision's evidence is retained: its tenant is opted in, it is within
+    /// its TTL and unlabelled ([`crate::evidence`]).
+    pub evidence_retained: bool,
+    /// The retained evidence, decrypted; `null` when not retained, or when the stored record
+    /// does not decrypt (altered: logged and counted in
+    /// `kakeya_evidence_decrypt_failures_total`).
+    pub evidence: Option<crate::evidence::ReviewEvidence>,
 }
 
 const LABELLED: &str =
@@ -208,6 +219,8 @@ pub async fn queue_page(
                 created_at_ms: r.try_get("created_at_ms")?,
                 labels: Vec::new(),
                 effective_label: None,
+                evidence_retained: false,
+                evidence: None,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;

@@ -19,7 +19,7 @@ const NO_AUDIT: ApplyParams = ApplyParams {
 };
 
 /// A PCS submission and the gate's verdict on it, escalated or not; returns it with its pcs_id.
-fn decision(tenant: &str, shard: &str, escalated: bool, ts: i64) -> (WalRecord, String) {
+pub(crate) fn decision(tenant: &str, shard: &str, escalated: bool, ts: i64) -> (WalRecord, String) {
     let body = pcs_body(shard);
     let pcs_id = kakeya_core::parse(body.as_bytes()).unwrap().pcs_id;
     let mut rec = record(tenant, &body, ts);
