@@ -72,6 +72,7 @@ pub struct FileConfig {
     pub bundle_poll_interval_ms: Option<u64>,
     pub bundle_failure_mode: Option<FailureMode>,
     pub tenant_stats_days: Option<u32>,
+    pub training: Option<crate::learn::TrainingOptions>,
 }
 
 /// The effective configuration.
@@ -113,6 +114,8 @@ pub struct Config {
     pub bundle_public_key: Option<String>,
     /// Days of decision log from which a published bundle's per-tenant statistics are computed.
     pub tenant_stats_days: u32,
+    /// Datasets and training jobs (`[training]`): minimum labels, validation share, bootstrap.
+    pub training: crate::learn::TrainingOptions,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -146,6 +149,7 @@ impl Default for Config {
             bundle_failure_mode: FailureMode::Open,
             bundle_public_key: None,
             tenant_stats_days: crate::registry::DEFAULT_TENANT_STATS_DAYS,
+            training: crate::learn::TrainingOptions::default(),
             warnings: Vec::new(),
         }
     }
@@ -298,6 +302,7 @@ impl Config {
             bundle_failure_mode,
             bundle_public_key: None,
             tenant_stats_days: file.tenant_stats_days.unwrap_or(d.tenant_stats_days),
+            training: file.training.unwrap_or(d.training),
             warnings,
         };
         cfg.validate()?;
@@ -327,6 +332,7 @@ impl Config {
                 "tenant_stats_days must be at least 1".into(),
             ));
         }
+        self.training.validate().map_err(ConfigError::Invalid)?;
         if self.bundle_poll_interval_ms < 100 {
             return Err(ConfigError::Invalid(
                 "bundle_poll_interval_ms must be at least 100".into(),
