@@ -716,6 +716,33 @@ mod tests {
     }
 
     #[test]
+    fn training_table_defaults_and_limits() {
+        let none = EnvMap::new();
+        let c = Config::from_env_map(&none).unwrap();
+        assert_eq!(c.training, crate::learn::TrainingOptions::default());
+        assert_eq!(
+            (c.training.min_labels, c.training.validation_fraction),
+            (100, 0.2)
+        );
+        let c = Config::from_toml_str("[training]\nmin_labels = 500\n", &none).unwrap();
+        assert_eq!(
+            (c.training.min_labels, c.training.bootstrap_resamples),
+            (500, 1000)
+        );
+        for bad in [
+            "validation_fraction = 1.0",
+            "validation_fraction = 0",
+            "min_labels = 0",
+            "bootstrap_resamples = 0",
+            "bootstrap_resamples = 100001",
+        ] {
+            let e = Config::from_toml_str(&format!("[training]\n{bad}\n"), &none).unwrap_err();
+            assert!(e.to_string().contains("training."), "{bad}: {e}");
+        }
+        assert!(Config::from_toml_str("[training]\nmin_label = 5\n", &none).is_err());
+    }
+
+    #[test]
     fn hmac_single_key_and_rotation_and_legacy() {
         let c = Config::from_env_map(&env(&[
             ("PCS_SIGN_ALG", "hmac"),

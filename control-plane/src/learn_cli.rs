@@ -180,3 +180,21 @@ async fn train(cfg: Config, a: TrainArgs) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_absolute_or_before_now() {
+        let now = 1_767_225_600_000;
+        assert_eq!(
+            parse_when("2026-01-01T01:00:00+01:00").unwrap().at(now),
+            now
+        );
+        assert_eq!(parse_when("7d").unwrap().at(now), now - 7 * 86_400_000);
+        assert_eq!(parse_when("1h 30m").unwrap().at(now), now - 5_400_000);
+        let e = parse_when("soon").unwrap_err();
+        assert!(e.contains("RFC 3339") && e.contains("7d"), "{e}");
+    }
+}
