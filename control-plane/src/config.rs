@@ -74,6 +74,7 @@ pub struct FileConfig {
     pub bundle_failure_mode: Option<FailureMode>,
     pub tenant_stats_days: Option<u32>,
     pub review: Option<ReviewFileConfig>,
+    pub training: Option<crate::learn::TrainingOptions>,
 }
 
 /// `[review]` of `kakeya.toml`.
@@ -146,6 +147,8 @@ pub struct Config {
     pub tenant_stats_days: u32,
     /// The review queue (`[review]`): audit sample, evidence retention.
     pub review: ReviewConfig,
+    /// Datasets and training jobs (`[training]`): minimum labels, validation share, bootstrap.
+    pub training: crate::learn::TrainingOptions,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -180,6 +183,7 @@ impl Default for Config {
             bundle_public_key: None,
             tenant_stats_days: crate::registry::DEFAULT_TENANT_STATS_DAYS,
             review: ReviewConfig::default(),
+            training: crate::learn::TrainingOptions::default(),
             warnings: Vec::new(),
         }
     }
@@ -334,6 +338,7 @@ impl Config {
             bundle_public_key: None,
             tenant_stats_days: file.tenant_stats_days.unwrap_or(d.tenant_stats_days),
             review,
+            training: file.training.unwrap_or(d.training),
             warnings,
         };
         cfg.validate()?;
@@ -363,6 +368,7 @@ impl Config {
                 "tenant_stats_days must be at least 1".into(),
             ));
         }
+        self.training.validate().map_err(ConfigError::Invalid)?;
         if self.bundle_poll_interval_ms < 100 {
             return Err(ConfigError::Invalid(
                 "bundle_poll_interval_ms must be at least 100".into(),
@@ -826,6 +832,33 @@ mod tests {
         assert_eq!(c.dedup_ttl_secs, 1_209_600);
         assert_eq!(c.keyring.global.alg, SigAlg::None);
         assert!(c.signature_disabled());
+    }
+
+    #[test]
+    fn training_table_defaults_and_limits() {
+        let none = EnvMap::new();
+        let c = Config::from_env_map(&none).unwrap();
+        assert_eq!(c.training, crate::learn::TrainingOptions::default());
+        assert_eq!(
+            (c.training.min_labels, c.training.validation_fraction),
+            (100, 0.2)
+        );
+        let c = Config::from_toml_str("[training]\nmin_labels = 500\n", &none).unwrap();
+        assert_eq!(
+            (c.training.min_labels, c.training.bootstrap_resamples),
+            (500, 1000)
+        );
+        for bad in [
+            "validation_fraction = 1.0",
+            "validation_fraction = 0",
+            "min_labels = 0",
+            "bootstrap_resamples = 0",
+            "bootstrap_resamples = 100001",
+        ] {
+            let e = Config::from_toml_str(&format!("[training]\n{bad}\n"), &none).unwrap_err();
+            assert!(e.to_string().contains("training."), "{bad}: {e}");
+        }
+        assert!(Config::from_toml_str("[training]\nmin_label = 5\n", &none).is_err());
     }
 
     #[test]

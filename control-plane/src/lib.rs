@@ -15,6 +15,7 @@
 //! * [`registry`]: model registry, aliases and signed bundles served to the filters;
 //! * [`review`]: the label store and the review queue (`/v1/reviews`, `/v1/feedback`);
 //! * [`evidence`]: opt-in, encrypted, TTL-bounded retention of queued decisions' evidence;
+//! * [`learn`]: datasets from the decision log and its labels, training jobs (`/v1/hrs/train`);
 //! * [`ml`]: offline training and cross-validated evaluation of the hallucination-risk scorer.
 //!
 //! Trust boundary: the ingest listener believes the `x-kakeya-*` headers that the gate filter
@@ -29,6 +30,7 @@ pub mod envoy;
 pub mod error;
 pub mod evidence;
 pub mod ingest;
+pub mod learn;
 pub mod metrics;
 pub mod ml;
 pub mod private_file;

@@ -1,5 +1,6 @@
 //! `kakeya`: the control-plane binary (serve, WAL replay, Envoy bootstrap, config, and the
-//! offline hallucination-risk tools: train, eval, pcs build; model registry and bundles).
+//! offline hallucination-risk tools: train, eval, pcs build; model registry and bundles;
+//! training jobs from the decision log: hrs train, hrs jobs).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 
 mod eval_gateway;
 mod hrs;
+mod learn_cli;
 mod registry_cli;
 mod review_cli;
 
@@ -71,6 +73,12 @@ enum Cmd {
     },
     /// Record the agent owner's label of a decision (same code path as POST /v1/feedback).
     Feedback(review_cli::FeedbackArgs),
+    /// The learning loop on the database directly: training jobs from the decision log and its
+    /// labels (same code path as /v1/hrs/train and /v1/hrs/jobs).
+    Hrs {
+        #[command(subcommand)]
+        cmd: learn_cli::HrsCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -339,6 +347,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bundle { cmd } => runtime()?.block_on(registry_cli::bundle(cfg, cmd)),
         Cmd::Review { cmd } => runtime()?.block_on(review_cli::review(cfg, cmd)),
         Cmd::Feedback(a) => runtime()?.block_on(review_cli::feedback(cfg, a)),
+        Cmd::Hrs { cmd } => runtime()?.block_on(learn_cli::run(cfg, cmd)),
         // Handled above, before the configuration is loaded.
         Cmd::Pcs { .. } => Ok(()),
     }
@@ -396,6 +405,29 @@ mod tests {
             "kakeya", "feedback", "p1", "--label", "faithful", "--source", "x",
         ];
         assert!(Cli::try_parse_from(bad_source).is_err());
+    }
+
+    #[test]
+    fn hrs_verbs_parse_times_and_durations() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["kakeya", "hrs"], args].concat());
+        assert!(parse(&["train", "--since", "7d"]).is_ok());
+        assert!(parse(&["train", "--since", "2026-01-01T00:00:00Z", "--until", "36h"]).is_ok());
+        assert!(parse(&[
+            "train",
+            "--since",
+            "2026-01-01T00:00:00+02:00",
+            "--seed",
+            "3"
+        ])
+        .is_ok());
+        assert!(parse(&["train"]).is_err(), "--since is required");
+        assert!(parse(&["train", "--since", "last tuesday"]).is_err());
+        assert!(parse(&["train", "--since", "7d", "--model-kind", "svm"]).is_err());
+        assert!(parse(&["jobs"]).is_ok());
+        assert!(parse(&["jobs", "list", "--status", "failed"]).is_ok());
+        assert!(parse(&["jobs", "list", "--status", "done"]).is_err());
+        assert!(parse(&["jobs", "show", "3"]).is_ok());
+        assert!(parse(&["jobs", "show", "x"]).is_err());
     }
 
     #[test]

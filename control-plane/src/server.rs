@@ -6,7 +6,8 @@
 //! then start the committer and bind the listeners, so no new submission is answered before
 //! old ones are back in the database. Shutdown runs
 //! the other way: stop accepting, let in-flight requests finish, drain the committer (which
-//! fsyncs and writes the checkpoint).
+//! fsyncs and writes the checkpoint). The training-job runner ([`crate::learn::jobs::runner`])
+//! starts with the listeners and stops with them.
 
 use crate::api::auth::Secret;
 use crate::api::{admin_router, ingest_router, AdminState, IngestState};
@@ -174,6 +175,13 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
+    // Training jobs: one runner per process (claims are atomic, so replicas share the queue).
+    let trainer = tokio::spawn(crate::learn::jobs::runner(
+        db.clone(),
+        seed,
+        cfg.training,
+        stop_rx.clone(),
+    ));
     let (rx1, rx2) = (stop_rx.clone(), stop_rx);
     let ingest_srv = tokio::spawn(async move {
         axum::serve(ingest_l, ingest_app)
@@ -222,6 +230,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         let r2 = admin_srv.await;
         jobs.abort();
         evidence_purge.abort();
+        // The runner stops at the stop signal (marking a job it interrupts as failed).
+        trainer.await.context("training job runner panicked")?;
         // The ingest router (and with it every IngestHandle) is gone: the committer drains.
         committer.await.context("committer panicked")?;
         r1.context("ingest server panicked")?

@@ -170,6 +170,9 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("GET", "/v1/reviews"),
         ("POST", "/v1/reviews/{tenant}/{pcs_id}"),
         ("POST", "/v1/feedback"),
+        ("POST", "/v1/hrs/train"),
+        ("GET", "/v1/hrs/jobs"),
+        ("GET", "/v1/hrs/jobs/{job_id}"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -261,7 +264,8 @@ async fn every_admin_operation_answers_as_documented() {
             .replace("{version}", "lr-000000000000")
             .replace("{alias}", "champion")
             .replace("{tenant}", "acme")
-            .replace("{pcs_id}", "no-such-decision");
+            .replace("{pcs_id}", "no-such-decision")
+            .replace("{job_id}", "1");
         let documented: BTreeSet<String> = op.responses.responses.keys().cloned().collect();
         for token in [None, Some("wrong"), Some(token.as_str())] {
             let a = admin(&r, m, &concrete, token).await;
@@ -457,6 +461,161 @@ async fn non_loopback_listeners_need_credentials() {
     )
     .await;
     assert_eq!(a.status, 200);
+    r.shutdown().await.unwrap();
+}
+
+async fn post_json(r: &Running, path: &str, token: &str, body: serde_json::Value) -> Answer {
+    http(
+        "POST",
+        format!("http://{}{path}", r.admin_addr),
+        bearer(token),
+        body.to_string(),
+    )
+    .await
+}
+
+/// Polls a job until it has finished.
+async fn finished_job(r: &Running, token: &str, id: i64) -> serde_json::Value {
+    for _ in 0..600 {
+        let a = admin(r, "GET", &format!("/v1/hrs/jobs/{id}"), Some(token)).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let job = a.json();
+        if job["status"] == "succeeded" || job["status"] == "failed" {
+            return job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("job {id} did not finish in 2 minutes");
+}
+
+/// The training loop's API on a live control plane: a job left running by a crashed process
+/// is failed at start; bad requests are 400s that queue nothing; a job on too few labels fails
+/// with its counts; a job on 300 labelled HaluEval decisions succeeds, registers a signed
+/// version with a computed card and promotes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_training_job_runs_end_to_end_through_the_api() {
+    use crate::learn::jobs::{self, JobParams};
+    use crate::learn::tests::{seed_halueval, MINUTE, T0};
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path());
+    // A previous process died while running job 1: its heartbeat stopped 10 minutes ago.
+    let db = crate::store::Db::connect(&cfg.database_url, None)
+        .await
+        .unwrap();
+    let params = JobParams::new(T0, T0 + MINUTE, crate::learn::ModelKind::Lr, 1);
+    let crashed = jobs::create_running(&db, &params, crate::now_ms() - 600_000)
+        .await
+        .unwrap();
+    db.pool.close().await;
+    let r = start(&cfg).await.unwrap();
+    let token = read_token(tmp.path());
+    let job = finished_job(&r, &token, crashed).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "interrupted", "{job}");
+    let n = seed_halueval(&r.db, "default", 300).await;
+    // Bad requests: 400 JSON, nothing queued.
+    for body in [
+        serde_json::json!({"start_time": "yesterday", "end_time": "2026-01-02T00:00:00Z"}),
+        serde_json::json!({"start_time": "2026-01-02T00:00:00Z", "end_time": "2026-01-01T00:00:00Z"}),
+        serde_json::json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-01T00:00:00Z"}),
+        serde_json::json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "model_kind": "svm"}),
+        serde_json::json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "seed": -1}),
+        serde_json::json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "min_labels": 1}),
+        serde_json::json!({"end_time": "2026-01-02T00:00:00Z"}),
+    ] {
+        let a = post_json(&r, "/v1/hrs/train", &token, body.clone()).await;
+        assert_eq!(a.status, 400, "{body}: {}", a.body);
+        assert_eq!(a.json()["code"], "bad_request", "{body}");
+    }
+    assert_eq!(jobs::page(&r.db, None, None, 10).await.unwrap().len(), 1);
+    for (path, status) in [
+        ("/v1/hrs/jobs/abc", 400),
+        ("/v1/hrs/jobs/999999", 404),
+        ("/v1/hrs/jobs?limit=0", 400),
+        ("/v1/hrs/jobs?status=done", 400),
+    ] {
+        let a = admin(&r, "GET", path, Some(&token)).await;
+        assert_eq!(a.status, status, "{path}: {}", a.body);
+    }
+    // The first 50 minutes hold 50 labelled decisions: too few, with the counts.
+    let a = post_json(&r, "/v1/hrs/train", &token, serde_json::json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-01T00:50:00Z"})).await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    let few = a.json()["job_id"].as_i64().unwrap();
+    let job = finished_job(&r, &token, few).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let e = &job["error"];
+    assert_eq!(
+        (
+            e["code"].as_str(),
+            e["n_labelled"].as_u64(),
+            e["min"].as_u64()
+        ),
+        (Some("insufficient_labels"), Some(50), Some(100)),
+        "{job}"
+    );
+    assert_eq!(
+        e["n_hallucinated"].as_u64().unwrap() + e["n_faithful"].as_u64().unwrap(),
+        50
+    );
+    // The whole day: a registered version.
+    let a = post_json(&r, "/v1/hrs/train", &token, serde_json::json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T01:00:00+01:00", "model_kind": "lr", "seed": 7})).await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    let id = a.json()["job_id"].as_i64().unwrap();
+    let job = finished_job(&r, &token, id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["progress"], 1.0);
+    assert_eq!(job["params"]["end_time"], "2026-01-02T00:00:00Z");
+    let res = &job["result"];
+    eprintln!("{}", serde_json::to_string_pretty(res).unwrap());
+    assert_eq!(res["n_samples"], n);
+    assert_eq!(res["status"], "registered");
+    for m in crate::learn::fit::METRICS {
+        let v = &res["metrics"][m];
+        assert!(
+            v["ci_low"].as_f64().unwrap() <= v["value"].as_f64().unwrap(),
+            "{m}: {v}"
+        );
+        assert!(
+            v["value"].as_f64().unwrap() <= v["ci_high"].as_f64().unwrap(),
+            "{m}: {v}"
+        );
+    }
+    assert!(res["duration_ms"].as_u64().is_some());
+    let version = res["version"].as_str().unwrap();
+    assert_eq!(job["model_version"], version);
+    assert_eq!(jobs::registered_version(&r.db, id).await.unwrap(), version);
+    let a = admin(&r, "GET", &format!("/v1/models/{version}"), Some(&token)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let model = a.json();
+    assert_eq!(
+        model["aliases"],
+        serde_json::json!([]),
+        "registered, not promoted"
+    );
+    assert!(model["signature"].as_str().is_some());
+    assert_eq!(model["card"]["dataset"]["sha256"], res["dataset_hash"]);
+    assert_eq!(model["card"]["evaluation"]["metrics"], res["metrics"]);
+    // The listing, newest first, paged.
+    let a = admin(&r, "GET", "/v1/hrs/jobs?limit=2", Some(&token)).await;
+    let page = a.json();
+    let ids: Vec<i64> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [id, few]);
+    let next = page["next_cursor"].as_str().unwrap();
+    let a = admin(
+        &r,
+        "GET",
+        &format!("/v1/hrs/jobs?limit=2&cursor={next}"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(a.json()["jobs"][0]["job_id"], crashed);
+    let a = admin(&r, "GET", "/v1/hrs/jobs?status=failed", Some(&token)).await;
+    assert_eq!(a.json()["jobs"].as_array().unwrap().len(), 2);
     r.shutdown().await.unwrap();
 }
 

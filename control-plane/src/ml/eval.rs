@@ -142,16 +142,21 @@ pub fn assign_folds(p: &Prepared, k: usize, seed: u64) -> Vec<usize> {
 /// statistics use ([`TenantStats::robust`]), so serving a tenant whose traffic looks like the
 /// training data changes nothing; population statistics only when no row is plausible.
 pub fn tenant_of(p: &Prepared, idx: &[usize]) -> TenantStats {
+    baseline_of(&p.x, idx)
+}
+
+/// [`tenant_of`] on a row-major n × [`N_FEATURES`] matrix `x` (columns 0–2 are D̂, coh★, r).
+pub fn baseline_of(x: &[f64], idx: &[usize]) -> TenantStats {
     let col = |j: usize| {
         idx.iter()
-            .map(|&i| p.x[i * N_FEATURES + j])
+            .map(|&i| x[i * N_FEATURES + j])
             .collect::<Vec<_>>()
     };
     let samples: Vec<(f64, f64, f64)> = idx
         .iter()
         .map(|&i| {
             let row = i * N_FEATURES;
-            (p.x[row], p.x[row + 1], p.x[row + 2])
+            (x[row], x[row + 1], x[row + 2])
         })
         .collect();
     TenantStats::robust(&samples, 1)

@@ -73,27 +73,99 @@ pub fn brier(probs: &[f64], labels: &[u8]) -> Option<f64> {
     Some(s / probs.len() as f64)
 }
 
-/// Expected calibration error, 10 equal-width bins on [0, 1] (bin = ⌊10p⌋, p = 1 in the last),
-/// weighted by bin size.
+/// Number of equal-width bins of [`reliability`] and [`ece`].
+pub const CALIBRATION_BINS: usize = 10;
+
+/// One bin of a reliability diagram: rows whose probability falls in [lower, upper).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReliabilityBin {
+    pub lower: f64,
+    pub upper: f64,
+    pub n: usize,
+    /// Σ probabilities and Σ labels of the bin's rows.
+    pub sum_p: f64,
+    pub sum_y: f64,
+}
+
+impl ReliabilityBin {
+    /// Mean predicted probability (`None` when empty).
+    pub fn mean_predicted(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum_p / self.n as f64)
+    }
+
+    /// Observed share of positives (`None` when empty).
+    pub fn observed(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum_y / self.n as f64)
+    }
+}
+
+/// Reliability diagram: [`CALIBRATION_BINS`] equal-width bins on [0, 1] (bin = ⌊10p⌋, p = 1 in
+/// the last), every bin listed, empty ones with n = 0.
+pub fn reliability(probs: &[f64], labels: &[u8]) -> Vec<ReliabilityBin> {
+    let k = CALIBRATION_BINS;
+    let mut bins: Vec<ReliabilityBin> = (0..k)
+        .map(|b| ReliabilityBin {
+            lower: b as f64 / k as f64,
+            upper: (b + 1) as f64 / k as f64,
+            n: 0,
+            sum_p: 0.0,
+            sum_y: 0.0,
+        })
+        .collect();
+    for (&p, &y) in probs.iter().zip(labels) {
+        let b = ((p * k as f64).floor().max(0.0) as usize).min(k - 1);
+        bins[b].n += 1;
+        bins[b].sum_p += p;
+        bins[b].sum_y += y as f64;
+    }
+    bins
+}
+
+/// Expected calibration error over the bins of [`reliability`], weighted by bin size.
 pub fn ece(probs: &[f64], labels: &[u8]) -> Option<f64> {
     if probs.is_empty() {
         return None;
     }
-    let mut n = [0usize; 10];
-    let mut sum_p = [0.0; 10];
-    let mut sum_y = [0.0; 10];
-    for (&p, &y) in probs.iter().zip(labels) {
-        let b = ((p * 10.0).floor().max(0.0) as usize).min(9);
-        n[b] += 1;
-        sum_p[b] += p;
-        sum_y[b] += y as f64;
-    }
     let total = probs.len() as f64;
     Some(
-        (0..10)
-            .filter(|&b| n[b] > 0)
-            .map(|b| (n[b] as f64 / total) * ((sum_p[b] - sum_y[b]) / n[b] as f64).abs())
+        reliability(probs, labels)
+            .iter()
+            .filter(|b| b.n > 0)
+            .map(|b| (b.n as f64 / total) * ((b.sum_p - b.sum_y) / b.n as f64).abs())
             .sum(),
+    )
+}
+
+/// Maximum calibration error: the largest |mean predicted − observed| over non-empty bins.
+pub fn mce(probs: &[f64], labels: &[u8]) -> Option<f64> {
+    reliability(probs, labels)
+        .iter()
+        .filter(|b| b.n > 0)
+        .map(|b| ((b.sum_p - b.sum_y) / b.n as f64).abs())
+        .reduce(f64::max)
+}
+
+/// Precision, recall and F1 of "positive when score ≥ `threshold`" (the escalation rule).
+/// Each is `None` when undefined (nothing flagged, no positives, neither).
+pub fn precision_recall_f1(
+    scores: &[f64],
+    labels: &[u8],
+    threshold: f64,
+) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let (mut tp, mut fp, mut fn_) = (0usize, 0usize, 0usize);
+    for (&s, &y) in scores.iter().zip(labels) {
+        match (s >= threshold, y == 1) {
+            (true, true) => tp += 1,
+            (true, false) => fp += 1,
+            (false, true) => fn_ += 1,
+            (false, false) => {}
+        }
+    }
+    let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
+    (
+        ratio(tp, tp + fp),
+        ratio(tp, tp + fn_),
+        ratio(2 * tp, 2 * tp + fp + fn_),
     )
 }
 
@@ -188,6 +260,32 @@ mod tests {
         );
         close(ece(&[0.3, 0.3], &[0, 1]).unwrap(), 0.2);
         assert_eq!(ece(&[], &[]), None);
+    }
+
+    #[test]
+    fn reliability_mce_and_precision_recall() {
+        let p = [0.05, 0.05, 0.95, 1.0, 0.42];
+        let y = [0, 1, 1, 1, 0];
+        let bins = reliability(&p, &y);
+        assert_eq!(bins.len(), CALIBRATION_BINS);
+        assert_eq!(bins.iter().map(|b| b.n).sum::<usize>(), 5);
+        assert_eq!((bins[0].n, bins[4].n, bins[9].n), (2, 1, 2));
+        close(bins[0].observed().unwrap(), 0.5);
+        close(bins[9].mean_predicted().unwrap(), 0.975);
+        assert_eq!(bins[3].observed(), None);
+        close(bins[3].lower, 0.3);
+        // gaps: 0.45, 0.42, 0.025 → max 0.45
+        close(mce(&p, &y).unwrap(), 0.45);
+        assert_eq!(mce(&[], &[]), None);
+        // ≥ 0.5 flags 0.95, 1.0: tp 2, fp 0, fn 1
+        let (pr, rc, f1) = precision_recall_f1(&p, &y, 0.5);
+        close(pr.unwrap(), 1.0);
+        close(rc.unwrap(), 2.0 / 3.0);
+        close(f1.unwrap(), 0.8);
+        // Nothing flagged: precision undefined, recall 0, F1 0.
+        let (pr, rc, f1) = precision_recall_f1(&p, &y, 1.5);
+        assert_eq!((pr, rc, f1), (None, Some(0.0), Some(0.0)));
+        assert_eq!(precision_recall_f1(&[], &[], 0.5), (None, None, None));
     }
 
     #[test]

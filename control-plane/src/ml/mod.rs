@@ -6,12 +6,15 @@
 //! item never straddle train and test) — a training split is never scored by a model fitted on it.
 //!
 //! * [`dataset`]: JSONL (plain or gzip) rows `{id, task, question, context, response, label}`;
-//! * [`metrics`]: ROC AUC, PR AUC, Brier, ECE, length-matched AUROC;
-//! * [`train`]: L2 logistic regression (Newton/IRLS) and Platt fitting;
+//! * [`metrics`]: ROC AUC, PR AUC, Brier, ECE/MCE and reliability bins, precision/recall/F1 at
+//!   a threshold, length-matched AUROC;
+//! * [`bootstrap`]: seeded stratified percentile-bootstrap intervals of any of them;
+//! * [`train`]: L2 logistic regression (Newton/IRLS, optional row weights) and Platt fitting;
 //! * [`model`]: the artifact builder (standardisation, calibration split, metadata);
 //! * [`eval`]: grouped stratified k-fold CV, baselines, the report;
 //! * [`stats`]: DeLong, Kolmogorov–Smirnov, PSI, Benjamini–Hochberg, Wilson (A/B, drift, gates).
 
+pub mod bootstrap;
 pub mod dataset;
 pub mod eval;
 pub mod metrics;

@@ -4,7 +4,7 @@
 //! The calibration split is ~20 % of the *items* (grouped by id prefix, chosen by a seeded hash),
 //! so Platt never sees decision values of rows the logit was fitted on (platform spec §3.3 #5).
 
-use super::train::{fit_logistic, fit_platt};
+use super::train::{class_weights, fit_logistic_weighted, fit_platt};
 use kakeya_core::evidence::fnv1a;
 use kakeya_core::features::{TenantStats, FEATURE_NAMES, SCHEMA_VERSION};
 use kakeya_core::model::{sigmoid, HrsModel, Platt, Thresholds, TrainingMeta, KIND_LOGISTIC};
@@ -52,6 +52,16 @@ pub fn is_calibration(group: &str, seed: u64) -> bool {
     SplitMix64(fnv1a(group.as_bytes()) ^ seed).next_u64() % 5 == 0
 }
 
+/// How the rows of the logit's fit split are weighted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weighting {
+    /// Every row weighs 1 (the offline recipe: HaluEval is balanced by construction).
+    Unit,
+    /// Balanced class weights over the fit split ([`class_weights`]), instead of duplicating
+    /// rows of the rarer class (datasets from the decision log are rarely balanced).
+    Balanced,
+}
+
 /// Fits a [`Pipeline`] on the rows `idx` of `x` (row-major, `d` columns).
 pub fn fit_pipeline(
     x: &[f64],
@@ -61,6 +71,23 @@ pub fn fit_pipeline(
     idx: &[usize],
     seed: u64,
     l2: f64,
+) -> Pipeline {
+    fit_pipeline_weighted(x, d, labels, groups, idx, seed, l2, Weighting::Unit)
+}
+
+/// [`fit_pipeline`] with the logit's rows weighted by `weighting`. Platt and the escalation
+/// threshold always see the calibration split unweighted, so the calibrated risk matches the
+/// class balance of the data rather than that of the weights.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_pipeline_weighted(
+    x: &[f64],
+    d: usize,
+    labels: &[u8],
+    groups: &[&str],
+    idx: &[usize],
+    seed: u64,
+    l2: f64,
+    weighting: Weighting,
 ) -> Pipeline {
     let (cal, fit): (Vec<usize>, Vec<usize>) =
         idx.iter().partition(|&&i| is_calibration(groups[i], seed));
@@ -88,7 +115,20 @@ pub fn fit_pipeline(
         }
         t.push(labels[i] as f64);
     }
-    let lr = fit_logistic(&xs, d, &t, l2, 100);
+    let w = match weighting {
+        Weighting::Unit => None,
+        Weighting::Balanced => {
+            let fit_labels: Vec<u8> = fit.iter().map(|&i| labels[i]).collect();
+            let cw = class_weights(&fit_labels);
+            Some(
+                fit_labels
+                    .iter()
+                    .map(|&l| cw[usize::from(l == 1)])
+                    .collect::<Vec<f64>>(),
+            )
+        }
+    };
+    let lr = fit_logistic_weighted(&xs, d, &t, w.as_deref(), l2, 100);
     let mut p = Pipeline {
         mean,
         std,

@@ -20,10 +20,16 @@ fn sigmoid(z: f64) -> f64 {
     kakeya_core::model::sigmoid(z)
 }
 
-/// Negative log-likelihood plus penalty, computed stably.
-fn objective(x: &[f64], d: usize, t: &[f64], beta: &[f64], l2: f64) -> f64 {
+/// Weight of row `i`: 1 without weights (multiplying by 1.0 is exact, so an unweighted fit is
+/// bit for bit the fit with every weight 1).
+fn weight(w: Option<&[f64]>, i: usize) -> f64 {
+    w.map_or(1.0, |w| w[i])
+}
+
+/// Weighted negative log-likelihood plus penalty, computed stably.
+fn objective(x: &[f64], d: usize, t: &[f64], w: Option<&[f64]>, beta: &[f64], l2: f64) -> f64 {
     let mut loss = 0.0;
-    for (row, &ti) in x.chunks_exact(d).zip(t) {
+    for (i, (row, &ti)) in x.chunks_exact(d).zip(t).enumerate() {
         let z = beta[d] + row.iter().zip(beta).map(|(a, b)| a * b).sum::<f64>();
         // log(1 + e^z) − t·z
         let softplus = if z > 0.0 {
@@ -31,7 +37,7 @@ fn objective(x: &[f64], d: usize, t: &[f64], beta: &[f64], l2: f64) -> f64 {
         } else {
             z.exp().ln_1p()
         };
-        loss += softplus - ti * z;
+        loss += weight(w, i) * (softplus - ti * z);
     }
     loss + 0.5 * l2 * beta[..d].iter().map(|b| b * b).sum::<f64>()
 }
@@ -71,9 +77,23 @@ pub fn cholesky_solve(a: &[f64], b: &[f64], n: usize) -> Option<Vec<f64>> {
 /// Newton steps with step halving when the objective does not decrease; stops when the largest
 /// coordinate step is below 1e-9 or after `max_iter` steps.
 pub fn fit_logistic(x: &[f64], d: usize, t: &[f64], l2: f64, max_iter: usize) -> LogitFit {
+    fit_logistic_weighted(x, d, t, None, l2, max_iter)
+}
+
+/// [`fit_logistic`] with a weight per row (`w.len()` = rows; e.g. [`class_weights`]): the
+/// objective is Σᵢ wᵢ·logloss(tᵢ, σ(zᵢ)) + λ/2·‖β‖². `None` is the unweighted fit, and
+/// weights that are all 1 give exactly the same bits (tested).
+pub fn fit_logistic_weighted(
+    x: &[f64],
+    d: usize,
+    t: &[f64],
+    w: Option<&[f64]>,
+    l2: f64,
+    max_iter: usize,
+) -> LogitFit {
     let p = d + 1; // coefficients, then the intercept
     let mut beta = vec![0.0; p];
-    let mut obj = objective(x, d, t, &beta, l2);
+    let mut obj = objective(x, d, t, w, &beta, l2);
     let mut converged = false;
     let mut it = 0;
     let mut xt = vec![0.0; p];
@@ -81,15 +101,17 @@ pub fn fit_logistic(x: &[f64], d: usize, t: &[f64], l2: f64, max_iter: usize) ->
         it += 1;
         let mut h = vec![0.0; p * p];
         let mut g = vec![0.0; p];
-        for (row, &ti) in x.chunks_exact(d).zip(t) {
+        for (i, (row, &ti)) in x.chunks_exact(d).zip(t).enumerate() {
             xt[..d].copy_from_slice(row);
             xt[d] = 1.0;
             let z: f64 = xt.iter().zip(&beta).map(|(a, b)| a * b).sum();
             let pr = sigmoid(z);
-            let w = (pr * (1.0 - pr)).max(1e-12);
+            let wi = weight(w, i);
+            let h_i = (pr * (1.0 - pr)).max(1e-12) * wi;
+            let r_i = (pr - ti) * wi;
             for a in 0..p {
-                g[a] += (pr - ti) * xt[a];
-                let wa = w * xt[a];
+                g[a] += r_i * xt[a];
+                let wa = h_i * xt[a];
                 for b in 0..=a {
                     h[a * p + b] += wa * xt[b];
                 }
@@ -112,7 +134,7 @@ pub fn fit_logistic(x: &[f64], d: usize, t: &[f64], l2: f64, max_iter: usize) ->
         let mut accepted = false;
         for _ in 0..30 {
             let cand: Vec<f64> = beta.iter().zip(&step).map(|(b, s)| b - scale * s).collect();
-            let c = objective(x, d, t, &cand, l2);
+            let c = objective(x, d, t, w, &cand, l2);
             if c <= obj + 1e-12 {
                 beta = cand;
                 obj = c;
@@ -133,6 +155,19 @@ pub fn fit_logistic(x: &[f64], d: usize, t: &[f64], l2: f64, max_iter: usize) ->
         iterations: it,
         converged,
     }
+}
+
+/// Balanced class weights for 0/1 `labels`: n / (2·n_c) for a row of class c, so each class
+/// weighs n/2 in total (the weights sum to n, keeping the L2 penalty's scale) instead of
+/// duplicating rows of the rarer class. All 1 when the classes are balanced or one is absent.
+pub fn class_weights(labels: &[u8]) -> [f64; 2] {
+    let n = labels.len() as f64;
+    let n1 = labels.iter().filter(|&&l| l == 1).count() as f64;
+    let n0 = n - n1;
+    if n0 == 0.0 || n1 == 0.0 {
+        return [1.0, 1.0];
+    }
+    [n / (2.0 * n0), n / (2.0 * n1)]
 }
 
 /// Platt scaling on decision values `s`: fits `P(y=1|s) = 1/(1 + exp(A·s + B))` with Platt's
@@ -183,6 +218,58 @@ mod tests {
         // L2 shrinks
         let g = fit_logistic(&x, 2, &t, 10.0, 50);
         assert!(g.weights[0].abs() < f.weights[0].abs());
+    }
+
+    /// Weights of 1 give the unweighted fit bit for bit; balanced weights move the intercept
+    /// towards the rarer class and equal duplicating its rows.
+    #[test]
+    fn weighted_fit_with_unit_weights_is_bit_identical_and_weights_act_like_duplicates() {
+        let mut rng = kakeya_core::pcs_builder::SplitMix64(3);
+        let (mut x, mut t) = (Vec::new(), Vec::new());
+        for i in 0..300 {
+            let y = u8::from(i % 4 == 0);
+            x.extend([rng.next_f64() + f64::from(y), rng.next_f64() - 0.5]);
+            t.push(f64::from(y));
+        }
+        let plain = fit_logistic(&x, 2, &t, 1.0, 100);
+        let ones = vec![1.0; t.len()];
+        let unit = fit_logistic_weighted(&x, 2, &t, Some(&ones), 1.0, 100);
+        assert_eq!(unit.intercept.to_bits(), plain.intercept.to_bits());
+        for (a, b) in unit.weights.iter().zip(&plain.weights) {
+            assert_eq!(a.to_bits(), b.to_bits());
+        }
+        assert_eq!(unit, plain);
+        let labels: Vec<u8> = t.iter().map(|&v| v as u8).collect();
+        let cw = class_weights(&labels);
+        assert_eq!(cw, [300.0 / (2.0 * 225.0), 300.0 / (2.0 * 75.0)]);
+        let w: Vec<f64> = labels.iter().map(|&l| cw[usize::from(l)]).collect();
+        assert!((w.iter().sum::<f64>() - 300.0).abs() < 1e-9);
+        let balanced = fit_logistic_weighted(&x, 2, &t, Some(&w), 1.0, 100);
+        assert!(
+            balanced.intercept > plain.intercept,
+            "{balanced:?} vs {plain:?}"
+        );
+        // Integer weights equal duplicated rows (3 copies of each positive).
+        let w3: Vec<f64> = labels
+            .iter()
+            .map(|&l| if l == 1 { 3.0 } else { 1.0 })
+            .collect();
+        let (mut xd, mut td) = (x.clone(), t.clone());
+        for (i, &l) in labels.iter().enumerate() {
+            if l == 1 {
+                xd.extend_from_slice(&x[i * 2..i * 2 + 2]);
+                xd.extend_from_slice(&x[i * 2..i * 2 + 2]);
+                td.extend([1.0, 1.0]);
+            }
+        }
+        let weighted = fit_logistic_weighted(&x, 2, &t, Some(&w3), 1.0, 100);
+        let duplicated = fit_logistic(&xd, 2, &td, 1.0, 100);
+        assert!((weighted.intercept - duplicated.intercept).abs() < 1e-8);
+        for (a, b) in weighted.weights.iter().zip(&duplicated.weights) {
+            assert!((a - b).abs() < 1e-8, "{a} vs {b}");
+        }
+        assert_eq!(class_weights(&[1, 1]), [1.0, 1.0]);
+        assert_eq!(class_weights(&[0, 1]), [1.0, 1.0]);
     }
 
     #[test]

@@ -7,9 +7,21 @@
 //! * [`from_artifact`] (uploaded artifacts, whose data the control plane does not have): no
 //!   computed metrics at all (`"evaluation": {"source": "none"}`). The free-form
 //!   `training.cv_metrics` the uploader put in the artifact are copied, unchecked, under the
-//!   separate key `"claimed_by_artifact"`, never next to computed figures.
+//!   separate key `"claimed_by_artifact"`, never next to computed figures;
+//! * [`from_training`] (versions trained from the decision log by a training job): the
+//!   dataset (hash, sizes, time range, class balance per part, label sources, how the labelled
+//!   decisions reached review), every validation metric with its bootstrap interval, the
+//!   reliability bins of the validation split, and limitations and intended use written from
+//!   those same numbers.
 
+use crate::learn::dataset::Dataset;
+use crate::learn::fit::{Holdout, HOLDOUT_PROTOCOL};
+use crate::learn::{rfc3339, ModelKind};
 use crate::ml::eval::{self, CvScores, Prepared};
+use crate::ml::metrics::{ece, mce, reliability};
+use crate::ml::model::HONEST_ESCALATION_TARGET;
+use crate::review::{BRONZE_CONFIDENCE, SILVER_CONFIDENCE};
+use kakeya_core::features::SCHEMA_VERSION;
 use kakeya_core::model::HrsModel;
 use serde_json::{json, Value};
 
@@ -66,6 +78,124 @@ pub fn from_artifact(m: &HrsModel) -> Value {
         "cv_metrics": m.training.cv_metrics,
     });
     card
+}
+
+/// Validation parts smaller than this get a limitation saying their intervals are wide.
+pub const SMALL_VALIDATION: usize = 200;
+
+/// Reliability bins (every one, empty ones with `n` 0 and `null` means), ECE and MCE of the
+/// validation split.
+pub fn calibration(scores: &[f64], labels: &[u8]) -> Value {
+    let bins: Vec<Value> = reliability(scores, labels)
+        .iter()
+        .map(|b| {
+            json!({"lower": b.lower, "upper": b.upper, "n": b.n,
+                   "mean_predicted": b.mean_predicted(), "observed": b.observed()})
+        })
+        .collect();
+    json!({"bins": bins, "ece": ece(scores, labels), "mce": mce(scores, labels)})
+}
+
+/// The card of a version trained by a training job on `ds` (see the module docs).
+pub fn from_training(m: &HrsModel, kind: ModelKind, ds: &Dataset, h: &Holdout) -> Value {
+    let mut card = header(m);
+    card["model_kind"] = kind.as_str().into();
+    card["dataset"] = ds.summary();
+    card["evaluation"] = json!({
+        "source": "computed",
+        "protocol": HOLDOUT_PROTOCOL,
+        "n": h.labels.len(),
+        "bootstrap": {
+            "method": "stratified percentile",
+            "resamples": h.bootstrap.resamples,
+            "seed": h.bootstrap.seed,
+            "level": h.bootstrap.level,
+        },
+        "metrics": h.metrics,
+    });
+    card["calibration"] = calibration(&h.scores, &h.labels);
+    card["limitations"] = limitations(ds, h).into();
+    card["intended_use"] = intended_use(m).into();
+    card
+}
+
+fn span(ds: &Dataset, idx: &[usize]) -> String {
+    match (idx.first(), idx.last()) {
+        (Some(&a), Some(&b)) => format!(
+            "{} to {}",
+            rfc3339(ds.rows[a].created_at_ms),
+            rfc3339(ds.rows[b].created_at_ms)
+        ),
+        _ => "no decision".into(),
+    }
+}
+
+/// What the figures do not say, from the dataset's own numbers.
+fn limitations(ds: &Dataset, h: &Holdout) -> Vec<String> {
+    let (train, validation) = (&ds.split.train, &ds.split.validation);
+    let summary = ds.summary();
+    let count = |path: &str| summary.pointer(path).and_then(Value::as_u64).unwrap_or(0);
+    let mut out = vec![
+        format!(
+            "Trained on {} labelled decisions of {} tenant(s) ({}) and validated on the {} newest              ({}); traffic unlike them (other tenants, agents or tasks, later changes) is not measured.",
+            train.len(),
+            count("/n_tenants"),
+            span(ds, train),
+            validation.len(),
+            span(ds, validation),
+        ),
+        format!(
+            "Labels: {} gold (reviewers), {} silver (owner feedback, confidence {SILVER_CONFIDENCE}),              {} bronze (weak rules, confidence {BRONZE_CONFIDENCE}); all count alike in training.",
+            count("/label_sources/gold"),
+            count("/label_sources/silver"),
+            count("/label_sources/bronze"),
+        ),
+        format!(
+            "Selection: {} of the {} labelled decisions were escalated by the gate, {} drawn by the              audit sample of accepted ones, {} otherwise labelled; the class balance ({:.4}              hallucinated) is that of what was reviewed, not of the traffic, so precision at the              threshold does not carry over to live traffic.",
+            count("/reached_review/escalated"),
+            ds.rows.len(),
+            count("/reached_review/audit_sample"),
+            count("/reached_review/other"),
+            ds.positive_ratio(),
+        ),
+        format!(
+            "One time-based holdout: the {:.0} % intervals ({} bootstrap resamples) cover the              sampling noise of these {} decisions, not drift after them.",
+            h.bootstrap.level * 100.0,
+            h.bootstrap.resamples,
+            h.labels.len(),
+        ),
+        format!(
+            "Features of schema {} only: {} of the {} decisions in the range were unscored or scored              under another schema, {} stored vectors were malformed, {} repeated decisions of one              pcs_id were counted once.",
+            SCHEMA_VERSION,
+            ds.counts.n_decisions - ds.counts.n_with_features,
+            ds.counts.n_decisions,
+            ds.counts.n_malformed,
+            ds.counts.n_repeated,
+        ),
+    ];
+    if h.labels.len() < SMALL_VALIDATION {
+        out.push(format!(
+            "The validation part is small ({} decisions, under {SMALL_VALIDATION}): the intervals are wide.",
+            h.labels.len()
+        ));
+    }
+    if ds.split.validation_duplicates > 0 {
+        out.push(format!(
+            "{} validation decisions repeated a feature vector already seen and were left out of the figures.",
+            ds.split.validation_duplicates
+        ));
+    }
+    out
+}
+
+/// What the version is for, with its own threshold.
+fn intended_use(m: &HrsModel) -> String {
+    format!(
+        "Scoring the hallucination risk of answers submitted through the Kakeya gate with their          evidence (feature schema {}), for tenants and traffic like the training decisions. Answers          whose calibrated risk reaches {:.4} are escalated for review (the threshold at which at          most {:.0} % of the honest answers of the calibration split escalate). A risk is not a          verdict on an answer: escalated answers go to review. Register, compare, then promote.",
+        m.schema_version,
+        m.thresholds.escalate,
+        HONEST_ESCALATION_TARGET * 100.0,
+    )
 }
 
 #[cfg(test)]
@@ -209,6 +339,239 @@ mod tests {
         assert_eq!(t.card["model_version"], t.model.version());
         assert_eq!(t.card["sha256"], t.model.sha256());
         assert!(t.card.get(CLAIMED).is_none());
+    }
+
+    /// A trained version's card (a training job's): every number is recomputed here from the
+    /// rows, the artifact and `ml::metrics` / the bootstrap, following the documented rules
+    /// (split, dedupe, bins) rather than calling the code that made the card.
+    #[test]
+    fn trained_cards_hold_only_recomputed_numbers() {
+        use crate::learn::dataset::{self, Counts, DatasetRow, TimeRange};
+        use crate::learn::tests::{halueval, MINUTE, T0};
+        use crate::learn::{fit, ModelKind, TrainingOptions};
+        use crate::ml::bootstrap::Bootstrap;
+        use crate::ml::metrics::precision_recall_f1;
+        use crate::review::Source;
+        use kakeya_core::features::N_FEATURES;
+        let (x, y) = halueval(240);
+        let n = x.len();
+        let sources = [Source::Gold, Source::Silver, Source::Bronze];
+        let loaded: Vec<(i64, DatasetRow)> = (0..n)
+            .map(|i| {
+                let row = DatasetRow {
+                    created_at_ms: T0 + (i as i64 / 2) * MINUTE,
+                    tenant: if i % 3 == 0 { "acme" } else { "globex" }.into(),
+                    pcs_id: format!("p{i:03}"),
+                    features: x[i],
+                    label: y[i],
+                    source: sources[i % 3],
+                    confidence: sources[i % 3].confidence(),
+                    escalated: i % 4 != 0,
+                    audit_sample: i % 4 == 0,
+                };
+                (i as i64, row)
+            })
+            .collect();
+        let counts = Counts {
+            n_decisions: n + 9,
+            n_with_features: n + 3,
+            n_malformed: 2,
+            n_repeated: 1,
+        };
+        let range = TimeRange {
+            start_ms: T0,
+            end_ms: T0 + n as i64 * MINUTE,
+        };
+        let opts = TrainingOptions {
+            min_labels: 100,
+            validation_fraction: 0.2,
+            bootstrap_resamples: 300,
+        };
+        let ds = dataset::from_rows(range, loaded.clone(), counts, &opts).unwrap();
+        let (seed, l2) = (9u64, crate::ml::model::DEFAULT_L2);
+        let t = fit::train(ModelKind::Lr, &ds, seed, &opts, &mut |_| {}).unwrap();
+        let (m, card) = (&t.model, &t.card);
+
+        // The split by the documented rule: rows are already in time order here; the newest
+        // ⌈n·0.2⌉ set the cut, rows of the cut's millisecond validate, then validation drops
+        // vectors seen before.
+        let rows: Vec<&DatasetRow> = loaded.iter().map(|(_, r)| r).collect();
+        let k = (n as f64 * 0.2).ceil() as usize;
+        let cut = rows[n - k].created_at_ms;
+        let train: Vec<usize> = (0..n).filter(|&i| rows[i].created_at_ms < cut).collect();
+        let mut seen: Vec<[f64; N_FEATURES]> = train.iter().map(|&i| rows[i].features).collect();
+        let (mut val, mut dups) = (Vec::new(), 0usize);
+        for i in (0..n).filter(|&i| rows[i].created_at_ms >= cut) {
+            if seen.contains(&rows[i].features) {
+                dups += 1;
+            } else {
+                seen.push(rows[i].features);
+                val.push(i);
+            }
+        }
+        // Validation scores of the artifact, with its own baseline in the tenant columns.
+        let score = |i: usize| {
+            let mut f = rows[i].features;
+            f[8] = m.tenant.coherence_delta(f[1]);
+            f[9] = m.tenant.compressibility_z(f[2]);
+            m.score(&f).1
+        };
+        let s: Vec<f64> = val.iter().map(|&i| score(i)).collect();
+        let yv: Vec<u8> = val.iter().map(|&i| rows[i].label).collect();
+        let thr = m.thresholds.escalate;
+        let all = |s: &[f64], y: &[u8]| {
+            let (p, r, f1) = precision_recall_f1(s, y, thr);
+            [auroc(s, y), pr_auc(s, y), p, r, f1, ece(s, y), brier(s, y)]
+        };
+        let point = all(&s, &yv);
+        let ci = Bootstrap::new(300, seed).intervals(
+            &yv,
+            |idx| {
+                let ss: Vec<f64> = idx.iter().map(|&i| s[i]).collect();
+                let yy: Vec<u8> = idx.iter().map(|&i| yv[i]).collect();
+                all(&ss, &yy)
+            },
+            |_| {},
+        );
+        let mut expected: BTreeMap<String, f64> = BTreeMap::new();
+        let mut put = |k: &str, v: f64| {
+            expected.insert(k.to_string(), v);
+        };
+        for (name, (v, c)) in fit::METRICS.iter().zip(point.iter().zip(&ci)) {
+            let base = format!("/evaluation/metrics/{name}");
+            put(&format!("{base}/value"), v.unwrap());
+            put(&format!("{base}/ci_low"), c.unwrap().low);
+            put(&format!("{base}/ci_high"), c.unwrap().high);
+        }
+        let count = |idx: &[usize], label: u8| {
+            idx.iter().filter(|&&i| rows[i].label == label).count() as f64
+        };
+        let positives = rows.iter().filter(|r| r.label == 1).count() as f64;
+        for (part, idx) in [("train", &train), ("validation", &val)] {
+            put(&format!("/dataset/{part}/n"), idx.len() as f64);
+            put(&format!("/dataset/{part}/hallucinated"), count(idx, 1));
+            put(&format!("/dataset/{part}/faithful"), count(idx, 0));
+            put(
+                &format!("/dataset/{part}/first_ms"),
+                rows[idx[0]].created_at_ms as f64,
+            );
+            put(
+                &format!("/dataset/{part}/last_ms"),
+                rows[*idx.last().unwrap()].created_at_ms as f64,
+            );
+        }
+        let by = |f: &dyn Fn(&DatasetRow) -> bool| rows.iter().filter(|r| f(r)).count() as f64;
+        for (k, v) in [
+            ("/training/seed", seed as f64),
+            ("/training/rows", train.len() as f64),
+            ("/training/l2", l2),
+            ("/escalate_threshold", thr),
+            ("/dataset/n_samples", n as f64),
+            ("/dataset/n_train", train.len() as f64),
+            ("/dataset/n_validation", val.len() as f64),
+            ("/dataset/validation_duplicates_dropped", dups as f64),
+            ("/dataset/positive_ratio", positives / n as f64),
+            ("/dataset/validation_fraction", 0.2),
+            ("/dataset/time_range/start_ms", range.start_ms as f64),
+            ("/dataset/time_range/end_ms", range.end_ms as f64),
+            ("/dataset/time_range/split_at_ms", cut as f64),
+            (
+                "/dataset/label_sources/gold",
+                by(&|r| r.source == Source::Gold),
+            ),
+            (
+                "/dataset/label_sources/silver",
+                by(&|r| r.source == Source::Silver),
+            ),
+            (
+                "/dataset/label_sources/bronze",
+                by(&|r| r.source == Source::Bronze),
+            ),
+            ("/dataset/reached_review/escalated", by(&|r| r.escalated)),
+            (
+                "/dataset/reached_review/audit_sample",
+                by(&|r| !r.escalated && r.audit_sample),
+            ),
+            (
+                "/dataset/reached_review/other",
+                by(&|r| !r.escalated && !r.audit_sample),
+            ),
+            ("/dataset/n_tenants", 2.0),
+            // globex has two rows in three, acme one.
+            (
+                "/dataset/largest_tenants/0/n",
+                by(&|r| r.tenant == "globex"),
+            ),
+            ("/dataset/largest_tenants/1/n", by(&|r| r.tenant == "acme")),
+            ("/dataset/range_counts/n_decisions", (n + 9) as f64),
+            ("/dataset/range_counts/n_with_features", (n + 3) as f64),
+            ("/dataset/range_counts/n_malformed", 2.0),
+            ("/dataset/range_counts/n_repeated", 1.0),
+            ("/evaluation/n", val.len() as f64),
+            ("/evaluation/bootstrap/resamples", 300.0),
+            ("/evaluation/bootstrap/seed", seed as f64),
+            ("/evaluation/bootstrap/level", 0.95),
+            ("/calibration/ece", ece(&s, &yv).unwrap()),
+            (
+                "/calibration/mce",
+                crate::ml::metrics::mce(&s, &yv).unwrap(),
+            ),
+        ] {
+            put(k, v);
+        }
+        // Reliability bins by hand: bin ⌊10p⌋ (1.0 in the last).
+        for b in 0..10 {
+            let members: Vec<usize> = (0..s.len())
+                .filter(|&i| ((s[i] * 10.0).floor() as usize).min(9) == b)
+                .collect();
+            let base = format!("/calibration/bins/{b}");
+            put(&format!("{base}/lower"), b as f64 / 10.0);
+            put(&format!("{base}/upper"), (b + 1) as f64 / 10.0);
+            put(&format!("{base}/n"), members.len() as f64);
+            if !members.is_empty() {
+                let mean = |f: &dyn Fn(usize) -> f64| {
+                    members.iter().map(|&i| f(i)).sum::<f64>() / members.len() as f64
+                };
+                put(&format!("{base}/mean_predicted"), mean(&|i| s[i]));
+                put(&format!("{base}/observed"), mean(&|i| f64::from(yv[i])));
+            }
+        }
+        let mut got = BTreeMap::new();
+        numeric_leaves(card, "", &mut got);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>(),
+            "card numbers without a computation behind them (or missing ones)"
+        );
+        for (k, v) in &expected {
+            assert!((got[k] - v).abs() < 1e-9, "{k}: card {} != {v}", got[k]);
+        }
+        // The texts are written from the same numbers.
+        let lim = card["limitations"].as_array().unwrap();
+        assert!(lim[0].as_str().unwrap().contains(&format!(
+            "Trained on {} labelled decisions of 2 tenant(s)",
+            train.len()
+        )));
+        assert!(lim[1]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{} gold", by(&|r| r.source == Source::Gold))));
+        assert!(
+            lim.iter().any(|l| l.as_str().unwrap().contains("small")),
+            "{} < 200 validation rows",
+            val.len()
+        );
+        assert!(card["intended_use"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{thr:.4}")));
+        assert_eq!(card["model_version"], m.version());
+        assert_eq!(card["dataset"]["sha256"], ds.sha256);
+        assert_eq!(
+            card["evaluation"]["metrics"],
+            m.training.cv_metrics["metrics"]
+        );
+        assert!(card.get(CLAIMED).is_none());
     }
 
     /// An uploaded artifact's card: the uploader's `cv_metrics` (here absurd ones) appear only

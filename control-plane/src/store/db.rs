@@ -71,6 +71,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "review_evidence",
         include_str!("../../migrations/sqlite/0010_review_evidence.sql"),
     ),
+    (
+        12,
+        "training_jobs",
+        include_str!("../../migrations/sqlite/0012_training_jobs.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -122,6 +127,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         10,
         "review_evidence",
         include_str!("../../migrations/postgres/0010_review_evidence.sql"),
+    ),
+    (
+        12,
+        "training_jobs",
+        include_str!("../../migrations/postgres/0012_training_jobs.sql"),
     ),
 ];
 
