@@ -72,6 +72,7 @@ pub struct FileConfig {
     pub bundle_poll_interval_ms: Option<u64>,
     pub bundle_failure_mode: Option<FailureMode>,
     pub tenant_stats_days: Option<u32>,
+    pub lease_tick_ms: Option<u64>,
 }
 
 /// The effective configuration.
@@ -113,6 +114,9 @@ pub struct Config {
     pub bundle_public_key: Option<String>,
     /// Days of decision log from which a published bundle's per-tenant statistics are computed.
     pub tenant_stats_days: u32,
+    /// How often a background job's leader lease is checked or tried (`KAKEYA_LEASE_TICK_MS`):
+    /// after the leader dies, another replica takes over within about one tick.
+    pub lease_tick_ms: u64,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -146,6 +150,7 @@ impl Default for Config {
             bundle_failure_mode: FailureMode::Open,
             bundle_public_key: None,
             tenant_stats_days: crate::registry::DEFAULT_TENANT_STATS_DAYS,
+            lease_tick_ms: crate::lease::DEFAULT_TICK_MS,
             warnings: Vec::new(),
         }
     }
@@ -242,6 +247,14 @@ impl Config {
                 .bundle_poll_interval_ms
                 .unwrap_or(DEFAULT_BUNDLE_POLL_MS),
         };
+        let lease_tick_ms = match non_empty(env, "KAKEYA_LEASE_TICK_MS") {
+            Some(v) => v.trim().parse::<u64>().map_err(|_| ConfigError::Env {
+                var: "KAKEYA_LEASE_TICK_MS",
+                value: v.to_string(),
+                message: "expected milliseconds (at least 100)".into(),
+            })?,
+            None => file.lease_tick_ms.unwrap_or(d.lease_tick_ms),
+        };
         let bundle_failure_mode = match non_empty(env, "KAKEYA_BUNDLE_FAILURE_MODE") {
             Some(v) => match v.trim() {
                 "open" => FailureMode::Open,
@@ -298,6 +311,7 @@ impl Config {
             bundle_failure_mode,
             bundle_public_key: None,
             tenant_stats_days: file.tenant_stats_days.unwrap_or(d.tenant_stats_days),
+            lease_tick_ms,
             warnings,
         };
         cfg.validate()?;
@@ -325,6 +339,11 @@ impl Config {
         if self.tenant_stats_days == 0 {
             return Err(ConfigError::Invalid(
                 "tenant_stats_days must be at least 1".into(),
+            ));
+        }
+        if self.lease_tick_ms < 100 {
+            return Err(ConfigError::Invalid(
+                "lease_tick_ms must be at least 100".into(),
             ));
         }
         if self.bundle_poll_interval_ms < 100 {
@@ -829,6 +848,19 @@ mod tests {
         let c = Config::from_toml_str(toml, &env(&[("PCS_HMAC_KEY", "envkey")])).unwrap();
         assert_eq!(c.keyring.global.keys, vec!["envkey"]);
         assert!(Config::from_toml_str("nonsense = 1", &EnvMap::new()).is_err());
+    }
+
+    #[test]
+    fn lease_tick_from_env_and_file_with_a_floor() {
+        let c = Config::from_env_map(&EnvMap::new()).unwrap();
+        assert_eq!(c.lease_tick_ms, crate::lease::DEFAULT_TICK_MS);
+        let c = Config::from_env_map(&env(&[("KAKEYA_LEASE_TICK_MS", "250")])).unwrap();
+        assert_eq!(c.lease_tick_ms, 250);
+        let c = Config::from_toml_str("lease_tick_ms = 700", &EnvMap::new()).unwrap();
+        assert_eq!(c.lease_tick_ms, 700);
+        for bad in ["99", "x", "-1"] {
+            assert!(Config::from_env_map(&env(&[("KAKEYA_LEASE_TICK_MS", bad)])).is_err());
+        }
     }
 
     #[test]

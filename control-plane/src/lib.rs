@@ -14,6 +14,7 @@
 //! * [`envoy`]: renders the Envoy bootstrap that puts the gate in front of all of it;
 //! * [`registry`]: model registry, aliases and signed bundles served to the filters;
 //! * [`review`]: the label store and the review queue (`/v1/reviews`, `/v1/feedback`);
+//! * [`lease`]: leader leases, so background jobs run on one replica of many;
 //! * [`ml`]: offline training and cross-validated evaluation of the hallucination-risk scorer.
 //!
 //! Trust boundary: the ingest listener believes the `x-kakeya-*` headers that the gate filter
@@ -26,6 +27,7 @@ pub mod data_dir;
 pub mod envoy;
 pub mod error;
 pub mod ingest;
+pub mod lease;
 pub mod metrics;
 pub mod ml;
 pub mod private_file;

@@ -43,6 +43,10 @@ fn harness(db: &Db, wal_dir: &Path, token: Option<&str>) -> Harness {
         wal_dir: wal_dir.to_path_buf(),
         admin_token: crate::api::auth::Secret::new(token.unwrap_or("test-admin-token")),
         bundle_seed: Some(std::sync::Arc::new([9; 32])),
+        leases: crate::lease::Leases::new(
+            metrics.leader.clone(),
+            std::time::Duration::from_secs(5),
+        ),
     });
     Harness {
         router: ingest_router(IngestState {

@@ -12,6 +12,7 @@ use crate::api::auth::Secret;
 use crate::api::{admin_router, ingest_router, AdminState, IngestState};
 use crate::config::Config;
 use crate::ingest::{self, CommitterConfig};
+use crate::lease::{run_as_leader, Leases};
 use crate::metrics::Metrics;
 use crate::store::{dedup, Db};
 use crate::wal::retention;
@@ -21,6 +22,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// The lease of the hourly dedup TTL cleanup.
+pub const DEDUP_EXPIRY_LEASE: &str = "dedup-expiry";
 
 /// A running control plane (both listeners bound).
 pub struct Running {
@@ -129,6 +133,10 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         checkpoint,
     )
     .context("cannot open the WAL")?;
+    let leases = Leases::new(
+        metrics.leader.clone(),
+        Duration::from_millis(cfg.lease_tick_ms),
+    );
     let admin_state = AdminState {
         db: db.clone(),
         metrics: metrics.clone(),
@@ -136,6 +144,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         wal_dir: cfg.wal_dir.clone(),
         admin_token: Secret::new(&admin_token.value),
         bundle_seed: Some(std::sync::Arc::new(seed)),
+        leases: leases.clone(),
     };
     let ingest_app = ingest_router(IngestState {
         handle,
@@ -165,35 +174,47 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             .await
     });
 
-    // Background jobs: WAL retention daily, dedup TTL cleanup hourly.
-    let jobs = {
-        let (wal_dir, days, pool) = (cfg.wal_dir.clone(), cfg.wal_retention_days, db.pool.clone());
+    // Background jobs. WAL retention, daily, on every replica: each has its own WAL. Jobs on
+    // the shared database run on the replica holding their lease (`crate::lease`): the dedup
+    // TTL cleanup, hourly.
+    let retention = {
+        let (wal_dir, days) = (cfg.wal_dir.clone(), cfg.wal_retention_days);
         tokio::spawn(async move {
-            let mut hour = tokio::time::interval(Duration::from_secs(3600));
-            let mut n: u64 = 0;
+            let mut day = tokio::time::interval(Duration::from_secs(86_400));
+            // The first tick is immediate: start-up applied retention already.
+            day.tick().await;
             loop {
-                hour.tick().await;
+                day.tick().await;
+                let dir = wal_dir.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || run_retention(&dir, crate::now_ms(), days))
+                        .await;
+            }
+        })
+    };
+    let pool = db.pool.clone();
+    let dedup_expiry = run_as_leader(
+        db.clone(),
+        &leases,
+        DEDUP_EXPIRY_LEASE,
+        Duration::from_secs(3600),
+        move || {
+            let pool = pool.clone();
+            async move {
                 match dedup::cleanup(&pool, crate::now_ms()).await {
                     Ok(k) if k > 0 => tracing::info!(deleted = k, "dedup TTL cleanup"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "dedup TTL cleanup failed"),
                 }
-                if n % 24 == 23 {
-                    let dir = wal_dir.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        run_retention(&dir, crate::now_ms(), days)
-                    })
-                    .await;
-                }
-                n += 1;
             }
-        })
-    };
+        },
+    )?;
+    let jobs = [retention, dedup_expiry];
 
     let join = tokio::spawn(async move {
         let r1 = ingest_srv.await;
         let r2 = admin_srv.await;
-        jobs.abort();
+        jobs.iter().for_each(JoinHandle::abort);
         // The ingest router (and with it every IngestHandle) is gone: the committer drains.
         committer.await.context("committer panicked")?;
         r1.context("ingest server panicked")?

@@ -5,7 +5,8 @@
 //!   Envoy can reach it; off loopback it also requires the shared secret Envoy adds
 //!   ([`auth::H_INGEST_SECRET`]), or anyone could forge verdicts.
 //! * **admin** (`admin_addr`): health, readiness, metrics, OpenAPI, decision log, model
-//!   registry (`/v1/models`, `/v1/aliases/{alias}`, [`registry`]), review queue and labels
+//!   registry (`/v1/models`, `/v1/aliases/{alias}`, [`registry`]), background-job leases
+//!   (`/v1/operator/leader`, [`leader`]), review queue and labels
 //!   ([`crate::review`]). Everything except `/health`,
 //!   `/ready` and the signed bundle (`GET /v1/bundles/current`, polled by the filters) requires
 //!   the bearer admin token ([`auth`]).
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod decisions;
 pub mod health;
 pub mod ingest;
+pub mod leader;
 pub mod metrics;
 pub mod openapi;
 pub mod registry;
@@ -59,6 +61,8 @@ pub struct AdminState {
     pub admin_token: auth::Secret,
     /// Signs the bundles published on alias changes; `None` refuses alias changes (503).
     pub bundle_seed: Option<Arc<[u8; 32]>>,
+    /// The background-job leases of this process (`GET /v1/operator/leader`).
+    pub leases: crate::lease::Leases,
 }
 
 async fn not_found() -> ApiError {
@@ -89,6 +93,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(metrics::metrics))
         .routes(routes!(openapi::spec))
         .routes(routes!(decisions::list))
+        .routes(routes!(leader::leader))
         .routes(routes!(registry::list_models, registry::post_model))
         .routes(routes!(registry::get_model))
         .routes(routes!(

@@ -167,6 +167,7 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("POST", "/v1/aliases/challenger"),
         ("DELETE", "/v1/aliases/challenger"),
         ("POST", "/v1/aliases/{alias}"),
+        ("GET", "/v1/operator/leader"),
         ("GET", "/v1/reviews"),
         ("POST", "/v1/reviews/{tenant}/{pcs_id}"),
         ("POST", "/v1/feedback"),

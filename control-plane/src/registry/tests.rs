@@ -1310,6 +1310,10 @@ async fn the_bundle_route_does_not_serve_an_altered_row() {
             wal_dir: std::env::temp_dir(),
             admin_token: crate::api::auth::Secret::new("registry-test-token"),
             bundle_seed: Some(std::sync::Arc::new(SEED)),
+            leases: crate::lease::Leases::new(
+                metrics.leader.clone(),
+                std::time::Duration::from_secs(5),
+            ),
         });
         let get = |path: &'static str| {
             let router = router.clone();
