@@ -5,8 +5,8 @@
 //!   Envoy can reach it; off loopback it also requires the shared secret Envoy adds
 //!   ([`auth::H_INGEST_SECRET`]), or anyone could forge verdicts.
 //! * **admin** (`admin_addr`): health, readiness, metrics, OpenAPI, decision log, model
-//!   registry (`/v1/models`, `/v1/aliases/{alias}`, [`registry`]), background-job leases
-//!   (`/v1/operator/leader`, [`leader`]), review queue and labels
+//!   registry (`/v1/models`, `/v1/aliases/…`, `/v1/hrs/register|activate`, [`registry`]),
+//!   background-job leases (`/v1/operator/leader`, [`leader`]), review queue and labels
 //!   ([`crate::review`]). Everything except `/health`,
 //!   `/ready` and the signed bundle (`GET /v1/bundles/current`, polled by the filters) requires
 //!   the bearer admin token ([`auth`]).
@@ -94,13 +94,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(openapi::spec))
         .routes(routes!(decisions::list))
         .routes(routes!(leader::leader))
-        .routes(routes!(registry::list_models, registry::post_model))
-        .routes(routes!(registry::get_model))
-        .routes(routes!(
-            registry::set_challenger,
-            registry::delete_challenger
-        ))
-        .routes(routes!(registry::set_alias))
+        .merge(registry::router())
         .merge(crate::review::api::router())
 }
 

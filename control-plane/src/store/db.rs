@@ -66,6 +66,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "decision_features",
         include_str!("../../migrations/sqlite/0009_decision_features.sql"),
     ),
+    (
+        11,
+        "alias_history",
+        include_str!("../../migrations/sqlite/0011_alias_history.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -112,6 +117,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "decision_features",
         include_str!("../../migrations/postgres/0009_decision_features.sql"),
+    ),
+    (
+        11,
+        "alias_history",
+        include_str!("../../migrations/postgres/0011_alias_history.sql"),
     ),
 ];
 
