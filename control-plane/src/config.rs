@@ -75,6 +75,7 @@ pub struct FileConfig {
     pub tenant_stats_days: Option<u32>,
     pub review: Option<ReviewFileConfig>,
     pub training: Option<crate::learn::TrainingOptions>,
+    pub lease_tick_ms: Option<u64>,
 }
 
 /// `[review]` of `kakeya.toml`.
@@ -149,6 +150,9 @@ pub struct Config {
     pub review: ReviewConfig,
     /// Datasets and training jobs (`[training]`): minimum labels, validation share, bootstrap.
     pub training: crate::learn::TrainingOptions,
+    /// How often a background job's leader lease is checked or tried (`KAKEYA_LEASE_TICK_MS`):
+    /// after the leader dies, another replica takes over within about one tick.
+    pub lease_tick_ms: u64,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -184,6 +188,7 @@ impl Default for Config {
             tenant_stats_days: crate::registry::DEFAULT_TENANT_STATS_DAYS,
             review: ReviewConfig::default(),
             training: crate::learn::TrainingOptions::default(),
+            lease_tick_ms: crate::lease::DEFAULT_TICK_MS,
             warnings: Vec::new(),
         }
     }
@@ -280,6 +285,14 @@ impl Config {
                 .bundle_poll_interval_ms
                 .unwrap_or(DEFAULT_BUNDLE_POLL_MS),
         };
+        let lease_tick_ms = match non_empty(env, "KAKEYA_LEASE_TICK_MS") {
+            Some(v) => v.trim().parse::<u64>().map_err(|_| ConfigError::Env {
+                var: "KAKEYA_LEASE_TICK_MS",
+                value: v.to_string(),
+                message: "expected milliseconds (at least 100)".into(),
+            })?,
+            None => file.lease_tick_ms.unwrap_or(d.lease_tick_ms),
+        };
         let bundle_failure_mode = match non_empty(env, "KAKEYA_BUNDLE_FAILURE_MODE") {
             Some(v) => match v.trim() {
                 "open" => FailureMode::Open,
@@ -339,6 +352,7 @@ impl Config {
             tenant_stats_days: file.tenant_stats_days.unwrap_or(d.tenant_stats_days),
             review,
             training: file.training.unwrap_or(d.training),
+            lease_tick_ms,
             warnings,
         };
         cfg.validate()?;
@@ -369,6 +383,11 @@ impl Config {
             ));
         }
         self.training.validate().map_err(ConfigError::Invalid)?;
+        if self.lease_tick_ms < 100 {
+            return Err(ConfigError::Invalid(
+                "lease_tick_ms must be at least 100".into(),
+            ));
+        }
         if self.bundle_poll_interval_ms < 100 {
             return Err(ConfigError::Invalid(
                 "bundle_poll_interval_ms must be at least 100".into(),
@@ -981,6 +1000,19 @@ mod tests {
         let c = Config::from_toml_str(toml, &env(&[("PCS_HMAC_KEY", "envkey")])).unwrap();
         assert_eq!(c.keyring.global.keys, vec!["envkey"]);
         assert!(Config::from_toml_str("nonsense = 1", &EnvMap::new()).is_err());
+    }
+
+    #[test]
+    fn lease_tick_from_env_and_file_with_a_floor() {
+        let c = Config::from_env_map(&EnvMap::new()).unwrap();
+        assert_eq!(c.lease_tick_ms, crate::lease::DEFAULT_TICK_MS);
+        let c = Config::from_env_map(&env(&[("KAKEYA_LEASE_TICK_MS", "250")])).unwrap();
+        assert_eq!(c.lease_tick_ms, 250);
+        let c = Config::from_toml_str("lease_tick_ms = 700", &EnvMap::new()).unwrap();
+        assert_eq!(c.lease_tick_ms, 700);
+        for bad in ["99", "x", "-1"] {
+            assert!(Config::from_env_map(&env(&[("KAKEYA_LEASE_TICK_MS", bad)])).is_err());
+        }
     }
 
     #[test]

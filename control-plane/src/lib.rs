@@ -16,6 +16,7 @@
 //! * [`review`]: the label store and the review queue (`/v1/reviews`, `/v1/feedback`);
 //! * [`evidence`]: opt-in, encrypted, TTL-bounded retention of queued decisions' evidence;
 //! * [`learn`]: datasets from the decision log and its labels, training jobs (`/v1/hrs/train`);
+//! * [`lease`]: leader leases, so background jobs run on one replica of many;
 //! * [`ml`]: offline training and cross-validated evaluation of the hallucination-risk scorer.
 //!
 //! Trust boundary: the ingest listener believes the `x-kakeya-*` headers that the gate filter
@@ -31,6 +32,7 @@ pub mod error;
 pub mod evidence;
 pub mod ingest;
 pub mod learn;
+pub mod lease;
 pub mod metrics;
 pub mod ml;
 pub mod private_file;

@@ -87,7 +87,8 @@ enum ModelCmd {
     Register { file: PathBuf },
     /// List registered models, newest first.
     List,
-    /// Make VERSION the champion (or the challenger), publishing a new signed bundle.
+    /// Make VERSION the champion (or the challenger), publishing a new signed bundle; the move
+    /// is recorded in the alias history (actor cli:<your OS user>).
     Promote {
         version: String,
         /// Set the challenger instead of the champion.
@@ -96,9 +97,30 @@ enum ModelCmd {
         /// Challenger only: share of tenants (0..=1) it scores.
         #[arg(long, requires = "challenger")]
         weight: Option<f64>,
+        #[command(flatten)]
+        why: registry_cli::WhyArgs,
     },
-    /// Remove the challenger, publishing a new signed bundle.
-    RemoveChallenger,
+    /// Remove the challenger, publishing a new signed bundle (recorded in the alias history).
+    RemoveChallenger {
+        #[command(flatten)]
+        why: registry_cli::WhyArgs,
+    },
+    /// Alias moves, newest first: who, when, why, from and to which version (one page, like
+    /// GET /v1/aliases/history; pass the printed cursor as --cursor for the next one).
+    History {
+        /// Only this alias's moves.
+        #[arg(long, value_enum)]
+        alias: Option<kakeya_control_plane::api::registry::HistoryAlias>,
+        /// Moves per page, 1..=1000.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// next_cursor of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Print the page as JSON (as the route answers it) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -5,7 +5,8 @@
 //! that nothing increments would be a lie.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 #[derive(Clone)]
@@ -25,6 +26,9 @@ pub struct Metrics {
     pub wal_fsync_seconds: Histogram,
     pub wal_batch_size: Histogram,
     pub ingest_duration_seconds: HistogramVec,
+    /// `kakeya_leader{lease}`: 1 while this replica holds the lease (runs its job), else 0
+    /// (see `crate::lease`).
+    pub leader: IntGaugeVec,
 }
 
 /// `kakeya_registry_integrity_failures_total{what="model"|"bundle"}`: stored registry rows
@@ -94,6 +98,14 @@ impl Metrics {
         )?;
         registry.register(Box::new(feature_rejects_total.clone()))?;
         registry.register(Box::new(crate::evidence::decrypt_failures_total().clone()))?;
+        let leader = IntGaugeVec::new(
+            Opts::new(
+                "kakeya_leader",
+                "1 while this replica holds the background-job lease, else 0",
+            ),
+            &["lease"],
+        )?;
+        registry.register(Box::new(leader.clone()))?;
         Ok(Metrics {
             ingest_total: counter(
                 &registry,
@@ -140,6 +152,7 @@ impl Metrics {
             wal_fsync_seconds,
             wal_batch_size,
             ingest_duration_seconds,
+            leader,
             registry,
         })
     }

@@ -61,6 +61,10 @@ fn harness_with(
         admin_token: crate::api::auth::Secret::new(token.unwrap_or("test-admin-token")),
         bundle_seed: Some(std::sync::Arc::new([9; 32])),
         evidence: evidence.clone(),
+        leases: crate::lease::Leases::new(
+            metrics.leader.clone(),
+            std::time::Duration::from_secs(5),
+        ),
     });
     Harness {
         router: ingest_router(IngestState {

@@ -3,11 +3,33 @@
 
 use crate::{BundleCmd, ModelCmd};
 use anyhow::Context;
+use clap::Args;
 use kakeya_control_plane::config::Config;
 use kakeya_control_plane::registry::keys;
-use kakeya_control_plane::registry::{self, CHALLENGER, CHAMPION};
+use kakeya_control_plane::registry::{self, Actor, StatedReason, Why, CHALLENGER, CHAMPION};
 use kakeya_control_plane::store::Db;
 use std::path::Path;
+
+/// Why an alias moves (recorded in the alias history with the actor cli:<OS user>).
+#[derive(Args, Debug, Clone)]
+pub struct WhyArgs {
+    /// manual (default), gate or auto_revert.
+    #[arg(long, value_enum, default_value = "manual")]
+    pub reason: StatedReason,
+    /// Free text for the history, at most 1024 characters.
+    #[arg(long)]
+    pub comment: Option<String>,
+}
+
+impl WhyArgs {
+    fn why(self) -> Why {
+        Why {
+            actor: Actor::cli(),
+            reason: self.reason.into(),
+            comment: self.comment,
+        }
+    }
+}
 
 /// The server's signing key, read, never created: only `kakeya serve` creates it (a key made
 /// here, in a data dir no server uses, would sign rows no server trusts).
@@ -35,6 +57,31 @@ fn print_published(p: &registry::Published) {
     );
 }
 
+/// The history page as a table, the cursor of the next page last.
+fn print_history(page: &kakeya_control_plane::api::registry::HistoryPage) {
+    println!(
+        "{:<6} {:<14} {:<10} {:<16} {:<16} {:<12} {:<20} {:<7} comment",
+        "id", "created_at_ms", "alias", "previous", "new", "reason", "actor", "bundle"
+    );
+    for e in &page.items {
+        println!(
+            "{:<6} {:<14} {:<10} {:<16} {:<16} {:<12} {:<20} {:<7} {}",
+            e.id,
+            e.created_at_ms,
+            e.alias,
+            e.previous_version.as_deref().unwrap_or("-"),
+            e.new_version.as_deref().unwrap_or("- (removed)"),
+            e.reason.as_str(),
+            e.actor,
+            e.bundle_version,
+            e.comment.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(c) = &page.next_cursor {
+        println!("more: --cursor {c}");
+    }
+}
+
 pub async fn model(cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
     registry::configure_tenant_stats_days(cfg.tenant_stats_days);
     let db = db(&cfg).await?;
@@ -43,9 +90,15 @@ pub async fn model(cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let seed = seed(&cfg.bundle_signing_seed_file)?;
-            let s = kakeya_control_plane::api::registry::register(&db, &seed, &bytes).await?;
+            let r = kakeya_control_plane::api::registry::register(&db, &seed, &bytes).await?;
+            let s = &r.summary;
             println!(
-                "registered {} (sha256 {}, signature {})",
+                "{} {} (sha256 {}, signature {})",
+                if r.new {
+                    "registered"
+                } else {
+                    "already registered (stored row verified, unchanged):"
+                },
                 s.version,
                 s.sha256,
                 s.signature.as_deref().unwrap_or("-")
@@ -78,24 +131,52 @@ pub async fn model(cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
             version,
             challenger,
             weight,
+            why,
         } => {
             let seed = seed(&cfg.bundle_signing_seed_file)?;
             let alias = if challenger { CHALLENGER } else { CHAMPION };
-            let p = registry::set_alias(
+            let p = registry::move_alias(
                 &db,
                 &seed,
                 alias,
                 &version,
                 weight,
+                &why.why(),
                 kakeya_control_plane::now_ms(),
             )
             .await?;
             print_published(&p);
         }
-        ModelCmd::RemoveChallenger => {
+        ModelCmd::RemoveChallenger { why } => {
             let seed = seed(&cfg.bundle_signing_seed_file)?;
-            let p = registry::remove_challenger(&db, &seed, kakeya_control_plane::now_ms()).await?;
+            let p = registry::remove_alias(
+                &db,
+                &seed,
+                CHALLENGER,
+                &why.why(),
+                kakeya_control_plane::now_ms(),
+            )
+            .await?;
             print_published(&p);
+        }
+        ModelCmd::History {
+            alias,
+            limit,
+            cursor,
+            json,
+        } => {
+            let page = kakeya_control_plane::api::registry::history_page(
+                &db,
+                alias,
+                Some(limit),
+                cursor.as_deref(),
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&page)?);
+            } else {
+                print_history(&page);
+            }
         }
     }
     Ok(())
@@ -194,9 +275,21 @@ mod tests {
                     version: "lr-000000000000".into(),
                     challenger: false,
                     weight: None,
+                    why: WhyArgs {
+                        reason: StatedReason::Manual,
+                        comment: None,
+                    },
                 },
             )),
-            rt.block_on(model(cfg.clone(), ModelCmd::RemoveChallenger)),
+            rt.block_on(model(
+                cfg.clone(),
+                ModelCmd::RemoveChallenger {
+                    why: WhyArgs {
+                        reason: StatedReason::Manual,
+                        comment: None,
+                    },
+                },
+            )),
             crate::hrs::resolve_model("lr-000000000000", Some(&cfg)).map(|_| ()),
         ];
         for e in errors {

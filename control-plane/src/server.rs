@@ -13,6 +13,7 @@ use crate::api::auth::Secret;
 use crate::api::{admin_router, ingest_router, AdminState, IngestState};
 use crate::config::Config;
 use crate::ingest::{self, CommitterConfig};
+use crate::lease::{run_as_leader, Leases};
 use crate::metrics::Metrics;
 use crate::store::{dedup, Db};
 use crate::wal::retention;
@@ -22,6 +23,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// The lease of the hourly dedup TTL cleanup.
+pub const DEDUP_EXPIRY_LEASE: &str = "dedup-expiry";
+/// Lease of the evidence purge ([`crate::evidence::purge`]).
+pub const EVIDENCE_PURGE_LEASE: &str = "evidence-purge";
 
 /// A running control plane (both listeners bound).
 pub struct Running {
@@ -149,6 +155,10 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         checkpoint,
     )
     .context("cannot open the WAL")?;
+    let leases = Leases::new(
+        metrics.leader.clone(),
+        Duration::from_millis(cfg.lease_tick_ms),
+    );
     let admin_state = AdminState {
         db: db.clone(),
         metrics: metrics.clone(),
@@ -157,6 +167,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         admin_token: Secret::new(&admin_token.value),
         bundle_seed: Some(std::sync::Arc::new(seed)),
         evidence: Some(evidence.clone()),
+        leases: leases.clone(),
     };
     let ingest_app = ingest_router(IngestState {
         handle,
@@ -194,42 +205,56 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             .await
     });
 
-    // Background jobs: WAL retention daily, dedup TTL cleanup hourly.
-    let jobs = {
-        let (wal_dir, days, pool) = (cfg.wal_dir.clone(), cfg.wal_retention_days, db.pool.clone());
+    // Background jobs. WAL retention, daily, on every replica: each has its own WAL. Jobs on
+    // the shared database run on the replica holding their lease (`crate::lease`): the dedup
+    // TTL cleanup, hourly.
+    let retention = {
+        let (wal_dir, days) = (cfg.wal_dir.clone(), cfg.wal_retention_days);
         tokio::spawn(async move {
-            let mut hour = tokio::time::interval(Duration::from_secs(3600));
-            let mut n: u64 = 0;
+            let mut day = tokio::time::interval(Duration::from_secs(86_400));
+            // The first tick is immediate: start-up applied retention already.
+            day.tick().await;
             loop {
-                hour.tick().await;
+                day.tick().await;
+                let dir = wal_dir.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || run_retention(&dir, crate::now_ms(), days))
+                        .await;
+            }
+        })
+    };
+    let pool = db.pool.clone();
+    let dedup_expiry = run_as_leader(
+        db.clone(),
+        &leases,
+        DEDUP_EXPIRY_LEASE,
+        Duration::from_secs(3600),
+        move || {
+            let pool = pool.clone();
+            async move {
                 match dedup::cleanup(&pool, crate::now_ms()).await {
                     Ok(k) if k > 0 => tracing::info!(deleted = k, "dedup TTL cleanup"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "dedup TTL cleanup failed"),
                 }
-                if n % 24 == 23 {
-                    let dir = wal_dir.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        run_retention(&dir, crate::now_ms(), days)
-                    })
-                    .await;
-                }
-                n += 1;
             }
-        })
-    };
-
+        },
+    )?;
     // Evidence purge (expired, and tenants no longer opted in): now, then every few minutes.
-    let evidence_purge = tokio::spawn(crate::evidence::purge_task(
-        db.pool.clone(),
-        cfg.review.evidence.tenants.clone(),
-    ));
+    let (pool, tenants) = (db.pool.clone(), cfg.review.evidence.tenants.clone());
+    let evidence_purge = run_as_leader(
+        db.clone(),
+        &leases,
+        EVIDENCE_PURGE_LEASE,
+        crate::evidence::PURGE_EVERY,
+        move || crate::evidence::purge_logged(pool.clone(), tenants.clone()),
+    )?;
+    let jobs = [retention, dedup_expiry, evidence_purge];
 
     let join = tokio::spawn(async move {
         let r1 = ingest_srv.await;
         let r2 = admin_srv.await;
-        jobs.abort();
-        evidence_purge.abort();
+        jobs.iter().for_each(JoinHandle::abort);
         // The runner stops at the stop signal (marking a job it interrupts as failed).
         trainer.await.context("training job runner panicked")?;
         // The ingest router (and with it every IngestHandle) is gone: the committer drains.

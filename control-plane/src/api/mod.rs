@@ -5,8 +5,10 @@
 //!   Envoy can reach it; off loopback it also requires the shared secret Envoy adds
 //!   ([`auth::H_INGEST_SECRET`]), or anyone could forge verdicts.
 //! * **admin** (`admin_addr`): health, readiness, metrics, OpenAPI, decision log, model
-//!   registry (`/v1/models`, `/v1/aliases/{alias}`, [`registry`]), review queue and labels
-//!   ([`crate::review`]), training jobs (`/v1/hrs/train`, `/v1/hrs/jobs`, [`crate::learn`]). Everything except `/health`,
+//!   registry (`/v1/models`, `/v1/aliases/…`, `/v1/hrs/register|activate`, [`registry`]),
+//!   background-job leases (`/v1/operator/leader`, [`leader`]), review queue and labels
+//!   ([`crate::review`]), training jobs (`/v1/hrs/train`, `/v1/hrs/jobs`, [`crate::learn`]).
+//!   Everything except `/health`,
 //!   `/ready` and the signed bundle (`GET /v1/bundles/current`, polled by the filters) requires
 //!   the bearer admin token ([`auth`]).
 //!
@@ -17,6 +19,7 @@ pub mod auth;
 pub mod decisions;
 pub mod health;
 pub mod ingest;
+pub mod leader;
 pub mod metrics;
 pub mod openapi;
 pub mod registry;
@@ -63,6 +66,8 @@ pub struct AdminState {
     pub bundle_seed: Option<Arc<[u8; 32]>>,
     /// Opens retained evidence for the review queue; `None` shows none.
     pub evidence: Option<crate::evidence::Vault>,
+    /// The background-job leases of this process (`GET /v1/operator/leader`).
+    pub leases: crate::lease::Leases,
 }
 
 async fn not_found() -> ApiError {
@@ -93,13 +98,8 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(metrics::metrics))
         .routes(routes!(openapi::spec))
         .routes(routes!(decisions::list))
-        .routes(routes!(registry::list_models, registry::post_model))
-        .routes(routes!(registry::get_model))
-        .routes(routes!(
-            registry::set_challenger,
-            registry::delete_challenger
-        ))
-        .routes(routes!(registry::set_alias))
+        .routes(routes!(leader::leader))
+        .merge(registry::router())
         .merge(crate::review::api::router())
         .merge(crate::learn::api::router())
 }

@@ -2,22 +2,42 @@
 //!
 //! `GET /v1/bundles/current` is the one unauthenticated route besides health and readiness:
 //! the gate filters poll it without a token, and what it serves is signed (they verify the
-//! signature with the key in their configuration).
+//! signature with the key in their configuration). The others ([`router`]) need the bearer
+//! token. The seed's names (`POST /v1/hrs/register`, `POST /v1/hrs/activate`) and ours
+//! (`/v1/models`, `/v1/aliases/*`) call the same registry functions
+//! ([`registry::register_model`], [`registry::move_alias`]); every alias move is recorded with
+//! the actor `admin-api` (the API has one token, hence one identity).
 
+use super::decisions::{finish_page, page_args};
 use super::AdminState;
 use crate::error::{ApiError, ErrorBody};
 use crate::registry::{
-    self, card, ModelDetail, ModelSummary, Published, RegistryError, CHALLENGER,
+    self, card, history, Actor, HistoryEntry, ModelDetail, ModelSummary, Published, Registered,
+    RegistryError, StatedReason, Why, CHALLENGER, CHAMPION,
 };
 use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kakeya_core::bundle::{H_SHA256, H_SIGNATURE};
 use kakeya_core::model::HrsModel;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The registry routes that need the bearer token, with their OpenAPI description.
+pub fn router() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_models, post_model))
+        .routes(routes!(get_model))
+        .routes(routes!(history))
+        .routes(routes!(set_challenger, delete_challenger))
+        .routes(routes!(set_alias))
+        .routes(routes!(hrs_register))
+        .routes(routes!(hrs_activate))
+}
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
@@ -151,16 +171,19 @@ pub async fn get_model(
         .ok_or_else(|| ApiError::Missing(format!("no model {version}")))
 }
 
-/// Validates, signs with `seed` and registers an artifact (the same path as
-/// `kakeya model register`).
+/// Parses an artifact and registers it ([`registry::register_model`], with the card of an
+/// uploaded artifact): what `POST /v1/models`, `POST /v1/hrs/register` and
+/// `kakeya model register` do.
 pub async fn register(
     db: &crate::store::Db,
     seed: &[u8; 32],
     bytes: &[u8],
-) -> Result<ModelSummary, ApiError> {
+) -> Result<Registered, ApiError> {
     let m = HrsModel::from_json(bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid model artifact: {e}")))?;
-    Ok(registry::insert_model(db, seed, &m, &card::from_artifact(&m), crate::now_ms()).await?)
+    registry::register_model(db, seed, &m, &card::from_artifact(&m), crate::now_ms())
+        .await
+        .map_err(refused)
 }
 
 #[utoipa::path(
@@ -173,7 +196,7 @@ pub async fn register(
         (status = 201, body = ModelSummary),
         (status = 400, body = ErrorBody, description = "Not a valid artifact for this build's feature schema"),
         (status = 401, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "Already registered"),
+        (status = 409, body = ErrorBody, description = "Already registered (code `conflict`; POST /v1/hrs/register answers 200 with the stored row instead), or the stored row of this version failed its integrity check (code `integrity_failure`)"),
         (status = 503, body = ErrorBody)
     )
 )]
@@ -181,10 +204,168 @@ pub async fn post_model(
     State(st): State<AdminState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ModelSummary>), ApiError> {
+    let r = register(&st.db, seed(&st)?, &body).await?;
+    if !r.new {
+        return Err(RegistryError::Exists(r.summary.version).into());
+    }
+    Ok((StatusCode::CREATED, Json(r.summary)))
+}
+
+/// `POST /v1/hrs/register`: the registered model, in the seed's terms.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HrsRegistered {
+    pub version: String,
+    /// SHA-256 (hex) of the artifact's canonical bytes.
+    pub binary_hash: String,
+    /// Always `registered`: the model is in the registry (aliases say where it serves).
+    pub status: String,
+    /// Ed25519 signature of the artifact's SHA-256 by the bundle signing key.
+    pub signature: Option<String>,
+    /// Aliases pointing at this model.
+    pub aliases: Vec<String>,
+    pub created_at_ms: i64,
+    /// The stored model card.
+    #[schema(value_type = Object)]
+    pub card: serde_json::Value,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/hrs/register",
+    tag = "registry",
+    request_body(content = Object, description = "A model artifact (kakeya_core::model::HrsModel JSON, as written by kakeya train). Registering from a training job (`{job_id}`) comes with the training jobs", content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = HrsRegistered, description = "Registered (signed with the bundle signing key)"),
+        (status = 200, body = HrsRegistered, description = "This artifact was registered already; the stored row, unchanged"),
+        (status = 400, body = ErrorBody, description = "Not a valid artifact for this build's feature schema"),
+        (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The stored row of this version failed its integrity check (code `integrity_failure`) or holds another artifact (code `conflict`)"),
+        (status = 503, body = ErrorBody)
+    )
+)]
+pub async fn hrs_register(
+    State(st): State<AdminState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<HrsRegistered>), ApiError> {
+    let r = register(&st.db, seed(&st)?, &body).await?;
+    let status = if r.new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let s = r.summary;
     Ok((
-        StatusCode::CREATED,
-        Json(register(&st.db, seed(&st)?, &body).await?),
+        status,
+        Json(HrsRegistered {
+            version: s.version,
+            binary_hash: s.sha256,
+            status: "registered".into(),
+            signature: s.signature,
+            aliases: s.aliases,
+            created_at_ms: s.created_at_ms,
+            card: r.card,
+        }),
     ))
+}
+
+/// `POST /v1/hrs/activate`: make a registered model the champion.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateBody {
+    /// Registered model version.
+    #[schema(min_length = 1)]
+    pub version: String,
+    /// Why (default `manual`), recorded in the alias history.
+    pub reason: Option<StatedReason>,
+    /// Recorded in the alias history; at most 1024 characters.
+    #[schema(max_length = 1024)]
+    pub comment: Option<String>,
+}
+
+/// What `POST /v1/hrs/activate` answers.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Activated {
+    /// The champion now.
+    pub active: String,
+    /// The champion before (`null`: none).
+    pub previous: Option<String>,
+    /// The bundle published with the move.
+    pub bundle_version: i64,
+    /// The move as recorded in the alias history.
+    pub moved: HistoryEntry,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/hrs/activate",
+    tag = "registry",
+    request_body = ActivateBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Activated, description = "The model is the champion; a new signed bundle is published and the move recorded"),
+        (status = 400, body = ErrorBody, description = "Malformed body, unknown reason, comment over 1024 characters"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such model"),
+        (status = 409, body = ErrorBody, description = "Code `integrity_failure`: the model row (or the challenger's) failed its integrity check (SHA-256, version, signature); nothing is published"),
+        (status = 503, body = ErrorBody)
+    )
+)]
+pub async fn hrs_activate(
+    State(st): State<AdminState>,
+    body: Result<Json<ActivateBody>, JsonRejection>,
+) -> Result<Json<Activated>, ApiError> {
+    let Json(b) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let p = move_by_api(&st, CHAMPION, &b.version, None, b.reason, b.comment).await?;
+    let moved = p
+        .moved
+        .ok_or_else(|| ApiError::Internal("the move was not recorded".into()))?;
+    Ok(Json(Activated {
+        active: b.version,
+        previous: moved.previous_version.clone(),
+        bundle_version: p.bundle_version,
+        moved,
+    }))
+}
+
+/// Who moves an alias through the API, and why.
+fn api_why(reason: Option<StatedReason>, comment: Option<String>) -> Why {
+    Why {
+        actor: Actor::AdminApi,
+        reason: reason.unwrap_or_default().into(),
+        comment,
+    }
+}
+
+/// [`registry::move_alias`] for an API caller, logged.
+async fn move_by_api(
+    st: &AdminState,
+    alias: &str,
+    version: &str,
+    weight: Option<f64>,
+    reason: Option<StatedReason>,
+    comment: Option<String>,
+) -> Result<Published, ApiError> {
+    let why = api_why(reason, comment);
+    let p = registry::move_alias(
+        &st.db,
+        seed(st)?,
+        alias,
+        version,
+        weight,
+        &why,
+        crate::now_ms(),
+    )
+    .await
+    .map_err(refused)?;
+    tracing::info!(
+        alias,
+        version,
+        bundle = p.bundle_version,
+        reason = why.reason.as_str(),
+        "alias moved"
+    );
+    Ok(p)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -194,6 +375,11 @@ pub struct AliasBody {
     pub version: String,
     /// Challenger only: share of tenants (0..=1) it scores.
     pub weight: Option<f64>,
+    /// Why (default `manual`), recorded in the alias history.
+    pub reason: Option<StatedReason>,
+    /// Recorded in the alias history; at most 1024 characters.
+    #[schema(max_length = 1024)]
+    pub comment: Option<String>,
 }
 
 fn seed(st: &AdminState) -> Result<&[u8; 32], ApiError> {
@@ -210,8 +396,8 @@ fn seed(st: &AdminState) -> Result<&[u8; 32], ApiError> {
     request_body = AliasBody,
     security(("bearer" = [])),
     responses(
-        (status = 200, body = Published, description = "Alias set; a new signed bundle is published"),
-        (status = 400, body = ErrorBody),
+        (status = 200, body = Published, description = "Alias set; a new signed bundle is published and the move recorded in the alias history (actor admin-api)"),
+        (status = 400, body = ErrorBody, description = "Unknown alias, weight missing or out of range, unknown reason, comment over 1024 characters, malformed body"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "No such model"),
         (status = 409, body = ErrorBody, description = "A challenger needs a champion (code `conflict`), or a model row it loads failed its integrity check (code `integrity_failure`): nothing is published"),
@@ -224,17 +410,7 @@ pub async fn set_alias(
     body: Result<Json<AliasBody>, JsonRejection>,
 ) -> Result<Json<Published>, ApiError> {
     let Json(b) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let p = registry::set_alias(
-        &st.db,
-        seed(&st)?,
-        &alias,
-        &b.version,
-        b.weight,
-        crate::now_ms(),
-    )
-    .await
-    .map_err(refused)?;
-    tracing::info!(alias, version = %b.version, bundle = p.bundle_version, "alias changed");
+    let p = move_by_api(&st, &alias, &b.version, b.weight, b.reason, b.comment).await?;
     Ok(Json(p))
 }
 
@@ -246,8 +422,8 @@ pub async fn set_alias(
     request_body = AliasBody,
     security(("bearer" = [])),
     responses(
-        (status = 200, body = Published, description = "Challenger set; a new signed bundle is published"),
-        (status = 400, body = ErrorBody),
+        (status = 200, body = Published, description = "Challenger set; a new signed bundle is published and the move recorded in the alias history (actor admin-api)"),
+        (status = 400, body = ErrorBody, description = "Weight missing or out of range, unknown reason, comment over 1024 characters, malformed body"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "No such model"),
         (status = 409, body = ErrorBody, description = "A challenger needs a champion (code `conflict`), or a model row it loads failed its integrity check (code `integrity_failure`): nothing is published"),
@@ -261,29 +437,134 @@ pub async fn set_challenger(
     set_alias(st, Path(CHALLENGER.to_string()), body).await
 }
 
+/// Why the challenger is removed (query of `DELETE /v1/aliases/challenger`).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RemoveQuery {
+    /// Why (default `manual`), recorded in the alias history.
+    #[param(inline)]
+    pub reason: Option<StatedReason>,
+    /// Recorded in the alias history; at most 1024 characters.
+    #[param(max_length = 1024)]
+    pub comment: Option<String>,
+}
+
 #[utoipa::path(
     delete,
     path = "/v1/aliases/challenger",
     tag = "registry",
+    params(RemoveQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = Published, description = "Challenger removed; a new signed bundle is published"),
+        (status = 200, body = Published, description = "Challenger removed; a new signed bundle is published and the removal recorded"),
+        (status = 400, body = ErrorBody, description = "Unknown reason, comment over 1024 characters"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "No challenger"),
         (status = 409, body = ErrorBody, description = "Code `integrity_failure`: the champion's model row failed its integrity check; nothing is published"),
         (status = 503, body = ErrorBody)
     )
 )]
-pub async fn delete_challenger(State(st): State<AdminState>) -> Result<Json<Published>, ApiError> {
-    let p = registry::remove_challenger(&st.db, seed(&st)?, crate::now_ms())
+pub async fn delete_challenger(
+    State(st): State<AdminState>,
+    q: Result<Query<RemoveQuery>, QueryRejection>,
+) -> Result<Json<Published>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let why = api_why(q.reason, q.comment);
+    let p = registry::remove_alias(&st.db, seed(&st)?, CHALLENGER, &why, crate::now_ms())
         .await
         .map_err(refused)?;
     tracing::info!(
         alias = CHALLENGER,
         bundle = p.bundle_version,
+        reason = why.reason.as_str(),
         "alias removed"
     );
     Ok(Json(p))
+}
+
+/// The aliases whose history can be listed.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryAlias {
+    Champion,
+    Challenger,
+}
+
+impl HistoryAlias {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryAlias::Champion => CHAMPION,
+            HistoryAlias::Challenger => CHALLENGER,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Only this alias's moves (default: every alias).
+    #[param(inline)]
+    pub alias: Option<HistoryAlias>,
+    /// Moves per page, 1..=1000 (default 100); anything else is a 400.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page; omit for the newest moves.
+    pub cursor: Option<String>,
+}
+
+/// One page of the alias history.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HistoryPage {
+    /// Newest first.
+    pub items: Vec<HistoryEntry>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One page of the alias history (`limit` and `cursor` as `/v1/decisions` takes them): what
+/// `GET /v1/aliases/history` and `kakeya model history` show.
+pub async fn history_page(
+    db: &crate::store::Db,
+    alias: Option<HistoryAlias>,
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> Result<HistoryPage, ApiError> {
+    let (limit, before) = page_args(limit, cursor)?;
+    let mut conn = db.pool.acquire().await.map_err(store)?;
+    // One row more than asked tells whether another page follows.
+    let mut items = history::page(
+        &mut conn,
+        alias.map(HistoryAlias::as_str),
+        before,
+        i64::from(limit) + 1,
+    )
+    .await
+    .map_err(store)?;
+    let next_cursor = finish_page(&mut items, limit, |e| e.id);
+    Ok(HistoryPage { items, next_cursor })
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/aliases/history",
+    tag = "registry",
+    params(HistoryQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = HistoryPage, description = "Alias moves, newest first: who (actor), why (reason, comment), from and to which version, with which bundle; follow next_cursor for older ones"),
+        (status = 400, body = ErrorBody, description = "Unknown alias, limit outside 1..=1000, malformed cursor or query"),
+        (status = 401, body = ErrorBody),
+        (status = 503, body = ErrorBody)
+    )
+)]
+pub async fn history(
+    State(st): State<AdminState>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    history_page(&st.db, q.alias, q.limit, q.cursor.as_deref())
+        .await
+        .map(Json)
 }
 
 /// Route of the current bundle.

@@ -447,7 +447,7 @@ pub struct Purged {
 }
 
 /// Deletes expired records and those of tenants `tenants` does not opt in. A plain function:
-/// the periodic task ([`purge_task`]) and `kakeya review purge-evidence` call it.
+/// the periodic job ([`purge_logged`]) and `kakeya review purge-evidence` call it.
 pub async fn purge(pool: &AnyPool, tenants: &Tenants, now_ms: i64) -> Result<Purged, sqlx::Error> {
     Ok(Purged {
         expired: store::delete_expired(pool, now_ms).await?,
@@ -455,21 +455,17 @@ pub async fn purge(pool: &AnyPool, tenants: &Tenants, now_ms: i64) -> Result<Pur
     })
 }
 
-/// Runs [`purge`] now and every [`PURGE_EVERY`], forever (`kakeya serve` spawns it; failures
-/// are logged and retried at the next tick).
-pub async fn purge_task(pool: AnyPool, tenants: Tenants) {
-    let mut tick = tokio::time::interval(PURGE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match purge(&pool, &tenants, crate::now_ms()).await {
-            Ok(p) if p != Purged::default() => tracing::info!(
-                expired = p.expired,
-                not_opted_in = p.not_opted_in,
-                "evidence purge"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "evidence purge failed"),
-        }
+/// Runs [`purge`] once and logs what it did. `kakeya serve` runs it at start and every
+/// [`PURGE_EVERY`] on the replica holding the purge lease (`crate::lease`); a failure is
+/// retried at the next tick.
+pub async fn purge_logged(pool: AnyPool, tenants: Tenants) {
+    match purge(&pool, &tenants, crate::now_ms()).await {
+        Ok(p) if p != Purged::default() => tracing::info!(
+            expired = p.expired,
+            not_opted_in = p.not_opted_in,
+            "evidence purge"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "evidence purge failed"),
     }
 }

@@ -5,7 +5,7 @@
 
 use super::{
     bundle_failure, card, check_bundle_row, current_bundle, insert_model, keys, model_sha256,
-    republish, set_alias, IntegrityError, Published, RegistryError, CHAMPION,
+    move_alias, republish, Actor, IntegrityError, Published, Reason, RegistryError, Why, CHAMPION,
 };
 use crate::ml::dataset::{self, Row};
 use crate::ml::{eval, model};
@@ -88,7 +88,12 @@ pub async fn ensure_default(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Option<P
         Ok(_) | Err(RegistryError::Exists(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    let p = set_alias(db, seed, CHAMPION, &version, None, now).await?;
+    let why = Why {
+        actor: Actor::Serve,
+        reason: Reason::Initial,
+        comment: Some("the default model, trained at first start on the embedded sample".into()),
+    };
+    let p = move_alias(db, seed, CHAMPION, &version, None, &why, now).await?;
     tracing::info!(
         bundle = p.bundle_version,
         sha256 = %p.bundle_sha256,

@@ -4,18 +4,23 @@
 //!   Ed25519 signature of the SHA-256 of its canonical bytes by the control plane's key
 //!   ([`keys::sign_artifact`]) and its model card ([`card`]);
 //! * `model_aliases`: `champion` and optionally `challenger` (with its traffic weight);
+//! * `alias_history`: every move of an alias, who made it and why ([`history`]);
 //! * `bundles`: every published [`Bundle`], signed with the control plane's key ([`keys`]);
 //! * `registry_meta`: facts recorded once per database (the one-time signature backfill).
 //!
-//! Every alias change publishes a new bundle (version = previous + 1) **in the same
-//! transaction**, so the served bundle always matches the aliases. The filter polls
+//! Every alias change ([`move_alias`], [`remove_alias`]) publishes a new bundle (version =
+//! previous + 1) and records the move in the history **in the same transaction**, so the
+//! served bundle always matches the aliases and the history. The filter polls
 //! `GET /v1/bundles/current`; the bytes served are exactly the signed ones. A bundle carries
 //! per-tenant statistics computed from the recent decision log ([`tenant_stats`]).
 //! All SQL is `$n`-placeholder SQL through `sqlx::Any`, shared by SQLite and PostgreSQL.
 
 pub mod bootstrap;
 pub mod card;
+pub mod history;
 pub mod keys;
+
+pub use history::{last_good_champion, Actor, HistoryEntry, Reason, StatedReason, Why};
 
 use crate::store::{Backend, Db};
 use kakeya_core::bundle::{
@@ -334,6 +339,9 @@ pub struct Published {
     pub aliases: Vec<AliasRow>,
     pub bundle_version: i64,
     pub bundle_sha256: String,
+    /// The alias move recorded with this publication (`null` when the aliases were published
+    /// again without a move: a format change at start, `kakeya bundle rekey`).
+    pub moved: Option<HistoryEntry>,
 }
 
 /// Stores a validated artifact with its card, signed with `seed` ([`keys::sign_artifact`]);
@@ -375,6 +383,59 @@ pub async fn insert_model(
         signature: Some(signature),
         created_at_ms: now_ms,
         aliases: Vec::new(),
+    })
+}
+
+/// What [`register_model`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    pub summary: ModelSummary,
+    /// The stored model card.
+    pub card: serde_json::Value,
+    /// False when the identical artifact was registered already (nothing changed).
+    pub new: bool,
+}
+
+/// Registers `model` with `card` ([`insert_model`]); when its version is registered already,
+/// the stored row is checked ([`verify_model_row`]) and must hold the same artifact (SHA-256):
+/// then it is returned unchanged (`new: false`; an idempotent retry), else refused (an altered
+/// row: [`RegistryError::Integrity`]; another artifact under the same 12-hex version:
+/// [`RegistryError::Conflict`]). The one registration path of `POST /v1/models`,
+/// `POST /v1/hrs/register` and `kakeya model register`.
+pub async fn register_model(
+    db: &Db,
+    seed: &[u8; 32],
+    model: &HrsModel,
+    card: &serde_json::Value,
+    now_ms: i64,
+) -> Result<Registered, RegistryError> {
+    match insert_model(db, seed, model, card, now_ms).await {
+        Ok(summary) => {
+            return Ok(Registered {
+                summary,
+                card: card.clone(),
+                new: true,
+            })
+        }
+        Err(RegistryError::Exists(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let version = model.version();
+    let stored = verified_model(db, &version, &keys::public_key_b64(seed)).await?;
+    if stored.sha256() != model.sha256() {
+        return Err(RegistryError::Conflict(format!(
+            "model {version} is registered with another artifact (SHA-256 {}, this one {})",
+            stored.sha256(),
+            model.sha256()
+        )));
+    }
+    let d = get_model(db, &version)
+        .await?
+        .ok_or_else(|| RegistryError::NoModel(version.clone()))?;
+    Ok(Registered {
+        summary: d.summary,
+        card: d.card,
+        new: false,
     })
 }
 
@@ -556,6 +617,7 @@ async fn publish(
         aliases: al,
         bundle_version: next,
         bundle_sha256: signed.sha256,
+        moved: None,
     })
 }
 
@@ -591,14 +653,19 @@ pub fn sign_checked(bundle: &Bundle, seed: &[u8; 32]) -> Result<SignedBundle, Re
     Ok(signed)
 }
 
-/// Points `alias` at `version` (the challenger with its traffic `weight`) and publishes the
-/// next bundle, atomically.
-pub async fn set_alias(
+/// Points `alias` at `version` (the challenger with its traffic `weight`), publishes the next
+/// bundle and records the move with `why` in the history, atomically: the one implementation
+/// behind `POST /v1/aliases/{alias}`, `POST /v1/hrs/activate`, `kakeya model promote`, the
+/// default model at first start and the scheduler's gate and auto-revert. The model row is
+/// checked ([`verify_model_row`]) under the publication lock; a row that fails is refused
+/// ([`RegistryError::Integrity`]) and nothing changes.
+pub async fn move_alias(
     db: &Db,
     seed: &[u8; 32],
     alias: &str,
     version: &str,
     weight: Option<f64>,
+    why: &Why,
     now_ms: i64,
 ) -> Result<Published, RegistryError> {
     let weight = match (alias, weight) {
@@ -620,12 +687,14 @@ pub async fn set_alias(
             )))
         }
     };
+    why.check()?;
     let mut conn = db.pool.acquire().await?;
     let stats = current_tenant_stats(&mut conn, now_ms).await?;
     let mut tx = conn.begin().await?;
     let res = async {
         lock_publication(&mut tx, db.backend).await?;
         load_model(&mut tx, version, &keys::public_key_b64(seed)).await?;
+        let previous = alias_version(&mut tx, alias).await?;
         sqlx::query(
             "INSERT INTO model_aliases (alias, version, weight, updated_at_ms) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (alias) DO UPDATE SET version = excluded.version, \
@@ -637,10 +706,43 @@ pub async fn set_alias(
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        publish(&mut tx, seed, now_ms, stats).await
+        let change = history::Change {
+            alias,
+            previous,
+            new: Some((version, weight)),
+        };
+        record_move(&mut tx, seed, &change, why, now_ms, stats).await
     }
     .await;
     finish(tx, res).await
+}
+
+/// The version `alias` points at, if set.
+async fn alias_version(
+    conn: &mut AnyConnection,
+    alias: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query("SELECT version FROM model_aliases WHERE alias = $1")
+        .bind(alias)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| r.try_get("version"))
+        .transpose()
+}
+
+/// Publishes the aliases as they now are and records `change` in the history with the new
+/// bundle's version, inside the caller's transaction.
+async fn record_move(
+    conn: &mut AnyConnection,
+    seed: &[u8; 32],
+    change: &history::Change<'_>,
+    why: &Why,
+    now_ms: i64,
+    stats: BTreeMap<String, TenantStats>,
+) -> Result<Published, RegistryError> {
+    let mut p = publish(conn, seed, now_ms, stats).await?;
+    p.moved = Some(history::record(conn, change, why, p.bundle_version, now_ms).await?);
+    Ok(p)
 }
 
 /// Commits on success; rolls back explicitly on failure (never leaves the rollback to a
@@ -662,25 +764,39 @@ async fn finish<T>(
     }
 }
 
-/// Removes the challenger and publishes the next bundle, atomically.
-pub async fn remove_challenger(
+/// Removes `alias` (only the challenger can be removed: the champion is replaced by promoting
+/// another model), publishes the next bundle and records the removal with `why`, atomically.
+pub async fn remove_alias(
     db: &Db,
     seed: &[u8; 32],
+    alias: &str,
+    why: &Why,
     now_ms: i64,
 ) -> Result<Published, RegistryError> {
+    if alias != CHALLENGER {
+        return Err(RegistryError::Invalid(format!(
+            "only the {CHALLENGER} can be removed; replace the {CHAMPION} by promoting another model"
+        )));
+    }
+    why.check()?;
     let mut conn = db.pool.acquire().await?;
     let stats = current_tenant_stats(&mut conn, now_ms).await?;
     let mut tx = conn.begin().await?;
     let res = async {
         lock_publication(&mut tx, db.backend).await?;
-        let done = sqlx::query("DELETE FROM model_aliases WHERE alias = $1")
-            .bind(CHALLENGER)
+        let Some(previous) = alias_version(&mut tx, alias).await? else {
+            return Err(RegistryError::NoChallenger);
+        };
+        sqlx::query("DELETE FROM model_aliases WHERE alias = $1")
+            .bind(alias)
             .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(RegistryError::NoChallenger);
-        }
-        publish(&mut tx, seed, now_ms, stats).await
+        let change = history::Change {
+            alias,
+            previous: Some(previous),
+            new: None,
+        };
+        record_move(&mut tx, seed, &change, why, now_ms, stats).await
     }
     .await;
     finish(tx, res).await
@@ -981,5 +1097,7 @@ pub async fn model_count(db: &Db) -> Result<i64, sqlx::Error> {
         .try_get("n")
 }
 
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod tests;

@@ -4,9 +4,9 @@ use super::*;
 use crate::testutil::all_dbs;
 use kakeya_core::bundle::verify_bundle;
 
-const SEED: [u8; 32] = [9; 32];
+pub(super) const SEED: [u8; 32] = [9; 32];
 
-fn model(bias: f64) -> HrsModel {
+pub(super) fn model(bias: f64) -> HrsModel {
     let n = kakeya_core::features::N_FEATURES;
     HrsModel {
         kind: kakeya_core::model::KIND_LOGISTIC.into(),
@@ -33,11 +33,37 @@ fn model(bias: f64) -> HrsModel {
     }
 }
 
+/// A manual move by the tests.
+fn why() -> Why {
+    Why::manual(Actor::Cli("test".into()), None)
+}
+
+/// [`move_alias`], manually.
+async fn set_alias(
+    db: &Db,
+    seed: &[u8; 32],
+    alias: &str,
+    version: &str,
+    weight: Option<f64>,
+    now_ms: i64,
+) -> Result<Published, RegistryError> {
+    move_alias(db, seed, alias, version, weight, &why(), now_ms).await
+}
+
+/// [`remove_alias`] of the challenger, manually.
+async fn remove_challenger(
+    db: &Db,
+    seed: &[u8; 32],
+    now_ms: i64,
+) -> Result<Published, RegistryError> {
+    remove_alias(db, seed, CHALLENGER, &why(), now_ms).await
+}
+
 fn keys() -> Vec<String> {
     vec![keys::public_key_b64(&SEED)]
 }
 
-async fn served(db: &Db) -> Bundle {
+pub(super) async fn served(db: &Db) -> Bundle {
     let b = current_bundle(db).await.unwrap().unwrap();
     let bundle = verify_bundle(b.bytes.as_bytes(), &b.sha256, &b.signature, &keys()).unwrap();
     assert_eq!(bundle.version, u64::try_from(b.version).unwrap());
@@ -178,6 +204,17 @@ async fn concurrent_alias_changes_publish_consecutive_versions() {
         versions.sort_unstable();
         assert_eq!(versions, (2..=9).collect::<Vec<i64>>(), "{}", t.label);
         assert_eq!(served(&t.db).await.version, 9);
+        // One history row per publication, each with its own bundle, the chain unbroken.
+        let mut conn = t.db.pool.acquire().await.unwrap();
+        let h = history::page(&mut conn, None, None, 100).await.unwrap();
+        let bundles: Vec<i64> = h.iter().rev().map(|e| e.bundle_version).collect();
+        assert_eq!(bundles, (1..=9).collect::<Vec<i64>>(), "{}", t.label);
+        let challenger: Vec<_> = h.iter().rev().filter(|e| e.alias == CHALLENGER).collect();
+        assert_eq!(challenger.len(), 4);
+        assert_eq!(challenger[0].previous_version, None);
+        assert!(challenger[1..]
+            .iter()
+            .all(|e| e.previous_version == Some(a.version())));
         t.cleanup().await;
     }
 }
@@ -737,7 +774,7 @@ fn artifact_verifies(bytes: &[u8], signature_b64: &str) -> bool {
     key.verify(&digest, &Signature::from_bytes(&sig)).is_ok()
 }
 
-async fn stored(db: &Db, version: &str) -> (String, Option<String>) {
+pub(super) async fn stored(db: &Db, version: &str) -> (String, Option<String>) {
     let r = sqlx::query("SELECT artifact, signature FROM models WHERE version = $1")
         .bind(version)
         .fetch_one(&db.pool)
@@ -768,9 +805,9 @@ async fn registered_artifacts_are_signed_with_the_control_plane_key() {
             .unwrap();
         assert!(artifact_verifies(
             &b.canonical_bytes(),
-            sb.signature.as_deref().unwrap()
+            sb.summary.signature.as_deref().unwrap()
         ));
-        for (m, sig) in [(&a, &sig), (&b, sb.signature.as_ref().unwrap())] {
+        for (m, sig) in [(&a, &sig), (&b, sb.summary.signature.as_ref().unwrap())] {
             let (text, stored_sig) = stored(db, &m.version()).await;
             assert_eq!(text.as_bytes(), m.canonical_bytes().as_slice());
             assert_eq!(stored_sig.as_ref(), Some(sig));
@@ -909,13 +946,13 @@ fn row_of(e: &IntegrityError) -> String {
     }
 }
 
-fn integrity_failures(what: &str) -> u64 {
+pub(super) fn integrity_failures(what: &str) -> u64 {
     crate::metrics::integrity_failures_total()
         .with_label_values(&[what])
         .get()
 }
 
-async fn set_artifact(
+pub(super) async fn set_artifact(
     db: &Db,
     version: &str,
     artifact: &str,
@@ -1315,6 +1352,10 @@ async fn the_bundle_route_does_not_serve_an_altered_row() {
             admin_token: crate::api::auth::Secret::new("registry-test-token"),
             bundle_seed: Some(std::sync::Arc::new(SEED)),
             evidence: None,
+            leases: crate::lease::Leases::new(
+                metrics.leader.clone(),
+                std::time::Duration::from_secs(5),
+            ),
         });
         let get = |path: &'static str| {
             let router = router.clone();

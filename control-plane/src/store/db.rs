@@ -72,6 +72,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0010_review_evidence.sql"),
     ),
     (
+        11,
+        "alias_history",
+        include_str!("../../migrations/sqlite/0011_alias_history.sql"),
+    ),
+    (
         12,
         "training_jobs",
         include_str!("../../migrations/sqlite/0012_training_jobs.sql"),
@@ -127,6 +132,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         10,
         "review_evidence",
         include_str!("../../migrations/postgres/0010_review_evidence.sql"),
+    ),
+    (
+        11,
+        "alias_history",
+        include_str!("../../migrations/postgres/0011_alias_history.sql"),
     ),
     (
         12,

@@ -1,0 +1,180 @@
+//! Two `kakeya serve` processes (replicas) on one PostgreSQL database: exactly one holds the
+//! background-job lease; `kill -9` of that one and the other takes the lease over within a
+//! bounded number of lease ticks. Each run works in a fresh schema of its own
+//! (`?options=-c search_path=…` in `DATABASE_URL`), so parallel runs never share a lease.
+//!
+//! Needs PostgreSQL (`KAKEYA_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`):
+//! skipped loudly without it, a failure when `CI` is set.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use kakeya_wasm_tests::stack::{Stack, StackOptions};
+use sqlx::{Connection, Executor, PgConnection};
+use std::time::{Duration, Instant};
+
+/// The lease of the control plane's hourly dedup TTL cleanup (`server::DEDUP_EXPIRY_LEASE`).
+const LEASE: &str = "dedup-expiry";
+const TICK_MS: u64 = 200;
+
+fn pg_url() -> String {
+    std::env::var("KAKEYA_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn sql(statement: String) -> Result<(), sqlx::Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let mut c = PgConnection::connect(&pg_url()).await?;
+            c.execute(statement.as_str()).await?;
+            c.close().await
+        })
+}
+
+/// A fresh schema, dropped with everything in it at the end (also after a failed assertion).
+struct Schema(String);
+
+impl Schema {
+    fn create() -> Option<Schema> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!("e2e_leader_{}_{nanos}", std::process::id());
+        match sql(format!("CREATE SCHEMA \"{name}\"")) {
+            Ok(()) => Some(Schema(name)),
+            Err(e) if std::env::var_os("CI").is_some() => {
+                panic!("PostgreSQL at {} unreachable in CI: {e}", pg_url())
+            }
+            Err(e) => {
+                eprintln!(
+                    "\n*** SKIP e2e_leader: PostgreSQL at {} unreachable ({e}) ***\n",
+                    pg_url()
+                );
+                None
+            }
+        }
+    }
+
+    fn database_url(&self) -> String {
+        let sep = if pg_url().contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-c%20search_path%3D{}", pg_url(), self.0)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let _ = sql(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0));
+    }
+}
+
+/// `GET /v1/operator/leader` of `stack`: (replica, held, holder) of the lease.
+fn lease(stack: &Stack) -> (String, bool, Option<String>) {
+    let a = stack.admin_get("/v1/operator/leader").unwrap();
+    assert_eq!(a.status, 200, "{a:?}");
+    let v = a.json();
+    assert_eq!(v["backend"], "postgres", "{v}");
+    let l = v["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == LEASE)
+        .unwrap_or_else(|| panic!("no lease {LEASE}: {v}"))
+        .clone();
+    assert_eq!(l["tick_ms"], TICK_MS);
+    (
+        v["replica"].as_str().unwrap().to_string(),
+        l["held"].as_bool().unwrap(),
+        l["holder"].as_str().map(str::to_string),
+    )
+}
+
+/// The `kakeya_leader{lease="dedup-expiry"}` gauge of `stack`.
+fn gauge(stack: &Stack) -> String {
+    let m = stack.admin_get("/metrics").unwrap().body;
+    let prefix = format!("kakeya_leader{{lease=\"{LEASE}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix}in /metrics"))
+        .to_string()
+}
+
+#[test]
+fn one_of_two_replicas_holds_the_lease_and_the_other_takes_over_after_kill_9() {
+    let Some(schema) = Schema::create() else {
+        return;
+    };
+    let shared = tempfile::tempdir().unwrap();
+    let opts = StackOptions {
+        env: vec![
+            ("DATABASE_URL".into(), schema.database_url()),
+            // Replicas sign with one key (the first start creates it, the second reads it).
+            (
+                "KAKEYA_BUNDLE_SIGNING_SEED_FILE".into(),
+                shared
+                    .path()
+                    .join("bundle-signing.seed")
+                    .display()
+                    .to_string(),
+            ),
+            ("KAKEYA_LEASE_TICK_MS".into(), TICK_MS.to_string()),
+            ("PCS_SIGN_ALG".into(), "hmac".into()),
+            ("PCS_HMAC_KEY".into(), "testsecret".into()),
+        ],
+        without_envoy: true,
+        ..Default::default()
+    };
+    // One after the other: the first migrates and publishes the default bundle.
+    let mut stacks = [
+        Stack::start(opts.clone()).unwrap(),
+        Stack::start(opts).unwrap(),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (leader, states) = loop {
+        let s: Vec<_> = stacks.iter().map(lease).collect();
+        let held: Vec<usize> = (0..2).filter(|&i| s[i].1).collect();
+        // Settled: one holds it, and both name it as the holder.
+        if let [i] = held[..] {
+            if s.iter().all(|x| x.2.as_deref() == Some(s[i].0.as_str())) {
+                break (i, s);
+            }
+        }
+        assert!(held.len() <= 1, "two replicas hold the lease: {s:?}");
+        assert!(Instant::now() < deadline, "no single leader: {s:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let follower = 1 - leader;
+    assert_ne!(states[0].0, states[1].0, "two processes, two replica ids");
+    assert_eq!(
+        (gauge(&stacks[leader]), gauge(&stacks[follower])),
+        ("1".into(), "0".into())
+    );
+
+    // kill -9 of the leader: its session ends, the follower gets the lease at a later tick.
+    let killed_at = Instant::now();
+    stacks[leader].kill_control_plane();
+    let bound = Duration::from_millis(TICK_MS * 25);
+    loop {
+        let (me, held, holder) = lease(&stacks[follower]);
+        if held {
+            assert_eq!(holder.as_deref(), Some(me.as_str()));
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < bound,
+            "the follower did not take the lease within 25 ticks ({bound:?}); holder {holder:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = killed_at.elapsed();
+    eprintln!(
+        "fail-over after kill -9: {} ms ({:.1} ticks of {TICK_MS} ms)",
+        took.as_millis(),
+        took.as_secs_f64() * 1000.0 / TICK_MS as f64
+    );
+    assert_eq!(gauge(&stacks[follower]), "1");
+    drop(stacks);
+    drop(schema);
+}
