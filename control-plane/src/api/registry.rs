@@ -233,14 +233,15 @@ pub struct HrsRegistered {
     post,
     path = "/v1/hrs/register",
     tag = "registry",
-    request_body(content = Object, description = "A model artifact (kakeya_core::model::HrsModel JSON, as written by kakeya train). Registering from a training job (`{job_id}`) comes with the training jobs", content_type = "application/json"),
+    request_body(content = Object, description = "A model artifact (kakeya_core::model::HrsModel JSON, as written by kakeya train), or `{\"job_id\": N}` of a succeeded training job (which registered its model already: the stored row, 200)", content_type = "application/json"),
     security(("bearer" = [])),
     responses(
         (status = 201, body = HrsRegistered, description = "Registered (signed with the bundle signing key)"),
         (status = 200, body = HrsRegistered, description = "This artifact was registered already; the stored row, unchanged"),
-        (status = 400, body = ErrorBody, description = "Not a valid artifact for this build's feature schema"),
+        (status = 400, body = ErrorBody, description = "Not a valid artifact for this build's feature schema, nor a `{job_id}`"),
         (status = 401, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "The stored row of this version failed its integrity check (code `integrity_failure`) or holds another artifact (code `conflict`)"),
+        (status = 404, body = ErrorBody, description = "`{job_id}`: no such training job"),
+        (status = 409, body = ErrorBody, description = "The stored row of this version failed its integrity check (code `integrity_failure`) or holds another artifact (code `conflict`); `{job_id}`: the job has not succeeded (code `job_not_succeeded`)"),
         (status = 503, body = ErrorBody)
     )
 )]
@@ -248,6 +249,9 @@ pub async fn hrs_register(
     State(st): State<AdminState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<HrsRegistered>), ApiError> {
+    if let Some(job_id) = job_reference(&body) {
+        return registered_by_job(&st, job_id).await;
+    }
     let r = register(&st.db, seed(&st)?, &body).await?;
     let status = if r.new {
         StatusCode::CREATED
@@ -265,6 +269,46 @@ pub async fn hrs_register(
             aliases: s.aliases,
             created_at_ms: s.created_at_ms,
             card: r.card,
+        }),
+    ))
+}
+
+/// `{"job_id": N}` (that key only), the training-job form of `POST /v1/hrs/register`.
+fn job_reference(body: &[u8]) -> Option<i64> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct JobRef {
+        job_id: i64,
+    }
+    serde_json::from_slice::<JobRef>(body)
+        .ok()
+        .map(|j| j.job_id)
+}
+
+/// A succeeded training job registered its model when it finished (signed, no alias moved):
+/// answer that stored row, as for an artifact registered again.
+async fn registered_by_job(
+    st: &AdminState,
+    job_id: i64,
+) -> Result<(StatusCode, Json<HrsRegistered>), ApiError> {
+    let version = crate::learn::jobs::registered_version(&st.db, job_id).await?;
+    let d = registry::get_model(&st.db, &version)
+        .await
+        .map_err(|e| ApiError::StoreUnavailable(format!("registry: {e}")))?
+        .ok_or_else(|| {
+            ApiError::Missing(format!("job {job_id}'s model {version} is not registered"))
+        })?;
+    let s = d.summary;
+    Ok((
+        StatusCode::OK,
+        Json(HrsRegistered {
+            version: s.version,
+            binary_hash: s.sha256,
+            status: "registered".into(),
+            signature: s.signature,
+            aliases: s.aliases,
+            created_at_ms: s.created_at_ms,
+            card: d.card,
         }),
     ))
 }

@@ -599,6 +599,39 @@ async fn a_training_job_runs_end_to_end_through_the_api() {
     assert!(model["signature"].as_str().is_some());
     assert_eq!(model["card"]["dataset"]["sha256"], res["dataset_hash"]);
     assert_eq!(model["card"]["evaluation"]["metrics"], res["metrics"]);
+    // The seed's register-by-job form answers the stored row; other jobs are refused.
+    let a = post_json(
+        &r,
+        "/v1/hrs/register",
+        &token,
+        serde_json::json!({"job_id": id}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["version"], version);
+    assert_eq!(a.json()["status"], "registered");
+    assert_eq!(a.json()["binary_hash"], model["sha256"]);
+    let a = post_json(
+        &r,
+        "/v1/hrs/register",
+        &token,
+        serde_json::json!({"job_id": few}),
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.json()["code"].as_str()),
+        (409, Some("job_not_succeeded")),
+        "{}",
+        a.body
+    );
+    let a = post_json(
+        &r,
+        "/v1/hrs/register",
+        &token,
+        serde_json::json!({"job_id": 999_999}),
+    )
+    .await;
+    assert_eq!(a.status, 404, "{}", a.body);
     // The listing, newest first, paged.
     let a = admin(&r, "GET", "/v1/hrs/jobs?limit=2", Some(&token)).await;
     let page = a.json();
