@@ -19,7 +19,9 @@
 //! 9. [`evidence`]: question/context/response and their grounding features.
 //! 10. [`pcs_builder`]: deterministic text → PCS recipe (v1).
 //! 11. [`features`]: the one versioned HRS feature schema.
-//! 12. [`model`]: the trained-model artifact and its plain-f64 scorer; the reference HRS baseline.
+//! 12. [`model`]: the trained-model artifact of either kind ([`model::Model`]) and the
+//!     logistic scorer; the reference HRS baseline.
+//! 13. [`trees`]: the gradient-boosted tree ensemble and its scorer.
 
 pub mod bundle;
 pub mod canonical;
@@ -33,6 +35,7 @@ pub mod numfmt;
 pub mod pcs;
 pub mod pcs_builder;
 pub mod signature;
+pub mod trees;
 pub mod verify;
 
 pub use gate_config::{Gate, GateConfig, GateConfigError, SUBMIT_PATH};

@@ -268,16 +268,17 @@ fn refused_bundles_keep_the_last_good_one() {
     let body = body_with(&ev, "s1");
     assert_scored(&submit(&mut h, &body), &good, &ev, "s1");
 
-    let newer = bundle(6, hrs_model(&[("token_coverage", -2.0)], 1.0, 0.5));
+    let newer_model = hrs_model(&[("token_coverage", -2.0)], 1.0, 0.5);
+    let newer = bundle(6, newer_model.clone());
     let signed = newer.sign(&BUNDLE_SEED);
     let mut tampered = signed.bytes.clone();
     if let Some(b) = tampered.iter_mut().find(|b| **b == b'6') {
         *b = b'7';
     }
     let foreign = newer.sign(&[9; 32]);
-    let mut incompatible = newer.clone();
-    incompatible.champion.schema_version = "hrs-features-v0".into();
-    let incompatible = incompatible.sign(&BUNDLE_SEED);
+    let mut incompatible = newer_model;
+    incompatible.schema_version = "hrs-features-v0".into();
+    let incompatible = bundle(6, incompatible).sign(&BUNDLE_SEED);
     let older = bundle(4, coverage_model()).sign(&BUNDLE_SEED);
 
     type Case<'a> = (&'a str, Option<u32>, Vec<(&'a str, &'a str)>, Vec<u8>, bool);
@@ -434,7 +435,7 @@ fn evidence_must_be_bound_to_the_signature() {
 fn a_challenger_with_weight_one_scores_every_request() {
     let mut h = harness("open");
     let mut b = bundle(2, coverage_model());
-    b.challenger = Some(hrs_model(&[("token_coverage", -3.0)], 2.0, 0.9));
+    b.challenger = Some(hrs_model(&[("token_coverage", -3.0)], 2.0, 0.9).into());
     b.challenger_weight = 1.0;
     install(&mut h, &b);
     let ev = unsupported_evidence();

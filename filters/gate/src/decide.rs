@@ -795,7 +795,8 @@ mod tests {
                         l2: 1.0,
                         cv_metrics: serde_json::json!({}),
                     },
-                },
+                }
+                .into(),
                 challenger: None,
                 challenger_weight: 0.0,
                 tenant_stats: Default::default(),
