@@ -3,11 +3,11 @@
 
 use crate::eval_gateway;
 use anyhow::Context;
-use clap::Args;
-use kakeya_control_plane::ml::{dataset, eval, model};
+use clap::{Args, ValueEnum};
+use kakeya_control_plane::ml::{dataset, eval, gbdt, model};
 use kakeya_core::bundle::{Bundle, Policy, Scorer, BUNDLE_FORMAT};
 use kakeya_core::features::TenantStats;
-use kakeya_core::model::{HrsModel, TrainingMeta};
+use kakeya_core::model::Model;
 use kakeya_core::pcs_builder::{build, BuildOptions, RECIPE_VERSION};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -15,18 +15,66 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// `--model-kind` of `kakeya train`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// L2 logistic regression (Newton/IRLS) on standardised features.
+    Lr,
+    /// Gradient-boosted trees (forust-ml; scored by kakeya-core in the filter).
+    Gbdt,
+}
+
+/// `--model-kind` of `kakeya eval`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvalKind {
+    Lr,
+    Gbdt,
+    /// Both, cross-validated on the same folds, with a side-by-side table.
+    Both,
+}
+
+/// Hyperparameters of `--model-kind gbdt` (defaults: `ml::gbdt::DEFAULT_PARAMS`).
+#[derive(Args)]
+pub struct GbdtArgs {
+    /// GBDT: number of trees (1–1000).
+    #[arg(long, default_value_t = gbdt::DEFAULT_PARAMS.iterations)]
+    trees: usize,
+    /// GBDT: most splits on a root-to-leaf path (1–8).
+    #[arg(long, default_value_t = gbdt::DEFAULT_PARAMS.max_depth)]
+    max_depth: usize,
+    /// GBDT: learning rate (shrinkage of every leaf), in (0, 1].
+    #[arg(long, default_value_t = gbdt::DEFAULT_PARAMS.learning_rate)]
+    learning_rate: f64,
+}
+
+impl GbdtArgs {
+    fn recipe(&self) -> eval::Recipe {
+        eval::Recipe::Trees(gbdt::GbdtParams {
+            iterations: self.trees,
+            max_depth: self.max_depth,
+            learning_rate: self.learning_rate,
+            ..gbdt::DEFAULT_PARAMS
+        })
+    }
+}
+
 #[derive(Args)]
 pub struct TrainArgs {
     /// Labelled JSONL (plain or .gz): {id, task, question, context, response, label}.
     #[arg(long)]
     dataset: PathBuf,
+    /// Model kind.
+    #[arg(long, value_enum, default_value_t = Kind::Lr)]
+    model_kind: Kind,
+    #[command(flatten)]
+    gbdt: GbdtArgs,
     /// Seed of the fold assignment and the calibration split.
     #[arg(long, default_value_t = eval::DEFAULT_SEED)]
     seed: u64,
     /// Where to write the model artifact.
     #[arg(long, default_value = "model.json")]
     out: PathBuf,
-    /// L2 weight (1/C) on standardised features.
+    /// LR: L2 weight (1/C) on standardised features.
     #[arg(long, default_value_t = model::DEFAULT_L2)]
     l2: f64,
     /// Also register the artifact in the model registry (DATABASE_URL), with a model card
@@ -46,6 +94,12 @@ pub struct EvalArgs {
     /// dir / DATABASE_URL. Figures are in-sample if the model was trained on this dataset.
     #[arg(long, value_name = "VERSION|champion|FILE")]
     model: Option<String>,
+    /// Without --model: the recipe cross-validated. `both` runs the logistic regression and the
+    /// gradient-boosted trees on the same folds and prints their figures side by side.
+    #[arg(long, value_enum, default_value_t = EvalKind::Lr, conflicts_with = "model")]
+    model_kind: EvalKind,
+    #[command(flatten)]
+    gbdt: GbdtArgs,
     /// Send every row through this gateway (e.g. http://127.0.0.1:8080) as a signed PCS v0.2
     /// with its evidence; the figures are then those of the risks the gateway served, and the
     /// report says how many equal the native score of --model bit for bit. Fails when the
@@ -79,7 +133,7 @@ pub struct EvalArgs {
     /// Seed of the fold assignment and the calibration split.
     #[arg(long, default_value_t = eval::DEFAULT_SEED)]
     seed: u64,
-    /// L2 weight (1/C) on standardised features.
+    /// LR: L2 weight (1/C) on standardised features.
     #[arg(long, default_value_t = model::DEFAULT_L2)]
     l2: f64,
     /// Debug: write the feature matrix with folds to this CSV.
@@ -184,42 +238,34 @@ pub fn train(
     a: &TrainArgs,
     cfg: Option<&kakeya_control_plane::config::Config>,
 ) -> anyhow::Result<()> {
+    let recipe = match a.model_kind {
+        Kind::Lr => eval::Recipe::Logistic { l2: a.l2 },
+        Kind::Gbdt => a.gbdt.recipe(),
+    };
     let (ds, p) = load(&a.dataset)?;
-    let cv = eval::cross_validate(
+    let folds = eval::DEFAULT_FOLDS;
+    let t0 = Instant::now();
+    let eval::Trained { model: m, cv } = eval::train(
         &p,
-        eval::DEFAULT_FOLDS,
+        &ds.sha256,
         a.seed,
-        a.l2,
-        progress("cv folds", eval::DEFAULT_FOLDS),
+        &recipe,
+        folds,
+        progress("cv folds + final fit", folds + 1),
     )?;
-    let cv_metrics = eval::per_task(&p, &cv.model);
-    let (pipe, tenant) = eval::fit_all(&p, a.seed, a.l2);
-    let m = model::artifact(
-        pipe,
-        tenant,
-        TrainingMeta {
-            seed: a.seed,
-            rows: p.len(),
-            dataset_sha256: ds.sha256,
-            recipe_version: RECIPE_VERSION.into(),
-            l2: a.l2,
-            cv_metrics,
-        },
-    );
     m.validate()?;
     std::fs::write(&a.out, m.canonical_bytes())
         .with_context(|| format!("cannot write {}", a.out.display()))?;
     println!(
-        "wrote {} ({}, sha256 {}); {}-fold CV AUROC (all) {}",
+        "wrote {} ({}, sha256 {}, {:.1} s); {folds}-fold CV AUROC (all) {}",
         a.out.display(),
         m.version(),
         m.sha256(),
-        eval::DEFAULT_FOLDS,
-        m.training.cv_metrics["all"]["auroc"]
+        t0.elapsed().as_secs_f64(),
+        m.training().cv_metrics["all"]["auroc"]
     );
     if let Some(cfg) = cfg {
-        let card =
-            kakeya_control_plane::registry::card::from_evaluation(&m, &p, &cv, eval::DEFAULT_FOLDS);
+        let card = kakeya_control_plane::registry::card::from_evaluation(&m, &p, &cv, folds);
         let s = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
@@ -259,12 +305,12 @@ fn fmt(v: &Value) -> String {
 pub(crate) fn resolve_model(
     spec: &str,
     cfg: Option<&kakeya_control_plane::config::Config>,
-) -> anyhow::Result<(HrsModel, BTreeMap<String, TenantStats>)> {
+) -> anyhow::Result<(Model, BTreeMap<String, TenantStats>)> {
     let path = std::path::Path::new(spec);
     if path.is_file() {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        return Ok((HrsModel::from_json(&bytes)?, BTreeMap::new()));
+        return Ok((Model::from_json(&bytes)?, BTreeMap::new()));
     }
     let Some(cfg) = cfg else {
         anyhow::bail!("--model {spec}: no such file, and no configuration to look it up in");
@@ -314,11 +360,31 @@ pub fn eval(
         .map(|spec| resolve_model(spec, cfg))
         .transpose()?;
     let (ds, p) = load_limited(&a.dataset, a.limit)?;
-    let cv = eval::cross_validate(&p, a.folds, a.seed, a.l2, progress("cv folds", a.folds))?;
+    let lr = eval::Recipe::Logistic { l2: a.l2 };
+    // --model conflicts with --model-kind: with a given model the CV (for the baselines) is LR.
+    let (primary, second) = match (a.model.is_some(), a.model_kind) {
+        (false, EvalKind::Gbdt) => (a.gbdt.recipe(), None),
+        (false, EvalKind::Both) => (lr, Some(a.gbdt.recipe())),
+        _ => (lr, None),
+    };
+    let timed_cv = |recipe: &eval::Recipe, label: &'static str| {
+        let t = Instant::now();
+        let cv =
+            eval::cross_validate_recipe(&p, a.folds, a.seed, recipe, progress(label, a.folds))?;
+        anyhow::Ok((cv, t.elapsed().as_secs_f64()))
+    };
+    let cv_label = |r: &eval::Recipe| match r {
+        eval::Recipe::Logistic { .. } => "cv folds (lr)",
+        eval::Recipe::Trees(_) => "cv folds (gbdt)",
+    };
+    let (cv, cv_seconds) = timed_cv(&primary, cv_label(&primary))?;
+    let second = second
+        .map(|r| timed_cv(&r, cv_label(&r)).map(|(cv, secs)| (r, cv, secs)))
+        .transpose()?;
     let mut served = None;
     let (version, scores, in_sample) = match resolved {
         Some((m, tenant_stats)) => {
-            let in_sample = m.training.dataset_sha256 == ds.sha256;
+            let in_sample = m.training().dataset_sha256 == ds.sha256;
             if in_sample {
                 eprintln!(
                     "WARNING: the model was trained on this dataset: its figures are in-sample"
@@ -341,9 +407,13 @@ pub fn eval(
         }
         None => (
             format!(
-                "cv:{}/{}",
+                "cv:{}/{}{}",
                 kakeya_core::features::SCHEMA_VERSION,
-                RECIPE_VERSION
+                RECIPE_VERSION,
+                match primary {
+                    eval::Recipe::Logistic { .. } => "",
+                    eval::Recipe::Trees(_) => "/gbdt",
+                }
             ),
             cv.model.clone(),
             false,
@@ -355,11 +425,22 @@ pub fn eval(
         "folds": a.folds,
         "seed": a.seed,
         "l2": a.l2,
+        "recipe": primary.describe(),
+        "cv_seconds": cv_seconds,
         "in_sample": in_sample,
         "limit": a.limit,
         "scores": if a.through.is_some() { "served by the gateway" } else { "native" },
     });
     let mut r = eval::report(&p, &version, &scores, &cv, meta);
+    if let Some((recipe, cv2, secs)) = &second {
+        r["gbdt"] = json!({
+            "recipe": recipe.describe(),
+            "cv_seconds": secs,
+            "tasks": eval::per_task(&p, &cv2.model),
+            "cv_operating_point": eval::operating_point(&p, cv2),
+            "escalation": eval::escalation_table(&p, &cv2.model),
+        });
+    }
     if let Some(s) = served {
         println!(
             "served through {}: {} rows at {:.1} rows/s; served = native for {:.4} of rows (max |diff| {:e})",
@@ -430,12 +511,58 @@ pub fn eval(
             );
         }
     }
+    if second.is_some() {
+        print_comparison(&r, a.folds);
+    }
     if let Some(path) = &a.report {
         std::fs::write(path, serde_json::to_vec_pretty(&r)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("report written to {}", path.display());
     }
     Ok(())
+}
+
+/// `--model-kind both`: the two recipes' cross-validated figures per task, side by side.
+fn print_comparison(r: &Value, folds: usize) {
+    let (lr, gb) = (&r["tasks"], &r["gbdt"]["tasks"]);
+    let recipe = &r["gbdt"]["recipe"];
+    println!(
+        "{folds}-fold CV (grouped by item, same folds): logistic regression ({:.1} s) vs \
+         gradient-boosted trees ({}, {} trees, depth {}, learning rate {}; {:.1} s)",
+        r["meta"]["cv_seconds"].as_f64().unwrap_or(0.0),
+        recipe["learner"].as_str().unwrap_or_default(),
+        recipe["trees"],
+        recipe["max_depth"],
+        recipe["learning_rate"],
+        r["gbdt"]["cv_seconds"].as_f64().unwrap_or(0.0),
+    );
+    println!(
+        "{:<14} {:>6} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>7}",
+        "task", "n", "auroc_lr", "auroc_gb", "Δauroc", "prauc_lr", "prauc_gb", "ece_lr", "ece_gb"
+    );
+    for task in lr
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or(Vec::new())
+    {
+        let (l, g) = (&lr[task], &gb[task]);
+        let delta = match (g["auroc"].as_f64(), l["auroc"].as_f64()) {
+            (Some(g), Some(l)) => format!("{:+.3}", g - l),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<14} {:>6} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>7}",
+            task,
+            l["n"],
+            fmt(&l["auroc"]),
+            fmt(&g["auroc"]),
+            delta,
+            fmt(&l["pr_auc"]),
+            fmt(&g["pr_auc"]),
+            fmt(&l["ece"]),
+            fmt(&g["ece"]),
+        );
+    }
 }
 
 /// Sends the rows through the gateway and scores them natively with `m` (and the bundle's
@@ -445,7 +572,7 @@ fn through(
     cfg: Option<&kakeya_control_plane::config::Config>,
     url: &str,
     rows: &[dataset::Row],
-    m: &HrsModel,
+    m: &Model,
     tenant_stats: BTreeMap<String, TenantStats>,
 ) -> anyhow::Result<eval_gateway::Run> {
     if a.key.is_none() {

@@ -791,8 +791,8 @@ fn req(method: &str, path: &str, token: Option<&str>, body: &str) -> Request<Bod
     b.body(Body::from(body.to_string())).unwrap()
 }
 
-fn test_model(bias: f64) -> kakeya_core::model::HrsModel {
-    let mut m = crate::registry::bootstrap::train(
+fn test_model(bias: f64) -> kakeya_core::model::Model {
+    let kakeya_core::model::Model::Logistic(mut m) = crate::registry::bootstrap::train(
         &crate::ml::dataset::parse(
             br#"{"id":"qa-1-0","task":"qa","question":"Who built it?","context":"Acme built it in 1900.","response":"Acme built it in 1900.","label":0}
 {"id":"qa-1-1","task":"qa","question":"Who built it?","context":"Acme built it in 1900.","response":"Zorblax built it in 1750.","label":1}
@@ -807,9 +807,24 @@ fn test_model(bias: f64) -> kakeya_core::model::HrsModel {
         2,
     )
     .unwrap()
-    .model;
+    .model
+    else {
+        panic!("the default recipe is logistic")
+    };
     m.intercept = bias;
-    m
+    m.into()
+}
+
+/// A gradient-boosted tree ensemble (20 trees) trained on the HaluEval sample the binary embeds.
+fn test_tree_model() -> kakeya_core::model::Model {
+    use crate::ml::{dataset, eval, gbdt};
+    let rows = dataset::parse(crate::registry::bootstrap::SAMPLE).unwrap();
+    let p = eval::prepare(&rows, |_| {});
+    let recipe = eval::Recipe::Trees(gbdt::GbdtParams {
+        iterations: 20,
+        ..gbdt::DEFAULT_PARAMS
+    });
+    eval::fit_model(&p, "sample", 1, &recipe, serde_json::json!({})).unwrap()
 }
 
 #[tokio::test]
@@ -818,7 +833,9 @@ async fn registry_api_bundles_and_risk_columns() {
         let wal = tempfile::tempdir().unwrap();
         let h = harness(&t.db, wal.path(), Some("tok"));
         let tok = Some("tok");
-        let (a, b) = (test_model(-1.0), test_model(-2.0));
+        // The challenger is a tree ensemble: registered, signed, published and served alike.
+        let (a, b) = (test_model(-1.0), test_tree_model());
+        assert!(b.version().starts_with("gbdt-"));
         let a_json = String::from_utf8(a.canonical_bytes()).unwrap();
         // No bundle yet; the route needs no token.
         let (s, _, body) = call(&h.admin, req("GET", "/v1/bundles/current", None, "")).await;
@@ -846,6 +863,17 @@ async fn registry_api_bundles_and_risk_columns() {
         let (s, _, body) = call(&h.admin, req("POST", "/v1/models", tok, "{\"kind\":1}")).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
         let b_json = String::from_utf8(b.canonical_bytes()).unwrap();
+        // A tree pointing back at its root (a cycle) is refused, naming the tree.
+        let mut hostile: serde_json::Value = serde_json::from_str(&b_json).unwrap();
+        hostile["trees"][3]["left"][1] = 0.into();
+        hostile["trees"][3]["right"][1] = 1.into();
+        let (s, _, body) = call(
+            &h.admin,
+            req("POST", "/v1/models", tok, &hostile.to_string()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.contains("tree 3"), "{body}");
         assert_eq!(
             call(&h.admin, req("POST", "/v1/models", tok, &b_json))
                 .await
@@ -958,8 +986,22 @@ async fn registry_api_bundles_and_risk_columns() {
         assert_eq!(d["aliases"], serde_json::json!(["champion"]));
         assert_eq!(d["card"]["model_version"], a.version());
         assert_eq!(
-            kakeya_core::model::HrsModel::from_json(d["artifact"].to_string().as_bytes()).unwrap(),
+            kakeya_core::model::Model::from_json(d["artifact"].to_string().as_bytes()).unwrap(),
             a
+        );
+        let (s, _, body) = call(
+            &h.admin,
+            req("GET", &format!("/v1/models/{}", b.version()), tok, ""),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let d: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(d["card"]["kind"], "gradient_boosted_trees");
+        assert_eq!(d["card"]["boosting"]["trees"], 20);
+        assert_eq!(d["aliases"], serde_json::json!(["challenger"]));
+        assert_eq!(
+            kakeya_core::model::Model::from_json(d["artifact"].to_string().as_bytes()).unwrap(),
+            b
         );
         assert_eq!(
             call(&h.admin, req("GET", "/v1/models/lr-nope", tok, ""))

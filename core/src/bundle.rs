@@ -15,7 +15,7 @@ use crate::features::{
     features, pcs_version, tenant_features, PcsSignals, TenantStats, N_FEATURES, PCS_V02,
     TENANT_FEATURES,
 };
-use crate::model::{sigmoid, HrsModel, ModelError};
+use crate::model::{sigmoid, Model, ModelError};
 use crate::pcs::Pcs;
 use crate::verify::Outcome;
 use base64::engine::general_purpose::STANDARD;
@@ -78,9 +78,9 @@ pub struct Bundle {
     /// Increases with every publication.
     pub version: u64,
     pub created_at_ms: i64,
-    pub champion: HrsModel,
+    pub champion: Model,
     #[serde(default)]
-    pub challenger: Option<HrsModel>,
+    pub challenger: Option<Model>,
     /// Share of requests or tenants (0..=1, by consistent hash of [`Policy::arm_key`]) scored
     /// by the challenger.
     #[serde(default)]
@@ -198,12 +198,12 @@ impl Bundle {
         ] {
             let Some(m) = m else { continue };
             m.validate().map_err(|e| BundleError::Model(name, e))?;
-            if !(0.0..=1.0).contains(&m.thresholds.escalate) {
+            if !(0.0..=1.0).contains(&m.thresholds().escalate) {
                 return Err(BundleError::Policy(
                     "a model's escalation threshold must be within [0, 1]",
                 ));
             }
-            if !m.tenant.is_valid() {
+            if !m.tenant().is_valid() {
                 return Err(BundleError::TenantStats(format!("{name} baseline")));
             }
         }
@@ -249,7 +249,7 @@ impl Bundle {
     }
 
     /// The model of an arm.
-    pub fn model(&self, arm: Arm) -> &HrsModel {
+    pub fn model(&self, arm: Arm) -> &Model {
         match (arm, &self.challenger) {
             (Arm::Challenger, Some(c)) => c,
             _ => &self.champion,
@@ -284,10 +284,10 @@ impl Bundle {
         let model = self.model(arm);
         // The verifier already recomputed D̂ (or could not); reuse it rather than redo it.
         let signals = PcsSignals::from_verified(pcs, outcome.result.recomputed_d_hat);
-        let x = features(&signals, evidence, &model.tenant);
+        let x = features(&signals, evidence, model.tenant());
         let z = self.decision(model, tenant, pcs, &signals, &x);
-        let (raw, risk) = (sigmoid(z), model.platt.apply(z));
-        let escalate = risk >= model.thresholds.escalate;
+        let (raw, risk) = (sigmoid(z), model.platt().apply(z));
+        let escalate = risk >= model.thresholds().escalate;
         let band = if escalate {
             Band::High
         } else if risk >= self.policy.medium_risk {
@@ -313,7 +313,7 @@ impl Bundle {
     /// them, their effect bounded to ±[`TENANT_MAX_SHIFT`] around the baseline's decision value.
     fn decision(
         &self,
-        model: &HrsModel,
+        model: &Model,
         tenant: &str,
         pcs: &Pcs,
         signals: &PcsSignals,
@@ -360,7 +360,7 @@ impl Scorer {
         let challenger_version = bundle
             .challenger
             .as_ref()
-            .map(HrsModel::version)
+            .map(Model::version)
             .unwrap_or_default();
         Scorer {
             bundle,
@@ -459,6 +459,15 @@ pub fn verify_bundle(
 mod tests {
     use super::*;
     use crate::model::tests::tiny_model;
+    use crate::model::HrsModel;
+
+    /// The logistic champion of a test bundle, to edit.
+    fn lr(m: &mut Model) -> &mut HrsModel {
+        match m {
+            Model::Logistic(m) => m,
+            Model::Trees(_) => panic!("a logistic champion"),
+        }
+    }
     use crate::verify::{verify, VerifyParams};
 
     const SEED: [u8; 32] = [7; 32];
@@ -468,7 +477,7 @@ mod tests {
             format: BUNDLE_FORMAT.into(),
             version: 3,
             created_at_ms: 1,
-            champion: tiny_model(),
+            champion: tiny_model().into(),
             challenger: None,
             challenger_weight: 0.0,
             tenant_stats: BTreeMap::new(),
@@ -523,7 +532,7 @@ mod tests {
         );
         // Schema-incompatible model.
         let mut wrong = b;
-        wrong.champion.schema_version = "hrs-features-v0".into();
+        lr(&mut wrong.champion).schema_version = "hrs-features-v0".into();
         let w = wrong.sign(&SEED);
         assert!(matches!(
             verify_bundle(&w.bytes, &w.sha256, &w.signature_b64, &keys()),
@@ -540,7 +549,7 @@ mod tests {
             Arm::Champion,
             "no challenger, no challenger arm"
         );
-        b.challenger = Some(tiny_model());
+        b.challenger = Some(tiny_model().into());
         b.challenger_weight = 0.5;
         let tenants: Vec<String> = (0..2000).map(|i| format!("tenant-{i}")).collect();
         let share = tenants
@@ -566,7 +575,7 @@ mod tests {
     fn request_arms_split_one_tenant() {
         let mut b = bundle();
         assert_eq!(b.policy.arm_key, ArmKey::Request, "the default");
-        b.challenger = Some(tiny_model());
+        b.challenger = Some(tiny_model().into());
         b.challenger_weight = 0.5;
         let ids: Vec<String> = (0..2000).map(|i| format!("pcs-{i:05}")).collect();
         let share = ids
@@ -631,13 +640,13 @@ mod tests {
             b.tenant_stats.insert("acme".into(), st);
             assert_eq!(b.validate(), Err(BundleError::TenantStats("acme".into())));
             let mut b = bundle();
-            b.champion.tenant.std_r = bad;
+            lr(&mut b.champion).tenant.std_r = bad;
             assert!(matches!(b.validate(), Err(BundleError::TenantStats(_))));
             let mut b = bundle();
             b.policy.medium_risk = bad;
             assert!(matches!(b.validate(), Err(BundleError::Policy(_))));
             let mut b = bundle();
-            b.champion.thresholds.escalate = bad;
+            lr(&mut b.champion).thresholds.escalate = bad;
             assert!(matches!(b.validate(), Err(BundleError::Policy(_))));
         }
         let mut b = bundle();
@@ -676,14 +685,14 @@ mod tests {
         assert!((0.0..=1.0).contains(&r.risk));
         // The risk carries the very vector the model scored, bit for bit.
         let signals = PcsSignals::from_verified(&p, o.result.recomputed_d_hat);
-        let x = features(&signals, Some(&ev), &b.champion.tenant);
+        let x = features(&signals, Some(&ev), b.champion.tenant());
         assert_eq!(r.features.map(f64::to_bits), x.map(f64::to_bits));
         assert_eq!(r.raw, sigmoid(b.champion.decision(&x)));
         assert_eq!(r.model_version, b.champion.version());
-        assert_eq!(r.escalate, r.risk >= b.champion.thresholds.escalate);
+        assert_eq!(r.escalate, r.risk >= b.champion.thresholds().escalate);
         b.policy.score_without_evidence = true;
         assert!(b.assess("default", &p, &o, None).is_some());
-        b.challenger = Some(tiny_model());
+        b.challenger = Some(tiny_model().into());
         b.challenger_weight = 0.5;
         let scorer = Scorer::new(b.clone());
         for t in ["a", "b", "c", "d", "e", "f"] {
@@ -691,6 +700,70 @@ mod tests {
                 scorer.assess(t, &p, &o, Some(&ev)),
                 b.assess(t, &p, &o, Some(&ev))
             );
+        }
+    }
+
+    /// A tree ensemble goes through the same path as a logistic model: signed and verified in
+    /// a bundle, z = its decision value, then Platt, threshold and the bounded tenant shift.
+    #[test]
+    fn a_tree_ensemble_champion_scores_through_the_same_path() {
+        use crate::features::PcsSignals;
+        use crate::trees::{tests::tiny_trees, Tree};
+        let mut trees = tiny_trees();
+        // A stump on the compressibility z (tenant-relative feature 9) with a large effect.
+        trees.trees.push(Tree {
+            feature: vec![9, 0, 0],
+            threshold: vec![0.0, 0.0, 0.0],
+            left: vec![1, 0, 0],
+            right: vec![2, 0, 0],
+            value: vec![0.0, -3.0, 3.0],
+        });
+        trees.platt = crate::model::Platt { a: -1.3, b: 0.1 };
+        let mut b = bundle();
+        b.champion = trees.into();
+        b.challenger = Some(tiny_model().into());
+        b.challenger_weight = 0.0;
+        let s = b.sign(&SEED);
+        assert_eq!(
+            verify_bundle(&s.bytes, &s.sha256, &s.signature_b64, &keys()),
+            Ok(b.clone())
+        );
+        let ev = Evidence {
+            question: "capital of France?".into(),
+            context: "Paris is the capital of France.".into(),
+            citations: vec![],
+            response: "Paris".into(),
+        };
+        let mut pcs =
+            crate::pcs::parse(include_bytes!("../tests/data/pcs_tiny_case_1.json")).unwrap();
+        pcs.evidence_sha256 = crate::evidence::evidence_sha256(&ev);
+        pcs.pcs_id = crate::ids::expected_pcs_id(&pcs);
+        let o = verify(&pcs, &VerifyParams::default());
+        let r = b.assess("acme", &pcs, &o, Some(&ev)).unwrap();
+        let signals = PcsSignals::from_verified(&pcs, o.result.recomputed_d_hat);
+        let x = features(&signals, Some(&ev), b.champion.tenant());
+        let z = b.champion.decision(&x);
+        assert_eq!((r.raw, r.risk), (sigmoid(z), b.champion.platt().apply(z)));
+        assert_eq!(r.model_version, b.champion.version());
+        assert!(r.model_version.starts_with("gbdt-"), "{}", r.model_version);
+        assert_eq!(r.escalate, r.risk >= b.champion.thresholds().escalate);
+        assert_eq!(
+            Scorer::new(b.clone()).assess("acme", &pcs, &o, Some(&ev)),
+            Some(r.clone())
+        );
+        // Tenant statistics that flip the stump (±3 in z) move z by at most the bound.
+        for (r_avg, sd) in [(0.0, 1e-9), (1.0, 1e-9)] {
+            let mut bt = b.clone();
+            let st = TenantStats {
+                avg_r: r_avg,
+                std_r: sd,
+                ..TenantStats::fresh()
+            };
+            bt.tenant_stats.insert("acme".into(), st);
+            let got = bt.assess("acme", &pcs, &o, Some(&ev)).unwrap();
+            let zt = bt.decision(&bt.champion, "acme", &pcs, &signals, &x);
+            assert_eq!(got.raw, sigmoid(zt));
+            assert!((zt - z).abs() <= TENANT_MAX_SHIFT + 1e-12, "{zt} vs {z}");
         }
     }
 
@@ -702,12 +775,13 @@ mod tests {
         use crate::features::{PcsSignals, TenantStats};
         let mut b = bundle();
         // A model that leans hard on the tenant-relative features.
-        b.champion.weights = vec![0.0; crate::features::N_FEATURES];
-        b.champion.weights[8] = 4.0;
-        b.champion.weights[9] = -3.0;
-        b.champion.mean = vec![0.0; crate::features::N_FEATURES];
-        b.champion.std = vec![0.5; crate::features::N_FEATURES];
-        b.champion.platt = crate::model::Platt { a: -1.7, b: 0.2 };
+        let m = lr(&mut b.champion);
+        m.weights = vec![0.0; crate::features::N_FEATURES];
+        m.weights[8] = 4.0;
+        m.weights[9] = -3.0;
+        m.mean = vec![0.0; crate::features::N_FEATURES];
+        m.std = vec![0.5; crate::features::N_FEATURES];
+        m.platt = crate::model::Platt { a: -1.7, b: 0.2 };
         b.policy.score_without_evidence = true;
         let ev = Evidence {
             question: "capital of France?".into(),
@@ -727,7 +801,7 @@ mod tests {
         assert!(o.result.recomputed_d_hat.is_some(), "{:?}", o.result);
         let base_v02 = b.assess("acme", &v02, &o, Some(&ev)).unwrap();
         let base_v01 = b.assess("acme", &v01, &o1, None).unwrap();
-        let a = b.champion.platt.a.abs();
+        let a = b.champion.platt().a.abs();
         let mut seen_max = 0.0_f64;
         for (coh, r, sd) in [
             (0.0, 0.0, 1e-9),
@@ -746,7 +820,7 @@ mod tests {
             b.tenant_stats.insert("acme".into(), st);
             let got = b.assess("acme", &v02, &o, Some(&ev)).unwrap();
             let signals = PcsSignals::from_verified(&v02, o.result.recomputed_d_hat);
-            let x0 = features(&signals, Some(&ev), &b.champion.tenant);
+            let x0 = features(&signals, Some(&ev), b.champion.tenant());
             let z0 = b.champion.decision(&x0);
             let z = b.decision(&b.champion, "acme", &v02, &signals, &x0);
             assert_eq!(got.raw, crate::model::sigmoid(z));

@@ -19,9 +19,11 @@
 //! 9. [`evidence`]: question/context/response and their grounding features.
 //! 10. [`pcs_builder`]: deterministic text → PCS recipe (v1).
 //! 11. [`features`]: the one versioned HRS feature schema.
-//! 12. [`model`]: the trained-model artifact and its plain-f64 scorer; the reference HRS baseline.
-//! 13. [`bundle`]: the signed model bundle and the scorer the filter runs.
-//! 14. [`feature_wire`]: the features a decision was scored with, as the gate forwards them.
+//! 12. [`model`]: the trained-model artifact of either kind ([`model::Model`]) and the
+//!     logistic scorer; the reference HRS baseline.
+//! 13. [`trees`]: the gradient-boosted tree ensemble and its scorer.
+//! 14. [`bundle`]: the signed model bundle and the scorer the filter runs.
+//! 15. [`feature_wire`]: the features a decision was scored with, as the gate forwards them.
 
 pub mod bundle;
 pub mod canonical;
@@ -36,6 +38,7 @@ pub mod numfmt;
 pub mod pcs;
 pub mod pcs_builder;
 pub mod signature;
+pub mod trees;
 pub mod verify;
 
 pub use gate_config::{Gate, GateConfig, GateConfigError, SUBMIT_PATH};

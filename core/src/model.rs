@@ -1,19 +1,24 @@
-//! Hallucination-risk models as the data plane sees them: a trained logistic-regression
+//! Hallucination-risk models as the data plane sees them: [`Model`], one of two kinds of trained
 //! artifact scored with plain `f64` arithmetic (no ndarray, no allocation), and the reference
 //! system's hand-set HRS (spec §10) kept verbatim as a *baseline* only.
 //!
-//! Why in core: the Envoy filter will score inline, so the scorer must build for wasm and must
+//! Why in core: the Envoy filter scores inline, so the scorers must build for wasm and must
 //! not panic. Training lives in the control plane (`kakeya_control_plane::ml`).
 //!
-//! Artifact contract: inputs are the [`crate::features`] vector of schema `schema_version`;
-//! `z = intercept + Σ wᵢ·(xᵢ − meanᵢ)/stdᵢ`, `raw = σ(z)`, and the calibrated probability is
-//! Platt's `1/(1 + exp(A·z + B))` fitted on a held-out calibration split (A < 0 for a useful
-//! model). The canonical bytes are `serde_json` of the struct (fixed field order, shortest
-//! round-trip floats), and the artifact's identity is their SHA-256.
+//! Kinds (the artifact's `kind` field):
+//! * `logistic_regression` ([`HrsModel`]): `z = intercept + Σ wᵢ·(xᵢ − meanᵢ)/stdᵢ`;
+//! * `gradient_boosted_trees` ([`crate::trees::TreeModel`]): `z = base_score + Σ leaf values`.
+//!
+//! Both are then scored alike: `raw = σ(z)`, and the calibrated probability is Platt's
+//! `1/(1 + exp(A·z + B))` fitted on a held-out calibration split (A < 0 for a useful model).
+//! The inputs are the [`crate::features`] vector of schema `schema_version`. The canonical bytes
+//! are `serde_json` of the kind's struct (fixed field order, shortest round-trip floats), the
+//! artifact's identity is their SHA-256, and its version `lr-` / `gbdt-` + 12 hex of it.
 
 use crate::features::{signal_entropy, TenantStats, FEATURE_NAMES, SCHEMA_VERSION};
 use crate::ids::sha256_hex;
-use serde::{Deserialize, Serialize};
+use crate::trees::{TreeModel, KIND_TREES};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub const KIND_LOGISTIC: &str = "logistic_regression";
 
@@ -85,6 +90,21 @@ pub enum ModelError {
     NonFinite,
     #[error("invalid JSON: {0}")]
     Json(String),
+    #[error("tree {tree}: {why}")]
+    Tree { tree: usize, why: &'static str },
+    #[error("ensemble too large: {0}")]
+    TooLarge(&'static str),
+}
+
+/// Checks an artifact's feature schema and names against this build's.
+pub(crate) fn check_schema(schema_version: &str, names: &[String]) -> Result<(), ModelError> {
+    if schema_version != SCHEMA_VERSION {
+        return Err(ModelError::Schema(schema_version.to_string()));
+    }
+    if names.len() != FEATURE_NAMES.len() || names.iter().zip(FEATURE_NAMES).any(|(a, b)| a != b) {
+        return Err(ModelError::Names);
+    }
+    Ok(())
 }
 
 #[inline]
@@ -103,18 +123,7 @@ impl HrsModel {
         if self.kind != KIND_LOGISTIC {
             return Err(ModelError::Kind(self.kind.clone()));
         }
-        if self.schema_version != SCHEMA_VERSION {
-            return Err(ModelError::Schema(self.schema_version.clone()));
-        }
-        if self.feature_names.len() != FEATURE_NAMES.len()
-            || self
-                .feature_names
-                .iter()
-                .zip(FEATURE_NAMES)
-                .any(|(a, b)| a != b)
-        {
-            return Err(ModelError::Names);
-        }
+        check_schema(&self.schema_version, &self.feature_names)?;
         let n = FEATURE_NAMES.len();
         if self.mean.len() != n || self.std.len() != n || self.weights.len() != n {
             return Err(ModelError::Shape(n));
@@ -185,6 +194,150 @@ impl HrsModel {
     pub fn score(&self, x: &[f64]) -> (f64, f64) {
         let z = self.decision(x);
         (sigmoid(z), self.platt.apply(z))
+    }
+}
+
+/// A trained artifact of either kind: what bundles carry and the registry stores.
+///
+/// Serialised as the kind's own struct, so a logistic artifact's canonical bytes (hence its
+/// SHA-256 and version) are exactly those of an [`HrsModel`]; parsing dispatches on `kind`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Model {
+    Logistic(HrsModel),
+    Trees(TreeModel),
+}
+
+impl From<HrsModel> for Model {
+    fn from(m: HrsModel) -> Self {
+        Model::Logistic(m)
+    }
+}
+
+impl From<TreeModel> for Model {
+    fn from(m: TreeModel) -> Self {
+        Model::Trees(m)
+    }
+}
+
+impl Serialize for Model {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Model::Logistic(m) => m.serialize(s),
+            Model::Trees(m) => m.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Model {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        Model::from_value(v).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Model {
+    /// Parses (without validating) an artifact by its `kind`.
+    fn from_value(v: serde_json::Value) -> Result<Self, ModelError> {
+        let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+        let json = |e: serde_json::Error| ModelError::Json(e.to_string());
+        match kind {
+            KIND_LOGISTIC => serde_json::from_value(v).map(Model::Logistic).map_err(json),
+            KIND_TREES => serde_json::from_value(v).map(Model::Trees).map_err(json),
+            other => Err(ModelError::Kind(other.chars().take(64).collect())),
+        }
+    }
+
+    /// Parses and validates an artifact of any kind.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ModelError> {
+        let v = serde_json::from_slice(bytes).map_err(|e| ModelError::Json(e.to_string()))?;
+        let m = Model::from_value(v)?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    pub fn validate(&self) -> Result<(), ModelError> {
+        match self {
+            Model::Logistic(m) => m.validate(),
+            Model::Trees(m) => m.validate(),
+        }
+    }
+
+    /// `logistic_regression` or `gradient_boosted_trees`.
+    pub fn kind(&self) -> &str {
+        match self {
+            Model::Logistic(m) => &m.kind,
+            Model::Trees(m) => &m.kind,
+        }
+    }
+
+    /// Canonical bytes (what is hashed, signed and shipped).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// SHA-256 of the canonical bytes.
+    pub fn sha256(&self) -> String {
+        sha256_hex(&self.canonical_bytes())
+    }
+
+    /// `lr-` or `gbdt-`, then the first 12 hex of the SHA-256.
+    pub fn version(&self) -> String {
+        let prefix = match self {
+            Model::Logistic(_) => "lr",
+            Model::Trees(_) => "gbdt",
+        };
+        let h = self.sha256();
+        format!("{prefix}-{}", h.get(..12).unwrap_or(&h))
+    }
+
+    /// Decision value z (log-odds) of the feature vector `x`.
+    pub fn decision(&self, x: &[f64]) -> f64 {
+        match self {
+            Model::Logistic(m) => m.decision(x),
+            Model::Trees(m) => m.decision(x),
+        }
+    }
+
+    /// `(raw, calibrated)` risk of `x`.
+    pub fn score(&self, x: &[f64]) -> (f64, f64) {
+        let z = self.decision(x);
+        (sigmoid(z), self.platt().apply(z))
+    }
+
+    pub fn platt(&self) -> &Platt {
+        match self {
+            Model::Logistic(m) => &m.platt,
+            Model::Trees(m) => &m.platt,
+        }
+    }
+
+    pub fn thresholds(&self) -> &Thresholds {
+        match self {
+            Model::Logistic(m) => &m.thresholds,
+            Model::Trees(m) => &m.thresholds,
+        }
+    }
+
+    /// Tenant baseline the features were computed with.
+    pub fn tenant(&self) -> &TenantStats {
+        match self {
+            Model::Logistic(m) => &m.tenant,
+            Model::Trees(m) => &m.tenant,
+        }
+    }
+
+    pub fn schema_version(&self) -> &str {
+        match self {
+            Model::Logistic(m) => &m.schema_version,
+            Model::Trees(m) => &m.schema_version,
+        }
+    }
+
+    pub fn training(&self) -> &TrainingMeta {
+        match self {
+            Model::Logistic(m) => &m.training,
+            Model::Trees(m) => &m.training,
+        }
     }
 }
 
@@ -375,6 +528,36 @@ pub(crate) mod tests {
         assert!((0.0..=1.0).contains(&raw) && (0.0..=1.0).contains(&cal));
         let (raw, cal) = m.score(&[1e300; 22]);
         assert!((0.0..=1.0).contains(&raw) && (0.0..=1.0).contains(&cal));
+    }
+
+    /// A logistic artifact's bytes, SHA-256 and version are those of the plain struct, as
+    /// before the tree kind existed (pinned: a change here would re-version every stored model).
+    #[test]
+    fn logistic_artifacts_keep_their_bytes_and_version() {
+        let m = tiny_model();
+        let direct = serde_json::to_vec(&m).unwrap();
+        let model = Model::from(m.clone());
+        assert_eq!(model.canonical_bytes(), direct);
+        assert_eq!(model.canonical_bytes(), m.canonical_bytes());
+        assert_eq!(model.version(), m.version());
+        assert_eq!(
+            model.sha256(),
+            "30a79f38e28128d4685e4a4c64ee1b3398bb7177b69fea81a649f0b5f87006d2"
+        );
+        assert_eq!(Model::from_json(&direct).unwrap(), model);
+        assert_eq!(model.kind(), KIND_LOGISTIC);
+        assert!(matches!(
+            Model::from_json(br#"{"kind":"mlp"}"#),
+            Err(ModelError::Kind(k)) if k == "mlp"
+        ));
+        assert!(matches!(Model::from_json(b"{}"), Err(ModelError::Kind(_))));
+        assert!(matches!(Model::from_json(b"[1"), Err(ModelError::Json(_))));
+        let mut bad = m;
+        bad.std[0] = -1.0;
+        assert_eq!(
+            Model::from_json(&serde_json::to_vec(&bad).unwrap()),
+            Err(ModelError::NonFinite)
+        );
     }
 
     #[test]

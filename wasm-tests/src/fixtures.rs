@@ -112,12 +112,15 @@ pub fn coverage_model() -> kakeya_core::model::HrsModel {
 }
 
 /// A bundle of `version` with `champion` and no challenger.
-pub fn bundle(version: u64, champion: kakeya_core::model::HrsModel) -> kakeya_core::bundle::Bundle {
+pub fn bundle(
+    version: u64,
+    champion: impl Into<kakeya_core::model::Model>,
+) -> kakeya_core::bundle::Bundle {
     kakeya_core::bundle::Bundle {
         format: kakeya_core::bundle::BUNDLE_FORMAT.into(),
         version,
         created_at_ms: 1_700_000_000_000,
-        champion,
+        champion: champion.into(),
         challenger: None,
         challenger_weight: 0.0,
         tenant_stats: Default::default(),

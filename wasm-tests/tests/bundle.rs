@@ -267,6 +267,95 @@ fn the_bundle_is_polled_verified_installed_and_scores_requests() {
     no_panics(&h);
 }
 
+/// A harness on the real clock (so `x-kakeya-score-ns` measures) whose gate installed `b`
+/// through its first poll.
+fn timed_harness_with(b: &Bundle) -> Harness {
+    let cfg = bundle_config(&keys(), "closed", INTERVAL_MS);
+    let mut h = Harness::with_options(wasm(), cfg.as_bytes(), Options::default()).unwrap();
+    assert!(h.configured(), "configuration refused: {:?}", h.logs());
+    h.tick().unwrap();
+    let token = h.pending_http_calls().first().map(|c| c.token).unwrap();
+    respond_bundle(&mut h, token, &b.sign(&BUNDLE_SEED));
+    assert_eq!(h.metric("kakeya_gate.bundle_updates_total"), Some(1));
+    h
+}
+
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// A gradient-boosted tree champion (the default recipe: 200 trees of depth ≤ 4, trained on
+/// the HaluEval sample the control plane embeds) in a signed bundle: every risk the gate serves
+/// equals the native score bit for bit. Also prints the in-guest features + scoring time
+/// (`x-kakeya-score-ns`, wasmtime) beside a logistic champion trained on the same rows: a
+/// measurement, not asserted (`cargo test -p kakeya-wasm-tests --test bundle tree -- --nocapture`).
+#[test]
+fn a_tree_ensemble_champion_is_served_exactly_as_scored_natively() {
+    use kakeya_control_plane::ml::{dataset, eval, gbdt, model};
+    let rows = dataset::parse(kakeya_control_plane::registry::bootstrap::SAMPLE).unwrap();
+    let p = eval::prepare(&rows, |_| {});
+    let fit = |recipe: eval::Recipe| {
+        eval::fit_model(
+            &p,
+            "sample",
+            eval::DEFAULT_SEED,
+            &recipe,
+            serde_json::json!({}),
+        )
+        .unwrap()
+    };
+    let trees = fit(eval::Recipe::Trees(gbdt::DEFAULT_PARAMS));
+    let lr = fit(eval::Recipe::Logistic {
+        l2: model::DEFAULT_L2,
+    });
+    assert!(trees.version().starts_with("gbdt-"), "{}", trees.version());
+    // 60 rows spread over the sample (every task, both labels), then one row 300 times.
+    let picked: Vec<&dataset::Row> = rows.iter().step_by(rows.len() / 60).take(60).collect();
+    let mut medians = Vec::new();
+    for m in [lr, trees] {
+        let b = bundle(1, m);
+        let mut h = timed_harness_with(&b);
+        let mut bands = std::collections::BTreeSet::new();
+        for (i, row) in picked.iter().enumerate() {
+            let (ev, shard) = (row.evidence(), format!("row-{i}"));
+            let out = submit(&mut h, &body_with(&ev, &shard));
+            assert_scored(&out, &b, &ev, &shard);
+            let (_, native) = expected(&b, &ev, &shard);
+            let served: serde_json::Value =
+                serde_json::from_str(out.header("x-kakeya-result").unwrap()).unwrap();
+            assert_eq!(
+                served["risk"]["score"].as_f64().map(f64::to_bits),
+                Some(native.risk.to_bits()),
+                "row {i}: {served}"
+            );
+            bands.insert(native.band.as_str());
+        }
+        assert!(
+            bands.len() >= 2,
+            "{} scored every row alike",
+            b.champion.version()
+        );
+        let (ev, mut ns) = (picked[0].evidence(), Vec::new());
+        for i in 0..300 {
+            let out = submit(&mut h, &body_with(&ev, &format!("timed-{i}")));
+            ns.push(out.header("x-kakeya-score-ns").unwrap().parse().unwrap());
+        }
+        no_panics(&h);
+        medians.push((b.champion.kind().to_string(), median(&mut ns)));
+    }
+    eprintln!(
+        "in-guest features + scoring (x-kakeya-score-ns, wasmtime, median of 300, {} B of \
+         evidence): {}",
+        picked[0].context.len() + picked[0].question.len() + picked[0].response.len(),
+        medians
+            .iter()
+            .map(|(k, ns)| format!("{k} {:.1} µs", *ns as f64 / 1000.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
 #[test]
 fn refused_bundles_keep_the_last_good_one() {
     let mut h = harness("closed");
@@ -276,16 +365,17 @@ fn refused_bundles_keep_the_last_good_one() {
     let body = body_with(&ev, "s1");
     assert_scored(&submit(&mut h, &body), &good, &ev, "s1");
 
-    let newer = bundle(6, hrs_model(&[("token_coverage", -2.0)], 1.0, 0.5));
+    let newer_model = hrs_model(&[("token_coverage", -2.0)], 1.0, 0.5);
+    let newer = bundle(6, newer_model.clone());
     let signed = newer.sign(&BUNDLE_SEED);
     let mut tampered = signed.bytes.clone();
     if let Some(b) = tampered.iter_mut().find(|b| **b == b'6') {
         *b = b'7';
     }
     let foreign = newer.sign(&[9; 32]);
-    let mut incompatible = newer.clone();
-    incompatible.champion.schema_version = "hrs-features-v0".into();
-    let incompatible = incompatible.sign(&BUNDLE_SEED);
+    let mut incompatible = newer_model;
+    incompatible.schema_version = "hrs-features-v0".into();
+    let incompatible = bundle(6, incompatible).sign(&BUNDLE_SEED);
     let older = bundle(4, coverage_model()).sign(&BUNDLE_SEED);
 
     type Case<'a> = (&'a str, Option<u32>, Vec<(&'a str, &'a str)>, Vec<u8>, bool);
@@ -442,7 +532,7 @@ fn evidence_must_be_bound_to_the_signature() {
 fn a_challenger_with_weight_one_scores_every_request() {
     let mut h = harness("open");
     let mut b = bundle(2, coverage_model());
-    b.challenger = Some(hrs_model(&[("token_coverage", -3.0)], 2.0, 0.9));
+    b.challenger = Some(hrs_model(&[("token_coverage", -3.0)], 2.0, 0.9).into());
     b.challenger_weight = 1.0;
     install(&mut h, &b);
     let ev = unsupported_evidence();

@@ -62,7 +62,7 @@ fn stored_features_are_the_native_features_bit_for_bit_and_accepted_decisions_ar
         let pcs = parse(body.as_bytes()).unwrap();
         let outcome = verify(&pcs, &VerifyParams::default());
         let signals = PcsSignals::from_verified(&pcs, outcome.result.recomputed_d_hat);
-        let native = features(&signals, Some(&ev), &model.tenant);
+        let native = features(&signals, Some(&ev), model.tenant());
         let risk = scorer.assess("default", &pcs, &outcome, Some(&ev)).unwrap();
         assert_eq!(risk.features.map(f64::to_bits), native.map(f64::to_bits));
         let a = stack.submit(body.as_bytes()).unwrap();

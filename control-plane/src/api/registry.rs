@@ -22,7 +22,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kakeya_core::bundle::{H_SHA256, H_SIGNATURE};
-use kakeya_core::model::HrsModel;
+use kakeya_core::model::Model;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -151,7 +151,7 @@ pub async fn list_models(
     get,
     path = "/v1/models/{version}",
     tag = "registry",
-    params(("version" = String, Path, description = "lr-<12 hex>")),
+    params(("version" = String, Path, description = "lr-<12 hex> or gbdt-<12 hex>")),
     security(("bearer" = [])),
     responses(
         (status = 200, body = ModelDetail, description = "Artifact, its SHA-256 and Ed25519 signature, and model card"),
@@ -179,7 +179,7 @@ pub async fn register(
     seed: &[u8; 32],
     bytes: &[u8],
 ) -> Result<Registered, ApiError> {
-    let m = HrsModel::from_json(bytes)
+    let m = Model::from_json(bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid model artifact: {e}")))?;
     registry::register_model(db, seed, &m, &card::from_artifact(&m), crate::now_ms())
         .await
@@ -190,7 +190,7 @@ pub async fn register(
     post,
     path = "/v1/models",
     tag = "registry",
-    request_body(content = Object, description = "A model artifact (kakeya_core::model::HrsModel JSON, as written by kakeya train)", content_type = "application/json"),
+    request_body(content = Object, description = "A model artifact (kakeya_core::model::Model JSON of either kind, as written by kakeya train)", content_type = "application/json"),
     security(("bearer" = [])),
     responses(
         (status = 201, body = ModelSummary),

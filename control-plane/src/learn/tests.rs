@@ -606,11 +606,11 @@ async fn training_is_deterministic_registers_a_signed_version_and_moves_no_alias
             .await
             .unwrap();
         assert_eq!(
-            m.training.dataset_sha256,
+            m.training().dataset_sha256,
             a["dataset_hash"].as_str().unwrap()
         );
-        assert_eq!(m.training.seed, 11);
-        assert_eq!(m.training.cv_metrics["metrics"], a["metrics"]);
+        assert_eq!(m.training().seed, 11);
+        assert_eq!(m.training().cv_metrics["metrics"], a["metrics"]);
         let detail = crate::registry::get_model(&t.db, &version)
             .await
             .unwrap()

@@ -5,8 +5,9 @@
 //!   responses of an item are in the same fold), stratified by (task, label set of the item),
 //!   items shuffled by a seeded hash;
 //! * per fold: the tenant baseline is the training rows' population statistics, the recipe
-//!   ([`fit_pipeline`]: standardise → L2 logit → Platt on a held-out 20 % of the training items)
-//!   is fitted on the other folds and scores this fold;
+//!   ([`Recipe`]: standardise → L2 logit ([`fit_pipeline`]) or gradient-boosted trees
+//!   ([`gbdt::fit_model`]), then Platt and the escalation threshold on a held-out 20 % of the
+//!   training items) is fitted on the other folds and scores this fold;
 //! * baselines in the same run: the reference hand-set HRS (spec §10, inverted Platt included,
 //!   fresh tenant stats per row, latency 0) on the PCS that [`pcs_builder`] builds from the
 //!   response, and a response-length-only logit (same pipeline, one column ln(1 + chars));
@@ -14,12 +15,15 @@
 //!   containment at fixed thresholds of the calibrated risk.
 
 use super::dataset::Row;
+use super::gbdt::{self, GbdtError, GbdtParams};
 use super::metrics::{auroc, brier, ece, length_matched_auroc, pr_auc};
-use super::model::{fit_pipeline, is_calibration, Pipeline};
+use super::model::{artifact, fit_pipeline, is_calibration, Pipeline};
 use kakeya_core::evidence::{fnv1a, Evidence};
 use kakeya_core::features::{features, PcsSignals, TenantStats, FEATURE_NAMES, N_FEATURES};
-use kakeya_core::model::{reference_hrs, HrsModel};
+use kakeya_core::model::{reference_hrs, Model, TrainingMeta, KIND_LOGISTIC};
+use kakeya_core::pcs_builder::RECIPE_VERSION;
 use kakeya_core::pcs_builder::{build, BuildOptions, SplitMix64};
+use kakeya_core::trees::{TreeModel, KIND_TREES};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -177,11 +181,122 @@ fn length_column(p: &Prepared) -> Vec<f64> {
     p.resp_chars.iter().map(|&c| (c as f64).ln_1p()).collect()
 }
 
-/// Cross-validation refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Cross-validation or training refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EvalError {
     #[error("k-fold cross-validation needs at least {MIN_FOLDS} folds (got {0}): with fewer, rows are never scored out of fold")]
     TooFewFolds(usize),
+    #[error(transparent)]
+    Gbdt(#[from] GbdtError),
+}
+
+/// What is fitted on the feature vector: the model kind and its hyperparameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Recipe {
+    /// L2 logistic regression (Newton/IRLS) on standardised features, weight `l2` (= 1/C).
+    Logistic { l2: f64 },
+    /// Gradient-boosted trees ([`gbdt`]).
+    Trees(GbdtParams),
+}
+
+impl Recipe {
+    /// The artifact kind it produces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Recipe::Logistic { .. } => KIND_LOGISTIC,
+            Recipe::Trees(_) => KIND_TREES,
+        }
+    }
+
+    /// The L2 penalty recorded in the artifact's `training.l2` (on weights or on leaf values).
+    pub fn l2(&self) -> f64 {
+        match self {
+            Recipe::Logistic { l2 } => *l2,
+            Recipe::Trees(p) => p.l2,
+        }
+    }
+
+    /// Hyperparameters as JSON (for reports).
+    pub fn describe(&self) -> Value {
+        match self {
+            Recipe::Logistic { l2 } => json!({"kind": KIND_LOGISTIC, "l2": l2}),
+            Recipe::Trees(p) => json!({
+                "kind": KIND_TREES,
+                "learner": gbdt::LEARNER,
+                "trees": p.iterations,
+                "learning_rate": p.learning_rate,
+                "max_depth": p.max_depth,
+                "min_leaf_weight": p.min_leaf_weight,
+                "l2": p.l2,
+                "nbins": p.nbins,
+            }),
+        }
+    }
+
+    /// Fits on rows `idx` of `x` (tenant columns computed with `tenant`).
+    fn fit(
+        &self,
+        x: &[f64],
+        p: &Prepared,
+        idx: &[usize],
+        seed: u64,
+        tenant: TenantStats,
+        training: TrainingMeta,
+    ) -> Result<Fitted, EvalError> {
+        let groups: Vec<&str> = p.groups.iter().map(|s| s.as_str()).collect();
+        Ok(match self {
+            Recipe::Logistic { l2 } => Fitted::Logistic(
+                fit_pipeline(x, N_FEATURES, &p.labels, &groups, idx, seed, *l2),
+                tenant,
+                training,
+            ),
+            Recipe::Trees(params) => Fitted::Trees(gbdt::fit_model(
+                x, &p.labels, &groups, idx, None, seed, params, tenant, training,
+            )?),
+        })
+    }
+}
+
+/// A fitted recipe: scores rows (as cross-validation does) and becomes an artifact.
+enum Fitted {
+    Logistic(Pipeline, TenantStats, TrainingMeta),
+    Trees(TreeModel),
+}
+
+impl Fitted {
+    /// Calibrated risk of a feature row.
+    fn risk(&self, row: &[f64]) -> f64 {
+        match self {
+            Fitted::Logistic(pipe, ..) => pipe.score(row).1,
+            Fitted::Trees(m) => m.platt.apply(m.decision(row)),
+        }
+    }
+
+    fn escalate(&self) -> f64 {
+        match self {
+            Fitted::Logistic(pipe, ..) => pipe.escalate,
+            Fitted::Trees(m) => m.thresholds.escalate,
+        }
+    }
+
+    fn into_model(self) -> Model {
+        match self {
+            Fitted::Logistic(pipe, tenant, training) => artifact(pipe, tenant, training).into(),
+            Fitted::Trees(m) => m.into(),
+        }
+    }
+}
+
+/// The training metadata of `recipe` on `p` (CV metrics filled in later).
+fn training_meta(p: &Prepared, dataset_sha256: &str, seed: u64, recipe: &Recipe) -> TrainingMeta {
+    TrainingMeta {
+        seed,
+        rows: p.len(),
+        dataset_sha256: dataset_sha256.to_string(),
+        recipe_version: RECIPE_VERSION.into(),
+        l2: recipe.l2(),
+        cv_metrics: json!({}),
+    }
 }
 
 /// `k` unless it is below [`MIN_FOLDS`].
@@ -202,20 +317,37 @@ pub struct CvScores {
     pub threshold: Vec<f64>,
 }
 
-/// k-fold cross-validation of the default recipe; `k` < [`MIN_FOLDS`] is refused (with one
-/// fold nothing is left to fit on, with none no row is scored: the figures would be those of
-/// placeholder zeros).
+/// k-fold cross-validation of the default (logistic) recipe with weight `l2`; see
+/// [`cross_validate_recipe`].
 pub fn cross_validate(
     p: &Prepared,
     k: usize,
     seed: u64,
     l2: f64,
+    progress: impl FnMut(usize),
+) -> Result<CvScores, EvalError> {
+    cross_validate_recipe(p, k, seed, &Recipe::Logistic { l2 }, progress)
+}
+
+/// k-fold cross-validation of `recipe`; `k` < [`MIN_FOLDS`] is refused (with one fold nothing
+/// is left to fit on, with none no row is scored: the figures would be those of placeholder
+/// zeros). The length-only baseline is always the logistic pipeline on ln(1 + chars), weight
+/// [`super::model::DEFAULT_L2`] unless the recipe is logistic (then its own weight).
+pub fn cross_validate_recipe(
+    p: &Prepared,
+    k: usize,
+    seed: u64,
+    recipe: &Recipe,
     mut progress: impl FnMut(usize),
 ) -> Result<CvScores, EvalError> {
     let k = check_folds(k)?;
     let folds = assign_folds(p, k, seed);
     let groups: Vec<&str> = p.groups.iter().map(|s| s.as_str()).collect();
     let len_x = length_column(p);
+    let len_l2 = match recipe {
+        Recipe::Logistic { l2 } => *l2,
+        Recipe::Trees(_) => super::model::DEFAULT_L2,
+    };
     let mut model = vec![0.0; p.len()];
     let mut length_only = vec![0.0; p.len()];
     let mut threshold = vec![0.0; p.len()];
@@ -223,12 +355,13 @@ pub fn cross_validate(
         let (test, train): (Vec<usize>, Vec<usize>) = (0..p.len()).partition(|&i| folds[i] == f);
         let tenant = tenant_of(p, &train);
         let x = with_tenant(&p.x, &tenant);
-        let pipe = fit_pipeline(&x, N_FEATURES, &p.labels, &groups, &train, seed, l2);
-        let lpipe = fit_pipeline(&len_x, 1, &p.labels, &groups, &train, seed, l2);
+        let meta = training_meta(p, "", seed, recipe);
+        let fitted = recipe.fit(&x, p, &train, seed, tenant, meta)?;
+        let lpipe = fit_pipeline(&len_x, 1, &p.labels, &groups, &train, seed, len_l2);
         for &i in &test {
-            model[i] = pipe.score(&x[i * N_FEATURES..(i + 1) * N_FEATURES]).1;
+            model[i] = fitted.risk(&x[i * N_FEATURES..(i + 1) * N_FEATURES]);
             length_only[i] = lpipe.score(&len_x[i..i + 1]).1;
-            threshold[i] = pipe.escalate;
+            threshold[i] = fitted.escalate();
         }
         progress(f + 1);
     }
@@ -240,21 +373,48 @@ pub fn cross_validate(
     })
 }
 
-/// Fits the recipe on all rows (for `kakeya train`).
-pub fn fit_all(p: &Prepared, seed: u64, l2: f64) -> (Pipeline, TenantStats) {
+/// `recipe` fitted on all rows, as an artifact: what `kakeya train` writes. `cv_metrics` are
+/// the caller's (from a cross-validation of the same recipe).
+pub fn fit_model(
+    p: &Prepared,
+    dataset_sha256: &str,
+    seed: u64,
+    recipe: &Recipe,
+    cv_metrics: Value,
+) -> Result<Model, EvalError> {
     let all: Vec<usize> = (0..p.len()).collect();
     let tenant = tenant_of(p, &all);
     let x = with_tenant(&p.x, &tenant);
-    let groups: Vec<&str> = p.groups.iter().map(|s| s.as_str()).collect();
-    (
-        fit_pipeline(&x, N_FEATURES, &p.labels, &groups, &all, seed, l2),
-        tenant,
-    )
+    let mut meta = training_meta(p, dataset_sha256, seed, recipe);
+    meta.cv_metrics = cv_metrics;
+    Ok(recipe.fit(&x, p, &all, seed, tenant, meta)?.into_model())
+}
+
+/// A trained artifact with the cross-validation behind its `cv_metrics` (and its card).
+pub struct Trained {
+    pub model: Model,
+    pub cv: CvScores,
+}
+
+/// `folds`-fold CV of `recipe` on `p` (the artifact's `cv_metrics`), then the fit on all rows;
+/// `progress` sees the folds done, then `folds + 1` after the final fit.
+pub fn train(
+    p: &Prepared,
+    dataset_sha256: &str,
+    seed: u64,
+    recipe: &Recipe,
+    folds: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<Trained, EvalError> {
+    let cv = cross_validate_recipe(p, folds, seed, recipe, &mut progress)?;
+    let model = fit_model(p, dataset_sha256, seed, recipe, per_task(p, &cv.model))?;
+    progress(folds + 1);
+    Ok(Trained { model, cv })
 }
 
 /// Calibrated risks of a given artifact on every row (in-sample if it was trained on them).
-pub fn score_with(p: &Prepared, m: &HrsModel) -> Vec<f64> {
-    let x = with_tenant(&p.x, &m.tenant);
+pub fn score_with(p: &Prepared, m: &Model) -> Vec<f64> {
+    let x = with_tenant(&p.x, m.tenant());
     x.chunks_exact(N_FEATURES).map(|r| m.score(r).1).collect()
 }
 
@@ -477,27 +637,66 @@ mod tests {
         assert_eq!(cv.folds.iter().max(), Some(&1));
     }
 
+    const SMALL_TREES: Recipe = Recipe::Trees(GbdtParams {
+        iterations: 20,
+        ..gbdt::DEFAULT_PARAMS
+    });
+
     #[test]
     fn training_is_deterministic_and_the_artifact_scores_like_the_pipeline() {
         let p = prepare(&sample(), |_| {});
-        let (a, ta) = fit_all(&p, 3, 1.0);
-        let (b, tb) = fit_all(&p, 3, 1.0);
-        assert_eq!((&a, ta), (&b, tb));
-        let meta = kakeya_core::model::TrainingMeta {
-            seed: 3,
-            rows: p.len(),
-            dataset_sha256: "x".into(),
-            recipe_version: "text-pcs-v1".into(),
-            l2: 1.0,
-            cv_metrics: json!({}),
-        };
-        let m = super::super::model::artifact(a.clone(), ta, meta);
-        m.validate().unwrap();
-        let x = with_tenant(&p.x, &ta);
+        let lr = Recipe::Logistic { l2: 1.0 };
+        let a = fit_model(&p, "x", 3, &lr, json!({})).unwrap();
+        let b = fit_model(&p, "x", 3, &lr, json!({})).unwrap();
+        assert_eq!(a.canonical_bytes(), b.canonical_bytes());
+        a.validate().unwrap();
+        assert!(a.version().starts_with("lr-"));
+        let all: Vec<usize> = (0..p.len()).collect();
+        let tenant = tenant_of(&p, &all);
+        assert_eq!(a.tenant(), &tenant);
+        let x = with_tenant(&p.x, &tenant);
+        let groups: Vec<&str> = p.groups.iter().map(|s| s.as_str()).collect();
+        let pipe = fit_pipeline(&x, N_FEATURES, &p.labels, &groups, &all, 3, 1.0);
         let row = &x[..N_FEATURES];
-        assert_eq!(m.score(row), a.score(row));
-        let again = HrsModel::from_json(&m.canonical_bytes()).unwrap();
-        assert_eq!(again.sha256(), m.sha256());
+        assert_eq!(a.score(row), pipe.score(row));
+        let again = Model::from_json(&a.canonical_bytes()).unwrap();
+        assert_eq!(again.sha256(), a.sha256());
+        // Trees: same data + seed → same artifact hash; another seed, another split.
+        let t1 = fit_model(&p, "x", 3, &SMALL_TREES, json!({})).unwrap();
+        let t2 = fit_model(&p, "x", 3, &SMALL_TREES, json!({})).unwrap();
+        assert_eq!(t1.sha256(), t2.sha256());
+        assert!(t1.version().starts_with("gbdt-"), "{}", t1.version());
+        assert_ne!(
+            t1.sha256(),
+            fit_model(&p, "x", 4, &SMALL_TREES, json!({}))
+                .unwrap()
+                .sha256()
+        );
+        assert_eq!(t1.training().l2, gbdt::DEFAULT_PARAMS.l2);
+        assert_eq!(Model::from_json(&t1.canonical_bytes()).unwrap(), t1);
+    }
+
+    #[test]
+    fn trees_cross_validate_on_the_same_folds() {
+        let p = prepare(&sample(), |_| {});
+        let lr = cross_validate(&p, 4, 7, 1.0, |_| {}).unwrap();
+        let mut seen = Vec::new();
+        let trees = cross_validate_recipe(&p, 4, 7, &SMALL_TREES, |f| seen.push(f)).unwrap();
+        assert_eq!(seen, [1, 2, 3, 4]);
+        assert_eq!(trees.folds, lr.folds);
+        // The length-only baseline does not depend on the recipe.
+        assert_eq!(trees.length_only, lr.length_only);
+        let auroc = per_task(&p, &trees.model)["all"]["auroc"].as_f64().unwrap();
+        assert!(auroc > 0.95, "{auroc}");
+        assert!(trees.threshold.iter().all(|t| (0.0..=1.0).contains(t)));
+        let bad = Recipe::Trees(GbdtParams {
+            max_depth: 0,
+            ..gbdt::DEFAULT_PARAMS
+        });
+        assert!(matches!(
+            cross_validate_recipe(&p, 4, 7, &bad, |_| {}),
+            Err(EvalError::Gbdt(_))
+        ));
     }
 
     #[test]

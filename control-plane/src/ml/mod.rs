@@ -1,7 +1,7 @@
 //! Offline training and evaluation of the hallucination-risk scorer (HRS).
 //!
 //! Why here and not in core: training reads files, hashes datasets and runs for seconds; the
-//! data plane only needs the artifact and its scorer ([`kakeya_core::model::HrsModel`]). Every
+//! data plane only needs the artifact and its scorer ([`kakeya_core::model::Model`]). Every
 //! figure this module reports is cross-validated (grouped by item, so the two responses of an
 //! item never straddle train and test) — a training split is never scored by a model fitted on it.
 //!
@@ -10,13 +10,16 @@
 //!   a threshold, length-matched AUROC;
 //! * [`bootstrap`]: seeded stratified percentile-bootstrap intervals of any of them;
 //! * [`train`]: L2 logistic regression (Newton/IRLS, optional row weights) and Platt fitting;
-//! * [`model`]: the artifact builder (standardisation, calibration split, metadata);
-//! * [`eval`]: grouped stratified k-fold CV, baselines, the report;
+//! * [`model`]: the logistic artifact builder (standardisation, calibration split, the shared
+//!   calibration and threshold rule);
+//! * [`gbdt`]: gradient-boosted trees (`forust-ml`) exported to the core tree artifact;
+//! * [`eval`]: the recipes (model kinds), grouped stratified k-fold CV, baselines, the report;
 //! * [`stats`]: DeLong, Kolmogorov–Smirnov, PSI, Benjamini–Hochberg, Wilson (A/B, drift, gates).
 
 pub mod bootstrap;
 pub mod dataset;
 pub mod eval;
+pub mod gbdt;
 pub mod metrics;
 pub mod model;
 pub mod stats;

@@ -142,18 +142,29 @@ pub fn fit_pipeline_weighted(
         .map(|&i| p.decision(&x[i * d..(i + 1) * d]))
         .collect();
     let y: Vec<u8> = cal.iter().map(|&i| labels[i]).collect();
+    (p.platt, p.escalate) = calibrate(&s, &y);
+    p
+}
+
+/// Calibration of any model from the decision values `s` of its held-out calibration rows
+/// (labels `y`): Platt's A and B (A = −1, B = 0 without rows) and the escalation threshold that
+/// at most [`HONEST_ESCALATION_TARGET`] of their honest rows reach.
+pub fn calibrate(s: &[f64], y: &[u8]) -> (Platt, f64) {
+    let mut platt = Platt { a: -1.0, b: 0.0 };
     if !s.is_empty() {
-        let (a, b) = fit_platt(&s, &y);
-        p.platt = Platt { a, b };
+        let (a, b) = fit_platt(s, y);
+        platt = Platt { a, b };
     }
     let honest: Vec<f64> = s
         .iter()
-        .zip(&y)
+        .zip(y)
         .filter(|(_, &label)| label == 0)
-        .map(|(&z, _)| p.platt.apply(z))
+        .map(|(&z, _)| platt.apply(z))
         .collect();
-    p.escalate = threshold_for_honest_rate(honest, HONEST_ESCALATION_TARGET);
-    p
+    (
+        platt,
+        threshold_for_honest_rate(honest, HONEST_ESCALATION_TARGET),
+    )
 }
 
 /// The lowest threshold at which at most `target` of the `honest` risks are at or above it

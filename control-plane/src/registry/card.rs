@@ -1,4 +1,6 @@
 //! Model cards: JSON computed only from data, by code. No field is typed in by hand.
+//! Both model kinds get the same card; a tree ensemble's also lists its boosting parameters and
+//! size (read from the artifact).
 //!
 //! * [`from_evaluation`] (models trained here, e.g. the default model): the artifact's training
 //!   metadata plus the out-of-fold metrics of [`crate::ml::eval`] (per task and overall: n,
@@ -22,38 +24,53 @@ use crate::ml::metrics::{ece, mce, reliability};
 use crate::ml::model::HONEST_ESCALATION_TARGET;
 use crate::review::{BRONZE_CONFIDENCE, SILVER_CONFIDENCE};
 use kakeya_core::features::SCHEMA_VERSION;
-use kakeya_core::model::HrsModel;
+use kakeya_core::model::{HrsModel, Model};
 use serde_json::{json, Value};
 
 pub const CARD_FORMAT: &str = "kakeya-model-card-v1";
 
-fn header(m: &HrsModel) -> Value {
-    json!({
+fn header(m: &Model) -> Value {
+    let t = m.training();
+    let mut card = json!({
         "card_format": CARD_FORMAT,
         "model_version": m.version(),
         "sha256": m.sha256(),
-        "kind": m.kind,
-        "schema_version": m.schema_version,
+        "kind": m.kind(),
+        "schema_version": m.schema_version(),
         "training": {
-            "seed": m.training.seed,
-            "rows": m.training.rows,
-            "dataset_sha256": m.training.dataset_sha256,
-            "recipe_version": m.training.recipe_version,
-            "l2": m.training.l2,
+            "seed": t.seed,
+            "rows": t.rows,
+            "dataset_sha256": t.dataset_sha256,
+            "recipe_version": t.recipe_version,
+            "l2": t.l2,
         },
-        "escalate_threshold": m.thresholds.escalate,
-    })
+        "escalate_threshold": m.thresholds().escalate,
+    });
+    if let Model::Trees(e) = m {
+        let b = &e.boosting;
+        card["boosting"] = json!({
+            "learner": b.learner,
+            "iterations": b.iterations,
+            "learning_rate": b.learning_rate,
+            "max_depth": b.max_depth,
+            "min_leaf_weight": b.min_leaf_weight,
+            "nbins": b.nbins,
+            "trees": e.trees.len(),
+            "nodes": e.trees.iter().map(|t| t.len()).sum::<usize>(),
+        });
+    }
+    card
 }
 
 /// The card of a model whose training data is at hand: `cv` must be the cross-validation of
 /// the same recipe on `p` with `folds` folds and the model's seed.
-pub fn from_evaluation(m: &HrsModel, p: &Prepared, cv: &CvScores, folds: usize) -> Value {
+pub fn from_evaluation(m: &Model, p: &Prepared, cv: &CvScores, folds: usize) -> Value {
     let mut card = header(m);
     card["evaluation"] = json!({
         "source": "computed",
         "protocol": "grouped stratified k-fold cross-validation, out-of-fold scores",
         "folds": folds,
-        "seed": m.training.seed,
+        "seed": m.training().seed,
         "metrics": eval::per_task(p, &cv.model),
         "baselines": {
             "reference_hrs": eval::per_task(p, &p.ref_risk),
@@ -67,7 +84,7 @@ pub fn from_evaluation(m: &HrsModel, p: &Prepared, cv: &CvScores, folds: usize) 
 pub const CLAIMED: &str = "claimed_by_artifact";
 
 /// The card of an uploaded artifact (see the module docs).
-pub fn from_artifact(m: &HrsModel) -> Value {
+pub fn from_artifact(m: &Model) -> Value {
     let mut card = header(m);
     card["evaluation"] = json!({
         "source": "none",
@@ -75,7 +92,7 @@ pub fn from_artifact(m: &HrsModel) -> Value {
     });
     card[CLAIMED] = json!({
         "note": "copied from the artifact's training.cv_metrics as uploaded; not computed or checked by this control plane",
-        "cv_metrics": m.training.cv_metrics,
+        "cv_metrics": m.training().cv_metrics,
     });
     card
 }
@@ -98,7 +115,7 @@ pub fn calibration(scores: &[f64], labels: &[u8]) -> Value {
 
 /// The card of a version trained by a training job on `ds` (see the module docs).
 pub fn from_training(m: &HrsModel, kind: ModelKind, ds: &Dataset, h: &Holdout) -> Value {
-    let mut card = header(m);
+    let mut card = header(&Model::from(m.clone()));
     card["model_kind"] = kind.as_str().into();
     card["dataset"] = ds.summary();
     card["evaluation"] = json!({
@@ -304,7 +321,7 @@ mod tests {
             ("/training/seed", seed as f64),
             ("/training/rows", rows.len() as f64),
             ("/training/l2", l2),
-            ("/escalate_threshold", t.model.thresholds.escalate),
+            ("/escalate_threshold", t.model.thresholds().escalate),
             ("/evaluation/folds", folds as f64),
             ("/evaluation/seed", seed as f64),
         ] {
@@ -321,7 +338,10 @@ mod tests {
             assert!((got[k] - v).abs() < 1e-12, "{k}: card {} != {v}", got[k]);
         }
         // The artifact carries the same CV metrics as the card.
-        assert_eq!(t.model.training.cv_metrics, t.card["evaluation"]["metrics"]);
+        assert_eq!(
+            t.model.training().cv_metrics,
+            t.card["evaluation"]["metrics"]
+        );
         let top: Vec<&String> = t.card.as_object().unwrap().keys().collect();
         assert_eq!(
             top,
@@ -574,15 +594,51 @@ mod tests {
         assert!(card.get(CLAIMED).is_none());
     }
 
+    /// A tree ensemble's card: the same computed evaluation, plus its boosting parameters and
+    /// size read from the artifact.
+    #[test]
+    fn tree_cards_list_the_ensemble_and_computed_metrics() {
+        use crate::ml::gbdt::{GbdtParams, DEFAULT_PARAMS, LEARNER};
+        let rows = rows();
+        let p = eval::prepare(&rows, |_| {});
+        let recipe = eval::Recipe::Trees(GbdtParams {
+            iterations: 25,
+            ..DEFAULT_PARAMS
+        });
+        let t = eval::train(&p, "d5", 5, &recipe, 4, |_| {}).unwrap();
+        let Model::Trees(e) = &t.model else {
+            panic!("a tree ensemble")
+        };
+        let card = from_evaluation(&t.model, &p, &t.cv, 4);
+        assert_eq!(card["kind"], "gradient_boosted_trees");
+        assert!(card["model_version"].as_str().unwrap().starts_with("gbdt-"));
+        assert_eq!(
+            card["evaluation"]["metrics"],
+            eval::per_task(&p, &t.cv.model)
+        );
+        assert_eq!(t.model.training().cv_metrics, card["evaluation"]["metrics"]);
+        let b = &card["boosting"];
+        assert_eq!(b["learner"], LEARNER);
+        assert_eq!(b["iterations"], 25);
+        assert_eq!(b["trees"], e.trees.len());
+        assert_eq!(b["nodes"], e.trees.iter().map(|t| t.len()).sum::<usize>());
+        assert_eq!(b["max_depth"], DEFAULT_PARAMS.max_depth);
+        assert_eq!(card["escalate_threshold"], e.thresholds.escalate);
+        assert_eq!(from_artifact(&t.model)["boosting"], *b);
+    }
+
     /// An uploaded artifact's card: the uploader's `cv_metrics` (here absurd ones) appear only
     /// under `claimed_by_artifact`; no other number of the card is a metric, and the
     /// evaluation holds none.
     #[test]
     fn uploaded_cards_keep_claimed_metrics_apart() {
         let rows = rows();
-        let mut m = train(&rows, "d5", 5, 1.0, 4).unwrap().model;
+        let Model::Logistic(mut m) = train(&rows, "d5", 5, 1.0, 4).unwrap().model else {
+            panic!("the default recipe is logistic")
+        };
         let claimed = json!({"all": {"n": 1_000_000, "auroc": 0.999, "brier": 0.0001}});
         m.training.cv_metrics = claimed.clone();
+        let m = Model::from(m);
         let a = from_artifact(&m);
         assert_eq!(a[CLAIMED]["cv_metrics"], claimed);
         assert!(a[CLAIMED]["note"]
@@ -599,10 +655,10 @@ mod tests {
         }
         // Outside the claims: only the artifact's own parameters, read from it by code.
         let expected: BTreeMap<String, f64> = [
-            ("/escalate_threshold", m.thresholds.escalate),
-            ("/training/l2", m.training.l2),
-            ("/training/rows", m.training.rows as f64),
-            ("/training/seed", m.training.seed as f64),
+            ("/escalate_threshold", m.thresholds().escalate),
+            ("/training/l2", m.training().l2),
+            ("/training/rows", m.training().rows as f64),
+            ("/training/seed", m.training().seed as f64),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -8,6 +8,7 @@ use crate::testutil::all_dbs;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use kakeya_core::model::Model;
 use tower::ServiceExt;
 
 fn by(actor: Actor, reason: Reason, comment: Option<&str>) -> Why {
@@ -58,7 +59,7 @@ fn oldest_first(h: &[HistoryEntry]) -> Vec<Row<'_>> {
 /// The comment of migration 0011's rows.
 const FIRST: &str = "the alias as it stood when the history began";
 
-async fn register(db: &Db, m: &HrsModel, ts: i64) {
+async fn register(db: &Db, m: &Model, ts: i64) {
     insert_model(db, &SEED, m, &card::from_artifact(m), ts)
         .await
         .unwrap();
@@ -226,7 +227,7 @@ async fn the_last_good_champion_skips_the_current_the_reverted_and_altered_rows(
             None,
             "{l}: no history"
         );
-        let champion = |m: &HrsModel, reason, ts| {
+        let champion = |m: &Model, reason, ts| {
             let why = by(Actor::Scheduler, reason, None);
             let v = m.version();
             async move {
@@ -411,7 +412,7 @@ async fn the_seed_routes_register_and_activate_through_the_same_registry() {
         let (db, l) = (&t.db, t.label);
         let api = Api::new(db);
         let (a, b) = (model(-1.0), model(-2.0));
-        let artifact = |m: &HrsModel| String::from_utf8(m.canonical_bytes()).unwrap();
+        let artifact = |m: &Model| String::from_utf8(m.canonical_bytes()).unwrap();
         // Register: 201, then the stored row again with 200; /v1/models keeps its 409.
         let (s, first) = api
             .call("POST", "/v1/hrs/register", Some(artifact(&a)))

@@ -1,6 +1,6 @@
 //! The model registry and bundle publication.
 //!
-//! * `models`: every registered artifact (canonical JSON, identity `lr-<sha256[..12]>`), the
+//! * `models`: every registered artifact (canonical JSON, identity `lr-` or `gbdt-` + `sha256[..12]`), the
 //!   Ed25519 signature of the SHA-256 of its canonical bytes by the control plane's key
 //!   ([`keys::sign_artifact`]) and its model card ([`card`]);
 //! * `model_aliases`: `champion` and optionally `challenger` (with its traffic weight);
@@ -27,7 +27,7 @@ use kakeya_core::bundle::{
     verify_bundle, Bundle, BundleError, Policy, SignedBundle, BUNDLE_FORMAT,
 };
 use kakeya_core::features::TenantStats;
-use kakeya_core::model::HrsModel;
+use kakeya_core::model::Model;
 use serde::Serialize;
 use sqlx::{AnyConnection, Connection, Row};
 use std::collections::BTreeMap;
@@ -202,9 +202,9 @@ impl IntegrityError {
 /// `version`. Anyone with write access to the database can make a row pass this (both are
 /// recomputable): only the signature ([`verify_model_row`]) says the control plane wrote it.
 /// The one-time backfill of unsigned rows and `kakeya bundle rekey` also run it before signing.
-fn check_model_content(version: &str, sha256: &str, artifact: &str) -> Result<HrsModel, String> {
+fn check_model_content(version: &str, sha256: &str, artifact: &str) -> Result<Model, String> {
     let bytes = artifact.as_bytes();
-    let m = HrsModel::from_json(bytes)
+    let m = Model::from_json(bytes)
         .map_err(|e| format!("the stored artifact is not a valid model: {e}"))?;
     if m.canonical_bytes() != bytes {
         return Err("the stored artifact is not in canonical form".into());
@@ -233,7 +233,7 @@ pub fn verify_model_row(
     signature: Option<&str>,
     artifact: &str,
     public_key_b64: &str,
-) -> Result<HrsModel, IntegrityError> {
+) -> Result<Model, IntegrityError> {
     let fail = |why: String| IntegrityError::Model {
         version: version.to_string(),
         why,
@@ -306,7 +306,7 @@ pub struct ModelSummary {
 pub struct ModelDetail {
     #[serde(flatten)]
     pub summary: ModelSummary,
-    /// The artifact (`kakeya_core::model::HrsModel`).
+    /// The artifact (`kakeya_core::model::Model`: logistic regression or gradient-boosted trees).
     #[schema(value_type = Object)]
     pub artifact: serde_json::Value,
     /// The model card, computed from data by `registry::card`.
@@ -349,7 +349,7 @@ pub struct Published {
 pub async fn insert_model(
     db: &Db,
     seed: &[u8; 32],
-    model: &HrsModel,
+    model: &Model,
     card: &serde_json::Value,
     now_ms: i64,
 ) -> Result<ModelSummary, RegistryError> {
@@ -405,7 +405,7 @@ pub struct Registered {
 pub async fn register_model(
     db: &Db,
     seed: &[u8; 32],
-    model: &HrsModel,
+    model: &Model,
     card: &serde_json::Value,
     now_ms: i64,
 ) -> Result<Registered, RegistryError> {
@@ -523,7 +523,7 @@ async fn load_model(
     conn: &mut AnyConnection,
     version: &str,
     public_key_b64: &str,
-) -> Result<HrsModel, RegistryError> {
+) -> Result<Model, RegistryError> {
     let row =
         sqlx::query("SELECT version, sha256, signature, artifact FROM models WHERE version = $1")
             .bind(version)
@@ -548,7 +548,7 @@ pub async fn verified_model(
     db: &Db,
     version: &str,
     public_key_b64: &str,
-) -> Result<HrsModel, RegistryError> {
+) -> Result<Model, RegistryError> {
     let mut conn = db.pool.acquire().await?;
     load_model(&mut conn, version, public_key_b64).await
 }

@@ -6,9 +6,9 @@ use kakeya_core::bundle::verify_bundle;
 
 pub(super) const SEED: [u8; 32] = [9; 32];
 
-pub(super) fn model(bias: f64) -> HrsModel {
+pub(super) fn model(bias: f64) -> Model {
     let n = kakeya_core::features::N_FEATURES;
-    HrsModel {
+    kakeya_core::model::HrsModel {
         kind: kakeya_core::model::KIND_LOGISTIC.into(),
         schema_version: kakeya_core::features::SCHEMA_VERSION.into(),
         feature_names: kakeya_core::features::FEATURE_NAMES
@@ -31,6 +31,7 @@ pub(super) fn model(bias: f64) -> HrsModel {
             cv_metrics: serde_json::json!({}),
         },
     }
+    .into()
 }
 
 /// A manual move by the tests.
@@ -116,7 +117,7 @@ async fn register_promote_and_publish_signed_bundles() {
         assert_eq!(p2.bundle_version, 2);
         let b2 = served(db).await;
         assert_eq!(
-            b2.challenger.as_ref().map(HrsModel::version),
+            b2.challenger.as_ref().map(Model::version),
             Some(b.version())
         );
         assert!((b2.challenger_weight - 0.2).abs() < 1e-12);
@@ -131,7 +132,7 @@ async fn register_promote_and_publish_signed_bundles() {
         assert_eq!(list[1].aliases, vec![CHAMPION.to_string()]);
         let d = get_model(db, &a.version()).await.unwrap().unwrap();
         assert_eq!(
-            HrsModel::from_json(d.artifact.to_string().as_bytes()).unwrap(),
+            Model::from_json(d.artifact.to_string().as_bytes()).unwrap(),
             a
         );
         assert_eq!(d.card["model_version"], a.version());
@@ -1294,7 +1295,9 @@ async fn a_tampered_bundle_row_is_not_served_nor_re_signed() {
         // champion no model row has. Start refuses to go on, naming it.
         let mut forged = b1.clone();
         forged.version = 3;
-        forged.champion.intercept = 3.0;
+        if let Model::Logistic(m) = &mut forged.champion {
+            m.intercept = 3.0;
+        }
         let s = sign_checked(&forged, &SEED).unwrap();
         sqlx::query(
             "INSERT INTO bundles (version, sha256, signature, bytes, created_at_ms) \
@@ -1490,7 +1493,7 @@ async fn a_burst_of_unrelated_traffic_moves_a_score_by_at_most_the_documented_bo
         let (db, l) = (&t.db, t.label);
         bootstrap::ensure_default(db, &SEED).await.unwrap().unwrap();
         let champion = served(db).await.champion;
-        let base = champion.tenant;
+        let base = *champion.tenant();
         let score = |b: Bundle| Scorer::new(b).assess("acme", &pcs, &o, Some(&ev)).unwrap();
         let baseline = score(served(db).await);
         // acme's ordinary v0.2 traffic, around the model's baseline.
@@ -1534,7 +1537,7 @@ async fn a_burst_of_unrelated_traffic_moves_a_score_by_at_most_the_documented_bo
             "{l}"
         );
         let r2 = score(after);
-        let a = champion.platt.a.abs();
+        let a = champion.platt().a.abs();
         let between = a * TENANT_MAX_SHIFT / 2.0;
         // The figure docs/ARCHITECTURE.md and README.md give for the default model.
         assert!((between - 0.0589).abs() < 5e-5, "{l}: {between}");

@@ -800,7 +800,8 @@ mod tests {
                         l2: 1.0,
                         cv_metrics: serde_json::json!({}),
                     },
-                },
+                }
+                .into(),
                 challenger: None,
                 challenger_weight: 0.0,
                 tenant_stats: Default::default(),
@@ -929,7 +930,7 @@ mod tests {
                 &pcs,
                 outcome.result.recomputed_d_hat,
             );
-            let native = kakeya_core::features::features(&signals, Some(&ev), &b.champion.tenant);
+            let native = kakeya_core::features::features(&signals, Some(&ev), &b.champion.tenant());
             assert_eq!(got.map(f64::to_bits), native.map(f64::to_bits));
             assert_eq!(got[11], 1.0, "evidence_present");
             // Not scored (no evidence, or no bundle): no features header.
