@@ -930,7 +930,7 @@ mod tests {
                 &pcs,
                 outcome.result.recomputed_d_hat,
             );
-            let native = kakeya_core::features::features(&signals, Some(&ev), &b.champion.tenant());
+            let native = kakeya_core::features::features(&signals, Some(&ev), b.champion.tenant());
             assert_eq!(got.map(f64::to_bits), native.map(f64::to_bits));
             assert_eq!(got[11], 1.0, "evidence_present");
             // Not scored (no evidence, or no bundle): no features header.
