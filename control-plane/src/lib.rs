@@ -14,12 +14,14 @@
 //! * [`envoy`]: renders the Envoy bootstrap that puts the gate in front of all of it;
 //! * [`registry`]: model registry, aliases and signed bundles served to the filters;
 //! * [`review`]: the label store and the review queue (`/v1/reviews`, `/v1/feedback`);
+//! * [`ab`]: A/B experiments on the served bundle and their statistics (`/v1/hrs/ab`);
 //! * [`ml`]: offline training and cross-validated evaluation of the hallucination-risk scorer.
 //!
 //! Trust boundary: the ingest listener believes the `x-kakeya-*` headers that the gate filter
 //! sets. It binds loopback, or, off loopback, requires the shared secret Envoy adds to every
 //! forwarded request ([`api::auth::H_INGEST_SECRET`]).
 
+pub mod ab;
 pub mod api;
 pub mod config;
 pub mod data_dir;

@@ -7,6 +7,7 @@ use kakeya_control_plane::config::{process_env, Config};
 use kakeya_control_plane::{envoy, ingest, server, store};
 use std::path::PathBuf;
 
+mod ab_cli;
 mod eval_gateway;
 mod hrs;
 mod registry_cli;
@@ -71,6 +72,21 @@ enum Cmd {
     },
     /// Record the agent owner's label of a decision (same code path as POST /v1/feedback).
     Feedback(review_cli::FeedbackArgs),
+    /// Hallucination-risk scoring in production.
+    Hrs {
+        #[command(subcommand)]
+        cmd: HrsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum HrsCmd {
+    /// A/B experiments: a registered model against the champion on a share of the tenants
+    /// (works on the database directly; same code path as /v1/hrs/ab).
+    Ab {
+        #[command(subcommand)]
+        cmd: ab_cli::AbCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -340,6 +356,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bundle { cmd } => runtime()?.block_on(registry_cli::bundle(cfg, cmd)),
         Cmd::Review { cmd } => runtime()?.block_on(review_cli::review(cfg, cmd)),
         Cmd::Feedback(a) => runtime()?.block_on(review_cli::feedback(cfg, a)),
+        Cmd::Hrs {
+            cmd: HrsCmd::Ab { cmd },
+        } => runtime()?.block_on(ab_cli::ab(cfg, cmd)),
         // Handled above, before the configuration is loaded.
         Cmd::Pcs { .. } => Ok(()),
     }
@@ -388,6 +407,50 @@ mod tests {
             "kakeya", "feedback", "p1", "--label", "faithful", "--source", "x",
         ];
         assert!(Cli::try_parse_from(bad_source).is_err());
+    }
+
+    #[test]
+    fn ab_verbs_parse_and_refuse_bad_limits() {
+        let start = [
+            "kakeya",
+            "hrs",
+            "ab",
+            "start",
+            "--name",
+            "ranker",
+            "--control",
+            "lr-a",
+            "--treatment",
+            "lr-b",
+            "--split",
+            "0.2",
+            "--duration",
+            "7d",
+        ];
+        assert!(Cli::try_parse_from(start).is_ok());
+        assert!(
+            Cli::try_parse_from(&start[..12]).is_err(),
+            "--duration is required"
+        );
+        let mut bad = start.to_vec();
+        bad[11] = "half";
+        assert!(Cli::try_parse_from(&bad).is_err());
+        for ok in [
+            &["kakeya", "hrs", "ab", "status", "ab-ranker-1"][..],
+            &["kakeya", "hrs", "ab", "stop", "ab-ranker-1"],
+            &["kakeya", "hrs", "ab", "list"],
+            &["kakeya", "hrs", "ab", "list", "--limit", "1000"],
+        ] {
+            assert!(Cli::try_parse_from(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            &["kakeya", "hrs", "ab", "status"][..],
+            &["kakeya", "hrs", "ab", "list", "--limit", "0"],
+            &["kakeya", "hrs", "ab", "list", "--limit", "1001"],
+            &["kakeya", "hrs", "ab", "pause", "ab-ranker-1"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! then start the committer and bind the listeners, so no new submission is answered before
 //! old ones are back in the database. Shutdown runs
 //! the other way: stop accepting, let in-flight requests finish, drain the committer (which
-//! fsyncs and writes the checkpoint).
+//! fsyncs and writes the checkpoint). Background jobs: dedup TTL cleanup (hourly), WAL
+//! retention (daily), the end of A/B experiments at their `ends_at` ([`crate::ab::expire_due`],
+//! every [`crate::ab::EXPIRY_TICK`]).
 
 use crate::api::auth::Secret;
 use crate::api::{admin_router, ingest_router, AdminState, IngestState};
@@ -190,10 +192,25 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         })
     };
 
+    // A/B experiments end at their ends_at.
+    let ab_expiry = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::ab::EXPIRY_TICK);
+            loop {
+                tick.tick().await;
+                if let Err(e) = crate::ab::expire_due(&db, &seed, crate::now_ms()).await {
+                    tracing::warn!(error = %e, "A/B experiment expiry failed");
+                }
+            }
+        })
+    };
+
     let join = tokio::spawn(async move {
         let r1 = ingest_srv.await;
         let r2 = admin_srv.await;
         jobs.abort();
+        ab_expiry.abort();
         // The ingest router (and with it every IngestHandle) is gone: the committer drains.
         committer.await.context("committer panicked")?;
         r1.context("ingest server panicked")?

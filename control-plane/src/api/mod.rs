@@ -6,7 +6,7 @@
 //!   ([`auth::H_INGEST_SECRET`]), or anyone could forge verdicts.
 //! * **admin** (`admin_addr`): health, readiness, metrics, OpenAPI, decision log, model
 //!   registry (`/v1/models`, `/v1/aliases/{alias}`, [`registry`]), review queue and labels
-//!   ([`crate::review`]). Everything except `/health`,
+//!   ([`crate::review`]), A/B experiments (`/v1/hrs/ab`, [`crate::ab`]). Everything except `/health`,
 //!   `/ready` and the signed bundle (`GET /v1/bundles/current`, polled by the filters) requires
 //!   the bearer admin token ([`auth`]).
 //!
@@ -97,6 +97,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         ))
         .routes(routes!(registry::set_alias))
         .merge(crate::review::api::router())
+        .merge(crate::ab::api::router())
 }
 
 pub fn ingest_router(state: IngestState) -> Router {

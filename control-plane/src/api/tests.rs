@@ -170,6 +170,10 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("GET", "/v1/reviews"),
         ("POST", "/v1/reviews/{tenant}/{pcs_id}"),
         ("POST", "/v1/feedback"),
+        ("POST", "/v1/hrs/ab/start"),
+        ("GET", "/v1/hrs/ab"),
+        ("GET", "/v1/hrs/ab/{experiment_id}"),
+        ("POST", "/v1/hrs/ab/{experiment_id}/stop"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -261,7 +265,8 @@ async fn every_admin_operation_answers_as_documented() {
             .replace("{version}", "lr-000000000000")
             .replace("{alias}", "champion")
             .replace("{tenant}", "acme")
-            .replace("{pcs_id}", "no-such-decision");
+            .replace("{pcs_id}", "no-such-decision")
+            .replace("{experiment_id}", "ab-none-0");
         let documented: BTreeSet<String> = op.responses.responses.keys().cloned().collect();
         for token in [None, Some("wrong"), Some(token.as_str())] {
             let a = admin(&r, m, &concrete, token).await;

@@ -18,9 +18,7 @@ pub mod card;
 pub mod keys;
 
 use crate::store::{Backend, Db};
-use kakeya_core::bundle::{
-    verify_bundle, Bundle, BundleError, Policy, SignedBundle, BUNDLE_FORMAT,
-};
+use kakeya_core::bundle::{verify_bundle, Bundle, BundleError, SignedBundle, BUNDLE_FORMAT};
 use kakeya_core::features::TenantStats;
 use kakeya_core::model::HrsModel;
 use serde::Serialize;
@@ -536,7 +534,9 @@ async fn publish(
         challenger,
         challenger_weight,
         tenant_stats,
-        policy: Policy::default(),
+        // An A/B experiment salts the split while the aliases are its arms (and ends when
+        // this publication breaks them).
+        policy: crate::ab::publication_policy(conn, &al, next, now_ms).await?,
     };
     let signed = sign_checked(&bundle, seed)?;
     let bytes =
@@ -982,4 +982,4 @@ pub async fn model_count(db: &Db) -> Result<i64, sqlx::Error> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

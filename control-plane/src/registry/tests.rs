@@ -6,7 +6,7 @@ use kakeya_core::bundle::verify_bundle;
 
 const SEED: [u8; 32] = [9; 32];
 
-fn model(bias: f64) -> HrsModel {
+pub(crate) fn model(bias: f64) -> HrsModel {
     let n = kakeya_core::features::N_FEATURES;
     HrsModel {
         kind: kakeya_core::model::KIND_LOGISTIC.into(),
@@ -475,7 +475,7 @@ fn unpublishable_bundles_are_refused() {
         challenger: None,
         challenger_weight: 0.0,
         tenant_stats: BTreeMap::new(),
-        policy: Policy::default(),
+        policy: kakeya_core::bundle::Policy::default(),
     };
     let signed = sign_checked(&good, &SEED).unwrap();
     verify_bundle(

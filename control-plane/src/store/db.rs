@@ -66,6 +66,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "decision_features",
         include_str!("../../migrations/sqlite/0009_decision_features.sql"),
     ),
+    (
+        13,
+        "ab_experiments",
+        include_str!("../../migrations/sqlite/0013_ab_experiments.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -112,6 +117,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "decision_features",
         include_str!("../../migrations/postgres/0009_decision_features.sql"),
+    ),
+    (
+        13,
+        "ab_experiments",
+        include_str!("../../migrations/postgres/0013_ab_experiments.sql"),
     ),
 ];
 
