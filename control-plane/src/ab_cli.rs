@@ -63,9 +63,15 @@ fn seed(cfg: &Config) -> anyhow::Result<[u8; 32]> {
         .context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")
 }
 
+/// Pretty JSON on stdout; a closed pipe (`| head`) is an error, not a panic.
 fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+    use std::io::Write;
+    writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        serde_json::to_string_pretty(v)?
+    )
+    .context("cannot write to stdout")
 }
 
 pub async fn ab(cfg: Config, cmd: AbCmd) -> anyhow::Result<()> {

@@ -234,6 +234,35 @@ impl Stack {
         )
     }
 
+    /// The control plane's current bundle, verified as a filter verifies it, with the public
+    /// key `kakeya bundle public-key` prints.
+    pub fn current_bundle(&self) -> Result<kakeya_core::bundle::Bundle> {
+        use kakeya_core::bundle::{verify_bundle, H_SHA256, H_SIGNATURE};
+        let resp = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .get(&self.admin_url("/v1/bundles/current"))
+            .call()?;
+        let header = |h: &str| -> Result<String> {
+            Ok(resp
+                .header(h)
+                .with_context(|| format!("no {h}"))?
+                .to_string())
+        };
+        let (sha, sig) = (header(H_SHA256)?, header(H_SIGNATURE)?);
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut resp.into_reader(), &mut bytes)?;
+        let out = self.kakeya(&["bundle", "public-key"])?;
+        if !out.status.success() {
+            bail!(
+                "kakeya bundle public-key: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let key = String::from_utf8(out.stdout)?.trim().to_string();
+        Ok(verify_bundle(&bytes, &sha, &sig, &[key])?)
+    }
+
     /// Every decision-log row (of `tenant`, or all), newest first, following `next_cursor`.
     pub fn decisions(&self, tenant: Option<&str>) -> Result<Vec<serde_json::Value>> {
         let mut rows = Vec::new();

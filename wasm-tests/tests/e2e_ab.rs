@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use kakeya_core::bundle::{experiment_bucket, verify_bundle, Bundle, H_SHA256, H_SIGNATURE};
+use kakeya_core::bundle::experiment_bucket;
 use kakeya_core::VerifyResult;
 use kakeya_wasm_tests::fixtures::{
     coverage_model, grounded_evidence, signed_pcs_with_evidence, unsupported_evidence, KEY,
@@ -22,20 +22,6 @@ fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(20))
         .build()
-}
-
-fn current_bundle(stack: &Stack) -> Bundle {
-    let resp = agent()
-        .get(&stack.admin_url("/v1/bundles/current"))
-        .call()
-        .unwrap();
-    let sha = resp.header(H_SHA256).unwrap().to_string();
-    let sig = resp.header(H_SIGNATURE).unwrap().to_string();
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut resp.into_reader(), &mut bytes).unwrap();
-    let out = stack.kakeya(&["bundle", "public-key"]).unwrap();
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    verify_bundle(&bytes, &sha, &sig, &[key]).unwrap()
 }
 
 /// `kakeya <args>`, which must succeed; its stdout as JSON.
@@ -106,7 +92,7 @@ fn experiment_tenants_are_scored_by_their_arm_and_counted() {
     opts.env.push(("MULTI_TENANT".into(), "true".into()));
     opts.env.push(("TENANTS".into(), keyring.join(",")));
     let stack = Stack::start(opts).unwrap();
-    let control = current_bundle(&stack).champion.version();
+    let control = stack.current_bundle().unwrap().champion.version();
 
     // The treatment: a coverage-only model, registered with the CLI.
     let file = stack.data_path().join("treatment.json");
@@ -141,7 +127,7 @@ fn experiment_tenants_are_scored_by_their_arm_and_counted() {
     );
     let id = started["experiment_id"].as_str().unwrap().to_string();
     let first = started["bundle_version"].as_u64().unwrap();
-    let bundle = current_bundle(&stack);
+    let bundle = stack.current_bundle().unwrap();
     assert_eq!(bundle.version, first);
     assert_eq!(bundle.policy.experiment.as_deref(), Some(id.as_str()));
 

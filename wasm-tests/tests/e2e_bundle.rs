@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use kakeya_core::bundle::{verify_bundle, Bundle, Scorer, H_SHA256, H_SIGNATURE};
+use kakeya_core::bundle::Scorer;
 use kakeya_core::{parse, verify, VerifyParams, VerifyResult};
 use kakeya_wasm_tests::fixtures::{
     grounded_evidence, signed_pcs_with_evidence, unsupported_evidence, KEY,
@@ -20,26 +20,6 @@ fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(20))
         .build()
-}
-
-/// The control plane's current bundle, verified with its own public key.
-fn current_bundle(stack: &Stack) -> Bundle {
-    let resp = agent()
-        .get(&stack.admin_url("/v1/bundles/current"))
-        .call()
-        .unwrap();
-    let sha = resp.header(H_SHA256).unwrap().to_string();
-    let sig = resp.header(H_SIGNATURE).unwrap().to_string();
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut resp.into_reader(), &mut bytes).unwrap();
-    let out = stack.kakeya(&["bundle", "public-key"]).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    verify_bundle(&bytes, &sha, &sig, &[key]).unwrap()
 }
 
 /// Submits an evidence-bearing PCS and returns (status, VerifyResult).
@@ -84,7 +64,7 @@ fn default_model_scores_inline_and_promotion_switches_models_without_dropping_re
     let stack = Stack::start(StackOptions::scoring(POLL_MS)).unwrap();
 
     // First start trained, registered and published the default model.
-    let bundle = current_bundle(&stack);
+    let bundle = stack.current_bundle().unwrap();
     let v1 = bundle.champion.version();
     let (_, scored) = wait_for_model(&stack, &v1, Duration::from_secs(15), "warm");
     let risk = scored.risk.clone().unwrap();
