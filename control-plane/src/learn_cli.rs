@@ -25,6 +25,12 @@ pub enum HrsCmd {
         #[command(subcommand)]
         cmd: Option<JobsCmd>,
     },
+    /// A/B experiments: a registered model against the champion on a share of the tenants
+    /// (same code path as /v1/hrs/ab).
+    Ab {
+        #[command(subcommand)]
+        cmd: crate::ab_cli::AbCmd,
+    },
 }
 
 #[derive(Args)]
@@ -102,6 +108,7 @@ async fn db(cfg: &Config) -> anyhow::Result<Db> {
 pub async fn run(cfg: Config, cmd: HrsCmd) -> anyhow::Result<()> {
     match cmd {
         HrsCmd::Train(a) => train(cfg, a).await,
+        HrsCmd::Ab { cmd } => crate::ab_cli::ab(cfg, cmd).await,
         HrsCmd::Jobs { cmd } => {
             let db = db(&cfg).await?;
             match cmd.unwrap_or(JobsCmd::List {

@@ -14,6 +14,7 @@
 //! * [`envoy`]: renders the Envoy bootstrap that puts the gate in front of all of it;
 //! * [`registry`]: model registry, aliases and signed bundles served to the filters;
 //! * [`review`]: the label store and the review queue (`/v1/reviews`, `/v1/feedback`);
+//! * [`ab`]: A/B experiments on the served bundle and their statistics (`/v1/hrs/ab`);
 //! * [`evidence`]: opt-in, encrypted, TTL-bounded retention of queued decisions' evidence;
 //! * [`learn`]: datasets from the decision log and its labels, training jobs (`/v1/hrs/train`);
 //! * [`lease`]: leader leases, so background jobs run on one replica of many;
@@ -23,6 +24,7 @@
 //! sets. It binds loopback, or, off loopback, requires the shared secret Envoy adds to every
 //! forwarded request ([`api::auth::H_INGEST_SECRET`]).
 
+pub mod ab;
 pub mod api;
 pub mod config;
 pub mod data_dir;

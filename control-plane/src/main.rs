@@ -8,6 +8,7 @@ use kakeya_control_plane::config::{process_env, Config};
 use kakeya_control_plane::{envoy, ingest, server, store};
 use std::path::PathBuf;
 
+mod ab_cli;
 mod eval_gateway;
 mod hrs;
 mod learn_cli;
@@ -450,6 +451,50 @@ mod tests {
         assert!(parse(&["jobs", "list", "--status", "done"]).is_err());
         assert!(parse(&["jobs", "show", "3"]).is_ok());
         assert!(parse(&["jobs", "show", "x"]).is_err());
+    }
+
+    #[test]
+    fn ab_verbs_parse_and_refuse_bad_limits() {
+        let start = [
+            "kakeya",
+            "hrs",
+            "ab",
+            "start",
+            "--name",
+            "ranker",
+            "--control",
+            "lr-a",
+            "--treatment",
+            "lr-b",
+            "--split",
+            "0.2",
+            "--duration",
+            "7d",
+        ];
+        assert!(Cli::try_parse_from(start).is_ok());
+        assert!(
+            Cli::try_parse_from(&start[..12]).is_err(),
+            "--duration is required"
+        );
+        let mut bad = start.to_vec();
+        bad[11] = "half";
+        assert!(Cli::try_parse_from(&bad).is_err());
+        for ok in [
+            &["kakeya", "hrs", "ab", "status", "ab-ranker-1"][..],
+            &["kakeya", "hrs", "ab", "stop", "ab-ranker-1"],
+            &["kakeya", "hrs", "ab", "list"],
+            &["kakeya", "hrs", "ab", "list", "--limit", "1000"],
+        ] {
+            assert!(Cli::try_parse_from(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            &["kakeya", "hrs", "ab", "status"][..],
+            &["kakeya", "hrs", "ab", "list", "--limit", "0"],
+            &["kakeya", "hrs", "ab", "list", "--limit", "1001"],
+            &["kakeya", "hrs", "ab", "pause", "ab-ranker-1"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! old ones are back in the database. Shutdown runs
 //! the other way: stop accepting, let in-flight requests finish, drain the committer (which
 //! fsyncs and writes the checkpoint). The training-job runner ([`crate::learn::jobs::runner`])
-//! starts with the listeners and stops with them.
+//! starts with the listeners and stops with them. Background jobs: WAL retention (daily, every
+//! replica), and under their leader leases ([`crate::lease`]) the dedup TTL cleanup (hourly),
+//! the evidence purge and the end of A/B experiments at their `ends_at`
+//! ([`crate::ab::expire_due`], every [`crate::ab::EXPIRY_TICK`]).
 
 use crate::api::auth::Secret;
 use crate::api::{admin_router, ingest_router, AdminState, IngestState};
@@ -28,6 +31,8 @@ use tokio::task::JoinHandle;
 pub const DEDUP_EXPIRY_LEASE: &str = "dedup-expiry";
 /// Lease of the evidence purge ([`crate::evidence::purge`]).
 pub const EVIDENCE_PURGE_LEASE: &str = "evidence-purge";
+/// Lease of the end of A/B experiments at their `ends_at` ([`crate::ab::expire_due`]).
+pub const AB_EXPIRY_LEASE: &str = "ab-expiry";
 
 /// A running control plane (both listeners bound).
 pub struct Running {
@@ -249,7 +254,23 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         crate::evidence::PURGE_EVERY,
         move || crate::evidence::purge_logged(pool.clone(), tenants.clone()),
     )?;
-    let jobs = [retention, dedup_expiry, evidence_purge];
+    // A/B experiments end at their ends_at.
+    let ab_db = db.clone();
+    let ab_expiry = run_as_leader(
+        db.clone(),
+        &leases,
+        AB_EXPIRY_LEASE,
+        crate::ab::EXPIRY_TICK,
+        move || {
+            let db = ab_db.clone();
+            async move {
+                if let Err(e) = crate::ab::expire_due(&db, &seed, crate::now_ms()).await {
+                    tracing::warn!(error = %e, "A/B experiment expiry failed");
+                }
+            }
+        },
+    )?;
+    let jobs = [retention, dedup_expiry, evidence_purge, ab_expiry];
 
     let join = tokio::spawn(async move {
         let r1 = ingest_srv.await;

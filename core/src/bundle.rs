@@ -47,7 +47,7 @@ pub enum ArmKey {
 }
 
 /// How requests are scored.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
     /// Score PCS that carry no evidence. Off by default: a PCS alone carries no hallucination
@@ -58,6 +58,12 @@ pub struct Policy {
     pub medium_risk: f64,
     /// What the challenger split hashes (default `request`; bundles without it parse as that).
     pub arm_key: ArmKey,
+    /// The A/B experiment this bundle serves, if any: its id salts the split
+    /// ([`experiment_bucket`]), so assignment is independent between experiments and stable
+    /// across every bundle of one. Absent (the default, and every bundle from before it
+    /// existed) leaves the split and the canonical bytes exactly as they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
 }
 
 impl Default for Policy {
@@ -66,6 +72,7 @@ impl Default for Policy {
             score_without_evidence: false,
             medium_risk: 0.5,
             arm_key: ArmKey::Request,
+            experiment: None,
         }
     }
 }
@@ -192,6 +199,13 @@ impl Bundle {
         if !(0.0..=1.0).contains(&self.policy.medium_risk) {
             return Err(BundleError::Policy("medium_risk must be within [0, 1]"));
         }
+        if let Some(e) = &self.policy.experiment {
+            if !is_experiment_id(e) {
+                return Err(BundleError::Policy(
+                    "experiment must be 1..=128 characters of A-Z a-z 0-9 . _ -",
+                ));
+            }
+        }
         for (name, m) in [
             ("champion", Some(&self.champion)),
             ("challenger", self.challenger.as_ref()),
@@ -232,16 +246,24 @@ impl Bundle {
 
     /// The arm of a request: a consistent hash of [`Policy::arm_key`] (the tenant, or
     /// `tenant/pcs_id`) against the challenger's weight, so a tenant (or a PCS) stays on one
-    /// arm while the weight is unchanged.
+    /// arm while the weight is unchanged. In an experiment ([`Policy::experiment`]) the hash
+    /// is salted with its id and cut into [`EXPERIMENT_BUCKETS`] buckets
+    /// ([`experiment_bucket`]).
     pub fn arm(&self, tenant: &str, pcs_id: &str) -> Arm {
         if self.challenger.is_none() {
             return Arm::Champion;
         }
-        let position = match self.policy.arm_key {
-            ArmKey::Tenant => bucket(tenant),
-            ArmKey::Request => bucket_parts(&[tenant.as_bytes(), b"/", pcs_id.as_bytes()]),
+        let challenger = match (&self.policy.experiment, self.policy.arm_key) {
+            (Some(e), ArmKey::Tenant) => in_treatment(e, &[tenant], self.challenger_weight),
+            (Some(e), ArmKey::Request) => {
+                in_treatment(e, &[tenant, "/", pcs_id], self.challenger_weight)
+            }
+            (None, ArmKey::Tenant) => bucket(tenant) < self.challenger_weight,
+            (None, ArmKey::Request) => {
+                bucket_parts(&[tenant.as_bytes(), b"/", pcs_id.as_bytes()]) < self.challenger_weight
+            }
         };
-        if position < self.challenger_weight {
+        if challenger {
             Arm::Challenger
         } else {
             Arm::Champion
@@ -415,6 +437,40 @@ pub fn bucket_parts(parts: &[&[u8]]) -> f64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
     (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Buckets of an experiment's split (spec §3.5): a share is honoured to 1/10,000.
+pub const EXPERIMENT_BUCKETS: u32 = 10_000;
+
+/// The bucket, in `0..EXPERIMENT_BUCKETS`, of `unit` (a tenant) in experiment `experiment`:
+/// [`bucket_parts`] of `experiment + "/" + unit`. The salt makes assignments of two
+/// experiments independent (the same tenants are not always the treated ones).
+pub fn experiment_bucket(experiment: &str, unit: &str) -> u32 {
+    unit_bucket(experiment, &[unit])
+}
+
+/// `unit` has at most three parts (`tenant`, or `tenant`, `/`, `pcs_id`); hashing an empty
+/// part is a no-op, so a fixed array avoids an allocation per request.
+fn unit_bucket(experiment: &str, unit: &[&str]) -> u32 {
+    let part = |i: usize| unit.get(i).map_or(&b""[..], |p| p.as_bytes());
+    let parts = [experiment.as_bytes(), b"/", part(0), part(1), part(2)];
+    // bucket_parts is in [0, 1): the product is below 10,000, the cast exact.
+    (bucket_parts(&parts) * f64::from(EXPERIMENT_BUCKETS)) as u32
+}
+
+/// True when the unit falls in the treatment's buckets: bucket < weight × 10,000, i.e. the
+/// first ⌈weight × 10,000⌉ buckets.
+fn in_treatment(experiment: &str, unit: &[&str], weight: f64) -> bool {
+    f64::from(unit_bucket(experiment, unit)) < weight * f64::from(EXPERIMENT_BUCKETS)
+}
+
+/// An experiment id a bundle may carry: 1..=128 characters of `A-Z a-z 0-9 . _ -` (so
+/// `experiment/unit`, the hashed key, has one reading).
+pub fn is_experiment_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Verifies a bundle as received (see the module docs) and parses it.
@@ -624,6 +680,135 @@ mod tests {
         v["policy"].as_object_mut().unwrap().remove("arm_key");
         let old: Bundle = serde_json::from_value(v).unwrap();
         assert_eq!(old, bundle());
+    }
+
+    /// Issue 10: the consistent-hash split of an experiment is within 0.5 percentage points of
+    /// its traffic split over 100,000 tenants, for several splits and experiments.
+    #[test]
+    fn experiment_split_is_within_half_a_point_over_100000_tenants() {
+        let tenants: Vec<String> = (0..100_000).map(|i| format!("tenant-{i}")).collect();
+        let mut b = bundle();
+        b.challenger = Some(tiny_model().into());
+        b.policy.arm_key = ArmKey::Tenant;
+        let mut worst = 0.0_f64;
+        for experiment in ["ab-ranker-1700000000", "ab-x-1"] {
+            b.policy.experiment = Some(experiment.into());
+            for split in [0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99] {
+                b.challenger_weight = split;
+                let treated = tenants
+                    .iter()
+                    .filter(|t| b.arm(t, "") == Arm::Challenger)
+                    .count();
+                let share = treated as f64 / tenants.len() as f64;
+                assert!(
+                    (share - split).abs() < 0.005,
+                    "{experiment} split {split}: {share}"
+                );
+                worst = worst.max((share - split).abs());
+            }
+        }
+        eprintln!("largest |share − split| over 100,000 tenants: {worst:.5}");
+    }
+
+    /// The salt: a tenant's arm is `experiment_bucket(id, tenant) < split × 10,000`, the same in
+    /// every bundle of one experiment (other versions, statistics, PCS ids), and independent
+    /// between experiments and of the unsalted split.
+    #[test]
+    fn experiment_arms_are_salted_and_never_flip_within_an_experiment() {
+        let tenants: Vec<String> = (0..20_000).map(|i| format!("t{i}")).collect();
+        let mut b = bundle();
+        b.challenger = Some(tiny_model().into());
+        b.challenger_weight = 0.5;
+        b.policy.arm_key = ArmKey::Tenant;
+        b.policy.experiment = Some("ab-a-1".into());
+        // Later bundles of the same experiment: new versions, tenant statistics.
+        let mut later = b.clone();
+        later.version = 9;
+        later.created_at_ms = 99;
+        later.tenant_stats.insert("t7".into(), TenantStats::fresh());
+        let mut other = b.clone();
+        other.policy.experiment = Some("ab-b-2".into());
+        let (mut both, mut with_unsalted) = (0usize, 0usize);
+        for t in &tenants {
+            let arm = b.arm(t, "p");
+            assert_eq!(
+                arm == Arm::Challenger,
+                experiment_bucket("ab-a-1", t) < 5_000,
+                "{t}"
+            );
+            assert_eq!(later.arm(t, "p"), arm, "{t} flipped between bundles");
+            assert_eq!(b.arm(t, "q"), arm, "{t}: keyed by tenant");
+            let treated = arm == Arm::Challenger;
+            both += usize::from(treated && other.arm(t, "p") == Arm::Challenger);
+            with_unsalted += usize::from(treated && bucket(t) < 0.5);
+        }
+        // Independent assignments overlap on split² of the tenants.
+        for (what, n) in [
+            ("other experiment", both),
+            ("unsalted split", with_unsalted),
+        ] {
+            let share = n as f64 / tenants.len() as f64;
+            assert!((share - 0.25).abs() < 0.015, "{what}: {share}");
+        }
+        // Weights are honoured to 1/10,000: the treatment is the first ⌈w·10,000⌉ buckets.
+        assert!(tenants
+            .iter()
+            .all(|t| experiment_bucket("ab-a-1", t) < EXPERIMENT_BUCKETS));
+        b.challenger_weight = 1.0;
+        assert!(tenants.iter().all(|t| b.arm(t, "p") == Arm::Challenger));
+        b.challenger_weight = 0.0;
+        assert!(tenants.iter().all(|t| b.arm(t, "p") == Arm::Champion));
+        // Keyed by request, the salt covers tenant/pcs_id.
+        b.challenger_weight = 0.5;
+        b.policy.arm_key = ArmKey::Request;
+        for id in ["p1", "p2", "p3"] {
+            let salted = experiment_bucket("ab-a-1", &format!("acme/{id}")) < 5_000;
+            assert_eq!(b.arm("acme", id) == Arm::Challenger, salted, "{id}");
+        }
+    }
+
+    /// Bundles without an experiment (all of them before it existed) parse, serialise to the
+    /// same bytes (no `experiment` key) and split exactly as before: `bucket(tenant)` or
+    /// `bucket(tenant/pcs_id)` against the weight.
+    #[test]
+    fn bundles_without_an_experiment_are_unchanged() {
+        let mut b = bundle();
+        b.challenger = Some(tiny_model().into());
+        b.challenger_weight = 0.3;
+        let bytes = b.canonical_bytes();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(!text.contains("experiment"), "{text}");
+        let parsed: Bundle = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(parsed.policy.experiment, None);
+        assert_eq!(parsed.canonical_bytes(), bytes);
+        for i in 0..2000 {
+            let t = format!("tenant-{i}");
+            let by_request = bucket(&format!("{t}/p{i}")) < 0.3;
+            assert_eq!(b.arm(&t, &format!("p{i}")) == Arm::Challenger, by_request);
+        }
+        b.policy.arm_key = ArmKey::Tenant;
+        for i in 0..2000 {
+            let t = format!("tenant-{i}");
+            assert_eq!(b.arm(&t, "p") == Arm::Challenger, bucket(&t) < 0.3);
+        }
+        // With an experiment the key is written, and read back.
+        b.policy.experiment = Some("ab-a-1".into());
+        let s = b.sign(&SEED);
+        let back = verify_bundle(&s.bytes, &s.sha256, &s.signature_b64, &keys()).unwrap();
+        assert_eq!(back.policy.experiment.as_deref(), Some("ab-a-1"));
+        assert!(String::from_utf8(s.bytes)
+            .unwrap()
+            .contains(r#""experiment":"ab-a-1""#));
+        // Ids that could make the hashed key ambiguous, or are empty or huge, are refused.
+        for bad in ["", "a/b", "a b", "é", &"x".repeat(129)] {
+            b.policy.experiment = Some(bad.into());
+            assert!(
+                matches!(b.validate(), Err(BundleError::Policy(_))),
+                "{bad:?}"
+            );
+        }
+        b.policy.experiment = Some("x".repeat(128));
+        assert!(b.validate().is_ok());
     }
 
     #[test]

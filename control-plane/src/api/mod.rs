@@ -7,7 +7,8 @@
 //! * **admin** (`admin_addr`): health, readiness, metrics, OpenAPI, decision log, model
 //!   registry (`/v1/models`, `/v1/aliases/…`, `/v1/hrs/register|activate`, [`registry`]),
 //!   background-job leases (`/v1/operator/leader`, [`leader`]), review queue and labels
-//!   ([`crate::review`]), training jobs (`/v1/hrs/train`, `/v1/hrs/jobs`, [`crate::learn`]).
+//!   ([`crate::review`]), training jobs (`/v1/hrs/train`, `/v1/hrs/jobs`, [`crate::learn`]), A/B
+//!   experiments (`/v1/hrs/ab`, [`crate::ab`]).
 //!   Everything except `/health`,
 //!   `/ready` and the signed bundle (`GET /v1/bundles/current`, polled by the filters) requires
 //!   the bearer admin token ([`auth`]).
@@ -102,6 +103,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .merge(registry::router())
         .merge(crate::review::api::router())
         .merge(crate::learn::api::router())
+        .merge(crate::ab::api::router())
 }
 
 pub fn ingest_router(state: IngestState) -> Router {

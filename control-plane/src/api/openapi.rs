@@ -38,7 +38,9 @@ impl Modify for BearerAuth {
         crate::registry::ModelDetail,
         crate::registry::AliasRow,
         crate::registry::Published,
-        super::registry::AliasBody
+        super::registry::AliasBody,
+        crate::ab::Experiment,
+        crate::ab::stats::Report
     )),
     modifiers(&BearerAuth)
 )]

@@ -60,7 +60,7 @@ impl From<RegistryError> for ApiError {
 
 /// A publication (alias change) that failed: a model row failing its integrity check refuses
 /// the change (409 `integrity_failure`); nothing was published.
-fn refused(e: RegistryError) -> ApiError {
+pub(crate) fn refused(e: RegistryError) -> ApiError {
     match e {
         RegistryError::Integrity(e) => ApiError::Integrity {
             refused: true,
@@ -426,7 +426,8 @@ pub struct AliasBody {
     pub comment: Option<String>,
 }
 
-fn seed(st: &AdminState) -> Result<&[u8; 32], ApiError> {
+/// The bundle signing key, or 503 when none is loaded.
+pub(crate) fn seed(st: &AdminState) -> Result<&[u8; 32], ApiError> {
     st.bundle_seed
         .as_deref()
         .ok_or_else(|| ApiError::NotReady("no bundle signing key loaded".into()))

@@ -177,6 +177,10 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("POST", "/v1/hrs/train"),
         ("GET", "/v1/hrs/jobs"),
         ("GET", "/v1/hrs/jobs/{job_id}"),
+        ("POST", "/v1/hrs/ab/start"),
+        ("GET", "/v1/hrs/ab"),
+        ("GET", "/v1/hrs/ab/{experiment_id}"),
+        ("POST", "/v1/hrs/ab/{experiment_id}/stop"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -269,7 +273,8 @@ async fn every_admin_operation_answers_as_documented() {
             .replace("{alias}", "champion")
             .replace("{tenant}", "acme")
             .replace("{pcs_id}", "no-such-decision")
-            .replace("{job_id}", "1");
+            .replace("{job_id}", "1")
+            .replace("{experiment_id}", "ab-none-0");
         let documented: BTreeSet<String> = op.responses.responses.keys().cloned().collect();
         for token in [None, Some("wrong"), Some(token.as_str())] {
             let a = admin(&r, m, &concrete, token).await;

@@ -23,9 +23,7 @@ pub mod keys;
 pub use history::{last_good_champion, Actor, HistoryEntry, Reason, StatedReason, Why};
 
 use crate::store::{Backend, Db};
-use kakeya_core::bundle::{
-    verify_bundle, Bundle, BundleError, Policy, SignedBundle, BUNDLE_FORMAT,
-};
+use kakeya_core::bundle::{verify_bundle, Bundle, BundleError, SignedBundle, BUNDLE_FORMAT};
 use kakeya_core::features::TenantStats;
 use kakeya_core::model::Model;
 use serde::Serialize;
@@ -597,7 +595,9 @@ async fn publish(
         challenger,
         challenger_weight,
         tenant_stats,
-        policy: Policy::default(),
+        // An A/B experiment salts the split while the aliases are its arms (and ends when
+        // this publication breaks them).
+        policy: crate::ab::publication_policy(conn, &al, next, now_ms).await?,
     };
     let signed = sign_checked(&bundle, seed)?;
     let bytes =
@@ -1100,4 +1100,4 @@ pub async fn model_count(db: &Db) -> Result<i64, sqlx::Error> {
 #[cfg(test)]
 mod history_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

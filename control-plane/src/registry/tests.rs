@@ -6,7 +6,7 @@ use kakeya_core::bundle::verify_bundle;
 
 pub(super) const SEED: [u8; 32] = [9; 32];
 
-pub(super) fn model(bias: f64) -> Model {
+pub(crate) fn model(bias: f64) -> Model {
     let n = kakeya_core::features::N_FEATURES;
     kakeya_core::model::HrsModel {
         kind: kakeya_core::model::KIND_LOGISTIC.into(),
@@ -40,7 +40,7 @@ fn why() -> Why {
 }
 
 /// [`move_alias`], manually.
-async fn set_alias(
+pub(crate) async fn set_alias(
     db: &Db,
     seed: &[u8; 32],
     alias: &str,
@@ -52,7 +52,7 @@ async fn set_alias(
 }
 
 /// [`remove_alias`] of the challenger, manually.
-async fn remove_challenger(
+pub(crate) async fn remove_challenger(
     db: &Db,
     seed: &[u8; 32],
     now_ms: i64,
@@ -517,7 +517,7 @@ fn unpublishable_bundles_are_refused() {
         challenger: None,
         challenger_weight: 0.0,
         tenant_stats: BTreeMap::new(),
-        policy: Policy::default(),
+        policy: kakeya_core::bundle::Policy::default(),
     };
     let signed = sign_checked(&good, &SEED).unwrap();
     verify_bundle(

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 pub(crate) const LABEL_COLUMNS: &str =
     "tenant, pcs_id, labeller, source, label, confidence, comment, created_at_ms";
 
+/// A label from a row with the columns of `labels` (other columns may come along).
 pub(crate) fn row_to_label(r: &sqlx::any::AnyRow) -> Result<LabelRow, sqlx::Error> {
     let text = |col: &str| r.try_get::<String, _>(col);
     let bad = |col: &str, v: String| sqlx::Error::ColumnDecode {

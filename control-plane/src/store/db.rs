@@ -81,6 +81,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "training_jobs",
         include_str!("../../migrations/sqlite/0012_training_jobs.sql"),
     ),
+    (
+        13,
+        "ab_experiments",
+        include_str!("../../migrations/sqlite/0013_ab_experiments.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -142,6 +147,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         12,
         "training_jobs",
         include_str!("../../migrations/postgres/0012_training_jobs.sql"),
+    ),
+    (
+        13,
+        "ab_experiments",
+        include_str!("../../migrations/postgres/0013_ab_experiments.sql"),
     ),
 ];
 

@@ -131,7 +131,7 @@ fn proportions(edges: &[f64], xs: &[f64]) -> Vec<f64> {
 /// NumPy's `quantile(method='linear')` on a sorted non-empty slice, with its interpolation
 /// (`_lerp`: from the upper neighbour when the weight is ≥ ½) so edges match it bit for bit and
 /// a tie run gives its own value exactly.
-fn quantile_linear(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile_linear(sorted: &[f64], q: f64) -> f64 {
     let last = sorted.len() - 1;
     let h = last as f64 * q;
     if h >= last as f64 {
