@@ -563,6 +563,21 @@ fn print_comparison(r: &Value, folds: usize) {
             fmt(&g["ece"]),
         );
     }
+    println!("each recipe at its own threshold (≤ 2 % of honest calibration rows): honest escalated / hallucinations contained, lr | gbdt");
+    let (lo, go) = (&r["cv_operating_point"], &r["gbdt"]["cv_operating_point"]);
+    for task in lo
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or(Vec::new())
+    {
+        println!(
+            "  {task:<13} {} / {} | {} / {}",
+            fmt(&lo[task]["honest_escalation_rate"]),
+            fmt(&lo[task]["containment"]),
+            fmt(&go[task]["honest_escalation_rate"]),
+            fmt(&go[task]["containment"]),
+        );
+    }
 }
 
 /// Sends the rows through the gateway and scores them natively with `m` (and the bundle's

@@ -218,7 +218,6 @@ impl TreeModel {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::features::{FEATURE_NAMES, SCHEMA_VERSION};
     use crate::model::Model;
 
     /// Two stumps on token coverage (feature 14) and one depth-2 tree.
@@ -237,10 +236,12 @@ pub(crate) mod tests {
             right: vec![2, 4, 0, 0, 0],
             value: vec![0.0, 0.0, -0.25, 0.75, 0.125],
         };
+        // Everything but the ensemble as in the logistic test model.
+        let lr = crate::model::tests::tiny_model();
         TreeModel {
             kind: KIND_TREES.into(),
-            schema_version: SCHEMA_VERSION.into(),
-            feature_names: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+            schema_version: lr.schema_version,
+            feature_names: lr.feature_names,
             base_score: 0.5,
             trees: vec![stump(14, 0.6, 1.0, -1.0), stump(2, 0.9, 0.0, 0.5), deep],
             boosting: Boosting {
@@ -251,17 +252,10 @@ pub(crate) mod tests {
                 min_leaf_weight: 1.0,
                 nbins: 256,
             },
-            platt: Platt { a: -1.0, b: 0.0 },
-            thresholds: Thresholds { escalate: 0.5 },
-            tenant: TenantStats::fresh(),
-            training: TrainingMeta {
-                seed: 1,
-                rows: 10,
-                dataset_sha256: "00".into(),
-                recipe_version: "text-pcs-v1".into(),
-                l2: 1.0,
-                cv_metrics: serde_json::json!({}),
-            },
+            platt: lr.platt,
+            thresholds: lr.thresholds,
+            tenant: lr.tenant,
+            training: lr.training,
         }
     }
 
