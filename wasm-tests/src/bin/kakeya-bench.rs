@@ -56,7 +56,8 @@ fn floor() -> Result<FloorReport> {
 }
 
 fn fit() -> Result<FitReport> {
-    fit_bench::run(&fit_bench::source()?, &fit_bench::sklearn_python()?)
+    let python = fit_bench::sklearn_python()?;
+    fit_bench::run(&fit_bench::source()?, &python)
 }
 
 /// Which benchmarks a run makes.
