@@ -12,6 +12,7 @@
 //! With one worker on one core and wrk on the other, the worker is the bottleneck, so 1/(req/s)
 //! is the worker's time per request and a difference of two of them is a filter's cost.
 
+use crate::bench_doc::{loadavg, replace_between, verdict};
 use crate::fixtures::{evidence_of_size, signed_pcs, signed_pcs_with_evidence, KEY};
 use crate::stack::{free_addr, wait_ready, Answer, Stack, StackOptions};
 use anyhow::{bail, ensure, Context, Result};
@@ -442,12 +443,6 @@ pub struct FloorReport {
     pub workloads: Vec<Workload>,
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 fn version_line(bin: &Path, arg: &str) -> String {
     Command::new(bin)
         .arg(arg)
@@ -645,14 +640,6 @@ pub fn run(wrk_bin: &Path, rounds: usize, seconds: u32) -> Result<FloorReport> {
     })
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "NOT met"
-    }
-}
-
 /// Begin / end markers of the section in docs/BENCHMARKS.md (a `--floor` run replaces it).
 pub const BEGIN: &str = "<!-- floor-bench:begin -->";
 pub const END: &str = "<!-- floor-bench:end -->";
@@ -807,11 +794,8 @@ impl FloorReport {
 /// `doc` with its floor section replaced by `section` (or, if it has none, inserted before the
 /// first `## ` heading, else appended).
 pub fn splice(doc: &str, section: &str) -> String {
-    if let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) {
-        if b < e {
-            let tail = &doc[e + END.len()..];
-            return format!("{}{}{tail}", &doc[..b], section.trim_end());
-        }
+    if let Some(s) = replace_between(doc, BEGIN, END, section) {
+        return s;
     }
     match doc.find("\n## ") {
         Some(i) => format!("{}{}\n{}", &doc[..i + 1], section.trim_end(), &doc[i..]),

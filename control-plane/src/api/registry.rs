@@ -229,6 +229,20 @@ pub struct HrsRegistered {
     pub card: serde_json::Value,
 }
 
+impl HrsRegistered {
+    fn of(s: ModelSummary, card: serde_json::Value) -> Self {
+        HrsRegistered {
+            version: s.version,
+            binary_hash: s.sha256,
+            status: "registered".into(),
+            signature: s.signature,
+            aliases: s.aliases,
+            created_at_ms: s.created_at_ms,
+            card,
+        }
+    }
+}
+
 #[utoipa::path(
     post,
     path = "/v1/hrs/register",
@@ -259,18 +273,7 @@ pub async fn hrs_register(
         StatusCode::OK
     };
     let s = r.summary;
-    Ok((
-        status,
-        Json(HrsRegistered {
-            version: s.version,
-            binary_hash: s.sha256,
-            status: "registered".into(),
-            signature: s.signature,
-            aliases: s.aliases,
-            created_at_ms: s.created_at_ms,
-            card: r.card,
-        }),
-    ))
+    Ok((status, Json(HrsRegistered::of(s, r.card))))
 }
 
 /// `{"job_id": N}` (that key only), the training-job form of `POST /v1/hrs/register`.
@@ -299,18 +302,7 @@ async fn registered_by_job(
             ApiError::Missing(format!("job {job_id}'s model {version} is not registered"))
         })?;
     let s = d.summary;
-    Ok((
-        StatusCode::OK,
-        Json(HrsRegistered {
-            version: s.version,
-            binary_hash: s.sha256,
-            status: "registered".into(),
-            signature: s.signature,
-            aliases: s.aliases,
-            created_at_ms: s.created_at_ms,
-            card: d.card,
-        }),
-    ))
+    Ok((StatusCode::OK, Json(HrsRegistered::of(s, d.card))))
 }
 
 /// `POST /v1/hrs/activate`: make a registered model the champion.

@@ -52,6 +52,34 @@ pub fn is_calibration(group: &str, seed: u64) -> bool {
     SplitMix64(fnv1a(group.as_bytes()) ^ seed).next_u64() % 5 == 0
 }
 
+/// Mean and population standard deviation of every column over the rows `idx` of `x`
+/// (row-major, `d` columns); a constant column gets std 1, so it standardises to (nearly) zeros.
+/// "Constant" is checked exactly, not only by a tiny variance: the mean of n equal values,
+/// accumulated as Σ x/n, is off by ≈ n·ε (2·10⁻¹² for 100,000 ones), and dividing that by the
+/// equally tiny std would turn the column into a second, penalised intercept of ≈ 1.
+pub fn column_stats(x: &[f64], d: usize, idx: &[usize]) -> (Vec<f64>, Vec<f64>) {
+    let n = idx.len().max(1) as f64;
+    let mut mean = vec![0.0; d];
+    let mut std = vec![0.0; d];
+    let mut constant = vec![true; d];
+    let first = idx.first().map(|&i| &x[i * d..(i + 1) * d]);
+    for &i in idx {
+        for j in 0..d {
+            mean[j] += x[i * d + j] / n;
+            constant[j] &= first.is_some_and(|f| f[j] == x[i * d + j]);
+        }
+    }
+    for &i in idx {
+        for j in 0..d {
+            std[j] += (x[i * d + j] - mean[j]).powi(2) / n;
+        }
+    }
+    for (s, c) in std.iter_mut().zip(constant) {
+        *s = if *s > 1e-24 && !c { s.sqrt() } else { 1.0 };
+    }
+    (mean, std)
+}
+
 /// How the rows of the logit's fit split are weighted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Weighting {
@@ -91,22 +119,7 @@ pub fn fit_pipeline_weighted(
 ) -> Pipeline {
     let (cal, fit): (Vec<usize>, Vec<usize>) =
         idx.iter().partition(|&&i| is_calibration(groups[i], seed));
-    let n = fit.len().max(1) as f64;
-    let mut mean = vec![0.0; d];
-    let mut std = vec![0.0; d];
-    for &i in &fit {
-        for j in 0..d {
-            mean[j] += x[i * d + j] / n;
-        }
-    }
-    for &i in &fit {
-        for j in 0..d {
-            std[j] += (x[i * d + j] - mean[j]).powi(2) / n;
-        }
-    }
-    for s in &mut std {
-        *s = if *s > 1e-24 { s.sqrt() } else { 1.0 };
-    }
+    let (mean, std) = column_stats(x, d, &fit);
     let mut xs = Vec::with_capacity(fit.len() * d);
     let mut t = Vec::with_capacity(fit.len());
     for &i in &fit {
@@ -237,6 +250,20 @@ mod tests {
             .collect();
         let escalated = honest.iter().filter(|&&r| r >= p.escalate).count();
         assert!(escalated as f64 <= HONEST_ESCALATION_TARGET * honest.len() as f64);
+    }
+
+    #[test]
+    fn a_constant_column_standardises_to_zero_at_any_row_count() {
+        // 100,000 rows: Σ 1/n is 1 − 2·10⁻¹², a variance of 4·10⁻²⁴ (above the 10⁻²⁴ guard).
+        let n = 100_000;
+        let x: Vec<f64> = (0..n).flat_map(|i| [1.0, i as f64]).collect();
+        let idx: Vec<usize> = (0..n).collect();
+        let (mean, std) = column_stats(&x, 2, &idx);
+        assert_eq!(std[0], 1.0);
+        assert!((1.0 - mean[0]) / std[0] < 1e-9);
+        assert!((mean[1] - (n - 1) as f64 / 2.0).abs() < 1e-6);
+        assert!((std[1] - 28_867.513).abs() < 1e-2, "{}", std[1]);
+        assert_eq!(column_stats(&[], 2, &[]), (vec![0.0; 2], vec![1.0; 2]));
     }
 
     #[test]

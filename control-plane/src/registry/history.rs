@@ -248,6 +248,10 @@ pub(super) async fn record(
     .bind(why.comment.clone())
     .bind(bundle_version)
     .bind(now_ms)
+    // Not a cached prepared statement: sqlx 0.8's Any driver declares a NULL f64 (the weight
+    // of a removal) to PostgreSQL as float4, and a statement cached with that type refuses
+    // every later row with a weight on the connection (22P03; see `store::decision_log`).
+    .persistent(false)
     .fetch_one(&mut *conn)
     .await?;
     entry(&row)

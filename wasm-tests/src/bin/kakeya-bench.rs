@@ -10,11 +10,18 @@
 //! 5. The gate against the floor filter in one Envoy worker with direct responses
 //!    ([`kakeya_wasm_tests::floor_bench`]); `--floor` runs only this one and replaces only its
 //!    section of OUT.md.
+//! 6. Training: our logistic fit against scikit-learn's lbfgs on 100,000 rows
+//!    ([`kakeya_wasm_tests::fit_bench`]); `--fit` runs only this one and replaces only its
+//!    section of OUT.md.
 //!
-//! Usage: kakeya-bench [--floor] OUT.md (binaries from KAKEYA_BIN, KAKEYA_ENVOY_BIN,
-//! KAKEYA_GATE_WASM, KAKEYA_FLOOR_WASM, KAKEYA_WRK_BIN).
+//! Usage: kakeya-bench [--floor|--fit] OUT.md (binaries from KAKEYA_BIN, KAKEYA_ENVOY_BIN,
+//! KAKEYA_GATE_WASM, KAKEYA_FLOOR_WASM, KAKEYA_WRK_BIN, KAKEYA_SKLEARN_PYTHON; the fit data from
+//! KAKEYA_FIT_DATASET, see `fit_bench::source`), or `kakeya-bench --sklearn-fixture OUT.json`
+//! to regenerate the scikit-learn fixture of the fit benchmark's tests.
 
 use anyhow::{Context, Result};
+use kakeya_wasm_tests::bench_doc::{machine, verdict};
+use kakeya_wasm_tests::fit_bench::{self, FitReport};
 use kakeya_wasm_tests::fixtures::{signed_pcs, KEY};
 use kakeya_wasm_tests::floor_bench::{self, FloorReport};
 use kakeya_wasm_tests::load::{self, LoadReport};
@@ -48,28 +55,59 @@ fn floor() -> Result<FloorReport> {
     floor_bench::run(&wrk, FLOOR_ROUNDS, FLOOR_SECONDS)
 }
 
+fn fit() -> Result<FitReport> {
+    let python = fit_bench::sklearn_python()?;
+    fit_bench::run(&fit_bench::source()?, &python)
+}
+
+/// Which benchmarks a run makes.
+enum Only {
+    All,
+    Floor,
+    Fit,
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (floor_only, out) = match args.as_slice() {
-        [flag, out] if flag == "--floor" => (true, out.clone()),
-        [out] => (false, out.clone()),
-        _ => anyhow::bail!("usage: kakeya-bench [--floor] OUT.md"),
+    let (only, out) = match args.as_slice() {
+        [flag, out] if flag == "--floor" => (Only::Floor, out.clone()),
+        [flag, out] if flag == "--fit" => (Only::Fit, out.clone()),
+        [flag, out] if flag == "--sklearn-fixture" => {
+            fit_bench::write_fixture(&fit_bench::sklearn_python()?, out.as_ref())?;
+            eprintln!("wrote {out}");
+            return Ok(());
+        }
+        [out] => (Only::All, out.clone()),
+        _ => anyhow::bail!(
+            "usage: kakeya-bench [--floor|--fit] OUT.md | kakeya-bench --sklearn-fixture OUT.json"
+        ),
     };
-    if floor_only {
-        eprintln!("bench: the gate against the floor, one Envoy worker");
-        let report = floor()?;
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        let doc = std::fs::read_to_string(&out).unwrap_or_else(|_| "# Benchmarks\n".into());
-        std::fs::write(&out, floor_bench::splice(&doc, &report.markdown()))?;
-        eprintln!("wrote {out}; reproduce with `{}`", floor_bench::REPRODUCE);
-        return Ok(());
+    let old_doc = || std::fs::read_to_string(&out).unwrap_or_else(|_| "# Benchmarks\n".into());
+    match only {
+        Only::Floor => {
+            eprintln!("bench: the gate against the floor, one Envoy worker");
+            let report = floor()?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            std::fs::write(&out, floor_bench::splice(&old_doc(), &report.markdown()))?;
+            eprintln!("wrote {out}; reproduce with `{}`", floor_bench::REPRODUCE);
+            return Ok(());
+        }
+        Only::Fit => {
+            eprintln!("bench: training, ours against scikit-learn");
+            let report = fit()?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            std::fs::write(&out, fit_bench::splice(&old_doc(), &report.markdown()))?;
+            eprintln!("wrote {out}; reproduce with `{}`", fit_bench::REPRODUCE);
+            return Ok(());
+        }
+        Only::All => {}
     }
     let machine = machine();
 
-    eprintln!("bench 1/5: in-filter verify in the wasmtime harness");
+    eprintln!("bench 1/6: in-filter verify in the wasmtime harness");
     let filter = kakeya_wasm_tests::bench::in_filter(20_000)?;
 
-    eprintln!("bench 2/5: gate overhead through Envoy");
+    eprintln!("bench 2/6: gate overhead through Envoy");
     let upstream = load::spawn_trivial_upstream()?;
     let golden = signed_pcs("bench", KEY).to_string();
     // Both routes stay up; rounds alternate between them so drift on the shared machine hits
@@ -104,10 +142,10 @@ fn main() -> Result<()> {
     let baseline = median_round(plain_rounds);
     let gated = median_round(gate_rounds);
 
-    eprintln!("bench 3/5: inline scoring through Envoy (2 KB evidence)");
+    eprintln!("bench 3/6: inline scoring through Envoy (2 KB evidence)");
     let scoring = scoring_through_envoy(upstream)?;
 
-    eprintln!("bench 4/5: ingest throughput on SQLite");
+    eprintln!("bench 4/6: ingest throughput on SQLite");
     let stack = Stack::start(StackOptions {
         env: hmac_env(),
         ..Default::default()
@@ -149,12 +187,16 @@ fn main() -> Result<()> {
 
     drop(stack);
 
-    eprintln!("bench 5/5: the gate against the floor, one Envoy worker");
+    eprintln!("bench 5/6: the gate against the floor, one Envoy worker");
     let floor = floor()?;
+
+    eprintln!("bench 6/6: training, ours against scikit-learn");
+    let fit = fit()?;
 
     let report = json!({
         "machine": machine,
         "floor": floor,
+        "fit": fit,
         "in_filter": filter,
         "gate_overhead": {"without_gate": baseline, "with_gate": gated, "rounds": ROUNDS},
         "scoring_through_envoy": scoring,
@@ -170,10 +212,13 @@ fn main() -> Result<()> {
         &through_envoy,
         &scoring,
     );
-    std::fs::write(&out, floor_bench::splice(&doc, &floor.markdown()))?;
+    let doc = floor_bench::splice(&doc, &floor.markdown());
+    std::fs::write(&out, fit_bench::splice(&doc, &fit.markdown()))?;
     eprintln!(
-        "wrote {out}; reproduce with `cargo xtask bench` (the floor comparison alone: `{}`)",
-        floor_bench::REPRODUCE
+        "wrote {out}; reproduce with `cargo xtask bench` (the floor comparison alone: `{}`, the \
+         training comparison alone: `{}`)",
+        floor_bench::REPRODUCE,
+        fit_bench::REPRODUCE
     );
     Ok(())
 }
@@ -267,29 +312,6 @@ fn median_round(mut rounds: Vec<LoadReport>) -> LoadReport {
     rounds.sort_by(|a, b| a.throughput_rps.total_cmp(&b.throughput_rps));
     let mid = rounds.len() / 2;
     rounds.swap_remove(mid)
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    format!("{cores} cores, {cpu}")
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "NOT met"
-    }
 }
 
 fn row(name: &str, r: &LoadReport) -> String {
