@@ -407,10 +407,12 @@ pub fn eval(
             let scores = match &a.through {
                 Some(url) => {
                     let run = through(a, cfg, url, &ds.rows, &m, tenant_stats)?;
-                    eval_gateway::check_models(&run, &m.version(), a.allow_other_models)?;
+                    // The rows are real decisions whichever model served them: their labels
+                    // are recorded before the model check can fail the run.
                     if let (Some(source), Some(cfg)) = (a.feedback, cfg) {
                         feedback = Some(eval_feedback::record(cfg, &ds.rows, &run, source)?);
                     }
+                    eval_gateway::check_models(&run, &m.version(), a.allow_other_models)?;
                     let native: Vec<f64> = run.rows.iter().map(|r| r.native).collect();
                     let mut s = eval_gateway::summary(&run, url);
                     s["native"] = eval::per_task(&p, &native);
@@ -769,7 +771,10 @@ mod tests {
             ["qa-1-0", "qa-1-1", "dialogue-1-0", "dialogue-1-1"]
         );
         assert_eq!(ids(None, 10), ["dialogue-2-0", "dialogue-2-1"]);
-        let e = load_limited(&path, Some(2), 12).unwrap_err().to_string();
+        let e = load_limited(&path, Some(2), 12)
+            .err()
+            .expect("nothing left after --skip 12")
+            .to_string();
         assert!(e.contains("--skip 12 leaves no row of the 12"), "{e}");
     }
 }

@@ -15,8 +15,13 @@
 //! order of `kakeya eval --limit` (whole items, both answers of each): the first 240 for
 //! training, the next 240 for the experiment. 240 labelled decisions are above the default
 //! `[training] min_labels` (100), so the configuration is the default one.
+//!
+//! On SQLite and, in a fresh schema of its own, on PostgreSQL (skipped loudly when unreachable,
+//! a failure in CI; see `pg`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod pg;
 
 use kakeya_control_plane::learn::rfc3339;
 use kakeya_control_plane::ml::dataset::{self, Row};
@@ -96,12 +101,16 @@ struct Loop {
 }
 
 impl Loop {
-    fn start() -> Loop {
+    /// A stack on SQLite, or on the PostgreSQL `database_url`.
+    fn start(database_url: Option<String>) -> Loop {
         let tenants: Vec<String> = (0..TENANTS).map(|i| format!("t{i:02}")).collect();
         let keyring: Vec<String> = tenants.iter().map(|t| format!("{t}:hmac:{KEY}")).collect();
         let mut opts = StackOptions::scoring(POLL_MS);
         opts.env.push(("MULTI_TENANT".into(), "true".into()));
         opts.env.push(("TENANTS".into(), keyring.join(",")));
+        if let Some(url) = database_url {
+            opts.env.push(("DATABASE_URL".into(), url));
+        }
         let stack = Stack::start(opts).unwrap();
         let bundle = stack.current_bundle().unwrap();
         let champion = bundle.champion.version();
@@ -326,15 +335,8 @@ impl Loop {
         );
         assert!(r["n_train"].as_u64().unwrap() > 0 && r["n_validation"].as_u64().unwrap() > 0);
         assert_eq!(r["dataset_hash"].as_str().unwrap().len(), 64, "{r}");
-        for m in [
-            "auroc",
-            "pr_auc",
-            "precision",
-            "recall",
-            "f1",
-            "ece",
-            "brier",
-        ] {
+        // Every metric of issue 10's result: auroc, pr_auc, precision, recall, f1, ece, brier.
+        for m in kakeya_control_plane::learn::fit::METRICS {
             let (v, lo, hi) = (
                 r["metrics"][m]["value"].as_f64(),
                 r["metrics"][m]["ci_low"].as_f64(),
@@ -581,58 +583,35 @@ impl Loop {
     /// the first start's champion.
     fn alias_history(&self, version: &str) {
         let page = self.get("/v1/aliases/history");
-        let moves: Vec<(String, Option<String>, Option<String>, String, String)> = page["items"]
+        let moves: Vec<Value> = page["items"]
             .as_array()
             .unwrap()
             .iter()
             .map(|e| {
-                (
-                    e["alias"].as_str().unwrap().into(),
-                    e["previous_version"].as_str().map(String::from),
-                    e["new_version"].as_str().map(String::from),
-                    e["reason"].as_str().unwrap().into(),
-                    e["actor"].as_str().unwrap().into(),
-                )
+                let keys = [
+                    "alias",
+                    "previous_version",
+                    "new_version",
+                    "reason",
+                    "actor",
+                ];
+                Value::Array(keys.iter().map(|k| e[*k].clone()).collect())
             })
             .collect();
-        let (c, v) = (Some(self.champion.clone()), Some(version.to_string()));
+        let (c, v) = (self.champion.as_str(), version);
         let want = vec![
-            (
-                "champion".into(),
-                c.clone(),
-                v.clone(),
-                "manual".into(),
-                "admin-api".into(),
-            ),
-            (
-                "challenger".into(),
-                v.clone(),
-                None,
-                "manual".into(),
-                "admin-api".into(),
-            ),
-            (
-                "challenger".into(),
-                None,
-                v.clone(),
-                "manual".into(),
-                "admin-api".into(),
-            ),
-            (
-                "champion".into(),
-                None,
-                c,
-                "initial".into(),
-                "kakeya-serve".into(),
-            ),
+            json!(["champion", c, v, "manual", "admin-api"]),
+            json!(["challenger", v, null, "manual", "admin-api"]),
+            json!(["challenger", null, v, "manual", "admin-api"]),
+            json!(["champion", null, c, "initial", "kakeya-serve"]),
         ];
         assert_eq!(moves, want, "{page}");
     }
 }
 
-#[test]
-fn the_learning_loop_from_traffic_to_a_promoted_model_served_by_the_gate() {
-    let l = Loop::start();
+/// The steps in order; the drift and auto-revert tail continues from here.
+fn learning_loop(database_url: Option<String>) {
+    let l = Loop::start(database_url);
     let sent = l.traffic_with_evidence();
     let queued = l.escalations_are_queued(&sent);
     l.labels_through_the_api(&sent, &queued);
@@ -644,4 +623,17 @@ fn the_learning_loop_from_traffic_to_a_promoted_model_served_by_the_gate() {
     l.stop(&id);
     l.promoted(&version);
     l.alias_history(&version);
+}
+
+#[test]
+fn the_learning_loop_from_traffic_to_a_promoted_model_served_by_the_gate() {
+    learning_loop(None);
+}
+
+#[test]
+fn the_learning_loop_on_postgresql() {
+    let Some(schema) = pg::Schema::create("e2e_learning_loop") else {
+        return;
+    };
+    learning_loop(Some(schema.database_url()));
 }
