@@ -5,8 +5,7 @@
 use anyhow::{bail, Context};
 use kakeya_control_plane::ml::dataset::Row;
 use kakeya_core::bundle::Scorer;
-use kakeya_core::evidence::{bound_evidence, Evidence};
-use kakeya_core::pcs_builder::BuildOptions;
+use kakeya_core::evidence::bound_evidence;
 use kakeya_core::{parse, verify, VerifyParams};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -25,30 +24,29 @@ pub struct Target<'a> {
     pub url: &'a str,
     /// HMAC key; unsigned without it.
     pub key: Option<&'a str>,
-    /// `x-tenant-id` of every request.
-    pub tenant: Option<&'a str>,
-    /// Tenant whose statistics the native score uses (the gateway's view of the tenant).
-    pub native_tenant: &'a str,
+    /// The tenants the rows go to, round-robin (row `i` to `tenants[i % len]`); never empty.
+    pub tenants: &'a [TenantRoute],
     pub verify: &'a VerifyParams,
     /// Prefix of every shard id, unique per run, so dedup never answers with an older result.
     pub run_id: &'a str,
 }
 
-/// The signed PCS v0.2 JSON of a row: the `text-pcs-v1` PCS of its response, its evidence,
-/// `evidence_sha256` in the signed payload.
-pub fn request_body(row: &Row, shard_id: &str, key: Option<&str>) -> (Vec<u8>, Evidence) {
-    let ev = row.evidence();
-    let opts = BuildOptions {
-        shard_id: shard_id.to_string(),
-        epoch: 0,
-    };
-    let v = crate::hrs::signed_pcs_json(&row.response, Some(&ev), &opts, key);
-    (v.to_string().into_bytes(), ev)
+/// One tenant rows are sent as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRoute {
+    /// `x-tenant-id` of its requests (none: the header is not sent).
+    pub header: Option<String>,
+    /// The tenant the gateway files them under (`default` in single-tenant mode): whose
+    /// statistics the native score uses, and whose decision log holds them.
+    pub gateway: String,
 }
 
 /// One row's outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Served {
+    /// The tenant the gateway filed the decision under, and its pcs_id.
+    pub tenant: String,
+    pub pcs_id: String,
     pub status: u16,
     pub risk: f64,
     pub model_version: String,
@@ -70,22 +68,28 @@ fn unreachable_hint(url: &str, e: &ureq::Error) -> anyhow::Error {
 }
 
 /// Sends one row (retrying 429/503) and scores it natively.
-fn one(agent: &ureq::Agent, t: &Target<'_>, scorer: &Scorer, row: &Row) -> anyhow::Result<Served> {
+fn one(
+    agent: &ureq::Agent,
+    t: &Target<'_>,
+    tenant: &TenantRoute,
+    scorer: &Scorer,
+    row: &Row,
+) -> anyhow::Result<Served> {
     let shard = shard_of(t.run_id, &row.id);
-    let (body, _) = request_body(row, &shard, t.key);
+    let (body, _) = row.signed_pcs(&shard, t.key);
     let pcs =
         parse(&body).with_context(|| format!("row {}: the built PCS does not parse", row.id))?;
     let outcome = verify(&pcs, t.verify);
     let ev = bound_evidence(&pcs).ok().flatten();
     let native = scorer
-        .assess(t.native_tenant, &pcs, &outcome, ev)
+        .assess(&tenant.gateway, &pcs, &outcome, ev)
         .map(|r| r.risk)
         .with_context(|| format!("row {}: the model did not score natively", row.id))?;
     let url = format!("{}/v1/pcs/submit", t.url.trim_end_matches('/'));
     for attempt in 1..=MAX_ATTEMPTS {
         let mut req = agent.post(&url).set("content-type", "application/json");
-        if let Some(tenant) = t.tenant {
-            req = req.set("x-tenant-id", tenant);
+        if let Some(h) = &tenant.header {
+            req = req.set("x-tenant-id", h);
         }
         let resp = match req.send_bytes(&body) {
             Ok(r) => r,
@@ -127,6 +131,8 @@ fn one(agent: &ureq::Agent, t: &Target<'_>, scorer: &Scorer, row: &Row) -> anyho
             );
         };
         return Ok(Served {
+            tenant: tenant.gateway.clone(),
+            pcs_id: pcs.pcs_id.clone(),
             status,
             risk,
             model_version: answer["risk"]["model_version"]
@@ -144,6 +150,7 @@ fn one(agent: &ureq::Agent, t: &Target<'_>, scorer: &Scorer, row: &Row) -> anyho
 
 /// Sends every row with [`CONCURRENCY`] workers; stops at the first error.
 pub fn run(rows: &[Row], t: &Target<'_>, scorer: &Scorer) -> anyhow::Result<Run> {
+    anyhow::ensure!(!t.tenants.is_empty(), "no tenant to send the rows as");
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(30))
         .max_idle_connections_per_host(CONCURRENCY)
@@ -167,7 +174,7 @@ pub fn run(rows: &[Row], t: &Target<'_>, scorer: &Scorer) -> anyhow::Result<Run>
                 if i >= total {
                     return;
                 }
-                match one(&agent, t, scorer, &rows[i]) {
+                match one(&agent, t, &t.tenants[i % t.tenants.len()], scorer, &rows[i]) {
                     Ok(r) => {
                         if let Ok(mut v) = results.lock() {
                             v[i] = Some(r);
@@ -281,6 +288,8 @@ mod tests {
 
     fn served(model_version: &str) -> Served {
         Served {
+            tenant: "default".into(),
+            pcs_id: "p".into(),
             status: 200,
             risk: 0.25,
             model_version: model_version.into(),
@@ -320,7 +329,7 @@ mod tests {
             response: "Ada Lovelace wrote it. She was first.".into(),
             label: 0,
         };
-        let (body, ev) = request_body(&row, &shard_of("r1", &row.id), Some("k"));
+        let (body, ev) = row.signed_pcs(&shard_of("r1", &row.id), Some("k"));
         let pcs = parse(&body).unwrap();
         assert_eq!(pcs.version, "0.2");
         assert_eq!(bound_evidence(&pcs), Ok(Some(&ev)));
@@ -338,7 +347,7 @@ mod tests {
                 &kakeya_core::evidence::evidence_sha256(&ev)
             )
         );
-        let (other, _) = request_body(&row, &shard_of("r2", &row.id), Some("k"));
+        let (other, _) = row.signed_pcs(&shard_of("r2", &row.id), Some("k"));
         assert_ne!(parse(&other).unwrap().pcs_id, pcs.pcs_id, "unique per run");
     }
 }

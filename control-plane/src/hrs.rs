@@ -1,14 +1,15 @@
 //! `kakeya train`, `kakeya eval` and `kakeya pcs build`: thin CLI wrappers over
 //! [`kakeya_control_plane::ml`] and [`kakeya_core::pcs_builder`].
 
-use crate::eval_gateway;
+use crate::{eval_feedback, eval_gateway};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use kakeya_control_plane::ml::{dataset, eval, gbdt, model};
+use kakeya_control_plane::ml::{dataset, eval, gbdt, model, submission};
+use kakeya_control_plane::review::Source;
 use kakeya_core::bundle::{Bundle, Policy, Scorer, BUNDLE_FORMAT};
 use kakeya_core::features::TenantStats;
 use kakeya_core::model::Model;
-use kakeya_core::pcs_builder::{build, BuildOptions, RECIPE_VERSION};
+use kakeya_core::pcs_builder::{BuildOptions, RECIPE_VERSION};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -112,18 +113,32 @@ pub struct EvalArgs {
     /// than --model (e.g. a challenger arm); the served model versions are in the report.
     #[arg(long, requires = "through")]
     allow_other_models: bool,
+    /// With --through: once the gateway has answered every row, record each row's dataset label
+    /// as the agent owner's feedback on the decision it made (labeller `owner`, source silver,
+    /// or `--feedback bronze`; the code path of POST /v1/feedback and `kakeya feedback`, on the
+    /// configured database), so the decisions are labelled for `kakeya hrs train` and A/B
+    /// statistics as an owner's later feedback would label them.
+    #[arg(long, value_name = "SOURCE", value_enum, num_args = 0..=1,
+          default_missing_value = "silver", requires = "through")]
+    pub feedback: Option<Source>,
     /// HMAC key signing the PCS sent with --through (UTF-8 bytes).
     #[arg(long, env = "PCS_HMAC_KEY", hide_env_values = true)]
     key: Option<String>,
-    /// x-tenant-id of the requests sent with --through. The rows land in this tenant's decision
-    /// log (and feed its statistics in later bundles): in multi-tenant setups use a tenant kept
-    /// for evaluation, e.g. `--tenant eval`, never a production tenant. In single-tenant mode
-    /// the gateway files everything under `default`.
-    #[arg(long)]
-    tenant: Option<String>,
+    /// x-tenant-id of the requests sent with --through; several, comma-separated
+    /// (`--tenant acme,beta`), share the rows round-robin (e.g. to reach both arms of an A/B
+    /// experiment). The rows land in these tenants' decision logs (and feed their statistics in
+    /// later bundles): in multi-tenant setups use tenants kept for evaluation, e.g.
+    /// `--tenant eval`, never a production tenant. In single-tenant mode the gateway files
+    /// everything under `default`.
+    #[arg(long, value_delimiter = ',')]
+    tenant: Vec<String>,
     /// Use only N rows: whole items taken round-robin over the tasks, in file order.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// Leave out the first N rows of that order (with --limit: rows N+1 to N+limit), so a
+    /// later run sends other answers than an earlier one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    skip: usize,
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -151,12 +166,14 @@ fn parse_folds(s: &str) -> Result<usize, String> {
 }
 
 impl EvalArgs {
-    /// True when --model names a registry entry (not an existing file): the configuration's
-    /// database is needed.
+    /// True when --model names a registry entry (not an existing file) or --feedback records
+    /// labels: the configuration's database is needed.
     pub fn needs_registry(&self) -> bool {
-        self.model
-            .as_deref()
-            .is_some_and(|m| !std::path::Path::new(m).is_file())
+        self.feedback.is_some()
+            || self
+                .model
+                .as_deref()
+                .is_some_and(|m| !std::path::Path::new(m).is_file())
     }
 }
 
@@ -184,44 +201,35 @@ pub struct PcsBuildArgs {
     context: Option<PathBuf>,
 }
 
-/// A PCS built from `text` with recipe `text-pcs-v1`, signed with `key` when given; with
-/// `evidence` it is v0.2: the evidence rides along and its hash is in the signed payload.
-pub fn signed_pcs_json(
-    text: &str,
-    evidence: Option<&kakeya_core::evidence::Evidence>,
-    opts: &BuildOptions,
-    key: Option<&str>,
-) -> serde_json::Value {
-    let mut built = build(text, opts);
-    if let Some(ev) = evidence {
-        built = built.bind_evidence(&kakeya_core::evidence::evidence_sha256(ev));
-    }
-    let sig = key.map_or_else(String::new, |k| {
-        kakeya_core::signature::sign_hmac(built.signing_payload().as_bytes(), k.as_bytes())
-    });
-    let mut v = built.to_json(&sig);
-    if let Some(ev) = evidence {
-        v["evidence"] = serde_json::to_value(ev).unwrap_or(serde_json::Value::Null);
-    }
-    v
-}
-
 fn progress(label: &'static str, total: usize) -> impl FnMut(usize) {
     kakeya_control_plane::progress::callback(label, total)
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<(dataset::Dataset, eval::Prepared)> {
-    load_limited(path, None)
+    load_limited(path, None, 0)
 }
 
+/// The dataset at `path`; with `limit` or `skip`, rows `skip+1 ..= skip+limit` of the
+/// round-robin order of [`dataset::sample_by_task`].
 fn load_limited(
     path: &std::path::Path,
     limit: Option<usize>,
+    skip: usize,
 ) -> anyhow::Result<(dataset::Dataset, eval::Prepared)> {
     let t = Instant::now();
     let mut ds = dataset::load(path)?;
-    if let Some(n) = limit {
-        ds.rows = dataset::sample_by_task(&ds.rows, n.max(1));
+    if limit.is_some() || skip > 0 {
+        let n = limit.map_or(ds.rows.len(), |n| n.max(1));
+        let mut rows = dataset::sample_by_task(&ds.rows, n.saturating_add(skip));
+        if skip >= rows.len() {
+            anyhow::bail!(
+                "--skip {skip} leaves no row of the {} in {}",
+                ds.rows.len(),
+                path.display()
+            );
+        }
+        rows.drain(..skip);
+        ds.rows = rows;
     }
     let prepared = eval::prepare(&ds.rows, progress("features", ds.rows.len()));
     eprintln!(
@@ -354,12 +362,17 @@ pub fn eval(
     a: &EvalArgs,
     cfg: Option<&kakeya_control_plane::config::Config>,
 ) -> anyhow::Result<()> {
+    if a.feedback == Some(Source::Gold) {
+        anyhow::bail!(
+            "--feedback is the owner's: silver or bronze (gold labels come from reviewers: kakeya review label)"
+        );
+    }
     let resolved = a
         .model
         .as_deref()
         .map(|spec| resolve_model(spec, cfg))
         .transpose()?;
-    let (ds, p) = load_limited(&a.dataset, a.limit)?;
+    let (ds, p) = load_limited(&a.dataset, a.limit, a.skip)?;
     let lr = eval::Recipe::Logistic { l2: a.l2 };
     // --model conflicts with --model-kind: with a given model the CV (for the baselines) is LR.
     let (primary, second) = match (a.model.is_some(), a.model_kind) {
@@ -382,6 +395,7 @@ pub fn eval(
         .map(|r| timed_cv(&r, cv_label(&r)).map(|(cv, secs)| (r, cv, secs)))
         .transpose()?;
     let mut served = None;
+    let mut feedback = None;
     let (version, scores, in_sample) = match resolved {
         Some((m, tenant_stats)) => {
             let in_sample = m.training().dataset_sha256 == ds.sha256;
@@ -393,6 +407,11 @@ pub fn eval(
             let scores = match &a.through {
                 Some(url) => {
                     let run = through(a, cfg, url, &ds.rows, &m, tenant_stats)?;
+                    // The rows are real decisions whichever model served them: their labels
+                    // are recorded before the model check can fail the run.
+                    if let (Some(source), Some(cfg)) = (a.feedback, cfg) {
+                        feedback = Some(eval_feedback::record(cfg, &ds.rows, &run, source)?);
+                    }
                     eval_gateway::check_models(&run, &m.version(), a.allow_other_models)?;
                     let native: Vec<f64> = run.rows.iter().map(|r| r.native).collect();
                     let mut s = eval_gateway::summary(&run, url);
@@ -452,6 +471,18 @@ pub fn eval(
         );
         r["served_equals_native"] = s["served_equals_native"].clone();
         r["served"] = s;
+    }
+    if let Some(f) = feedback {
+        println!(
+            "owner feedback ({}): {} labels recorded, {} already stored ({} hallucinated, {} faithful) on {} tenant(s)",
+            f["source"].as_str().unwrap_or_default(),
+            f["created"],
+            f["existing"],
+            f["hallucinated"],
+            f["faithful"],
+            f["tenants"]
+        );
+        r["feedback"] = f;
     }
     if let Some(path) = &a.dump_features {
         let mut f = std::io::BufWriter::new(
@@ -605,9 +636,22 @@ fn through(
     });
     // In single-tenant mode the gateway treats every request as tenant `default`.
     let multi = cfg.is_none_or(|c| c.keyring.multi_tenant);
-    let native_tenant = match (&a.tenant, multi) {
-        (Some(t), true) => t.as_str(),
-        _ => "default",
+    if a.tenant.iter().any(|t| t.trim().is_empty()) {
+        anyhow::bail!("--tenant {:?}: empty tenant name", a.tenant.join(","));
+    }
+    let tenants: Vec<eval_gateway::TenantRoute> = if a.tenant.is_empty() {
+        vec![eval_gateway::TenantRoute {
+            header: None,
+            gateway: "default".into(),
+        }]
+    } else {
+        a.tenant
+            .iter()
+            .map(|t| eval_gateway::TenantRoute {
+                header: Some(t.clone()),
+                gateway: if multi { t.clone() } else { "default".into() },
+            })
+            .collect()
     };
     let verify = cfg.map(|c| c.verify).unwrap_or_default();
     let run_id = format!("{:x}", kakeya_control_plane::now_ms());
@@ -616,8 +660,7 @@ fn through(
         &eval_gateway::Target {
             url,
             key: a.key.as_deref(),
-            tenant: a.tenant.as_deref(),
-            native_tenant,
+            tenants: &tenants,
             verify: &verify,
             run_id: &run_id,
         },
@@ -655,7 +698,83 @@ pub fn pcs_build(a: &PcsBuildArgs) -> anyhow::Result<()> {
         shard_id: a.shard_id.clone(),
         epoch: a.epoch,
     };
-    let v = signed_pcs_json(&text, evidence.as_ref(), &opts, a.key.as_deref());
+    let v = submission::signed_pcs_json(&text, evidence.as_ref(), &opts, a.key.as_deref());
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Eval {
+        #[command(flatten)]
+        a: EvalArgs,
+    }
+
+    fn eval_args(extra: &[&str]) -> Result<EvalArgs, clap::Error> {
+        let base = ["eval", "--dataset", "d.jsonl", "--model", "champion"];
+        Eval::try_parse_from([&base[..], extra].concat()).map(|e| e.a)
+    }
+
+    #[test]
+    fn feedback_needs_through_and_is_the_owners() {
+        assert!(
+            eval_args(&["--feedback"]).is_err(),
+            "--feedback needs --through"
+        );
+        let through = ["--through", "http://127.0.0.1:8080"];
+        let a = eval_args(&[&through[..], &["--feedback"]].concat()).unwrap();
+        assert_eq!(a.feedback, Some(Source::Silver));
+        assert!(a.needs_registry(), "labels go to the configured database");
+        let a = eval_args(&[&through[..], &["--feedback", "bronze"]].concat()).unwrap();
+        assert_eq!(a.feedback, Some(Source::Bronze));
+        assert!(eval_args(&[&through[..], &["--feedback", "maybe"]].concat()).is_err());
+        // Gold is refused before anything is read or sent.
+        let a = eval_args(&[&through[..], &["--feedback", "gold"]].concat()).unwrap();
+        let e = eval(&a, None).unwrap_err().to_string();
+        assert!(e.contains("silver or bronze"), "{e}");
+        assert_eq!(eval_args(&through).unwrap().feedback, None);
+    }
+
+    #[test]
+    fn tenants_split_on_commas_and_skip_moves_the_window() {
+        let a = eval_args(&["--tenant", "acme,beta", "--tenant", "eval"]).unwrap();
+        assert_eq!(a.tenant, ["acme", "beta", "eval"]);
+        assert_eq!(a.skip, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.jsonl");
+        let mut text = String::new();
+        for task in ["qa", "dialogue"] {
+            for item in 0..3 {
+                for label in 0..2 {
+                    text.push_str(&format!(
+                        "{{\"id\":\"{task}-{item}-{label}\",\"task\":\"{task}\",\"question\":\"q\",\
+                         \"context\":\"c {item}\",\"response\":\"r {item} {label}\",\"label\":{label}}}\n"
+                    ));
+                }
+            }
+        }
+        std::fs::write(&path, text).unwrap();
+        let ids = |limit, skip| -> Vec<String> {
+            let (ds, _) = load_limited(&path, limit, skip).unwrap();
+            ds.rows.into_iter().map(|r| r.id).collect()
+        };
+        assert_eq!(
+            ids(Some(4), 0),
+            ["qa-0-0", "qa-0-1", "dialogue-0-0", "dialogue-0-1"]
+        );
+        assert_eq!(
+            ids(Some(4), 4),
+            ["qa-1-0", "qa-1-1", "dialogue-1-0", "dialogue-1-1"]
+        );
+        assert_eq!(ids(None, 10), ["dialogue-2-0", "dialogue-2-1"]);
+        let e = load_limited(&path, Some(2), 12)
+            .err()
+            .expect("nothing left after --skip 12")
+            .to_string();
+        assert!(e.contains("--skip 12 leaves no row of the 12"), "{e}");
+    }
 }

@@ -8,67 +8,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod pg;
+
 use kakeya_wasm_tests::stack::{Stack, StackOptions};
-use sqlx::{Connection, Executor, PgConnection};
+use pg::Schema;
 use std::time::{Duration, Instant};
 
 /// The lease of the control plane's hourly dedup TTL cleanup (`server::DEDUP_EXPIRY_LEASE`).
 const LEASE: &str = "dedup-expiry";
 const TICK_MS: u64 = 200;
-
-fn pg_url() -> String {
-    std::env::var("KAKEYA_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn sql(statement: String) -> Result<(), sqlx::Error> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            let mut c = PgConnection::connect(&pg_url()).await?;
-            c.execute(statement.as_str()).await?;
-            c.close().await
-        })
-}
-
-/// A fresh schema, dropped with everything in it at the end (also after a failed assertion).
-struct Schema(String);
-
-impl Schema {
-    fn create() -> Option<Schema> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let name = format!("e2e_leader_{}_{nanos}", std::process::id());
-        match sql(format!("CREATE SCHEMA \"{name}\"")) {
-            Ok(()) => Some(Schema(name)),
-            Err(e) if std::env::var_os("CI").is_some() => {
-                panic!("PostgreSQL at {} unreachable in CI: {e}", pg_url())
-            }
-            Err(e) => {
-                eprintln!(
-                    "\n*** SKIP e2e_leader: PostgreSQL at {} unreachable ({e}) ***\n",
-                    pg_url()
-                );
-                None
-            }
-        }
-    }
-
-    fn database_url(&self) -> String {
-        let sep = if pg_url().contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-c%20search_path%3D{}", pg_url(), self.0)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let _ = sql(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0));
-    }
-}
 
 /// `GET /v1/operator/leader` of `stack`: (replica, held, holder) of the lease.
 fn lease(stack: &Stack) -> (String, bool, Option<String>) {
@@ -103,7 +51,7 @@ fn gauge(stack: &Stack) -> String {
 
 #[test]
 fn one_of_two_replicas_holds_the_lease_and_the_other_takes_over_after_kill_9() {
-    let Some(schema) = Schema::create() else {
+    let Some(schema) = Schema::create("e2e_leader") else {
         return;
     };
     let shared = tempfile::tempdir().unwrap();

@@ -14,6 +14,7 @@
 //!   calibration and threshold rule);
 //! * [`gbdt`]: gradient-boosted trees (`forust-ml`) exported to the core tree artifact;
 //! * [`eval`]: the recipes (model kinds), grouped stratified k-fold CV, baselines, the report;
+//! * [`submission`]: the signed PCS v0.2 an answer with its evidence is submitted with;
 //! * [`stats`]: DeLong, Kolmogorov–Smirnov, PSI, Benjamini–Hochberg, Wilson (A/B, drift, gates).
 
 pub mod bootstrap;
@@ -23,4 +24,5 @@ pub mod gbdt;
 pub mod metrics;
 pub mod model;
 pub mod stats;
+pub mod submission;
 pub mod train;

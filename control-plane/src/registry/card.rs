@@ -154,7 +154,8 @@ fn limitations(ds: &Dataset, h: &Holdout) -> Vec<String> {
     let count = |path: &str| summary.pointer(path).and_then(Value::as_u64).unwrap_or(0);
     let mut out = vec![
         format!(
-            "Trained on {} labelled decisions of {} tenant(s) ({}) and validated on the {} newest              ({}); traffic unlike them (other tenants, agents or tasks, later changes) is not measured.",
+            "Trained on {} labelled decisions of {} tenant(s) ({}) and validated on the {} newest \
+             ({}); traffic unlike them (other tenants, agents or tasks, later changes) is not measured.",
             train.len(),
             count("/n_tenants"),
             span(ds, train),
@@ -162,13 +163,17 @@ fn limitations(ds: &Dataset, h: &Holdout) -> Vec<String> {
             span(ds, validation),
         ),
         format!(
-            "Labels: {} gold (reviewers), {} silver (owner feedback, confidence {SILVER_CONFIDENCE}),              {} bronze (weak rules, confidence {BRONZE_CONFIDENCE}); all count alike in training.",
+            "Labels: {} gold (reviewers), {} silver (owner feedback, confidence {SILVER_CONFIDENCE}), \
+             {} bronze (weak rules, confidence {BRONZE_CONFIDENCE}); all count alike in training.",
             count("/label_sources/gold"),
             count("/label_sources/silver"),
             count("/label_sources/bronze"),
         ),
         format!(
-            "Selection: {} of the {} labelled decisions were escalated by the gate, {} drawn by the              audit sample of accepted ones, {} otherwise labelled; the class balance ({:.4}              hallucinated) is that of what was reviewed, not of the traffic, so precision at the              threshold does not carry over to live traffic.",
+            "Selection: {} of the {} labelled decisions were escalated by the gate, {} drawn by the \
+             audit sample of accepted ones, {} otherwise labelled; the class balance ({:.4} \
+             hallucinated) is that of what was reviewed, not of the traffic, so precision at the \
+             threshold does not carry over to live traffic.",
             count("/reached_review/escalated"),
             ds.rows.len(),
             count("/reached_review/audit_sample"),
@@ -176,13 +181,16 @@ fn limitations(ds: &Dataset, h: &Holdout) -> Vec<String> {
             ds.positive_ratio(),
         ),
         format!(
-            "One time-based holdout: the {:.0} % intervals ({} bootstrap resamples) cover the              sampling noise of these {} decisions, not drift after them.",
+            "One time-based holdout: the {:.0} % intervals ({} bootstrap resamples) cover the \
+             sampling noise of these {} decisions, not drift after them.",
             h.bootstrap.level * 100.0,
             h.bootstrap.resamples,
             h.labels.len(),
         ),
         format!(
-            "Features of schema {} only: {} of the {} decisions in the range were unscored or scored              under another schema, {} stored vectors were malformed, {} repeated decisions of one              pcs_id were counted once.",
+            "Features of schema {} only: {} of the {} decisions in the range were unscored or scored \
+             under another schema, {} stored vectors were malformed, {} repeated decisions of one \
+             pcs_id were counted once.",
             SCHEMA_VERSION,
             ds.counts.n_decisions - ds.counts.n_with_features,
             ds.counts.n_decisions,
@@ -208,7 +216,11 @@ fn limitations(ds: &Dataset, h: &Holdout) -> Vec<String> {
 /// What the version is for, with its own threshold.
 fn intended_use(m: &HrsModel) -> String {
     format!(
-        "Scoring the hallucination risk of answers submitted through the Kakeya gate with their          evidence (feature schema {}), for tenants and traffic like the training decisions. Answers          whose calibrated risk reaches {:.4} are escalated for review (the threshold at which at          most {:.0} % of the honest answers of the calibration split escalate). A risk is not a          verdict on an answer: escalated answers go to review. Register, compare, then promote.",
+        "Scoring the hallucination risk of answers submitted through the Kakeya gate with their \
+         evidence (feature schema {}), for tenants and traffic like the training decisions. Answers \
+         whose calibrated risk reaches {:.4} are escalated for review (the threshold at which at \
+         most {:.0} % of the honest answers of the calibration split escalate). A risk is not a \
+         verdict on an answer: escalated answers go to review. Register, compare, then promote.",
         m.schema_version,
         m.thresholds.escalate,
         HONEST_ESCALATION_TARGET * 100.0,
@@ -585,6 +597,10 @@ mod tests {
             .as_str()
             .unwrap()
             .contains(&format!("{thr:.4}")));
+        // Prose, not source indentation: no runs of spaces inside the texts.
+        for text in lim.iter().chain([&card["intended_use"]]) {
+            assert!(!text.as_str().unwrap().contains("  "), "{text}");
+        }
         assert_eq!(card["model_version"], m.version());
         assert_eq!(card["dataset"]["sha256"], ds.sha256);
         assert_eq!(
