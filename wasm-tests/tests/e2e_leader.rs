@@ -122,7 +122,10 @@ fn settle(stacks: &[Stack], name: &str) -> usize {
             }
         }
         assert!(held.len() <= 1, "two replicas hold {name}: {s:?}");
-        assert!(Instant::now() < deadline, "no single holder of {name}: {s:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no single holder of {name}: {s:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -147,15 +150,25 @@ fn one_scheduled_run(stack: &Stack) -> (i64, i64) {
             .filter_map(|r| r["period_start_ms"].as_i64())
             .collect();
         let distinct: std::collections::BTreeSet<_> = periods.iter().collect();
-        assert_eq!(distinct.len(), periods.len(), "a period ran twice: {runs:?}");
+        assert_eq!(
+            distinct.len(),
+            periods.len(),
+            "a period ran twice: {runs:?}"
+        );
         if let Some(r) = runs.iter().find(|r| r["trigger"] == "schedule") {
             if r["status"] == "finished" {
                 assert_eq!(r["outcome"], "dataset_error", "{r}");
                 assert_eq!(r["detail"]["error"]["code"], "empty_range", "{r}");
-                return (r["period_start_ms"].as_i64().unwrap(), r["run_id"].as_i64().unwrap());
+                return (
+                    r["period_start_ms"].as_i64().unwrap(),
+                    r["run_id"].as_i64().unwrap(),
+                );
             }
         }
-        assert!(Instant::now() < deadline, "no finished scheduled run: {runs:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no finished scheduled run: {runs:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -217,7 +230,10 @@ fn one_of_two_replicas_holds_the_lease_and_the_other_takes_over_after_kill_9() {
     let retrain = settle(&stacks, RETRAIN_LEASE);
     let (period, run_id) = one_scheduled_run(&stacks[retrain]);
     let st = scheduler(&stacks[1 - retrain]);
-    assert_eq!(st["last_run"]["run_id"], run_id, "one database, one history: {st}");
+    assert_eq!(
+        st["last_run"]["run_id"], run_id,
+        "one database, one history: {st}"
+    );
     assert_eq!(
         st["lease"]["holder"].as_str(),
         Some(lease_named(&stacks[retrain], RETRAIN_LEASE).0.as_str()),
@@ -256,7 +272,10 @@ fn one_of_two_replicas_holds_the_lease_and_the_other_takes_over_after_kill_9() {
             assert_eq!(holder.as_deref(), Some(me.as_str()));
             break;
         }
-        assert!(killed_at.elapsed() < bound * 2, "retrain lease not taken over");
+        assert!(
+            killed_at.elapsed() < bound * 2,
+            "retrain lease not taken over"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(TICK_MS * 5));

@@ -135,11 +135,12 @@ impl Report {
             .iter()
             .map(|c| {
                 let verdict = if c.passed { "pass" } else { "FAIL" };
-                let extra = match (c.check, &self.comparison) {
-                    (CheckName::AurocDrop, Some(p)) => format!(
+                let extra = match (c.check, &self.comparison, &c.note) {
+                    (CheckName::AurocDrop, Some(p), _) => format!(
                         " (champion auroc {:.4}, difference {:+.4})",
                         p.first.auroc, p.comparison.difference
                     ),
+                    (_, _, Some(note)) if c.value.is_none() => format!(" ({note})"),
                     _ => String::new(),
                 };
                 format!(

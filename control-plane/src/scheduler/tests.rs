@@ -62,6 +62,25 @@ async fn history(db: &Db) -> Vec<registry::HistoryEntry> {
         .unwrap()
 }
 
+/// One line per run on the test's output (`-- --nocapture`): outcome, versions, the gate.
+fn show(label: &str, run: &Run) {
+    let gate = run
+        .gate
+        .clone()
+        .and_then(|g| serde_json::from_value::<gate::Report>(g).ok())
+        .map_or_else(
+            || "no gate".to_string(),
+            |r| format!("{} validation decisions: {}", r.n_validation, r.summary()),
+        );
+    eprintln!(
+        "{label}: run {} {}: candidate {} vs champion {}: {gate}",
+        run.run_id,
+        run.outcome.map_or("?", Outcome::as_str),
+        run.candidate_version.as_deref().unwrap_or("-"),
+        run.champion_version.as_deref().unwrap_or("-"),
+    );
+}
+
 fn counter(outcome: Outcome) -> u64 {
     runs_total().with_label_values(&[outcome.as_str()]).get()
 }
@@ -83,6 +102,7 @@ async fn a_scheduled_run_trains_gates_deploys_and_keeps_its_period() {
         let now = T0 + 150 * MINUTE;
         let deployed_before = counter(Outcome::Deployed);
         let run = tick(db, &SIGNING_SEED, &s, now).await.unwrap().unwrap();
+        show(l, &run);
         assert_eq!(run.outcome, Some(Outcome::Deployed), "{l}: {run:?}");
         assert_eq!(
             (run.trigger, run.period_start_ms, run.status),
@@ -164,6 +184,7 @@ async fn a_scheduled_run_trains_gates_deploys_and_keeps_its_period() {
         let st = status(db, &s.config, None, day2).await.unwrap();
         assert_eq!(st.next_due_ms, Some(day2));
         let second = tick(db, &SIGNING_SEED, &s, day2).await.unwrap().unwrap();
+        show(l, &second);
         assert_eq!(second.outcome, Some(Outcome::Deployed), "{l}: {second:?}");
         assert_eq!(second.champion_version.as_deref(), Some(first.as_str()));
         let candidate = second.candidate_version.clone().unwrap();
@@ -243,6 +264,7 @@ async fn failures_are_recorded_outcomes_that_move_nothing() {
             panic!("{l}: not claimed");
         };
         let run = execute(db, &SIGNING_SEED, &s, id, None).await.unwrap();
+        show(l, &run);
         assert_eq!(run.outcome, Some(Outcome::GateFailed), "{l}: {run:?}");
         assert_eq!((run.trigger, run.period_start_ms), (Trigger::Manual, None));
         assert_eq!(run.champion_version.as_deref(), Some(default.as_str()));
