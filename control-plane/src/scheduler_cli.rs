@@ -8,7 +8,7 @@ use clap::Subcommand;
 use kakeya_control_plane::api::decisions::{finish_page, page_args};
 use kakeya_control_plane::config::Config;
 use kakeya_control_plane::learn::jobs::Progress;
-use kakeya_control_plane::scheduler::{self, Claim, Outcome, Settings, Trigger};
+use kakeya_control_plane::scheduler::{self, Claim, RunOutcome, RunTrigger, Settings};
 use kakeya_control_plane::store::Db;
 use std::sync::Arc;
 
@@ -59,7 +59,7 @@ async fn run(cfg: &Config, db: &Db, now: i64) -> anyhow::Result<()> {
         config: cfg.scheduler.clone(),
         training: cfg.training,
     };
-    let id = match scheduler::claim(db, &settings, Trigger::Manual, now).await? {
+    let id = match scheduler::claim(db, &settings, RunTrigger::Manual, now).await? {
         Claim::Started(id) => id,
         Claim::Busy(r) | Claim::PeriodDone(r) => anyhow::bail!(
             "scheduler run {} ({}) is in progress since {}; wait for it (kakeya hrs schedule status)",
@@ -86,26 +86,26 @@ async fn run(cfg: &Config, db: &Db, now: i64) -> anyhow::Result<()> {
     let r = scheduler::execute(db, &seed, &settings, id, Some(progress)).await?;
     pb.finish_and_clear();
     print(&r)?;
-    let outcome = r.outcome.unwrap_or(Outcome::Error);
+    let outcome = r.outcome.unwrap_or(RunOutcome::Error);
     let candidate = r.candidate_version.as_deref().unwrap_or("no candidate");
     let detail = r.detail.clone().unwrap_or_default();
     let why = match outcome {
-        Outcome::Deployed => format!(
+        RunOutcome::Deployed => format!(
             "{candidate} is the champion (was {}), bundle {}",
             r.champion_version.as_deref().unwrap_or("none"),
             detail["bundle_version"]
         ),
-        Outcome::GatePassed => format!(
+        RunOutcome::GatePassed => format!(
             "{candidate} passed the gate, not deployed: {}",
             detail["not_deployed"].as_str().unwrap_or_default()
         ),
-        Outcome::GateFailed => format!("{candidate} failed {}", detail["failed_checks"]),
-        Outcome::DatasetError | Outcome::TrainingFailed => format!(
+        RunOutcome::GateFailed => format!("{candidate} failed {}", detail["failed_checks"]),
+        RunOutcome::DatasetError | RunOutcome::TrainingFailed => format!(
             "training job {} failed: {}",
             detail["job_id"],
             detail["error"]["error"].as_str().unwrap_or_default()
         ),
-        Outcome::Error | Outcome::Interrupted => {
+        RunOutcome::Error | RunOutcome::Interrupted => {
             anyhow::bail!(
                 "scheduler run {id} ended with {}: {}",
                 outcome.as_str(),

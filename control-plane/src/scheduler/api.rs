@@ -1,7 +1,7 @@
 //! Routes of the retraining scheduler (admin listener, bearer token), merged into
 //! [`crate::api::protected_admin_routes`] so they are served and documented together.
 
-use super::{Claim, Run, Status, Trigger, LEASE};
+use super::{Claim, RunTrigger, SchedulerRun, SchedulerStatus, LEASE};
 use crate::api::decisions::{finish_page, page_args};
 use crate::api::registry::seed;
 use crate::api::AdminState;
@@ -32,12 +32,12 @@ fn store(e: sqlx::Error) -> ApiError {
     tag = "training",
     security(("bearer" = [])),
     responses(
-        (status = 200, body = Status, description = "The [scheduler] configuration, the lease (this replica's status and the holder the database reports), the run in progress, the last finished run and when the next scheduled run is due"),
+        (status = 200, body = SchedulerStatus, description = "The [scheduler] configuration, the lease (this replica's status and the holder the database reports), the run in progress, the last finished run and when the next scheduled run is due"),
         (status = 401, body = ErrorBody),
         (status = 503, body = ErrorBody)
     )
 )]
-pub async fn status(State(st): State<AdminState>) -> Result<Json<Status>, ApiError> {
+pub async fn status(State(st): State<AdminState>) -> Result<Json<SchedulerStatus>, ApiError> {
     let here = st.leases.snapshot().into_iter().find(|l| l.name == LEASE);
     super::status(&st.db, &st.scheduler.config, here, crate::now_ms())
         .await
@@ -59,7 +59,7 @@ pub struct RunsQuery {
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunsPage {
     /// Newest first.
-    pub runs: Vec<Run>,
+    pub runs: Vec<SchedulerRun>,
     /// Pass as `cursor` for the next (older) page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
@@ -95,7 +95,7 @@ pub async fn runs(
 
 /// A started run.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Started {
+pub struct RunStarted {
     pub run_id: i64,
 }
 
@@ -105,7 +105,7 @@ pub struct Started {
     tag = "training",
     security(("bearer" = [])),
     responses(
-        (status = 202, body = Started, description = "A manual run started on this replica: training job on [now − train_window, now), then the gate (and, with auto_deploy, the promotion); follow GET /v1/hrs/scheduler/runs"),
+        (status = 202, body = RunStarted, description = "A manual run started on this replica: training job on [now − train_window, now), then the gate (and, with auto_deploy, the promotion); follow GET /v1/hrs/scheduler/runs"),
         (status = 401, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "code run_in_progress: another run is in progress; nothing was started"),
         (status = 503, body = ErrorBody, description = "No bundle signing key loaded, or the database is unavailable")
@@ -113,9 +113,9 @@ pub struct Started {
 )]
 pub async fn run_now(
     State(st): State<AdminState>,
-) -> Result<(StatusCode, Json<Started>), ApiError> {
+) -> Result<(StatusCode, Json<RunStarted>), ApiError> {
     let seed = *seed(&st)?;
-    match super::claim(&st.db, &st.scheduler, Trigger::Manual, crate::now_ms())
+    match super::claim(&st.db, &st.scheduler, RunTrigger::Manual, crate::now_ms())
         .await
         .map_err(store)?
     {
@@ -126,7 +126,7 @@ pub async fn run_now(
                     tracing::warn!(run = run_id, error = %e, "cannot record the scheduler run's outcome");
                 }
             });
-            Ok((StatusCode::ACCEPTED, Json(Started { run_id })))
+            Ok((StatusCode::ACCEPTED, Json(RunStarted { run_id })))
         }
         Claim::Busy(r) | Claim::PeriodDone(r) => Err(ApiError::ConflictWith {
             code: "run_in_progress",

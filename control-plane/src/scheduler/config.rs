@@ -12,7 +12,7 @@
 //! drop_alpha = 0.05
 //! ```
 
-use super::gate::Thresholds;
+use super::gate::GateThresholds;
 use crate::config::{ConfigError, EnvMap};
 use crate::learn::ModelKind;
 use serde::{Deserialize, Serialize};
@@ -55,7 +55,7 @@ pub struct SchedulerConfig {
     /// off: the pass is recorded (`gate_passed`) and nothing moves.
     pub auto_deploy: bool,
     /// `auroc_floor`, `ece_ceiling`, `drop_alpha` (`KAKEYA_SCHEDULER_AUROC_FLOOR`, …).
-    pub gate: Thresholds,
+    pub gate: GateThresholds,
 }
 
 impl Default for SchedulerConfig {
@@ -69,7 +69,7 @@ impl Default for SchedulerConfig {
             train_window_ms: ms(DEFAULT_TRAIN_WINDOW),
             model_kind: ModelKind::default(),
             auto_deploy: false,
-            gate: Thresholds::default(),
+            gate: GateThresholds::default(),
         }
     }
 }
@@ -185,7 +185,7 @@ pub fn from_parts(
         })?,
         None => f.model_kind.unwrap_or(d.model_kind),
     };
-    let gate = Thresholds {
+    let gate = GateThresholds {
         auroc_floor: env_share(env, "KAKEYA_SCHEDULER_AUROC_FLOOR")?
             .or(f.auroc_floor)
             .unwrap_or(d.gate.auroc_floor),

@@ -27,7 +27,7 @@ pub const DEFAULT_DROP_ALPHA: f64 = 0.05;
 
 /// What the gate requires (`[scheduler]` `auroc_floor`, `ece_ceiling`, `drop_alpha`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Thresholds {
+pub struct GateThresholds {
     /// Least AUROC of the candidate on its validation rows, in [0, 1].
     pub auroc_floor: f64,
     /// Largest ECE of the candidate on its validation rows, in [0, 1].
@@ -36,9 +36,9 @@ pub struct Thresholds {
     pub drop_alpha: f64,
 }
 
-impl Default for Thresholds {
+impl Default for GateThresholds {
     fn default() -> Self {
-        Thresholds {
+        GateThresholds {
             auroc_floor: DEFAULT_AUROC_FLOOR,
             ece_ceiling: DEFAULT_ECE_CEILING,
             drop_alpha: DEFAULT_DROP_ALPHA,
@@ -46,7 +46,7 @@ impl Default for Thresholds {
     }
 }
 
-impl Thresholds {
+impl GateThresholds {
     /// What `[scheduler]` may not say.
     pub fn validate(&self) -> Result<(), String> {
         let share = |name: &str, v: f64, open: bool| {
@@ -71,26 +71,26 @@ impl Thresholds {
 /// The three checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum CheckName {
+pub enum GateCheckName {
     AurocFloor,
     AurocDrop,
     EceCeiling,
 }
 
-impl CheckName {
+impl GateCheckName {
     pub fn as_str(self) -> &'static str {
         match self {
-            CheckName::AurocFloor => "auroc_floor",
-            CheckName::AurocDrop => "auroc_drop",
-            CheckName::EceCeiling => "ece_ceiling",
+            GateCheckName::AurocFloor => "auroc_floor",
+            GateCheckName::AurocDrop => "auroc_drop",
+            GateCheckName::EceCeiling => "ece_ceiling",
         }
     }
 }
 
 /// One check: its value, its threshold and the verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Check {
-    pub check: CheckName,
+pub struct GateCheck {
+    pub check: GateCheckName,
     pub passed: bool,
     /// `auroc_floor`: the candidate's AUROC; `auroc_drop`: the paired test's two-sided p-value;
     /// `ece_ceiling`: the candidate's ECE. `null` when it could not be computed (see `note`).
@@ -105,10 +105,10 @@ pub struct Check {
 
 /// The gate's verdict on one candidate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Report {
+pub struct GateReport {
     /// Every check passed.
     pub passed: bool,
-    pub checks: Vec<Check>,
+    pub checks: Vec<GateCheck>,
     /// Validation rows scored, and of them hallucinated (positives) and faithful.
     pub n_validation: usize,
     pub positives: usize,
@@ -118,9 +118,9 @@ pub struct Report {
     pub comparison: Option<PairedComparison>,
 }
 
-impl Report {
+impl GateReport {
     /// The checks that failed.
-    pub fn failed(&self) -> Vec<CheckName> {
+    pub fn failed(&self) -> Vec<GateCheckName> {
         self.checks
             .iter()
             .filter(|c| !c.passed)
@@ -136,7 +136,7 @@ impl Report {
             .map(|c| {
                 let verdict = if c.passed { "pass" } else { "FAIL" };
                 let extra = match (c.check, &self.comparison, &c.note) {
-                    (CheckName::AurocDrop, Some(p), _) => format!(
+                    (GateCheckName::AurocDrop, Some(p), _) => format!(
                         " (champion auroc {:.4}, difference {:+.4})",
                         p.first.auroc, p.comparison.difference
                     ),
@@ -147,9 +147,9 @@ impl Report {
                     "{} {verdict}: {} = {}{extra}, rule {}",
                     c.check.as_str(),
                     match c.check {
-                        CheckName::AurocDrop => "p",
-                        CheckName::AurocFloor => "auroc",
-                        CheckName::EceCeiling => "ece",
+                        GateCheckName::AurocDrop => "p",
+                        GateCheckName::AurocFloor => "auroc",
+                        GateCheckName::EceCeiling => "ece",
                     },
                     num(c.value),
                     c.rule
@@ -165,11 +165,11 @@ impl Report {
 /// yields no value (empty, one class, lengths that differ, non-finite scores) fails the check
 /// that needs it.
 pub fn evaluate(
-    t: &Thresholds,
+    t: &GateThresholds,
     candidate: &[f64],
     champion: Option<&[f64]>,
     labels: &[u8],
-) -> Report {
+) -> GateReport {
     let positives = labels.iter().filter(|&&l| l == 1).count();
     let consistent = candidate.len() == labels.len() && candidate.iter().all(|s| s.is_finite());
     let why_none = |what: &str| {
@@ -180,8 +180,8 @@ pub fn evaluate(
         }
     };
     let cand_auroc = auroc(candidate, labels).filter(|_| consistent);
-    let floor = Check {
-        check: CheckName::AurocFloor,
+    let floor = GateCheck {
+        check: GateCheckName::AurocFloor,
         passed: cand_auroc.is_some_and(|a| a >= t.auroc_floor),
         value: cand_auroc,
         threshold: t.auroc_floor,
@@ -190,8 +190,8 @@ pub fn evaluate(
     };
     let (drop, comparison) = drop_check(t, candidate, champion, labels);
     let cand_ece = ece(candidate, labels).filter(|_| consistent);
-    let calibration = Check {
-        check: CheckName::EceCeiling,
+    let calibration = GateCheck {
+        check: GateCheckName::EceCeiling,
         passed: cand_ece.is_some_and(|e| e <= t.ece_ceiling),
         value: cand_ece,
         threshold: t.ece_ceiling,
@@ -199,7 +199,7 @@ pub fn evaluate(
         note: cand_ece.is_none().then(|| why_none("ECE")),
     };
     let checks = vec![floor, drop, calibration];
-    Report {
+    GateReport {
         passed: checks.iter().all(|c| c.passed),
         checks,
         n_validation: labels.len(),
@@ -210,17 +210,17 @@ pub fn evaluate(
 }
 
 fn drop_check(
-    t: &Thresholds,
+    t: &GateThresholds,
     candidate: &[f64],
     champion: Option<&[f64]>,
     labels: &[u8],
-) -> (Check, Option<PairedComparison>) {
+) -> (GateCheck, Option<PairedComparison>) {
     let rule = format!(
         "fail when candidate auroc < champion auroc and paired DeLong p < {}",
         t.drop_alpha
     );
-    let check = |passed, value, note: String| Check {
-        check: CheckName::AurocDrop,
+    let check = |passed, value, note: String| GateCheck {
+        check: GateCheckName::AurocDrop,
         passed,
         value,
         threshold: t.drop_alpha,
@@ -258,15 +258,15 @@ fn drop_check(
 mod tests {
     use super::*;
 
-    fn t(auroc_floor: f64, ece_ceiling: f64, drop_alpha: f64) -> Thresholds {
-        Thresholds {
+    fn t(auroc_floor: f64, ece_ceiling: f64, drop_alpha: f64) -> GateThresholds {
+        GateThresholds {
             auroc_floor,
             ece_ceiling,
             drop_alpha,
         }
     }
 
-    fn check(r: &Report, name: CheckName) -> &Check {
+    fn check(r: &GateReport, name: GateCheckName) -> &GateCheck {
         r.checks.iter().find(|c| c.check == name).unwrap()
     }
 
@@ -278,12 +278,12 @@ mod tests {
     #[test]
     fn auroc_floor_passes_at_the_floor_and_fails_below_it() {
         let r = evaluate(&t(0.75, 1.0, 0.05), &S4, None, &Y4);
-        let c = check(&r, CheckName::AurocFloor);
+        let c = check(&r, GateCheckName::AurocFloor);
         assert_eq!((c.value, c.threshold, c.passed), (Some(0.75), 0.75, true));
         let r = evaluate(&t(0.7500001, 1.0, 0.05), &S4, None, &Y4);
-        assert!(!check(&r, CheckName::AurocFloor).passed);
+        assert!(!check(&r, GateCheckName::AurocFloor).passed);
         assert!(!r.passed);
-        assert_eq!(r.failed(), [CheckName::AurocFloor]);
+        assert_eq!(r.failed(), [GateCheckName::AurocFloor]);
         assert_eq!((r.n_validation, r.positives, r.negatives), (4, 2, 2));
     }
 
@@ -294,12 +294,12 @@ mod tests {
         let e = ece(&S4, &Y4).unwrap();
         assert!((e - 0.35).abs() < 1e-12, "{e}");
         let r = evaluate(&t(0.0, e, 0.05), &S4, None, &Y4);
-        let c = check(&r, CheckName::EceCeiling);
+        let c = check(&r, GateCheckName::EceCeiling);
         assert_eq!((c.value, c.threshold, c.passed), (Some(e), e, true));
         assert!(r.passed);
         let r = evaluate(&t(0.0, e - 1e-9, 0.05), &S4, None, &Y4);
-        assert!(!check(&r, CheckName::EceCeiling).passed);
-        assert_eq!(r.failed(), [CheckName::EceCeiling]);
+        assert!(!check(&r, GateCheckName::EceCeiling).passed);
+        assert_eq!(r.failed(), [GateCheckName::EceCeiling]);
     }
 
     /// 40 rows: the champion ranks them perfectly, a worse candidate swaps `k` pairs.
@@ -331,23 +331,26 @@ mod tests {
         // A large drop: significant.
         let (cand, champ, y) = pair_with_drop(8);
         let r = evaluate(&t(0.0, 1.0, 0.05), &cand, Some(&champ), &y);
-        let c = check(&r, CheckName::AurocDrop);
+        let c = check(&r, GateCheckName::AurocDrop);
         let p = r.comparison.as_ref().unwrap();
         assert!(p.comparison.difference < 0.0);
         assert!(c.value.unwrap() < 0.05, "{c:?}");
         assert!(!c.passed && !r.passed);
-        assert_eq!(r.failed(), [CheckName::AurocDrop]);
+        assert_eq!(r.failed(), [GateCheckName::AurocDrop]);
         // The boundary: alpha equal to the p-value passes (fail only when p < alpha), just
         // above it fails.
         let pv = c.value.unwrap();
         let r = evaluate(&t(0.0, 1.0, pv), &cand, Some(&champ), &y);
-        assert!(check(&r, CheckName::AurocDrop).passed, "p = alpha passes");
+        assert!(
+            check(&r, GateCheckName::AurocDrop).passed,
+            "p = alpha passes"
+        );
         let r = evaluate(&t(0.0, 1.0, pv * 1.000001), &cand, Some(&champ), &y);
-        assert!(!check(&r, CheckName::AurocDrop).passed);
+        assert!(!check(&r, GateCheckName::AurocDrop).passed);
         // A small drop: not significant at 0.05.
         let (cand, champ, y) = pair_with_drop(1);
         let r = evaluate(&t(0.0, 1.0, 0.05), &cand, Some(&champ), &y);
-        let c = check(&r, CheckName::AurocDrop);
+        let c = check(&r, GateCheckName::AurocDrop);
         assert!(r.comparison.as_ref().unwrap().comparison.difference < 0.0);
         assert!(c.value.unwrap() >= 0.05 && c.passed, "{c:?}");
     }
@@ -357,33 +360,33 @@ mod tests {
         // Swap the roles: the candidate is the perfect ranker, significantly better.
         let (worse, better, y) = pair_with_drop(8);
         let r = evaluate(&t(0.0, 1.0, 0.05), &better, Some(&worse), &y);
-        let c = check(&r, CheckName::AurocDrop);
+        let c = check(&r, GateCheckName::AurocDrop);
         assert!(c.value.unwrap() < 0.05 && c.passed, "{c:?}");
         assert!(r.comparison.unwrap().comparison.difference > 0.0);
         // The champion against itself: difference 0, p = 1.
         let r = evaluate(&t(0.0, 1.0, 0.05), &better, Some(&better), &y);
-        let c = check(&r, CheckName::AurocDrop);
+        let c = check(&r, GateCheckName::AurocDrop);
         assert_eq!((c.value, c.passed), (Some(1.0), true));
     }
 
     #[test]
     fn no_champion_passes_the_drop_check_and_an_uncomputable_test_fails_it() {
         let r = evaluate(&t(0.0, 1.0, 0.05), &S4, None, &Y4);
-        let c = check(&r, CheckName::AurocDrop);
+        let c = check(&r, GateCheckName::AurocDrop);
         assert!(c.passed && c.value.is_none() && r.comparison.is_none());
         assert_eq!(c.note.as_deref(), Some("no champion to compare with"));
         // One positive only: DeLong needs two of each class.
         let y = [1, 0, 0];
         let s = [0.9, 0.2, 0.1];
         let r = evaluate(&t(0.0, 1.0, 0.05), &s, Some(&s), &y);
-        let c = check(&r, CheckName::AurocDrop);
+        let c = check(&r, GateCheckName::AurocDrop);
         assert!(!c.passed && c.value.is_none(), "{c:?}");
         assert!(c.note.as_deref().unwrap().contains("cannot be computed"));
         // The other two checks still have values.
-        assert_eq!(check(&r, CheckName::AurocFloor).value, Some(1.0));
+        assert_eq!(check(&r, GateCheckName::AurocFloor).value, Some(1.0));
         // Champion scores of another length.
         let r = evaluate(&t(0.0, 1.0, 0.05), &S4, Some(&S4[..3]), &Y4);
-        assert!(!check(&r, CheckName::AurocDrop).passed);
+        assert!(!check(&r, GateCheckName::AurocDrop).passed);
     }
 
     #[test]
@@ -394,16 +397,16 @@ mod tests {
             (vec![0.5, f64::NAN], vec![1, 0]),
             (vec![0.5], vec![1, 0]),
         ] {
-            let r = evaluate(&Thresholds::default(), &s, Some(&s), &y);
+            let r = evaluate(&GateThresholds::default(), &s, Some(&s), &y);
             assert!(!r.passed, "{s:?}");
-            let floor = check(&r, CheckName::AurocFloor);
+            let floor = check(&r, GateCheckName::AurocFloor);
             assert!(floor.value.is_none() && floor.note.is_some(), "{s:?}");
         }
     }
 
     #[test]
     fn thresholds_are_validated_and_the_summary_names_every_value() {
-        assert!(Thresholds::default().validate().is_ok());
+        assert!(GateThresholds::default().validate().is_ok());
         for bad in [
             t(1.5, 0.1, 0.05),
             t(-0.1, 0.1, 0.05),
@@ -416,7 +419,7 @@ mod tests {
             assert!(e.starts_with("scheduler."), "{e}");
         }
         let (cand, champ, y) = pair_with_drop(1);
-        let s = evaluate(&Thresholds::default(), &cand, Some(&champ), &y).summary();
+        let s = evaluate(&GateThresholds::default(), &cand, Some(&champ), &y).summary();
         assert!(s.contains("auroc_floor pass: auroc = 0.9"), "{s}");
         assert!(s.contains("auroc_drop pass: p = "), "{s}");
         assert!(s.contains("champion auroc 1.0000"), "{s}");

@@ -68,23 +68,23 @@ pub struct Settings {
 /// What started a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Trigger {
+pub enum RunTrigger {
     /// The leader's run of a period.
     Schedule,
     /// `POST /v1/hrs/scheduler/run` or `kakeya hrs schedule run`.
     Manual,
 }
 
-impl Trigger {
+impl RunTrigger {
     pub fn as_str(self) -> &'static str {
         match self {
-            Trigger::Schedule => "schedule",
-            Trigger::Manual => "manual",
+            RunTrigger::Schedule => "schedule",
+            RunTrigger::Manual => "manual",
         }
     }
 
-    fn parse(s: &str) -> Option<Trigger> {
-        [Trigger::Schedule, Trigger::Manual]
+    fn parse(s: &str) -> Option<RunTrigger> {
+        [RunTrigger::Schedule, RunTrigger::Manual]
             .into_iter()
             .find(|t| t.as_str() == s)
     }
@@ -93,7 +93,7 @@ impl Trigger {
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum RunOutcome {
     /// The candidate passed the gate and is the champion now.
     Deployed,
     /// The candidate passed the gate and was not promoted (auto_deploy off, an A/B experiment
@@ -111,31 +111,31 @@ pub enum Outcome {
     Interrupted,
 }
 
-impl Outcome {
-    pub const ALL: [Outcome; 7] = [
-        Outcome::Deployed,
-        Outcome::GatePassed,
-        Outcome::GateFailed,
-        Outcome::DatasetError,
-        Outcome::TrainingFailed,
-        Outcome::Error,
-        Outcome::Interrupted,
+impl RunOutcome {
+    pub const ALL: [RunOutcome; 7] = [
+        RunOutcome::Deployed,
+        RunOutcome::GatePassed,
+        RunOutcome::GateFailed,
+        RunOutcome::DatasetError,
+        RunOutcome::TrainingFailed,
+        RunOutcome::Error,
+        RunOutcome::Interrupted,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Deployed => "deployed",
-            Outcome::GatePassed => "gate_passed",
-            Outcome::GateFailed => "gate_failed",
-            Outcome::DatasetError => "dataset_error",
-            Outcome::TrainingFailed => "training_failed",
-            Outcome::Error => "error",
-            Outcome::Interrupted => "interrupted",
+            RunOutcome::Deployed => "deployed",
+            RunOutcome::GatePassed => "gate_passed",
+            RunOutcome::GateFailed => "gate_failed",
+            RunOutcome::DatasetError => "dataset_error",
+            RunOutcome::TrainingFailed => "training_failed",
+            RunOutcome::Error => "error",
+            RunOutcome::Interrupted => "interrupted",
         }
     }
 
-    fn parse(s: &str) -> Option<Outcome> {
-        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
+    fn parse(s: &str) -> Option<RunOutcome> {
+        RunOutcome::ALL.into_iter().find(|o| o.as_str() == s)
     }
 }
 
@@ -149,14 +149,14 @@ pub enum RunStatus {
 
 /// A run as `GET /v1/hrs/scheduler/runs` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Run {
+pub struct SchedulerRun {
     pub run_id: i64,
-    pub trigger: Trigger,
+    pub trigger: RunTrigger,
     /// The period of a scheduled run (epoch ms of its start); `null` for a manual run.
     pub period_start_ms: Option<i64>,
     pub status: RunStatus,
     /// Set when finished.
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<RunOutcome>,
     /// What it ran with: `job` (the training job's parameters: range, model kind, seed),
     /// `train_window`, `auto_deploy`, `gate` (thresholds).
     #[schema(value_type = Object)]
@@ -167,7 +167,7 @@ pub struct Run {
     pub candidate_version: Option<String>,
     /// The champion the candidate was compared with.
     pub champion_version: Option<String>,
-    /// The gate's report ([`gate::Report`]): every check with its value and threshold.
+    /// The gate's report ([`gate::GateReport`]): every check with its value and threshold.
     #[schema(value_type = Option<Object>)]
     pub gate: Option<Value>,
     /// What else the outcome says: the job's error with its counts, the failing checks, why
@@ -237,9 +237,9 @@ pub enum Claim {
     /// This caller runs it: [`execute`] it.
     Started(i64),
     /// The current period has its run already (scheduled claims only).
-    PeriodDone(Box<Run>),
+    PeriodDone(Box<SchedulerRun>),
     /// Another run is in progress.
-    Busy(Box<Run>),
+    Busy(Box<SchedulerRun>),
 }
 
 /// Claims a run (see the module docs): first finishes stale runs as `interrupted`, then
@@ -247,16 +247,16 @@ pub enum Claim {
 pub async fn claim(
     db: &Db,
     s: &Settings,
-    trigger: Trigger,
+    trigger: RunTrigger,
     now_ms: i64,
 ) -> Result<Claim, sqlx::Error> {
     let stale = store::recover_interrupted(&db.pool, now_ms, jobs::STALE_MS).await?;
     for _ in 0..stale {
         runs_total()
-            .with_label_values(&[Outcome::Interrupted.as_str()])
+            .with_label_values(&[RunOutcome::Interrupted.as_str()])
             .inc();
     }
-    let period = (trigger == Trigger::Schedule).then(|| s.config.period_start(now_ms));
+    let period = (trigger == RunTrigger::Schedule).then(|| s.config.period_start(now_ms));
     let params = run_params(s, now_ms);
     // A refused insert names its reason by the rows it collided with; the one in progress
     // may finish in between, so look again a few times.
@@ -285,8 +285,8 @@ pub async fn tick(
     seed: &[u8; 32],
     s: &Settings,
     now_ms: i64,
-) -> Result<Option<Run>, sqlx::Error> {
-    match claim(db, s, Trigger::Schedule, now_ms).await? {
+) -> Result<Option<SchedulerRun>, sqlx::Error> {
+    match claim(db, s, RunTrigger::Schedule, now_ms).await? {
         Claim::Started(id) => execute(db, seed, s, id, None).await.map(Some),
         Claim::PeriodDone(_) | Claim::Busy(_) => Ok(None),
     }
@@ -298,7 +298,7 @@ struct Stop(Finish);
 impl Stop {
     fn error(code: &str, error: impl std::fmt::Display) -> Stop {
         Stop(Finish {
-            outcome: Outcome::Error,
+            outcome: RunOutcome::Error,
             candidate_version: None,
             champion_version: None,
             gate: None,
@@ -334,7 +334,7 @@ pub async fn execute(
     s: &Settings,
     run_id: i64,
     progress: Option<Progress>,
-) -> Result<Run, sqlx::Error> {
+) -> Result<SchedulerRun, sqlx::Error> {
     let beat = {
         let pool = db.pool.clone();
         AbortOnDrop(tokio::spawn(async move {
@@ -363,7 +363,7 @@ pub async fn execute(
         .ok_or(sqlx::Error::RowNotFound)?;
     tracing::info!(
         run = run_id,
-        outcome = run.outcome.map(Outcome::as_str).unwrap_or("?"),
+        outcome = run.outcome.map(RunOutcome::as_str).unwrap_or("?"),
         candidate = run.candidate_version.as_deref().unwrap_or("-"),
         "scheduler run finished"
     );
@@ -429,9 +429,9 @@ async fn steps(
     if let Some(error) = error {
         let code = error["code"].as_str().unwrap_or_default();
         let outcome = if DatasetError::DATA_CODES.contains(&code) {
-            Outcome::DatasetError
+            RunOutcome::DatasetError
         } else {
-            Outcome::TrainingFailed
+            RunOutcome::TrainingFailed
         };
         return Ok(Finish {
             outcome,
@@ -459,7 +459,7 @@ async fn steps(
     let champion_version = scored.champion.map(|(v, _)| v);
     let gate_json = serde_json::to_value(&report).map_err(|e| Stop::error("internal", e))?;
     let mut finish = Finish {
-        outcome: Outcome::GateFailed,
+        outcome: RunOutcome::GateFailed,
         candidate_version: Some(candidate.clone()),
         champion_version: champion_version.clone(),
         gate: Some(gate_json),
@@ -469,7 +469,7 @@ async fn steps(
         finish.detail["failed_checks"] = json!(report.failed());
         return Ok(finish);
     }
-    finish.outcome = Outcome::GatePassed;
+    finish.outcome = RunOutcome::GatePassed;
     let not_deployed = if !s.config.auto_deploy {
         Some("auto_deploy is off".to_string())
     } else if champion_version.as_deref() == Some(candidate.as_str()) {
@@ -505,7 +505,7 @@ async fn steps(
     };
     let published =
         registry::move_alias(db, seed, CHAMPION, &candidate, None, &why, crate::now_ms()).await?;
-    finish.outcome = Outcome::Deployed;
+    finish.outcome = RunOutcome::Deployed;
     finish.detail["bundle_version"] = json!(published.bundle_version);
     finish.detail["history_id"] = json!(published.moved.map(|m| m.id));
     Ok(finish)
@@ -585,7 +585,7 @@ async fn score_validation(
 
 /// The lease as `GET /v1/hrs/scheduler` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct LeaseView {
+pub struct SchedulerLease {
     pub name: String,
     /// This process runs the schedule: its lease status (held, holder, since). `null` when
     /// this process has no scheduler job (retrain off, or a CLI command).
@@ -598,15 +598,15 @@ pub struct LeaseView {
 
 /// `GET /v1/hrs/scheduler` and `kakeya hrs schedule status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Status {
+pub struct SchedulerStatus {
     /// Scheduled retraining is on (`[scheduler] retrain`).
     pub enabled: bool,
     pub config: SchedulerConfig,
-    pub lease: LeaseView,
+    pub lease: SchedulerLease,
     /// The run in progress, if any.
-    pub running: Option<Run>,
+    pub running: Option<SchedulerRun>,
     /// The newest finished run.
-    pub last_run: Option<Run>,
+    pub last_run: Option<SchedulerRun>,
     /// When the next scheduled run is due (epoch ms; the current time when the current
     /// period has no run yet); `null` when scheduled retraining is off.
     pub next_due_ms: Option<i64>,
@@ -620,7 +620,7 @@ pub async fn status(
     config: &SchedulerConfig,
     here: Option<LeaseStatus>,
     now_ms: i64,
-) -> Result<Status, sqlx::Error> {
+) -> Result<SchedulerStatus, sqlx::Error> {
     let holder = match (&here, db.backend) {
         (_, Backend::Postgres) => crate::lease::holder(db, LEASE).await?,
         (Some(h), Backend::Sqlite) => h.holder.clone(),
@@ -635,10 +635,10 @@ pub async fn status(
     } else {
         None
     };
-    Ok(Status {
+    Ok(SchedulerStatus {
         enabled: config.retrain,
         config: config.clone(),
-        lease: LeaseView {
+        lease: SchedulerLease {
             name: LEASE.into(),
             here,
             holder,

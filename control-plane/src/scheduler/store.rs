@@ -4,7 +4,7 @@
 //! Two unique indexes make the claims safe with several replicas on one database, whatever
 //! the leases do: one scheduled run per period (`period_start_ms`), one run in progress.
 
-use super::{Outcome, Run, RunStatus, Trigger};
+use super::{RunOutcome, RunStatus, RunTrigger, SchedulerRun};
 use serde_json::Value;
 use sqlx::{AnyPool, Row};
 
@@ -12,7 +12,7 @@ const COLUMNS: &str = "id, triggered_by, period_start_ms, status, outcome, param
                        candidate_version, champion_version, gate, detail, started_at_ms, \
                        heartbeat_at_ms, finished_at_ms";
 
-fn row_to_run(r: &sqlx::any::AnyRow) -> Result<Run, sqlx::Error> {
+fn row_to_run(r: &sqlx::any::AnyRow) -> Result<SchedulerRun, sqlx::Error> {
     let bad = |col: &str, why: String| sqlx::Error::ColumnDecode {
         index: col.into(),
         source: why.into(),
@@ -21,9 +21,9 @@ fn row_to_run(r: &sqlx::any::AnyRow) -> Result<Run, sqlx::Error> {
     let trigger: String = r.try_get("triggered_by")?;
     let outcome: Option<String> = r.try_get("outcome")?;
     let params = json_col("params")?.unwrap_or(Value::Null);
-    Ok(Run {
+    Ok(SchedulerRun {
         run_id: r.try_get("id")?,
-        trigger: Trigger::parse(&trigger).ok_or_else(|| bad("triggered_by", trigger.clone()))?,
+        trigger: RunTrigger::parse(&trigger).ok_or_else(|| bad("triggered_by", trigger.clone()))?,
         period_start_ms: r.try_get("period_start_ms")?,
         status: match r.try_get::<String, _>("status")?.as_str() {
             "running" => RunStatus::Running,
@@ -31,7 +31,7 @@ fn row_to_run(r: &sqlx::any::AnyRow) -> Result<Run, sqlx::Error> {
             other => return Err(bad("status", other.to_string())),
         },
         outcome: outcome
-            .map(|o| Outcome::parse(&o).ok_or_else(|| bad("outcome", o.clone())))
+            .map(|o| RunOutcome::parse(&o).ok_or_else(|| bad("outcome", o.clone())))
             .transpose()?,
         params,
         job_id: r.try_get("job_id")?,
@@ -49,7 +49,7 @@ fn row_to_run(r: &sqlx::any::AnyRow) -> Result<Run, sqlx::Error> {
 /// its run already, or another run is in progress).
 pub async fn insert_running(
     pool: &AnyPool,
-    trigger: Trigger,
+    trigger: RunTrigger,
     period_start_ms: Option<i64>,
     params: &Value,
     now_ms: i64,
@@ -82,7 +82,7 @@ async fn newest(
     pool: &AnyPool,
     filter: &str,
     arg: Option<i64>,
-) -> Result<Option<Run>, sqlx::Error> {
+) -> Result<Option<SchedulerRun>, sqlx::Error> {
     let sql =
         format!("SELECT {COLUMNS} FROM scheduler_runs WHERE {filter} ORDER BY id DESC LIMIT 1");
     let mut q = sqlx::query(&sql);
@@ -96,22 +96,25 @@ async fn newest(
         .transpose()
 }
 
-pub async fn get(pool: &AnyPool, id: i64) -> Result<Option<Run>, sqlx::Error> {
+pub async fn get(pool: &AnyPool, id: i64) -> Result<Option<SchedulerRun>, sqlx::Error> {
     newest(pool, "id = $1", Some(id)).await
 }
 
 /// The run in progress, if any.
-pub async fn running(pool: &AnyPool) -> Result<Option<Run>, sqlx::Error> {
+pub async fn running(pool: &AnyPool) -> Result<Option<SchedulerRun>, sqlx::Error> {
     newest(pool, "status = 'running'", None).await
 }
 
 /// The scheduled run of the period starting at `period_start_ms`, if any.
-pub async fn of_period(pool: &AnyPool, period_start_ms: i64) -> Result<Option<Run>, sqlx::Error> {
+pub async fn of_period(
+    pool: &AnyPool,
+    period_start_ms: i64,
+) -> Result<Option<SchedulerRun>, sqlx::Error> {
     newest(pool, "period_start_ms = $1", Some(period_start_ms)).await
 }
 
 /// The newest finished run, if any.
-pub async fn last_finished(pool: &AnyPool) -> Result<Option<Run>, sqlx::Error> {
+pub async fn last_finished(pool: &AnyPool) -> Result<Option<SchedulerRun>, sqlx::Error> {
     newest(pool, "status = 'finished'", None).await
 }
 
@@ -120,7 +123,7 @@ pub async fn page(
     pool: &AnyPool,
     before_id: Option<i64>,
     limit: i64,
-) -> Result<Vec<Run>, sqlx::Error> {
+) -> Result<Vec<SchedulerRun>, sqlx::Error> {
     sqlx::query(&format!(
         "SELECT {COLUMNS} FROM scheduler_runs WHERE id < $1 ORDER BY id DESC LIMIT $2"
     ))
@@ -157,7 +160,7 @@ pub async fn heartbeat(pool: &AnyPool, id: i64, now_ms: i64) -> Result<(), sqlx:
 /// What a finished run records.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finish {
-    pub outcome: Outcome,
+    pub outcome: RunOutcome,
     pub candidate_version: Option<String>,
     pub champion_version: Option<String>,
     pub gate: Option<Value>,

@@ -3,7 +3,7 @@
 //! a deployment through the registry with history reason `gate`, recorded failures, due-ness
 //! that survives a restart, one run per period with two contenders, stale runs.
 
-use super::gate::{CheckName, Thresholds};
+use super::gate::{GateCheckName, GateThresholds};
 use super::*;
 use crate::learn::tests::{seed_halueval, MINUTE, SIGNING_SEED, T0};
 use crate::lease::{run_as_leader, Leases};
@@ -12,7 +12,7 @@ use crate::testutil::{all_dbs, postgres_db};
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
 
-fn settings(auto_deploy: bool, gate: Thresholds) -> Settings {
+fn settings(auto_deploy: bool, gate: GateThresholds) -> Settings {
     Settings {
         config: SchedulerConfig {
             retrain: true,
@@ -28,8 +28,8 @@ fn settings(auto_deploy: bool, gate: Thresholds) -> Settings {
     }
 }
 
-fn lenient() -> Thresholds {
-    Thresholds {
+fn lenient() -> GateThresholds {
+    GateThresholds {
         auroc_floor: 0.5,
         ece_ceiling: 0.5,
         drop_alpha: 0.05,
@@ -63,11 +63,11 @@ async fn history(db: &Db) -> Vec<registry::HistoryEntry> {
 }
 
 /// One line per run on the test's output (`-- --nocapture`): outcome, versions, the gate.
-fn show(label: &str, run: &Run) {
+fn show(label: &str, run: &SchedulerRun) {
     let gate = run
         .gate
         .clone()
-        .and_then(|g| serde_json::from_value::<gate::Report>(g).ok())
+        .and_then(|g| serde_json::from_value::<gate::GateReport>(g).ok())
         .map_or_else(
             || "no gate".to_string(),
             |r| format!("{} validation decisions: {}", r.n_validation, r.summary()),
@@ -75,13 +75,13 @@ fn show(label: &str, run: &Run) {
     eprintln!(
         "{label}: run {} {}: candidate {} vs champion {}: {gate}",
         run.run_id,
-        run.outcome.map_or("?", Outcome::as_str),
+        run.outcome.map_or("?", RunOutcome::as_str),
         run.candidate_version.as_deref().unwrap_or("-"),
         run.champion_version.as_deref().unwrap_or("-"),
     );
 }
 
-fn counter(outcome: Outcome) -> u64 {
+fn counter(outcome: RunOutcome) -> u64 {
     runs_total().with_label_values(&[outcome.as_str()]).get()
 }
 
@@ -100,13 +100,13 @@ async fn a_scheduled_run_trains_gates_deploys_and_keeps_its_period() {
         let n = seed_halueval(db, "acme", 300).await;
         let s = settings(true, lenient());
         let now = T0 + 150 * MINUTE;
-        let deployed_before = counter(Outcome::Deployed);
+        let deployed_before = counter(RunOutcome::Deployed);
         let run = tick(db, &SIGNING_SEED, &s, now).await.unwrap().unwrap();
         show(l, &run);
-        assert_eq!(run.outcome, Some(Outcome::Deployed), "{l}: {run:?}");
+        assert_eq!(run.outcome, Some(RunOutcome::Deployed), "{l}: {run:?}");
         assert_eq!(
             (run.trigger, run.period_start_ms, run.status),
-            (Trigger::Schedule, Some(T0), RunStatus::Finished)
+            (RunTrigger::Schedule, Some(T0), RunStatus::Finished)
         );
         let first = run.candidate_version.clone().unwrap();
         assert_eq!(run.champion_version, None);
@@ -168,7 +168,7 @@ async fn a_scheduled_run_trains_gates_deploys_and_keeps_its_period() {
         assert_eq!(detail["bundle_version"], last.bundle_version);
         let bundle = registry::current_bundle(db).await.unwrap().unwrap();
         assert_eq!(bundle.version, last.bundle_version);
-        assert!(counter(Outcome::Deployed) > deployed_before);
+        assert!(counter(RunOutcome::Deployed) > deployed_before);
         // A restart within the period: not due, nothing runs, due-ness read from the database.
         assert!(tick(db, &SIGNING_SEED, &s, now + HOUR)
             .await
@@ -185,7 +185,11 @@ async fn a_scheduled_run_trains_gates_deploys_and_keeps_its_period() {
         assert_eq!(st.next_due_ms, Some(day2));
         let second = tick(db, &SIGNING_SEED, &s, day2).await.unwrap().unwrap();
         show(l, &second);
-        assert_eq!(second.outcome, Some(Outcome::Deployed), "{l}: {second:?}");
+        assert_eq!(
+            second.outcome,
+            Some(RunOutcome::Deployed),
+            "{l}: {second:?}"
+        );
         assert_eq!(second.champion_version.as_deref(), Some(first.as_str()));
         let candidate = second.candidate_version.clone().unwrap();
         assert_ne!(candidate, first);
@@ -219,7 +223,11 @@ async fn a_scheduled_run_trains_gates_deploys_and_keeps_its_period() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(again.outcome, Some(Outcome::GatePassed), "{l}: {again:?}");
+        assert_eq!(
+            again.outcome,
+            Some(RunOutcome::GatePassed),
+            "{l}: {again:?}"
+        );
         assert_eq!(again.candidate_version.as_deref(), Some(candidate.as_str()));
         let why = again.detail.unwrap()["not_deployed"].clone();
         assert!(
@@ -260,13 +268,16 @@ async fn failures_are_recorded_outcomes_that_move_nothing() {
         seed_halueval(db, "acme", 300).await;
         let now = T0 + 6 * HOUR;
         let s = settings(true, lenient());
-        let Claim::Started(id) = claim(db, &s, Trigger::Manual, now).await.unwrap() else {
+        let Claim::Started(id) = claim(db, &s, RunTrigger::Manual, now).await.unwrap() else {
             panic!("{l}: not claimed");
         };
         let run = execute(db, &SIGNING_SEED, &s, id, None).await.unwrap();
         show(l, &run);
-        assert_eq!(run.outcome, Some(Outcome::GateFailed), "{l}: {run:?}");
-        assert_eq!((run.trigger, run.period_start_ms), (Trigger::Manual, None));
+        assert_eq!(run.outcome, Some(RunOutcome::GateFailed), "{l}: {run:?}");
+        assert_eq!(
+            (run.trigger, run.period_start_ms),
+            (RunTrigger::Manual, None)
+        );
         assert_eq!(run.champion_version.as_deref(), Some(default.as_str()));
         assert_eq!(
             run.detail.as_ref().unwrap()["failed_checks"],
@@ -282,13 +293,13 @@ async fn failures_are_recorded_outcomes_that_move_nothing() {
             .unwrap();
         assert!(p < 0.05 && difference < 0.0, "{l}: {gate}");
         assert_eq!(champion(db).await, Some(default.clone()), "{l}");
-        let strict = Thresholds {
+        let strict = GateThresholds {
             auroc_floor: 0.99,
             ece_ceiling: 0.0,
             drop_alpha: 0.05,
         };
         let s = settings(true, strict);
-        let Claim::Started(id) = claim(db, &s, Trigger::Manual, now + 1).await.unwrap() else {
+        let Claim::Started(id) = claim(db, &s, RunTrigger::Manual, now + 1).await.unwrap() else {
             panic!("{l}: not claimed");
         };
         let strict_run = execute(db, &SIGNING_SEED, &s, id, None).await.unwrap();
@@ -307,11 +318,15 @@ async fn failures_are_recorded_outcomes_that_move_nothing() {
         let mut tolerant = lenient();
         tolerant.drop_alpha = p / 2.0;
         let s = settings(false, tolerant);
-        let Claim::Started(id) = claim(db, &s, Trigger::Manual, now + 2).await.unwrap() else {
+        let Claim::Started(id) = claim(db, &s, RunTrigger::Manual, now + 2).await.unwrap() else {
             panic!("{l}: not claimed");
         };
         let passed = execute(db, &SIGNING_SEED, &s, id, None).await.unwrap();
-        assert_eq!(passed.outcome, Some(Outcome::GatePassed), "{l}: {passed:?}");
+        assert_eq!(
+            passed.outcome,
+            Some(RunOutcome::GatePassed),
+            "{l}: {passed:?}"
+        );
         assert_eq!(passed.candidate_version, run.candidate_version);
         assert_eq!(passed.detail.unwrap()["not_deployed"], "auto_deploy is off");
         assert_eq!(champion(db).await, Some(default.clone()));
@@ -320,11 +335,11 @@ async fn failures_are_recorded_outcomes_that_move_nothing() {
         let mut s = settings(true, lenient());
         s.config.train_window = "1h".into();
         s.config.train_window_ms = HOUR;
-        let Claim::Started(id) = claim(db, &s, Trigger::Manual, T0 + HOUR).await.unwrap() else {
+        let Claim::Started(id) = claim(db, &s, RunTrigger::Manual, T0 + HOUR).await.unwrap() else {
             panic!("{l}: not claimed");
         };
         let few = execute(db, &SIGNING_SEED, &s, id, None).await.unwrap();
-        assert_eq!(few.outcome, Some(Outcome::DatasetError), "{l}: {few:?}");
+        assert_eq!(few.outcome, Some(RunOutcome::DatasetError), "{l}: {few:?}");
         let e = &few.detail.as_ref().unwrap()["error"];
         assert_eq!(
             (
@@ -348,32 +363,36 @@ async fn one_run_at_a_time_and_stale_runs_are_interrupted() {
         let (db, l) = (&t.db, t.label);
         let s = settings(false, lenient());
         let now = T0;
-        let Claim::Started(first) = claim(db, &s, Trigger::Manual, now).await.unwrap() else {
+        let Claim::Started(first) = claim(db, &s, RunTrigger::Manual, now).await.unwrap() else {
             panic!("{l}");
         };
-        match claim(db, &s, Trigger::Schedule, now + 1000).await.unwrap() {
+        match claim(db, &s, RunTrigger::Schedule, now + 1000)
+            .await
+            .unwrap()
+        {
             Claim::Busy(r) => assert_eq!(r.run_id, first, "{l}"),
             other => panic!("{l}: {other:?}"),
         }
         assert!(matches!(
-            claim(db, &s, Trigger::Manual, now + 1000).await.unwrap(),
+            claim(db, &s, RunTrigger::Manual, now + 1000).await.unwrap(),
             Claim::Busy(_)
         ));
         // No heartbeat for longer than the stale limit: the next claim interrupts it.
         let later = now + jobs::STALE_MS + 1;
-        let Claim::Started(second) = claim(db, &s, Trigger::Schedule, later).await.unwrap() else {
+        let Claim::Started(second) = claim(db, &s, RunTrigger::Schedule, later).await.unwrap()
+        else {
             panic!("{l}");
         };
         let r = store::get(&db.pool, first).await.unwrap().unwrap();
         assert_eq!(
             (r.status, r.outcome),
-            (RunStatus::Finished, Some(Outcome::Interrupted)),
+            (RunStatus::Finished, Some(RunOutcome::Interrupted)),
             "{l}"
         );
         assert_eq!(r.detail.unwrap()["code"], "interrupted");
         // A late outcome of the interrupted run changes nothing.
         let f = Finish {
-            outcome: Outcome::Deployed,
+            outcome: RunOutcome::Deployed,
             candidate_version: None,
             champion_version: None,
             gate: None,
@@ -383,9 +402,16 @@ async fn one_run_at_a_time_and_stale_runs_are_interrupted() {
         // The scheduled run of this period runs (an empty range: a dataset error); the period
         // is done afterwards, the stale one did not count for it (it was manual).
         let done = execute(db, &SIGNING_SEED, &s, second, None).await.unwrap();
-        assert_eq!(done.outcome, Some(Outcome::DatasetError), "{l}: {done:?}");
+        assert_eq!(
+            done.outcome,
+            Some(RunOutcome::DatasetError),
+            "{l}: {done:?}"
+        );
         assert_eq!(done.detail.unwrap()["error"]["code"], "empty_range");
-        match claim(db, &s, Trigger::Schedule, later + 1).await.unwrap() {
+        match claim(db, &s, RunTrigger::Schedule, later + 1)
+            .await
+            .unwrap()
+        {
             Claim::PeriodDone(r) => assert_eq!(r.run_id, second),
             other => panic!("{l}: {other:?}"),
         }
@@ -404,8 +430,8 @@ async fn two_contenders_on_postgres_run_one_period_once() {
     let s = settings(false, lenient());
     let now = T0 + HOUR;
     let (a, b) = tokio::join!(
-        claim(db, &s, Trigger::Schedule, now),
-        claim(db, &s, Trigger::Schedule, now)
+        claim(db, &s, RunTrigger::Schedule, now),
+        claim(db, &s, RunTrigger::Schedule, now)
     );
     let claims = [a.unwrap(), b.unwrap()];
     let started: Vec<i64> = claims
@@ -459,12 +485,12 @@ async fn two_contenders_on_postgres_run_one_period_once() {
 
 #[test]
 fn outcomes_and_triggers_round_trip_and_data_codes_are_the_dataset_errors() {
-    for o in Outcome::ALL {
-        assert_eq!(Outcome::parse(o.as_str()), Some(o));
+    for o in RunOutcome::ALL {
+        assert_eq!(RunOutcome::parse(o.as_str()), Some(o));
         assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
     }
-    for t in [Trigger::Schedule, Trigger::Manual] {
-        assert_eq!(Trigger::parse(t.as_str()), Some(t));
+    for t in [RunTrigger::Schedule, RunTrigger::Manual] {
+        assert_eq!(RunTrigger::parse(t.as_str()), Some(t));
     }
     let all = [
         DatasetError::BadRange {
@@ -498,7 +524,7 @@ fn outcomes_and_triggers_round_trip_and_data_codes_are_the_dataset_errors() {
     }
     assert_eq!(DatasetError::DATA_CODES.len(), all.len());
     assert!(!DatasetError::Store("down".into()).is_about_the_data());
-    assert_eq!(CheckName::AurocDrop.as_str(), "auroc_drop");
+    assert_eq!(GateCheckName::AurocDrop.as_str(), "auroc_drop");
 }
 
 /// The routes on a live control plane with `[scheduler] retrain = true` (SQLite: the lease is
@@ -552,7 +578,7 @@ async fn the_routes_show_the_scheduler_refuse_a_second_run_and_start_one() {
         config: cfg.scheduler.clone(),
         training: cfg.training,
     };
-    let Claim::Started(busy) = claim(&r.db, &s, Trigger::Manual, crate::now_ms())
+    let Claim::Started(busy) = claim(&r.db, &s, RunTrigger::Manual, crate::now_ms())
         .await
         .unwrap()
     else {
