@@ -51,7 +51,7 @@ pub enum AbCmd {
     },
 }
 
-async fn db(cfg: &Config) -> anyhow::Result<Db> {
+pub(crate) async fn db(cfg: &Config) -> anyhow::Result<Db> {
     Db::connect(&cfg.database_url, None)
         .await
         .context("cannot open the database; check DATABASE_URL")
@@ -64,7 +64,7 @@ fn seed(cfg: &Config) -> anyhow::Result<[u8; 32]> {
 }
 
 /// Pretty JSON on stdout; a closed pipe (`| head`) is an error, not a panic.
-fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(crate) fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
     use std::io::Write;
     writeln!(
         std::io::stdout().lock(),

@@ -76,6 +76,7 @@ pub struct FileConfig {
     pub review: Option<ReviewFileConfig>,
     pub training: Option<crate::learn::TrainingOptions>,
     pub lease_tick_ms: Option<u64>,
+    pub scheduler: Option<crate::scheduler::config::SchedulerFileConfig>,
 }
 
 /// `[review]` of `kakeya.toml`.
@@ -153,6 +154,8 @@ pub struct Config {
     /// How often a background job's leader lease is checked or tried (`KAKEYA_LEASE_TICK_MS`):
     /// after the leader dies, another replica takes over within about one tick.
     pub lease_tick_ms: u64,
+    /// Scheduled retraining and the auto-deploy gate (`[scheduler]`, `KAKEYA_SCHEDULER_*`).
+    pub scheduler: crate::scheduler::SchedulerConfig,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -189,6 +192,7 @@ impl Default for Config {
             review: ReviewConfig::default(),
             training: crate::learn::TrainingOptions::default(),
             lease_tick_ms: crate::lease::DEFAULT_TICK_MS,
+            scheduler: crate::scheduler::SchedulerConfig::default(),
             warnings: Vec::new(),
         }
     }
@@ -310,6 +314,7 @@ impl Config {
         let mut keyring = file.keyring.unwrap_or_default();
         apply_keyring_env(&mut keyring, env, &mut warnings)?;
         let review = review_config(file.review, env)?;
+        let scheduler = crate::scheduler::config::from_parts(file.scheduler, env)?;
         let cfg = Config {
             admin_addr: env_addr(env, "KAKEYA_ADMIN_ADDR")?
                 .or(file.admin_addr)
@@ -353,6 +358,7 @@ impl Config {
             review,
             training: file.training.unwrap_or(d.training),
             lease_tick_ms,
+            scheduler,
             warnings,
         };
         cfg.validate()?;
@@ -383,6 +389,7 @@ impl Config {
             ));
         }
         self.training.validate().map_err(ConfigError::Invalid)?;
+        self.scheduler.validate().map_err(ConfigError::Invalid)?;
         if self.lease_tick_ms < 100 {
             return Err(ConfigError::Invalid(
                 "lease_tick_ms must be at least 100".into(),
@@ -828,10 +835,10 @@ pub fn parse_tenants(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> EnvMap {
+    pub(crate) fn env(pairs: &[(&str, &str)]) -> EnvMap {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

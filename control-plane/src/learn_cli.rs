@@ -31,6 +31,12 @@ pub enum HrsCmd {
         #[command(subcommand)]
         cmd: crate::ab_cli::AbCmd,
     },
+    /// Scheduled retraining and the auto-deploy gate: status, runs, and a run now (same code
+    /// path as /v1/hrs/scheduler).
+    Schedule {
+        #[command(subcommand)]
+        cmd: crate::scheduler_cli::ScheduleCmd,
+    },
 }
 
 #[derive(Args)]
@@ -109,6 +115,7 @@ pub async fn run(cfg: Config, cmd: HrsCmd) -> anyhow::Result<()> {
     match cmd {
         HrsCmd::Train(a) => train(cfg, a).await,
         HrsCmd::Ab { cmd } => crate::ab_cli::ab(cfg, cmd).await,
+        HrsCmd::Schedule { cmd } => crate::scheduler_cli::schedule(cfg, cmd).await,
         HrsCmd::Jobs { cmd } => {
             let db = db(&cfg).await?;
             match cmd.unwrap_or(JobsCmd::List {

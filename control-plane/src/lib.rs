@@ -17,6 +17,7 @@
 //! * [`ab`]: A/B experiments on the served bundle and their statistics (`/v1/hrs/ab`);
 //! * [`evidence`]: opt-in, encrypted, TTL-bounded retention of queued decisions' evidence;
 //! * [`learn`]: datasets from the decision log and its labels, training jobs (`/v1/hrs/train`);
+//! * [`scheduler`]: scheduled retraining and the auto-deploy gate (`/v1/hrs/scheduler`);
 //! * [`lease`]: leader leases, so background jobs run on one replica of many;
 //! * [`ml`]: offline training and cross-validated evaluation of the hallucination-risk scorer.
 //!
@@ -41,6 +42,7 @@ pub mod private_file;
 pub mod progress;
 pub mod registry;
 pub mod review;
+pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod wal;

@@ -15,6 +15,7 @@ mod hrs;
 mod learn_cli;
 mod registry_cli;
 mod review_cli;
+mod scheduler_cli;
 
 #[derive(Parser)]
 #[command(name = "kakeya", version, about = "Kakeya Edge control plane")]

@@ -87,6 +87,8 @@ impl Metrics {
         )?;
         registry.register(Box::new(ingest_duration_seconds.clone()))?;
         registry.register(Box::new(integrity_failures_total().clone()))?;
+        registry.register(Box::new(crate::scheduler::runs_total().clone()))?;
+        registry.register(Box::new(crate::scheduler::gate_checks_total().clone()))?;
         let feature_rejects_total = IntCounterVec::new(
             Opts::new(
                 "kakeya_feature_rejects_total",

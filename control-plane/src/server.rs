@@ -173,6 +173,10 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         bundle_seed: Some(std::sync::Arc::new(seed)),
         evidence: Some(evidence.clone()),
         leases: leases.clone(),
+        scheduler: crate::scheduler::Settings {
+            config: cfg.scheduler.clone(),
+            training: cfg.training,
+        },
     };
     let ingest_app = ingest_router(IngestState {
         handle,
@@ -270,7 +274,37 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             }
         },
     )?;
-    let jobs = [retention, dedup_expiry, evidence_purge, ab_expiry];
+    // Scheduled retraining (off by default): the leader looks whether the current period has
+    // its run; the run's row, unique per period, is what keeps it to one run per period.
+    let scheduled_retrain = if cfg.scheduler.retrain {
+        let settings = crate::scheduler::Settings {
+            config: cfg.scheduler.clone(),
+            training: cfg.training,
+        };
+        let sched_db = db.clone();
+        Some(run_as_leader(
+            db.clone(),
+            &leases,
+            crate::scheduler::LEASE,
+            crate::scheduler::CHECK_EVERY,
+            move || {
+                let (db, settings) = (sched_db.clone(), settings.clone());
+                async move {
+                    if let Err(e) =
+                        crate::scheduler::tick(&db, &seed, &settings, crate::now_ms()).await
+                    {
+                        tracing::warn!(error = %e, "scheduled retraining failed");
+                    }
+                }
+            },
+        )?)
+    } else {
+        None
+    };
+    let jobs: Vec<JoinHandle<()>> = [retention, dedup_expiry, evidence_purge, ab_expiry]
+        .into_iter()
+        .chain(scheduled_retrain)
+        .collect();
 
     let join = tokio::spawn(async move {
         let r1 = ingest_srv.await;

@@ -181,6 +181,9 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("GET", "/v1/hrs/ab"),
         ("GET", "/v1/hrs/ab/{experiment_id}"),
         ("POST", "/v1/hrs/ab/{experiment_id}/stop"),
+        ("GET", "/v1/hrs/scheduler"),
+        ("GET", "/v1/hrs/scheduler/runs"),
+        ("POST", "/v1/hrs/scheduler/run"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

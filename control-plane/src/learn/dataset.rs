@@ -174,6 +174,23 @@ impl DatasetError {
         }
     }
 
+    /// True for the errors about the data (range, schema, labels, split), false for a
+    /// database failure.
+    pub fn is_about_the_data(&self) -> bool {
+        Self::DATA_CODES.contains(&self.code())
+    }
+
+    /// The [`Self::code`]s of the errors about the data: what a failed job's `error.code` is
+    /// when the range had too little to train on (the scheduler records those runs as
+    /// `dataset_error`, with the counts).
+    pub const DATA_CODES: [&'static str; 5] = [
+        "bad_range",
+        "empty_range",
+        "no_rows_of_schema",
+        "insufficient_labels",
+        "one_class_split",
+    ];
+
     /// `{code, error, <counts>}`: what a failed job reports.
     pub fn to_json(&self) -> Value {
         let mut v = match self {

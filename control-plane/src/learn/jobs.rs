@@ -256,11 +256,7 @@ fn row_to_job(r: &sqlx::any::AnyRow) -> Result<Job, sqlx::Error> {
         index: col.into(),
         source: why.into(),
     };
-    let json_col = |col: &str| -> Result<Option<Value>, sqlx::Error> {
-        r.try_get::<Option<String>, _>(col)?
-            .map(|t| serde_json::from_str(&t).map_err(|e| bad(col, e.to_string())))
-            .transpose()
-    };
+    let json_col = |col: &str| crate::store::json_column(r, col);
     let status: String = r.try_get("status")?;
     let params: String = r.try_get("params")?;
     Ok(Job {
@@ -385,20 +381,26 @@ pub async fn claim_next(db: &Db, now_ms: i64) -> Result<Option<Job>, sqlx::Error
         .fetch_optional(&db.pool)
         .await?;
         let Some(id) = id else { return Ok(None) };
-        let done = sqlx::query(
-            "UPDATE training_jobs SET status = 'running', started_at_ms = $1, \
-             heartbeat_at_ms = $2 WHERE id = $3 AND status = 'queued'",
-        )
-        .bind(now_ms)
-        .bind(now_ms)
-        .bind(id)
-        .execute(&db.pool)
-        .await?;
-        if done.rows_affected() == 1 {
+        if claim(db, id, now_ms).await? {
             return get(db, id).await;
         }
         // Another runner took it: try the next one.
     }
+}
+
+/// Claims the queued job `id` for this caller (the scheduler runs the job it queued itself
+/// when no runner was quicker); false when it is no longer queued.
+pub async fn claim(db: &Db, id: i64, now_ms: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE training_jobs SET status = 'running', started_at_ms = $1, \
+         heartbeat_at_ms = $2 WHERE id = $3 AND status = 'queued'",
+    )
+    .bind(now_ms)
+    .bind(now_ms)
+    .bind(id)
+    .execute(&db.pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 async fn heartbeat(db: &Db, id: i64, progress: f64, now_ms: i64) -> Result<(), sqlx::Error> {
@@ -472,7 +474,7 @@ pub async fn recover_interrupted(db: &Db, now_ms: i64, stale_ms: i64) -> Result<
 
 /// Aborts a task when dropped (a job future dropped mid-way must not leave its heartbeat
 /// running).
-struct AbortOnDrop(JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -414,7 +414,14 @@ pub fn train(
 
 /// Calibrated risks of a given artifact on every row (in-sample if it was trained on them).
 pub fn score_with(p: &Prepared, m: &Model) -> Vec<f64> {
-    let x = with_tenant(&p.x, m.tenant());
+    score_matrix(&p.x, m)
+}
+
+/// Calibrated risks of `m` on the rows of `x` (row-major n × [`N_FEATURES`]), with the tenant
+/// columns recomputed against the artifact's own baseline, as the gate scores a tenant without
+/// bundle statistics.
+pub fn score_matrix(x: &[f64], m: &Model) -> Vec<f64> {
+    let x = with_tenant(x, m.tenant());
     x.chunks_exact(N_FEATURES).map(|r| m.score(r).1).collect()
 }
 

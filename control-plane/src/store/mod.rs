@@ -14,6 +14,23 @@ mod tests;
 
 pub use db::{Backend, Db};
 
+/// A nullable JSON text column of `r`, parsed (`None` when NULL); text that is not JSON is a
+/// decode error naming the column.
+pub fn json_column(
+    r: &sqlx::any::AnyRow,
+    col: &str,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    use sqlx::Row;
+    r.try_get::<Option<String>, _>(col)?
+        .map(|t| {
+            serde_json::from_str(&t).map_err(|e| sqlx::Error::ColumnDecode {
+                index: col.into(),
+                source: e.to_string().into(),
+            })
+        })
+        .transpose()
+}
+
 use crate::wal::WalRecord;
 use kakeya_core::VerifyResult;
 use sqlx::AnyConnection;
