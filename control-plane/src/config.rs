@@ -76,6 +76,7 @@ pub struct FileConfig {
     pub review: Option<ReviewFileConfig>,
     pub training: Option<crate::learn::TrainingOptions>,
     pub lease_tick_ms: Option<u64>,
+    pub drift: Option<crate::drift::options::DriftFileConfig>,
 }
 
 /// `[review]` of `kakeya.toml`.
@@ -153,6 +154,8 @@ pub struct Config {
     /// How often a background job's leader lease is checked or tried (`KAKEYA_LEASE_TICK_MS`):
     /// after the leader dies, another replica takes over within about one tick.
     pub lease_tick_ms: u64,
+    /// Drift checks, their thresholds and auto-revert (`[drift]`, `KAKEYA_DRIFT_*`).
+    pub drift: crate::drift::DriftOptions,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -189,6 +192,7 @@ impl Default for Config {
             review: ReviewConfig::default(),
             training: crate::learn::TrainingOptions::default(),
             lease_tick_ms: crate::lease::DEFAULT_TICK_MS,
+            drift: crate::drift::DriftOptions::default(),
             warnings: Vec::new(),
         }
     }
@@ -310,6 +314,7 @@ impl Config {
         let mut keyring = file.keyring.unwrap_or_default();
         apply_keyring_env(&mut keyring, env, &mut warnings)?;
         let review = review_config(file.review, env)?;
+        let drift = crate::drift::DriftOptions::from_parts(file.drift, env)?;
         let cfg = Config {
             admin_addr: env_addr(env, "KAKEYA_ADMIN_ADDR")?
                 .or(file.admin_addr)
@@ -353,6 +358,7 @@ impl Config {
             review,
             training: file.training.unwrap_or(d.training),
             lease_tick_ms,
+            drift,
             warnings,
         };
         cfg.validate()?;

@@ -9,6 +9,7 @@ use kakeya_control_plane::{envoy, ingest, server, store};
 use std::path::PathBuf;
 
 mod ab_cli;
+mod drift_cli;
 mod eval_gateway;
 mod hrs;
 mod learn_cli;

@@ -65,6 +65,7 @@ fn harness_with(
             metrics.leader.clone(),
             std::time::Duration::from_secs(5),
         ),
+        drift: crate::drift::DriftOptions::default(),
     });
     Harness {
         router: ingest_router(IngestState {

@@ -10,7 +10,8 @@
 //! starts with the listeners and stops with them. Background jobs: WAL retention (daily, every
 //! replica), and under their leader leases ([`crate::lease`]) the dedup TTL cleanup (hourly),
 //! the evidence purge and the end of A/B experiments at their `ends_at`
-//! ([`crate::ab::expire_due`], every [`crate::ab::EXPIRY_TICK`]).
+//! ([`crate::ab::expire_due`], every [`crate::ab::EXPIRY_TICK`]), and the drift check
+//! ([`crate::drift::run_periodic`], every `[drift] check_every`).
 
 use crate::api::auth::Secret;
 use crate::api::{admin_router, ingest_router, AdminState, IngestState};
@@ -173,6 +174,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         bundle_seed: Some(std::sync::Arc::new(seed)),
         evidence: Some(evidence.clone()),
         leases: leases.clone(),
+        drift: cfg.drift,
     };
     let ingest_app = ingest_router(IngestState {
         handle,
@@ -270,7 +272,25 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             }
         },
     )?;
-    let jobs = [retention, dedup_expiry, evidence_purge, ab_expiry];
+    // Drift checks, every [drift] check_every (auto-revert when [drift] auto_revert).
+    let (drift_db, drift_opts) = (db.clone(), cfg.drift);
+    let drift_check = run_as_leader(
+        db.clone(),
+        &leases,
+        crate::drift::LEASE,
+        drift_opts.check_every,
+        move || {
+            let db = drift_db.clone();
+            async move { crate::drift::run_periodic(&db, &seed, &drift_opts).await }
+        },
+    )?;
+    let jobs = [
+        retention,
+        dedup_expiry,
+        evidence_purge,
+        ab_expiry,
+        drift_check,
+    ];
 
     let join = tokio::spawn(async move {
         let r1 = ingest_srv.await;

@@ -8,7 +8,8 @@
 //!   registry (`/v1/models`, `/v1/aliases/…`, `/v1/hrs/register|activate`, [`registry`]),
 //!   background-job leases (`/v1/operator/leader`, [`leader`]), review queue and labels
 //!   ([`crate::review`]), training jobs (`/v1/hrs/train`, `/v1/hrs/jobs`, [`crate::learn`]), A/B
-//!   experiments (`/v1/hrs/ab`, [`crate::ab`]).
+//!   experiments (`/v1/hrs/ab`, [`crate::ab`]), drift checks and alerts (`/v1/hrs/drift`,
+//!   [`crate::drift`]).
 //!   Everything except `/health`,
 //!   `/ready` and the signed bundle (`GET /v1/bundles/current`, polled by the filters) requires
 //!   the bearer admin token ([`auth`]).
@@ -69,6 +70,8 @@ pub struct AdminState {
     pub evidence: Option<crate::evidence::Vault>,
     /// The background-job leases of this process (`GET /v1/operator/leader`).
     pub leases: crate::lease::Leases,
+    /// Thresholds and auto-revert of `POST /v1/hrs/drift/check` (`[drift]`).
+    pub drift: crate::drift::DriftOptions,
 }
 
 async fn not_found() -> ApiError {
@@ -104,6 +107,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .merge(crate::review::api::router())
         .merge(crate::learn::api::router())
         .merge(crate::ab::api::router())
+        .merge(crate::drift::api::router())
 }
 
 pub fn ingest_router(state: IngestState) -> Router {

@@ -181,6 +181,8 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("GET", "/v1/hrs/ab"),
         ("GET", "/v1/hrs/ab/{experiment_id}"),
         ("POST", "/v1/hrs/ab/{experiment_id}/stop"),
+        ("POST", "/v1/hrs/drift/check"),
+        ("GET", "/v1/hrs/drift/alerts"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

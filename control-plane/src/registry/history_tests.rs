@@ -363,6 +363,7 @@ impl Api {
                     metrics.leader.clone(),
                     std::time::Duration::from_secs(5),
                 ),
+                drift: crate::drift::DriftOptions::default(),
                 metrics,
                 committer: std::sync::Arc::new(crate::ingest::CommitterStatus {
                     wal_ok: true.into(),

@@ -1359,6 +1359,7 @@ async fn the_bundle_route_does_not_serve_an_altered_row() {
                 metrics.leader.clone(),
                 std::time::Duration::from_secs(5),
             ),
+            drift: crate::drift::DriftOptions::default(),
         });
         let get = |path: &'static str| {
             let router = router.clone();
