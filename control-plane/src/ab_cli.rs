@@ -64,7 +64,7 @@ fn seed(cfg: &Config) -> anyhow::Result<[u8; 32]> {
 }
 
 /// Pretty JSON on stdout; a closed pipe (`| head`) is an error, not a panic.
-fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(crate) fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
     use std::io::Write;
     writeln!(
         std::io::stdout().lock(),

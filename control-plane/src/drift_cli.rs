@@ -2,10 +2,11 @@
 //! functions as `/v1/hrs/drift` (an auto-revert publishes the bundle a running `kakeya serve`
 //! serves at once).
 
+use crate::ab_cli::print;
 use anyhow::Context;
 use clap::Subcommand;
 use kakeya_control_plane::config::Config;
-use kakeya_control_plane::drift::{self, analysis::Status, By};
+use kakeya_control_plane::drift::{self, analysis::DriftStatus, By};
 use kakeya_control_plane::registry::{self, keys};
 use kakeya_control_plane::store::Db;
 
@@ -36,22 +37,12 @@ pub enum DriftCmd {
     },
 }
 
-fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    use std::io::Write;
-    writeln!(
-        std::io::stdout().lock(),
-        "{}",
-        serde_json::to_string_pretty(v)?
-    )
-    .context("cannot write to stdout")
-}
-
-fn status(s: Status) -> &'static str {
+fn status(s: DriftStatus) -> &'static str {
     match s {
-        Status::Ok => "ok",
-        Status::Drift => "DRIFT",
-        Status::InsufficientData => "insufficient data",
-        Status::NoReference => "no reference",
+        DriftStatus::Ok => "ok",
+        DriftStatus::Drift => "DRIFT",
+        DriftStatus::InsufficientData => "insufficient data",
+        DriftStatus::NoReference => "no reference",
     }
 }
 

@@ -37,20 +37,14 @@ pub fn kakeya_json(stack: &Stack, args: &[&str]) -> Result<Value> {
     serde_json::from_slice(&out.stdout).with_context(|| format!("kakeya {args:?}: not JSON"))
 }
 
-/// Sends `limit` rows of `dataset` through the gateway (`kakeya eval --through`, tenant
+/// Sends every row of `dataset` through the gateway (`kakeya eval --through`, tenant
 /// `tenant`), all of which must be scored by `model` (a version, or `champion`); returns the
 /// eval report.
-pub fn send_rows(
-    stack: &Stack,
-    dataset: &Path,
-    limit: usize,
-    tenant: &str,
-    model: &str,
-) -> Result<Value> {
+pub fn send_rows(stack: &Stack, dataset: &Path, tenant: &str, model: &str) -> Result<Value> {
     let report = stack
         .data_path()
         .join(format!("eval-{}.json", kakeya_control_plane::now_ms()));
-    let (gateway, limit) = (stack.url(""), limit.to_string());
+    let gateway = stack.url("");
     let out = stack.kakeya(&[
         "eval",
         "--dataset",
@@ -63,8 +57,6 @@ pub fn send_rows(
         KEY,
         "--tenant",
         tenant,
-        "--limit",
-        &limit,
         "--report",
         report.to_str().context("report path")?,
     ])?;
@@ -78,19 +70,40 @@ pub fn send_rows(
     Ok(serde_json::from_slice(&std::fs::read(&report)?)?)
 }
 
-/// Writes `dataset` with every response made much longer (the answer, then the question and
-/// the context restated: more tokens, more text the evidence does support and more it does
-/// not): traffic unlike any training row.
-pub fn write_shifted(dataset: &Path, out: &Path) -> Result<PathBuf> {
-    let rows = dataset::parse(&std::fs::read(dataset)?)?;
+/// `n` rows of `dataset` drawn at random (seeded Fisher–Yates): a sample of the same
+/// distribution. (`kakeya eval --limit` takes whole items in file order instead, which is not
+/// one: its first rows differ from the rest, and a drift check rightly says so.)
+pub fn random_rows(dataset: &Path, n: usize, seed: u64) -> Result<Vec<dataset::Row>> {
+    let mut rows = dataset::parse(&std::fs::read(dataset)?)?;
+    let mut rng = kakeya_core::pcs_builder::SplitMix64(seed);
+    for i in (1..rows.len()).rev() {
+        let j = usize::try_from(rng.next_u64() % (i as u64 + 1))?;
+        rows.swap(i, j);
+    }
+    rows.truncate(n);
+    Ok(rows)
+}
+
+/// `rows` with every response made much longer (the answer, then the question and the
+/// context restated, then the answer again): traffic unlike any training row.
+pub fn lengthened(rows: &[dataset::Row]) -> Vec<dataset::Row> {
+    rows.iter()
+        .map(|r| dataset::Row {
+            response: format!(
+                "{} Restating the question: {} In the source's words: {} And once more: {}",
+                r.response, r.question, r.context, r.response
+            ),
+            ..r.clone()
+        })
+        .collect()
+}
+
+/// Writes `rows` as a JSONL dataset at `out`.
+pub fn write_rows(rows: &[dataset::Row], out: &Path) -> Result<PathBuf> {
     let mut text = String::new();
     for r in rows {
-        let response = format!(
-            "{} Restating the question: {} In the source's words: {} And once more: {}",
-            r.response, r.question, r.context, r.response
-        );
         let row = json!({"id": r.id, "task": r.task, "question": r.question,
-                         "context": r.context, "response": response, "label": r.label});
+                         "context": r.context, "response": r.response, "label": r.label});
         text.push_str(&row.to_string());
         text.push('\n');
     }

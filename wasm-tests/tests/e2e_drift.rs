@@ -10,8 +10,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kakeya_wasm_tests::drift_steps::{
-    alerts, alerts_of, check, check_cli, kakeya_json, label_against, now_rfc3339, sample_path,
-    send_rows, wait_served, write_shifted,
+    alerts, alerts_of, check, check_cli, kakeya_json, label_against, lengthened, now_rfc3339,
+    random_rows, sample_path, send_rows, wait_served, write_rows,
 };
 use kakeya_wasm_tests::fixtures::coverage_model;
 use kakeya_wasm_tests::stack::{Stack, StackOptions};
@@ -53,10 +53,12 @@ fn drift_is_detected_and_a_degraded_champion_is_reverted() {
     }
     wait_served(&stack, &default, Duration::from_secs(20)).unwrap();
 
-    // 1. Traffic like the training data: no feature alert.
+    // 1. Traffic like the training data (a random sample of it): no feature alert.
+    let rows = random_rows(&sample_path(), ROWS, 7).unwrap();
+    let clean = write_rows(&rows, &stack.data_path().join("clean.jsonl")).unwrap();
     let clean_since = now_rfc3339();
     let clean_ms = kakeya_control_plane::now_ms();
-    let sent = send_rows(&stack, &sample_path(), ROWS, TENANT, &default).unwrap();
+    let sent = send_rows(&stack, &clean, TENANT, &default).unwrap();
     assert_eq!(sent["served"]["n"], ROWS as u64, "{}", sent["served"]);
     let r = check(&stack, &clean_since).unwrap();
     let m = &r["models"][0];
@@ -74,9 +76,9 @@ fn drift_is_detected_and_a_degraded_champion_is_reverted() {
     eprintln!("clean traffic: {ROWS} decisions, largest PSI {worst:.4}");
 
     // 2. Much longer answers: feature drift, seen by the CLI too.
-    let shifted = write_shifted(&sample_path(), &stack.data_path().join("shifted.jsonl")).unwrap();
+    let shifted = write_rows(&lengthened(&rows), &stack.data_path().join("long.jsonl")).unwrap();
     let shift_since = now_rfc3339();
-    send_rows(&stack, &shifted, ROWS, TENANT, &default).unwrap();
+    send_rows(&stack, &shifted, TENANT, &default).unwrap();
     let r = check_cli(&stack, &shift_since).unwrap();
     assert_eq!(r["outcome"], "drift", "{}", r["models"][0]["features"]);
     let feature = alerts_of(&r, "feature_drift");

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 /// Where a section of a check stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub enum DriftStatus {
     /// Checked, no alert.
     Ok,
     /// Checked, at least one alert.
@@ -79,23 +79,23 @@ impl AlertType {
 /// Which test raised an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Test {
+pub enum DriftTest {
     Ks,
     Psi,
     Auroc,
 }
 
-impl Test {
+impl DriftTest {
     pub fn as_str(self) -> &'static str {
         match self {
-            Test::Ks => "ks",
-            Test::Psi => "psi",
-            Test::Auroc => "auroc",
+            DriftTest::Ks => "ks",
+            DriftTest::Psi => "psi",
+            DriftTest::Auroc => "auroc",
         }
     }
 
-    pub(super) fn parse(s: &str) -> Option<Test> {
-        [Test::Ks, Test::Psi, Test::Auroc]
+    pub(super) fn parse(s: &str) -> Option<DriftTest> {
+        [DriftTest::Ks, DriftTest::Psi, DriftTest::Auroc]
             .into_iter()
             .find(|t| t.as_str() == s)
     }
@@ -127,7 +127,7 @@ impl Severity {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
     pub alert_type: AlertType,
-    pub test: Test,
+    pub test: DriftTest,
     pub feature: Option<String>,
     pub statistic: f64,
     pub p_value: Option<f64>,
@@ -191,7 +191,7 @@ pub fn feature_findings(features: &[FeatureDrift], opts: &DriftOptions) -> Vec<F
         if f.ks_rejected {
             out.push(Finding {
                 alert_type: AlertType::FeatureDrift,
-                test: Test::Ks,
+                test: DriftTest::Ks,
                 feature: Some(f.feature.clone()),
                 statistic: f.ks_statistic,
                 p_value: Some(f.ks_p_adjusted),
@@ -209,7 +209,7 @@ pub fn feature_findings(features: &[FeatureDrift], opts: &DriftOptions) -> Vec<F
         if let Some((threshold, severity)) = level {
             out.push(Finding {
                 alert_type: AlertType::FeatureDrift,
-                test: Test::Psi,
+                test: DriftTest::Psi,
                 feature: Some(f.feature.clone()),
                 statistic: f.psi,
                 p_value: None,
@@ -223,8 +223,8 @@ pub fn feature_findings(features: &[FeatureDrift], opts: &DriftOptions) -> Vec<F
 
 /// The performance test of a model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Performance {
-    pub status: Status,
+pub struct PerformanceCheck {
+    pub status: DriftStatus,
     /// The card's AUROC the window is compared with; `null` without one.
     pub reference_auroc: Option<f64>,
     /// Where it comes from on the card (`evaluation.metrics.auroc.value`: the time-based
@@ -256,12 +256,12 @@ pub fn performance(
     labels: &[u8],
     reference: Option<(f64, &str)>,
     opts: &DriftOptions,
-) -> (Performance, Option<Finding>) {
+) -> (PerformanceCheck, Option<Finding>) {
     let hallucinated = labels.iter().filter(|&&l| l == 1).count();
     let faithful = labels.len() - hallucinated;
     let need = opts.min_labels_per_class;
-    let mut p = Performance {
-        status: Status::InsufficientData,
+    let mut p = PerformanceCheck {
+        status: DriftStatus::InsufficientData,
         reference_auroc: reference.map(|r| r.0),
         reference_source: reference.map_or_else(
             || "none: the card has no computed AUROC (an uploaded artifact)".into(),
@@ -278,7 +278,7 @@ pub fn performance(
         reason: String::new(),
     };
     let Some((card, _)) = reference else {
-        p.status = Status::NoReference;
+        p.status = DriftStatus::NoReference;
         p.reason = "no reference AUROC to compare with".into();
         return (p, None);
     };
@@ -306,15 +306,19 @@ pub fn performance(
         0.0
     };
     let alert = drop > opts.auroc_drop && est.ci95.high < card;
-    p.status = if alert { Status::Drift } else { Status::Ok };
+    p.status = if alert {
+        DriftStatus::Drift
+    } else {
+        DriftStatus::Ok
+    };
     p.reason = format!(
         "rolling AUROC {:.4} (95 % CI {:.4}–{:.4}) vs the card's {card:.4}: drop {drop:.4} \
          (alert above {} with the interval below the card's)",
         est.auroc, est.ci95.low, est.ci95.high, opts.auroc_drop
     );
-    let finding = alert.then(|| Finding {
+    let finding = alert.then_some(Finding {
         alert_type: AlertType::PerformanceDrift,
-        test: Test::Auroc,
+        test: DriftTest::Auroc,
         feature: None,
         statistic: est.auroc,
         p_value: Some(p_value),
@@ -328,7 +332,7 @@ pub fn performance(
     (p, finding)
 }
 
-/// The card's AUROC a model is held to, and where on the card it is (see [`Performance`]).
+/// The card's AUROC a model is held to, and where on the card it is (see [`PerformanceCheck`]).
 /// Only computed figures count: an uploaded artifact's claims never do.
 pub fn card_auroc(card: &serde_json::Value) -> Option<(f64, &'static str)> {
     if card.pointer("/evaluation/source").and_then(|v| v.as_str()) != Some("computed") {
@@ -417,10 +421,10 @@ mod tests {
             found.iter().all(|a| a.feature.as_deref() == Some("d_hat")),
             "{found:?}"
         );
-        let ks = found.iter().find(|a| a.test == Test::Ks).unwrap();
+        let ks = found.iter().find(|a| a.test == DriftTest::Ks).unwrap();
         assert_eq!((ks.severity, ks.threshold), (Severity::Warning, 0.05));
         assert!(ks.statistic > 0.3 && ks.p_value.unwrap() < 1e-10, "{ks:?}");
-        let p = found.iter().find(|a| a.test == Test::Psi).unwrap();
+        let p = found.iter().find(|a| a.test == DriftTest::Psi).unwrap();
         assert_eq!((p.severity, p.threshold), (Severity::Critical, 0.25));
         assert!(p.p_value.is_none());
     }
@@ -477,7 +481,7 @@ mod tests {
         let a = feature_findings(&[g.clone()], &opts);
         assert_eq!(
             (a[0].test, a[0].severity, a[0].threshold),
-            (Test::Psi, Severity::Warning, 0.1)
+            (DriftTest::Psi, Severity::Warning, 0.1)
         );
         g.psi = 0.099;
         assert!(feature_findings(&[g], &opts).is_empty());
@@ -494,7 +498,7 @@ mod tests {
         let card = Some((0.9, "card"));
         // too few labels
         let (p, f) = performance(&[0.1, 0.9], &[0, 1], card, &opts);
-        assert_eq!((p.status, p.labelled), (Status::InsufficientData, 2));
+        assert_eq!((p.status, p.labelled), (DriftStatus::InsufficientData, 2));
         assert!(
             f.is_none() && p.reason.contains("has 1 and 1"),
             "{}",
@@ -502,24 +506,24 @@ mod tests {
         );
         // no card AUROC
         let (p, f) = performance(&[0.1, 0.9], &[0, 1], None, &opts);
-        assert_eq!(p.status, Status::NoReference);
+        assert_eq!(p.status, DriftStatus::NoReference);
         assert!(f.is_none());
         // reversed ranking on 20 + 20: AUROC 0, far below 0.9 → critical alert
         let risks: Vec<f64> = (0..40).map(|i| i as f64 / 40.0).collect();
         let labels: Vec<u8> = (0..40).map(|i| u8::from(i < 20)).collect();
         let (p, f) = performance(&risks, &labels, card, &opts);
-        assert_eq!(p.status, Status::Drift);
+        assert_eq!(p.status, DriftStatus::Drift);
         let f = f.unwrap();
         assert_eq!(
             (f.test, f.severity, f.statistic),
-            (Test::Auroc, Severity::Critical, 0.0)
+            (DriftTest::Auroc, Severity::Critical, 0.0)
         );
         assert!((f.threshold - 0.85).abs() < 1e-12);
         assert!(f.p_value.unwrap() < 1e-6);
         // the right ranking: no alert
         let good: Vec<u8> = labels.iter().map(|l| 1 - l).collect();
         let (p, f) = performance(&risks, &good, card, &opts);
-        assert_eq!((p.status, f), (Status::Ok, None));
+        assert_eq!((p.status, f), (DriftStatus::Ok, None));
         assert_eq!(p.auroc.as_ref().unwrap().auroc, 1.0);
         // a drop past the limit whose interval still covers the card's value: no alert
         let noisy_risks = [0.1, 0.6, 0.3, 0.7, 0.5, 0.2, 0.8, 0.4, 0.9, 0.65];
@@ -530,7 +534,7 @@ mod tests {
             0.75 - e.auroc > opts.auroc_drop && e.ci95.high >= 0.75,
             "{e:?}"
         );
-        assert_eq!((p.status, f), (Status::Ok, None));
+        assert_eq!((p.status, f), (DriftStatus::Ok, None));
     }
 
     #[test]

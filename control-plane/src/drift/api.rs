@@ -1,7 +1,7 @@
 //! Routes of drift monitoring (admin listener, bearer token), merged into
 //! [`crate::api::protected_admin_routes`].
 
-use super::{parse_since, Alert, By, DriftError, Report};
+use super::{parse_since, By, DriftAlert, DriftError, DriftReport};
 use crate::api::registry::refused;
 use crate::api::AdminState;
 use crate::error::{ApiError, ErrorBody};
@@ -52,17 +52,20 @@ pub struct CheckRequest {
     post,
     path = "/v1/hrs/drift/check",
     tag = "drift",
-    request_body(content = CheckRequest, description = "Optional: an empty body checks the default window"),
+    request_body(content = Option<CheckRequest>, description = "Optional: no body (or `{}`) checks the default window"),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = Report, description = "The check, stored: per model (champion, then challenger) the per-feature KS (statistic, p-value, BH-adjusted p-value) and PSI against its training reference, the rolling labelled AUROC with its DeLong interval against the card's, and the alerts raised (with what the auto-revert did about a champion's performance alert)"),
+        (status = 200, body = DriftReport, description = "The check, stored: per model (champion, then challenger) the per-feature KS (statistic, p-value, BH-adjusted p-value) and PSI against its training reference, the rolling labelled AUROC with its DeLong interval against the card's, and the alerts raised (with what the auto-revert did about a champion's performance alert)"),
         (status = 400, body = ErrorBody, description = "Malformed body, unknown field, since neither a duration of 1 minute to 366 days nor an RFC 3339 time in the past; nothing stored"),
         (status = 401, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "Code `no_champion` (nothing to check), or `integrity_failure` (a stored drift reference does not match its hash or the model card)"),
         (status = 503, body = ErrorBody)
     )
 )]
-pub async fn check(State(st): State<AdminState>, body: Bytes) -> Result<Json<Report>, ApiError> {
+pub async fn check(
+    State(st): State<AdminState>,
+    body: Bytes,
+) -> Result<Json<DriftReport>, ApiError> {
     let req: CheckRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CheckRequest::default()
     } else {
@@ -100,7 +103,7 @@ pub struct AlertsQuery {
     params(AlertsQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = Vec<Alert>, description = "Newest first: [{id, check_id, timestamp, type: feature_drift|performance_drift, test: ks|psi|auroc, feature?, statistic, p_value?, threshold, severity: warning|critical, model_version, alias, action?, action_detail?}]. A page of `limit` entries may have more: ask again with before_id = the last id"),
+        (status = 200, body = Vec<DriftAlert>, description = "Newest first: [{id, check_id, timestamp, type: feature_drift|performance_drift, test: ks|psi|auroc, feature?, statistic, p_value?, threshold, severity: warning|critical, model_version, alias, action?, action_detail?}]. A page of `limit` entries may have more: ask again with before_id = the last id"),
         (status = 400, body = ErrorBody, description = "since not a duration of 1 minute to 366 days nor an RFC 3339 time in the past, limit outside 1..=10000, unknown parameter"),
         (status = 401, body = ErrorBody),
         (status = 503, body = ErrorBody)
@@ -109,7 +112,7 @@ pub struct AlertsQuery {
 pub async fn alerts(
     State(st): State<AdminState>,
     q: Result<Query<AlertsQuery>, QueryRejection>,
-) -> Result<Json<Vec<Alert>>, ApiError> {
+) -> Result<Json<Vec<DriftAlert>>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let limit = q.limit.unwrap_or(DEFAULT_ALERTS);
     if !(1..=MAX_ALERTS).contains(&limit) {

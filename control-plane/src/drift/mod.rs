@@ -34,7 +34,9 @@ use crate::registry::{self, RegistryError, CHALLENGER, CHAMPION};
 use crate::review::store::{effective_by_decision, JOINED_LABEL_COLUMNS};
 use crate::review::Label;
 use crate::store::Db;
-use analysis::{AlertType, FeatureDrift, Finding, Performance, Severity, Status, Test};
+use analysis::{
+    AlertType, DriftStatus, DriftTest, FeatureDrift, Finding, PerformanceCheck, Severity,
+};
 use kakeya_core::features::{N_FEATURES, SCHEMA_VERSION};
 pub use options::DriftOptions;
 use serde::{Deserialize, Serialize};
@@ -67,7 +69,7 @@ impl By {
 /// What an auto-revert did about a performance alert of the champion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Action {
+pub enum RevertAction {
     /// The champion was moved back to the last good one.
     Reverted,
     /// No version to go back to: recorded, nothing moved.
@@ -83,26 +85,26 @@ pub enum Action {
     Failed,
 }
 
-impl Action {
+impl RevertAction {
     pub fn as_str(self) -> &'static str {
         match self {
-            Action::Reverted => "reverted",
-            Action::NothingToRevert => "nothing_to_revert",
-            Action::AlreadyHandled => "already_handled",
-            Action::NotChampion => "not_champion",
-            Action::AutoRevertOff => "auto_revert_off",
-            Action::Failed => "failed",
+            RevertAction::Reverted => "reverted",
+            RevertAction::NothingToRevert => "nothing_to_revert",
+            RevertAction::AlreadyHandled => "already_handled",
+            RevertAction::NotChampion => "not_champion",
+            RevertAction::AutoRevertOff => "auto_revert_off",
+            RevertAction::Failed => "failed",
         }
     }
 
-    fn parse(s: &str) -> Option<Action> {
+    fn parse(s: &str) -> Option<RevertAction> {
         [
-            Action::Reverted,
-            Action::NothingToRevert,
-            Action::AlreadyHandled,
-            Action::NotChampion,
-            Action::AutoRevertOff,
-            Action::Failed,
+            RevertAction::Reverted,
+            RevertAction::NothingToRevert,
+            RevertAction::AlreadyHandled,
+            RevertAction::NotChampion,
+            RevertAction::AutoRevertOff,
+            RevertAction::Failed,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)
@@ -111,7 +113,7 @@ impl Action {
 
 /// A stored alert: `GET /v1/hrs/drift/alerts`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Alert {
+pub struct DriftAlert {
     pub id: i64,
     pub check_id: i64,
     /// RFC 3339, UTC: when the check raised it.
@@ -120,7 +122,7 @@ pub struct Alert {
     #[serde(rename = "type")]
     pub alert_type: AlertType,
     /// `ks`, `psi` (feature_drift) or `auroc` (performance_drift).
-    pub test: Test,
+    pub test: DriftTest,
     /// The feature (feature_drift only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature: Option<String>,
@@ -137,7 +139,7 @@ pub struct Alert {
     pub alias: String,
     /// Performance alerts of the champion: what the auto-revert did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action: Option<Action>,
+    pub action: Option<RevertAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_detail: Option<String>,
 }
@@ -145,7 +147,7 @@ pub struct Alert {
 /// The feature half of a model's check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FeatureReport {
-    pub status: Status,
+    pub status: DriftStatus,
     /// Decisions of the model in the window with features of the schema.
     pub n_in_window: usize,
     /// Of them, read (the newest `max_decisions`) with a well-formed vector.
@@ -168,12 +170,12 @@ pub struct ModelReport {
     pub alias: String,
     pub model_version: String,
     pub features: FeatureReport,
-    pub performance: Performance,
+    pub performance: PerformanceCheck,
 }
 
 /// `POST /v1/hrs/drift/check`: what a check found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Report {
+pub struct DriftReport {
     pub check_id: i64,
     /// `ok`, `drift` (an alert) or `insufficient_data` (no alert, and a section lacked data).
     pub outcome: CheckOutcome,
@@ -186,7 +188,7 @@ pub struct Report {
     /// Champion first, then the challenger if one is set.
     pub models: Vec<ModelReport>,
     /// The alerts this check raised (stored; see `GET /v1/hrs/drift/alerts`).
-    pub alerts: Vec<Alert>,
+    pub alerts: Vec<DriftAlert>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -330,7 +332,7 @@ async fn check_features(
     let (window, n_in_window, n_malformed) =
         window_features(db, version, since, until, opts.max_decisions).await?;
     let mut r = FeatureReport {
-        status: Status::NoReference,
+        status: DriftStatus::NoReference,
         n_in_window,
         n_used: window.len(),
         n_malformed,
@@ -350,7 +352,7 @@ async fn check_features(
     r.reference_sha256 = Some(sha256);
     r.reference_n = Some(reference.n);
     if window.len() < opts.min_decisions {
-        r.status = Status::InsufficientData;
+        r.status = DriftStatus::InsufficientData;
         r.reason = format!(
             "needs {} decisions with features of {SCHEMA_VERSION} in the window, has {}",
             opts.min_decisions,
@@ -363,9 +365,9 @@ async fn check_features(
         .map_err(|e| DriftError::Invalid(format!("feature drift of {version}: {e}")))?;
     let findings = analysis::feature_findings(&features, opts);
     r.status = if findings.is_empty() {
-        Status::Ok
+        DriftStatus::Ok
     } else {
-        Status::Drift
+        DriftStatus::Drift
     };
     r.reason = format!(
         "{} of {N_FEATURES} features drifted ({} alerts) over {} decisions",
@@ -392,7 +394,7 @@ pub async fn check(
     since_ms: i64,
     by: By,
     now_ms: i64,
-) -> Result<Report, DriftError> {
+) -> Result<DriftReport, DriftError> {
     let result = run_check(db, seed, opts, since_ms, by, now_ms).await;
     let outcome = match &result {
         Ok(r) => r.outcome.as_str(),
@@ -409,7 +411,7 @@ async fn run_check(
     since_ms: i64,
     by: By,
     now_ms: i64,
-) -> Result<Report, DriftError> {
+) -> Result<DriftReport, DriftError> {
     if since_ms >= now_ms {
         return Err(DriftError::Invalid("since must be before now".into()));
     }
@@ -448,14 +450,14 @@ async fn run_check(
     let outcome = if !findings.is_empty() {
         CheckOutcome::Drift
     } else if models.iter().any(|m| {
-        m.features.status == Status::InsufficientData
-            || m.performance.status == Status::InsufficientData
+        m.features.status == DriftStatus::InsufficientData
+            || m.performance.status == DriftStatus::InsufficientData
     }) {
         CheckOutcome::InsufficientData
     } else {
         CheckOutcome::Ok
     };
-    let mut report = Report {
+    let mut report = DriftReport {
         check_id: 0,
         outcome,
         checked_at: crate::learn::rfc3339(now_ms),
@@ -472,10 +474,19 @@ async fn run_check(
         alerts_total()
             .with_label_values(&[a.alert_type.as_str(), a.severity.as_str()])
             .inc();
-        tracing::warn!(check = check_id, alert = a.id, kind = a.alert_type.as_str(),
+        tracing::info!(check = check_id, alert = a.id, kind = a.alert_type.as_str(),
             test = a.test.as_str(), feature = a.feature.as_deref().unwrap_or(""),
             model = %a.model_version, statistic = a.statistic, threshold = a.threshold,
             severity = a.severity.as_str(), "drift alert");
+    }
+    if !alerts.is_empty() {
+        let count = |t: AlertType| alerts.iter().filter(|a| a.alert_type == t).count();
+        tracing::warn!(
+            check = check_id,
+            feature_drift = count(AlertType::FeatureDrift),
+            performance_drift = count(AlertType::PerformanceDrift),
+            "drift check raised alerts (GET /v1/hrs/drift/alerts)"
+        );
     }
     for a in alerts.iter_mut() {
         if a.alert_type != AlertType::PerformanceDrift || a.alias != CHAMPION {
@@ -484,11 +495,11 @@ async fn run_check(
         let (action, detail) = match (opts.auto_revert, seed) {
             (true, Some(seed)) => revert::auto_revert(db, seed, a, by.actor(), now_ms).await?,
             (true, None) => (
-                Action::Failed,
+                RevertAction::Failed,
                 "no bundle signing key loaded: cannot publish a revert".to_string(),
             ),
             (false, _) => (
-                Action::AutoRevertOff,
+                RevertAction::AutoRevertOff,
                 "auto-revert is off ([drift] auto_revert / KAKEYA_DRIFT_AUTO_REVERT)".to_string(),
             ),
         };

@@ -215,8 +215,9 @@ impl DriftOptions {
                 self.fdr_q
             ));
         }
-        if !(self.psi_moderate > 0.0 && self.psi_moderate <= self.psi_major)
-            || !self.psi_major.is_finite()
+        if !(self.psi_moderate > 0.0
+            && self.psi_moderate <= self.psi_major
+            && self.psi_major.is_finite())
         {
             return Err(format!(
                 "drift.psi_moderate and drift.psi_major must satisfy 0 < moderate ≤ major < ∞ \
@@ -253,13 +254,7 @@ impl DriftOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> EnvMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testutil::env_map as env;
 
     #[test]
     fn defaults_file_and_environment() {

@@ -10,7 +10,7 @@
 //! to revert to the claim records `nothing_to_revert` and nothing moves. A failed move gives
 //! its claim back (a later alert tries again).
 
-use super::{auto_reverts_total, store, Action, Alert, DriftError};
+use super::{auto_reverts_total, store, DriftAlert, DriftError, RevertAction};
 use crate::registry::history::{last_good_champion, page, Actor, Reason, Why};
 use crate::registry::{self, keys, CHAMPION};
 use crate::store::Db;
@@ -19,10 +19,10 @@ use crate::store::Db;
 pub async fn auto_revert(
     db: &Db,
     seed: &[u8; 32],
-    alert: &Alert,
+    alert: &DriftAlert,
     actor: Actor,
     now_ms: i64,
-) -> Result<(Action, String), DriftError> {
+) -> Result<(RevertAction, String), DriftError> {
     let position = {
         let mut conn = db.pool.acquire().await?;
         page(&mut conn, Some(CHAMPION), None, 1).await?.pop()
@@ -31,7 +31,7 @@ pub async fn auto_revert(
         position.filter(|p| p.new_version.as_deref() == Some(alert.model_version.as_str()))
     else {
         return Ok((
-            Action::NotChampion,
+            RevertAction::NotChampion,
             format!(
                 "{} is no longer the champion; nothing to revert",
                 alert.model_version
@@ -41,7 +41,7 @@ pub async fn auto_revert(
     if !store::claim_revert(db, position.id, alert, now_ms).await? {
         let by = store::revert_claim(db, position.id).await?;
         return Ok((
-            Action::AlreadyHandled,
+            RevertAction::AlreadyHandled,
             match by {
                 Some((id, outcome)) => format!(
                     "this champion position (alias history {}) was handled for alert {id} ({outcome})",
@@ -64,7 +64,7 @@ pub async fn auto_revert(
         tracing::error!(alert = alert.id, model = %alert.model_version,
             "performance drift of the champion and no earlier good champion to revert to");
         return Ok((
-            Action::NothingToRevert,
+            RevertAction::NothingToRevert,
             format!(
                 "no earlier champion to go back to (every one is {} or was reverted from, or \
                  failed its integrity check); {} stays champion",
@@ -98,7 +98,7 @@ pub async fn auto_revert(
             tracing::warn!(alert = alert.id, from = %alert.model_version, to = %target,
                 bundle = p.bundle_version, "auto-revert: champion moved back");
             Ok((
-                Action::Reverted,
+                RevertAction::Reverted,
                 format!(
                     "champion {} -> {target} (bundle {}, alias history {history})",
                     alert.model_version, p.bundle_version
@@ -109,9 +109,9 @@ pub async fn auto_revert(
     }
 }
 
-async fn failed(db: &Db, position: i64, why: String) -> Result<(Action, String), DriftError> {
+async fn failed(db: &Db, position: i64, why: String) -> Result<(RevertAction, String), DriftError> {
     store::release_revert(db, position).await?;
     auto_reverts_total().with_label_values(&["failed"]).inc();
     tracing::error!(error = %why, "auto-revert failed");
-    Ok((Action::Failed, format!("the revert failed: {why}")))
+    Ok((RevertAction::Failed, format!("the revert failed: {why}")))
 }

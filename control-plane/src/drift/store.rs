@@ -1,8 +1,8 @@
 //! SQL of the checks, alerts and auto-revert claims (`drift_checks`, `drift_alerts`,
 //! `drift_reverts`, migration 0014), for SQLite and PostgreSQL through `sqlx::Any`.
 
-use super::analysis::{AlertType, Finding, Severity, Test};
-use super::{Action, Alert, By, Report};
+use super::analysis::{AlertType, DriftTest, Finding, Severity};
+use super::{By, DriftAlert, DriftReport, RevertAction};
 use crate::store::Db;
 use sqlx::{Connection, Row};
 
@@ -14,7 +14,7 @@ fn actor_of(by: By) -> String {
     by.actor().to_string()
 }
 
-fn row_to_alert(r: &sqlx::any::AnyRow) -> Result<Alert, sqlx::Error> {
+fn row_to_alert(r: &sqlx::any::AnyRow) -> Result<DriftAlert, sqlx::Error> {
     let bad = |col: &str, v: &str| sqlx::Error::ColumnDecode {
         index: col.into(),
         source: format!("unknown {col} {v:?}").into(),
@@ -23,13 +23,13 @@ fn row_to_alert(r: &sqlx::any::AnyRow) -> Result<Alert, sqlx::Error> {
     let (kind, test, severity) = (text("alert_type")?, text("test")?, text("severity")?);
     let action: Option<String> = r.try_get("action")?;
     let at: i64 = r.try_get("created_at_ms")?;
-    Ok(Alert {
+    Ok(DriftAlert {
         id: r.try_get("id")?,
         check_id: r.try_get("check_id")?,
         timestamp: crate::learn::rfc3339(at),
         timestamp_ms: at,
         alert_type: AlertType::parse(&kind).ok_or_else(|| bad("alert_type", &kind))?,
-        test: Test::parse(&test).ok_or_else(|| bad("test", &test))?,
+        test: DriftTest::parse(&test).ok_or_else(|| bad("test", &test))?,
         feature: r.try_get("feature")?,
         statistic: r.try_get("statistic")?,
         p_value: r.try_get("p_value")?,
@@ -38,7 +38,7 @@ fn row_to_alert(r: &sqlx::any::AnyRow) -> Result<Alert, sqlx::Error> {
         model_version: text("model_version")?,
         alias: text("alias")?,
         action: action
-            .map(|a| Action::parse(&a).ok_or_else(|| bad("action", &a)))
+            .map(|a| RevertAction::parse(&a).ok_or_else(|| bad("action", &a)))
             .transpose()?,
         action_detail: r.try_get("action_detail")?,
     })
@@ -49,11 +49,11 @@ fn row_to_alert(r: &sqlx::any::AnyRow) -> Result<Alert, sqlx::Error> {
 /// stored alerts.
 pub async fn insert_check(
     db: &Db,
-    report: &Report,
+    report: &DriftReport,
     findings: &[(String, String, Finding)],
     by: By,
     now_ms: i64,
-) -> Result<(i64, Vec<Alert>), sqlx::Error> {
+) -> Result<(i64, Vec<DriftAlert>), sqlx::Error> {
     let mut conn = db.pool.acquire().await?;
     let mut tx = conn.begin().await?;
     let check_id: i64 = sqlx::query(
@@ -99,7 +99,12 @@ pub async fn insert_check(
 }
 
 /// Records what the auto-revert did about alert `id`.
-pub async fn set_action(db: &Db, id: i64, action: Action, detail: &str) -> Result<(), sqlx::Error> {
+pub async fn set_action(
+    db: &Db,
+    id: i64,
+    action: RevertAction,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE drift_alerts SET action = $1, action_detail = $2 WHERE id = $3")
         .bind(action.as_str())
         .bind(detail)
@@ -110,7 +115,7 @@ pub async fn set_action(db: &Db, id: i64, action: Action, detail: &str) -> Resul
 }
 
 /// Stores the final report of check `id`.
-pub async fn set_report(db: &Db, id: i64, report: &Report) -> Result<(), sqlx::Error> {
+pub async fn set_report(db: &Db, id: i64, report: &DriftReport) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE drift_checks SET report = $1 WHERE id = $2")
         .bind(serde_json::to_string(report).unwrap_or_default())
         .bind(id)
@@ -148,7 +153,7 @@ pub async fn alerts(
     since_ms: i64,
     before: Option<i64>,
     limit: i64,
-) -> Result<Vec<Alert>, sqlx::Error> {
+) -> Result<Vec<DriftAlert>, sqlx::Error> {
     sqlx::query(&format!(
         "SELECT {ALERT_COLUMNS} FROM drift_alerts WHERE created_at_ms >= $1 AND id < $2 \
          ORDER BY id DESC LIMIT $3"
@@ -168,7 +173,7 @@ pub async fn alerts(
 pub async fn claim_revert(
     db: &Db,
     champion_move_id: i64,
-    alert: &Alert,
+    alert: &DriftAlert,
     now_ms: i64,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(

@@ -3,8 +3,8 @@
 //! and the routes' answers. Models are trained on real HaluEval rows (the embedded sample) and
 //! decisions carry the features and risks those models give the rows.
 
-use super::analysis::{AlertType, Status, Test};
-use super::{check, parse_since, revert, Action, By, CheckOutcome, DriftError, DriftOptions};
+use super::analysis::{AlertType, DriftStatus, DriftTest};
+use super::{check, parse_since, revert, By, CheckOutcome, DriftError, DriftOptions, RevertAction};
 use crate::learn::jobs::{self, JobParams};
 use crate::learn::tests::{seed_halueval, MINUTE, SIGNING_SEED, T0};
 use crate::learn::{ModelKind, TrainingOptions};
@@ -214,9 +214,9 @@ async fn checks_raise_the_alerts_the_data_call_for_and_revert_once() {
             (m.alias.as_str(), m.model_version.as_str()),
             (CHAMPION, vb.as_str())
         );
-        assert_eq!(m.features.status, Status::InsufficientData);
+        assert_eq!(m.features.status, DriftStatus::InsufficientData);
         assert!(m.features.reason.contains("has 0"), "{}", m.features.reason);
-        assert_eq!(m.performance.status, Status::InsufficientData);
+        assert_eq!(m.performance.status, DriftStatus::InsufficientData);
         assert!(r.alerts.is_empty());
 
         // B's own training rows as traffic: no feature alert, 22 finite tests.
@@ -227,7 +227,7 @@ async fn checks_raise_the_alerts_the_data_call_for_and_revert_once() {
         let f = &r.models[0].features;
         assert_eq!(
             (f.status, f.n_used, f.n_in_window),
-            (Status::Ok, 400, 400),
+            (DriftStatus::Ok, 400, 400),
             "{l}: {f:?}"
         );
         assert_eq!(f.features.len(), N_FEATURES);
@@ -263,7 +263,7 @@ async fn checks_raise_the_alerts_the_data_call_for_and_revert_once() {
         .await
         .unwrap();
         assert_eq!(r.outcome, CheckOutcome::Drift, "{l}");
-        assert_eq!(r.models[0].features.status, Status::Drift);
+        assert_eq!(r.models[0].features.status, DriftStatus::Drift);
         let drifted: std::collections::BTreeSet<&str> = r
             .alerts
             .iter()
@@ -281,11 +281,11 @@ async fn checks_raise_the_alerts_the_data_call_for_and_revert_once() {
             .all(|a| a.alert_type == AlertType::FeatureDrift
                 && a.action.is_none()
                 && a.model_version == vb));
-        assert!(r.alerts.iter().any(|a| a.test == Test::Ks));
+        assert!(r.alerts.iter().any(|a| a.test == DriftTest::Ks));
         assert!(r
             .alerts
             .iter()
-            .any(|a| a.test == Test::Psi && a.p_value.is_none()));
+            .any(|a| a.test == DriftTest::Psi && a.p_value.is_none()));
         // stored: listed newest first, and the check's report with them
         let listed = super::store::alerts(&t.db, T0, None, 1000).await.unwrap();
         assert_eq!(listed.len(), r.alerts.len());
@@ -305,7 +305,7 @@ async fn checks_raise_the_alerts_the_data_call_for_and_revert_once() {
             .await
             .unwrap();
         let perf = &r.models[0].performance;
-        assert_eq!(perf.status, Status::Drift, "{l}: {perf:?}");
+        assert_eq!(perf.status, DriftStatus::Drift, "{l}: {perf:?}");
         assert_eq!(perf.labelled, 400);
         assert!(perf.auroc.as_ref().unwrap().auroc < 0.5, "{perf:?}");
         let card_auroc = b.card["evaluation"]["metrics"]["all"]["auroc"]
@@ -319,7 +319,7 @@ async fn checks_raise_the_alerts_the_data_call_for_and_revert_once() {
             .collect();
         assert_eq!(p.len(), 1, "{l}");
         let alert = p[0];
-        assert_eq!(alert.action, Some(Action::Reverted), "{l}: {alert:?}");
+        assert_eq!(alert.action, Some(RevertAction::Reverted), "{l}: {alert:?}");
         assert!((alert.threshold - (card_auroc - o.auroc_drop)).abs() < 1e-12);
         let mut conn = t.db.pool.acquire().await.unwrap();
         let al = registry::aliases(&mut conn).await.unwrap();
@@ -352,24 +352,20 @@ async fn checks_raise_the_alerts_the_data_call_for_and_revert_once() {
         let (action, detail) = revert::auto_revert(&t.db, &SEED, alert, Actor::Scheduler, now)
             .await
             .unwrap();
-        assert_eq!(action, Action::NotChampion, "{detail}");
+        assert_eq!(action, RevertAction::NotChampion, "{detail}");
         // B promoted back by hand is a new position: its next alert may revert again, and A
         // (never reverted from) is still the last good one.
         promote(&t.db, &vb, now + 1).await;
         let r = check(&t.db, Some(&SEED), &o, T0 + HOUR, By::Api, now + 2)
             .await
             .unwrap();
-        let alert = r
-            .alerts
-            .iter()
-            .find(|a| a.alert_type == AlertType::PerformanceDrift)
-            .unwrap();
-        assert_eq!(alert.action, Some(Action::Reverted), "{l}");
+        let alert = perf_alert(&r);
+        assert_eq!(alert.action, Some(RevertAction::Reverted), "{l}");
         // Replaying that alert moves nothing: A is the champion now.
         let (action, _) = revert::auto_revert(&t.db, &SEED, alert, Actor::AdminApi, now + 3)
             .await
             .unwrap();
-        assert_eq!(action, Action::NotChampion);
+        assert_eq!(action, RevertAction::NotChampion);
         let moves = registry::history::page(
             &mut t.db.pool.acquire().await.unwrap(),
             Some(CHAMPION),
@@ -406,35 +402,23 @@ async fn nothing_to_revert_is_recorded_once_and_auto_revert_off_moves_nothing() 
         let r = check(&t.db, Some(&SEED), &off, T0, By::Cli, T0 + 2 * HOUR)
             .await
             .unwrap();
-        let alert = r
-            .alerts
-            .iter()
-            .find(|a| a.alert_type == AlertType::PerformanceDrift)
-            .unwrap();
-        assert_eq!(alert.action, Some(Action::AutoRevertOff), "{l}");
+        let alert = perf_alert(&r);
+        assert_eq!(alert.action, Some(RevertAction::AutoRevertOff), "{l}");
         let on = opts();
         let r = check(&t.db, Some(&SEED), &on, T0, By::Cli, T0 + 3 * HOUR)
             .await
             .unwrap();
-        let first = r
-            .alerts
-            .iter()
-            .find(|a| a.alert_type == AlertType::PerformanceDrift)
-            .unwrap();
+        let first = perf_alert(&r);
         assert_eq!(
             first.action,
-            Some(Action::NothingToRevert),
+            Some(RevertAction::NothingToRevert),
             "{l}: {first:?}"
         );
         let r = check(&t.db, Some(&SEED), &on, T0, By::Cli, T0 + 4 * HOUR)
             .await
             .unwrap();
-        let again = r
-            .alerts
-            .iter()
-            .find(|a| a.alert_type == AlertType::PerformanceDrift)
-            .unwrap();
-        assert_eq!(again.action, Some(Action::AlreadyHandled), "{l}");
+        let again = perf_alert(&r);
+        assert_eq!(again.action, Some(RevertAction::AlreadyHandled), "{l}");
         assert!(again
             .action_detail
             .as_deref()
@@ -461,6 +445,14 @@ async fn nothing_to_revert_is_recorded_once_and_auto_revert_off_moves_nothing() 
         );
         t.cleanup().await;
     }
+}
+
+/// The report's one performance alert.
+fn perf_alert(r: &super::DriftReport) -> &super::DriftAlert {
+    r.alerts
+        .iter()
+        .find(|a| a.alert_type == AlertType::PerformanceDrift)
+        .expect("a performance_drift alert")
 }
 
 /// Checks stored, of `actor` (`None`: all).
