@@ -474,7 +474,7 @@ async fn run_check(
         alerts_total()
             .with_label_values(&[a.alert_type.as_str(), a.severity.as_str()])
             .inc();
-        tracing::info!(check = check_id, alert = a.id, kind = a.alert_type.as_str(),
+        tracing::debug!(check = check_id, alert = a.id, kind = a.alert_type.as_str(),
             test = a.test.as_str(), feature = a.feature.as_deref().unwrap_or(""),
             model = %a.model_version, statistic = a.statistic, threshold = a.threshold,
             severity = a.severity.as_str(), "drift alert");
