@@ -286,6 +286,21 @@ mod tests {
     }
 
     #[test]
+    fn kakeya_toml_has_a_drift_table() {
+        let toml = "[drift]\nauto_revert = true\ncheck_every = \"15m\"\nfdr_q = 0.01\n";
+        let c = crate::config::Config::from_toml_str(toml, &EnvMap::new()).unwrap();
+        assert!(c.drift.auto_revert);
+        assert_eq!(
+            (c.drift.check_every, c.drift.fdr_q),
+            (Duration::from_secs(900), 0.01)
+        );
+        let e = crate::config::Config::from_toml_str("[drift]\nfdr = 0.1\n", &EnvMap::new());
+        assert!(e.is_err(), "unknown keys are refused");
+        let e = crate::config::Config::from_toml_str("[drift]\npsi_major = 0.05\n", &EnvMap::new());
+        assert!(e.unwrap_err().to_string().contains("drift.psi_moderate"));
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         for (var, value) in [
             ("KAKEYA_DRIFT_CHECK_EVERY", "5s"),
