@@ -77,6 +77,7 @@ pub struct FileConfig {
     pub training: Option<crate::learn::TrainingOptions>,
     pub lease_tick_ms: Option<u64>,
     pub scheduler: Option<crate::scheduler::config::SchedulerFileConfig>,
+    pub drift: Option<crate::drift::options::DriftFileConfig>,
 }
 
 /// `[review]` of `kakeya.toml`.
@@ -156,6 +157,8 @@ pub struct Config {
     pub lease_tick_ms: u64,
     /// Scheduled retraining and the auto-deploy gate (`[scheduler]`, `KAKEYA_SCHEDULER_*`).
     pub scheduler: crate::scheduler::SchedulerConfig,
+    /// Drift checks, their thresholds and auto-revert (`[drift]`, `KAKEYA_DRIFT_*`).
+    pub drift: crate::drift::DriftOptions,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -193,6 +196,7 @@ impl Default for Config {
             training: crate::learn::TrainingOptions::default(),
             lease_tick_ms: crate::lease::DEFAULT_TICK_MS,
             scheduler: crate::scheduler::SchedulerConfig::default(),
+            drift: crate::drift::DriftOptions::default(),
             warnings: Vec::new(),
         }
     }
@@ -315,6 +319,7 @@ impl Config {
         apply_keyring_env(&mut keyring, env, &mut warnings)?;
         let review = review_config(file.review, env)?;
         let scheduler = crate::scheduler::config::from_parts(file.scheduler, env)?;
+        let drift = crate::drift::DriftOptions::from_parts(file.drift, env)?;
         let cfg = Config {
             admin_addr: env_addr(env, "KAKEYA_ADMIN_ADDR")?
                 .or(file.admin_addr)
@@ -359,6 +364,7 @@ impl Config {
             training: file.training.unwrap_or(d.training),
             lease_tick_ms,
             scheduler,
+            drift,
             warnings,
         };
         cfg.validate()?;

@@ -37,6 +37,12 @@ pub enum HrsCmd {
         #[command(subcommand)]
         cmd: crate::scheduler_cli::ScheduleCmd,
     },
+    /// Drift of the champion and challenger against their training reference and card; its
+    /// alerts (same code path as /v1/hrs/drift).
+    Drift {
+        #[command(subcommand)]
+        cmd: crate::drift_cli::DriftCmd,
+    },
 }
 
 #[derive(Args)]
@@ -116,6 +122,7 @@ pub async fn run(cfg: Config, cmd: HrsCmd) -> anyhow::Result<()> {
         HrsCmd::Train(a) => train(cfg, a).await,
         HrsCmd::Ab { cmd } => crate::ab_cli::ab(cfg, cmd).await,
         HrsCmd::Schedule { cmd } => crate::scheduler_cli::schedule(cfg, cmd).await,
+        HrsCmd::Drift { cmd } => crate::drift_cli::run(cfg, cmd).await,
         HrsCmd::Jobs { cmd } => {
             let db = db(&cfg).await?;
             match cmd.unwrap_or(JobsCmd::List {

@@ -15,6 +15,8 @@
 //! * [`registry`]: model registry, aliases and signed bundles served to the filters;
 //! * [`review`]: the label store and the review queue (`/v1/reviews`, `/v1/feedback`);
 //! * [`ab`]: A/B experiments on the served bundle and their statistics (`/v1/hrs/ab`);
+//! * [`drift`]: drift checks against the training reference, alerts, auto-revert
+//!   (`/v1/hrs/drift`);
 //! * [`evidence`]: opt-in, encrypted, TTL-bounded retention of queued decisions' evidence;
 //! * [`learn`]: datasets from the decision log and its labels, training jobs (`/v1/hrs/train`);
 //! * [`scheduler`]: scheduled retraining and the auto-deploy gate (`/v1/hrs/scheduler`);
@@ -30,6 +32,7 @@ pub mod api;
 pub mod config;
 pub mod data_dir;
 pub mod decision_features;
+pub mod drift;
 pub mod envoy;
 pub mod error;
 pub mod evidence;

@@ -1,6 +1,6 @@
 //! `kakeya`: the control-plane binary (serve, WAL replay, Envoy bootstrap, config, and the
 //! offline hallucination-risk tools: train, eval, pcs build; model registry and bundles;
-//! training jobs from the decision log: hrs train, hrs jobs).
+//! training jobs from the decision log: hrs train, hrs jobs; hrs ab, hrs drift).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 mod ab_cli;
 mod eval_feedback;
+mod drift_cli;
 mod eval_gateway;
 mod hrs;
 mod learn_cli;

@@ -66,6 +66,7 @@ fn harness_with(
             std::time::Duration::from_secs(5),
         ),
         scheduler: Default::default(),
+        drift: crate::drift::DriftOptions::default(),
     });
     Harness {
         router: ingest_router(IngestState {

@@ -10,7 +10,8 @@
 //! starts with the listeners and stops with them. Background jobs: WAL retention (daily, every
 //! replica), and under their leader leases ([`crate::lease`]) the dedup TTL cleanup (hourly),
 //! the evidence purge and the end of A/B experiments at their `ends_at`
-//! ([`crate::ab::expire_due`], every [`crate::ab::EXPIRY_TICK`]).
+//! ([`crate::ab::expire_due`], every [`crate::ab::EXPIRY_TICK`]), and the drift check
+//! ([`crate::drift::run_periodic`], every `[drift] check_every`).
 
 use crate::api::auth::Secret;
 use crate::api::{admin_router, ingest_router, AdminState, IngestState};
@@ -177,6 +178,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             config: cfg.scheduler.clone(),
             training: cfg.training,
         },
+        drift: cfg.drift,
     };
     let ingest_app = ingest_router(IngestState {
         handle,
@@ -274,6 +276,18 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             }
         },
     )?;
+    // Drift checks, every [drift] check_every (auto-revert when [drift] auto_revert).
+    let (drift_db, drift_opts) = (db.clone(), cfg.drift);
+    let drift_check = run_as_leader(
+        db.clone(),
+        &leases,
+        crate::drift::LEASE,
+        drift_opts.check_every,
+        move || {
+            let db = drift_db.clone();
+            async move { crate::drift::run_periodic(&db, &seed, &drift_opts).await }
+        },
+    )?;
     // Scheduled retraining (off by default): the leader looks whether the current period has
     // its run; the run's row, unique per period, is what keeps it to one run per period.
     let scheduled_retrain = if cfg.scheduler.retrain {
@@ -301,7 +315,13 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     } else {
         None
     };
-    let jobs: Vec<JoinHandle<()>> = [retention, dedup_expiry, evidence_purge, ab_expiry]
+    let jobs: Vec<JoinHandle<()>> = [
+        retention,
+        dedup_expiry,
+        evidence_purge,
+        ab_expiry,
+        drift_check,
+    ]
         .into_iter()
         .chain(scheduled_retrain)
         .collect();

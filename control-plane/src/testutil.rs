@@ -89,6 +89,14 @@ pub async fn postgres_db(test: &str) -> Option<TestDb> {
     })
 }
 
+/// An environment for `Config`/`DriftOptions` tests from literal pairs.
+pub fn env_map(pairs: &[(&str, &str)]) -> crate::config::EnvMap {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// SQLite always, PostgreSQL when reachable.
 pub async fn all_dbs(test: &str) -> Vec<TestDb> {
     let mut v = vec![sqlite_db().await];

@@ -16,8 +16,8 @@ use crate::ml::stats::delong::{compare_unpaired, delong, AurocEstimate, Comparis
 use crate::ml::stats::interval::{wilson, Interval};
 use crate::ml::stats::normal::Z_95;
 use crate::ml::stats::psi::quantile_linear;
-use crate::review::store::row_to_label;
-use crate::review::{effective_label, Label, LabelRow};
+use crate::review::store::{effective_by_decision, JOINED_LABEL_COLUMNS};
+use crate::review::Label;
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row};
 use std::collections::BTreeMap;
@@ -228,29 +228,16 @@ async fn labelled_scores(
     w: &Window<'_>,
 ) -> Result<BTreeMap<String, (Vec<f64>, Vec<u8>)>, sqlx::Error> {
     let sql = format!(
-        "SELECT d.id AS decision_id, d.arm AS arm, d.risk AS risk, l.tenant AS tenant, \
-         l.pcs_id AS pcs_id, l.labeller AS labeller, l.source AS source, l.label AS label, \
-         l.confidence AS confidence, l.comment AS comment, l.created_at_ms AS created_at_ms \
+        "SELECT d.id AS decision_id, d.arm AS arm, d.risk AS risk, {JOINED_LABEL_COLUMNS} \
          FROM decision_log d JOIN labels l ON l.tenant = d.tenant AND l.pcs_id = d.pcs_id \
          WHERE {ROWS} AND d.risk IS NOT NULL ORDER BY d.id"
     );
-    let mut by_decision: BTreeMap<i64, (String, f64, Vec<LabelRow>)> = BTreeMap::new();
-    for r in w.bind(sqlx::query(&sql)).fetch_all(pool).await? {
-        let id: i64 = r.try_get("decision_id")?;
-        let label = row_to_label(&r)?;
-        let entry = match by_decision.entry(id) {
-            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert((r.try_get("arm")?, r.try_get("risk")?, Vec::new()))
-            }
-        };
-        entry.2.push(label);
-    }
+    let rows = w.bind(sqlx::query(&sql)).fetch_all(pool).await?;
+    let labelled = effective_by_decision(&rows, |r| {
+        Ok((r.try_get::<String, _>("arm")?, r.try_get::<f64, _>("risk")?))
+    })?;
     let mut out: BTreeMap<String, (Vec<f64>, Vec<u8>)> = BTreeMap::new();
-    for (arm, risk, labels) in by_decision.into_values() {
-        let Some(l) = effective_label(&labels) else {
-            continue;
-        };
+    for ((arm, risk), l) in labelled {
         let slot = out.entry(arm).or_default();
         slot.0.push(risk);
         slot.1.push(u8::from(l.label == Label::Hallucinated));

@@ -9,7 +9,7 @@
 //!   background-job leases (`/v1/operator/leader`, [`leader`]), review queue and labels
 //!   ([`crate::review`]), training jobs (`/v1/hrs/train`, `/v1/hrs/jobs`, [`crate::learn`]), A/B
 //!   experiments (`/v1/hrs/ab`, [`crate::ab`]), retraining scheduler (`/v1/hrs/scheduler`,
-//!   [`crate::scheduler`]).
+//!   [`crate::scheduler`]), drift checks and alerts (`/v1/hrs/drift`, [`crate::drift`]).
 //!   Everything except `/health`,
 //!   `/ready` and the signed bundle (`GET /v1/bundles/current`, polled by the filters) requires
 //!   the bearer admin token ([`auth`]).
@@ -72,6 +72,8 @@ pub struct AdminState {
     pub leases: crate::lease::Leases,
     /// `[scheduler]` and `[training]`: what `POST /v1/hrs/scheduler/run` runs with.
     pub scheduler: crate::scheduler::Settings,
+    /// Thresholds and auto-revert of `POST /v1/hrs/drift/check` (`[drift]`).
+    pub drift: crate::drift::DriftOptions,
 }
 
 async fn not_found() -> ApiError {
@@ -108,6 +110,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .merge(crate::learn::api::router())
         .merge(crate::ab::api::router())
         .merge(crate::scheduler::api::router())
+        .merge(crate::drift::api::router())
 }
 
 pub fn ingest_router(state: IngestState) -> Router {

@@ -184,6 +184,8 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("GET", "/v1/hrs/scheduler"),
         ("GET", "/v1/hrs/scheduler/runs"),
         ("POST", "/v1/hrs/scheduler/run"),
+        ("POST", "/v1/hrs/drift/check"),
+        ("GET", "/v1/hrs/drift/alerts"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

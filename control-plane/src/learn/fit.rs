@@ -10,6 +10,7 @@
 use super::dataset::{Dataset, DATASET_FORMAT};
 use super::{ModelKind, TrainingOptions};
 use crate::ml::bootstrap::{Bootstrap, Interval};
+use crate::ml::drift_reference::DriftReference;
 use crate::ml::eval::{baseline_of, with_tenant};
 use crate::ml::metrics::{auroc, brier, ece, pr_auc, precision_recall_f1};
 use crate::ml::model::{artifact, fit_pipeline_weighted, Weighting, DEFAULT_L2};
@@ -54,6 +55,9 @@ pub struct Trained {
     pub model: HrsModel,
     pub holdout: Holdout,
     pub card: Value,
+    /// The training reference of drift checks (from the training part of the matrix the fit
+    /// saw); the card records its hash.
+    pub reference: DriftReference,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -123,6 +127,8 @@ pub fn train(
         ModelKind::Lr => fit_lr(ds, seed, progress)?,
     };
     progress(0.4);
+    let reference = DriftReference::from_rows(&x, &ds.split.train)
+        .map_err(|e| FitError::Invalid(format!("drift reference: {e}")))?;
     let holdout = measure(&model, &x, ds, seed, opts, progress);
     let mut model = model;
     // The artifact carries its own figures (and they are part of its identity).
@@ -131,13 +137,15 @@ pub fn train(
         "n": holdout.labels.len(),
         "metrics": holdout.metrics,
     });
-    let card = card::from_training(&model, kind, ds, &holdout);
+    let mut card = card::from_training(&model, kind, ds, &holdout);
+    card["drift_reference"] = reference.card_entry();
     progress(1.0);
     Ok(Trained {
         kind,
         model,
         holdout,
         card,
+        reference,
     })
 }
 

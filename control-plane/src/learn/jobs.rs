@@ -212,6 +212,14 @@ pub async fn execute(
         Err(RegistryError::Store(e)) => return Err(e.into()),
         Err(e) => return Err(JobError::Registry(e.to_string())),
     };
+    // Deterministic from the same data: a retry (or an identical version) stores the same bytes.
+    registry::reference::store(
+        db,
+        &trained.model.version(),
+        &trained.reference,
+        crate::now_ms(),
+    )
+    .await?;
     let summary = ds.summary();
     let result = json!({
         "version": trained.model.version(),
@@ -242,6 +250,7 @@ pub async fn execute(
             "seed": trained.holdout.bootstrap.seed,
             "level": trained.holdout.bootstrap.level,
         },
+        "drift_reference_sha256": trained.reference.sha256(),
         "duration_ms": u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
     });
     progress(1.0);

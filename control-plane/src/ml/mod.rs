@@ -15,10 +15,12 @@
 //! * [`gbdt`]: gradient-boosted trees (`forust-ml`) exported to the core tree artifact;
 //! * [`eval`]: the recipes (model kinds), grouped stratified k-fold CV, baselines, the report;
 //! * [`submission`]: the signed PCS v0.2 an answer with its evidence is submitted with;
+//! * [`drift_reference`]: a model's training reference for drift checks (PSI bins, KS sample);
 //! * [`stats`]: DeLong, Kolmogorov–Smirnov, PSI, Benjamini–Hochberg, Wilson (A/B, drift, gates).
 
 pub mod bootstrap;
 pub mod dataset;
+pub mod drift_reference;
 pub mod eval;
 pub mod gbdt;
 pub mod metrics;

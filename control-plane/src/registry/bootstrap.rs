@@ -8,6 +8,7 @@ use super::{
     move_alias, republish, Actor, IntegrityError, Published, Reason, RegistryError, Why, CHAMPION,
 };
 use crate::ml::dataset::{self, Row};
+use crate::ml::drift_reference::DriftReference;
 use crate::ml::{eval, model};
 use crate::store::Db;
 use anyhow::Context;
@@ -21,10 +22,13 @@ pub const SAMPLE: &[u8] = include_bytes!("../../data/halueval-sample.jsonl.gz");
 /// Folds of the default model's cross-validation.
 pub const FOLDS: usize = eval::DEFAULT_FOLDS;
 
-/// A trained artifact and its card.
+/// A trained artifact, its card and its drift reference.
 pub struct Trained {
     pub model: Model,
     pub card: Value,
+    /// From every row, the tenant columns against the model's own baseline (as the gate
+    /// stores its decisions); `None` only for rows without a finite feature vector.
+    pub reference: Option<DriftReference>,
 }
 
 /// The default recipe on `rows`: `folds`-fold CV for the card and the artifact's
@@ -39,10 +43,16 @@ pub fn train(
     let p = eval::prepare(rows, |_| {});
     let recipe = eval::Recipe::Logistic { l2 };
     let t = eval::train(&p, dataset_sha256, seed, &recipe, folds, |_| {})?;
-    let card = card::from_evaluation(&t.model, &p, &t.cv, folds);
+    let mut card = card::from_evaluation(&t.model, &p, &t.cv, folds);
+    let x = eval::with_tenant(&p.x, t.model.tenant());
+    let reference = DriftReference::from_rows(&x, &(0..p.len()).collect::<Vec<_>>()).ok();
+    if let Some(r) = &reference {
+        card["drift_reference"] = r.card_entry();
+    }
     Ok(Trained {
         model: t.model,
         card,
+        reference,
     })
 }
 
@@ -77,6 +87,12 @@ pub async fn ensure_default(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Option<P
     match insert_model(db, seed, &trained.model, &trained.card, now).await {
         Ok(_) | Err(RegistryError::Exists(_)) => {}
         Err(e) => return Err(e.into()),
+    }
+    match &trained.reference {
+        Some(r) => {
+            super::reference::store(db, &version, r, now).await?;
+        }
+        None => tracing::warn!(model = %version, "the default model has no drift reference"),
     }
     let why = Why {
         actor: Actor::Serve,

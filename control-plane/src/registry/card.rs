@@ -231,7 +231,9 @@ fn intended_use(m: &HrsModel) -> String {
 mod tests {
     use super::*;
     use crate::ml::dataset::Row;
+    use crate::ml::drift_reference::{DriftReference, KS_SAMPLE_MAX};
     use crate::ml::metrics::{auroc, brier, ece, length_matched_auroc, pr_auc};
+    use crate::ml::stats::psi;
     use crate::registry::bootstrap::train;
     use std::collections::BTreeMap;
 
@@ -336,9 +338,21 @@ mod tests {
             ("/escalate_threshold", t.model.thresholds().escalate),
             ("/evaluation/folds", folds as f64),
             ("/evaluation/seed", seed as f64),
+            // The drift reference: of every row, with the fixed bins and sample bound.
+            ("/drift_reference/n", rows.len() as f64),
+            ("/drift_reference/psi_bins", psi::DEFAULT_BINS as f64),
+            ("/drift_reference/ks_sample_max", KS_SAMPLE_MAX as f64),
         ] {
             expected.insert(k.into(), v);
         }
+        // Its hash is that of the reference of the rows' features as the gate stores them.
+        let x = eval::with_tenant(&p.x, t.model.tenant());
+        let all: Vec<usize> = (0..rows.len()).collect();
+        let reference = DriftReference::from_rows(&x, &all).unwrap();
+        assert_eq!(
+            t.card["drift_reference"]["sha256"],
+            reference.sha256().as_str()
+        );
         let mut got = BTreeMap::new();
         numeric_leaves(&t.card, "", &mut got);
         assert_eq!(
@@ -359,6 +373,7 @@ mod tests {
             top,
             [
                 "card_format",
+                "drift_reference",
                 "escalate_threshold",
                 "evaluation",
                 "kind",
@@ -543,6 +558,9 @@ mod tests {
             ("/evaluation/bootstrap/resamples", 300.0),
             ("/evaluation/bootstrap/seed", seed as f64),
             ("/evaluation/bootstrap/level", 0.95),
+            ("/drift_reference/n", train.len() as f64),
+            ("/drift_reference/psi_bins", psi::DEFAULT_BINS as f64),
+            ("/drift_reference/ks_sample_max", KS_SAMPLE_MAX as f64),
             ("/calibration/ece", ece(&s, &yv).unwrap()),
             (
                 "/calibration/mce",

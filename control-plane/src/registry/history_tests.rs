@@ -364,6 +364,7 @@ impl Api {
                     std::time::Duration::from_secs(5),
                 ),
                 scheduler: Default::default(),
+                drift: crate::drift::DriftOptions::default(),
                 metrics,
                 committer: std::sync::Arc::new(crate::ingest::CommitterStatus {
                     wal_ok: true.into(),

@@ -19,6 +19,7 @@ pub mod bootstrap;
 pub mod card;
 pub mod history;
 pub mod keys;
+pub mod reference;
 
 pub use history::{last_good_champion, Actor, HistoryEntry, Reason, StatedReason, Why};
 

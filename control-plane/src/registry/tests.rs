@@ -1360,6 +1360,7 @@ async fn the_bundle_route_does_not_serve_an_altered_row() {
                 std::time::Duration::from_secs(5),
             ),
             scheduler: Default::default(),
+            drift: crate::drift::DriftOptions::default(),
         });
         let get = |path: &'static str| {
             let router = router.clone();

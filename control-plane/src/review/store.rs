@@ -30,6 +30,37 @@ pub(crate) fn row_to_label(r: &sqlx::any::AnyRow) -> Result<LabelRow, sqlx::Erro
     })
 }
 
+/// The columns of `labels l` in a join with the decision log, named as [`row_to_label`] reads
+/// them.
+pub(crate) const JOINED_LABEL_COLUMNS: &str = "l.tenant AS tenant, l.pcs_id AS pcs_id, \
+     l.labeller AS labeller, l.source AS source, l.label AS label, l.confidence AS confidence, \
+     l.comment AS comment, l.created_at_ms AS created_at_ms";
+
+/// Rows of a join of decisions with their labels (a `decision_id` column, the
+/// [`JOINED_LABEL_COLUMNS`], and whatever `head` reads of the decision), grouped by decision
+/// in id order: `head` of each decision and its effective label ([`super::effective_label`]).
+pub(crate) fn effective_by_decision<T>(
+    rows: &[sqlx::any::AnyRow],
+    head: impl Fn(&sqlx::any::AnyRow) -> Result<T, sqlx::Error>,
+) -> Result<Vec<(T, LabelRow)>, sqlx::Error> {
+    let mut by_decision: std::collections::BTreeMap<i64, (T, Vec<LabelRow>)> =
+        std::collections::BTreeMap::new();
+    for r in rows {
+        let id: i64 = r.try_get("decision_id")?;
+        let label = row_to_label(r)?;
+        match by_decision.entry(id) {
+            std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().1.push(label),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert((head(r)?, vec![label]));
+            }
+        }
+    }
+    Ok(by_decision
+        .into_values()
+        .filter_map(|(h, ls)| super::effective_label(&ls).cloned().map(|l| (h, l)))
+        .collect())
+}
+
 /// True when the decision log holds (tenant, pcs_id).
 pub async fn decision_exists(
     pool: &AnyPool,

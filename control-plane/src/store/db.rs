@@ -87,6 +87,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0013_ab_experiments.sql"),
     ),
     (
+        14,
+        "drift",
+        include_str!("../../migrations/sqlite/0014_drift.sql"),
+    ),
+    (
         15,
         "scheduler_runs",
         include_str!("../../migrations/sqlite/0015_scheduler_runs.sql"),
@@ -157,6 +162,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         13,
         "ab_experiments",
         include_str!("../../migrations/postgres/0013_ab_experiments.sql"),
+    ),
+    (
+        14,
+        "drift",
+        include_str!("../../migrations/postgres/0014_drift.sql"),
     ),
     (
         15,
