@@ -38,12 +38,17 @@ pub enum ModelKind {
     /// a held-out split of the training part.
     #[default]
     Lr,
+    /// Gradient-boosted trees (`forust-ml`, [`crate::ml::gbdt::DEFAULT_PARAMS`]) with the
+    /// same class weights as sample weights, calibrated like the logistic model (Platt and
+    /// the threshold on the same held-out split); scored in core by the filter.
+    Gbdt,
 }
 
 impl ModelKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ModelKind::Lr => "lr",
+            ModelKind::Gbdt => "gbdt",
         }
     }
 }
