@@ -233,7 +233,17 @@ fn the_document_lists_every_route_with_its_parameters() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["status", "tenant_id", "limit", "cursor"]);
+    assert_eq!(
+        names,
+        ["status", "queued_for", "tenant_id", "limit", "cursor"]
+    );
+    // The reasons for queueing, as the items spell them.
+    assert_eq!(
+        reviews[1]["schema"]["enum"],
+        serde_json::json!(["escalated", "audit_sample"]),
+        "{}",
+        reviews[1]
+    );
     let ops = operations(&doc);
     // Path parameters are declared for templated paths only, and are required.
     for (m, path, op) in &ops {
