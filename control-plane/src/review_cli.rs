@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use kakeya_control_plane::api::decisions::{finish_page, page_args};
 use kakeya_control_plane::config::Config;
 use kakeya_control_plane::evidence::{self, crypto::EvidenceKey, ReviewEvidence, Tenants, Vault};
-use kakeya_control_plane::review::store::{self, QueueStatus};
+use kakeya_control_plane::review::store::{self, QueueStatus, QueuedFor};
 use kakeya_control_plane::review::{self, Label, NewLabel, Source, Submitted};
 use kakeya_control_plane::store::Db;
 
@@ -19,6 +19,10 @@ pub enum ReviewCmd {
         /// open: not labelled yet; labelled: with at least one label; all.
         #[arg(long, value_enum, default_value = "open")]
         status: QueueStatus,
+        /// Only decisions queued for this reason: escalated (by the gate) or audit_sample
+        /// (accepted, drawn into the audit sample); default both.
+        #[arg(long, value_enum)]
+        queued_for: Option<QueuedFor>,
         /// Only this tenant's decisions.
         #[arg(long)]
         tenant: Option<String>,
@@ -99,6 +103,7 @@ pub async fn review(cfg: Config, cmd: ReviewCmd) -> anyhow::Result<()> {
     match cmd {
         ReviewCmd::List {
             status,
+            queued_for,
             tenant,
             limit,
             cursor,
@@ -107,8 +112,15 @@ pub async fn review(cfg: Config, cmd: ReviewCmd) -> anyhow::Result<()> {
         } => {
             let (limit, before) = page_args(Some(limit), cursor.as_deref())?;
             let tenant = tenant.as_deref().filter(|t| !t.is_empty());
-            let mut items =
-                store::queue_page(&db.pool, status, tenant, before, i64::from(limit) + 1).await?;
+            let mut items = store::queue_page(
+                &db.pool,
+                status,
+                queued_for,
+                tenant,
+                before,
+                i64::from(limit) + 1,
+            )
+            .await?;
             let next_cursor = finish_page(&mut items, limit, |i| i.decision_id);
             let retention = &cfg.review.evidence;
             let vault = if evidence {

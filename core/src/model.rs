@@ -339,6 +339,14 @@ impl Model {
             Model::Trees(m) => &m.training,
         }
     }
+
+    /// The provenance to fill in after fitting (e.g. the figures a trainer measured).
+    pub fn training_mut(&mut self) -> &mut TrainingMeta {
+        match self {
+            Model::Logistic(m) => &mut m.training,
+            Model::Trees(m) => &mut m.training,
+        }
+    }
 }
 
 /// Every intermediate of the reference HRS (spec §10.1–10.2), for comparison and vectors.

@@ -238,7 +238,17 @@ fn the_document_lists_every_route_with_its_parameters() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["status", "tenant_id", "limit", "cursor"]);
+    assert_eq!(
+        names,
+        ["status", "queued_for", "tenant_id", "limit", "cursor"]
+    );
+    // The reasons for queueing, as the items spell them.
+    assert_eq!(
+        reviews[1]["schema"]["enum"],
+        serde_json::json!(["escalated", "audit_sample"]),
+        "{}",
+        reviews[1]
+    );
     let ops = operations(&doc);
     // Path parameters are declared for templated paths only, and are required.
     for (m, path, op) in &ops {
@@ -505,7 +515,8 @@ async fn finished_job(r: &Running, token: &str, id: i64) -> serde_json::Value {
 /// The training loop's API on a live control plane: a job left running by a crashed process
 /// is failed at start; bad requests are 400s that queue nothing; a job on too few labels fails
 /// with its counts; a job on 300 labelled HaluEval decisions succeeds, registers a signed
-/// version with a computed card and promotes nothing.
+/// version with a computed card and promotes nothing; a `gbdt` job on the same decisions
+/// registers a `gbdt-…` version whose card lists its boosting parameters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_training_job_runs_end_to_end_through_the_api() {
     use crate::learn::jobs::{self, JobParams};
@@ -609,6 +620,7 @@ async fn a_training_job_runs_end_to_end_through_the_api() {
     assert!(model["signature"].as_str().is_some());
     assert_eq!(model["card"]["dataset"]["sha256"], res["dataset_hash"]);
     assert_eq!(model["card"]["evaluation"]["metrics"], res["metrics"]);
+    let job_hash = res["dataset_hash"].clone();
     // The seed's register-by-job form answers the stored row; other jobs are refused.
     let a = post_json(
         &r,
@@ -663,6 +675,38 @@ async fn a_training_job_runs_end_to_end_through_the_api() {
     assert_eq!(a.json()["jobs"][0]["job_id"], crashed);
     let a = admin(&r, "GET", "/v1/hrs/jobs?status=failed", Some(&token)).await;
     assert_eq!(a.json()["jobs"].as_array().unwrap().len(), 2);
+    // The same decisions with gradient-boosted trees: another kind, another registered
+    // version, its card with the boosting parameters.
+    let a = post_json(&r, "/v1/hrs/train", &token, serde_json::json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "model_kind": "gbdt", "seed": 7})).await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    let gb = a.json()["job_id"].as_i64().unwrap();
+    let job = finished_job(&r, &token, gb).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["params"]["model_kind"], "gbdt");
+    let res = &job["result"];
+    eprintln!("{}", serde_json::to_string_pretty(res).unwrap());
+    assert_eq!(res["model_kind"], "gbdt");
+    assert_eq!(res["dataset_hash"], job_hash, "the same dataset");
+    let gb_version = res["version"].as_str().unwrap();
+    assert!(gb_version.starts_with("gbdt-"), "{gb_version}");
+    let a = admin(&r, "GET", &format!("/v1/models/{gb_version}"), Some(&token)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let card = &a.json()["card"];
+    assert_eq!(card["model_kind"], "gbdt");
+    assert_eq!(card["kind"], "gradient_boosted_trees");
+    assert_eq!(card["evaluation"]["metrics"], res["metrics"]);
+    assert_eq!(
+        card["boosting"]["iterations"],
+        crate::learn::fit::GBDT_PARAMS.iterations
+    );
+    // The 400 for an unknown kind names the known ones.
+    let a = post_json(&r, "/v1/hrs/train", &token, serde_json::json!({"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z", "model_kind": "GBDT"})).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(
+        a.body.contains("`lr`") && a.body.contains("`gbdt`"),
+        "{}",
+        a.body
+    );
     r.shutdown().await.unwrap();
 }
 

@@ -74,7 +74,7 @@ async fn ingest(db: &Db, r: &Retainer, id: &str, rec: &WalRecord, ev: &Evidence)
 
 /// The whole queue (every status), with evidence attached through `v`.
 async fn queue(db: &Db, v: Option<&Vault>, tenants: &Tenants) -> Vec<ReviewItem> {
-    let mut items = queue_page(&db.pool, QueueStatus::All, None, None, 100)
+    let mut items = queue_page(&db.pool, QueueStatus::All, None, None, None, 100)
         .await
         .unwrap();
     attach(&db.pool, v, tenants, &mut items, None, crate::now_ms())

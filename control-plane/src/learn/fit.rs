@@ -12,11 +12,12 @@ use super::{ModelKind, TrainingOptions};
 use crate::ml::bootstrap::{Bootstrap, Interval};
 use crate::ml::drift_reference::DriftReference;
 use crate::ml::eval::{baseline_of, with_tenant};
+use crate::ml::gbdt::{self, GbdtError, GbdtParams};
 use crate::ml::metrics::{auroc, brier, ece, pr_auc, precision_recall_f1};
 use crate::ml::model::{artifact, fit_pipeline_weighted, Weighting, DEFAULT_L2};
 use crate::registry::card;
 use kakeya_core::features::N_FEATURES;
-use kakeya_core::model::{HrsModel, TrainingMeta};
+use kakeya_core::model::{Model, TrainingMeta};
 use serde_json::{json, Map, Value};
 
 /// The validation metrics, in the order of [`metric_values`].
@@ -52,7 +53,7 @@ pub struct Holdout {
 #[derive(Debug, Clone)]
 pub struct Trained {
     pub kind: ModelKind,
-    pub model: HrsModel,
+    pub model: Model,
     pub holdout: Holdout,
     pub card: Value,
     /// The training reference of drift checks (from the training part of the matrix the fit
@@ -64,7 +65,13 @@ pub struct Trained {
 pub enum FitError {
     #[error("the fitted model is not a valid artifact: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    Gbdt(#[from] GbdtError),
 }
+
+/// The boosting parameters of a `gbdt` training job: the default recipe of `kakeya train
+/// --model-kind gbdt` (recorded in the artifact and on the card).
+pub const GBDT_PARAMS: GbdtParams = gbdt::DEFAULT_PARAMS;
 
 /// Every metric of [`METRICS`] of `scores` against `labels`.
 pub fn metric_values(scores: &[f64], labels: &[u8], threshold: f64) -> [Option<f64>; 7] {
@@ -115,7 +122,9 @@ pub fn evaluate(
     Value::Object(out)
 }
 
-/// Fits `kind` on `ds` with `seed`; `progress` goes from 0 to 1.
+/// Fits `kind` on `ds` with `seed`; `progress` goes from 0 to 1. Every kind shares the
+/// inputs (tenant baseline of the training rows, the matrix, the calibration split, balanced
+/// class weights), the measurement and the card; only the learner differs ([`fit`]).
 pub fn train(
     kind: ModelKind,
     ds: &Dataset,
@@ -123,16 +132,13 @@ pub fn train(
     opts: &TrainingOptions,
     progress: &mut dyn FnMut(f64),
 ) -> Result<Trained, FitError> {
-    let (model, x) = match kind {
-        ModelKind::Lr => fit_lr(ds, seed, progress)?,
-    };
+    let (mut model, x) = fit(kind, ds, seed, progress)?;
     progress(0.4);
     let reference = DriftReference::from_rows(&x, &ds.split.train)
         .map_err(|e| FitError::Invalid(format!("drift reference: {e}")))?;
     let holdout = measure(&model, &x, ds, seed, opts, progress);
-    let mut model = model;
     // The artifact carries its own figures (and they are part of its identity).
-    model.training.cv_metrics = json!({
+    model.training_mut().cv_metrics = json!({
         "protocol": HOLDOUT_PROTOCOL,
         "n": holdout.labels.len(),
         "metrics": holdout.metrics,
@@ -149,15 +155,18 @@ pub fn train(
     })
 }
 
-/// The logistic recipe: tenant baseline of the training rows (the robust statistics bundles
-/// use, recomputed from the stored raw D̂, coh★, r; the tenant columns are recomputed against
-/// it), then [`fit_pipeline_weighted`] with balanced class weights; the calibration split is a
-/// seeded fifth of the training decisions. Returns the artifact and the matrix it scores.
-fn fit_lr(
+/// The recipe of a training job: tenant baseline of the training rows (the robust statistics
+/// bundles use, recomputed from the stored raw D̂, coh★, r; the tenant columns are recomputed
+/// against it), then the learner of `kind` on the training rows with balanced class weights
+/// (sample weights over its fit split, not duplicated rows); the calibration split is a seeded
+/// fifth of the training decisions, on which Platt and the escalation threshold are fitted
+/// unweighted for either kind. Returns the artifact and the matrix it scores.
+fn fit(
+    kind: ModelKind,
     ds: &Dataset,
     seed: u64,
     progress: &mut dyn FnMut(f64),
-) -> Result<(HrsModel, Vec<f64>), FitError> {
+) -> Result<(Model, Vec<f64>), FitError> {
     let train = &ds.split.train;
     let raw = ds.matrix();
     let baseline = baseline_of(&raw, train);
@@ -169,29 +178,42 @@ fn fit_lr(
         .map(|r| format!("{}/{}", r.tenant, r.pcs_id))
         .collect();
     let groups: Vec<&str> = names.iter().map(String::as_str).collect();
-    progress(0.05);
-    let pipe = fit_pipeline_weighted(
-        &x,
-        N_FEATURES,
-        &labels,
-        &groups,
-        train,
+    let training = |l2: f64| TrainingMeta {
         seed,
-        DEFAULT_L2,
-        Weighting::Balanced,
-    );
-    let model = artifact(
-        pipe,
-        baseline,
-        TrainingMeta {
+        rows: train.len(),
+        dataset_sha256: ds.sha256.clone(),
+        recipe_version: DATASET_FORMAT.into(),
+        l2,
+        cv_metrics: json!({}),
+    };
+    progress(0.05);
+    let model: Model = match kind {
+        ModelKind::Lr => {
+            let pipe = fit_pipeline_weighted(
+                &x,
+                N_FEATURES,
+                &labels,
+                &groups,
+                train,
+                seed,
+                DEFAULT_L2,
+                Weighting::Balanced,
+            );
+            artifact(pipe, baseline, training(DEFAULT_L2)).into()
+        }
+        ModelKind::Gbdt => gbdt::fit_model(
+            &x,
+            &labels,
+            &groups,
+            train,
+            Weighting::Balanced,
             seed,
-            rows: train.len(),
-            dataset_sha256: ds.sha256.clone(),
-            recipe_version: DATASET_FORMAT.into(),
-            l2: DEFAULT_L2,
-            cv_metrics: json!({}),
-        },
-    );
+            &GBDT_PARAMS,
+            baseline,
+            training(GBDT_PARAMS.l2),
+        )?
+        .into(),
+    };
     model
         .validate()
         .map_err(|e| FitError::Invalid(e.to_string()))?;
@@ -200,7 +222,7 @@ fn fit_lr(
 
 /// [`Holdout`] of `model` on the validation rows of `x` (progress 0.4 → 0.95).
 fn measure(
-    model: &HrsModel,
+    model: &Model,
     x: &[f64],
     ds: &Dataset,
     seed: u64,
@@ -213,7 +235,7 @@ fn measure(
         .map(|&i| model.score(&x[i * N_FEATURES..(i + 1) * N_FEATURES]).1)
         .collect();
     let labels: Vec<u8> = v.iter().map(|&i| ds.rows[i].label).collect();
-    let threshold = model.thresholds.escalate;
+    let threshold = model.thresholds().escalate;
     let bootstrap = Bootstrap::new(opts.bootstrap_resamples, seed);
     let total = opts.bootstrap_resamples.max(1) as f64;
     let metrics = evaluate(&scores, &labels, threshold, &bootstrap, |done| {

@@ -201,7 +201,7 @@ pub async fn execute(
     let already_registered = match registry::insert_model(
         db,
         signing_seed,
-        &trained.model.clone().into(),
+        &trained.model,
         &trained.card,
         crate::now_ms(),
     )

@@ -38,12 +38,17 @@ pub enum ModelKind {
     /// a held-out split of the training part.
     #[default]
     Lr,
+    /// Gradient-boosted trees (forust-ml; 200 trees of depth ≤ 4 at learning rate 0.1, the
+    /// defaults of `kakeya train --model-kind gbdt`) with the same balanced class weights as
+    /// sample weights, Platt calibration on the same held-out split; scored in the filter.
+    Gbdt,
 }
 
 impl ModelKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ModelKind::Lr => "lr",
+            ModelKind::Gbdt => "gbdt",
         }
     }
 }

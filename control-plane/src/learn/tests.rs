@@ -522,6 +522,15 @@ async fn dataset_errors_are_typed_with_their_counts() {
             "{l}"
         );
         assert_eq!(e.to_json()["part"], "validation");
+        // A job of either kind fails with that typed error, before anything is fitted.
+        for kind in [ModelKind::Lr, ModelKind::Gbdt] {
+            let p = JobParams::new(T0, T0 + 1000, kind, 1);
+            let j = jobs::execute(&t.db, &SIGNING_SEED, &p, &opts(2), noop())
+                .await
+                .unwrap_err();
+            assert_eq!(j, JobError::Dataset(e.clone()), "{l} {}", kind.as_str());
+            assert_eq!(j.to_json(), e.to_json());
+        }
         t.cleanup().await;
     }
 }
@@ -533,106 +542,142 @@ fn noop() -> jobs::Progress {
 #[tokio::test]
 async fn training_is_deterministic_registers_a_signed_version_and_moves_no_alias() {
     for t in all_dbs("learn_training_determinism").await {
-        let l = t.label;
         let n = seed_halueval(&t.db, "acme", 300).await;
-        let params = JobParams::new(T0, T0 + n as i64 * MINUTE, ModelKind::Lr, 11);
-        let o = opts(100);
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let s2 = seen.clone();
-        let progress: jobs::Progress = Arc::new(move |p| s2.lock().unwrap().push(p));
-        let a = jobs::execute(&t.db, &SIGNING_SEED, &params, &o, progress)
-            .await
-            .unwrap();
-        let b = jobs::execute(&t.db, &SIGNING_SEED, &params, &o, noop())
-            .await
-            .unwrap();
-        let version = a["version"].as_str().unwrap().to_string();
-        assert!(version.starts_with("lr-"), "{l}: {a}");
-        assert_eq!(
-            b["version"], a["version"],
-            "{l}: same data and seed, same artifact"
-        );
-        assert_eq!(b["sha256"], a["sha256"]);
-        assert_eq!(
-            (
-                a["already_registered"].as_bool(),
-                b["already_registered"].as_bool()
-            ),
-            (Some(false), Some(true))
-        );
-        assert_eq!(b["metrics"], a["metrics"]);
-        assert_eq!(b["dataset_hash"], a["dataset_hash"]);
-        let p = seen.lock().unwrap().clone();
-        assert_eq!((p.first(), p.last()), (Some(&0.0), Some(&1.0)));
-        assert!(p.windows(2).all(|w| w[0] <= w[1]), "{p:?}");
-        // The result: sizes, balance, time range, every metric with an interval around it.
-        assert_eq!(a["n_samples"], n);
-        let (nt, nv) = (
-            a["n_train"].as_u64().unwrap(),
-            a["n_validation"].as_u64().unwrap(),
-        );
-        assert_eq!(
-            nt + nv + a["validation_duplicates_dropped"].as_u64().unwrap(),
-            n as u64
-        );
-        // ⌈300 · 0.25⌉ = 75 newest, less the few whose vector a training answer already had
-        // (short answers such as "yes" to questions of the same shape).
-        let dups = a["validation_duplicates_dropped"].as_u64().unwrap();
-        assert_eq!(nv + dups, 75, "{l}");
-        assert!(dups <= 5, "{l}: {dups}");
-        assert!(
-            (a["positive_ratio"].as_f64().unwrap() - 0.5).abs() < 1e-12,
-            "HaluEval items pair both labels"
-        );
-        assert_eq!(a["time_range"]["start_time"], "2026-01-01T00:00:00Z");
-        assert_eq!(a["time_range"]["split_at_ms"], T0 + 225 * MINUTE);
-        for m in super::fit::METRICS {
-            let v = &a["metrics"][m];
-            let (x, lo, hi) = (
-                v["value"].as_f64().unwrap(),
-                v["ci_low"].as_f64().unwrap(),
-                v["ci_high"].as_f64().unwrap(),
-            );
-            assert!(lo <= x && x <= hi, "{l} {m}: {v}");
+        for kind in [ModelKind::Lr, ModelKind::Gbdt] {
+            let l = format!("{} {}", t.label, kind.as_str());
+            training_job_on(&t.db, kind, n, &l).await;
         }
-        let auroc = a["metrics"]["auroc"]["value"].as_f64().unwrap();
-        assert!(
-            auroc > 0.7,
-            "{l}: a real signal on held-out HaluEval answers ({auroc})"
-        );
-        // Registered through the signed path, nothing promoted.
-        let key = crate::registry::keys::public_key_b64(&SIGNING_SEED);
-        let m = crate::registry::verified_model(&t.db, &version, &key)
-            .await
-            .unwrap();
-        assert_eq!(
-            m.training().dataset_sha256,
-            a["dataset_hash"].as_str().unwrap()
-        );
-        assert_eq!(m.training().seed, 11);
-        assert_eq!(m.training().cv_metrics["metrics"], a["metrics"]);
-        let detail = crate::registry::get_model(&t.db, &version)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            detail.summary.aliases.is_empty(),
-            "{l}: registered, not promoted"
-        );
-        assert_eq!(detail.card["dataset"]["sha256"], a["dataset_hash"]);
-        assert_eq!(detail.card["model_kind"], "lr");
-        // Another seed: another calibration split, another artifact.
-        let other = JobParams {
-            seed: 12,
-            ..params.clone()
-        };
-        let c = jobs::execute(&t.db, &SIGNING_SEED, &other, &o, noop())
-            .await
-            .unwrap();
-        assert_ne!(c["version"], a["version"], "{l}");
-        assert_eq!(c["dataset_hash"], a["dataset_hash"]);
         t.cleanup().await;
     }
+}
+
+/// One kind's checks of [`training_is_deterministic_registers_a_signed_version_and_moves_no_alias`]
+/// on `n` labelled HaluEval decisions.
+async fn training_job_on(db: &Db, kind: ModelKind, n: usize, l: &str) {
+    let params = JobParams::new(T0, T0 + n as i64 * MINUTE, kind, 11);
+    let o = opts(100);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let progress: jobs::Progress = Arc::new(move |p| s2.lock().unwrap().push(p));
+    let a = jobs::execute(db, &SIGNING_SEED, &params, &o, progress)
+        .await
+        .unwrap();
+    let b = jobs::execute(db, &SIGNING_SEED, &params, &o, noop())
+        .await
+        .unwrap();
+    let version = a["version"].as_str().unwrap().to_string();
+    assert!(
+        version.starts_with(&format!("{}-", kind.as_str())),
+        "{l}: {a}"
+    );
+    assert_eq!(a["model_kind"], kind.as_str());
+    assert_eq!(
+        b["version"], a["version"],
+        "{l}: same data and seed, same artifact"
+    );
+    assert_eq!(b["sha256"], a["sha256"]);
+    assert_eq!(
+        (
+            a["already_registered"].as_bool(),
+            b["already_registered"].as_bool()
+        ),
+        (Some(false), Some(true))
+    );
+    assert_eq!(b["metrics"], a["metrics"]);
+    assert_eq!(b["dataset_hash"], a["dataset_hash"]);
+    let p = seen.lock().unwrap().clone();
+    assert_eq!((p.first(), p.last()), (Some(&0.0), Some(&1.0)));
+    assert!(p.windows(2).all(|w| w[0] <= w[1]), "{p:?}");
+    // The result: sizes, balance, time range, every metric with an interval around it.
+    assert_eq!(a["n_samples"], n);
+    let (nt, nv) = (
+        a["n_train"].as_u64().unwrap(),
+        a["n_validation"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        nt + nv + a["validation_duplicates_dropped"].as_u64().unwrap(),
+        n as u64
+    );
+    // ⌈300 · 0.25⌉ = 75 newest, less the few whose vector a training answer already had
+    // (short answers such as "yes" to questions of the same shape).
+    let dups = a["validation_duplicates_dropped"].as_u64().unwrap();
+    assert_eq!(nv + dups, 75, "{l}");
+    assert!(dups <= 5, "{l}: {dups}");
+    assert!(
+        (a["positive_ratio"].as_f64().unwrap() - 0.5).abs() < 1e-12,
+        "HaluEval items pair both labels"
+    );
+    assert_eq!(a["time_range"]["start_time"], "2026-01-01T00:00:00Z");
+    assert_eq!(a["time_range"]["split_at_ms"], T0 + 225 * MINUTE);
+    for m in super::fit::METRICS {
+        let v = &a["metrics"][m];
+        let (x, lo, hi) = (
+            v["value"].as_f64().unwrap(),
+            v["ci_low"].as_f64().unwrap(),
+            v["ci_high"].as_f64().unwrap(),
+        );
+        assert!(lo <= x && x <= hi, "{l} {m}: {v}");
+    }
+    let auroc = a["metrics"]["auroc"]["value"].as_f64().unwrap();
+    assert!(
+        auroc > 0.7,
+        "{l}: a real signal on held-out HaluEval answers ({auroc})"
+    );
+    // Registered through the signed path, nothing promoted.
+    let key = crate::registry::keys::public_key_b64(&SIGNING_SEED);
+    let m = crate::registry::verified_model(db, &version, &key)
+        .await
+        .unwrap();
+    assert_eq!(
+        m.training().dataset_sha256,
+        a["dataset_hash"].as_str().unwrap()
+    );
+    assert_eq!(m.training().seed, 11);
+    assert_eq!(m.training().cv_metrics["metrics"], a["metrics"]);
+    let detail = crate::registry::get_model(db, &version)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        detail.summary.aliases.is_empty(),
+        "{l}: registered, not promoted"
+    );
+    assert_eq!(detail.card["dataset"]["sha256"], a["dataset_hash"]);
+    assert_eq!(detail.card["model_kind"], kind.as_str());
+    match (kind, &m) {
+        (ModelKind::Lr, kakeya_core::model::Model::Logistic(_)) => {
+            assert!(detail.card.get("boosting").is_none(), "{l}")
+        }
+        (ModelKind::Gbdt, kakeya_core::model::Model::Trees(e)) => {
+            // The job's boosting parameters, on the artifact and its card.
+            let p = super::fit::GBDT_PARAMS;
+            assert_eq!(e.boosting, p.boosting(), "{l}");
+            assert_eq!(e.training.l2, p.l2);
+            assert_eq!(e.trees.len(), p.iterations);
+            let b = &detail.card["boosting"];
+            assert_eq!(
+                (b["iterations"].as_u64(), b["max_depth"].as_u64()),
+                (Some(p.iterations as u64), Some(p.max_depth as u64)),
+                "{l}"
+            );
+            assert_eq!(b["learner"], crate::ml::gbdt::LEARNER);
+        }
+        (k, m) => panic!(
+            "{l}: a {} job registered a {} artifact",
+            k.as_str(),
+            m.kind()
+        ),
+    }
+    // Another seed: another calibration split, another artifact.
+    let other = JobParams {
+        seed: 12,
+        ..params.clone()
+    };
+    let c = jobs::execute(db, &SIGNING_SEED, &other, &o, noop())
+        .await
+        .unwrap();
+    assert_ne!(c["version"], a["version"], "{l}");
+    assert_eq!(c["dataset_hash"], a["dataset_hash"]);
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@
 use super::dataset::Row;
 use super::gbdt::{self, GbdtError, GbdtParams};
 use super::metrics::{auroc, brier, ece, length_matched_auroc, pr_auc};
-use super::model::{artifact, fit_pipeline, is_calibration, Pipeline};
+use super::model::{artifact, fit_pipeline, is_calibration, Pipeline, Weighting};
 use kakeya_core::evidence::{fnv1a, Evidence};
 use kakeya_core::features::{features, PcsSignals, TenantStats, FEATURE_NAMES, N_FEATURES};
 use kakeya_core::model::{reference_hrs, Model, TrainingMeta, KIND_LOGISTIC};
@@ -251,7 +251,15 @@ impl Recipe {
                 training,
             ),
             Recipe::Trees(params) => Fitted::Trees(gbdt::fit_model(
-                x, &p.labels, &groups, idx, None, seed, params, tenant, training,
+                x,
+                &p.labels,
+                &groups,
+                idx,
+                Weighting::Unit,
+                seed,
+                params,
+                tenant,
+                training,
             )?),
         })
     }

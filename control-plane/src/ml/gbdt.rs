@@ -24,7 +24,7 @@
 //! and the same threshold rule ([`super::model::calibrate`]). The crate is a dependency of the
 //! control plane only; core and the filters never link it.
 
-use super::model::{calibrate, is_calibration};
+use super::model::{calibrate, is_calibration, Weighting};
 use forust_ml::objective::ObjectiveType;
 use forust_ml::{GradientBooster, Matrix};
 use kakeya_core::features::{TenantStats, FEATURE_NAMES, N_FEATURES, SCHEMA_VERSION};
@@ -147,7 +147,8 @@ pub struct Fitted {
 }
 
 /// Fits the booster on the rows `rows` of `x` (row-major, [`N_FEATURES`] columns), with
-/// per-row `weights` (indexed like `x`'s rows; `None` = 1 each), and exports its trees.
+/// sample `weights` (one per entry of `rows`, in its order; `None` = 1 each), and exports its
+/// trees.
 pub fn fit_ensemble(
     x: &[f64],
     labels: &[u8],
@@ -174,7 +175,14 @@ pub fn fit_ensemble(
     }
     let y: Vec<f64> = rows.iter().map(|&i| f64::from(labels[i])).collect();
     let w: Vec<f64> = match weights {
-        Some(w) => rows.iter().map(|&i| w[i]).collect(),
+        Some(w) if w.len() == rows.len() => w.to_vec(),
+        Some(w) => {
+            return Err(GbdtError::Params(format!(
+                "{} sample weights for {} rows",
+                w.len(),
+                rows.len()
+            )))
+        }
         None => vec![1.0; rows.len()],
     };
     let data = Matrix::new(&cols, rows.len(), d);
@@ -276,16 +284,17 @@ fn uncalibrated(
 }
 
 /// The recipe on rows `idx` of `x` (row-major, [`N_FEATURES`] columns, tenant columns computed
-/// with `tenant`): the booster on the fit split of items, then Platt and the escalation threshold
-/// on the held-out calibration split ([`calibrate`], as for the logistic model). The artifact's
-/// `training` is the caller's.
+/// with `tenant`): the booster on the fit split of items, its rows weighted by `weighting` (as
+/// the logistic fit's: sample weights, never duplicated rows), then Platt and the escalation
+/// threshold on the held-out calibration split, unweighted ([`calibrate`], as for the logistic
+/// model). The artifact's `training` is the caller's.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_model(
     x: &[f64],
     labels: &[u8],
     groups: &[&str],
     idx: &[usize],
-    weights: Option<&[f64]>,
+    weighting: Weighting,
     seed: u64,
     params: &GbdtParams,
     tenant: TenantStats,
@@ -293,7 +302,8 @@ pub fn fit_model(
 ) -> Result<TreeModel, GbdtError> {
     let (cal, fit): (Vec<usize>, Vec<usize>) =
         idx.iter().partition(|&&i| is_calibration(groups[i], seed));
-    let f = fit_ensemble(x, labels, &fit, weights, params, seed)?;
+    let w = weighting.weights(labels, &fit);
+    let f = fit_ensemble(x, labels, &fit, w.as_deref(), params, seed)?;
     let mut m = uncalibrated(f, params, tenant, training);
     let d = N_FEATURES;
     let s: Vec<f64> = cal
@@ -385,7 +395,7 @@ mod tests {
                     &y,
                     &groups,
                     &idx,
-                    None,
+                    Weighting::Unit,
                     seed,
                     &SMALL,
                     TenantStats::fresh(),
@@ -416,6 +426,51 @@ mod tests {
         assert_eq!(Model::from_json(&a.canonical_bytes()).unwrap(), a);
     }
 
+    /// Balanced class weights (a training job's) are sample weights over the fit split: on data
+    /// with one hallucination in four, the base score (the weighted log-odds of the labels)
+    /// moves from ln(1/3) to 0, and the calibration still follows the real class balance.
+    #[test]
+    fn balanced_weighting_weighs_the_classes_equally() {
+        let (x, mut y, g) = data(2000, 4);
+        for (i, l) in y.iter_mut().enumerate() {
+            *l = u8::from(i % 4 == 0);
+        }
+        let groups: Vec<&str> = g.iter().map(|s| s.as_str()).collect();
+        let idx: Vec<usize> = (0..2000).collect();
+        let fit = |w| {
+            fit_model(
+                &x,
+                &y,
+                &groups,
+                &idx,
+                w,
+                5,
+                &SMALL,
+                TenantStats::fresh(),
+                meta(),
+            )
+            .unwrap()
+        };
+        let (unit, balanced) = (fit(Weighting::Unit), fit(Weighting::Balanced));
+        assert!(
+            (unit.base_score - (1.0f64 / 3.0).ln()).abs() < 0.05,
+            "{}",
+            unit.base_score
+        );
+        assert!(balanced.base_score.abs() < 1e-6, "{}", balanced.base_score);
+        // Random features: the calibrated risk of a typical row is the share of hallucinations.
+        let mean = |m: &TreeModel| {
+            (0..2000)
+                .map(|i| {
+                    m.platt
+                        .apply(m.decision(&x[i * N_FEATURES..(i + 1) * N_FEATURES]))
+                })
+                .sum::<f64>()
+                / 2000.0
+        };
+        assert!((mean(&balanced) - 0.25).abs() < 0.05, "{}", mean(&balanced));
+    }
+
     #[test]
     fn weights_bad_rows_and_bad_parameters() {
         let (x, y, _) = data(400, 3);
@@ -425,6 +480,11 @@ mod tests {
         let plain = fit_ensemble(&x, &y, &rows, None, &SMALL, 1).unwrap();
         let weighted = fit_ensemble(&x, &y, &rows, Some(&w), &SMALL, 1).unwrap();
         assert!(weighted.base_score > plain.base_score + 1.0);
+        // One weight per fitted row, or a refusal.
+        assert!(matches!(
+            fit_ensemble(&x, &y, &rows, Some(&w[..10]), &SMALL, 1),
+            Err(GbdtError::Params(_))
+        ));
         let mut bad = x.clone();
         bad[3 * N_FEATURES + 7] = f64::NAN;
         assert_eq!(

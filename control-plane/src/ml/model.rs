@@ -90,6 +90,26 @@ pub enum Weighting {
     Balanced,
 }
 
+impl Weighting {
+    /// The weight of each of the rows `fit` of `labels`, in `fit`'s order (`None`: all 1).
+    /// Balanced weights are computed over `fit` itself, the rows the learner sees.
+    pub fn weights(self, labels: &[u8], fit: &[usize]) -> Option<Vec<f64>> {
+        match self {
+            Weighting::Unit => None,
+            Weighting::Balanced => {
+                let fit_labels: Vec<u8> = fit.iter().map(|&i| labels[i]).collect();
+                let cw = class_weights(&fit_labels);
+                Some(
+                    fit_labels
+                        .iter()
+                        .map(|&l| cw[usize::from(l == 1)])
+                        .collect(),
+                )
+            }
+        }
+    }
+}
+
 /// Fits a [`Pipeline`] on the rows `idx` of `x` (row-major, `d` columns).
 pub fn fit_pipeline(
     x: &[f64],
@@ -128,19 +148,7 @@ pub fn fit_pipeline_weighted(
         }
         t.push(labels[i] as f64);
     }
-    let w = match weighting {
-        Weighting::Unit => None,
-        Weighting::Balanced => {
-            let fit_labels: Vec<u8> = fit.iter().map(|&i| labels[i]).collect();
-            let cw = class_weights(&fit_labels);
-            Some(
-                fit_labels
-                    .iter()
-                    .map(|&l| cw[usize::from(l == 1)])
-                    .collect::<Vec<f64>>(),
-            )
-        }
-    };
+    let w = weighting.weights(labels, &fit);
     let lr = fit_logistic_weighted(&xs, d, &t, w.as_deref(), l2, 100);
     let mut p = Pipeline {
         mean,

@@ -24,7 +24,7 @@ use crate::ml::metrics::{ece, mce, reliability};
 use crate::ml::model::HONEST_ESCALATION_TARGET;
 use crate::review::{BRONZE_CONFIDENCE, SILVER_CONFIDENCE};
 use kakeya_core::features::SCHEMA_VERSION;
-use kakeya_core::model::{HrsModel, Model};
+use kakeya_core::model::Model;
 use serde_json::{json, Value};
 
 pub const CARD_FORMAT: &str = "kakeya-model-card-v1";
@@ -114,8 +114,8 @@ pub fn calibration(scores: &[f64], labels: &[u8]) -> Value {
 }
 
 /// The card of a version trained by a training job on `ds` (see the module docs).
-pub fn from_training(m: &HrsModel, kind: ModelKind, ds: &Dataset, h: &Holdout) -> Value {
-    let mut card = header(&Model::from(m.clone()));
+pub fn from_training(m: &Model, kind: ModelKind, ds: &Dataset, h: &Holdout) -> Value {
+    let mut card = header(m);
     card["model_kind"] = kind.as_str().into();
     card["dataset"] = ds.summary();
     card["evaluation"] = json!({
@@ -214,15 +214,15 @@ fn limitations(ds: &Dataset, h: &Holdout) -> Vec<String> {
 }
 
 /// What the version is for, with its own threshold.
-fn intended_use(m: &HrsModel) -> String {
+fn intended_use(m: &Model) -> String {
     format!(
         "Scoring the hallucination risk of answers submitted through the Kakeya gate with their \
          evidence (feature schema {}), for tenants and traffic like the training decisions. Answers \
          whose calibrated risk reaches {:.4} are escalated for review (the threshold at which at \
          most {:.0} % of the honest answers of the calibration split escalate). A risk is not a \
          verdict on an answer: escalated answers go to review. Register, compare, then promote.",
-        m.schema_version,
-        m.thresholds.escalate,
+        m.schema_version(),
+        m.thresholds().escalate,
         HONEST_ESCALATION_TARGET * 100.0,
     )
 }
@@ -393,6 +393,17 @@ mod tests {
     /// (split, dedupe, bins) rather than calling the code that made the card.
     #[test]
     fn trained_cards_hold_only_recomputed_numbers() {
+        trained_card_holds_only_recomputed_numbers(crate::learn::ModelKind::Lr);
+    }
+
+    /// The same for a tree ensemble: its boosting parameters are the job's, its size is read
+    /// from the artifact.
+    #[test]
+    fn trained_tree_cards_hold_only_recomputed_numbers() {
+        trained_card_holds_only_recomputed_numbers(crate::learn::ModelKind::Gbdt);
+    }
+
+    fn trained_card_holds_only_recomputed_numbers(kind: crate::learn::ModelKind) {
         use crate::learn::dataset::{self, Counts, DatasetRow, TimeRange};
         use crate::learn::tests::{halueval, MINUTE, T0};
         use crate::learn::{fit, ModelKind, TrainingOptions};
@@ -435,8 +446,12 @@ mod tests {
             bootstrap_resamples: 300,
         };
         let ds = dataset::from_rows(range, loaded.clone(), counts, &opts).unwrap();
-        let (seed, l2) = (9u64, crate::ml::model::DEFAULT_L2);
-        let t = fit::train(ModelKind::Lr, &ds, seed, &opts, &mut |_| {}).unwrap();
+        let seed = 9u64;
+        let l2 = match kind {
+            ModelKind::Lr => crate::ml::model::DEFAULT_L2,
+            ModelKind::Gbdt => fit::GBDT_PARAMS.l2,
+        };
+        let t = fit::train(kind, &ds, seed, &opts, &mut |_| {}).unwrap();
         let (m, card) = (&t.model, &t.card);
 
         // The split by the documented rule: rows are already in time order here; the newest
@@ -459,13 +474,13 @@ mod tests {
         // Validation scores of the artifact, with its own baseline in the tenant columns.
         let score = |i: usize| {
             let mut f = rows[i].features;
-            f[8] = m.tenant.coherence_delta(f[1]);
-            f[9] = m.tenant.compressibility_z(f[2]);
+            f[8] = m.tenant().coherence_delta(f[1]);
+            f[9] = m.tenant().compressibility_z(f[2]);
             m.score(&f).1
         };
         let s: Vec<f64> = val.iter().map(|&i| score(i)).collect();
         let yv: Vec<u8> = val.iter().map(|&i| rows[i].label).collect();
-        let thr = m.thresholds.escalate;
+        let thr = m.thresholds().escalate;
         let all = |s: &[f64], y: &[u8]| {
             let (p, r, f1) = precision_recall_f1(s, y, thr);
             [auroc(s, y), pr_auc(s, y), p, r, f1, ece(s, y), brier(s, y)]
@@ -569,6 +584,23 @@ mod tests {
         ] {
             put(k, v);
         }
+        if let Model::Trees(e) = m {
+            let b = fit::GBDT_PARAMS;
+            for (k, v) in [
+                ("/boosting/iterations", b.iterations as f64),
+                ("/boosting/learning_rate", b.learning_rate),
+                ("/boosting/max_depth", b.max_depth as f64),
+                ("/boosting/min_leaf_weight", b.min_leaf_weight),
+                ("/boosting/nbins", f64::from(b.nbins)),
+                ("/boosting/trees", e.trees.len() as f64),
+                (
+                    "/boosting/nodes",
+                    e.trees.iter().map(|t| t.len()).sum::<usize>() as f64,
+                ),
+            ] {
+                put(k, v);
+            }
+        }
         // Reliability bins by hand: bin ⌊10p⌋ (1.0 in the last).
         for b in 0..10 {
             let members: Vec<usize> = (0..s.len())
@@ -623,9 +655,20 @@ mod tests {
         assert_eq!(card["dataset"]["sha256"], ds.sha256);
         assert_eq!(
             card["evaluation"]["metrics"],
-            m.training.cv_metrics["metrics"]
+            m.training().cv_metrics["metrics"]
         );
         assert!(card.get(CLAIMED).is_none());
+        assert_eq!(card["model_kind"], kind.as_str());
+        let (prefix, artifact_kind) = match kind {
+            ModelKind::Lr => ("lr-", kakeya_core::model::KIND_LOGISTIC),
+            ModelKind::Gbdt => ("gbdt-", kakeya_core::trees::KIND_TREES),
+        };
+        assert!(m.version().starts_with(prefix), "{}", m.version());
+        assert_eq!(card["kind"], artifact_kind);
+        if let Model::Trees(e) = m {
+            assert_eq!(card["boosting"]["learner"], crate::ml::gbdt::LEARNER);
+            assert_eq!(e.trees.len(), fit::GBDT_PARAMS.iterations);
+        }
     }
 
     /// A tree ensemble's card: the same computed evaluation, plus its boosting parameters and

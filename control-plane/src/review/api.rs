@@ -1,7 +1,7 @@
 //! Routes of the review queue and the feedback API (admin listener, bearer token), merged
 //! into [`crate::api::protected_admin_routes`] so they are served and documented together.
 
-use super::store::{self, QueueStatus, ReviewItem};
+use super::store::{self, QueueStatus, QueuedFor, ReviewItem};
 use super::{Label, LabelError, LabelRow, NewLabel, Source, Submitted};
 use crate::api::decisions::{finish_page, page_args};
 use crate::api::AdminState;
@@ -42,6 +42,10 @@ pub struct ReviewsQuery {
     /// `open` (default): not labelled yet; `labelled`: with at least one label; `all`.
     #[param(inline)]
     pub status: Option<QueueStatus>,
+    /// Only decisions queued for this reason: `escalated` (by the gate) or `audit_sample`
+    /// (accepted, drawn into the audit sample); omit for both.
+    #[param(inline)]
+    pub queued_for: Option<QueuedFor>,
     /// Only this tenant's decisions (empty: every tenant).
     pub tenant_id: Option<String>,
     /// Items per page, 1..=1000 (default 100); anything else is a 400.
@@ -68,7 +72,7 @@ pub struct ReviewsPage {
     security(("bearer" = [])),
     responses(
         (status = 200, body = ReviewsPage, description = "Queued decisions (escalated, or accepted and drawn into the audit sample: `queued_for`), newest first, with their labels and, for tenants opted in to evidence retention, their evidence (decrypted; null when not retained or unreadable); follow next_cursor for older ones"),
-        (status = 400, body = ErrorBody, description = "Unknown status, limit outside 1..=1000, malformed cursor or query"),
+        (status = 400, body = ErrorBody, description = "Unknown status or queued_for, limit outside 1..=1000, malformed cursor or query"),
         (status = 401, body = ErrorBody),
         (status = 503, body = ErrorBody)
     )
@@ -82,9 +86,16 @@ pub async fn list(
     let tenant = q.tenant_id.as_deref().filter(|t| !t.is_empty());
     let status = q.status.unwrap_or_default();
     // One item more than asked tells whether another page follows.
-    let mut items = store::queue_page(&st.db.pool, status, tenant, before, i64::from(limit) + 1)
-        .await
-        .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
+    let mut items = store::queue_page(
+        &st.db.pool,
+        status,
+        q.queued_for,
+        tenant,
+        before,
+        i64::from(limit) + 1,
+    )
+    .await
+    .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
     let next_cursor = finish_page(&mut items, limit, |i| i.decision_id);
     if let Some(vault) = &st.evidence {
         crate::evidence::attach(

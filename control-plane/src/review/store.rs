@@ -153,13 +153,16 @@ pub enum QueueStatus {
     All,
 }
 
-/// Why a decision is in the review queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// Why a decision is in the review queue (also a filter of the listing).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum QueuedFor {
     /// The gate escalated it (not accepted, or a high risk).
     Escalated,
     /// Accepted and not escalated, drawn into the audit sample ([`super::audit`]).
+    #[value(name = "audit_sample")]
     AuditSample,
 }
 
@@ -199,11 +202,23 @@ const LABELLED: &str =
 /// Which decision-log rows `d` are in the queue.
 const QUEUED: &str = "(d.escalated = 1 OR d.audit_sample = 1)";
 
-/// Up to `limit` queued decisions (escalated or audit-sampled) with an id below `before_id`,
-/// newest first, each with its labels: one page of `GET /v1/reviews`.
+/// Which queued rows `d` are queued for `why` (every queued row for `None`); the two are
+/// disjoint, as [`ReviewItem::queued_for`] tells them apart.
+fn queued_for_sql(why: Option<QueuedFor>) -> &'static str {
+    match why {
+        None => QUEUED,
+        Some(QueuedFor::Escalated) => "(d.escalated = 1)",
+        Some(QueuedFor::AuditSample) => "(d.escalated = 0 AND d.audit_sample = 1)",
+    }
+}
+
+/// Up to `limit` queued decisions (escalated or audit-sampled, or only those queued for
+/// `queued_for`) with an id below `before_id`, newest first, each with its labels: one page of
+/// `GET /v1/reviews`.
 pub async fn queue_page(
     pool: &AnyPool,
     status: QueueStatus,
+    queued_for: Option<QueuedFor>,
     tenant: Option<&str>,
     before_id: Option<i64>,
     limit: i64,
@@ -218,9 +233,10 @@ pub async fn queue_page(
     } else {
         ""
     };
+    let queued = queued_for_sql(queued_for);
     let q = format!(
         "SELECT d.id, d.tenant, d.pcs_id, d.escalated, d.reason, d.risk, d.risk_band, \
-         d.model_version, d.created_at_ms FROM decision_log d WHERE {QUEUED} AND d.id < $1\
+         d.model_version, d.created_at_ms FROM decision_log d WHERE {queued} AND d.id < $1\
          {tenant_sql}{status_sql} ORDER BY d.id DESC LIMIT $2"
     );
     let mut query = sqlx::query(&q)
@@ -266,7 +282,7 @@ pub async fn queue_page(
     // range, narrowed by tenant when the page is (for `open` there are none to fetch).
     let q = format!(
         "SELECT {LABEL_COLUMNS} FROM labels l WHERE EXISTS (SELECT 1 FROM decision_log d \
-         WHERE d.tenant = l.tenant AND d.pcs_id = l.pcs_id AND {QUEUED} \
+         WHERE d.tenant = l.tenant AND d.pcs_id = l.pcs_id AND {queued} \
          AND d.id BETWEEN $1 AND $2){} ORDER BY l.created_at_ms, l.id",
         if tenant.is_some() {
             " AND l.tenant = $3"

@@ -224,7 +224,7 @@ async fn the_queue_lists_escalated_decisions_by_status_and_tenant() {
         let l = NewLabel::feedback(Some("acme"), &e1, Label::Hallucinated, None).unwrap();
         submit(db, &l, T + 2).await.unwrap();
         let page = |status, tenant| async move {
-            queue_page(&db.pool, status, tenant, None, 100)
+            queue_page(&db.pool, status, None, tenant, None, 100)
                 .await
                 .unwrap()
                 .into_iter()
@@ -252,7 +252,7 @@ async fn the_queue_lists_escalated_decisions_by_status_and_tenant() {
         );
         assert!(page(QueueStatus::Labelled, Some("globex")).await.is_empty());
         // The decision's numbers come along.
-        let items = queue_page(&db.pool, QueueStatus::Open, Some("globex"), None, 10)
+        let items = queue_page(&db.pool, QueueStatus::Open, None, Some("globex"), None, 10)
             .await
             .unwrap();
         let i = &items[0];
@@ -273,12 +273,13 @@ async fn the_queue_lists_escalated_decisions_by_status_and_tenant() {
             )
         );
         // Paging by id: below the newest, one at a time.
-        let all = queue_page(&db.pool, QueueStatus::All, None, None, 100)
+        let all = queue_page(&db.pool, QueueStatus::All, None, None, None, 100)
             .await
             .unwrap();
         let next = queue_page(
             &db.pool,
             QueueStatus::All,
+            None,
             None,
             Some(all[0].decision_id),
             1,
@@ -543,6 +544,76 @@ async fn the_review_queue_paginates_with_a_cursor() {
     r.shutdown().await.unwrap();
 }
 
+/// `queued_for` through the API: with every accepted decision audit-sampled, the filter splits
+/// the queue into the escalated and the sampled decisions, pages within its part, and refuses
+/// any other value with a 400 JSON error.
+#[tokio::test]
+async fn the_review_queue_filters_by_the_reason_for_queueing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.review.audit_sample_rate = 1.0;
+    let r = start(&cfg).await.unwrap();
+    let token = read_token(tmp.path());
+    let (mut escalated, mut sampled) = (Vec::new(), Vec::new());
+    for i in 0..3 {
+        escalated.push(ingest(&r, "acme", &format!("qe{i}"), true).await);
+        sampled.push(ingest(&r, "acme", &format!("qa{i}"), false).await);
+    }
+    let list = |query: String| {
+        let (r, token) = (&r, &token);
+        async move {
+            let a = admin(r, "GET", &format!("/v1/reviews?{query}"), Some(token)).await;
+            assert_eq!(a.status, 200, "{query}: {}", a.body);
+            let page = a.json();
+            let items: Vec<(String, String)> = page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    (
+                        i["pcs_id"].as_str().unwrap().to_string(),
+                        i["queued_for"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            (items, page["next_cursor"].as_str().map(String::from))
+        }
+    };
+    let newest_first = |ids: &[String], why: &str| -> Vec<(String, String)> {
+        ids.iter()
+            .rev()
+            .map(|p| (p.clone(), why.to_string()))
+            .collect()
+    };
+    let (items, next) = list("queued_for=escalated".into()).await;
+    assert_eq!(items, newest_first(&escalated, "escalated"));
+    assert_eq!(next, None);
+    // Two pages of the audit sample, tenant filter alongside.
+    let (first, next) = list("queued_for=audit_sample&tenant_id=acme&limit=2".into()).await;
+    let next = next.expect("a second page");
+    let (rest, last) = list(format!(
+        "queued_for=audit_sample&tenant_id=acme&limit=2&cursor={next}"
+    ))
+    .await;
+    assert_eq!(last, None);
+    assert_eq!(
+        [first, rest].concat(),
+        newest_first(&sampled, "audit_sample")
+    );
+    assert_eq!(list("status=open".into()).await.0.len(), 6);
+    for q in [
+        "queued_for=accepted",
+        "queued_for=Escalated",
+        "queued_for=audit-sample",
+        "queued_for=",
+    ] {
+        let a = admin(&r, "GET", &format!("/v1/reviews?{q}"), Some(&token)).await;
+        assert_eq!(a.status, 400, "{q}: {}", a.body);
+        assert_eq!(a.json()["code"], "bad_request", "{q}");
+    }
+    r.shutdown().await.unwrap();
+}
+
 /// The audit sample: accepted, non-escalated decisions whose (tenant, pcs_id) hash falls below
 /// the rate are flagged at insert and queued with `queued_for: audit_sample`, next to the
 /// escalated ones; labels on them work as on escalated ones.
@@ -582,13 +653,41 @@ async fn audit_sampled_decisions_are_queued_beside_escalated_ones() {
             .count();
         // 108 accepted at 20 %: some, not all (the exact count is the hash's).
         assert!((8..=40).contains(&n_audit), "{}: {n_audit}", t.label);
-        let page = |status| queue_page(&t.db.pool, status, Some("acme"), None, 1000);
+        let page = |status| queue_page(&t.db.pool, status, None, Some("acme"), None, 1000);
         let all = page(QueueStatus::All).await.unwrap();
         let got: Vec<(String, QueuedFor)> = all
             .iter()
             .map(|i| (i.pcs_id.clone(), i.queued_for))
             .collect();
         assert_eq!(got, expected, "{}", t.label);
+        // Filtered by the reason for queueing: exactly the decisions of that reason, in
+        // order, and pages of a filtered listing continue below the last id like the others.
+        for why in [QueuedFor::Escalated, QueuedFor::AuditSample] {
+            let only: Vec<(String, QueuedFor)> = expected
+                .iter()
+                .filter(|(_, q)| *q == why)
+                .cloned()
+                .collect();
+            let filtered = queue_page(&t.db.pool, QueueStatus::All, Some(why), None, None, 1000)
+                .await
+                .unwrap();
+            let got: Vec<(String, QueuedFor)> = filtered
+                .iter()
+                .map(|i| (i.pcs_id.clone(), i.queued_for))
+                .collect();
+            assert_eq!(got, only, "{} {why:?}", t.label);
+            let second = queue_page(
+                &t.db.pool,
+                QueueStatus::All,
+                Some(why),
+                Some("acme"),
+                Some(filtered[2].decision_id),
+                3,
+            )
+            .await
+            .unwrap();
+            assert_eq!(second, filtered[3..6], "{} {why:?}", t.label);
+        }
         for item in &all {
             match item.queued_for {
                 QueuedFor::Escalated => assert_eq!(item.reason.as_deref(), Some("hrs_high_risk")),
@@ -621,6 +720,21 @@ async fn audit_sampled_decisions_are_queued_beside_escalated_ones() {
         let open = page(QueueStatus::Open).await.unwrap();
         assert_eq!(open.len(), expected.len() - 1, "{}", t.label);
         assert!(open.iter().all(|i| i.pcs_id != pcs_id));
+        // The status filter and the reason filter combine, labels included.
+        let labelled = |why| {
+            queue_page(
+                &t.db.pool,
+                QueueStatus::Labelled,
+                Some(why),
+                None,
+                None,
+                1000,
+            )
+        };
+        let audit = labelled(QueuedFor::AuditSample).await.unwrap();
+        assert_eq!(audit.len(), 1, "{}", t.label);
+        assert_eq!(audit[0].labels.len(), 1);
+        assert!(labelled(QueuedFor::Escalated).await.unwrap().is_empty());
         t.cleanup().await;
     }
 }
