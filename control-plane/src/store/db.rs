@@ -86,6 +86,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "ab_experiments",
         include_str!("../../migrations/sqlite/0013_ab_experiments.sql"),
     ),
+    (
+        16,
+        "canary_alias",
+        include_str!("../../migrations/sqlite/0016_canary_alias.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -152,6 +157,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         13,
         "ab_experiments",
         include_str!("../../migrations/postgres/0013_ab_experiments.sql"),
+    ),
+    (
+        16,
+        "canary_alias",
+        include_str!("../../migrations/postgres/0016_canary_alias.sql"),
     ),
 ];
 
