@@ -1,8 +1,10 @@
 //! Scored submissions through a running [`Stack`], as the client sees them: what the A/B and
 //! canary end-to-end tests drive and check (arm, model version, bundle version of each answer).
 
-use crate::fixtures::{grounded_evidence, signed_pcs_with_evidence, unsupported_evidence, KEY};
-use crate::stack::{post, Stack};
+use crate::fixtures::{
+    coverage_model, grounded_evidence, signed_pcs_with_evidence, unsupported_evidence, KEY,
+};
+use crate::stack::{post, Stack, StackOptions};
 use anyhow::{bail, Context, Result};
 use kakeya_core::VerifyResult;
 use std::time::Duration;
@@ -68,11 +70,36 @@ pub fn submit_scored(
     bail!("the gateway kept answering 503")
 }
 
-/// `kakeya <args>` on the stack's data dir, which must succeed; its stdout as JSON.
-pub fn kakeya_json(stack: &Stack, args: &[&str]) -> Result<serde_json::Value> {
+/// `kakeya <args>` on the stack's data dir, which must succeed; its stdout.
+pub fn kakeya_ok(stack: &Stack, args: &[&str]) -> Result<String> {
     let out = stack.kakeya(args)?;
     if !out.status.success() {
         bail!("{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    Ok(serde_json::from_slice(&out.stdout)?)
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// [`kakeya_ok`], its stdout as JSON.
+pub fn kakeya_json(stack: &Stack, args: &[&str]) -> Result<serde_json::Value> {
+    Ok(serde_json::from_str(&kakeya_ok(stack, args)?)?)
+}
+
+/// A scoring stack ([`StackOptions::scoring`], bundle poll every `poll_ms`) in multi-tenant mode
+/// with `tenants` in its keyring (HMAC with the fixtures' key).
+pub fn multi_tenant_stack(tenants: &[String], poll_ms: u64) -> Result<Stack> {
+    let keyring: Vec<String> = tenants.iter().map(|t| format!("{t}:hmac:{KEY}")).collect();
+    let mut opts = StackOptions::scoring(poll_ms);
+    opts.env.push(("MULTI_TENANT".into(), "true".into()));
+    opts.env.push(("TENANTS".into(), keyring.join(",")));
+    Stack::start(opts)
+}
+
+/// Registers the fixtures' coverage-only model with `kakeya model register` (a second model
+/// beside the champion); its version.
+pub fn register_coverage_model(stack: &Stack) -> Result<String> {
+    let file = stack.data_path().join("coverage-model.json");
+    std::fs::write(&file, serde_json::to_vec(&coverage_model())?)?;
+    let path = file.to_str().context("a UTF-8 data path")?;
+    kakeya_ok(stack, &["model", "register", path])?;
+    Ok(coverage_model().version())
 }

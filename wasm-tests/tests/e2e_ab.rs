@@ -7,9 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kakeya_core::bundle::experiment_bucket;
-use kakeya_wasm_tests::fixtures::{coverage_model, KEY};
-use kakeya_wasm_tests::scored::{self, submit_scored, Seen};
-use kakeya_wasm_tests::stack::{Stack, StackOptions};
+use kakeya_wasm_tests::scored::{
+    self, multi_tenant_stack, register_coverage_model, submit_scored, Seen,
+};
+use kakeya_wasm_tests::stack::Stack;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -28,25 +29,10 @@ fn kakeya_json(stack: &Stack, args: &[&str]) -> serde_json::Value {
 #[test]
 fn experiment_tenants_are_scored_by_their_arm_and_counted() {
     let tenants: Vec<String> = (0..TENANTS).map(|i| format!("t{i:02}")).collect();
-    let keyring: Vec<String> = tenants.iter().map(|t| format!("{t}:hmac:{KEY}")).collect();
-    let mut opts = StackOptions::scoring(POLL_MS);
-    opts.env.push(("MULTI_TENANT".into(), "true".into()));
-    opts.env.push(("TENANTS".into(), keyring.join(",")));
-    let stack = Stack::start(opts).unwrap();
+    let stack = multi_tenant_stack(&tenants, POLL_MS).unwrap();
     let control = stack.current_bundle().unwrap().champion.version();
-
     // The treatment: a coverage-only model, registered with the CLI.
-    let file = stack.data_path().join("treatment.json");
-    std::fs::write(&file, serde_json::to_vec(&coverage_model()).unwrap()).unwrap();
-    let out = stack
-        .kakeya(&["model", "register", file.to_str().unwrap()])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let treatment = coverage_model().version();
+    let treatment = register_coverage_model(&stack).unwrap();
 
     let started = kakeya_json(
         &stack,

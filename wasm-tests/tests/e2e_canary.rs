@@ -8,9 +8,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kakeya_core::bundle::{canary_bucket, ArmKey};
-use kakeya_wasm_tests::fixtures::{coverage_model, KEY};
-use kakeya_wasm_tests::scored::{kakeya_json, submit_scored, Seen};
-use kakeya_wasm_tests::stack::{call, Stack, StackOptions};
+use kakeya_wasm_tests::scored::{
+    kakeya_json, kakeya_ok, multi_tenant_stack, register_coverage_model, submit_scored, Seen,
+};
+use kakeya_wasm_tests::stack::{call, Stack};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -27,7 +28,7 @@ struct Traffic {
 
 impl Traffic {
     fn submit(&mut self, stack: &Stack, tenant: &str, shard: &str) -> &Seen {
-        let grounded = self.seen.len() % 3 != 0;
+        let grounded = !self.seen.len().is_multiple_of(3);
         let (s, retried) = submit_scored(stack, tenant, shard, grounded).unwrap();
         self.retried += retried;
         self.seen.push(s);
@@ -75,27 +76,13 @@ fn scored_by_arm(stack: &Stack, arm: &str) -> u64 {
 #[test]
 fn the_canary_scores_its_weight_of_tenants_sticky_and_moves_within_a_poll() {
     let tenants: Vec<String> = (0..TENANTS).map(|i| format!("t{i:03}")).collect();
-    let keyring: Vec<String> = tenants.iter().map(|t| format!("{t}:hmac:{KEY}")).collect();
-    let mut opts = StackOptions::scoring(POLL_MS);
-    opts.env.push(("MULTI_TENANT".into(), "true".into()));
-    opts.env.push(("TENANTS".into(), keyring.join(",")));
-    let stack = Stack::start(opts).unwrap();
+    let stack = multi_tenant_stack(&tenants, POLL_MS).unwrap();
     let champion = stack.current_bundle().unwrap().champion.version();
-
     // The canary: a coverage-only model, registered and set at 0.3 with the CLI.
-    let file = stack.data_path().join("canary.json");
-    std::fs::write(&file, serde_json::to_vec(&coverage_model()).unwrap()).unwrap();
-    let out = stack
-        .kakeya(&["model", "register", file.to_str().unwrap()])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let canary = coverage_model().version();
-    let out = stack
-        .kakeya(&[
+    let canary = register_coverage_model(&stack).unwrap();
+    let out = kakeya_ok(
+        &stack,
+        &[
             "model",
             "promote",
             &canary,
@@ -104,14 +91,10 @@ fn the_canary_scores_its_weight_of_tenants_sticky_and_moves_within_a_poll() {
             "0.3",
             "--comment",
             "step 1",
-        ])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+        ],
+    )
+    .unwrap();
+    eprintln!("{out}");
     let bundle = stack.current_bundle().unwrap();
     let first = bundle.version;
     let c = bundle.canary.clone().unwrap();
@@ -195,14 +178,7 @@ fn the_canary_scores_its_weight_of_tenants_sticky_and_moves_within_a_poll() {
     assert!((at_06 as f64 / TENANTS as f64 - 0.6).abs() < 0.08);
 
     // Removal with the CLI: no tenant on the canary once the gate has the bundle.
-    let out = stack
-        .kakeya(&["model", "remove-canary", "--comment", "done"])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kakeya_ok(&stack, &["model", "remove-canary", "--comment", "done"]).unwrap();
     let third = stack.current_bundle().unwrap().version;
     assert!(stack.current_bundle().unwrap().canary.is_none());
     traffic.until_bundle(&stack, &tenants, third);

@@ -128,7 +128,13 @@ async fn canary_moves_and_weight_changes_publish_and_are_recorded() {
         assert_eq!(of_b.aliases, [CANARY], "{l}");
         // The history of the canary, newest first.
         let h = history_of(db, CANARY).await;
-        let steps: Vec<(Option<&str>, Option<&str>, Option<f64>, Option<ArmKey>)> = h
+        type Step<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<f64>,
+            Option<ArmKey>,
+        );
+        let steps: Vec<Step<'_>> = h
             .iter()
             .map(|e| {
                 (
