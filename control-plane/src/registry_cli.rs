@@ -73,17 +73,23 @@ fn print_published(p: &registry::Published) {
 /// The history page as a table, the cursor of the next page last.
 fn print_history(page: &kakeya_control_plane::api::registry::HistoryPage) {
     println!(
-        "{:<6} {:<14} {:<10} {:<16} {:<16} {:<12} {:<20} {:<7} comment",
-        "id", "created_at_ms", "alias", "previous", "new", "reason", "actor", "bundle"
+        "{:<6} {:<14} {:<10} {:<16} {:<16} {:<7} {:<12} {:<20} {:<7} comment",
+        "id", "created_at_ms", "alias", "previous", "new", "weight", "reason", "actor", "bundle"
     );
     for e in &page.items {
+        // The weight of a weighted alias (a canary step moves it alone); the champion's is 1.
+        let weight = match (e.alias.as_str(), e.weight) {
+            (CHAMPION, _) | (_, None) => "-".to_string(),
+            (_, Some(w)) => w.to_string(),
+        };
         println!(
-            "{:<6} {:<14} {:<10} {:<16} {:<16} {:<12} {:<20} {:<7} {}",
+            "{:<6} {:<14} {:<10} {:<16} {:<16} {:<7} {:<12} {:<20} {:<7} {}",
             e.id,
             e.created_at_ms,
             e.alias,
             e.previous_version.as_deref().unwrap_or("-"),
             e.new_version.as_deref().unwrap_or("- (removed)"),
+            weight,
             e.reason.as_str(),
             e.actor,
             e.bundle_version,
