@@ -631,6 +631,7 @@ fn through(
         champion: m.clone(),
         challenger: None,
         challenger_weight: 0.0,
+        canary: None,
         tenant_stats,
         policy: Policy::default(),
     });

@@ -91,16 +91,25 @@ enum ModelCmd {
     Register { file: PathBuf },
     /// List registered models, newest first.
     List,
-    /// Make VERSION the champion (or the challenger), publishing a new signed bundle; the move
-    /// is recorded in the alias history (actor cli:<your OS user>).
+    /// Make VERSION the champion (or the challenger, or the canary), publishing a new signed
+    /// bundle; the move is recorded in the alias history (actor cli:<your OS user>). Promoting
+    /// the canary's version again with another --weight changes its weight.
     Promote {
         version: String,
         /// Set the challenger instead of the champion.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "canary")]
         challenger: bool,
-        /// Challenger only: share of tenants (0..=1) it scores.
-        #[arg(long, requires = "challenger")]
+        /// Set the canary instead of the champion: it scores --weight of the tenants (or
+        /// requests, --key request) before the challenger split.
+        #[arg(long)]
+        canary: bool,
+        /// Challenger and canary (required for both): share (0..=1) they score.
+        #[arg(long)]
         weight: Option<f64>,
+        /// Canary only: tenant (sticky per tenant) or request (tenant/pcs_id); default the
+        /// canary's current key, tenant for a new one.
+        #[arg(long, value_parser = ["tenant", "request"], requires = "canary")]
+        key: Option<String>,
         #[command(flatten)]
         why: registry_cli::WhyArgs,
     },
@@ -108,6 +117,18 @@ enum ModelCmd {
     RemoveChallenger {
         #[command(flatten)]
         why: registry_cli::WhyArgs,
+    },
+    /// Remove the canary, publishing a new signed bundle (recorded in the alias history): within
+    /// one poll interval no request is scored by it.
+    RemoveCanary {
+        #[command(flatten)]
+        why: registry_cli::WhyArgs,
+    },
+    /// The aliases that are set, with their weights (like GET /v1/aliases).
+    Aliases {
+        /// Print them as JSON (as the route answers) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Alias moves, newest first: who, when, why, from and to which version (one page, like
     /// GET /v1/aliases/history; pass the printed cursor as --cursor for the next one).

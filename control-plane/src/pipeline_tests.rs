@@ -1136,6 +1136,7 @@ async fn features_as_decided_are_validated_stored_and_replayed() {
         champion: test_model(-20.0),
         challenger: None,
         challenger_weight: 0.0,
+        canary: None,
         tenant_stats: Default::default(),
         policy: Default::default(),
     };

@@ -6,8 +6,11 @@ use anyhow::Context;
 use clap::Args;
 use kakeya_control_plane::config::Config;
 use kakeya_control_plane::registry::keys;
-use kakeya_control_plane::registry::{self, Actor, StatedReason, Why, CHALLENGER, CHAMPION};
+use kakeya_control_plane::registry::{
+    self, Actor, AliasRow, StatedReason, Why, CANARY, CHALLENGER, CHAMPION,
+};
 use kakeya_control_plane::store::Db;
+use kakeya_core::bundle::ArmKey;
 use std::path::Path;
 
 /// Why an alias moves (recorded in the alias history with the actor cli:<OS user>).
@@ -43,14 +46,24 @@ async fn db(cfg: &Config) -> anyhow::Result<Db> {
         .context("cannot open the database; check DATABASE_URL")
 }
 
-fn print_published(p: &registry::Published) {
-    for a in &p.aliases {
-        if a.alias == CHALLENGER {
-            println!("{:<10} {} (weight {})", a.alias, a.version, a.weight);
-        } else {
-            println!("{:<10} {}", a.alias, a.version);
+fn print_aliases(aliases: &[AliasRow]) {
+    for a in aliases {
+        match (a.alias.as_str(), a.arm_key) {
+            (CHAMPION, _) => println!("{:<10} {}", a.alias, a.version),
+            (_, Some(k)) => println!(
+                "{:<10} {} (weight {}, key {})",
+                a.alias,
+                a.version,
+                a.weight,
+                k.as_str()
+            ),
+            (_, None) => println!("{:<10} {} (weight {})", a.alias, a.version, a.weight),
         }
     }
+}
+
+fn print_published(p: &registry::Published) {
+    print_aliases(&p.aliases);
     println!(
         "published bundle {} (sha256 {})",
         p.bundle_version, p.bundle_sha256
@@ -60,17 +73,23 @@ fn print_published(p: &registry::Published) {
 /// The history page as a table, the cursor of the next page last.
 fn print_history(page: &kakeya_control_plane::api::registry::HistoryPage) {
     println!(
-        "{:<6} {:<14} {:<10} {:<16} {:<16} {:<12} {:<20} {:<7} comment",
-        "id", "created_at_ms", "alias", "previous", "new", "reason", "actor", "bundle"
+        "{:<6} {:<14} {:<10} {:<16} {:<16} {:<7} {:<12} {:<20} {:<7} comment",
+        "id", "created_at_ms", "alias", "previous", "new", "weight", "reason", "actor", "bundle"
     );
     for e in &page.items {
+        // The weight of a weighted alias (a canary step moves it alone); the champion's is 1.
+        let weight = match (e.alias.as_str(), e.weight) {
+            (CHAMPION, _) | (_, None) => "-".to_string(),
+            (_, Some(w)) => w.to_string(),
+        };
         println!(
-            "{:<6} {:<14} {:<10} {:<16} {:<16} {:<12} {:<20} {:<7} {}",
+            "{:<6} {:<14} {:<10} {:<16} {:<16} {:<7} {:<12} {:<20} {:<7} {}",
             e.id,
             e.created_at_ms,
             e.alias,
             e.previous_version.as_deref().unwrap_or("-"),
             e.new_version.as_deref().unwrap_or("- (removed)"),
+            weight,
             e.reason.as_str(),
             e.actor,
             e.bundle_version,
@@ -80,6 +99,15 @@ fn print_history(page: &kakeya_control_plane::api::registry::HistoryPage) {
     if let Some(c) = &page.next_cursor {
         println!("more: --cursor {c}");
     }
+}
+
+/// `kakeya model remove-challenger|remove-canary`.
+async fn remove(cfg: &Config, db: &Db, alias: &str, why: WhyArgs) -> anyhow::Result<()> {
+    let seed = seed(&cfg.bundle_signing_seed_file)?;
+    let now = kakeya_control_plane::now_ms();
+    let p = registry::remove_alias(db, &seed, alias, &why.why(), now).await?;
+    print_published(&p);
+    Ok(())
 }
 
 pub async fn model(cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
@@ -130,34 +158,38 @@ pub async fn model(cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
         ModelCmd::Promote {
             version,
             challenger,
+            canary,
             weight,
+            key,
             why,
         } => {
             let seed = seed(&cfg.bundle_signing_seed_file)?;
-            let alias = if challenger { CHALLENGER } else { CHAMPION };
-            let p = registry::move_alias(
-                &db,
-                &seed,
-                alias,
-                &version,
-                weight,
-                &why.why(),
-                kakeya_control_plane::now_ms(),
-            )
-            .await?;
+            let now = kakeya_control_plane::now_ms();
+            let p = match (canary, challenger) {
+                (true, _) => {
+                    let weight = weight.context("--canary needs --weight (0..=1)")?;
+                    let key = key.as_deref().and_then(ArmKey::parse);
+                    registry::move_canary(&db, &seed, &version, weight, key, &why.why(), now)
+                        .await?
+                }
+                (false, c) => {
+                    let alias = if c { CHALLENGER } else { CHAMPION };
+                    registry::move_alias(&db, &seed, alias, &version, weight, &why.why(), now)
+                        .await?
+                }
+            };
             print_published(&p);
         }
-        ModelCmd::RemoveChallenger { why } => {
-            let seed = seed(&cfg.bundle_signing_seed_file)?;
-            let p = registry::remove_alias(
-                &db,
-                &seed,
-                CHALLENGER,
-                &why.why(),
-                kakeya_control_plane::now_ms(),
-            )
-            .await?;
-            print_published(&p);
+        ModelCmd::RemoveChallenger { why } => remove(&cfg, &db, CHALLENGER, why).await?,
+        ModelCmd::RemoveCanary { why } => remove(&cfg, &db, CANARY, why).await?,
+        ModelCmd::Aliases { json } => {
+            let mut conn = db.pool.acquire().await?;
+            let al = registry::aliases(&mut conn).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&al)?);
+            } else {
+                print_aliases(&al);
+            }
         }
         ModelCmd::History {
             alias,
@@ -201,6 +233,11 @@ pub async fn bundle(cfg: Config, cmd: BundleCmd) -> anyhow::Result<()> {
                 "champion": bundle.champion.version(),
                 "challenger": bundle.challenger.as_ref().map(|m| m.version()),
                 "challenger_weight": bundle.challenger_weight,
+                "canary": bundle.canary.as_ref().map(|c| serde_json::json!({
+                    "version": c.model.version(),
+                    "weight": c.weight,
+                    "key": c.key,
+                })),
                 "policy": bundle.policy,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -274,7 +311,9 @@ mod tests {
                 ModelCmd::Promote {
                     version: "lr-000000000000".into(),
                     challenger: false,
+                    canary: false,
                     weight: None,
+                    key: None,
                     why: WhyArgs {
                         reason: StatedReason::Manual,
                         comment: None,

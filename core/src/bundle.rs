@@ -1,7 +1,11 @@
 //! The model bundle: everything a filter needs to score requests, as one signed, versioned value
-//! (champion and optional challenger model, the challenger's traffic share, tenant statistics,
-//! the scoring policy). Given a request and a bundle, the risk is deterministic, which is what
-//! makes replay and exact A/B analysis possible.
+//! (champion and optional challenger model, the challenger's traffic share, an optional canary
+//! model with its weight, tenant statistics, the scoring policy). Given a request and a bundle,
+//! the risk is deterministic, which is what makes replay and exact A/B analysis possible.
+//!
+//! Arms ([`Bundle::arm`]): the canary takes its share first, by a consistent hash salted with
+//! its own version ([`canary_bucket`]); the challenger splits what is left. A bundle without a
+//! canary serialises to exactly the bytes it had before the canary existed, and arms as before.
 //!
 //! Transport: the control plane serves the canonical JSON bytes of a bundle at
 //! `GET /v1/bundles/current` with the headers [`H_SHA256`] (hex SHA-256 of the bytes, also the
@@ -46,6 +50,23 @@ pub enum ArmKey {
     Request,
 }
 
+impl ArmKey {
+    /// The serialised name: `tenant` or `request`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArmKey::Tenant => "tenant",
+            ArmKey::Request => "request",
+        }
+    }
+
+    /// Inverse of [`ArmKey::as_str`].
+    pub fn parse(s: &str) -> Option<ArmKey> {
+        [ArmKey::Tenant, ArmKey::Request]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
 /// How requests are scored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -77,6 +98,23 @@ impl Default for Policy {
     }
 }
 
+/// The canary of a bundle (the registry's `canary` alias): a model scoring `weight` of the
+/// units (tenants, or requests: [`Canary::key`]) before the challenger split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    pub model: Model,
+    /// Share of units (0..=1, finite) scored by the canary.
+    pub weight: f64,
+    /// What the canary's hash is keyed by; `tenant` (sticky per tenant) when absent.
+    #[serde(default = "tenant_key")]
+    pub key: ArmKey,
+}
+
+fn tenant_key() -> ArmKey {
+    ArmKey::Tenant
+}
+
 /// The value a filter scores with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +130,12 @@ pub struct Bundle {
     /// by the challenger.
     #[serde(default)]
     pub challenger_weight: f64,
+    /// The canary, taken before the challenger split ([`Bundle::arm`]). Absent from the bytes
+    /// when there is none, so bundles without one are byte-for-byte what they were before it
+    /// existed (a filter of an older build refuses a bundle that carries one, as an unknown
+    /// field, and keeps its last good bundle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
     /// Per-tenant statistics of PCS v0.2 (evidence-bound) traffic for the tenant-relative
     /// features of v0.2 PCS, their effect bounded by [`TENANT_MAX_SHIFT`]; tenants not listed,
     /// and PCS v0.1, use the model's training baseline.
@@ -116,6 +160,8 @@ pub enum BundleError {
     Format(String),
     #[error("challenger_weight must be within [0, 1]")]
     Weight,
+    #[error("the canary's weight must be a finite number within [0, 1]")]
+    CanaryWeight,
     #[error("policy: {0}")]
     Policy(&'static str),
     #[error("tenant statistics of {0:?} are not finite")]
@@ -130,6 +176,7 @@ pub enum BundleError {
 pub enum Arm {
     Champion,
     Challenger,
+    Canary,
 }
 
 impl Arm {
@@ -137,6 +184,7 @@ impl Arm {
         match self {
             Arm::Champion => "champion",
             Arm::Challenger => "challenger",
+            Arm::Canary => "canary",
         }
     }
 }
@@ -196,6 +244,12 @@ impl Bundle {
         if !(0.0..=1.0).contains(&self.challenger_weight) {
             return Err(BundleError::Weight);
         }
+        // `contains` is false for NaN; ±∞ are outside the range.
+        if let Some(c) = &self.canary {
+            if !(0.0..=1.0).contains(&c.weight) {
+                return Err(BundleError::CanaryWeight);
+            }
+        }
         if !(0.0..=1.0).contains(&self.policy.medium_risk) {
             return Err(BundleError::Policy("medium_risk must be within [0, 1]"));
         }
@@ -206,11 +260,9 @@ impl Bundle {
                 ));
             }
         }
-        for (name, m) in [
-            ("champion", Some(&self.champion)),
-            ("challenger", self.challenger.as_ref()),
-        ] {
+        for (arm, m) in self.arm_models() {
             let Some(m) = m else { continue };
+            let name = arm.as_str();
             m.validate().map_err(|e| BundleError::Model(name, e))?;
             if !(0.0..=1.0).contains(&m.thresholds().escalate) {
                 return Err(BundleError::Policy(
@@ -225,6 +277,15 @@ impl Bundle {
             return Err(BundleError::TenantStats(t.chars().take(64).collect()));
         }
         Ok(())
+    }
+
+    /// The model of every arm, `None` for an arm the bundle does not have.
+    pub fn arm_models(&self) -> [(Arm, Option<&Model>); 3] {
+        [
+            (Arm::Champion, Some(&self.champion)),
+            (Arm::Challenger, self.challenger.as_ref()),
+            (Arm::Canary, self.canary.as_ref().map(|c| &c.model)),
+        ]
     }
 
     /// Canonical bytes: compact JSON in field order (maps are ordered).
@@ -244,12 +305,36 @@ impl Bundle {
         }
     }
 
-    /// The arm of a request: a consistent hash of [`Policy::arm_key`] (the tenant, or
-    /// `tenant/pcs_id`) against the challenger's weight, so a tenant (or a PCS) stays on one
-    /// arm while the weight is unchanged. In an experiment ([`Policy::experiment`]) the hash
-    /// is salted with its id and cut into [`EXPERIMENT_BUCKETS`] buckets
-    /// ([`experiment_bucket`]).
+    /// The arm of a request. The canary first: a unit (the tenant, or `tenant/pcs_id`: its
+    /// [`Canary::key`]) whose [`canary_bucket`], salted with the canary's version, is below the
+    /// canary's weight is scored by it. Then the challenger split of the rest: a consistent
+    /// hash of [`Policy::arm_key`] against the challenger's weight, so a tenant (or a PCS)
+    /// stays on one arm while the weights are unchanged. In an experiment
+    /// ([`Policy::experiment`]) that hash is salted with its id and cut into
+    /// [`EXPERIMENT_BUCKETS`] buckets ([`experiment_bucket`]).
+    ///
+    /// Computes the canary's version (a hash of its model); a filter uses [`Scorer`], which
+    /// computes it once per bundle.
     pub fn arm(&self, tenant: &str, pcs_id: &str) -> Arm {
+        let salt = self
+            .canary
+            .as_ref()
+            .map(|c| c.model.version())
+            .unwrap_or_default();
+        self.arm_with(tenant, pcs_id, &salt)
+    }
+
+    /// [`Bundle::arm`] with the canary's version given.
+    fn arm_with(&self, tenant: &str, pcs_id: &str, canary_version: &str) -> Arm {
+        if let Some(c) = &self.canary {
+            let unit: &[&str] = match c.key {
+                ArmKey::Tenant => &[tenant],
+                ArmKey::Request => &[tenant, "/", pcs_id],
+            };
+            if canary_bucket(canary_version, unit) < c.weight {
+                return Arm::Canary;
+            }
+        }
         if self.challenger.is_none() {
             return Arm::Champion;
         }
@@ -272,8 +357,9 @@ impl Bundle {
 
     /// The model of an arm.
     pub fn model(&self, arm: Arm) -> &Model {
-        match (arm, &self.challenger) {
-            (Arm::Challenger, Some(c)) => c,
+        match (arm, &self.challenger, &self.canary) {
+            (Arm::Challenger, Some(c), _) => c,
+            (Arm::Canary, _, Some(c)) => &c.model,
             _ => &self.champion,
         }
     }
@@ -287,8 +373,9 @@ impl Bundle {
         outcome: &Outcome,
         evidence: Option<&Evidence>,
     ) -> Option<Risk> {
-        let version = self.model(self.arm(tenant, &pcs.pcs_id)).version();
-        self.assess_with(tenant, pcs, outcome, evidence, &version)
+        let arm = self.arm(tenant, &pcs.pcs_id);
+        let version = self.model(arm).version();
+        self.assess_with(tenant, pcs, outcome, evidence, arm, &version)
     }
 
     fn assess_with(
@@ -297,12 +384,12 @@ impl Bundle {
         pcs: &Pcs,
         outcome: &Outcome,
         evidence: Option<&Evidence>,
+        arm: Arm,
         model_version: &str,
     ) -> Option<Risk> {
         if evidence.is_none() && !self.policy.score_without_evidence {
             return None;
         }
-        let arm = self.arm(tenant, &pcs.pcs_id);
         let model = self.model(arm);
         // The verifier already recomputed D̂ (or could not); reuse it rather than redo it.
         let signals = PcsSignals::from_verified(pcs, outcome.result.recomputed_d_hat);
@@ -374,6 +461,7 @@ pub struct Scorer {
     bundle: Bundle,
     champion_version: String,
     challenger_version: String,
+    canary_version: String,
 }
 
 impl Scorer {
@@ -384,11 +472,22 @@ impl Scorer {
             .as_ref()
             .map(Model::version)
             .unwrap_or_default();
+        let canary_version = bundle
+            .canary
+            .as_ref()
+            .map(|c| c.model.version())
+            .unwrap_or_default();
         Scorer {
             bundle,
             champion_version,
             challenger_version,
+            canary_version,
         }
+    }
+
+    /// As [`Bundle::arm`], with the precomputed canary version.
+    pub fn arm(&self, tenant: &str, pcs_id: &str) -> Arm {
+        self.bundle.arm_with(tenant, pcs_id, &self.canary_version)
     }
 
     pub fn bundle(&self) -> &Bundle {
@@ -403,12 +502,14 @@ impl Scorer {
         outcome: &Outcome,
         evidence: Option<&Evidence>,
     ) -> Option<Risk> {
-        let version = match self.bundle.arm(tenant, &pcs.pcs_id) {
+        let arm = self.arm(tenant, &pcs.pcs_id);
+        let version = match arm {
             Arm::Champion => &self.champion_version,
             Arm::Challenger => &self.challenger_version,
+            Arm::Canary => &self.canary_version,
         };
         self.bundle
-            .assess_with(tenant, pcs, outcome, evidence, version)
+            .assess_with(tenant, pcs, outcome, evidence, arm, version)
     }
 }
 
@@ -456,6 +557,27 @@ fn unit_bucket(experiment: &str, unit: &[&str]) -> u32 {
     let parts = [experiment.as_bytes(), b"/", part(0), part(1), part(2)];
     // bucket_parts is in [0, 1): the product is below 10,000, the cast exact.
     (bucket_parts(&parts) * f64::from(EXPERIMENT_BUCKETS)) as u32
+}
+
+/// Salt of the canary's hash, before its version.
+pub const CANARY_SALT: &str = "canary";
+
+/// Position in [0, 1) of `unit` (`[tenant]` or `[tenant, "/", pcs_id]`) for the canary of
+/// version `canary_version`: [`bucket_parts`] of `canary/<version>/<unit>`. Salted with the
+/// version so that successive canaries fall on independent tenants (not always the same first
+/// ones) and independently of the challenger split; unsalted by the weight so that raising the
+/// weight only adds units (a unit on the canary at 5 % stays on it at 10 %).
+pub fn canary_bucket(canary_version: &str, unit: &[&str]) -> f64 {
+    let part = |i: usize| unit.get(i).map_or(&b""[..], |p| p.as_bytes());
+    bucket_parts(&[
+        CANARY_SALT.as_bytes(),
+        b"/",
+        canary_version.as_bytes(),
+        b"/",
+        part(0),
+        part(1),
+        part(2),
+    ])
 }
 
 /// True when the unit falls in the treatment's buckets: bucket < weight × 10,000, i.e. the
@@ -512,6 +634,10 @@ pub fn verify_bundle(
 }
 
 #[cfg(test)]
+#[path = "bundle_canary_tests.rs"]
+mod canary_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::tests::tiny_model;
@@ -526,9 +652,9 @@ mod tests {
     }
     use crate::verify::{verify, VerifyParams};
 
-    const SEED: [u8; 32] = [7; 32];
+    pub(super) const SEED: [u8; 32] = [7; 32];
 
-    fn bundle() -> Bundle {
+    pub(super) fn bundle() -> Bundle {
         Bundle {
             format: BUNDLE_FORMAT.into(),
             version: 3,
@@ -536,12 +662,13 @@ mod tests {
             champion: tiny_model().into(),
             challenger: None,
             challenger_weight: 0.0,
+            canary: None,
             tenant_stats: BTreeMap::new(),
             policy: Policy::default(),
         }
     }
 
-    fn keys() -> Vec<String> {
+    pub(super) fn keys() -> Vec<String> {
         vec![STANDARD.encode(SigningKey::from_bytes(&SEED).verifying_key().to_bytes())]
     }
 

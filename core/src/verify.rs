@@ -118,7 +118,7 @@ pub struct RiskSummary {
     /// `low`, `medium` or `high`.
     pub band: String,
     pub model_version: String,
-    /// `champion` or `challenger`.
+    /// `champion`, `challenger` or `canary`.
     pub arm: String,
     pub bundle_version: u64,
 }

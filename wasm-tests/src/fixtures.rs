@@ -123,6 +123,7 @@ pub fn bundle(
         champion: champion.into(),
         challenger: None,
         challenger_weight: 0.0,
+        canary: None,
         tenant_stats: Default::default(),
         policy: Default::default(),
     }

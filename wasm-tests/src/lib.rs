@@ -26,6 +26,7 @@ pub mod fit_bench;
 pub mod fixtures;
 pub mod floor_bench;
 pub mod load;
+pub mod scored;
 pub mod stack;
 pub mod state;
 

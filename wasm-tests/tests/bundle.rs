@@ -546,6 +546,53 @@ fn a_challenger_with_weight_one_scores_every_request() {
     );
 }
 
+/// The built module with a canary bundle: a canary at weight 1 scores every request (its
+/// arm header and model version, counted under `arm.canary`), at weight 0 none; the bytes a
+/// filter verifies carry it.
+#[test]
+fn a_canary_with_weight_one_scores_every_request_and_is_counted_by_arm() {
+    let mut h = harness("open");
+    let mut b = bundle(2, coverage_model());
+    let canary: kakeya_core::model::Model = hrs_model(&[("token_coverage", -3.0)], 2.0, 0.9).into();
+    b.canary = Some(kakeya_core::bundle::Canary {
+        model: canary.clone(),
+        weight: 1.0,
+        key: kakeya_core::bundle::ArmKey::Tenant,
+    });
+    install(&mut h, &b);
+    let ev = unsupported_evidence();
+    for shard in ["s1", "s2", "s3"] {
+        let out = submit(&mut h, &body_with(&ev, shard));
+        assert_scored(&out, &b, &ev, shard);
+        assert_eq!(out.header("x-kakeya-arm"), Some("canary"));
+        assert_eq!(
+            out.header("x-kakeya-model-version"),
+            Some(canary.version().as_str())
+        );
+    }
+    let by_arm = |arm: &str| {
+        h.metric(&format!(
+            "kakeya_gate.tenant.default.arm.{arm}.scored_by_arm_total"
+        ))
+    };
+    assert_eq!(by_arm("canary"), Some(3));
+    assert_eq!(by_arm("champion"), Some(0));
+    let mut off = b.clone();
+    off.version = 3;
+    off.canary.as_mut().unwrap().weight = 0.0;
+    install(&mut h, &off);
+    let out = submit(&mut h, &body_with(&ev, "s4"));
+    assert_scored(&out, &off, &ev, "s4");
+    assert_eq!(out.header("x-kakeya-arm"), Some("champion"));
+    let by_arm = |arm: &str| {
+        h.metric(&format!(
+            "kakeya_gate.tenant.default.arm.{arm}.scored_by_arm_total"
+        ))
+    };
+    assert_eq!((by_arm("canary"), by_arm("champion")), (Some(3), Some(1)));
+    no_panics(&h);
+}
+
 #[test]
 fn one_vm_polls_per_interval_and_every_vm_picks_the_bundle_up() {
     let shared = SharedStore::new();

@@ -7,105 +7,32 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kakeya_core::bundle::experiment_bucket;
-use kakeya_core::VerifyResult;
-use kakeya_wasm_tests::fixtures::{
-    coverage_model, grounded_evidence, signed_pcs_with_evidence, unsupported_evidence, KEY,
+use kakeya_wasm_tests::scored::{
+    self, multi_tenant_stack, register_coverage_model, submit_scored, Seen,
 };
-use kakeya_wasm_tests::stack::{post, Stack, StackOptions};
+use kakeya_wasm_tests::stack::Stack;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const POLL_MS: u64 = 200;
 const TENANTS: usize = 40;
 
-fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(20))
-        .build()
-}
-
-/// `kakeya <args>`, which must succeed; its stdout as JSON.
-fn kakeya_json(stack: &Stack, args: &[&str]) -> serde_json::Value {
-    let out = stack.kakeya(args).unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// One answer as the client saw it.
-struct Seen {
-    tenant: String,
-    status: u16,
-    arm: String,
-    model_version: String,
-    bundle_version: u64,
-}
-
-/// Submits an evidence-bearing PCS for `tenant` (retrying the transient 503s of a loaded
-/// machine) and returns what the client got.
+/// [`submit_scored`], which must succeed.
 fn submit(stack: &Stack, tenant: &str, shard: &str, grounded: bool) -> Seen {
-    let ev = if grounded {
-        grounded_evidence()
-    } else {
-        unsupported_evidence()
-    };
-    let body = signed_pcs_with_evidence(shard, KEY, &ev, None).to_string();
-    let headers = [
-        ("content-type", "application/json"),
-        ("x-tenant-id", tenant),
-    ];
-    for _ in 0..50 {
-        let a = post(
-            &agent(),
-            &stack.url("/v1/pcs/submit"),
-            &headers,
-            body.as_bytes(),
-        )
-        .unwrap();
-        if a.status == 503 {
-            continue;
-        }
-        assert!(a.status == 200 || a.status == 202, "{tenant}: {a:?}");
-        let r: VerifyResult = serde_json::from_str(&a.body).unwrap();
-        let risk = r
-            .risk
-            .unwrap_or_else(|| panic!("{tenant}: not scored: {}", a.body));
-        return Seen {
-            tenant: tenant.into(),
-            status: a.status,
-            arm: risk.arm,
-            model_version: risk.model_version,
-            bundle_version: risk.bundle_version,
-        };
-    }
-    panic!("the gateway kept answering 503");
+    submit_scored(stack, tenant, shard, grounded).unwrap().0
+}
+
+fn kakeya_json(stack: &Stack, args: &[&str]) -> serde_json::Value {
+    scored::kakeya_json(stack, args).unwrap()
 }
 
 #[test]
 fn experiment_tenants_are_scored_by_their_arm_and_counted() {
     let tenants: Vec<String> = (0..TENANTS).map(|i| format!("t{i:02}")).collect();
-    let keyring: Vec<String> = tenants.iter().map(|t| format!("{t}:hmac:{KEY}")).collect();
-    let mut opts = StackOptions::scoring(POLL_MS);
-    opts.env.push(("MULTI_TENANT".into(), "true".into()));
-    opts.env.push(("TENANTS".into(), keyring.join(",")));
-    let stack = Stack::start(opts).unwrap();
+    let stack = multi_tenant_stack(&tenants, POLL_MS).unwrap();
     let control = stack.current_bundle().unwrap().champion.version();
-
     // The treatment: a coverage-only model, registered with the CLI.
-    let file = stack.data_path().join("treatment.json");
-    std::fs::write(&file, serde_json::to_vec(&coverage_model()).unwrap()).unwrap();
-    let out = stack
-        .kakeya(&["model", "register", file.to_str().unwrap()])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let treatment = coverage_model().version();
+    let treatment = register_coverage_model(&stack).unwrap();
 
     let started = kakeya_json(
         &stack,

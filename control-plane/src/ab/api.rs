@@ -37,6 +37,7 @@ impl From<AbError> for ApiError {
             AbError::NoExperiment(_) => ApiError::Missing(e.to_string()),
             AbError::ControlNotChampion { .. } => conflict("control_not_champion", &e),
             AbError::ChallengerInUse(_) => conflict("challenger_in_use", &e),
+            AbError::CanaryInUse(_) => conflict("canary_in_use", &e),
             AbError::Running(_) => conflict("experiment_running", &e),
             AbError::NotRunning { .. } => conflict("experiment_not_running", &e),
             AbError::Registry(e) => refused(e),
@@ -56,7 +57,7 @@ impl From<AbError> for ApiError {
         (status = 400, body = ErrorBody, description = "Bad name, traffic_split not strictly between 0 and 1, unparsable duration or outside 1 minute..366 days, treatment = control, malformed body; nothing changed"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "control or treatment is not a registered model"),
-        (status = 409, body = ErrorBody, description = "Code `control_not_champion` (promote it first), `challenger_in_use` (remove it first), `experiment_running` (one at a time), `integrity_failure` (a model row failed its check) or `conflict`; nothing changed"),
+        (status = 409, body = ErrorBody, description = "Code `control_not_champion` (promote it first), `challenger_in_use` (remove it first), `canary_in_use` (remove the canary first), `experiment_running` (one at a time), `integrity_failure` (a model row failed its check) or `conflict`; nothing changed"),
         (status = 503, body = ErrorBody)
     )
 )]

@@ -10,9 +10,17 @@
 //!
 //! * Start ([`start`]): the control must be the current champion (else 409
 //!   `control_not_champion`: an experiment never changes what the other tenants get; promote
-//!   first), no challenger may be set (409 `challenger_in_use`), at most one experiment is
-//!   pending or running (one scope, `global`, enforced by a unique index: 409
-//!   `experiment_running`).
+//!   first), no challenger may be set (409 `challenger_in_use`), no canary either (409
+//!   `canary_in_use`), at most one experiment is pending or running (one scope, `global`,
+//!   enforced by a unique index: 409 `experiment_running`).
+//! * Canaries: while an experiment is pending or running, no canary may be set (409
+//!   `experiment_running`), and an experiment does not start while a canary is set. Both are
+//!   checked under the publication lock ([`publication_policy`]). Why exclusion rather than the
+//!   canary taking its share first (which the filter would do): a canary's weight rises step
+//!   by step, and every step would move tenants out of the experiment's arms, so "a tenant never
+//!   flips arm" would no longer hold and the arms' populations would drift during the
+//!   experiment, biasing its statistics; and a canary on the experiment's control would be
+//!   measured against a control that is itself part of a running comparison.
 //! * Stop ([`stop`], [`expire_due`]): removes the challenger; the publication that removes it
 //!   ends the experiment (`stopped`, or `completed` at `ends_at`). Any other alias change that
 //!   breaks its arms (a promotion, another challenger or weight, a removal) ends it as well,
@@ -28,7 +36,9 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 
-use crate::registry::{self, Actor, AliasRow, Published, RegistryError, Why, CHALLENGER, CHAMPION};
+use crate::registry::{
+    self, Actor, AliasRow, Published, RegistryError, Why, CANARY, CHALLENGER, CHAMPION,
+};
 use crate::store::Db;
 use kakeya_core::bundle::{is_experiment_id, ArmKey, Policy};
 use serde::{Deserialize, Serialize};
@@ -202,6 +212,8 @@ pub enum AbError {
     ControlNotChampion { control: String, champion: String },
     #[error("a challenger ({0}) is set; remove it before starting an experiment")]
     ChallengerInUse(String),
+    #[error("a canary ({0}) is set; remove it before starting an experiment")]
+    CanaryInUse(String),
     #[error("experiment {0} is already running; stop it first (one experiment at a time)")]
     Running(String),
     #[error("experiment {id} is {status}, not running", status = .status.as_str())]
@@ -296,6 +308,9 @@ pub async fn start(
         }
         if let Some(c) = alias(&al, CHALLENGER) {
             return Err(AbError::ChallengerInUse(c.version.clone()));
+        }
+        if let Some(c) = alias(&al, CANARY) {
+            return Err(AbError::CanaryInUse(c.version.clone()));
         }
     }
     let e = Experiment {
@@ -448,6 +463,9 @@ fn arms_match(al: &[AliasRow], e: &Experiment) -> bool {
 /// change that goes with it:
 ///
 /// * no pending or running experiment: the default policy;
+/// * a canary is set while an experiment is pending (its start is publishing: refused with
+///   `canary_in_use`, the start fails and changes nothing) or running with its arms intact
+///   (a canary move: refused with `experiment_running`);
 /// * the aliases are the experiment's arms: `arm_key = tenant`, `experiment = <id>`; a pending
 ///   experiment becomes `running` with `first_bundle_version = bundle_version`;
 /// * a pending experiment whose treatment is being set while the arms do not match (the
@@ -464,6 +482,33 @@ pub async fn publication_policy(
     let Some(e) = store::active_in(conn).await? else {
         return Ok(Policy::default());
     };
+    if let Some(c) = alias(al, CANARY) {
+        let refuse = |code: &'static str, message: String| {
+            Err(RegistryError::ConflictWith { code, message })
+        };
+        match e.status {
+            Status::Pending => {
+                return refuse(
+                    "canary_in_use",
+                    format!(
+                        "a canary ({}) is set; remove it before starting an experiment",
+                        c.version
+                    ),
+                )
+            }
+            _ if arms_match(al, &e) => {
+                return refuse(
+                    "experiment_running",
+                    format!(
+                        "experiment {} is running; no canary while it runs (stop it first)",
+                        e.id
+                    ),
+                )
+            }
+            // The experiment is ending (its arms are broken): let it end.
+            _ => {}
+        }
+    }
     let salted = Policy {
         arm_key: ArmKey::Tenant,
         experiment: Some(e.id.clone()).filter(|id| is_experiment_id(id)),

@@ -490,6 +490,7 @@ async fn statistics_match_an_independent_computation() {
             let (arm_name, version) = match arm {
                 Arm::Champion => ("champion", a.as_str()),
                 Arm::Challenger => ("challenger", b.as_str()),
+                Arm::Canary => unreachable!("no canary during an experiment"),
             };
             // Kinds: 0..=2 in the experiment, 3 the previous bundle, 4 another model, 5 unscored.
             let kind = match n % 12 {

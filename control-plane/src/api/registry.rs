@@ -5,15 +5,16 @@
 //! signature with the key in their configuration). The others ([`router`]) need the bearer
 //! token. The seed's names (`POST /v1/hrs/register`, `POST /v1/hrs/activate`) and ours
 //! (`/v1/models`, `/v1/aliases/*`) call the same registry functions
-//! ([`registry::register_model`], [`registry::move_alias`]); every alias move is recorded with
-//! the actor `admin-api` (the API has one token, hence one identity).
+//! ([`registry::register_model`], [`registry::move_alias`], [`registry::move_canary`]); every
+//! alias move is recorded with the actor `admin-api` (the API has one token, hence one
+//! identity).
 
 use super::decisions::{finish_page, page_args};
 use super::AdminState;
 use crate::error::{ApiError, ErrorBody};
 use crate::registry::{
-    self, card, history, Actor, HistoryEntry, ModelDetail, ModelSummary, Published, Registered,
-    RegistryError, StatedReason, Why, CHALLENGER, CHAMPION,
+    self, card, history, Actor, AliasRow, HistoryEntry, ModelDetail, ModelSummary, Published,
+    Registered, RegistryError, StatedReason, Why, CANARY, CHALLENGER, CHAMPION,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -21,7 +22,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kakeya_core::bundle::{H_SHA256, H_SIGNATURE};
+use kakeya_core::bundle::{ArmKey, H_SHA256, H_SIGNATURE};
 use kakeya_core::model::Model;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -33,7 +34,9 @@ pub fn router() -> OpenApiRouter<AdminState> {
         .routes(routes!(list_models, post_model))
         .routes(routes!(get_model))
         .routes(routes!(history))
+        .routes(routes!(list_aliases))
         .routes(routes!(set_challenger, delete_challenger))
+        .routes(routes!(set_canary, delete_canary))
         .routes(routes!(set_alias))
         .routes(routes!(hrs_register))
         .routes(routes!(hrs_activate))
@@ -45,8 +48,11 @@ impl From<RegistryError> for ApiError {
             RegistryError::Exists(_) | RegistryError::Conflict(_) => {
                 ApiError::Conflict(e.to_string())
             }
-            RegistryError::NoModel(_) | RegistryError::NoChallenger => {
+            RegistryError::NoModel(_) | RegistryError::NoChallenger | RegistryError::NoCanary => {
                 ApiError::Missing(e.to_string())
+            }
+            RegistryError::ConflictWith { code, message } => {
+                ApiError::ConflictWith { code, message }
             }
             RegistryError::Invalid(m) => ApiError::BadRequest(m),
             RegistryError::Integrity(e) => ApiError::Integrity {
@@ -352,7 +358,7 @@ pub async fn hrs_activate(
     body: Result<Json<ActivateBody>, JsonRejection>,
 ) -> Result<Json<Activated>, ApiError> {
     let Json(b) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let p = move_by_api(&st, CHAMPION, &b.version, None, b.reason, b.comment).await?;
+    let p = move_by_api(&st, CHAMPION, &b.version, None, None, b.reason, b.comment).await?;
     let moved = p
         .moved
         .ok_or_else(|| ApiError::Internal("the move was not recorded".into()))?;
@@ -373,26 +379,26 @@ fn api_why(reason: Option<StatedReason>, comment: Option<String>) -> Why {
     }
 }
 
-/// [`registry::move_alias`] for an API caller, logged.
+/// [`registry::move_alias`] (the canary with a weight: [`registry::move_canary`]) for an API
+/// caller, logged.
 async fn move_by_api(
     st: &AdminState,
     alias: &str,
     version: &str,
     weight: Option<f64>,
+    key: Option<ArmKey>,
     reason: Option<StatedReason>,
     comment: Option<String>,
 ) -> Result<Published, ApiError> {
     let why = api_why(reason, comment);
-    let p = registry::move_alias(
-        &st.db,
-        seed(st)?,
-        alias,
-        version,
-        weight,
-        &why,
-        crate::now_ms(),
-    )
-    .await
+    let (db, seed, now) = (&st.db, seed(st)?, crate::now_ms());
+    let p = match (alias, weight) {
+        (CANARY, Some(w)) => registry::move_canary(db, seed, version, w, key, &why, now).await,
+        _ if key.is_some() => Err(RegistryError::Invalid(format!(
+            "key applies to the {CANARY} only"
+        ))),
+        _ => registry::move_alias(db, seed, alias, version, weight, &why, now).await,
+    }
     .map_err(refused)?;
     tracing::info!(
         alias,
@@ -409,8 +415,14 @@ async fn move_by_api(
 pub struct AliasBody {
     /// Registered model version.
     pub version: String,
-    /// Challenger only: share of tenants (0..=1) it scores.
+    /// Challenger and canary (required for both): share (0..=1) of tenants or requests it
+    /// scores. The canary takes its share first; the challenger splits the rest.
     pub weight: Option<f64>,
+    /// Canary only: what its consistent hash is keyed by, `tenant` (sticky per tenant) or
+    /// `request` (`tenant/pcs_id`: one tenant's requests split). Default: the canary's current
+    /// key, `tenant` for a new canary.
+    #[schema(value_type = Option<String>, pattern = "^(tenant|request)$")]
+    pub key: Option<ArmKey>,
     /// Why (default `manual`), recorded in the alias history.
     pub reason: Option<StatedReason>,
     /// Recorded in the alias history; at most 1024 characters.
@@ -429,15 +441,15 @@ pub(crate) fn seed(st: &AdminState) -> Result<&[u8; 32], ApiError> {
     post,
     path = "/v1/aliases/{alias}",
     tag = "registry",
-    params(("alias" = String, Path, description = "champion or challenger")),
+    params(("alias" = String, Path, description = "champion, challenger or canary")),
     request_body = AliasBody,
     security(("bearer" = [])),
     responses(
         (status = 200, body = Published, description = "Alias set; a new signed bundle is published and the move recorded in the alias history (actor admin-api)"),
-        (status = 400, body = ErrorBody, description = "Unknown alias, weight missing or out of range, unknown reason, comment over 1024 characters, malformed body"),
+        (status = 400, body = ErrorBody, description = "Unknown alias, weight missing or out of range, key for an alias other than the canary, unknown reason, comment over 1024 characters, malformed body"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "No such model"),
-        (status = 409, body = ErrorBody, description = "A challenger needs a champion (code `conflict`), or a model row it loads failed its integrity check (code `integrity_failure`): nothing is published"),
+        (status = 409, body = ErrorBody, description = "A challenger or canary needs a champion (code `conflict`), a canary while an A/B experiment runs (code `experiment_running`), or a model row it loads failed its integrity check (code `integrity_failure`): nothing is published"),
         (status = 503, body = ErrorBody)
     )
 )]
@@ -447,8 +459,72 @@ pub async fn set_alias(
     body: Result<Json<AliasBody>, JsonRejection>,
 ) -> Result<Json<Published>, ApiError> {
     let Json(b) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let p = move_by_api(&st, &alias, &b.version, b.weight, b.reason, b.comment).await?;
+    let p = move_by_api(
+        &st, &alias, &b.version, b.weight, b.key, b.reason, b.comment,
+    )
+    .await?;
     Ok(Json(p))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/aliases",
+    tag = "registry",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Vec<AliasRow>, description = "The aliases that are set: champion, challenger (weight), canary (weight, key)"),
+        (status = 401, body = ErrorBody),
+        (status = 503, body = ErrorBody)
+    )
+)]
+pub async fn list_aliases(State(st): State<AdminState>) -> Result<Json<Vec<AliasRow>>, ApiError> {
+    let mut conn = st.db.pool.acquire().await.map_err(store)?;
+    registry::aliases(&mut conn).await.map(Json).map_err(store)
+}
+
+/// `POST /v1/aliases/canary` (a static route, next to its `DELETE`).
+#[utoipa::path(
+    post,
+    path = "/v1/aliases/canary",
+    tag = "registry",
+    request_body = AliasBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Published, description = "Canary set, or its weight or key changed (the same version again); a new signed bundle is published and the move recorded in the alias history (actor admin-api). Filters take it within one poll interval"),
+        (status = 400, body = ErrorBody, description = "Weight missing, not a number or outside [0, 1]; unknown key or reason; comment over 1024 characters; malformed body"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such model"),
+        (status = 409, body = ErrorBody, description = "An A/B experiment is running (code `experiment_running`; stop it first), no champion (code `conflict`), or a model row it loads failed its integrity check (code `integrity_failure`): nothing is published"),
+        (status = 503, body = ErrorBody)
+    )
+)]
+pub async fn set_canary(
+    st: State<AdminState>,
+    body: Result<Json<AliasBody>, JsonRejection>,
+) -> Result<Json<Published>, ApiError> {
+    set_alias(st, Path(CANARY.to_string()), body).await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/aliases/canary",
+    tag = "registry",
+    params(RemoveQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Published, description = "Canary removed; a new signed bundle is published and the removal recorded: within one poll interval no request is scored by it"),
+        (status = 400, body = ErrorBody, description = "Unknown reason, comment over 1024 characters"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No canary"),
+        (status = 409, body = ErrorBody, description = "Code `integrity_failure`: a model row of the remaining aliases failed its integrity check; nothing is published"),
+        (status = 503, body = ErrorBody)
+    )
+)]
+pub async fn delete_canary(
+    st: State<AdminState>,
+    q: Result<Query<RemoveQuery>, QueryRejection>,
+) -> Result<Json<Published>, ApiError> {
+    remove_by_api(st, CANARY, q).await
 }
 
 /// `POST /v1/aliases/challenger` (a static route, next to its `DELETE`).
@@ -474,7 +550,8 @@ pub async fn set_challenger(
     set_alias(st, Path(CHALLENGER.to_string()), body).await
 }
 
-/// Why the challenger is removed (query of `DELETE /v1/aliases/challenger`).
+/// Why the challenger or the canary is removed (query of `DELETE /v1/aliases/challenger` and
+/// `DELETE /v1/aliases/canary`).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RemoveQuery {
@@ -502,16 +579,25 @@ pub struct RemoveQuery {
     )
 )]
 pub async fn delete_challenger(
+    st: State<AdminState>,
+    q: Result<Query<RemoveQuery>, QueryRejection>,
+) -> Result<Json<Published>, ApiError> {
+    remove_by_api(st, CHALLENGER, q).await
+}
+
+/// [`registry::remove_alias`] for an API caller, logged.
+async fn remove_by_api(
     State(st): State<AdminState>,
+    alias: &str,
     q: Result<Query<RemoveQuery>, QueryRejection>,
 ) -> Result<Json<Published>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let why = api_why(q.reason, q.comment);
-    let p = registry::remove_alias(&st.db, seed(&st)?, CHALLENGER, &why, crate::now_ms())
+    let p = registry::remove_alias(&st.db, seed(&st)?, alias, &why, crate::now_ms())
         .await
         .map_err(refused)?;
     tracing::info!(
-        alias = CHALLENGER,
+        alias,
         bundle = p.bundle_version,
         reason = why.reason.as_str(),
         "alias removed"
@@ -525,6 +611,7 @@ pub async fn delete_challenger(
 pub enum HistoryAlias {
     Champion,
     Challenger,
+    Canary,
 }
 
 impl HistoryAlias {
@@ -532,6 +619,7 @@ impl HistoryAlias {
         match self {
             HistoryAlias::Champion => CHAMPION,
             HistoryAlias::Challenger => CHALLENGER,
+            HistoryAlias::Canary => CANARY,
         }
     }
 }

@@ -210,11 +210,9 @@ pub async fn ensure_trusted(db: &Db, seed: &[u8; 32]) -> anyhow::Result<Option<P
 /// another SHA-256 was altered after publication: the bundle (signed) is kept and
 /// [`check_models`] reports the row.
 async fn check_served_models(db: &Db, version: i64, bundle: &Bundle) -> anyhow::Result<()> {
-    for (arm, m) in [
-        ("champion", Some(&bundle.champion)),
-        ("challenger", bundle.challenger.as_ref()),
-    ] {
+    for (arm, m) in bundle.arm_models() {
         let Some(m) = m else { continue };
+        let arm = arm.as_str();
         match model_sha256(db, &m.version()).await? {
             Some(recorded) if recorded == m.sha256() => {}
             Some(_) => tracing::warn!(

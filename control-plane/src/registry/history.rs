@@ -8,6 +8,7 @@
 //! `scheduler`; the first start `kakeya-serve`. Why is a [`Reason`].
 
 use super::{RegistryError, CHAMPION};
+use kakeya_core::bundle::ArmKey;
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 use std::fmt;
@@ -180,14 +181,20 @@ impl Why {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub id: i64,
-    /// `champion` or `challenger`.
+    /// `champion`, `challenger` or `canary`.
     pub alias: String,
     /// The version the alias pointed at before; `null` when it was unset.
     pub previous_version: Option<String>,
     /// The version it points at since; `null` when it was removed.
     pub new_version: Option<String>,
-    /// The alias's traffic weight after the move (1 for the champion); `null` on removal.
+    /// The alias's traffic weight after the move (1 for the champion); `null` on removal. A
+    /// move to the same version with another weight (a canary step) is a move like any other.
     pub weight: Option<f64>,
+    /// Canary only: what its hash is keyed by after the move (`tenant` or `request`); absent
+    /// for the other aliases and on removal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub arm_key: Option<ArmKey>,
     /// `admin-api`, `cli:<os user>`, `scheduler`, `kakeya-serve` or `migration-0011`.
     pub actor: String,
     pub reason: Reason,
@@ -197,8 +204,20 @@ pub struct HistoryEntry {
     pub created_at_ms: i64,
 }
 
-const COLUMNS: &str = "id, alias, previous_version, new_version, weight, actor, reason, comment, \
-                       bundle_version, created_at_ms";
+const COLUMNS: &str = "id, alias, previous_version, new_version, weight, arm_key, actor, reason, \
+                       comment, bundle_version, created_at_ms";
+
+/// An `arm_key` column (`model_aliases`, `alias_history`) as read.
+pub(super) fn arm_key_of(r: &sqlx::any::AnyRow) -> Result<Option<ArmKey>, sqlx::Error> {
+    let key: Option<String> = r.try_get("arm_key")?;
+    key.map(|k| {
+        ArmKey::parse(&k).ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: "arm_key".into(),
+            source: format!("unknown arm key {k:?}").into(),
+        })
+    })
+    .transpose()
+}
 
 fn entry(r: &sqlx::any::AnyRow) -> Result<HistoryEntry, sqlx::Error> {
     let reason: String = r.try_get("reason")?;
@@ -208,6 +227,7 @@ fn entry(r: &sqlx::any::AnyRow) -> Result<HistoryEntry, sqlx::Error> {
         previous_version: r.try_get("previous_version")?,
         new_version: r.try_get("new_version")?,
         weight: r.try_get("weight")?,
+        arm_key: arm_key_of(r)?,
         actor: r.try_get("actor")?,
         reason: Reason::parse(&reason).ok_or_else(|| sqlx::Error::ColumnDecode {
             index: "reason".into(),
@@ -219,11 +239,13 @@ fn entry(r: &sqlx::any::AnyRow) -> Result<HistoryEntry, sqlx::Error> {
     })
 }
 
-/// What a move did to one alias: from `previous` to `new` (version, weight; `None` removed).
+/// What a move did to one alias: from `previous` to `new` (version, weight; `None` removed),
+/// with the canary's key.
 pub(super) struct Change<'a> {
     pub alias: &'a str,
     pub previous: Option<String>,
     pub new: Option<(&'a str, f64)>,
+    pub arm_key: Option<ArmKey>,
 }
 
 /// Records `change` (published as `bundle_version`) inside the caller's transaction.
@@ -236,8 +258,8 @@ pub(super) async fn record(
 ) -> Result<HistoryEntry, sqlx::Error> {
     let row = sqlx::query(&format!(
         "INSERT INTO alias_history (alias, previous_version, new_version, weight, actor, reason, \
-         comment, bundle_version, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         RETURNING {COLUMNS}"
+         comment, bundle_version, created_at_ms, arm_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
     ))
     .bind(change.alias)
     .bind(change.previous.clone())
@@ -248,6 +270,7 @@ pub(super) async fn record(
     .bind(why.comment.clone())
     .bind(bundle_version)
     .bind(now_ms)
+    .bind(change.arm_key.map(ArmKey::as_str))
     // Not a cached prepared statement: sqlx 0.8's Any driver declares a NULL f64 (the weight
     // of a removal) to PostgreSQL as float4, and a statement cached with that type refuses
     // every later row with a weight on the connection (22P03; see `store::decision_log`).

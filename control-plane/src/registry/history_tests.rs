@@ -108,7 +108,7 @@ async fn every_alias_move_is_recorded_with_its_bundle_and_failed_moves_record_no
         let refused = [
             move_alias(db, &SEED, CHAMPION, "lr-000000000000", None, &why(), 14).await,
             move_alias(db, &SEED, CHALLENGER, &a.version(), Some(2.0), &why(), 14).await,
-            move_alias(db, &SEED, "canary", &a.version(), Some(0.1), &why(), 14).await,
+            move_alias(db, &SEED, "shadow", &a.version(), Some(0.1), &why(), 14).await,
             move_alias(
                 db,
                 &SEED,
@@ -349,12 +349,13 @@ async fn migration_0011_starts_the_history_with_the_aliases_as_they_are() {
     }
 }
 
-struct Api {
+/// The admin router on a test database, with the test token and [`SEED`].
+pub(super) struct Api {
     router: axum::Router,
 }
 
 impl Api {
-    fn new(db: &Db) -> Api {
+    pub(super) fn new(db: &Db) -> Api {
         let metrics = crate::metrics::Metrics::new().unwrap();
         Api {
             router: crate::api::admin_router(crate::api::AdminState {
@@ -378,7 +379,7 @@ impl Api {
         }
     }
 
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: &str,
         path: &str,
@@ -399,11 +400,15 @@ impl Api {
         (status, v)
     }
 
-    async fn post(&self, path: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+    pub(super) async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (StatusCode, serde_json::Value) {
         self.call("POST", path, Some(body.to_string())).await
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, serde_json::Value) {
+    pub(super) async fn get(&self, path: &str) -> (StatusCode, serde_json::Value) {
         self.call("GET", path, None).await
     }
 }
@@ -561,7 +566,7 @@ async fn the_seed_routes_register_and_activate_through_the_same_registry() {
             .map(|e| e["bundle_version"].as_i64().unwrap())
             .collect();
         assert_eq!(bundles, [4, 3, 2, 1], "{l}");
-        for q in ["alias=canary", "limit=0", "limit=1001", "cursor=nope"] {
+        for q in ["alias=shadow", "limit=0", "limit=1001", "cursor=nope"] {
             let (s, v) = api.get(&format!("/v1/aliases/history?{q}")).await;
             assert_eq!(
                 (s, v["code"].as_str()),

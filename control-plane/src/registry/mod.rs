@@ -3,7 +3,8 @@
 //! * `models`: every registered artifact (canonical JSON, identity `lr-` or `gbdt-` + `sha256[..12]`), the
 //!   Ed25519 signature of the SHA-256 of its canonical bytes by the control plane's key
 //!   ([`keys::sign_artifact`]) and its model card ([`card`]);
-//! * `model_aliases`: `champion` and optionally `challenger` (with its traffic weight);
+//! * `model_aliases`: `champion`, optionally `challenger` (with its traffic weight) and
+//!   optionally `canary` (with its weight and hash key, [`move_canary`]);
 //! * `alias_history`: every move of an alias, who made it and why ([`history`]);
 //! * `bundles`: every published [`Bundle`], signed with the control plane's key ([`keys`]);
 //! * `registry_meta`: facts recorded once per database (the one-time signature backfill).
@@ -24,7 +25,9 @@ pub mod reference;
 pub use history::{last_good_champion, Actor, HistoryEntry, Reason, StatedReason, Why};
 
 use crate::store::{Backend, Db};
-use kakeya_core::bundle::{verify_bundle, Bundle, BundleError, SignedBundle, BUNDLE_FORMAT};
+use kakeya_core::bundle::{
+    verify_bundle, ArmKey, Bundle, BundleError, Canary, SignedBundle, BUNDLE_FORMAT,
+};
 use kakeya_core::features::TenantStats;
 use kakeya_core::model::Model;
 use serde::Serialize;
@@ -36,6 +39,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub const BUNDLE_PATH: &str = "/v1/bundles/current";
 pub const CHAMPION: &str = "champion";
 pub const CHALLENGER: &str = "challenger";
+/// Scores its weight of the tenants (or requests) before the challenger split.
+pub const CANARY: &str = "canary";
 
 /// Default window (days of decision log) of the tenant statistics a bundle carries.
 pub const DEFAULT_TENANT_STATS_DAYS: u32 = 14;
@@ -159,6 +164,11 @@ pub enum RegistryError {
     Conflict(String),
     #[error("no challenger is set")]
     NoChallenger,
+    #[error("no canary is set")]
+    NoCanary,
+    /// A conflict with its own stable code (`experiment_running`, `canary_in_use`).
+    #[error("{message}")]
+    ConflictWith { code: &'static str, message: String },
     /// A stored model or bundle row failed its integrity check ([`IntegrityError`]).
     #[error(transparent)]
     Integrity(#[from] IntegrityError),
@@ -296,7 +306,7 @@ pub struct ModelSummary {
     /// (the first start after migration 0007 signs those, once).
     pub signature: Option<String>,
     pub created_at_ms: i64,
-    /// Aliases pointing at this model (`champion`, `challenger`).
+    /// Aliases pointing at this model (`champion`, `challenger`, `canary`).
     pub aliases: Vec<String>,
 }
 
@@ -316,9 +326,16 @@ pub struct ModelDetail {
 /// An alias.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AliasRow {
+    /// `champion`, `challenger` or `canary`.
     pub alias: String,
     pub version: String,
+    /// Share of units the alias scores (1 for the champion, which scores what the others
+    /// leave).
     pub weight: f64,
+    /// Canary only: what its hash is keyed by (`tenant` or `request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub arm_key: Option<ArmKey>,
     pub updated_at_ms: i64,
 }
 
@@ -438,10 +455,11 @@ pub async fn register_model(
     })
 }
 
-/// The aliases, champion first.
+/// The aliases: champion, challenger, canary (those that are set).
 pub async fn aliases(conn: &mut AnyConnection) -> Result<Vec<AliasRow>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT alias, version, weight, updated_at_ms FROM model_aliases ORDER BY alias DESC",
+        "SELECT alias, version, weight, arm_key, updated_at_ms FROM model_aliases \
+         ORDER BY alias DESC",
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -451,6 +469,7 @@ pub async fn aliases(conn: &mut AnyConnection) -> Result<Vec<AliasRow>, sqlx::Er
                 alias: r.try_get("alias")?,
                 version: r.try_get("version")?,
                 weight: r.try_get("weight")?,
+                arm_key: history::arm_key_of(r)?,
                 updated_at_ms: r.try_get("updated_at_ms")?,
             })
         })
@@ -584,6 +603,14 @@ async fn publish(
         Some(c) => (Some(load_model(conn, &c.version, &key).await?), c.weight),
         None => (None, 0.0),
     };
+    let canary = match al.iter().find(|a| a.alias == CANARY) {
+        Some(c) => Some(Canary {
+            model: load_model(conn, &c.version, &key).await?,
+            weight: c.weight,
+            key: c.arm_key.unwrap_or(ArmKey::Tenant),
+        }),
+        None => None,
+    };
     let next: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS v FROM bundles")
         .fetch_one(&mut *conn)
         .await?
@@ -595,6 +622,7 @@ async fn publish(
         champion,
         challenger,
         challenger_weight,
+        canary,
         tenant_stats,
         // An A/B experiment salts the split while the aliases are its arms (and ends when
         // this publication breaks them).
@@ -654,12 +682,13 @@ pub fn sign_checked(bundle: &Bundle, seed: &[u8; 32]) -> Result<SignedBundle, Re
     Ok(signed)
 }
 
-/// Points `alias` at `version` (the challenger with its traffic `weight`), publishes the next
-/// bundle and records the move with `why` in the history, atomically: the one implementation
-/// behind `POST /v1/aliases/{alias}`, `POST /v1/hrs/activate`, `kakeya model promote`, the
-/// default model at first start and the scheduler's gate and auto-revert. The model row is
-/// checked ([`verify_model_row`]) under the publication lock; a row that fails is refused
-/// ([`RegistryError::Integrity`]) and nothing changes.
+/// Points `alias` at `version` (the challenger or the canary with its traffic `weight`),
+/// publishes the next bundle and records the move with `why` in the history, atomically: the
+/// one implementation behind `POST /v1/aliases/{alias}`, `POST /v1/hrs/activate`, `kakeya
+/// model promote`, the default model at first start and the scheduler's gate and auto-revert.
+/// The model row is checked ([`verify_model_row`]) under the publication lock; a row that
+/// fails is refused ([`RegistryError::Integrity`]) and nothing changes. A canary moved here
+/// keeps its hash key ([`move_canary`] sets it).
 pub async fn move_alias(
     db: &Db,
     seed: &[u8; 32],
@@ -669,25 +698,61 @@ pub async fn move_alias(
     why: &Why,
     now_ms: i64,
 ) -> Result<Published, RegistryError> {
-    let weight = match (alias, weight) {
-        (CHAMPION, None) => 1.0,
-        (CHAMPION, Some(_)) => {
-            return Err(RegistryError::Invalid(
-                "weight applies to the challenger only".into(),
-            ))
-        }
-        (CHALLENGER, Some(w)) if (0.0..=1.0).contains(&w) => w,
-        (CHALLENGER, _) => {
-            return Err(RegistryError::Invalid(
-                "the challenger needs a weight within [0, 1]".into(),
-            ))
-        }
-        _ => {
-            return Err(RegistryError::Invalid(format!(
-                "alias must be {CHAMPION} or {CHALLENGER}"
-            )))
-        }
-    };
+    move_keyed(db, seed, alias, version, weight, None, why, now_ms).await
+}
+
+/// Points the `canary` alias at `version` with `weight` (finite, within [0, 1]) and, when
+/// given, the hash `key` (else the canary's current key, `tenant` for a new one), as
+/// [`move_alias`] does: a weight change of the same version is a move too, recorded and
+/// published. Refused with [`RegistryError::ConflictWith`] `experiment_running` while an A/B
+/// experiment runs ([`crate::ab::publication_policy`]).
+pub async fn move_canary(
+    db: &Db,
+    seed: &[u8; 32],
+    version: &str,
+    weight: f64,
+    key: Option<ArmKey>,
+    why: &Why,
+    now_ms: i64,
+) -> Result<Published, RegistryError> {
+    move_keyed(db, seed, CANARY, version, Some(weight), key, why, now_ms).await
+}
+
+/// The weight an alias move stores, or why the move is refused.
+fn alias_weight(alias: &str, weight: Option<f64>) -> Result<f64, RegistryError> {
+    match (alias, weight) {
+        (CHAMPION, None) => Ok(1.0),
+        (CHAMPION, Some(_)) => Err(RegistryError::Invalid(
+            "weight applies to the challenger and the canary only".into(),
+        )),
+        // `contains` is false for NaN.
+        (CHALLENGER | CANARY, Some(w)) if (0.0..=1.0).contains(&w) => Ok(w),
+        (CHALLENGER | CANARY, _) => Err(RegistryError::Invalid(format!(
+            "the {alias} needs a weight within [0, 1]"
+        ))),
+        _ => Err(RegistryError::Invalid(format!(
+            "alias must be {CHAMPION}, {CHALLENGER} or {CANARY}"
+        ))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn move_keyed(
+    db: &Db,
+    seed: &[u8; 32],
+    alias: &str,
+    version: &str,
+    weight: Option<f64>,
+    key: Option<ArmKey>,
+    why: &Why,
+    now_ms: i64,
+) -> Result<Published, RegistryError> {
+    let weight = alias_weight(alias, weight)?;
+    if key.is_some() && alias != CANARY {
+        return Err(RegistryError::Invalid(format!(
+            "key applies to the {CANARY} only"
+        )));
+    }
     why.check()?;
     let mut conn = db.pool.acquire().await?;
     let stats = current_tenant_stats(&mut conn, now_ms).await?;
@@ -695,22 +760,32 @@ pub async fn move_alias(
     let res = async {
         lock_publication(&mut tx, db.backend).await?;
         load_model(&mut tx, version, &keys::public_key_b64(seed)).await?;
-        let previous = alias_version(&mut tx, alias).await?;
+        let current = aliases(&mut tx)
+            .await?
+            .into_iter()
+            .find(|a| a.alias == alias);
+        let arm_key = (alias == CANARY).then(|| {
+            key.or(current.as_ref().and_then(|a| a.arm_key))
+                .unwrap_or(ArmKey::Tenant)
+        });
         sqlx::query(
-            "INSERT INTO model_aliases (alias, version, weight, updated_at_ms) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (alias) DO UPDATE SET version = excluded.version, \
-             weight = excluded.weight, updated_at_ms = excluded.updated_at_ms",
+            "INSERT INTO model_aliases (alias, version, weight, updated_at_ms, arm_key) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (alias) DO UPDATE SET \
+             version = excluded.version, weight = excluded.weight, \
+             updated_at_ms = excluded.updated_at_ms, arm_key = excluded.arm_key",
         )
         .bind(alias)
         .bind(version)
         .bind(weight)
         .bind(now_ms)
+        .bind(arm_key.map(ArmKey::as_str))
         .execute(&mut *tx)
         .await?;
         let change = history::Change {
             alias,
-            previous,
+            previous: current.map(|a| a.version),
             new: Some((version, weight)),
+            arm_key,
         };
         record_move(&mut tx, seed, &change, why, now_ms, stats).await
     }
@@ -765,7 +840,7 @@ async fn finish<T>(
     }
 }
 
-/// Removes `alias` (only the challenger can be removed: the champion is replaced by promoting
+/// Removes `alias` (the challenger or the canary: the champion is replaced by promoting
 /// another model), publishes the next bundle and records the removal with `why`, atomically.
 pub async fn remove_alias(
     db: &Db,
@@ -774,11 +849,16 @@ pub async fn remove_alias(
     why: &Why,
     now_ms: i64,
 ) -> Result<Published, RegistryError> {
-    if alias != CHALLENGER {
-        return Err(RegistryError::Invalid(format!(
-            "only the {CHALLENGER} can be removed; replace the {CHAMPION} by promoting another model"
-        )));
-    }
+    let missing = match alias {
+        CHALLENGER => RegistryError::NoChallenger,
+        CANARY => RegistryError::NoCanary,
+        _ => {
+            return Err(RegistryError::Invalid(format!(
+                "only the {CHALLENGER} or the {CANARY} can be removed; replace the {CHAMPION} \
+                 by promoting another model"
+            )))
+        }
+    };
     why.check()?;
     let mut conn = db.pool.acquire().await?;
     let stats = current_tenant_stats(&mut conn, now_ms).await?;
@@ -786,7 +866,7 @@ pub async fn remove_alias(
     let res = async {
         lock_publication(&mut tx, db.backend).await?;
         let Some(previous) = alias_version(&mut tx, alias).await? else {
-            return Err(RegistryError::NoChallenger);
+            return Err(missing);
         };
         sqlx::query("DELETE FROM model_aliases WHERE alias = $1")
             .bind(alias)
@@ -796,6 +876,7 @@ pub async fn remove_alias(
             alias,
             previous: Some(previous),
             new: None,
+            arm_key: None,
         };
         record_move(&mut tx, seed, &change, why, now_ms, stats).await
     }
@@ -1056,13 +1137,25 @@ pub async fn rekey(
         let al = aliases(&mut tx).await?;
         let named = |alias: &str| al.iter().find(|a| a.alias == alias);
         let challenger = named(CHALLENGER).map(|a| (a.version.clone(), a.weight));
-        let aliased = (named(CHAMPION).map(|a| a.version.clone()), challenger);
+        let canary = named(CANARY).map(|a| {
+            let key = a.arm_key.unwrap_or(ArmKey::Tenant);
+            (a.version.clone(), a.weight, key)
+        });
+        let aliased = (
+            named(CHAMPION).map(|a| a.version.clone()),
+            challenger,
+            canary,
+        );
         let carried = (
             Some(served.champion.version()),
             served
                 .challenger
                 .as_ref()
                 .map(|m| (m.version(), served.challenger_weight)),
+            served
+                .canary
+                .as_ref()
+                .map(|c| (c.model.version(), c.weight, c.key)),
         );
         if aliased != carried {
             return Err(RegistryError::Conflict(format!(
@@ -1098,6 +1191,8 @@ pub async fn model_count(db: &Db) -> Result<i64, sqlx::Error> {
         .try_get("n")
 }
 
+#[cfg(test)]
+mod canary_tests;
 #[cfg(test)]
 mod history_tests;
 #[cfg(test)]

@@ -516,6 +516,7 @@ fn unpublishable_bundles_are_refused() {
         champion: model(-1.0),
         challenger: None,
         challenger_weight: 0.0,
+        canary: None,
         tenant_stats: BTreeMap::new(),
         policy: kakeya_core::bundle::Policy::default(),
     };

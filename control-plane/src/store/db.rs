@@ -96,6 +96,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "scheduler_runs",
         include_str!("../../migrations/sqlite/0015_scheduler_runs.sql"),
     ),
+    (
+        16,
+        "canary_alias",
+        include_str!("../../migrations/sqlite/0016_canary_alias.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -172,6 +177,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         15,
         "scheduler_runs",
         include_str!("../../migrations/postgres/0015_scheduler_runs.sql"),
+    ),
+    (
+        16,
+        "canary_alias",
+        include_str!("../../migrations/postgres/0016_canary_alias.sql"),
     ),
 ];
 

@@ -149,7 +149,7 @@ pub struct DecisionRow {
     /// `low`, `medium` or `high`.
     pub risk_band: Option<String>,
     pub model_version: Option<String>,
-    /// `champion` or `challenger`.
+    /// `champion`, `challenger` or `canary`.
     pub arm: Option<String>,
     pub bundle_version: Option<i64>,
     /// Feature schema of `features` (`hrs-features-v1`); `null` when not scored.
@@ -292,7 +292,7 @@ pub struct FeatureRow {
     pub created_at_ms: i64,
     /// The model that scored it.
     pub model_version: String,
-    /// `champion` or `challenger`.
+    /// `champion`, `challenger` or `canary`.
     pub arm: String,
     /// Calibrated risk it was given.
     pub risk: f64,

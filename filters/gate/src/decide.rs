@@ -10,7 +10,7 @@
 //!
 //! [`decide`] runs both stages in one call; it is what the property tests and the unit tests use.
 
-use kakeya_core::bundle::Scorer;
+use kakeya_core::bundle::{Arm, Scorer};
 use kakeya_core::evidence::bound_evidence;
 use kakeya_core::feature_wire;
 use kakeya_core::gate_config::FailureMode;
@@ -30,7 +30,7 @@ pub const H_VERIFY_NS: &str = "x-kakeya-verify-ns";
 pub const H_RISK: &str = "x-kakeya-risk";
 pub const H_RISK_BAND: &str = "x-kakeya-risk-band";
 pub const H_MODEL_VERSION: &str = "x-kakeya-model-version";
-/// `champion` or `challenger`.
+/// `champion`, `challenger` or `canary` ([`kakeya_core::bundle::Bundle::arm`]).
 pub const H_ARM: &str = "x-kakeya-arm";
 pub const H_BUNDLE_VERSION: &str = "x-kakeya-bundle-version";
 /// In-guest time of features + scoring (ns), set only when a request was scored.
@@ -80,6 +80,8 @@ pub struct Forward {
     pub escalated: bool,
     /// A model scored the request.
     pub scored: bool,
+    /// The arm whose model scored it (`None` when not scored).
+    pub arm: Option<Arm>,
     /// The score was at or above the model's escalation threshold.
     pub high_risk: bool,
     /// It should have been scored but no valid bundle exists: escalated for review.
@@ -360,6 +362,7 @@ pub fn on_body_scored(
     let verify_ns = verified.saturating_sub(start);
     let mut risk_headers: Vec<(&'static str, String)> = Vec::new();
     let (mut scored, mut high_risk, mut no_bundle) = (false, false, false);
+    let mut arm = None;
     if let Some(source) = &gate.bundle {
         match bundle {
             Some(b) => {
@@ -367,6 +370,7 @@ pub fn on_body_scored(
                     outcome.result.apply_risk(&risk, b.version);
                     let score_ns = now_ns().saturating_sub(verified);
                     scored = true;
+                    arm = Some(risk.arm);
                     high_risk = risk.escalate;
                     risk_headers.push((H_RISK, format!("{:.6}", risk.risk)));
                     risk_headers.push((H_RISK_BAND, risk.band.as_str().to_string()));
@@ -405,6 +409,7 @@ pub fn on_body_scored(
         accepted: outcome.result.accepted && !outcome.result.escalated,
         escalated: outcome.result.escalated,
         scored,
+        arm,
         high_risk,
         no_bundle,
     })
@@ -804,6 +809,7 @@ mod tests {
                 .into(),
                 challenger: None,
                 challenger_weight: 0.0,
+                canary: None,
                 tenant_stats: Default::default(),
                 policy: Default::default(),
             }
@@ -946,6 +952,35 @@ mod tests {
                 &g,
             );
             assert_eq!(head.strip, vec!["X-Kakeya-Features".to_string()]);
+        }
+
+        /// A canary at weight 1 scores every request: `x-kakeya-arm: canary`, its model's
+        /// version, and the arm in the result JSON; at weight 0 the champion scores.
+        #[test]
+        fn a_canary_scores_with_its_arm_in_the_headers() {
+            let g = gate("open");
+            let mut b = bundle(-5.0);
+            let canary = bundle(5.0).champion;
+            b.canary = Some(kakeya_core::bundle::Canary {
+                model: canary.clone(),
+                weight: 1.0,
+                key: kakeya_core::bundle::ArmKey::Tenant,
+            });
+            let f = forward(go(&g, Some(&b), &body(None)));
+            assert_eq!(f.arm, Some(Arm::Canary));
+            assert_eq!(header(&f, H_ARM), Some("canary"));
+            assert_eq!(header(&f, H_MODEL_VERSION), Some(canary.version().as_str()));
+            assert!(f.high_risk, "scored by the canary's model (intercept 5)");
+            assert!(header(&f, H_RESULT).unwrap().contains("\"arm\":\"canary\""));
+            if let Some(c) = &mut b.canary {
+                c.weight = 0.0;
+            }
+            let f = forward(go(&g, Some(&b), &body(None)));
+            assert_eq!(
+                (f.arm, header(&f, H_ARM)),
+                (Some(Arm::Champion), Some("champion"))
+            );
+            assert!(!f.high_risk);
         }
 
         #[test]

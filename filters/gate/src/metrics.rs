@@ -2,11 +2,14 @@
 //!
 //! Envoy's bootstrap extracts `<tenant>` as a tag (`stats_tags` regex on
 //! `^kakeya_gate\.tenant\.([^.]+)\.`), so Prometheus shows e.g.
-//! `kakeya_gate_signature_errors_total{tenant="acme"}`. Cardinality is bounded: only tenants the
+//! `kakeya_gate_signature_errors_total{tenant="acme"}`. The per-arm counters are named
+//! `kakeya_gate.tenant.<tenant>.arm.<arm>.scored_by_arm_total`, and a second tag takes `<arm>`:
+//! `kakeya_gate_scored_by_arm_total{tenant="acme",arm="canary"}`. Cardinality is bounded: only tenants the
 //! keyring knows get their own series, every other id is counted as `other`. Ids are defined
 //! lazily once per (tenant, counter) and cached; a failed definition is logged once and the
 //! counter is skipped, never a panic.
 
+use kakeya_core::bundle::Arm;
 use kakeya_core::signature::DEFAULT_TENANT;
 use kakeya_core::Keyring;
 use std::collections::BTreeMap;
@@ -39,9 +42,13 @@ pub enum Counter {
     NoBundle,
     /// 415 `unsupported_media_type`: a content type other than `application/json`.
     UnsupportedMediaType,
+    /// Scored by the champion, the challenger or the canary (tag `arm`).
+    ScoredChampion,
+    ScoredChallenger,
+    ScoredCanary,
 }
 
-pub const ALL: [Counter; 13] = [
+pub const ALL: [Counter; 16] = [
     Counter::Requests,
     Counter::ParseErrors,
     Counter::SignatureErrors,
@@ -55,6 +62,9 @@ pub const ALL: [Counter; 13] = [
     Counter::EvidenceErrors,
     Counter::NoBundle,
     Counter::UnsupportedMediaType,
+    Counter::ScoredChampion,
+    Counter::ScoredChallenger,
+    Counter::ScoredCanary,
 ];
 
 impl Counter {
@@ -73,6 +83,18 @@ impl Counter {
             Counter::EvidenceErrors => "evidence_errors_total",
             Counter::NoBundle => "no_bundle_total",
             Counter::UnsupportedMediaType => "unsupported_media_type_total",
+            Counter::ScoredChampion => "arm.champion.scored_by_arm_total",
+            Counter::ScoredChallenger => "arm.challenger.scored_by_arm_total",
+            Counter::ScoredCanary => "arm.canary.scored_by_arm_total",
+        }
+    }
+
+    /// The per-arm counter of a request scored by `arm`.
+    pub fn scored_by(arm: Arm) -> Counter {
+        match arm {
+            Arm::Champion => Counter::ScoredChampion,
+            Arm::Challenger => Counter::ScoredChallenger,
+            Arm::Canary => Counter::ScoredCanary,
         }
     }
 

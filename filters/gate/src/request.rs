@@ -116,9 +116,13 @@ impl GateRequest {
                 }
                 // Accepted / escalated / no-bundle escalations are counted from the response
                 // (on_http_response_headers): dedup may answer with a stored decision.
-                let mut cs = vec![Counter::Forwarded];
+                let mut cs = Vec::with_capacity(4);
+                cs.push(Counter::Forwarded);
                 if f.scored {
                     cs.push(Counter::Scored);
+                }
+                if let Some(arm) = f.arm {
+                    cs.push(Counter::scored_by(arm));
                 }
                 if f.high_risk {
                     cs.push(Counter::HighRisk);
