@@ -11,10 +11,9 @@
 //!
 //! What it is not: an entailment model. It measures lexical support, so a paraphrase with new
 //! words loses support and a negation ("did not") of a copied sentence keeps it; numbers,
-//! dates and names the sources lack are what it catches best. The caps
-//! ([`support::MAX_RESPONSE_TOKENS`], [`support::MAX_CONTEXT_TOKENS`],
-//! [`support::MAX_QUESTION_TOKENS`], [`support::MAX_CITATIONS`], [`normalize::MAX_TOKEN_BYTES`])
-//! bound the work whatever the input; docs/ARCHITECTURE.md (*RAG grounding*) has the measured
+//! dates and names the sources lack are what it catches best. The caps (tokens and bytes per
+//! field in [`support`], [`support::MAX_CITATIONS`], [`normalize::MAX_TOKEN_BYTES`],
+//! [`normalize::MAX_COMBINING_RUN`]) bound the work whatever the input; docs/ARCHITECTURE.md (*RAG grounding*) has the measured
 //! cost and quality.
 
 #![deny(clippy::indexing_slicing)]

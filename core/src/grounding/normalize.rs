@@ -22,6 +22,38 @@ use unicode_normalization::UnicodeNormalization;
 /// one token; the bound keeps the scratch buffer small whatever the input).
 pub const MAX_TOKEN_BYTES: usize = 128;
 
+/// At most this many consecutive combining marks are kept (UAX #15's stream-safe limit); the
+/// rest are dropped before normalising, so a megabyte of accents on one letter costs no more
+/// than a word.
+pub const MAX_COMBINING_RUN: usize = 30;
+
+/// `chars` without the combining marks past [`MAX_COMBINING_RUN`] in a row.
+pub fn limit_combining_runs(chars: impl Iterator<Item = char>) -> impl Iterator<Item = char> {
+    let mut run = 0usize;
+    chars.filter(move |&c| {
+        if !c.is_ascii() && is_combining_mark(c) {
+            run += 1;
+            run <= MAX_COMBINING_RUN
+        } else {
+            run = 0;
+            true
+        }
+    })
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary, and
+/// whether anything was cut.
+pub fn prefix(text: &str, max: usize) -> (&str, bool) {
+    if text.len() <= max {
+        return (text, false);
+    }
+    let mut end = max;
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (text.get(..end).unwrap_or_default(), true)
+}
+
 /// What a token is, as far as grounding cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -445,10 +477,14 @@ fn feed_normalised(s: &mut Scanner<'_>, text: &str) -> bool {
             .iter()
             .position(u8::is_ascii)
             .map_or(bytes.len(), |e| first + e);
-        // stream_safe bounds the normaliser's reordering buffer (UAX #15 stream-safe format)
-        // whatever run of combining marks an input carries.
+        // Dropping over-long mark runs bounds the normaliser's reordering buffer and its work
+        // whatever an input carries (stream_safe then has nothing left to split).
         let run = text.get(split..end).unwrap_or_default();
-        if !run.chars().stream_safe().nfkc().all(|c| s.feed(c)) {
+        let fed = limit_combining_runs(run.chars())
+            .stream_safe()
+            .nfkc()
+            .all(|c| s.feed(c));
+        if !fed {
             return false;
         }
         pos = end;
@@ -626,9 +662,21 @@ mod tests {
             )
         ) {
             let text = parts.concat();
-            let whole: String = text.chars().stream_safe().nfkc().collect();
+            let whole: String = limit_combining_runs(text.chars()).stream_safe().nfkc().collect();
             proptest::prop_assert_eq!(toks(&text), toks(&whole));
         }
+    }
+
+    #[test]
+    fn long_mark_runs_are_cut_and_prefixes_end_on_characters() {
+        let marks = format!("e{}x", "\u{301}".repeat(100));
+        let kept: String = limit_combining_runs(marks.chars()).collect();
+        assert_eq!(kept.chars().count(), 1 + MAX_COMBINING_RUN + 1);
+        assert_eq!(toks(&marks).len(), 1);
+        assert_eq!(prefix("héllo", 2), ("h", true));
+        assert_eq!(prefix("héllo", 3), ("hé", true));
+        assert_eq!(prefix("héllo", 99), ("héllo", false));
+        assert_eq!(prefix("é", 0), ("", true));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! Support is weighted by source quality: a token found only in an unlisted citation counts
 //! with that citation's weight (see [`super::sources`]).
 
-use super::normalize::{tokenize, Kind, Token};
+use super::normalize::{prefix, tokenize, Kind, Token};
 use super::sources::Sources;
 use super::GroundingConfig;
 use crate::evidence::{mix, Evidence, SortedSet64};
@@ -25,6 +25,12 @@ pub const MAX_CONTEXT_TOKENS: usize = 8_192;
 pub const MAX_QUESTION_TOKENS: usize = 512;
 /// At most this many citations are read.
 pub const MAX_CITATIONS: usize = 64;
+/// At most this many bytes of the response, of the context and citations together, and of the
+/// question are read: the token caps alone do not bound the work on text that yields no tokens
+/// (a megabyte of punctuation or zero-width characters).
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024;
+pub const MAX_CONTEXT_BYTES: usize = 128 * 1024;
+pub const MAX_QUESTION_BYTES: usize = 8 * 1024;
 /// A sentence with fewer content tokens and no critical token ("Sure.", "I think so.") is not
 /// judged on its own; it still counts in the whole-response figures.
 pub const MIN_SENTENCE_CONTENT: usize = 3;
@@ -88,6 +94,7 @@ impl ContextIndex {
         let mut scratch: Vec<Token> = Vec::new();
         let mut tokens = 0usize;
         let mut content_tokens = 0usize;
+        let mut bytes = 0usize;
         let mut truncated = ev.citations.len() > MAX_CITATIONS;
         let passages = std::iter::once((ev.context.as_str(), sources.context_weight())).chain(
             ev.citations
@@ -100,10 +107,14 @@ impl ContextIndex {
                 continue;
             }
             let room = MAX_CONTEXT_TOKENS.saturating_sub(tokens);
-            if room == 0 {
+            let byte_room = MAX_CONTEXT_BYTES.saturating_sub(bytes);
+            if room == 0 || byte_room == 0 {
                 truncated = true;
                 break;
             }
+            let (text, cut) = prefix(text, byte_room);
+            bytes += text.len();
+            truncated |= cut;
             scratch.clear();
             truncated |= tokenize(text, &mut scratch, room, 0).truncated;
             tokens += scratch.len();
@@ -131,7 +142,12 @@ impl ContextIndex {
             }
         }
         scratch.clear();
-        tokenize(&ev.question, &mut scratch, MAX_QUESTION_TOKENS, 0);
+        tokenize(
+            prefix(&ev.question, MAX_QUESTION_BYTES).0,
+            &mut scratch,
+            MAX_QUESTION_TOKENS,
+            0,
+        );
         let question = SortedSet64::from_keys(
             scratch
                 .iter()
@@ -192,9 +208,9 @@ pub struct Measures {
     pub context_tokens: usize,
     /// Content tokens among them.
     pub context_content_tokens: usize,
-    /// The response had more tokens than were read: the rest is unchecked.
+    /// The response had more tokens or bytes than were read: the rest is unchecked.
     pub response_truncated: bool,
-    /// Some context or citations were not read (token or citation cap).
+    /// Some context or citations were not read (token, byte or citation cap).
     pub context_truncated: bool,
     /// Source-weighted share of response 1-, 2- and 3-grams (those with a content token) found
     /// in the context and citations.
@@ -288,13 +304,16 @@ fn share(hits: f64, n: usize) -> f64 {
     }
 }
 
-/// The measures of `ev` under `cfg` and `sources`. Work: linear in the bytes read, plus
+/// The measures of `ev` under `cfg` and `sources`. Work: linear in the bytes read (at most
+/// [`MAX_RESPONSE_BYTES`] + [`MAX_CONTEXT_BYTES`] + [`MAX_QUESTION_BYTES`]), plus
 /// O(n log n) sorting of at most [`MAX_CONTEXT_TOKENS`] context entries per n-gram order and
 /// O(log n) per response n-gram.
 pub fn measure(ev: &Evidence, cfg: &GroundingConfig, sources: &Sources) -> Measures {
     let idx = ContextIndex::new(ev, sources);
     let mut resp = Vec::new();
-    let scan = tokenize(&ev.response, &mut resp, MAX_RESPONSE_TOKENS, 0);
+    let (response, cut) = prefix(&ev.response, MAX_RESPONSE_BYTES);
+    let mut scan = tokenize(response, &mut resp, MAX_RESPONSE_TOKENS, 0);
+    scan.truncated |= cut;
     let qw = cfg.question_weight();
     let keep = 1.0 - cfg.critical_penalty();
 

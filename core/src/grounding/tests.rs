@@ -1,7 +1,9 @@
 //! Hand-made cases where lexical overlap and support disagree, the README's counter-example,
 //! source weights, caps, and property tests (never panics, bounded work, shares in range).
 
-use super::support::{MAX_CITATIONS, MAX_CONTEXT_TOKENS, MAX_RESPONSE_TOKENS};
+use super::support::{
+    MAX_CITATIONS, MAX_CONTEXT_BYTES, MAX_CONTEXT_TOKENS, MAX_RESPONSE_BYTES, MAX_RESPONSE_TOKENS,
+};
 use super::*;
 use crate::evidence::Citation;
 use crate::vote::VoteOutcome;
@@ -248,8 +250,16 @@ fn caps_bound_the_work_and_block_unchecked_verdicts() {
     );
     let g = run(&ev(EIFFEL, &padded));
     assert!(g.measures.response_truncated);
-    assert_eq!(g.measures.response_tokens, MAX_RESPONSE_TOKENS);
     assert_eq!(g.vote.reason, "response_truncated");
+    // The token cap (short words, under the byte cap) and the byte cap (text without tokens).
+    let g = run(&ev(EIFFEL, &"Paris ".repeat(MAX_RESPONSE_TOKENS + 1)));
+    assert!(g.measures.response_truncated);
+    assert_eq!(g.measures.response_tokens, MAX_RESPONSE_TOKENS);
+    let g = run(&ev(
+        EIFFEL,
+        &format!("{}Paris", "\u{200b}".repeat(MAX_RESPONSE_BYTES)),
+    ));
+    assert!(g.measures.response_truncated && g.measures.response_tokens == 0);
     // A context over the cap is read up to it; a reject would rest on a partial read.
     let long_ctx = format!(
         "{} {}",
@@ -260,6 +270,20 @@ fn caps_bound_the_work_and_block_unchecked_verdicts() {
     assert!(g.measures.context_truncated);
     assert_eq!(g.measures.context_tokens, MAX_CONTEXT_TOKENS);
     assert_eq!(g.vote.reason, "context_truncated");
+    // The context byte cap, over the context and the citations together.
+    let mut wide = ev(
+        &"\u{200b}".repeat(MAX_CONTEXT_BYTES / 3 - 1),
+        "Gustave Eiffel.",
+    );
+    wide.citations.push(Citation {
+        text: EIFFEL.into(),
+        ..Citation::default()
+    });
+    let g = run(&wide);
+    assert!(
+        g.measures.context_truncated && g.measures.context_tokens < 10,
+        "{g:?}"
+    );
     // Too many citations: the rest are not read.
     let mut many = ev("", "Gustave Eiffel designed it.");
     many.citations = (0..MAX_CITATIONS + 5)
