@@ -14,12 +14,15 @@
 //!   calibration and threshold rule);
 //! * [`gbdt`]: gradient-boosted trees (`forust-ml`) exported to the core tree artifact;
 //! * [`eval`]: the recipes (model kinds), grouped stratified k-fold CV, baselines, the report;
+//! * [`grounding_eval`]: what the untrained `rag_grounding` rule does on a dataset
+//!   (`kakeya eval --grounding`);
 //! * [`stats`]: DeLong, Kolmogorov–Smirnov, PSI, Benjamini–Hochberg, Wilson (A/B, drift, gates).
 
 pub mod bootstrap;
 pub mod dataset;
 pub mod eval;
 pub mod gbdt;
+pub mod grounding_eval;
 pub mod metrics;
 pub mod model;
 pub mod stats;
