@@ -4,7 +4,7 @@
 use crate::{eval_feedback, eval_gateway};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use kakeya_control_plane::ml::{dataset, eval, gbdt, model, submission};
+use kakeya_control_plane::ml::{dataset, eval, gbdt, grounding_eval, model, submission};
 use kakeya_control_plane::review::Source;
 use kakeya_core::bundle::{Bundle, Policy, Scorer, BUNDLE_FORMAT};
 use kakeya_core::features::TenantStats;
@@ -154,6 +154,12 @@ pub struct EvalArgs {
     /// Debug: write the feature matrix with folds to this CSV.
     #[arg(long, hide = true)]
     dump_features: Option<PathBuf>,
+    /// Instead of the HRS recipe: the untrained `rag_grounding` rule on every row (nothing is
+    /// fitted, so no folds): per task the AUROC of its risk (1 − support) and of each measure,
+    /// its accept / reject / abstain votes on honest and hallucinated rows, and its native time
+    /// per call. Honours --limit and --report.
+    #[arg(long, conflicts_with_all = ["model", "through"])]
+    grounding: bool,
 }
 
 /// `--folds`: an integer of at least [`eval::MIN_FOLDS`].
@@ -367,6 +373,9 @@ pub fn eval(
             "--feedback is the owner's: silver or bronze (gold labels come from reviewers: kakeya review label)"
         );
     }
+    if a.grounding {
+        return eval_grounding(a);
+    }
     let resolved = a
         .model
         .as_deref()
@@ -544,6 +553,84 @@ pub fn eval(
     }
     if second.is_some() {
         print_comparison(&r, a.folds);
+    }
+    if let Some(path) = &a.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&r)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// `kakeya eval --grounding`: the report of [`grounding_eval::report`], printed and written.
+fn eval_grounding(a: &EvalArgs) -> anyhow::Result<()> {
+    let mut ds = dataset::load(&a.dataset)?;
+    if let Some(n) = a.limit {
+        ds.rows = dataset::sample_by_task(&ds.rows, n.max(1));
+    }
+    let t = Instant::now();
+    let mut r = grounding_eval::report(&ds.rows, progress("grounding", ds.rows.len()));
+    r["meta"] = json!({
+        "rows": ds.rows.len(),
+        "dataset_sha256": ds.sha256,
+        "limit": a.limit,
+        "seconds": t.elapsed().as_secs_f64(),
+    });
+    println!(
+        "{} ({} rows, dataset sha256 {}): risk = 1 - support; nothing fitted, every row scored",
+        r["strategy"].as_str().unwrap_or_default(),
+        ds.rows.len(),
+        &ds.sha256[..16]
+    );
+    println!(
+        "{:<14} {:>6} {:>7} {:>8} {:>6}  {}",
+        "task",
+        "n",
+        "auroc",
+        "auroc_lm",
+        "n_lm",
+        grounding_eval::MEASURES
+            .iter()
+            .map(|(_, short)| format!("{short:>9}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let tasks = r["tasks"].as_object().cloned().unwrap_or_default();
+    for (task, m) in &tasks {
+        println!(
+            "{:<14} {:>6} {:>7} {:>8} {:>6}  {}",
+            task,
+            m["n"].to_string(),
+            fmt(&m["auroc"]),
+            fmt(&m["auroc_length_matched"]),
+            m["n_length_matched"].to_string(),
+            grounding_eval::MEASURES
+                .iter()
+                .map(|(k, _)| format!("{:>9}", fmt(&m["measures_auroc"][k])))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    println!("votes (accept / reject / abstain) on honest | hallucinated rows; reject precision, accept precision; µs per call p50 / p99 (native, fastest of 3 per row)");
+    for (task, m) in &tasks {
+        let v = &m["votes"];
+        let o = |side: &str| {
+            format!(
+                "{} / {} / {}",
+                fmt(&v[side]["accept"]),
+                fmt(&v[side]["reject"]),
+                fmt(&v[side]["abstain"])
+            )
+        };
+        println!(
+            "  {task:<13} {} | {}; {}, {}; {} / {}",
+            o("honest"),
+            o("hallucinated"),
+            fmt(&v["reject_precision"]),
+            fmt(&v["accept_precision"]),
+            fmt(&m["micros_per_call"]["p50"]),
+            fmt(&m["micros_per_call"]["p99"]),
+        );
     }
     if let Some(path) = &a.report {
         std::fs::write(path, serde_json::to_vec_pretty(&r)?)

@@ -9,8 +9,8 @@ use kakeya_control_plane::{envoy, ingest, server, store};
 use std::path::PathBuf;
 
 mod ab_cli;
-mod eval_feedback;
 mod drift_cli;
+mod eval_feedback;
 mod eval_gateway;
 mod hrs;
 mod learn_cli;

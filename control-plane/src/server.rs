@@ -322,9 +322,9 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         ab_expiry,
         drift_check,
     ]
-        .into_iter()
-        .chain(scheduled_retrain)
-        .collect();
+    .into_iter()
+    .chain(scheduled_retrain)
+    .collect();
 
     let join = tokio::spawn(async move {
         let r1 = ingest_srv.await;

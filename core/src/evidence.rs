@@ -62,15 +62,16 @@ pub const STOPWORDS: [&str; 48] = [
     "did", "not", "no", "so", "if", "than", "then", "s",
 ];
 
-const fn sorted_stop_hashes() -> [u64; STOPWORDS.len()] {
-    let mut a = [0u64; STOPWORDS.len()];
+/// The FNV-1a hashes of `words`, sorted (for binary search; evaluated at compile time).
+pub(crate) const fn sorted_hashes<const N: usize>(words: [&str; N]) -> [u64; N] {
+    let mut a = [0u64; N];
     let mut i = 0;
-    while i < a.len() {
-        a[i] = fnv1a(STOPWORDS[i].as_bytes());
+    while i < N {
+        a[i] = fnv1a(words[i].as_bytes());
         i += 1;
     }
     let mut i = 1;
-    while i < a.len() {
+    while i < N {
         let mut j = i;
         while j > 0 && a[j - 1] > a[j] {
             let t = a[j];
@@ -83,7 +84,7 @@ const fn sorted_stop_hashes() -> [u64; STOPWORDS.len()] {
     a
 }
 
-static STOP_HASHES: [u64; STOPWORDS.len()] = sorted_stop_hashes();
+static STOP_HASHES: [u64; STOPWORDS.len()] = sorted_hashes(STOPWORDS);
 
 /// One token: the hash of its lowercased text plus the flags the features need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +104,7 @@ pub fn tokenize(text: &str, out: &mut Vec<Token>) {
 
 /// Hash of an n-gram from the hashes of its tokens (order-sensitive).
 #[inline]
-fn mix(a: u64, b: u64) -> u64 {
+pub(crate) fn mix(a: u64, b: u64) -> u64 {
     (a.rotate_left(23) ^ b).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d
 }
 

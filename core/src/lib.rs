@@ -24,6 +24,12 @@
 //! 13. [`trees`]: the gradient-boosted tree ensemble and its scorer.
 //! 14. [`bundle`]: the signed model bundle and the scorer the filter runs.
 //! 15. [`feature_wire`]: the features a decision was scored with, as the gate forwards them.
+//!
+//! Ensemble votes:
+//!
+//! 16. [`vote`]: one strategy's accept / reject / abstain with a confidence and a reason.
+//! 17. [`grounding`]: the `rag_grounding` strategy: support of the response by its context
+//!     and citations.
 
 pub mod bundle;
 pub mod canonical;
@@ -32,6 +38,7 @@ pub mod evidence;
 pub mod feature_wire;
 pub mod features;
 pub mod gate_config;
+pub mod grounding;
 pub mod ids;
 pub mod model;
 pub mod numfmt;
@@ -40,6 +47,7 @@ pub mod pcs_builder;
 pub mod signature;
 pub mod trees;
 pub mod verify;
+pub mod vote;
 
 pub use gate_config::{Gate, GateConfig, GateConfigError, SUBMIT_PATH};
 pub use pcs::{parse, ParseError, Pcs};

@@ -16,6 +16,8 @@
 //! * [`eval`]: the recipes (model kinds), grouped stratified k-fold CV, baselines, the report;
 //! * [`submission`]: the signed PCS v0.2 an answer with its evidence is submitted with;
 //! * [`drift_reference`]: a model's training reference for drift checks (PSI bins, KS sample);
+//! * [`grounding_eval`]: what the untrained `rag_grounding` rule does on a dataset
+//!   (`kakeya eval --grounding`);
 //! * [`stats`]: DeLong, Kolmogorov–Smirnov, PSI, Benjamini–Hochberg, Wilson (A/B, drift, gates).
 
 pub mod bootstrap;
@@ -23,6 +25,7 @@ pub mod dataset;
 pub mod drift_reference;
 pub mod eval;
 pub mod gbdt;
+pub mod grounding_eval;
 pub mod metrics;
 pub mod model;
 pub mod stats;
