@@ -6,10 +6,14 @@
 //! with a model card (`POST /v1/hrs/register {job_id}`), is the treatment of an A/B experiment
 //! against the champion → more answers, sent and labelled by `kakeya eval --through --feedback`,
 //! give per-arm statistics → stop → promotion (`POST /v1/hrs/activate`) → the gate serves the
-//! new version → the alias history shows every move.
+//! new version → the alias history shows every move → answers unlike the training decisions
+//! raise feature-drift alerts against the new version's training reference → labels that
+//! contradict it raise a performance-drift alert, and auto-revert (`[drift] auto_revert`, on
+//! here) restores the previous champion, which the gate serves, with reason `auto_revert` in the
+//! alias history.
 //!
-//! Each step is a function of [`Loop`]; the drift and auto-revert tail (issue 10) continues
-//! from [`Loop::promoted`].
+//! Each step is a function of [`Loop`]; the drift steps reuse [`kakeya_wasm_tests::drift_steps`]
+//! (also behind `e2e_drift`).
 //!
 //! Rows: the HaluEval sample embedded in `kakeya` (`control-plane/data`), in the round-robin
 //! order of `kakeya eval --limit` (whole items, both answers of each): the first 240 for
@@ -26,6 +30,9 @@ mod pg;
 use kakeya_control_plane::learn::rfc3339;
 use kakeya_control_plane::ml::dataset::{self, Row};
 use kakeya_core::bundle::experiment_bucket;
+use kakeya_wasm_tests::drift_steps::{
+    alerts_of, check, label_against, lengthened, now_rfc3339, send_rows, write_rows,
+};
 use kakeya_wasm_tests::fixtures::{grounded_evidence, signed_pcs_with_evidence, KEY};
 use kakeya_wasm_tests::stack::{post, Answer, Stack, StackOptions};
 use serde_json::{json, Value};
@@ -108,6 +115,9 @@ impl Loop {
         let mut opts = StackOptions::scoring(POLL_MS);
         opts.env.push(("MULTI_TENANT".into(), "true".into()));
         opts.env.push(("TENANTS".into(), keyring.join(",")));
+        // The drift tail: a performance-drift alert moves the champion back.
+        opts.env
+            .push(("KAKEYA_DRIFT_AUTO_REVERT".into(), "true".into()));
         if let Some(url) = database_url {
             opts.env.push(("DATABASE_URL".into(), url));
         }
@@ -556,23 +566,30 @@ impl Loop {
             (Some(version), Some(self.champion.as_str()))
         );
         let bundle = a["bundle_version"].as_u64().unwrap();
-        let promoted = Instant::now();
+        let after = self.served(version, bundle, "served");
+        eprintln!("the gate serves {version} {after:?} after the promotion");
+        bundle
+    }
+
+    /// Sends answers (pcs ids under `shard`) until one is scored by `version` from bundle
+    /// `bundle` or newer, on the champion arm; how long that took.
+    fn served(&self, version: &str, bundle: u64, shard: &str) -> Duration {
+        let start = Instant::now();
         let within = Duration::from_millis(POLL_MS * 10 + 2000);
         for (n, row) in self.rows[..PHASE_ROWS].iter().enumerate() {
             let tenant = &self.tenants[n % TENANTS];
-            let (body, _) = row.signed_pcs(&format!("served-{}", row.id), Some(KEY));
+            let (body, _) = row.signed_pcs(&format!("{shard}-{}", row.id), Some(KEY));
             let r = submit(&self.stack, tenant, &body).json();
-            if r["risk"]["model_version"] == version {
-                assert!(r["risk"]["bundle_version"].as_u64() >= Some(bundle));
+            // An answer of an older bundle may still come from another arm or champion: only
+            // the given bundle (or a newer one) counts.
+            if r["risk"]["model_version"] == version
+                && r["risk"]["bundle_version"].as_u64() >= Some(bundle)
+            {
                 assert_eq!(r["risk"]["arm"], "champion");
-                eprintln!(
-                    "the gate serves {version} {:?} after the promotion",
-                    promoted.elapsed()
-                );
-                return bundle;
+                return start.elapsed();
             }
             assert!(
-                promoted.elapsed() < within,
+                start.elapsed() < within,
                 "{version} not served within {within:?}: {r}"
             );
         }
@@ -607,9 +624,84 @@ impl Loop {
         ];
         assert_eq!(moves, want, "{page}");
     }
+    /// Step 12: answers unlike the training decisions (much longer) raise feature-drift alerts
+    /// against the new champion's training reference (stored with the version by its training
+    /// job); feature drift alone moves nothing. Returns when the shifted traffic began.
+    fn injected_drift(&self, version: &str) -> i64 {
+        let since = now_rfc3339();
+        let since_ms = kakeya_control_plane::now_ms();
+        let rows = lengthened(&self.rows[..PHASE_ROWS]);
+        let file = write_rows(&rows, &self.stack.data_path().join("lengthened.jsonl")).unwrap();
+        let sent = send_rows(&self.stack, &file, &self.tenants.join(","), version).unwrap();
+        assert_eq!(sent["served"]["n"], PHASE_ROWS as u64, "{}", sent["served"]);
+        let r = check(&self.stack, &since).unwrap();
+        let m = &r["models"][0];
+        assert_eq!(m["model_version"], version, "{r}");
+        assert_eq!(m["features"]["status"], "drift", "{}", m["features"]);
+        let feature = alerts_of(&r, "feature_drift");
+        let drifted: BTreeSet<&str> = feature
+            .iter()
+            .filter_map(|a| a["feature"].as_str())
+            .collect();
+        assert!(drifted.contains("resp_tokens_log"), "{drifted:?}");
+        assert!(alerts_of(&r, "performance_drift").is_empty(), "{r}");
+        assert_eq!(
+            self.stack.current_bundle().unwrap().champion.version(),
+            version
+        );
+        eprintln!(
+            "injected drift: {} feature alerts on {} features",
+            feature.len(),
+            drifted.len()
+        );
+        since_ms
+    }
+
+    /// Step 13: labels that contradict the champion on the shifted answers (the owner's
+    /// feedback) → a performance-drift alert → auto-revert to the previous champion, recorded
+    /// in the alias history and served by the gate.
+    fn auto_revert(&self, version: &str, since_ms: i64) {
+        let labelled: usize = self
+            .tenants
+            .iter()
+            .map(|t| label_against(&self.stack, t, version, since_ms).unwrap())
+            .sum();
+        assert_eq!(labelled, PHASE_ROWS);
+        let r = check(&self.stack, &rfc3339(since_ms)).unwrap();
+        let perf = alerts_of(&r, "performance_drift");
+        assert_eq!(perf.len(), 1, "{}", r["models"][0]["performance"]);
+        assert_eq!(perf[0]["action"], "reverted", "{}", perf[0]);
+        assert_eq!(
+            self.stack.current_bundle().unwrap().champion.version(),
+            self.champion
+        );
+        let page = self.get("/v1/aliases/history?alias=champion");
+        let last = &page["items"][0];
+        assert_eq!(
+            (
+                last["reason"].as_str(),
+                last["previous_version"].as_str(),
+                last["new_version"].as_str()
+            ),
+            (
+                Some("auto_revert"),
+                Some(version),
+                Some(self.champion.as_str())
+            ),
+            "{page}"
+        );
+        let bundle = last["bundle_version"].as_u64().unwrap();
+        let after = self.served(&self.champion, bundle, "reverted");
+        eprintln!(
+            "auto-revert: {} back as champion, served {after:?} after (bundle {bundle}), rolling AUROC {} vs card {}",
+            self.champion,
+            r["models"][0]["performance"]["auroc"]["auroc"],
+            r["models"][0]["performance"]["reference_auroc"]
+        );
+    }
 }
 
-/// The steps in order; the drift and auto-revert tail continues from here.
+/// The steps in order.
 fn learning_loop(database_url: Option<String>) {
     let l = Loop::start(database_url);
     let sent = l.traffic_with_evidence();
@@ -623,6 +715,8 @@ fn learning_loop(database_url: Option<String>) {
     l.stop(&id);
     l.promoted(&version);
     l.alias_history(&version);
+    let since_ms = l.injected_drift(&version);
+    l.auto_revert(&version, since_ms);
 }
 
 #[test]
