@@ -921,7 +921,8 @@ fn single_tenant_metrics_are_bounded() {
             .keys()
             .filter(|k| k.starts_with("kakeya_gate.tenant."))
             .count(),
-        2 * 13,
+        // 13 counters per tenant and one per scoring arm (champion, challenger, canary)
+        2 * (13 + 3),
         "only default and other: {:?}",
         h.metrics().keys()
     );
