@@ -1139,6 +1139,7 @@ async fn features_as_decided_are_validated_stored_and_replayed() {
         canary: None,
         tenant_stats: Default::default(),
         policy: Default::default(),
+        ensemble: Default::default(),
     };
     let raw = |values: &[f64]| {
         use base64::Engine;

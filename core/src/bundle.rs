@@ -14,6 +14,7 @@
 //! its plugin configuration, and every model fits this build's feature schema; otherwise it
 //! keeps the last good bundle.
 
+use crate::ensemble_policy::EnsembleSection;
 use crate::evidence::Evidence;
 use crate::features::{
     features, pcs_version, tenant_features, PcsSignals, TenantStats, N_FEATURES, PCS_V02,
@@ -143,6 +144,10 @@ pub struct Bundle {
     pub tenant_stats: BTreeMap<String, TenantStats>,
     #[serde(default)]
     pub policy: Policy,
+    /// Per-tenant ensemble policies ([`crate::ensemble_policy`]). Absent from the bytes when
+    /// empty, so bundles without one are byte-for-byte what they were before.
+    #[serde(default, skip_serializing_if = "EnsembleSection::is_empty")]
+    pub ensemble: EnsembleSection,
 }
 
 /// Why a bundle was refused.
@@ -166,6 +171,8 @@ pub enum BundleError {
     Policy(&'static str),
     #[error("tenant statistics of {0:?} are not finite")]
     TenantStats(String),
+    #[error("ensemble: {0}")]
+    Ensemble(#[from] crate::ensemble_policy::PolicyError),
     #[error("{0} model: {1}")]
     Model(&'static str, ModelError),
 }
@@ -250,6 +257,7 @@ impl Bundle {
                 return Err(BundleError::CanaryWeight);
             }
         }
+        self.ensemble.validate()?;
         if !(0.0..=1.0).contains(&self.policy.medium_risk) {
             return Err(BundleError::Policy("medium_risk must be within [0, 1]"));
         }
@@ -665,6 +673,7 @@ mod tests {
             canary: None,
             tenant_stats: BTreeMap::new(),
             policy: Policy::default(),
+            ensemble: EnsembleSection::default(),
         }
     }
 

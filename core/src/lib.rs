@@ -30,21 +30,27 @@
 //! 16. [`vote`]: one strategy's accept / reject / abstain with a confidence and a reason.
 //! 17. [`grounding`]: the `rag_grounding` strategy: support of the response by its context
 //!     and citations.
+//! 18. [`task`]: the task kind evidence may carry (`qa | dialogue | summarization | rag | other`).
+//! 19. [`microvote`]: the micro-vote server's wire format and what a callout returns.
+//! 20. [`ensemble_policy`]: the per-tenant N-of-M policy and stacking model a bundle carries.
 
 pub mod bundle;
 pub mod canonical;
 pub mod dimension;
+pub mod ensemble_policy;
 pub mod evidence;
 pub mod feature_wire;
 pub mod features;
 pub mod gate_config;
 pub mod grounding;
 pub mod ids;
+pub mod microvote;
 pub mod model;
 pub mod numfmt;
 pub mod pcs;
 pub mod pcs_builder;
 pub mod signature;
+pub mod task;
 pub mod trees;
 pub mod verify;
 pub mod vote;

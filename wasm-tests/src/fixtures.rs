@@ -126,6 +126,7 @@ pub fn bundle(
         canary: None,
         tenant_stats: Default::default(),
         policy: Default::default(),
+        ensemble: Default::default(),
     }
 }
 

@@ -627,6 +627,7 @@ async fn publish(
         // An A/B experiment salts the split while the aliases are its arms (and ends when
         // this publication breaks them).
         policy: crate::ab::publication_policy(conn, &al, next, now_ms).await?,
+        ensemble: Default::default(),
     };
     let signed = sign_checked(&bundle, seed)?;
     let bytes =

@@ -519,6 +519,7 @@ fn unpublishable_bundles_are_refused() {
         canary: None,
         tenant_stats: BTreeMap::new(),
         policy: kakeya_core::bundle::Policy::default(),
+        ensemble: Default::default(),
     };
     let signed = sign_checked(&good, &SEED).unwrap();
     verify_bundle(

@@ -812,6 +812,7 @@ mod tests {
                 canary: None,
                 tenant_stats: Default::default(),
                 policy: Default::default(),
+                ensemble: Default::default(),
             }
         }
 

@@ -1,0 +1,221 @@
+//! The ensemble policy a bundle carries per tenant (`bundle.ensemble`): which strategies vote,
+//! their weights, the N of weighted N-of-M, the confidence thresholds, the failure policy, and
+//! the stacking model whose output is the served, calibrated `risk.score`.
+//!
+//! Semantics (platform spec §4.1, "real implementation needs"), over the non-abstaining votes:
+//! - `agreed` = number of accept votes; weighted accept confidence
+//!   `a = Σ wᵢ·cᵢ·[accept] / Σ wᵢ`, weighted reject confidence `r = Σ wᵢ·cᵢ·[reject] / Σ wᵢ`;
+//! - **reject** when `r ≥ reject_confidence`;
+//! - else **accept** when `agreed ≥ n` and `a ≥ min_confidence`;
+//! - else **escalate** (202) when `fail_open`, **reject** otherwise. `fail_open` never accepts.
+//!
+//! A bundle without `ensemble` (or a tenant without a policy and no `default`) decides as before
+//! the ensemble existed: verification plus the HRS thresholds.
+//!
+//! Written by the control plane (stored policies, the adaptive tuner), read by the filter.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The strategy names a policy may enable.
+pub const STRATEGIES: [&str; 4] = ["pcs_recompute", "hrs", "rag_grounding", "micro_vote"];
+
+/// The ensemble section of a bundle.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleSection {
+    /// For tenants not listed in `tenants`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<EnsemblePolicy>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenants: BTreeMap<String, EnsemblePolicy>,
+}
+
+impl EnsembleSection {
+    pub fn is_empty(&self) -> bool {
+        self.default.is_none() && self.tenants.is_empty()
+    }
+
+    /// The policy that decides `tenant`'s requests, if any.
+    pub fn for_tenant(&self, tenant: &str) -> Option<&EnsemblePolicy> {
+        self.tenants.get(tenant).or(self.default.as_ref())
+    }
+
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        self.default.iter().try_for_each(EnsemblePolicy::validate)?;
+        self.tenants.values().try_for_each(EnsemblePolicy::validate)
+    }
+}
+
+/// One tenant's ensemble policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsemblePolicy {
+    /// Stable identifier recorded with each decision (e.g. `default-2of3`, `tuned-<tenant>-<n>`).
+    pub policy_id: String,
+    /// Accept votes needed (N of M, M = the enabled strategies).
+    pub n: u32,
+    /// The enabled strategies by name ([`STRATEGIES`]) and their settings.
+    pub strategies: BTreeMap<String, StrategyConfig>,
+    /// Weighted accept confidence needed to accept, within [0, 1].
+    pub min_confidence: f64,
+    /// Weighted reject confidence at or above which the answer is rejected; above 1 = never.
+    pub reject_confidence: f64,
+    /// Undecided (not accepted, not rejected) → escalate (true) or reject (false).
+    pub fail_open: bool,
+    /// The calibrated ensemble probability served as `risk.score`.
+    #[serde(default)]
+    pub stack: Stack,
+}
+
+/// One enabled strategy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrategyConfig {
+    /// Weight ≥ 0 (finite) in the N-of-M confidences.
+    pub weight: f64,
+    /// The strategy's own accept/reject cut-offs on its hallucination probability, where it
+    /// has one (`hrs`, `micro_vote`): accept below `accept_below`, reject at or above
+    /// `reject_above`, abstain in between. Absent = the strategy's documented default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_below: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject_above: Option<f64>,
+    /// Hard deadline for a strategy that calls out (`micro_vote`), milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u32>,
+}
+
+/// Logistic stacking over the votes' hallucination probabilities:
+/// `risk = σ(bias + Σ coef[s]·logit(pₛ) + Σ abstain[s]·[s abstained])`, with `pₛ` clamped to
+/// [1e-6, 1 − 1e-6]. Fitted on labelled decisions by the control plane; the default (`hrs`
+/// coefficient 1, nothing else) serves the HRS probability unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stack {
+    pub bias: f64,
+    pub coef: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub abstain: BTreeMap<String, f64>,
+}
+
+impl Default for Stack {
+    fn default() -> Stack {
+        Stack {
+            bias: 0.0,
+            coef: BTreeMap::from([("hrs".to_string(), 1.0)]),
+            abstain: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a policy was refused (the control plane answers 422 with it; a filter refuses the
+/// bundle and keeps its last good one).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PolicyError {
+    #[error(
+        "unknown strategy {0:?}: expected one of pcs_recompute, hrs, rag_grounding, micro_vote"
+    )]
+    UnknownStrategy(String),
+    #[error("policy {0:?} enables no strategy")]
+    Empty(String),
+    #[error("policy {policy:?}: n = {n} exceeds the {m} enabled strategies")]
+    NTooLarge { policy: String, n: u32, m: usize },
+    #[error("policy {0:?}: weights, confidences and stacking coefficients must be finite, weights ≥ 0, min_confidence within [0, 1], reject_confidence ≥ 0")]
+    Number(String),
+}
+
+impl EnsemblePolicy {
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let id = || self.policy_id.clone();
+        if self.strategies.is_empty() {
+            return Err(PolicyError::Empty(id()));
+        }
+        let names = self
+            .strategies
+            .keys()
+            .chain(self.stack.coef.keys())
+            .chain(self.stack.abstain.keys());
+        for name in names {
+            if !STRATEGIES.contains(&name.as_str()) {
+                return Err(PolicyError::UnknownStrategy(name.clone()));
+            }
+        }
+        if self.n as usize > self.strategies.len() {
+            return Err(PolicyError::NTooLarge {
+                policy: id(),
+                n: self.n,
+                m: self.strategies.len(),
+            });
+        }
+        let cut = |v: Option<f64>| v.is_none_or(|x| x.is_finite());
+        let ok = self.strategies.values().all(|s| {
+            s.weight.is_finite() && s.weight >= 0.0 && cut(s.accept_below) && cut(s.reject_above)
+        }) && (0.0..=1.0).contains(&self.min_confidence)
+            && self.reject_confidence.is_finite()
+            && self.reject_confidence >= 0.0
+            && self.stack.bias.is_finite()
+            && self.stack.coef.values().all(|c| c.is_finite())
+            && self.stack.abstain.values().all(|c| c.is_finite());
+        if ok {
+            Ok(())
+        } else {
+            Err(PolicyError::Number(id()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_of_three() -> EnsemblePolicy {
+        let s = |w| StrategyConfig {
+            weight: w,
+            accept_below: None,
+            reject_above: None,
+            deadline_ms: None,
+        };
+        EnsemblePolicy {
+            policy_id: "default-2of3".into(),
+            n: 2,
+            strategies: BTreeMap::from([
+                ("pcs_recompute".into(), s(1.0)),
+                ("hrs".into(), s(1.0)),
+                ("rag_grounding".into(), s(0.9)),
+            ]),
+            min_confidence: 0.6,
+            reject_confidence: 0.8,
+            fail_open: true,
+            stack: Stack::default(),
+        }
+    }
+
+    #[test]
+    fn validates_and_round_trips() {
+        let p = two_of_three();
+        assert_eq!(p.validate(), Ok(()));
+        let section = EnsembleSection {
+            default: Some(p.clone()),
+            tenants: BTreeMap::new(),
+        };
+        let json = serde_json::to_string(&section).unwrap_or_default();
+        let back: Result<EnsembleSection, _> = serde_json::from_str(&json);
+        assert_eq!(back.ok(), Some(section.clone()));
+        assert_eq!(section.for_tenant("anyone"), Some(&p));
+    }
+
+    #[test]
+    fn refuses_bad_policies() {
+        let mut p = two_of_three();
+        p.n = 4;
+        assert!(matches!(p.validate(), Err(PolicyError::NTooLarge { .. })));
+        let mut p = two_of_three();
+        p.strategies
+            .insert("lightweight".into(), p.strategies["hrs"].clone());
+        assert!(matches!(p.validate(), Err(PolicyError::UnknownStrategy(_))));
+        let mut p = two_of_three();
+        p.min_confidence = f64::NAN;
+        assert!(matches!(p.validate(), Err(PolicyError::Number(_))));
+    }
+}
