@@ -78,6 +78,8 @@ pub struct FileConfig {
     pub lease_tick_ms: Option<u64>,
     pub scheduler: Option<crate::scheduler::config::SchedulerFileConfig>,
     pub drift: Option<crate::drift::options::DriftFileConfig>,
+    /// `[cost]`: price book, billing exports, reconciliation, budgets.
+    pub cost: Option<crate::cost::options::CostFileConfig>,
 }
 
 /// `[review]` of `kakeya.toml`.
@@ -159,6 +161,8 @@ pub struct Config {
     pub scheduler: crate::scheduler::SchedulerConfig,
     /// Drift checks, their thresholds and auto-revert (`[drift]`, `KAKEYA_DRIFT_*`).
     pub drift: crate::drift::DriftOptions,
+    /// Price book, billing exports, reconciliation and budgets (`[cost]`, `KAKEYA_COST_*`).
+    pub cost: crate::cost::options::CostOptions,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -197,6 +201,7 @@ impl Default for Config {
             lease_tick_ms: crate::lease::DEFAULT_TICK_MS,
             scheduler: crate::scheduler::SchedulerConfig::default(),
             drift: crate::drift::DriftOptions::default(),
+            cost: crate::cost::options::CostOptions::default(),
             warnings: Vec::new(),
         }
     }
@@ -320,6 +325,7 @@ impl Config {
         let review = review_config(file.review, env)?;
         let scheduler = crate::scheduler::config::from_parts(file.scheduler, env)?;
         let drift = crate::drift::DriftOptions::from_parts(file.drift, env)?;
+        let cost = crate::cost::options::CostOptions::from_parts(file.cost, env)?;
         let cfg = Config {
             admin_addr: env_addr(env, "KAKEYA_ADMIN_ADDR")?
                 .or(file.admin_addr)
@@ -365,6 +371,7 @@ impl Config {
             lease_tick_ms,
             scheduler,
             drift,
+            cost,
             warnings,
         };
         cfg.validate()?;

@@ -722,6 +722,7 @@ fn through(
         tenant_stats,
         policy: Policy::default(),
         ensemble: Default::default(),
+        budgets: Default::default(),
     });
     // In single-tenant mode the gateway treats every request as tenant `default`.
     let multi = cfg.is_none_or(|c| c.keyring.multi_tenant);

@@ -20,6 +20,8 @@
 //! * [`evidence`]: opt-in, encrypted, TTL-bounded retention of queued decisions' evidence;
 //! * [`learn`]: datasets from the decision log and its labels, training jobs (`/v1/hrs/train`);
 //! * [`scheduler`]: scheduled retraining and the auto-deploy gate (`/v1/hrs/scheduler`);
+//! * [`cost`]: cost records per decision, the price book, billing import, reconciliation,
+//!   forecasts, budgets and the advisor (`/v1/cost`);
 //! * [`lease`]: leader leases, so background jobs run on one replica of many;
 //! * [`ml`]: offline training and cross-validated evaluation of the hallucination-risk scorer.
 //!
@@ -30,6 +32,7 @@
 pub mod ab;
 pub mod api;
 pub mod config;
+pub mod cost;
 pub mod data_dir;
 pub mod decision_features;
 pub mod drift;

@@ -9,6 +9,7 @@ use kakeya_control_plane::{envoy, ingest, server, store};
 use std::path::PathBuf;
 
 mod ab_cli;
+mod cost_cli;
 mod drift_cli;
 mod eval_feedback;
 mod eval_gateway;
@@ -82,6 +83,12 @@ enum Cmd {
     Hrs {
         #[command(subcommand)]
         cmd: learn_cli::HrsCmd,
+    },
+    /// Cost attribution on the database directly (same code path as /v1/cost): prices,
+    /// summary, billing import, reconcile, forecast, recommendations, budgets, fixtures.
+    Cost {
+        #[command(subcommand)]
+        cmd: cost_cli::CostCmd,
     },
 }
 
@@ -395,6 +402,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Review { cmd } => runtime()?.block_on(review_cli::review(cfg, cmd)),
         Cmd::Feedback(a) => runtime()?.block_on(review_cli::feedback(cfg, a)),
         Cmd::Hrs { cmd } => runtime()?.block_on(learn_cli::run(cfg, cmd)),
+        Cmd::Cost { cmd } => runtime()?.block_on(cost_cli::run(cfg, cmd)),
         // Handled above, before the configuration is loaded.
         Cmd::Pcs { .. } => Ok(()),
     }

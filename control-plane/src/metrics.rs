@@ -29,6 +29,8 @@ pub struct Metrics {
     /// `kakeya_leader{lease}`: 1 while this replica holds the lease (runs its job), else 0
     /// (see `crate::lease`).
     pub leader: IntGaugeVec,
+    /// `kakeya_cost_*` ([`crate::cost::metrics`]).
+    pub cost: crate::cost::metrics::CostMetrics,
 }
 
 /// `kakeya_registry_integrity_failures_total{what="model"|"bundle"}`: stored registry rows
@@ -109,7 +111,9 @@ impl Metrics {
             &["lease"],
         )?;
         registry.register(Box::new(leader.clone()))?;
+        let cost = crate::cost::metrics::CostMetrics::new(&registry)?;
         Ok(Metrics {
+            cost,
             ingest_total: counter(
                 &registry,
                 "kakeya_ingest_total",

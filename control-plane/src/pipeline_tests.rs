@@ -67,6 +67,7 @@ fn harness_with(
         ),
         scheduler: Default::default(),
         drift: crate::drift::DriftOptions::default(),
+        cost: Default::default(),
     });
     Harness {
         router: ingest_router(IngestState {
@@ -1140,6 +1141,7 @@ async fn features_as_decided_are_validated_stored_and_replayed() {
         tenant_stats: Default::default(),
         policy: Default::default(),
         ensemble: Default::default(),
+        budgets: Default::default(),
     };
     let raw = |values: &[f64]| {
         use base64::Engine;

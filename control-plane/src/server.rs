@@ -179,6 +179,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             training: cfg.training,
         },
         drift: cfg.drift,
+        cost: cfg.cost.clone(),
     };
     let ingest_app = ingest_router(IngestState {
         handle,
@@ -288,6 +289,18 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             async move { crate::drift::run_periodic(&db, &seed, &drift_opts).await }
         },
     )?;
+    // cost: budgets recomputed (and published in the bundle) every [cost] budget_every.
+    let (cost_db, cost_opts, cost_metrics) = (db.clone(), cfg.cost.clone(), metrics.cost.clone());
+    let cost_budgets = run_as_leader(
+        db.clone(),
+        &leases,
+        crate::cost::LEASE,
+        cfg.cost.budget_every,
+        move || {
+            let (db, opts, m) = (cost_db.clone(), cost_opts.clone(), cost_metrics.clone());
+            async move { crate::cost::metrics::run_periodic(&db, &seed, &opts, &m).await }
+        },
+    )?;
     // Scheduled retraining (off by default): the leader looks whether the current period has
     // its run; the run's row, unique per period, is what keeps it to one run per period.
     let scheduled_retrain = if cfg.scheduler.retrain {
@@ -321,6 +334,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         evidence_purge,
         ab_expiry,
         drift_check,
+        cost_budgets,
     ]
     .into_iter()
     .chain(scheduled_retrain)

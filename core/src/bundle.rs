@@ -14,6 +14,7 @@
 //! its plugin configuration, and every model fits this build's feature schema; otherwise it
 //! keeps the last good bundle.
 
+use crate::budget::BudgetSection;
 use crate::ensemble_policy::EnsembleSection;
 use crate::evidence::Evidence;
 use crate::features::{
@@ -148,6 +149,10 @@ pub struct Bundle {
     /// empty, so bundles without one are byte-for-byte what they were before.
     #[serde(default, skip_serializing_if = "EnsembleSection::is_empty")]
     pub ensemble: EnsembleSection,
+    /// Per-tenant budget state and the action the filter takes ([`crate::budget`]). Absent
+    /// from the bytes when empty, so bundles without budgets are byte-for-byte as before.
+    #[serde(default, skip_serializing_if = "BudgetSection::is_empty")]
+    pub budgets: BudgetSection,
 }
 
 /// Why a bundle was refused.
@@ -173,6 +178,8 @@ pub enum BundleError {
     TenantStats(String),
     #[error("ensemble: {0}")]
     Ensemble(#[from] crate::ensemble_policy::PolicyError),
+    #[error("budgets: {0}")]
+    Budget(#[from] crate::budget::BudgetError),
     #[error("{0} model: {1}")]
     Model(&'static str, ModelError),
 }
@@ -258,6 +265,7 @@ impl Bundle {
             }
         }
         self.ensemble.validate()?;
+        self.budgets.validate()?;
         if !(0.0..=1.0).contains(&self.policy.medium_risk) {
             return Err(BundleError::Policy("medium_risk must be within [0, 1]"));
         }
@@ -674,6 +682,7 @@ mod tests {
             tenant_stats: BTreeMap::new(),
             policy: Policy::default(),
             ensemble: EnsembleSection::default(),
+            budgets: BudgetSection::default(),
         }
     }
 

@@ -34,6 +34,7 @@
 //! 19. [`microvote`]: the micro-vote server's wire format and what a callout returns.
 //! 20. [`ensemble_policy`]: the per-tenant N-of-M policy and stacking model a bundle carries.
 
+pub mod budget;
 pub mod bundle;
 pub mod canonical;
 pub mod dimension;

@@ -127,6 +127,7 @@ pub fn bundle(
         tenant_stats: Default::default(),
         policy: Default::default(),
         ensemble: Default::default(),
+        budgets: Default::default(),
     }
 }
 

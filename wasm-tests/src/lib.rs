@@ -21,6 +21,7 @@
 pub mod abi;
 pub mod bench;
 pub mod bench_doc;
+pub mod cost_bench;
 pub mod drift_steps;
 pub mod fit_bench;
 pub mod fixtures;

@@ -28,6 +28,8 @@ const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn>
           --fit: only the training comparison (our logistic fit against scikit-learn's lbfgs on
           100,000 rows; data from KAKEYA_FIT_DATASET, else ../shared/data/halueval/train.jsonl.gz
           when it exists, else the embedded sample), rewriting only its section
+          --cost: only the cost benchmarks (import of 1,000,000 CUR lines into SQLite, a 30-day
+          forecast for 1,000 tenants), rewriting only its section
   wasm    build the gate filter (wasm32-wasip1) and print its path
   envoy   install Envoy 1.40 into the tools folder and print its path
   sklearn install scikit-learn (pinned, PyPI) into a tools-folder venv and print its python
@@ -264,10 +266,10 @@ impl Tally {
 fn bench(args: &[String]) -> Result<()> {
     let only = match args {
         [] => None,
-        [a] if a == "--floor" || a == "--fit" => Some(a.as_str()),
+        [a] if a == "--floor" || a == "--fit" || a == "--cost" => Some(a.as_str()),
         other => {
             return Err(format!(
-                "bench takes no argument, --floor or --fit, not {other:?}\n\n{USAGE}"
+                "bench takes no argument, --floor, --fit or --cost, not {other:?}\n\n{USAGE}"
             ))
         }
     };
@@ -290,6 +292,10 @@ fn bench(args: &[String]) -> Result<()> {
         cmd.arg(&out);
         cmd
     };
+    if only == Some("--cost") {
+        // In-process in the (release) runner: billing import into SQLite and forecasts.
+        return run(&mut runner("release"));
+    }
     if only == Some("--fit") {
         // Only our trainer runs, in-process in the (release) runner: nothing else to build.
         let python = tools::sklearn(&root())?;

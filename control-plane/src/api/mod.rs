@@ -74,6 +74,8 @@ pub struct AdminState {
     pub scheduler: crate::scheduler::Settings,
     /// Thresholds and auto-revert of `POST /v1/hrs/drift/check` (`[drift]`).
     pub drift: crate::drift::DriftOptions,
+    /// `[cost]`: price book, billing exports, budgets (`/v1/cost/*`).
+    pub cost: crate::cost::options::CostOptions,
 }
 
 async fn not_found() -> ApiError {
@@ -111,6 +113,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .merge(crate::ab::api::router())
         .merge(crate::scheduler::api::router())
         .merge(crate::drift::api::router())
+        .merge(crate::cost::api::router())
 }
 
 pub fn ingest_router(state: IngestState) -> Router {

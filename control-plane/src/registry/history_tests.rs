@@ -366,6 +366,7 @@ impl Api {
                 ),
                 scheduler: Default::default(),
                 drift: crate::drift::DriftOptions::default(),
+                cost: Default::default(),
                 metrics,
                 committer: std::sync::Arc::new(crate::ingest::CommitterStatus {
                     wal_ok: true.into(),

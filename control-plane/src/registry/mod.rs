@@ -628,6 +628,8 @@ async fn publish(
         // this publication breaks them).
         policy: crate::ab::publication_policy(conn, &al, next, now_ms).await?,
         ensemble: Default::default(),
+        // cost: each tenant's budget state, enforced by the filter (crate::cost::budgets).
+        budgets: crate::cost::budgets::section(conn, now_ms).await?,
     };
     let signed = sign_checked(&bundle, seed)?;
     let bytes =

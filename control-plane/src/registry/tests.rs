@@ -520,6 +520,7 @@ fn unpublishable_bundles_are_refused() {
         tenant_stats: BTreeMap::new(),
         policy: kakeya_core::bundle::Policy::default(),
         ensemble: Default::default(),
+        budgets: Default::default(),
     };
     let signed = sign_checked(&good, &SEED).unwrap();
     verify_bundle(
@@ -1363,6 +1364,7 @@ async fn the_bundle_route_does_not_serve_an_altered_row() {
             ),
             scheduler: Default::default(),
             drift: crate::drift::DriftOptions::default(),
+            cost: Default::default(),
         });
         let get = |path: &'static str| {
             let router = router.clone();

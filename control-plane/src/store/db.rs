@@ -101,6 +101,22 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "canary_alias",
         include_str!("../../migrations/sqlite/0016_canary_alias.sql"),
     ),
+    // cost: 0020–0022
+    (
+        20,
+        "cost_records",
+        include_str!("../../migrations/sqlite/0020_cost_records.sql"),
+    ),
+    (
+        21,
+        "billing_import",
+        include_str!("../../migrations/sqlite/0021_billing_import.sql"),
+    ),
+    (
+        22,
+        "cost_reports",
+        include_str!("../../migrations/sqlite/0022_cost_reports.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -182,6 +198,22 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         16,
         "canary_alias",
         include_str!("../../migrations/postgres/0016_canary_alias.sql"),
+    ),
+    // cost: 0020–0022
+    (
+        20,
+        "cost_records",
+        include_str!("../../migrations/postgres/0020_cost_records.sql"),
+    ),
+    (
+        21,
+        "billing_import",
+        include_str!("../../migrations/postgres/0021_billing_import.sql"),
+    ),
+    (
+        22,
+        "cost_reports",
+        include_str!("../../migrations/postgres/0022_cost_reports.sql"),
     ),
 ];
 

@@ -154,6 +154,11 @@ pub async fn apply_record(
         vr.escalated,
     );
     let fresh = decision_log::insert(conn, &decision).await?;
+    if fresh {
+        // cost: the decision's measured use, in the same transaction (crate::cost::record).
+        let usage = crate::cost::record::measure(rec, &decision, &body);
+        crate::cost::record::insert(conn, &decision, &usage).await?;
+    }
     Ok(Applied {
         status,
         body,

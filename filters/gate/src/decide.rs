@@ -813,6 +813,7 @@ mod tests {
                 tenant_stats: Default::default(),
                 policy: Default::default(),
                 ensemble: Default::default(),
+                budgets: Default::default(),
             }
         }
 

@@ -65,6 +65,7 @@ enum Only {
     All,
     Floor,
     Fit,
+    Cost,
 }
 
 fn main() -> Result<()> {
@@ -72,6 +73,7 @@ fn main() -> Result<()> {
     let (only, out) = match args.as_slice() {
         [flag, out] if flag == "--floor" => (Only::Floor, out.clone()),
         [flag, out] if flag == "--fit" => (Only::Fit, out.clone()),
+        [flag, out] if flag == "--cost" => (Only::Cost, out.clone()),
         [flag, out] if flag == "--sklearn-fixture" => {
             fit_bench::write_fixture(&fit_bench::sklearn_python()?, out.as_ref())?;
             eprintln!("wrote {out}");
@@ -79,7 +81,7 @@ fn main() -> Result<()> {
         }
         [out] => (Only::All, out.clone()),
         _ => anyhow::bail!(
-            "usage: kakeya-bench [--floor|--fit] OUT.md | kakeya-bench --sklearn-fixture OUT.json"
+            "usage: kakeya-bench [--floor|--fit|--cost] OUT.md | kakeya-bench --sklearn-fixture OUT.json"
         ),
     };
     let old_doc = || std::fs::read_to_string(&out).unwrap_or_else(|_| "# Benchmarks\n".into());
@@ -98,6 +100,16 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             std::fs::write(&out, fit_bench::splice(&old_doc(), &report.markdown()))?;
             eprintln!("wrote {out}; reproduce with `{}`", fit_bench::REPRODUCE);
+            return Ok(());
+        }
+        Only::Cost => {
+            use kakeya_wasm_tests::cost_bench;
+            eprintln!("bench: cost import and forecasts");
+            let report = cost_bench::run()?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            let md = cost_bench::markdown(&report);
+            std::fs::write(&out, cost_bench::splice(&old_doc(), &md))?;
+            eprintln!("wrote {out}; reproduce with `{}`", cost_bench::REPRODUCE);
             return Ok(());
         }
         Only::All => {}

@@ -1,0 +1,308 @@
+//! The advisor: recommendations computed from the data, each with its projected monthly
+//! saving (modelled on the last 30 days), its risk and the policy diff it applies; after
+//! apply, the realised saving is the tenant's daily cost since the apply against the
+//! same-length window before it.
+//!
+//! Rules:
+//! * `budget_cap`: a tenant whose forecast month-end spend exceeds its hard cap with
+//!   probability above one half, while its hard action lets traffic through (`alert`,
+//!   `degrade`): throttle at the hard cap. Saving = the forecast overrun.
+//! * `micro_vote_off`, `rag_off`: a tenant where the vote never changed a decision. The
+//!   decision log does not carry votes yet: reported as `no_data`, never guessed.
+//! * `dedup_ttl`: from the age distribution of dedup hits, which are not recorded yet:
+//!   `no_data`.
+
+use super::budgets::{self, Budget};
+use super::options::CostOptions;
+use super::prices::day_of_ms;
+use super::{record, CostError};
+use crate::store::Db;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+/// Days the saving is modelled on.
+pub const MODEL_DAYS: i64 = 30;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Recommendation {
+    pub id: String,
+    /// `budget_cap`.
+    pub kind: String,
+    pub tenant: Option<String>,
+    /// `pending`, `applied` or `superseded`.
+    pub status: String,
+    pub created_at: String,
+    pub applied_at: Option<String>,
+    pub projected_monthly_saving: f64,
+    /// `low`, `medium`, `high`.
+    pub risk: String,
+    pub rationale: String,
+    /// The policy change: `{path, from, to}`.
+    pub diff: serde_json::Value,
+    /// After apply: cost per day before and after, and the monthly saving they imply.
+    pub realised: Option<Realised>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Realised {
+    pub window_days: i64,
+    pub cost_per_day_before: f64,
+    pub cost_per_day_after: f64,
+    pub monthly_saving: f64,
+}
+
+/// A rule that could not run, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Skipped {
+    pub rule: String,
+    /// `no_data`.
+    pub status: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Recommendations {
+    pub currency: String,
+    pub recommendations: Vec<Recommendation>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Standard normal CDF.
+fn phi(x: f64) -> f64 {
+    0.5 * libm::erfc(-x / std::f64::consts::SQRT_2)
+}
+
+/// P(month-end spend > hard cap) and the forecast overrun, from `spent` so far and the
+/// forecast of the remaining `days_left` days (errors summed as fully correlated: the
+/// conservative width).
+pub fn overrun(spent: f64, hard_cap: f64, fc: &[super::forecast::Point]) -> (f64, f64) {
+    let mean: f64 = spent + fc.iter().map(|p| p.point).sum::<f64>();
+    let sd: f64 = fc.iter().map(|p| (p.hi95 - p.point) / 1.959_963_985).sum();
+    let p = if sd > 0.0 {
+        1.0 - phi((hard_cap - mean) / sd)
+    } else {
+        f64::from(u8::from(mean > hard_cap))
+    };
+    (p, (mean - hard_cap).max(0.0))
+}
+
+async fn tenant_days(
+    db: &Db,
+    opts: &CostOptions,
+    tenant: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<f64>, CostError> {
+    let sel = record::Selection {
+        from_day: from,
+        to_day: to,
+        tenant: Some(tenant.to_string()),
+        ..Default::default()
+    };
+    let rows = super::rollup(db, opts, &sel).await?;
+    Ok(super::daily_series(&rows, from, to)
+        .into_iter()
+        .next()
+        .map(|(_, _, y)| y)
+        .unwrap_or_default())
+}
+
+/// Computes the recommendations now (pending ones of earlier runs are superseded), then lists
+/// them with the applied ones and their realised savings.
+pub async fn recommend(
+    db: &Db,
+    opts: &CostOptions,
+    now_ms: i64,
+) -> Result<Recommendations, CostError> {
+    let today = day_of_ms(now_ms);
+    let (_, first, next) = budgets::month_of(today);
+    let mut fresh = Vec::new();
+    for b in budgets::list(db).await? {
+        let t = &b.budget.tenant;
+        if matches!(b.budget.hard_action.as_str(), "throttle" | "deny") {
+            continue;
+        }
+        let y = tenant_days(db, opts, t, today - super::FORECAST_HISTORY_DAYS, today).await?;
+        let Some(fit) = super::forecast::fit(&y) else {
+            continue;
+        };
+        let spent: f64 = tenant_days(db, opts, t, first, today + 1)
+            .await?
+            .iter()
+            .sum();
+        let left = usize::try_from(next - today - 1).unwrap_or(0);
+        let (p, over) = overrun(spent, b.budget.hard_cap, &fit.forecast(left));
+        if p > 0.5 {
+            fresh.push((
+                "budget_cap",
+                t.clone(),
+                over,
+                "medium",
+                format!(
+                    "month-end spend forecast above the hard cap {} with probability {:.2}; \
+                     its hard action {} lets traffic through",
+                    b.budget.hard_cap, p, b.budget.hard_action
+                ),
+                serde_json::json!({"path": format!("budgets.{t}.hard_action"),
+                                   "from": b.budget.hard_action, "to": "throttle"}),
+            ));
+        }
+    }
+    sqlx::query("UPDATE cost_recommendations SET status = 'superseded' WHERE status = 'pending'")
+        .execute(&db.pool)
+        .await?;
+    for (kind, tenant, saving, risk, rationale, diff) in fresh {
+        let body = serde_json::json!({"risk": risk, "rationale": rationale, "diff": diff});
+        sqlx::query(
+            "INSERT INTO cost_recommendations (id, kind, tenant, status, created_at_ms, \
+             projected_monthly_saving, body) VALUES ($1, $2, $3, 'pending', $4, $5, $6)",
+        )
+        .bind(format!("{kind}-{tenant}-{now_ms}"))
+        .bind(kind)
+        .bind(tenant)
+        .bind(now_ms)
+        .bind(saving)
+        .bind(body.to_string())
+        .execute(&db.pool)
+        .await?;
+    }
+    let mut recommendations = Vec::new();
+    for mut r in list(db).await? {
+        if let (Some(t), Some(at)) = (&r.tenant, r.applied_at.as_deref()) {
+            let at_ms = crate::learn::parse_rfc3339(at).unwrap_or(now_ms);
+            r.realised = Some(realised(db, opts, t, day_of_ms(at_ms), today).await?);
+        }
+        recommendations.push(r);
+    }
+    let no_data = |rule: &str, reason: &str| Skipped {
+        rule: rule.into(),
+        status: "no_data".into(),
+        reason: reason.into(),
+    };
+    Ok(Recommendations {
+        currency: opts.currency.clone(),
+        recommendations,
+        skipped: vec![
+            no_data(
+                "micro_vote_off",
+                "the decision log carries no micro-vote results yet",
+            ),
+            no_data("rag_off", "the decision log carries no RAG votes yet"),
+            no_data("dedup_ttl", "the ages of dedup hits are not recorded yet"),
+        ],
+    })
+}
+
+async fn realised(
+    db: &Db,
+    opts: &CostOptions,
+    tenant: &str,
+    applied_day: i64,
+    today: i64,
+) -> Result<Realised, CostError> {
+    let n = (today - applied_day).max(1);
+    let per_day = |y: Vec<f64>| y.iter().sum::<f64>() / n as f64;
+    let before = per_day(tenant_days(db, opts, tenant, applied_day - n, applied_day).await?);
+    let after = per_day(tenant_days(db, opts, tenant, applied_day, applied_day + n).await?);
+    Ok(Realised {
+        window_days: n,
+        cost_per_day_before: before,
+        cost_per_day_after: after,
+        monthly_saving: (before - after) * 30.0,
+    })
+}
+
+const COLUMNS: &str =
+    "id, kind, tenant, status, created_at_ms, applied_at_ms, projected_monthly_saving, body";
+
+fn row_to(r: &sqlx::any::AnyRow) -> Result<Recommendation, sqlx::Error> {
+    let body = crate::store::json_column(r, "body")?.unwrap_or_default();
+    let s = |k: &str| {
+        body.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let applied: Option<i64> = r.try_get("applied_at_ms")?;
+    Ok(Recommendation {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        tenant: r.try_get("tenant")?,
+        status: r.try_get("status")?,
+        created_at: crate::learn::rfc3339(r.try_get("created_at_ms")?),
+        applied_at: applied.map(crate::learn::rfc3339),
+        projected_monthly_saving: r.try_get("projected_monthly_saving")?,
+        risk: s("risk"),
+        rationale: s("rationale"),
+        diff: body.get("diff").cloned().unwrap_or_default(),
+        realised: None,
+    })
+}
+
+/// Pending and applied recommendations, newest first.
+pub async fn list(db: &Db) -> Result<Vec<Recommendation>, CostError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM cost_recommendations WHERE status <> 'superseded' \
+         ORDER BY created_at_ms DESC, id LIMIT 1000"
+    ))
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows.iter().map(row_to).collect::<Result<_, _>>()?)
+}
+
+/// Applies a pending recommendation: its diff changes the policy, then it is `applied`.
+pub async fn apply(db: &Db, id: &str, now_ms: i64) -> Result<Recommendation, CostError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM cost_recommendations WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?
+    .ok_or_else(|| CostError::NotFound(format!("no recommendation {id:?}")))?;
+    let r = row_to(&row)?;
+    if r.status != "pending" {
+        return Err(CostError::Conflict(format!(
+            "recommendation {id} is {}, not pending: fetch GET /v1/cost/recommendations again",
+            r.status
+        )));
+    }
+    if r.kind == "budget_cap" {
+        let tenant = r.tenant.clone().unwrap_or_default();
+        let b = budgets::list(db)
+            .await?
+            .into_iter()
+            .find(|b| b.budget.tenant == tenant)
+            .ok_or_else(|| {
+                CostError::Conflict(format!("tenant {tenant} has no budget any more"))
+            })?;
+        let to = r
+            .diff
+            .get("to")
+            .and_then(|v| v.as_str())
+            .unwrap_or("throttle");
+        let nb = Budget {
+            hard_action: to.to_string(),
+            ..b.budget
+        };
+        budgets::set(db, &nb, now_ms).await?;
+    }
+    let n = sqlx::query(
+        "UPDATE cost_recommendations SET status = 'applied', applied_at_ms = $1 \
+         WHERE id = $2 AND status = 'pending'",
+    )
+    .bind(now_ms)
+    .bind(id)
+    .execute(&db.pool)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(CostError::Conflict(format!(
+            "recommendation {id} is no longer pending"
+        )));
+    }
+    Ok(Recommendation {
+        status: "applied".into(),
+        applied_at: Some(crate::learn::rfc3339(now_ms)),
+        ..r
+    })
+}
