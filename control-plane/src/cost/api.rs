@@ -393,7 +393,7 @@ pub async fn apply_recommendation(
 ) -> Result<Json<advisor::Recommendation>, ApiError> {
     let req = json(body)?;
     let r = advisor::apply(&st.db, &req.recommendation_id, crate::now_ms()).await?;
-    republish_budgets(&st).await?;
+    recompute(&st).await?;
     Ok(Json(r))
 }
 
@@ -444,9 +444,10 @@ pub async fn recompute_budgets(
 }
 
 async fn recompute(st: &AdminState) -> Result<Vec<BudgetStatus>, ApiError> {
-    let (list, changed) = budgets::recompute(&st.db, &st.cost, crate::now_ms()).await?;
+    let now = crate::now_ms();
+    let (list, _) = budgets::recompute(&st.db, &st.cost, now).await?;
     st.metrics.cost.budgets(&list);
-    if changed {
+    if budgets::needs_publish(&st.db, now).await? {
         republish_budgets(st).await?;
     }
     Ok(list)

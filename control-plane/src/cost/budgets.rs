@@ -231,6 +231,28 @@ pub async fn recompute(
     Ok((list(db).await?, changed))
 }
 
+/// True when the served bundle's budget actions are not the stored states' (a tenant's
+/// action changed, or a budget came or went): the bundle is to be republished. Only actions
+/// count: the spend a bundle carries is as of its publication, so a spend that moves without
+/// crossing a cap republishes nothing.
+pub async fn needs_publish(db: &Db, now_ms: i64) -> Result<bool, CostError> {
+    let mut conn = db.pool.acquire().await?;
+    let want = section(&mut conn, now_ms).await?;
+    let Some(row) = crate::registry::current_bundle(db).await? else {
+        return Ok(false);
+    };
+    let served = serde_json::from_str::<kakeya_core::bundle::Bundle>(&row.bytes)
+        .map(|b| b.budgets)
+        .unwrap_or_default();
+    let actions = |s: &BudgetSection| -> Vec<(String, BudgetAction)> {
+        s.tenants
+            .iter()
+            .map(|(t, b)| (t.clone(), b.action))
+            .collect()
+    };
+    Ok(actions(&want) != actions(&served))
+}
+
 /// The bundle's budget section from the stored states (inside the publication's
 /// transaction); tenants whose state is not computed yet are left out.
 pub async fn section(conn: &mut AnyConnection, now_ms: i64) -> Result<BudgetSection, sqlx::Error> {

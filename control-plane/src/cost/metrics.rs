@@ -135,9 +135,12 @@ pub async fn run_periodic(
 ) {
     let now = crate::now_ms();
     match super::budgets::recompute(db, opts, now).await {
-        Ok((list, changed)) => {
+        Ok((list, _)) => {
             m.budgets(&list);
-            if changed {
+            if super::budgets::needs_publish(db, now)
+                .await
+                .unwrap_or(false)
+            {
                 match crate::registry::republish(db, seed, now).await {
                     Ok(p) => tracing::info!(bundle = p.bundle_version, "budget state published"),
                     Err(crate::registry::RegistryError::Conflict(_)) => {}
