@@ -189,6 +189,22 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("POST", "/v1/hrs/scheduler/run"),
         ("POST", "/v1/hrs/drift/check"),
         ("GET", "/v1/hrs/drift/alerts"),
+        // cost
+        ("GET", "/v1/cost/prices"),
+        ("POST", "/v1/cost/prices"),
+        ("GET", "/v1/cost/summary"),
+        ("POST", "/v1/cost/import"),
+        ("GET", "/v1/cost/import/{job_id}"),
+        ("POST", "/v1/cost/reconcile"),
+        ("GET", "/v1/cost/reconcile/latest"),
+        ("GET", "/v1/cost/reconcile/history"),
+        ("POST", "/v1/cost/forecast"),
+        ("GET", "/v1/cost/recommendations"),
+        ("POST", "/v1/cost/recommendations/apply"),
+        ("GET", "/v1/cost/budgets"),
+        ("PUT", "/v1/cost/budgets"),
+        ("DELETE", "/v1/cost/budgets/{tenant}"),
+        ("POST", "/v1/cost/budgets/recompute"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
