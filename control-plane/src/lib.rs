@@ -20,6 +20,8 @@
 //! * [`evidence`]: opt-in, encrypted, TTL-bounded retention of queued decisions' evidence;
 //! * [`learn`]: datasets from the decision log and its labels, training jobs (`/v1/hrs/train`);
 //! * [`scheduler`]: scheduled retraining and the auto-deploy gate (`/v1/hrs/scheduler`);
+//! * [`ensemble`]: adaptive per-tenant ensemble policies (`/v1/ensemble/*`), published in
+//!   the bundle;
 //! * [`lease`]: leader leases, so background jobs run on one replica of many;
 //! * [`ml`]: offline training and cross-validated evaluation of the hallucination-risk scorer.
 //!
@@ -33,6 +35,7 @@ pub mod config;
 pub mod data_dir;
 pub mod decision_features;
 pub mod drift;
+pub mod ensemble;
 pub mod envoy;
 pub mod error;
 pub mod evidence;

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 mod ab_cli;
 mod drift_cli;
+mod ensemble_cli;
 mod eval_feedback;
 mod eval_gateway;
 mod hrs;
@@ -82,6 +83,12 @@ enum Cmd {
     Hrs {
         #[command(subcommand)]
         cmd: learn_cli::HrsCmd,
+    },
+    /// Adaptive per-tenant ensemble policies: tune, show, record strategy outcomes, history
+    /// (on the database directly; same code path as /v1/ensemble/*).
+    Ensemble {
+        #[command(subcommand)]
+        cmd: ensemble_cli::EnsembleCmd,
     },
 }
 
@@ -395,6 +402,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Review { cmd } => runtime()?.block_on(review_cli::review(cfg, cmd)),
         Cmd::Feedback(a) => runtime()?.block_on(review_cli::feedback(cfg, a)),
         Cmd::Hrs { cmd } => runtime()?.block_on(learn_cli::run(cfg, cmd)),
+        Cmd::Ensemble { cmd } => runtime()?.block_on(ensemble_cli::run(cfg, cmd)),
         // Handled above, before the configuration is loaded.
         Cmd::Pcs { .. } => Ok(()),
     }

@@ -100,7 +100,7 @@ fn duration(what: &str, s: &str) -> Result<Duration, String> {
 }
 
 /// One override: the variable's value parsed, or the file's, or the default.
-fn pick<T>(
+pub(crate) fn pick<T>(
     env: &EnvMap,
     var: &'static str,
     file: Option<T>,
@@ -117,7 +117,7 @@ fn pick<T>(
     }
 }
 
-fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+pub(crate) fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
     v.parse::<T>().map_err(|_| "expected a number".to_string())
 }
 

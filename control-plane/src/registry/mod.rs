@@ -627,7 +627,8 @@ async fn publish(
         // An A/B experiment salts the split while the aliases are its arms (and ends when
         // this publication breaks them).
         policy: crate::ab::publication_policy(conn, &al, next, now_ms).await?,
-        ensemble: Default::default(),
+        // The stored per-tenant ensemble policies and the configured default.
+        ensemble: crate::ensemble::publication_section(conn).await?,
     };
     let signed = sign_checked(&bundle, seed)?;
     let bytes =
