@@ -80,6 +80,7 @@ pub struct FileConfig {
     pub drift: Option<crate::drift::options::DriftFileConfig>,
     /// `[cost]`: price book, billing exports, reconciliation, budgets.
     pub cost: Option<crate::cost::options::CostFileConfig>,
+    pub ensemble: Option<crate::ensemble::options::EnsembleFileConfig>,
 }
 
 /// `[review]` of `kakeya.toml`.
@@ -163,6 +164,8 @@ pub struct Config {
     pub drift: crate::drift::DriftOptions,
     /// Price book, billing exports, reconciliation and budgets (`[cost]`, `KAKEYA_COST_*`).
     pub cost: crate::cost::options::CostOptions,
+    /// Adaptive ensemble policies (`[ensemble]`, `KAKEYA_ENSEMBLE_*`).
+    pub ensemble: crate::ensemble::EnsembleOptions,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -202,6 +205,7 @@ impl Default for Config {
             scheduler: crate::scheduler::SchedulerConfig::default(),
             drift: crate::drift::DriftOptions::default(),
             cost: crate::cost::options::CostOptions::default(),
+            ensemble: crate::ensemble::EnsembleOptions::default(),
             warnings: Vec::new(),
         }
     }
@@ -326,6 +330,7 @@ impl Config {
         let scheduler = crate::scheduler::config::from_parts(file.scheduler, env)?;
         let drift = crate::drift::DriftOptions::from_parts(file.drift, env)?;
         let cost = crate::cost::options::CostOptions::from_parts(file.cost, env)?;
+        let ensemble = crate::ensemble::EnsembleOptions::from_parts(file.ensemble, env)?;
         let cfg = Config {
             admin_addr: env_addr(env, "KAKEYA_ADMIN_ADDR")?
                 .or(file.admin_addr)
@@ -372,6 +377,7 @@ impl Config {
             scheduler,
             drift,
             cost,
+            ensemble,
             warnings,
         };
         cfg.validate()?;

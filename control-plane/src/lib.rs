@@ -22,6 +22,8 @@
 //! * [`scheduler`]: scheduled retraining and the auto-deploy gate (`/v1/hrs/scheduler`);
 //! * [`cost`]: cost records per decision, the price book, billing import, reconciliation,
 //!   forecasts, budgets and the advisor (`/v1/cost`);
+//! * [`ensemble`]: adaptive per-tenant ensemble policies (`/v1/ensemble/*`), published in
+//!   the bundle;
 //! * [`lease`]: leader leases, so background jobs run on one replica of many;
 //! * [`ml`]: offline training and cross-validated evaluation of the hallucination-risk scorer.
 //!
@@ -36,6 +38,7 @@ pub mod cost;
 pub mod data_dir;
 pub mod decision_features;
 pub mod drift;
+pub mod ensemble;
 pub mod envoy;
 pub mod error;
 pub mod evidence;

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 mod ab_cli;
 mod cost_cli;
 mod drift_cli;
+mod ensemble_cli;
 mod eval_feedback;
 mod eval_gateway;
 mod hrs;
@@ -89,6 +90,12 @@ enum Cmd {
     Cost {
         #[command(subcommand)]
         cmd: cost_cli::CostCmd,
+    },
+    /// Adaptive per-tenant ensemble policies: tune, show, record strategy outcomes, history
+    /// (on the database directly; same code path as /v1/ensemble/*).
+    Ensemble {
+        #[command(subcommand)]
+        cmd: ensemble_cli::EnsembleCmd,
     },
 }
 
@@ -403,6 +410,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Feedback(a) => runtime()?.block_on(review_cli::feedback(cfg, a)),
         Cmd::Hrs { cmd } => runtime()?.block_on(learn_cli::run(cfg, cmd)),
         Cmd::Cost { cmd } => runtime()?.block_on(cost_cli::run(cfg, cmd)),
+        Cmd::Ensemble { cmd } => runtime()?.block_on(ensemble_cli::run(cfg, cmd)),
         // Handled above, before the configuration is loaded.
         Cmd::Pcs { .. } => Ok(()),
     }

@@ -103,6 +103,7 @@ impl Metrics {
         registry.register(Box::new(feature_rejects_total.clone()))?;
         registry.register(Box::new(crate::evidence::decrypt_failures_total().clone()))?;
         crate::drift::register_metrics(&registry)?;
+        crate::ensemble::register_metrics(&registry)?;
         let leader = IntGaugeVec::new(
             Opts::new(
                 "kakeya_leader",

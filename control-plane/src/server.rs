@@ -111,6 +111,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let evidence = crate::evidence::Vault::new(evidence_key, cfg.review.evidence.clone());
     log_evidence_retention(&cfg.review.evidence);
     crate::registry::configure_tenant_stats_days(cfg.tenant_stats_days);
+    // The [ensemble] settings every publication and /v1/ensemble route reads.
+    crate::ensemble::configure(cfg.ensemble.clone());
     crate::registry::bootstrap::start(&db, &seed).await?;
     std::fs::create_dir_all(&cfg.wal_dir).with_context(|| {
         format!(
@@ -301,6 +303,22 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             async move { crate::cost::metrics::run_periodic(&db, &seed, &opts, &m).await }
         },
     )?;
+    // Adaptive ensemble policies (off by default): the tuning cadence under its lease.
+    let ensemble_tune = if cfg.ensemble.auto_tune {
+        let (ens_db, ens_opts) = (db.clone(), cfg.ensemble.clone());
+        Some(run_as_leader(
+            db.clone(),
+            &leases,
+            crate::ensemble::LEASE,
+            ens_opts.check_every,
+            move || {
+                let (db, opts) = (ens_db.clone(), ens_opts.clone());
+                async move { crate::ensemble::run_periodic(&db, &seed, &opts).await }
+            },
+        )?)
+    } else {
+        None
+    };
     // Scheduled retraining (off by default): the leader looks whether the current period has
     // its run; the run's row, unique per period, is what keeps it to one run per period.
     let scheduled_retrain = if cfg.scheduler.retrain {
@@ -338,6 +356,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     ]
     .into_iter()
     .chain(scheduled_retrain)
+    .chain(ensemble_tune)
     .collect();
 
     let join = tokio::spawn(async move {

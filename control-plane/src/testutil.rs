@@ -18,6 +18,19 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A second, independent connection pool on the same database (what a restarted control
+    /// plane opens).
+    pub async fn reopen(&self) -> Db {
+        match (&self.pg, &self._tmp) {
+            (Some((url, schema)), _) => Db::connect(url, Some(schema)).await.expect("reopen"),
+            (None, Some(tmp)) => {
+                let url = format!("sqlite://{}/t.db?mode=rwc", tmp.path().display());
+                Db::connect(&url, None).await.expect("reopen")
+            }
+            (None, None) => unreachable!("a test database has a file or a schema"),
+        }
+    }
+
     pub async fn cleanup(self) {
         self.db.pool.close().await;
         if let Some((url, schema)) = self.pg {

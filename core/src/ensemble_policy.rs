@@ -165,6 +165,73 @@ impl EnsemblePolicy {
     }
 }
 
+/// One strategy's vote as the aggregation sees it: the direction and its confidence in [0, 1].
+/// A strategy that abstained (or timed out, or is not enabled) simply has no vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoteKind {
+    Accept,
+    Reject,
+}
+
+/// What a policy decides for one answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Accept,
+    Escalate,
+    Reject,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Accept => "accept",
+            Decision::Escalate => "escalate",
+            Decision::Reject => "reject",
+        }
+    }
+}
+
+/// The decision of `policy` on `votes` (`(strategy name, kind, confidence)`), exactly the
+/// semantics of the module doc. Votes of strategies the policy does not enable are ignored;
+/// a confidence outside [0, 1] (or NaN) is clamped into it (NaN counts as 0). Pure, so the
+/// filter and the control plane's replay of recorded votes cannot disagree.
+pub fn decide<'a>(
+    policy: &EnsemblePolicy,
+    votes: impl IntoIterator<Item = (&'a str, VoteKind, f64)>,
+) -> Decision {
+    let (mut total, mut acc, mut rej, mut agreed) = (0.0, 0.0, 0.0, 0u32);
+    for (name, kind, c) in votes {
+        let Some(s) = policy.strategies.get(name) else {
+            continue;
+        };
+        let c = if c.is_nan() { 0.0 } else { c.clamp(0.0, 1.0) };
+        total += s.weight;
+        match kind {
+            VoteKind::Accept => {
+                agreed += 1;
+                acc += s.weight * c;
+            }
+            VoteKind::Reject => rej += s.weight * c,
+        }
+    }
+    let (a, r) = if total > 0.0 {
+        (acc / total, rej / total)
+    } else {
+        (0.0, 0.0)
+    };
+    if total > 0.0 && r >= policy.reject_confidence {
+        Decision::Reject
+    } else if agreed >= policy.n && a >= policy.min_confidence {
+        Decision::Accept
+    } else if policy.fail_open {
+        Decision::Escalate
+    } else {
+        Decision::Reject
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +284,39 @@ mod tests {
         let mut p = two_of_three();
         p.min_confidence = f64::NAN;
         assert!(matches!(p.validate(), Err(PolicyError::Number(_))));
+    }
+
+    #[test]
+    fn decides_by_the_documented_semantics() {
+        use VoteKind::{Accept, Reject};
+        let p = two_of_three();
+        // 2-of-3 confident accepts → accept: a = (1·0.9 + 1·0.9) / 2.9 = 0.62 ≥ 0.6.
+        let v = [
+            ("pcs_recompute", Accept, 0.9),
+            ("hrs", Accept, 0.9),
+            ("rag_grounding", Reject, 0.2),
+        ];
+        assert_eq!(decide(&p, v), Decision::Accept);
+        // Only one accept (the others abstain) → escalate under fail_open, reject otherwise.
+        let one = [("hrs", Accept, 1.0)];
+        assert_eq!(decide(&p, one), Decision::Escalate);
+        let closed = EnsemblePolicy {
+            fail_open: false,
+            ..p.clone()
+        };
+        assert_eq!(decide(&closed, one), Decision::Reject);
+        // Confident rejects: r = (1 + 1 + 0.9·0.9) / 2.9 = 0.97 ≥ 0.8.
+        let v = [
+            ("pcs_recompute", Reject, 1.0),
+            ("hrs", Reject, 1.0),
+            ("rag_grounding", Reject, 0.9),
+        ];
+        assert_eq!(decide(&p, v), Decision::Reject);
+        // Every strategy abstains (or is not enabled) → never an accept.
+        assert_eq!(
+            decide(&p, [("micro_vote", Accept, 1.0)]),
+            Decision::Escalate
+        );
+        assert_eq!(decide(&p, []), Decision::Escalate);
     }
 }

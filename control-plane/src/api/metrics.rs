@@ -19,6 +19,10 @@ use axum::response::IntoResponse;
     )
 )]
 pub async fn metrics(State(st): State<AdminState>) -> impl IntoResponse {
+    // The per-tenant ensemble gauges are computed from the store (a failure keeps the last).
+    if let Err(e) = crate::ensemble::refresh_gauges_throttled(&st.db).await {
+        tracing::warn!(error = %e, "ensemble gauges not refreshed");
+    }
     (
         [(
             header::CONTENT_TYPE,

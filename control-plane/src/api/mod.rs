@@ -9,7 +9,8 @@
 //!   background-job leases (`/v1/operator/leader`, [`leader`]), review queue and labels
 //!   ([`crate::review`]), training jobs (`/v1/hrs/train`, `/v1/hrs/jobs`, [`crate::learn`]), A/B
 //!   experiments (`/v1/hrs/ab`, [`crate::ab`]), retraining scheduler (`/v1/hrs/scheduler`,
-//!   [`crate::scheduler`]), drift checks and alerts (`/v1/hrs/drift`, [`crate::drift`]).
+//!   [`crate::scheduler`]), drift checks and alerts (`/v1/hrs/drift`, [`crate::drift`]), adaptive ensemble
+//!   policies (`/v1/ensemble`, [`crate::ensemble`]).
 //!   Everything except `/health`,
 //!   `/ready` and the signed bundle (`GET /v1/bundles/current`, polled by the filters) requires
 //!   the bearer admin token ([`auth`]).
@@ -114,6 +115,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .merge(crate::scheduler::api::router())
         .merge(crate::drift::api::router())
         .merge(crate::cost::api::router())
+        .merge(crate::ensemble::api::router())
 }
 
 pub fn ingest_router(state: IngestState) -> Router {

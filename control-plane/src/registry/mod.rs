@@ -627,7 +627,8 @@ async fn publish(
         // An A/B experiment salts the split while the aliases are its arms (and ends when
         // this publication breaks them).
         policy: crate::ab::publication_policy(conn, &al, next, now_ms).await?,
-        ensemble: Default::default(),
+        // The stored per-tenant ensemble policies and the configured default.
+        ensemble: crate::ensemble::publication_section(conn).await?,
         // cost: each tenant's budget state, enforced by the filter (crate::cost::budgets).
         budgets: crate::cost::budgets::section(conn, now_ms).await?,
     };

@@ -101,6 +101,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "canary_alias",
         include_str!("../../migrations/sqlite/0016_canary_alias.sql"),
     ),
+    // adaptive ensemble policies (ensemble/)
+    (
+        17,
+        "ensemble_policies",
+        include_str!("../../migrations/sqlite/0017_ensemble_policies.sql"),
+    ),
     // cost: 0020–0022
     (
         20,
@@ -198,6 +204,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         16,
         "canary_alias",
         include_str!("../../migrations/postgres/0016_canary_alias.sql"),
+    ),
+    // adaptive ensemble policies (ensemble/)
+    (
+        17,
+        "ensemble_policies",
+        include_str!("../../migrations/postgres/0017_ensemble_policies.sql"),
     ),
     // cost: 0020–0022
     (
