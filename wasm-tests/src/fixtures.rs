@@ -127,6 +127,7 @@ pub fn bundle(
         tenant_stats: Default::default(),
         policy: Default::default(),
         ensemble: Default::default(),
+        task_models: Default::default(),
     }
 }
 
@@ -155,6 +156,7 @@ pub fn grounded_evidence() -> kakeya_core::evidence::Evidence {
             .into(),
         citations: Vec::new(),
         response: "Ada Lovelace wrote the first computer program for the Analytical Engine.".into(),
+        task: None,
     }
 }
 
@@ -166,6 +168,7 @@ pub fn unsupported_evidence() -> kakeya_core::evidence::Evidence {
             .into(),
         citations: Vec::new(),
         response: "Grace Hopper invented quantum telescopes on Mars during 1999.".into(),
+        task: None,
     }
 }
 
@@ -204,6 +207,7 @@ pub fn evidence_of_size(bytes: usize) -> kakeya_core::evidence::Evidence {
         context: text(bytes * 3 / 4, 1),
         citations: Vec::new(),
         response: text(bytes / 4, 3),
+        task: None,
     }
 }
 

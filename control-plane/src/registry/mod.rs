@@ -21,6 +21,7 @@ pub mod card;
 pub mod history;
 pub mod keys;
 pub mod reference;
+pub mod task_models;
 
 pub use history::{last_good_champion, Actor, HistoryEntry, Reason, StatedReason, Why};
 
@@ -611,6 +612,7 @@ async fn publish(
         }),
         None => None,
     };
+    let task_models = task_models::load(conn, &champ.version, &key).await?;
     let next: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS v FROM bundles")
         .fetch_one(&mut *conn)
         .await?
@@ -628,6 +630,7 @@ async fn publish(
         // this publication breaks them).
         policy: crate::ab::publication_policy(conn, &al, next, now_ms).await?,
         ensemble: Default::default(),
+        task_models,
     };
     let signed = sign_checked(&bundle, seed)?;
     let bytes =

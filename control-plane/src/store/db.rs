@@ -101,6 +101,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "canary_alias",
         include_str!("../../migrations/sqlite/0016_canary_alias.sql"),
     ),
+    // tasks (issue 14): per-task children of registered models.
+    (
+        23,
+        "task_models",
+        include_str!("../../migrations/sqlite/0023_task_models.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -182,6 +188,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         16,
         "canary_alias",
         include_str!("../../migrations/postgres/0016_canary_alias.sql"),
+    ),
+    // tasks (issue 14): per-task children of registered models.
+    (
+        23,
+        "task_models",
+        include_str!("../../migrations/postgres/0023_task_models.sql"),
     ),
 ];
 
