@@ -842,4 +842,42 @@ mod tests {
         assert_eq!(text.lines().count(), 121);
         assert!(text.starts_with("id,task,group,fold,calib,label,resp_chars,d_hat,"));
     }
+
+    /// The global scope is the plain cross-validation bit for bit; per task, each row is scored
+    /// by a model fitted on its own task's training rows only (moving the other task's rows
+    /// changes nothing), and the task models carry their task's rows and figures.
+    #[test]
+    fn per_task_cross_validation_fits_each_task_on_its_own_rows() {
+        let rows = sample();
+        let p = prepare(&rows, |_| {});
+        let recipe = Recipe::Logistic { l2: 1.0 };
+        let plain = cross_validate_recipe(&p, 3, 7, &recipe, |_| {}).unwrap();
+        let global = cross_validate_scoped(&p, 3, 7, &recipe, FitScope::Global, |_| {}).unwrap();
+        assert_eq!(global.model, plain.model);
+        assert_eq!(global.length_only, plain.length_only);
+        let scoped = cross_validate_scoped(&p, 3, 7, &recipe, FitScope::PerTask, |_| {}).unwrap();
+        assert_ne!(scoped.model, plain.model);
+        assert_eq!(scoped.folds, plain.folds);
+        // Dialogue rows made all alike: QA's per-task scores do not move.
+        let mut flat = rows.clone();
+        for r in flat.iter_mut().filter(|r| r.task == "dialogue") {
+            r.response = "same".into();
+        }
+        let q = prepare(&flat, |_| {});
+        let scoped2 = cross_validate_scoped(&q, 3, 7, &recipe, FitScope::PerTask, |_| {}).unwrap();
+        for i in (0..p.len()).filter(|&i| p.tasks[i] == "qa") {
+            assert_eq!(scoped.model[i].to_bits(), scoped2.model[i].to_bits(), "{i}");
+        }
+        let models = fit_task_models(&p, "ab", 7, &recipe, &scoped).unwrap();
+        assert_eq!(
+            models.keys().copied().collect::<Vec<_>>(),
+            [TaskKind::Qa, TaskKind::Dialogue]
+        );
+        for (t, m) in &models {
+            assert_eq!(m.training().rows, 60, "{t:?}");
+            let cv = &m.training().cv_metrics;
+            assert_eq!(cv[t.as_str()], cv["all"]);
+            assert_eq!(cv["all"]["n"], 60);
+        }
+    }
 }

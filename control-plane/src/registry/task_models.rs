@@ -172,3 +172,7 @@ pub async fn attach(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+#[path = "task_models_tests.rs"]
+mod tests;
