@@ -82,6 +82,13 @@ pub struct TrainArgs {
     /// computed from this run's cross-validation.
     #[arg(long)]
     pub register: bool,
+    /// Also train one model per task of the dataset (qa, dialogue, summarization, rag,
+    /// other; rows of other tasks stay with the global model), each cross-validated on its
+    /// task's rows, written next to --out as `<stem>.<task>.json`. With --register each is
+    /// registered and attached to the global model as its task model (`kakeya model tasks`):
+    /// promoting the global model serves them for their tasks.
+    #[arg(long)]
+    per_task: bool,
 }
 
 #[derive(Args)]
@@ -160,6 +167,12 @@ pub struct EvalArgs {
     /// per call. Honours --limit and --report.
     #[arg(long, conflicts_with_all = ["model", "through"])]
     grounding: bool,
+    /// Also cross-validate one model per task (same folds, same recipe or recipes; each task's
+    /// model fitted, calibrated and thresholded on its task's rows only, as `kakeya train
+    /// --per-task` trains them) and print its figures per task next to the global model's and
+    /// a length-only model's (global and per task).
+    #[arg(long, conflicts_with_all = ["model", "through", "grounding"])]
+    per_task: bool,
 }
 
 /// `--folds`: an integer of at least [`eval::MIN_FOLDS`].
@@ -205,6 +218,18 @@ pub struct PcsBuildArgs {
     /// Context (retrieved passages) file for the evidence.
     #[arg(long)]
     context: Option<PathBuf>,
+    /// Task the answer was produced for: qa, dialogue, summarization, rag or other. Signed
+    /// with the evidence (a PCS v0.2 even without --question/--context); the gateway scores it
+    /// with the bundle's model for that task when it has one.
+    #[arg(long, value_parser = parse_task)]
+    task: Option<kakeya_core::task::TaskKind>,
+}
+
+/// `--task`: one of the five spellings.
+fn parse_task(s: &str) -> Result<kakeya_core::task::TaskKind, String> {
+    kakeya_core::task::TaskKind::parse(s.trim()).ok_or_else(|| {
+        format!("{s:?} is not a task: use qa, dialogue, summarization, rag or other")
+    })
 }
 
 fn progress(label: &'static str, total: usize) -> impl FnMut(usize) {
@@ -278,6 +303,41 @@ pub fn train(
         t0.elapsed().as_secs_f64(),
         m.training().cv_metrics["all"]["auroc"]
     );
+    let task_models = if a.per_task {
+        let t = Instant::now();
+        let scoped = eval::cross_validate_scoped(
+            &p,
+            folds,
+            a.seed,
+            &recipe,
+            eval::FitScope::PerTask,
+            progress("cv folds (per task)", folds),
+        )?;
+        let models = eval::fit_task_models(&p, &ds.sha256, a.seed, &recipe, &scoped)?;
+        let stem = a.out.with_extension("");
+        let mut written = Vec::new();
+        for (task, tm) in &models {
+            tm.validate()?;
+            let path = stem.with_extension(format!("{}.json", task.as_str()));
+            std::fs::write(&path, tm.canonical_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!(
+                "wrote {} ({}, task {}, {} rows); {folds}-fold CV AUROC on {} {} (global model {})",
+                path.display(),
+                tm.version(),
+                task.as_str(),
+                tm.training().rows,
+                task.as_str(),
+                fmt(&tm.training().cv_metrics["all"]["auroc"]),
+                fmt(&m.training().cv_metrics[task.as_str()]["auroc"]),
+            );
+            written.push((*task, tm.clone()));
+        }
+        eprintln!("per-task models in {:.1} s", t.elapsed().as_secs_f64());
+        Some((written, scoped))
+    } else {
+        None
+    };
     if let Some(cfg) = cfg {
         let card = kakeya_control_plane::registry::card::from_evaluation(&m, &p, &cv, folds);
         let s = tokio::runtime::Builder::new_current_thread()
@@ -291,16 +351,32 @@ pub fn train(
                 let seed =
                     kakeya_control_plane::registry::keys::load_seed(&cfg.bundle_signing_seed_file)
                         .context("bundle signing key (KAKEYA_BUNDLE_SIGNING_SEED_FILE)")?;
-                anyhow::Ok(
-                    kakeya_control_plane::registry::insert_model(
+                use kakeya_control_plane::registry;
+                let now = kakeya_control_plane::now_ms();
+                let s = registry::insert_model(&db, &seed, &m, &card, now).await?;
+                for (task, tm) in task_models.iter().flat_map(|(w, _)| w) {
+                    let (_, scoped) = task_models.as_ref().context("per-task CV")?;
+                    let card =
+                        registry::card::from_task_evaluation(tm, *task, &p, scoped, &cv, folds);
+                    let r = registry::register_model(&db, &seed, tm, &card, now).await?;
+                    registry::task_models::attach(
                         &db,
                         &seed,
-                        &m,
-                        &card,
-                        kakeya_control_plane::now_ms(),
+                        &s.version,
+                        *task,
+                        None,
+                        &r.summary.version,
+                        now,
                     )
-                    .await?,
-                )
+                    .await?;
+                    println!(
+                        "registered {} as the {} model of {}",
+                        r.summary.version,
+                        task.as_str(),
+                        s.version
+                    );
+                }
+                anyhow::Ok(s)
             })?;
         println!(
             "registered {} (kakeya model promote {} to use it)",
@@ -402,6 +478,29 @@ pub fn eval(
     let (cv, cv_seconds) = timed_cv(&primary, cv_label(&primary))?;
     let second = second
         .map(|r| timed_cv(&r, cv_label(&r)).map(|(cv, secs)| (r, cv, secs)))
+        .transpose()?;
+    // --per-task: the same recipes cross-validated with one model per task.
+    let per_task = a
+        .per_task
+        .then(|| {
+            let recipes =
+                std::iter::once((&primary, &cv)).chain(second.as_ref().map(|(r, cv2, _)| (r, cv2)));
+            recipes
+                .map(|(r, global)| {
+                    let t = Instant::now();
+                    let scoped = eval::cross_validate_scoped(
+                        &p,
+                        a.folds,
+                        a.seed,
+                        r,
+                        eval::FitScope::PerTask,
+                        progress("cv folds (per task)", a.folds),
+                    )?;
+                    let secs = t.elapsed().as_secs_f64();
+                    anyhow::Ok(eval::per_task_report(&p, r, global, &scoped, secs))
+                })
+                .collect::<anyhow::Result<Vec<Value>>>()
+        })
         .transpose()?;
     let mut served = None;
     let mut feedback = None;
@@ -554,6 +653,12 @@ pub fn eval(
     if second.is_some() {
         print_comparison(&r, a.folds);
     }
+    if let Some(reports) = per_task {
+        for rep in &reports {
+            print_per_task(rep, a.folds);
+        }
+        r["per_task"] = Value::Array(reports);
+    }
     if let Some(path) = &a.report {
         std::fs::write(path, serde_json::to_vec_pretty(&r)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -640,6 +745,63 @@ fn eval_grounding(a: &EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--per-task`: one recipe's global and per-task models per task, with the length-only
+/// models, and the per-task models at their own thresholds.
+fn print_per_task(r: &Value, folds: usize) {
+    println!(
+        "{folds}-fold CV, {} ({:.1} s): global vs per-task models; length-only fitted globally and per task",
+        r["recipe"]["kind"].as_str().unwrap_or_default(),
+        r["cv_seconds"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "{:<14} {:>6} {:>8} {:>9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>14} {:>14}",
+        "task",
+        "n",
+        "global",
+        "per_task",
+        "Δauroc",
+        "len_glob",
+        "len_task",
+        "lm_global",
+        "lm_task",
+        "esc/cont glob",
+        "esc/cont task"
+    );
+    let (g, t) = (&r["global"], &r["per_task"]);
+    for task in t["tasks"]
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or(Vec::new())
+    {
+        let auroc = |v: &Value| v["tasks"][task]["auroc"].as_f64();
+        let delta = match (auroc(t), auroc(g)) {
+            (Some(a), Some(b)) => format!("{:+.3}", a - b),
+            _ => "-".into(),
+        };
+        let op = |v: &Value| {
+            format!(
+                "{} / {}",
+                fmt(&v["cv_operating_point"][task]["honest_escalation_rate"]),
+                fmt(&v["cv_operating_point"][task]["containment"])
+            )
+        };
+        println!(
+            "{:<14} {:>6} {:>8} {:>9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>14} {:>14}",
+            task,
+            t["tasks"][task]["n"],
+            fmt(&g["tasks"][task]["auroc"]),
+            fmt(&t["tasks"][task]["auroc"]),
+            delta,
+            fmt(&g["length_only"][task]["auroc"]),
+            fmt(&t["length_only"][task]["auroc"]),
+            fmt(&g["tasks"][task]["auroc_length_matched"]),
+            fmt(&t["tasks"][task]["auroc_length_matched"]),
+            op(g),
+            op(t),
+        );
+    }
+}
+
 /// `--model-kind both`: the two recipes' cross-validated figures per task, side by side.
 fn print_comparison(r: &Value, folds: usize) {
     let (lr, gb) = (&r["tasks"], &r["gbdt"]["tasks"]);
@@ -723,6 +885,7 @@ fn through(
         policy: Policy::default(),
         ensemble: Default::default(),
         budgets: Default::default(),
+        task_models: Default::default(),
     });
     // In single-tenant mode the gateway treats every request as tenant `default`.
     let multi = cfg.is_none_or(|c| c.keyring.multi_tenant);
@@ -774,13 +937,14 @@ pub fn pcs_build(a: &PcsBuildArgs) -> anyhow::Result<()> {
             None => Ok(String::new()),
         }
     };
-    let evidence = (a.question.is_some() || a.context.is_some())
+    let evidence = (a.question.is_some() || a.context.is_some() || a.task.is_some())
         .then(|| -> anyhow::Result<_> {
             Ok(kakeya_core::evidence::Evidence {
                 question: read(&a.question)?,
                 context: read(&a.context)?,
                 citations: Vec::new(),
                 response: text.clone(),
+                task: a.task,
             })
         })
         .transpose()?;

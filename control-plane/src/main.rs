@@ -160,6 +160,23 @@ enum ModelCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Make the registered model --model score --task for the bundles whose champion is
+    /// PARENT (for every tenant, or only --tenant): tenant + task → task → champion. Published
+    /// at once when PARENT is the champion; promotion and rollback move it with PARENT.
+    AttachTask {
+        parent: String,
+        /// qa, dialogue, summarization, rag or other.
+        #[arg(long)]
+        task: String,
+        /// The registered task model.
+        #[arg(long)]
+        model: String,
+        /// Only for this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// The task models of a registered model (like GET /v1/models/{version}/tasks).
+    Tasks { version: String },
 }
 
 #[derive(Subcommand)]

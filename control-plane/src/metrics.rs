@@ -89,6 +89,9 @@ impl Metrics {
         )?;
         registry.register(Box::new(ingest_duration_seconds.clone()))?;
         registry.register(Box::new(integrity_failures_total().clone()))?;
+        registry.register(Box::new(
+            crate::registry::task_models::attached_total().clone(),
+        ))?;
         registry.register(Box::new(crate::scheduler::runs_total().clone()))?;
         registry.register(Box::new(crate::scheduler::gate_checks_total().clone()))?;
         let feature_rejects_total = IntCounterVec::new(

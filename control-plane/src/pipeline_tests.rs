@@ -305,6 +305,7 @@ fn secret_evidence(tag: &str) -> kakeya_core::evidence::Evidence {
         context: format!("secret-context-{tag}"),
         citations: vec![],
         response: format!("secret-response-{tag}"),
+        task: None,
     }
 }
 
@@ -1087,6 +1088,7 @@ fn scored_submission(
         context: format!("Acme built it in 1900 ({shard})."),
         citations: vec![],
         response: format!("Zorblax built it in 1750 ({shard})."),
+        task: None,
     };
     let mut v: serde_json::Value = serde_json::from_str(&pcs_body(shard)).unwrap();
     crate::testutil::bind_evidence_hash(&mut v, &kakeya_core::evidence::evidence_sha256(&ev));
@@ -1142,6 +1144,7 @@ async fn features_as_decided_are_validated_stored_and_replayed() {
         policy: Default::default(),
         ensemble: Default::default(),
         budgets: Default::default(),
+        task_models: Default::default(),
     };
     let raw = |values: &[f64]| {
         use base64::Engine;

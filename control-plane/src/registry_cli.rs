@@ -210,6 +210,51 @@ pub async fn model(cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
                 print_history(&page);
             }
         }
+        ModelCmd::AttachTask {
+            parent,
+            task,
+            model,
+            tenant,
+        } => {
+            let kind = kakeya_core::task::TaskKind::parse(&task).with_context(|| {
+                format!("--task {task:?}: use qa, dialogue, summarization, rag or other")
+            })?;
+            let seed = seed(&cfg.bundle_signing_seed_file)?;
+            let now = kakeya_control_plane::now_ms();
+            let p = registry::task_models::attach(
+                &db,
+                &seed,
+                &parent,
+                kind,
+                tenant.as_deref(),
+                &model,
+                now,
+            )
+            .await?;
+            println!(
+                "{model} scores {task} for {} of {parent}",
+                tenant.as_deref().unwrap_or("every tenant")
+            );
+            match p {
+                Some(p) => print_published(&p),
+                None => println!("{parent} is not the champion: published when it is promoted"),
+            }
+        }
+        ModelCmd::Tasks { version } => {
+            println!(
+                "{:<14} {:<20} {:<16} created_at_ms",
+                "task", "tenant", "model"
+            );
+            for c in registry::task_models::children(&db, &version).await? {
+                println!(
+                    "{:<14} {:<20} {:<16} {}",
+                    c.task,
+                    c.tenant.as_deref().unwrap_or("*"),
+                    c.model,
+                    c.created_at_ms
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -231,6 +276,16 @@ pub async fn bundle(cfg: Config, cmd: BundleCmd) -> anyhow::Result<()> {
                 "signature": b.signature,
                 "bytes": b.bytes.len(),
                 "champion": bundle.champion.version(),
+                "task_models": {
+                    "by_task": bundle.task_models.by_task.iter()
+                        .map(|(t, m)| (t.as_str().to_string(), m.version()))
+                        .collect::<std::collections::BTreeMap<_, _>>(),
+                    "by_tenant": bundle.task_models.by_tenant.iter()
+                        .map(|(tenant, ms)| (tenant.clone(), ms.iter()
+                            .map(|(t, m)| (t.as_str().to_string(), m.version()))
+                            .collect::<std::collections::BTreeMap<_, _>>()))
+                        .collect::<std::collections::BTreeMap<_, _>>(),
+                },
                 "challenger": bundle.challenger.as_ref().map(|m| m.version()),
                 "challenger_weight": bundle.challenger_weight,
                 "canary": bundle.canary.as_ref().map(|c| serde_json::json!({

@@ -55,6 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             context: r.context,
             citations: Vec::new(),
             response: r.response,
+            task: None,
         };
         sink += ground(&ev, &cfg, &sources).measures.support;
         let t = tasks.entry(r.task).or_default();

@@ -23,6 +23,8 @@ use crate::features::{
 };
 use crate::model::{sigmoid, Model, ModelError};
 use crate::pcs::Pcs;
+use crate::task::TaskKind;
+use crate::task_models::{Scope, TaskModelError, TaskModels, TaskVersions};
 use crate::verify::Outcome;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -153,6 +155,10 @@ pub struct Bundle {
     /// from the bytes when empty, so bundles without budgets are byte-for-byte as before.
     #[serde(default, skip_serializing_if = "BudgetSection::is_empty")]
     pub budgets: BudgetSection,
+    /// Per-task and per-tenant models of the champion arm ([`crate::task_models`]). Absent
+    /// from the bytes when empty, so bundles without them are byte-for-byte what they were.
+    #[serde(default, skip_serializing_if = "TaskModels::is_empty")]
+    pub task_models: TaskModels,
 }
 
 /// Why a bundle was refused.
@@ -182,6 +188,8 @@ pub enum BundleError {
     Budget(#[from] crate::budget::BudgetError),
     #[error("{0} model: {1}")]
     Model(&'static str, ModelError),
+    #[error("{0}")]
+    TaskModels(#[from] TaskModelError),
 }
 
 /// Which model scored a request.
@@ -234,6 +242,9 @@ pub struct Risk {
     pub escalate: bool,
     pub model_version: String,
     pub arm: Arm,
+    /// The task of the task-aware model that scored ([`crate::task_models`]); `None` when the
+    /// arm's own (global) model did.
+    pub task: Option<TaskKind>,
     /// The feature vector (schema [`crate::features::SCHEMA_VERSION`]) the model scored: the
     /// features against the model's own tenant baseline (`model.tenant`), before the bounded
     /// tenant-statistics adjustment of the decision value. The gate forwards it
@@ -292,6 +303,7 @@ impl Bundle {
         if let Some((t, _)) = self.tenant_stats.iter().find(|(_, s)| !s.is_valid()) {
             return Err(BundleError::TenantStats(t.chars().take(64).collect()));
         }
+        self.task_models.validate()?;
         Ok(())
     }
 
@@ -380,6 +392,27 @@ impl Bundle {
         }
     }
 
+    /// The model that scores a request of `tenant` on `arm`, and where it came from: on the
+    /// champion arm, the task-aware model of the evidence's task if the bundle has one
+    /// ([`TaskModels::select`]: tenant + task → task); otherwise the arm's own model.
+    /// Challenger and canary models score every task ([`crate::task_models`]).
+    pub fn scoring_model(
+        &self,
+        arm: Arm,
+        tenant: &str,
+        evidence: Option<&Evidence>,
+    ) -> (&Model, Scope) {
+        if arm == Arm::Champion {
+            let chosen = evidence
+                .and_then(|e| e.task)
+                .and_then(|t| self.task_models.select(tenant, t));
+            if let Some(chosen) = chosen {
+                return chosen;
+            }
+        }
+        (self.model(arm), Scope::Arm)
+    }
+
     /// Scores a verified request; `None` when the policy says not to (no evidence).
     /// Computes the model version on every call; a filter uses [`Scorer`] instead.
     pub fn assess(
@@ -390,23 +423,30 @@ impl Bundle {
         evidence: Option<&Evidence>,
     ) -> Option<Risk> {
         let arm = self.arm(tenant, &pcs.pcs_id);
-        let version = self.model(arm).version();
-        self.assess_with(tenant, pcs, outcome, evidence, arm, &version)
+        let (model, scope) = self.scoring_model(arm, tenant, evidence);
+        let version = model.version();
+        self.assess_with(
+            pcs,
+            outcome,
+            evidence,
+            tenant,
+            (arm, model, scope),
+            &version,
+        )
     }
 
     fn assess_with(
         &self,
-        tenant: &str,
         pcs: &Pcs,
         outcome: &Outcome,
         evidence: Option<&Evidence>,
-        arm: Arm,
+        tenant: &str,
+        (arm, model, scope): (Arm, &Model, Scope),
         model_version: &str,
     ) -> Option<Risk> {
         if evidence.is_none() && !self.policy.score_without_evidence {
             return None;
         }
-        let model = self.model(arm);
         // The verifier already recomputed D̂ (or could not); reuse it rather than redo it.
         let signals = PcsSignals::from_verified(pcs, outcome.result.recomputed_d_hat);
         let x = features(&signals, evidence, model.tenant());
@@ -427,6 +467,7 @@ impl Bundle {
             escalate,
             model_version: model_version.to_string(),
             arm,
+            task: scope.task(),
             features: x,
         })
     }
@@ -478,6 +519,7 @@ pub struct Scorer {
     champion_version: String,
     challenger_version: String,
     canary_version: String,
+    task_versions: TaskVersions,
 }
 
 impl Scorer {
@@ -493,11 +535,13 @@ impl Scorer {
             .as_ref()
             .map(|c| c.model.version())
             .unwrap_or_default();
+        let task_versions = bundle.task_models.versions();
         Scorer {
             bundle,
             champion_version,
             challenger_version,
             canary_version,
+            task_versions,
         }
     }
 
@@ -519,13 +563,17 @@ impl Scorer {
         evidence: Option<&Evidence>,
     ) -> Option<Risk> {
         let arm = self.arm(tenant, &pcs.pcs_id);
-        let version = match arm {
-            Arm::Champion => &self.champion_version,
-            Arm::Challenger => &self.challenger_version,
-            Arm::Canary => &self.canary_version,
+        let (model, scope) = self.bundle.scoring_model(arm, tenant, evidence);
+        let version = match (scope, arm) {
+            (Scope::Task(_) | Scope::TenantTask(_), _) => {
+                self.task_versions.get(tenant, scope).unwrap_or_default()
+            }
+            (Scope::Arm, Arm::Champion) => &self.champion_version,
+            (Scope::Arm, Arm::Challenger) => &self.challenger_version,
+            (Scope::Arm, Arm::Canary) => &self.canary_version,
         };
         self.bundle
-            .assess_with(tenant, pcs, outcome, evidence, arm, version)
+            .assess_with(pcs, outcome, evidence, tenant, (arm, model, scope), version)
     }
 }
 
@@ -654,6 +702,10 @@ pub fn verify_bundle(
 mod canary_tests;
 
 #[cfg(test)]
+#[path = "bundle_task_tests.rs"]
+mod task_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::tests::tiny_model;
@@ -683,6 +735,7 @@ mod tests {
             policy: Policy::default(),
             ensemble: EnsembleSection::default(),
             budgets: BudgetSection::default(),
+            task_models: TaskModels::default(),
         }
     }
 
@@ -1010,6 +1063,7 @@ mod tests {
             context: "c".into(),
             citations: vec![],
             response: "r".into(),
+            task: None,
         };
         let r = b.assess("default", &p, &o, Some(&ev)).unwrap();
         assert!((0.0..=1.0).contains(&r.risk));
@@ -1063,6 +1117,7 @@ mod tests {
             context: "Paris is the capital of France.".into(),
             citations: vec![],
             response: "Paris".into(),
+            task: None,
         };
         let mut pcs =
             crate::pcs::parse(include_bytes!("../tests/data/pcs_tiny_case_1.json")).unwrap();
@@ -1118,6 +1173,7 @@ mod tests {
             context: "Paris is the capital of France.".into(),
             citations: vec![],
             response: "Paris".into(),
+            task: None,
         };
         let v01 = crate::pcs::parse(include_bytes!("../tests/data/pcs_tiny_case_1.json")).unwrap();
         let o1 = verify(&v01, &VerifyParams::default());

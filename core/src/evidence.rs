@@ -37,6 +37,15 @@ pub struct Evidence {
     /// Cited passages; their texts count as context too.
     pub citations: Vec<Citation>,
     pub response: String,
+    /// The task the answer was produced for (PCS v0.2, optional): chooses the bundle's
+    /// task-aware model. Part of the canonical evidence, hence of `evidence_sha256` and of the
+    /// signature, when present; evidence without it hashes exactly as before it existed. An
+    /// unknown spelling is refused by the parser ([`crate::pcs::ParseError::Task`]).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::task::deserialize_opt"
+    )]
+    pub task: Option<crate::task::TaskKind>,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -402,6 +411,7 @@ mod tests {
             context: text.clone(),
             citations: vec![],
             response: text.clone(),
+            task: None,
         };
         let f = evidence_features(&ev);
         assert_eq!(f.token_coverage, 1.0);
@@ -420,6 +430,7 @@ mod tests {
                 ..Citation::default()
             }],
             response: grounded + &text,
+            task: None,
         };
         let f = evidence_features(&ev);
         let resp_total = MAX_RESPONSE_TOKENS + words.len();
@@ -461,6 +472,7 @@ mod tests {
             context: "The Salon is a 2005 film starring Monica Calhoun.".into(),
             citations: vec![],
             response: "The Salon was directed by Martin Scorsese in 2005 and 1990.".into(),
+            task: None,
         };
         let f = evidence_features(&ev);
         // response tokens: the salon was directed by martin scorsese in 2005 and 1990 (11)
@@ -492,6 +504,7 @@ mod tests {
                 source: "wiki".into(),
             }],
             response: "Paris".into(),
+            task: None,
         };
         let f = evidence_features(&ev);
         assert_eq!(f.token_coverage, 1.0);
@@ -515,7 +528,9 @@ mod tests {
 /// Canonical text of an evidence object: compact JSON with every key present, keys sorted,
 /// non-ASCII escaped — what Python's
 /// `json.dumps({"citations": [...], "context": c, "question": q, "response": r}, sort_keys=True,
-/// separators=(",", ":"))` writes (citation keys `id`, `source`, `text`).
+/// separators=(",", ":"))` writes (citation keys `id`, `source`, `text`). A `task`, when
+/// present, is the last key (`"task":"qa"`, as `sort_keys` puts it); without one the text is
+/// exactly what it was before tasks existed, so every earlier `evidence_sha256` still binds.
 pub fn canonical_evidence(ev: &Evidence) -> String {
     use crate::numfmt::{write_json_string, JsonEscape::PythonAscii};
     let mut out =
@@ -539,6 +554,10 @@ pub fn canonical_evidence(ev: &Evidence) -> String {
     write_json_string(&mut out, &ev.question, PythonAscii);
     out.push_str(",\"response\":");
     write_json_string(&mut out, &ev.response, PythonAscii);
+    if let Some(t) = ev.task {
+        out.push_str(",\"task\":");
+        write_json_string(&mut out, t.as_str(), PythonAscii);
+    }
     out.push('}');
     out
 }
@@ -609,6 +628,7 @@ mod binding_tests {
                 source: "s".into(),
             }],
             response: "Ada".into(),
+            task: None,
         };
         // python3 -c 'import json;print(json.dumps({"citations":[{"id":"1","text":"t é","source":"s"}],
         //   "context":"Ada Lovelace wrote the first program.","question":"Who?","response":"Ada"},
@@ -626,6 +646,7 @@ mod binding_tests {
             context: "c".into(),
             citations: vec![],
             response: "r".into(),
+            task: None,
         };
         let mut p = Pcs {
             evidence: Some(ev.clone()),
@@ -647,5 +668,56 @@ mod binding_tests {
         );
         p.evidence_sha256.clear();
         assert_eq!(bound_evidence(&p), Ok(None));
+    }
+
+    /// The task is signed with the evidence: without one the canonical text (and hash) is the
+    /// pre-task one; with one it is the last key; changing, adding or stripping it after
+    /// signing breaks the binding (401 `evidence_mismatch`).
+    #[test]
+    fn task_is_bound_and_absent_task_hashes_as_before() {
+        use crate::task::TaskKind;
+        let ev = Evidence {
+            question: "Who?".into(),
+            context: "c".into(),
+            response: "Ada".into(),
+            ..Evidence::default()
+        };
+        let before = r#"{"citations":[],"context":"c","question":"Who?","response":"Ada"}"#;
+        assert_eq!(canonical_evidence(&ev), before);
+        let qa = Evidence {
+            task: Some(TaskKind::Qa),
+            ..ev.clone()
+        };
+        // python3 -c 'import json;print(json.dumps({"citations":[],"context":"c",
+        //   "question":"Who?","response":"Ada","task":"qa"},sort_keys=True,separators=(",",":")))'
+        assert_eq!(
+            canonical_evidence(&qa),
+            r#"{"citations":[],"context":"c","question":"Who?","response":"Ada","task":"qa"}"#
+        );
+        // Serialising writes the task only when present (what the builder sends).
+        assert!(!serde_json::to_string(&ev).unwrap().contains("task"));
+        assert!(serde_json::to_string(&qa)
+            .unwrap()
+            .contains(r#""task":"qa""#));
+        let mut p = Pcs {
+            evidence_sha256: evidence_sha256(&qa),
+            evidence: Some(qa.clone()),
+            ..Pcs::default()
+        };
+        assert_eq!(bound_evidence(&p), Ok(Some(&qa)));
+        for forged in [Some(TaskKind::Dialogue), None] {
+            if let Some(e) = p.evidence.as_mut() {
+                e.task = forged;
+            }
+            assert_eq!(
+                bound_evidence(&p),
+                Err(BindingError::Mismatch),
+                "{forged:?}"
+            );
+        }
+        // Adding a task to evidence signed without one is refused too.
+        p.evidence_sha256 = evidence_sha256(&ev);
+        p.evidence = Some(qa);
+        assert_eq!(bound_evidence(&p), Err(BindingError::Mismatch));
     }
 }

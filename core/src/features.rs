@@ -438,6 +438,7 @@ mod tests {
             context: "Paris is the capital of France.".into(),
             citations: vec![],
             response: "Paris".into(),
+            task: None,
         };
         let x = features(&s, Some(&ev), &TenantStats::fresh());
         assert_eq!(x[0], 0.0);
@@ -576,6 +577,7 @@ mod tests {
                        it, and it has been the capital of France since 987 according to most \
                        historians, although the Loire is sometimes named by mistake."
                 .into(),
+            task: None,
         };
         let total = ev.question.len() + ev.context.len() + ev.response.len();
         assert!((1900..2200).contains(&total), "{total}");

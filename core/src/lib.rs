@@ -33,6 +33,7 @@
 //! 18. [`task`]: the task kind evidence may carry (`qa | dialogue | summarization | rag | other`).
 //! 19. [`microvote`]: the micro-vote server's wire format and what a callout returns.
 //! 20. [`ensemble_policy`]: the per-tenant N-of-M policy and stacking model a bundle carries.
+//! 21. [`task_models`]: a bundle's per-task and per-tenant models, chosen by the task.
 
 pub mod budget;
 pub mod bundle;
@@ -52,6 +53,7 @@ pub mod pcs;
 pub mod pcs_builder;
 pub mod signature;
 pub mod task;
+pub mod task_models;
 pub mod trees;
 pub mod verify;
 pub mod vote;

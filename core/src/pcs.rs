@@ -95,6 +95,9 @@ pub enum ParseError {
     Json(String),
     #[error("invalid sent_at: {0:?} is not an RFC 3339 timestamp")]
     SentAt(String),
+    /// `evidence.task` is not one of `qa | dialogue | summarization | rag | other`.
+    #[error("invalid evidence.task: {0}")]
+    Task(String),
 }
 
 impl ParseError {
@@ -104,6 +107,7 @@ impl ParseError {
             ParseError::Empty => "empty_body",
             ParseError::Json(_) => "invalid_json",
             ParseError::SentAt(_) => "invalid_sent_at",
+            ParseError::Task(_) => "invalid_task",
         }
     }
 }
@@ -117,7 +121,14 @@ pub fn parse(body: &[u8]) -> Result<Pcs, ParseError> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ParseError::Json("expected a JSON object".into()));
     }
-    let pcs: Pcs = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    let pcs: Pcs = serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        if msg.starts_with(crate::task::UNKNOWN_TASK) {
+            ParseError::Task(msg)
+        } else {
+            ParseError::Json(msg)
+        }
+    })?;
     if let Some(ts) = &pcs.sent_at {
         let format = time::format_description::well_known::Rfc3339;
         if time::OffsetDateTime::parse(ts, &format).is_err() {
@@ -181,5 +192,33 @@ mod tests {
             parse(br#"{"sent_at":"yesterday"}"#).unwrap_err().code(),
             "invalid_sent_at"
         );
+    }
+
+    /// An unknown task spelling is its own typed error (400 `invalid_task`); absent or null
+    /// is no task, and each of the five spellings parses.
+    #[test]
+    fn evidence_task_parses_or_is_a_typed_error() {
+        use crate::task::TaskKind;
+        let with = |t: &str| parse(format!(r#"{{"evidence":{{"response":"r"{t}}}}}"#).as_bytes());
+        let task =
+            |p: Result<Pcs, ParseError>| p.ok().and_then(|p| p.evidence).and_then(|e| e.task);
+        assert_eq!(task(with("")), None);
+        assert_eq!(task(with(r#","task":null"#)), None);
+        for k in TaskKind::ALL {
+            assert_eq!(task(with(&format!(r#","task":"{}""#, k.as_str()))), Some(k));
+        }
+        for bad in [
+            r#","task":"QA""#,
+            r#","task":"chat""#,
+            r#","task":"""#,
+            r#","task":3"#,
+            r#","task":{}"#,
+        ] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e.code(), "invalid_task", "{bad}: {e}");
+            assert!(e.to_string().contains("unknown task kind"), "{e}");
+        }
+        // Other malformed evidence stays invalid_json.
+        assert_eq!(with(r#","question":3"#).unwrap_err().code(), "invalid_json");
     }
 }

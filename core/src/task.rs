@@ -42,6 +42,34 @@ impl TaskKind {
     }
 }
 
+/// Start of the message of the error [`deserialize_opt`] raises for an unknown spelling; the
+/// PCS parser maps it to its typed [`crate::pcs::ParseError::Task`] (serde errors carry only
+/// text).
+pub const UNKNOWN_TASK: &str = "unknown task kind";
+
+/// Serde `deserialize_with` for an optional task: absent or `null` is `None`, one of the five
+/// spellings is that kind, anything else (another string, a number, an object) an error whose
+/// message starts with [`UNKNOWN_TASK`].
+pub fn deserialize_opt<'de, D>(d: D) -> Result<Option<TaskKind>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => TaskKind::parse(&s).map(Some).ok_or_else(|| {
+            D::Error::custom(format!(
+                "{UNKNOWN_TASK} {:?}: expected qa, dialogue, summarization, rag or other",
+                s.chars().take(64).collect::<String>()
+            ))
+        }),
+        Some(_) => Err(D::Error::custom(format!(
+            "{UNKNOWN_TASK}: task must be a string (qa, dialogue, summarization, rag or other)"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -120,6 +120,10 @@ pub struct RiskSummary {
     pub model_version: String,
     /// `champion`, `challenger` or `canary`.
     pub arm: String,
+    /// The task of the task-aware model that scored (`qa`, …); absent when the arm's own
+    /// (global) model did, so results without task models keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_task: Option<String>,
     pub bundle_version: u64,
 }
 
@@ -168,6 +172,10 @@ impl VerifyResult {
             write_json_string(&mut out, &r.model_version, JsonEscape::GoHtmlAscii);
             out.push_str(",\"arm\":");
             write_json_string(&mut out, &r.arm, JsonEscape::GoHtmlAscii);
+            if let Some(t) = &r.model_task {
+                out.push_str(",\"model_task\":");
+                write_json_string(&mut out, t, JsonEscape::GoHtmlAscii);
+            }
             out.push_str(&format!(",\"bundle_version\":{}}}", r.bundle_version));
         }
         out.push('}');
@@ -191,6 +199,7 @@ impl VerifyResult {
             band: risk.band.as_str().into(),
             model_version: risk.model_version.clone(),
             arm: risk.arm.as_str().into(),
+            model_task: risk.task.map(|t| t.as_str().to_string()),
             bundle_version,
         });
     }

@@ -373,6 +373,7 @@ fn risk_fields_follow_the_reference_keys_and_high_risk_escalates() {
         escalate: true,
         model_version: "lr-abc".into(),
         arm: Arm::Challenger,
+        task: None,
         features: [0.0; kakeya_core::features::N_FEATURES],
     };
     r.apply_risk(&risk, 7);

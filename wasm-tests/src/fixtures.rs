@@ -128,6 +128,7 @@ pub fn bundle(
         policy: Default::default(),
         ensemble: Default::default(),
         budgets: Default::default(),
+        task_models: Default::default(),
     }
 }
 
@@ -156,6 +157,7 @@ pub fn grounded_evidence() -> kakeya_core::evidence::Evidence {
             .into(),
         citations: Vec::new(),
         response: "Ada Lovelace wrote the first computer program for the Analytical Engine.".into(),
+        task: None,
     }
 }
 
@@ -167,6 +169,7 @@ pub fn unsupported_evidence() -> kakeya_core::evidence::Evidence {
             .into(),
         citations: Vec::new(),
         response: "Grace Hopper invented quantum telescopes on Mars during 1999.".into(),
+        task: None,
     }
 }
 
@@ -205,6 +208,7 @@ pub fn evidence_of_size(bytes: usize) -> kakeya_core::evidence::Evidence {
         context: text(bytes * 3 / 4, 1),
         citations: Vec::new(),
         response: text(bytes / 4, 3),
+        task: None,
     }
 }
 

@@ -23,6 +23,7 @@ fn turing() -> Evidence {
         response: "The first computer program was written by Alan Turing in 1936 at Princeton \
                    on the ENIAC, which he built with John von Neumann for the British navy."
             .into(),
+        task: None,
     }
 }
 

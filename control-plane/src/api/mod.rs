@@ -26,6 +26,7 @@ pub mod leader;
 pub mod metrics;
 pub mod openapi;
 pub mod registry;
+pub mod task_models;
 
 #[cfg(test)]
 pub(crate) mod tests;
@@ -109,6 +110,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(decisions::list))
         .routes(routes!(leader::leader))
         .merge(registry::router())
+        .merge(task_models::router())
         .merge(crate::review::api::router())
         .merge(crate::learn::api::router())
         .merge(crate::ab::api::router())

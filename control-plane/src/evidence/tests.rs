@@ -29,6 +29,7 @@ fn evidence(tag: &str) -> Evidence {
             source: "https://example.org/ada".into(),
         }],
         response: format!("response-marker-{tag}: Alan Turing wrote it."),
+        task: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! Errors name the line, so a bad row in a 25,000-line file can be found.
 
 use kakeya_core::evidence::Evidence;
+use kakeya_core::task::TaskKind;
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -27,6 +28,9 @@ impl Row {
             context: self.context.clone(),
             citations: Vec::new(),
             response: self.response.clone(),
+            // The row's task when it is one of the five spellings (HaluEval: qa, dialogue,
+            // summarization), so evaluation through the gateway signs it with the evidence.
+            task: TaskKind::parse(&self.task),
         }
     }
 

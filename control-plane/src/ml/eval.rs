@@ -23,6 +23,7 @@ use kakeya_core::features::{features, PcsSignals, TenantStats, FEATURE_NAMES, N_
 use kakeya_core::model::{reference_hrs, Model, TrainingMeta, KIND_LOGISTIC};
 use kakeya_core::pcs_builder::RECIPE_VERSION;
 use kakeya_core::pcs_builder::{build, BuildOptions, SplitMix64};
+use kakeya_core::task::TaskKind;
 use kakeya_core::trees::{TreeModel, KIND_TREES};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -346,6 +347,45 @@ pub fn cross_validate_recipe(
     k: usize,
     seed: u64,
     recipe: &Recipe,
+    progress: impl FnMut(usize),
+) -> Result<CvScores, EvalError> {
+    cross_validate_scoped(p, k, seed, recipe, FitScope::Global, progress)
+}
+
+/// What one fitted model covers: every row, or the rows of one task (one model per task,
+/// each fitted, calibrated and thresholded on its task's rows alone, against its task's own
+/// tenant baseline, as [`fit_task_models`] trains them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FitScope {
+    Global,
+    PerTask,
+}
+
+/// The rows each model of `scope` is fitted and scored on: all rows, or one list per task (in
+/// row order within each).
+pub fn scope_units(p: &Prepared, scope: FitScope) -> Vec<(String, Vec<usize>)> {
+    match scope {
+        FitScope::Global => vec![("all".into(), (0..p.len()).collect())],
+        FitScope::PerTask => {
+            let mut by: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+            for (i, t) in p.tasks.iter().enumerate() {
+                by.entry(t.as_str()).or_default().push(i);
+            }
+            by.into_iter().map(|(t, v)| (t.to_string(), v)).collect()
+        }
+    }
+}
+
+/// [`cross_validate_recipe`] with one model per unit of `scope` in every fold (the folds are
+/// the same whatever the scope: stratified by task, so each task's rows split k ways too). The
+/// length-only baseline is fitted per unit as well, so a per-task model is compared with a
+/// per-task length model.
+pub fn cross_validate_scoped(
+    p: &Prepared,
+    k: usize,
+    seed: u64,
+    recipe: &Recipe,
+    scope: FitScope,
     mut progress: impl FnMut(usize),
 ) -> Result<CvScores, EvalError> {
     let k = check_folds(k)?;
@@ -359,17 +399,24 @@ pub fn cross_validate_recipe(
     let mut model = vec![0.0; p.len()];
     let mut length_only = vec![0.0; p.len()];
     let mut threshold = vec![0.0; p.len()];
+    let units = scope_units(p, scope);
     for f in 0..k {
-        let (test, train): (Vec<usize>, Vec<usize>) = (0..p.len()).partition(|&i| folds[i] == f);
-        let tenant = tenant_of(p, &train);
-        let x = with_tenant(&p.x, &tenant);
-        let meta = training_meta(p, "", seed, recipe);
-        let fitted = recipe.fit(&x, p, &train, seed, tenant, meta)?;
-        let lpipe = fit_pipeline(&len_x, 1, &p.labels, &groups, &train, seed, len_l2);
-        for &i in &test {
-            model[i] = fitted.risk(&x[i * N_FEATURES..(i + 1) * N_FEATURES]);
-            length_only[i] = lpipe.score(&len_x[i..i + 1]).1;
-            threshold[i] = fitted.escalate();
+        for (_, rows) in &units {
+            let (test, train): (Vec<usize>, Vec<usize>) =
+                rows.iter().copied().partition(|&i| folds[i] == f);
+            if train.is_empty() || test.is_empty() {
+                continue;
+            }
+            let tenant = tenant_of(p, &train);
+            let x = with_tenant(&p.x, &tenant);
+            let meta = training_meta(p, "", seed, recipe);
+            let fitted = recipe.fit(&x, p, &train, seed, tenant, meta)?;
+            let lpipe = fit_pipeline(&len_x, 1, &p.labels, &groups, &train, seed, len_l2);
+            for &i in &test {
+                model[i] = fitted.risk(&x[i * N_FEATURES..(i + 1) * N_FEATURES]);
+                length_only[i] = lpipe.score(&len_x[i..i + 1]).1;
+                threshold[i] = fitted.escalate();
+            }
         }
         progress(f + 1);
     }
@@ -391,11 +438,51 @@ pub fn fit_model(
     cv_metrics: Value,
 ) -> Result<Model, EvalError> {
     let all: Vec<usize> = (0..p.len()).collect();
-    let tenant = tenant_of(p, &all);
+    fit_model_on(p, &all, dataset_sha256, seed, recipe, cv_metrics)
+}
+
+/// [`fit_model`] on the rows `idx` only (their own tenant baseline; `training.rows` counts
+/// them).
+pub fn fit_model_on(
+    p: &Prepared,
+    idx: &[usize],
+    dataset_sha256: &str,
+    seed: u64,
+    recipe: &Recipe,
+    cv_metrics: Value,
+) -> Result<Model, EvalError> {
+    let tenant = tenant_of(p, idx);
     let x = with_tenant(&p.x, &tenant);
     let mut meta = training_meta(p, dataset_sha256, seed, recipe);
+    meta.rows = idx.len();
     meta.cv_metrics = cv_metrics;
-    Ok(recipe.fit(&x, p, &all, seed, tenant, meta)?.into_model())
+    Ok(recipe.fit(&x, p, idx, seed, tenant, meta)?.into_model())
+}
+
+/// One model per task of `p` whose spelling is a [`TaskKind`] (others are left to the global
+/// model), each fitted on all of its task's rows, with the per-task cross-validation `cv`
+/// ([`cross_validate_scoped`] with [`FitScope::PerTask`]) as its `cv_metrics`: that task's
+/// figures under the task's name and under `"all"`.
+pub fn fit_task_models(
+    p: &Prepared,
+    dataset_sha256: &str,
+    seed: u64,
+    recipe: &Recipe,
+    cv: &CvScores,
+) -> Result<BTreeMap<TaskKind, Model>, EvalError> {
+    let mut out = BTreeMap::new();
+    for (name, rows) in scope_units(p, FitScope::PerTask) {
+        let Some(task) = TaskKind::parse(&name) else {
+            continue;
+        };
+        let m = metrics_of(p, &cv.model, &rows);
+        let cv_metrics = json!({ name.clone(): m.clone(), "all": m });
+        out.insert(
+            task,
+            fit_model_on(p, &rows, dataset_sha256, seed, recipe, cv_metrics)?,
+        );
+    }
+    Ok(out)
 }
 
 /// A trained artifact with the cross-validation behind its `cv_metrics` (and its card).
@@ -554,6 +641,30 @@ pub fn report(
             "reference_hrs": escalation_table(p, &p.ref_risk),
             "length_only": escalation_table(p, &cv.length_only),
         },
+    })
+}
+
+/// `--per-task` figures of one recipe: its global and its per-task cross-validation on the
+/// same folds, each with its length-only model, per task and at its own thresholds.
+pub fn per_task_report(
+    p: &Prepared,
+    recipe: &Recipe,
+    global: &CvScores,
+    per_task_cv: &CvScores,
+    cv_seconds: f64,
+) -> Value {
+    let side = |cv: &CvScores| {
+        json!({
+            "tasks": per_task(p, &cv.model),
+            "length_only": per_task(p, &cv.length_only),
+            "cv_operating_point": operating_point(p, cv),
+        })
+    };
+    json!({
+        "recipe": recipe.describe(),
+        "cv_seconds": cv_seconds,
+        "global": side(global),
+        "per_task": side(per_task_cv),
     })
 }
 
@@ -730,5 +841,43 @@ mod tests {
         let text = String::from_utf8(csv).unwrap();
         assert_eq!(text.lines().count(), 121);
         assert!(text.starts_with("id,task,group,fold,calib,label,resp_chars,d_hat,"));
+    }
+
+    /// The global scope is the plain cross-validation bit for bit; per task, each row is scored
+    /// by a model fitted on its own task's training rows only (moving the other task's rows
+    /// changes nothing), and the task models carry their task's rows and figures.
+    #[test]
+    fn per_task_cross_validation_fits_each_task_on_its_own_rows() {
+        let rows = sample();
+        let p = prepare(&rows, |_| {});
+        let recipe = Recipe::Logistic { l2: 1.0 };
+        let plain = cross_validate_recipe(&p, 3, 7, &recipe, |_| {}).unwrap();
+        let global = cross_validate_scoped(&p, 3, 7, &recipe, FitScope::Global, |_| {}).unwrap();
+        assert_eq!(global.model, plain.model);
+        assert_eq!(global.length_only, plain.length_only);
+        let scoped = cross_validate_scoped(&p, 3, 7, &recipe, FitScope::PerTask, |_| {}).unwrap();
+        assert_ne!(scoped.model, plain.model);
+        assert_eq!(scoped.folds, plain.folds);
+        // Dialogue rows made all alike: QA's per-task scores do not move.
+        let mut flat = rows.clone();
+        for r in flat.iter_mut().filter(|r| r.task == "dialogue") {
+            r.response = "same".into();
+        }
+        let q = prepare(&flat, |_| {});
+        let scoped2 = cross_validate_scoped(&q, 3, 7, &recipe, FitScope::PerTask, |_| {}).unwrap();
+        for i in (0..p.len()).filter(|&i| p.tasks[i] == "qa") {
+            assert_eq!(scoped.model[i].to_bits(), scoped2.model[i].to_bits(), "{i}");
+        }
+        let models = fit_task_models(&p, "ab", 7, &recipe, &scoped).unwrap();
+        assert_eq!(
+            models.keys().copied().collect::<Vec<_>>(),
+            [TaskKind::Qa, TaskKind::Dialogue]
+        );
+        for (t, m) in &models {
+            assert_eq!(m.training().rows, 60, "{t:?}");
+            let cv = &m.training().cv_metrics;
+            assert_eq!(cv[t.as_str()], cv["all"]);
+            assert_eq!(cv["all"]["n"], 60);
+        }
     }
 }

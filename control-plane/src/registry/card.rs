@@ -80,6 +80,26 @@ pub fn from_evaluation(m: &Model, p: &Prepared, cv: &CvScores, folds: usize) -> 
     card
 }
 
+/// The card of a task model trained by `kakeya train --per-task`: [`from_evaluation`] of the
+/// per-task cross-validation (`metrics[<task>]` are this model's out-of-fold figures on its
+/// task; other tasks' rows were scored by their own task models), plus the task and the
+/// global model's figures on the same folds for comparison.
+pub fn from_task_evaluation(
+    m: &Model,
+    task: kakeya_core::task::TaskKind,
+    p: &Prepared,
+    per_task_cv: &CvScores,
+    global_cv: &CvScores,
+    folds: usize,
+) -> Value {
+    let mut card = from_evaluation(m, p, per_task_cv, folds);
+    card["evaluation"]["protocol"] =
+        "grouped stratified k-fold cross-validation, one model per task fitted on its task's training folds, out-of-fold scores".into();
+    card["evaluation"]["task"] = task.as_str().into();
+    card["evaluation"]["global_model"] = eval::per_task(p, &global_cv.model);
+    card
+}
+
 /// Key of an uploaded artifact's card under which the uploader's own claims are kept.
 pub const CLAIMED: &str = "claimed_by_artifact";
 

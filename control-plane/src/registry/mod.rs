@@ -21,6 +21,7 @@ pub mod card;
 pub mod history;
 pub mod keys;
 pub mod reference;
+pub mod task_models;
 
 pub use history::{last_good_champion, Actor, HistoryEntry, Reason, StatedReason, Why};
 
@@ -611,6 +612,7 @@ async fn publish(
         }),
         None => None,
     };
+    let task_models = task_models::load(conn, &champ.version, &key).await?;
     let next: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS v FROM bundles")
         .fetch_one(&mut *conn)
         .await?
@@ -631,6 +633,7 @@ async fn publish(
         ensemble: crate::ensemble::publication_section(conn).await?,
         // cost: each tenant's budget state, enforced by the filter (crate::cost::budgets).
         budgets: crate::cost::budgets::section(conn, now_ms).await?,
+        task_models,
     };
     let signed = sign_checked(&bundle, seed)?;
     let bytes =

@@ -521,6 +521,7 @@ fn unpublishable_bundles_are_refused() {
         policy: kakeya_core::bundle::Policy::default(),
         ensemble: Default::default(),
         budgets: Default::default(),
+        task_models: Default::default(),
     };
     let signed = sign_checked(&good, &SEED).unwrap();
     verify_bundle(
@@ -1493,6 +1494,7 @@ async fn a_burst_of_unrelated_traffic_moves_a_score_by_at_most_the_documented_bo
         context: "Paris lies on the Seine, which flows through the city from east to west.".into(),
         citations: vec![],
         response: "The Loire flows through Paris from north to south since 1850.".into(),
+        task: None,
     };
     let (pcs, o) = v02_answer(&ev);
     for t in all_dbs("registry_tenant_burst").await {

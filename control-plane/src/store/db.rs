@@ -123,6 +123,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "cost_reports",
         include_str!("../../migrations/sqlite/0022_cost_reports.sql"),
     ),
+    // tasks (issue 14): per-task children of registered models.
+    (
+        23,
+        "task_models",
+        include_str!("../../migrations/sqlite/0023_task_models.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -226,6 +232,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         22,
         "cost_reports",
         include_str!("../../migrations/postgres/0022_cost_reports.sql"),
+    ),
+    // tasks (issue 14): per-task children of registered models.
+    (
+        23,
+        "task_models",
+        include_str!("../../migrations/postgres/0023_task_models.sql"),
     ),
 ];
 

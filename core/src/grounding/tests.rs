@@ -15,6 +15,7 @@ fn ev(context: &str, response: &str) -> Evidence {
         context: context.into(),
         citations: Vec::new(),
         response: response.into(),
+        task: None,
     }
 }
 
@@ -34,6 +35,7 @@ fn readme_counter_example_is_rejected() {
             .into(),
         citations: Vec::new(),
         response: "Grace Hopper wrote it in 1952 on the UNIVAC at Harvard.".into(),
+        task: None,
     };
     let g = run(&e);
     assert_eq!(g.vote.outcome, VoteOutcome::Reject, "{g:?}");
@@ -180,6 +182,7 @@ fn citations_count_with_their_source_weight() {
             source: source.into(),
         }],
         response: "The Eiffel Tower was completed in 1889 for the World's Fair in Paris.".into(),
+        task: None,
     };
     let policy = Sources::new(&SourcePolicy {
         allowlist: vec!["wikipedia.org".into()],
@@ -378,6 +381,7 @@ proptest! {
                 .map(|(text, source)| Citation { id: String::new(), text, source })
                 .collect(),
             response,
+            task: None,
         };
         let sources = Sources::new(&SourcePolicy { allowlist: allow, ..SourcePolicy::default() });
         let g = ground(&e, &GroundingConfig::default(), &sources);

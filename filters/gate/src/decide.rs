@@ -814,6 +814,7 @@ mod tests {
                 policy: Default::default(),
                 ensemble: Default::default(),
                 budgets: Default::default(),
+                task_models: Default::default(),
             }
         }
 
@@ -824,6 +825,7 @@ mod tests {
                 context: "the cat sat".into(),
                 citations: vec![],
                 response: "the cat".into(),
+                task: None,
             };
             let mut p = kakeya_core::parse(G1).unwrap();
             p.evidence_sha256 = bind.map_or_else(|| evidence_sha256(&ev), str::to_string);
