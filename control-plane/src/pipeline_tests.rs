@@ -1040,6 +1040,7 @@ async fn registry_api_bundles_and_risk_columns() {
             band: "low".into(),
             model_version: b.version(),
             arm: "challenger".into(),
+            model_task: None,
             bundle_version: 2,
         });
         let mut sub = submit_req(Some("acme"), &body);
