@@ -470,6 +470,7 @@ async fn routes_answer_with_json_errors() {
         ),
         scheduler: Default::default(),
         drift: crate::drift::DriftOptions::default(),
+        cost: Default::default(),
     });
     let call = |method: &'static str, path: &'static str, body: &'static str| {
         let router = router.clone();
