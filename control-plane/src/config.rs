@@ -78,6 +78,7 @@ pub struct FileConfig {
     pub lease_tick_ms: Option<u64>,
     pub scheduler: Option<crate::scheduler::config::SchedulerFileConfig>,
     pub drift: Option<crate::drift::options::DriftFileConfig>,
+    pub canary: Option<crate::canary::options::CanaryFileConfig>,
 }
 
 /// `[review]` of `kakeya.toml`.
@@ -159,6 +160,8 @@ pub struct Config {
     pub scheduler: crate::scheduler::SchedulerConfig,
     /// Drift checks, their thresholds and auto-revert (`[drift]`, `KAKEYA_DRIFT_*`).
     pub drift: crate::drift::DriftOptions,
+    /// The canary controller (`[canary]`, `KAKEYA_CANARY_*`).
+    pub canary: crate::canary::CanaryOptions,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -197,6 +200,7 @@ impl Default for Config {
             lease_tick_ms: crate::lease::DEFAULT_TICK_MS,
             scheduler: crate::scheduler::SchedulerConfig::default(),
             drift: crate::drift::DriftOptions::default(),
+            canary: crate::canary::CanaryOptions::default(),
             warnings: Vec::new(),
         }
     }
@@ -320,6 +324,7 @@ impl Config {
         let review = review_config(file.review, env)?;
         let scheduler = crate::scheduler::config::from_parts(file.scheduler, env)?;
         let drift = crate::drift::DriftOptions::from_parts(file.drift, env)?;
+        let canary = crate::canary::CanaryOptions::from_parts(file.canary, env)?;
         let cfg = Config {
             admin_addr: env_addr(env, "KAKEYA_ADMIN_ADDR")?
                 .or(file.admin_addr)
@@ -365,6 +370,7 @@ impl Config {
             lease_tick_ms,
             scheduler,
             drift,
+            canary,
             warnings,
         };
         cfg.validate()?;

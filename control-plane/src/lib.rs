@@ -29,6 +29,7 @@
 
 pub mod ab;
 pub mod api;
+pub mod canary;
 pub mod config;
 pub mod data_dir;
 pub mod decision_features;
@@ -47,6 +48,7 @@ pub mod registry;
 pub mod review;
 pub mod scheduler;
 pub mod server;
+pub mod simulator;
 pub mod store;
 pub mod wal;
 

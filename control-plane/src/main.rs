@@ -9,6 +9,7 @@ use kakeya_control_plane::{envoy, ingest, server, store};
 use std::path::PathBuf;
 
 mod ab_cli;
+mod canary_cli;
 mod drift_cli;
 mod eval_feedback;
 mod eval_gateway;
@@ -82,6 +83,12 @@ enum Cmd {
     Hrs {
         #[command(subcommand)]
         cmd: learn_cli::HrsCmd,
+    },
+    /// The canary controller: start, follow, pause, resume or abort a stepped canary with its
+    /// gates (on the database directly; same code path as /v1/operator/canary).
+    Canary {
+        #[command(subcommand)]
+        cmd: canary_cli::CanaryCmd,
     },
 }
 
@@ -395,6 +402,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Review { cmd } => runtime()?.block_on(review_cli::review(cfg, cmd)),
         Cmd::Feedback(a) => runtime()?.block_on(review_cli::feedback(cfg, a)),
         Cmd::Hrs { cmd } => runtime()?.block_on(learn_cli::run(cfg, cmd)),
+        Cmd::Canary { cmd } => runtime()?.block_on(canary_cli::run(cfg, cmd)),
         // Handled above, before the configuration is loaded.
         Cmd::Pcs { .. } => Ok(()),
     }

@@ -67,6 +67,7 @@ fn harness_with(
         ),
         scheduler: Default::default(),
         drift: crate::drift::DriftOptions::default(),
+        canary: crate::canary::CanaryOptions::default(),
     });
     Harness {
         router: ingest_router(IngestState {

@@ -74,6 +74,8 @@ pub struct AdminState {
     pub scheduler: crate::scheduler::Settings,
     /// Thresholds and auto-revert of `POST /v1/hrs/drift/check` (`[drift]`).
     pub drift: crate::drift::DriftOptions,
+    /// The canary controller's default schedule (`[canary]`).
+    pub canary: crate::canary::CanaryOptions,
 }
 
 async fn not_found() -> ApiError {
@@ -111,6 +113,8 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .merge(crate::ab::api::router())
         .merge(crate::scheduler::api::router())
         .merge(crate::drift::api::router())
+        .merge(crate::canary::api::router())
+        .merge(crate::simulator::api::router())
 }
 
 pub fn ingest_router(state: IngestState) -> Router {

@@ -366,6 +366,7 @@ impl Api {
                 ),
                 scheduler: Default::default(),
                 drift: crate::drift::DriftOptions::default(),
+                canary: crate::canary::CanaryOptions::default(),
                 metrics,
                 committer: std::sync::Arc::new(crate::ingest::CommitterStatus {
                     wal_ok: true.into(),

@@ -1363,6 +1363,7 @@ async fn the_bundle_route_does_not_serve_an_altered_row() {
             ),
             scheduler: Default::default(),
             drift: crate::drift::DriftOptions::default(),
+            canary: crate::canary::CanaryOptions::default(),
         });
         let get = |path: &'static str| {
             let router = router.clone();

@@ -101,6 +101,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "canary_alias",
         include_str!("../../migrations/sqlite/0016_canary_alias.sql"),
     ),
+    // canary: the canary controller's deployments and events.
+    (
+        19,
+        "canary_controller",
+        include_str!("../../migrations/sqlite/0019_canary_controller.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -182,6 +188,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         16,
         "canary_alias",
         include_str!("../../migrations/postgres/0016_canary_alias.sql"),
+    ),
+    // canary: the canary controller's deployments and events.
+    (
+        19,
+        "canary_controller",
+        include_str!("../../migrations/postgres/0019_canary_controller.sql"),
     ),
 ];
 
