@@ -5,8 +5,6 @@
 //! "No data" fails a gate (it never passes one). The cost gate reads no figures yet (the cost
 //! issue records them): it reports `no_data` unless the canary skips it explicitly.
 
-use crate::review::store::{effective_by_decision, JOINED_LABEL_COLUMNS};
-use crate::review::Label;
 use crate::store::Db;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -481,21 +479,29 @@ pub struct ArmOf<'a> {
     pub version: &'a str,
 }
 
-/// Nearest-rank p95 of `ns` (sorted in place), in ms.
-fn p95_ms(ns: &mut [i64]) -> Option<f64> {
-    if ns.is_empty() {
-        return None;
-    }
-    ns.sort_unstable();
-    let rank = ((ns.len() as f64) * 0.95).ceil() as usize;
-    let i = rank.clamp(1, ns.len()) - 1;
-    Some(ns[i] as f64 / 1e6)
+/// `sql` (over [`window_stats`]'s `WHERE`) with the window's eight parameters bound.
+fn window_query<'q>(
+    sql: &'q str,
+    canary: &ArmOf<'_>,
+    control: &ArmOf<'_>,
+    (since, control_since): (i64, i64),
+    until: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(sql)
+        .bind(canary.arm.to_string())
+        .bind(canary.version.to_string())
+        .bind(since)
+        .bind(control.arm.to_string())
+        .bind(control.version.to_string())
+        .bind(control_since)
+        .bind(since.min(control_since))
+        .bind(until)
 }
 
 /// Both arms' stats up to `until`, the canary's from `since`, the control's from
 /// `control_since` (earlier when the canary takes all traffic and the control has none in the
-/// step): one pass over the scored decisions of the two models (escalation, latency), one over
-/// their labelled decisions (effective labels).
+/// step), aggregated in the database: one pass over the window's scored decisions (counts,
+/// escalations), one over its labelled decisions, and per arm one indexed read of its p95.
 pub async fn window_stats(
     db: &Db,
     canary: &ArmOf<'_>,
@@ -507,71 +513,74 @@ pub async fn window_stats(
     const WHERE: &str = "((d.arm = $1 AND d.model_version = $2 AND d.created_at_ms >= $3) \
          OR (d.arm = $4 AND d.model_version = $5 AND d.created_at_ms >= $6)) \
          AND d.created_at_ms >= $7 AND d.created_at_ms < $8 AND d.risk IS NOT NULL";
-    let rows = sqlx::query(&format!(
-        "SELECT d.arm AS arm, d.escalated AS escalated, d.verify_ns AS verify_ns \
-         FROM decision_log d WHERE {WHERE}"
-    ))
-    .bind(canary.arm)
-    .bind(canary.version)
-    .bind(since)
-    .bind(control.arm)
-    .bind(control.version)
-    .bind(control_since)
-    .bind(since.min(control_since))
-    .bind(until)
-    .fetch_all(&db.pool)
-    .await?;
     let mut stats = [ArmStats::default(), ArmStats::default()];
-    let mut times: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+    let mut timed = [0i64; 2];
     let slot = |arm: &str| usize::from(arm != canary.arm);
-    for r in &rows {
+    let counts = format!(
+        "SELECT d.arm AS arm, COUNT(*) AS n, CAST(SUM(d.escalated) AS BIGINT) AS esc, \
+             COUNT(d.verify_ns) AS timed FROM decision_log d WHERE {WHERE} GROUP BY d.arm"
+    );
+    for r in window_query(&counts, canary, control, (since, control_since), until)
+        .fetch_all(&db.pool)
+        .await?
+    {
         let i = slot(&r.try_get::<String, _>("arm")?);
-        stats[i].requests += 1;
-        if r.try_get::<i64, _>("escalated")? != 0 {
-            stats[i].escalated += 1;
+        stats[i].requests = u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0);
+        stats[i].escalated =
+            u64::try_from(r.try_get::<Option<i64>, _>("esc")?.unwrap_or(0)).unwrap_or(0);
+        timed[i] = r.try_get("timed")?;
+    }
+    // The effective label of each decision (review::effective_label: the highest source, then
+    // the newest, then hallucinated, then the first labeller), chosen in SQL so the window's
+    // labels never leave the database.
+    let labelled = format!(
+            "SELECT arm, COUNT(*) AS labelled, CAST(SUM(h) AS BIGINT) AS hallucinated, CAST(SUM(h * esc) AS BIGINT) AS contained \
+             FROM (SELECT d.arm AS arm, d.escalated AS esc, \
+               CASE WHEN l.label = 'hallucinated' THEN 1 ELSE 0 END AS h, \
+               ROW_NUMBER() OVER (PARTITION BY d.id ORDER BY \
+                 CASE l.source WHEN 'gold' THEN 3 WHEN 'silver' THEN 2 ELSE 1 END DESC, \
+                 l.created_at_ms DESC, CASE WHEN l.label = 'hallucinated' THEN 1 ELSE 0 END DESC, \
+                 l.labeller ASC) AS rn \
+               FROM decision_log d JOIN labels l ON l.tenant = d.tenant AND l.pcs_id = d.pcs_id \
+               WHERE {WHERE}) x WHERE rn = 1 GROUP BY arm"
+        );
+    for r in window_query(&labelled, canary, control, (since, control_since), until)
+        .fetch_all(&db.pool)
+        .await?
+    {
+        let s = &mut stats[slot(&r.try_get::<String, _>("arm")?)];
+        let n = |c: &str| -> Result<u64, sqlx::Error> {
+            Ok(u64::try_from(r.try_get::<Option<i64>, _>(c)?.unwrap_or(0)).unwrap_or(0))
+        };
+        s.labelled = n("labelled")?;
+        s.labelled_hallucinated = n("hallucinated")?;
+        s.contained = n("contained")?;
+        s.escaped = s.labelled_hallucinated - s.contained.min(s.labelled_hallucinated);
+    }
+    // Nearest-rank p95: the value at rank ⌈0.95·n⌉ of the arm's timed decisions.
+    let p95 = format!(
+        "SELECT d.verify_ns AS ns FROM decision_log d WHERE {WHERE} AND d.arm = $9 \
+             AND d.verify_ns IS NOT NULL ORDER BY d.verify_ns LIMIT 1 OFFSET $10"
+    );
+    for (i, arm) in [canary.arm, control.arm].into_iter().enumerate() {
+        let n = timed[i];
+        if n <= 0 {
+            continue;
         }
-        if let Some(ns) = r.try_get::<Option<i64>, _>("verify_ns")? {
-            times[i].push(ns);
+        let rank = ((n as f64) * 0.95).ceil() as i64;
+        let row = window_query(&p95, canary, control, (since, control_since), until)
+            .bind(arm.to_string())
+            .bind(rank.clamp(1, n) - 1)
+            .fetch_optional(&db.pool)
+            .await?;
+        if let Some(r) = row {
+            stats[i].p95_ms = Some(r.try_get::<i64, _>("ns")? as f64 / 1e6);
         }
     }
-    let labelled = sqlx::query(&format!(
-        "SELECT d.id AS decision_id, d.arm AS arm, d.escalated AS escalated, \
-         {JOINED_LABEL_COLUMNS} FROM decision_log d \
-         JOIN labels l ON l.tenant = d.tenant AND l.pcs_id = d.pcs_id WHERE {WHERE} ORDER BY d.id"
-    ))
-    .bind(canary.arm)
-    .bind(canary.version)
-    .bind(since)
-    .bind(control.arm)
-    .bind(control.version)
-    .bind(control_since)
-    .bind(since.min(control_since))
-    .bind(until)
-    .fetch_all(&db.pool)
-    .await?;
-    let by_decision = effective_by_decision(&labelled, |r| {
-        Ok((
-            r.try_get::<String, _>("arm")?,
-            r.try_get::<i64, _>("escalated")? != 0,
-        ))
-    })?;
-    for ((arm, escalated), l) in by_decision {
-        let s = &mut stats[slot(&arm)];
-        s.labelled += 1;
-        if l.label == Label::Hallucinated {
-            s.labelled_hallucinated += 1;
-            if escalated {
-                s.contained += 1;
-            } else {
-                s.escaped += 1;
-            }
-        }
-    }
-    for (s, t) in stats.iter_mut().zip(times.iter_mut()) {
+    for s in stats.iter_mut() {
         s.escalation_rate = (s.requests > 0).then(|| s.escalated as f64 / s.requests as f64);
         s.recall = (s.labelled_hallucinated > 0)
             .then(|| s.contained as f64 / s.labelled_hallucinated as f64);
-        s.p95_ms = p95_ms(t);
     }
     let [c, k] = stats;
     Ok((c, k))
