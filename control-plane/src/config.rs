@@ -81,6 +81,7 @@ pub struct FileConfig {
     /// `[cost]`: price book, billing exports, reconciliation, budgets.
     pub cost: Option<crate::cost::options::CostFileConfig>,
     pub ensemble: Option<crate::ensemble::options::EnsembleFileConfig>,
+    pub canary: Option<crate::canary::options::CanaryFileConfig>,
 }
 
 /// `[review]` of `kakeya.toml`.
@@ -166,6 +167,8 @@ pub struct Config {
     pub cost: crate::cost::options::CostOptions,
     /// Adaptive ensemble policies (`[ensemble]`, `KAKEYA_ENSEMBLE_*`).
     pub ensemble: crate::ensemble::EnsembleOptions,
+    /// The canary controller (`[canary]`, `KAKEYA_CANARY_*`).
+    pub canary: crate::canary::CanaryOptions,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -206,6 +209,7 @@ impl Default for Config {
             drift: crate::drift::DriftOptions::default(),
             cost: crate::cost::options::CostOptions::default(),
             ensemble: crate::ensemble::EnsembleOptions::default(),
+            canary: crate::canary::CanaryOptions::default(),
             warnings: Vec::new(),
         }
     }
@@ -331,6 +335,7 @@ impl Config {
         let drift = crate::drift::DriftOptions::from_parts(file.drift, env)?;
         let cost = crate::cost::options::CostOptions::from_parts(file.cost, env)?;
         let ensemble = crate::ensemble::EnsembleOptions::from_parts(file.ensemble, env)?;
+        let canary = crate::canary::CanaryOptions::from_parts(file.canary, env)?;
         let cfg = Config {
             admin_addr: env_addr(env, "KAKEYA_ADMIN_ADDR")?
                 .or(file.admin_addr)
@@ -378,6 +383,7 @@ impl Config {
             drift,
             cost,
             ensemble,
+            canary,
             warnings,
         };
         cfg.validate()?;

@@ -33,6 +33,7 @@
 
 pub mod ab;
 pub mod api;
+pub mod canary;
 pub mod config;
 pub mod cost;
 pub mod data_dir;
@@ -53,6 +54,7 @@ pub mod registry;
 pub mod review;
 pub mod scheduler;
 pub mod server;
+pub mod simulator;
 pub mod store;
 pub mod wal;
 

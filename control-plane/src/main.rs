@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 mod ab_cli;
 mod cost_cli;
+mod canary_cli;
 mod drift_cli;
 mod ensemble_cli;
 mod eval_feedback;
@@ -96,6 +97,12 @@ enum Cmd {
     Ensemble {
         #[command(subcommand)]
         cmd: ensemble_cli::EnsembleCmd,
+    },
+    /// The canary controller: start, follow, pause, resume or abort a stepped canary with its
+    /// gates (on the database directly; same code path as /v1/operator/canary).
+    Canary {
+        #[command(subcommand)]
+        cmd: canary_cli::CanaryCmd,
     },
 }
 
@@ -428,6 +435,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Hrs { cmd } => runtime()?.block_on(learn_cli::run(cfg, cmd)),
         Cmd::Cost { cmd } => runtime()?.block_on(cost_cli::run(cfg, cmd)),
         Cmd::Ensemble { cmd } => runtime()?.block_on(ensemble_cli::run(cfg, cmd)),
+        Cmd::Canary { cmd } => runtime()?.block_on(canary_cli::run(cfg, cmd)),
         // Handled above, before the configuration is loaded.
         Cmd::Pcs { .. } => Ok(()),
     }

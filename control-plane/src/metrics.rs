@@ -107,6 +107,8 @@ impl Metrics {
         registry.register(Box::new(crate::evidence::decrypt_failures_total().clone()))?;
         crate::drift::register_metrics(&registry)?;
         crate::ensemble::register_metrics(&registry)?;
+        crate::canary::register_metrics(&registry)?;
+        crate::simulator::register_metrics(&registry)?;
         let leader = IntGaugeVec::new(
             Opts::new(
                 "kakeya_leader",

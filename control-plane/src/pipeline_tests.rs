@@ -68,6 +68,7 @@ fn harness_with(
         scheduler: Default::default(),
         drift: crate::drift::DriftOptions::default(),
         cost: Default::default(),
+        canary: crate::canary::CanaryOptions::default(),
     });
     Harness {
         router: ingest_router(IngestState {

@@ -182,6 +182,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         },
         drift: cfg.drift,
         cost: cfg.cost.clone(),
+        canary: cfg.canary.clone(),
     };
     let ingest_app = ingest_router(IngestState {
         handle,
@@ -319,6 +320,24 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     } else {
         None
     };
+    // canary: the canary controller, every [canary] tick_every, on the leader only.
+    let (canary_db, canary_opts) = (db.clone(), cfg.canary.clone());
+    let canary_tick = run_as_leader(
+        db.clone(),
+        &leases,
+        crate::canary::LEASE,
+        canary_opts.tick_every,
+        move || {
+            let (db, opts) = (canary_db.clone(), canary_opts.clone());
+            async move {
+                if let Err(e) =
+                    crate::canary::controller::tick(&db, &seed, &opts, crate::now_ms()).await
+                {
+                    tracing::warn!(error = %e, "canary controller tick failed");
+                }
+            }
+        },
+    )?;
     // Scheduled retraining (off by default): the leader looks whether the current period has
     // its run; the run's row, unique per period, is what keeps it to one run per period.
     let scheduled_retrain = if cfg.scheduler.retrain {
@@ -353,6 +372,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         ab_expiry,
         drift_check,
         cost_budgets,
+        canary_tick,
     ]
     .into_iter()
     .chain(scheduled_retrain)

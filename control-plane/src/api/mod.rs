@@ -78,6 +78,8 @@ pub struct AdminState {
     pub drift: crate::drift::DriftOptions,
     /// `[cost]`: price book, billing exports, budgets (`/v1/cost/*`).
     pub cost: crate::cost::options::CostOptions,
+    /// The canary controller's default schedule (`[canary]`).
+    pub canary: crate::canary::CanaryOptions,
 }
 
 async fn not_found() -> ApiError {
@@ -118,6 +120,8 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .merge(crate::drift::api::router())
         .merge(crate::cost::api::router())
         .merge(crate::ensemble::api::router())
+        .merge(crate::canary::api::router())
+        .merge(crate::simulator::api::router())
 }
 
 pub fn ingest_router(state: IngestState) -> Router {

@@ -471,6 +471,7 @@ async fn routes_answer_with_json_errors() {
         scheduler: Default::default(),
         drift: crate::drift::DriftOptions::default(),
         cost: Default::default(),
+        canary: crate::canary::CanaryOptions::default(),
     });
     let call = |method: &'static str, path: &'static str, body: &'static str| {
         let router = router.clone();

@@ -367,6 +367,7 @@ impl Api {
                 scheduler: Default::default(),
                 drift: crate::drift::DriftOptions::default(),
                 cost: Default::default(),
+                canary: crate::canary::CanaryOptions::default(),
                 metrics,
                 committer: std::sync::Arc::new(crate::ingest::CommitterStatus {
                     wal_ok: true.into(),

@@ -1366,6 +1366,7 @@ async fn the_bundle_route_does_not_serve_an_altered_row() {
             scheduler: Default::default(),
             drift: crate::drift::DriftOptions::default(),
             cost: Default::default(),
+            canary: crate::canary::CanaryOptions::default(),
         });
         let get = |path: &'static str| {
             let router = router.clone();

@@ -107,6 +107,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "ensemble_policies",
         include_str!("../../migrations/sqlite/0017_ensemble_policies.sql"),
     ),
+    // canary: the canary controller's deployments and events.
+    (
+        19,
+        "canary_controller",
+        include_str!("../../migrations/sqlite/0019_canary_controller.sql"),
+    ),
     // cost: 0020–0022
     (
         20,
@@ -216,6 +222,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         17,
         "ensemble_policies",
         include_str!("../../migrations/postgres/0017_ensemble_policies.sql"),
+    ),
+    // canary: the canary controller's deployments and events.
+    (
+        19,
+        "canary_controller",
+        include_str!("../../migrations/postgres/0019_canary_controller.sql"),
     ),
     // cost: 0020–0022
     (

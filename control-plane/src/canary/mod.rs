@@ -1,0 +1,267 @@
+//! The canary controller (issue 7): a persisted state machine that moves the registry's
+//! `canary` alias step by step while its gates hold, and promotes or rolls back.
+//!
+//! ```text
+//!   start ──▶ pending ──tick──▶ running(step 0) ──due, gates pass──▶ running(step k+1) … ─▶ promoted
+//!                                 │    ▲   │ due, 1 gate fails: held (≤ max_hold), then ─┐
+//!                          pause  │    │   │ critical gate / ≥ 2 measured failures ──────┴─▶ rolled_back
+//!                                 ▼    │ resume
+//!                               paused ┘          abort (any active state) ──▶ aborted
+//! ```
+//!
+//! * Only the replica holding the [`LEASE`] ticks ([`controller::tick`], every `[canary]
+//!   tick_every`); the API and the CLI record an operator's request (pause, resume, abort) in
+//!   the deployment's row and the leader applies it at its next tick, so two replicas never
+//!   move one canary. Every write of the row is a compare-and-set on its revision.
+//! * The weight moves through the registry's own functions ([`crate::registry::move_canary`],
+//!   [`crate::registry::move_alias`], [`crate::registry::remove_alias`]): each publishes the
+//!   next signed bundle, which every filter takes within one poll interval.
+//! * Every transition is an event ([`store::Event`]) with its reason and the gate values.
+//! * Time is the caller's (`now_ms`): the tick is a plain function tests call with any clock.
+
+pub mod api;
+pub mod controller;
+pub mod gates;
+pub mod options;
+pub mod store;
+#[cfg(test)]
+mod tests;
+
+pub use gates::{Gates, HealthCheck};
+pub use options::{CanaryOptions, Step};
+pub use store::{Deployment, Event, Status};
+
+use crate::store::Db;
+use serde::{Deserialize, Serialize};
+
+/// Lease of the controller's tick.
+pub const LEASE: &str = "canary-controller";
+/// Longest deployment name.
+pub const MAX_NAME_CHARS: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CanaryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no canary deployment {0}")]
+    NotFound(String),
+    /// A conflict with its own stable code (`canary_active`, `canary_in_use`, `not_champion`,
+    /// `not_active`, …).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error("database: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+fn conflict(code: &'static str, message: impl Into<String>) -> CanaryError {
+    CanaryError::Conflict {
+        code,
+        message: message.into(),
+    }
+}
+
+/// `POST /v1/operator/canary/start`.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// 1..=64 characters of A-Z a-z 0-9 . _ -
+    #[schema(max_length = 64)]
+    pub name: String,
+    /// The current champion's version (the control arm).
+    #[schema(max_length = 128)]
+    pub control_version: String,
+    /// A registered version to canary.
+    #[schema(max_length = 128)]
+    pub canary_version: String,
+    #[serde(default)]
+    pub gates: Gates,
+    /// The schedule; default `[canary] weights` and `durations`.
+    #[serde(default)]
+    pub steps: Option<Vec<Step>>,
+    /// Fewest canary decisions a step needs to pass; default `[canary] min_requests`.
+    #[serde(default)]
+    pub min_requests: Option<u64>,
+}
+
+/// What `start` answers.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Started {
+    pub deployment_id: String,
+    pub steps: Vec<Step>,
+}
+
+fn check_version(what: &str, v: &str) -> Result<(), CanaryError> {
+    if v.is_empty() || v.len() > 128 {
+        return Err(CanaryError::Invalid(format!(
+            "{what} must be 1..=128 characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Records a new deployment (`pending`; the leader's next tick starts it). Refused while
+/// another is active (409 `canary_active`), while the canary alias is set by hand (409
+/// `canary_in_use`), when `control_version` is not the champion (409 `not_champion`) or the
+/// canary version is not registered (404) or is the champion (400).
+pub async fn start(
+    db: &Db,
+    opts: &CanaryOptions,
+    req: &StartRequest,
+    now_ms: i64,
+) -> Result<Started, CanaryError> {
+    let name_ok = (1..=MAX_NAME_CHARS).contains(&req.name.len())
+        && req
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !name_ok {
+        return Err(CanaryError::Invalid(format!(
+            "name must be 1..={MAX_NAME_CHARS} characters of A-Z a-z 0-9 . _ -"
+        )));
+    }
+    check_version("control_version", &req.control_version)?;
+    check_version("canary_version", &req.canary_version)?;
+    if req.control_version == req.canary_version {
+        return Err(CanaryError::Invalid(
+            "canary_version must differ from control_version".into(),
+        ));
+    }
+    req.gates.validate().map_err(CanaryError::Invalid)?;
+    let steps = req.steps.clone().unwrap_or_else(|| opts.steps.clone());
+    options::check_steps(&steps).map_err(|m| CanaryError::Invalid(format!("steps: {m}")))?;
+    let min_requests = req.min_requests.unwrap_or(opts.min_requests);
+    if min_requests > 1_000_000_000 {
+        return Err(CanaryError::Invalid(
+            "min_requests must be at most 1000000000".into(),
+        ));
+    }
+    if crate::registry::get_model(db, &req.canary_version)
+        .await?
+        .is_none()
+    {
+        return Err(CanaryError::NotFound(format!(
+            "model {} (register it first)",
+            req.canary_version
+        )));
+    }
+    let aliases = {
+        let mut conn = db.pool.acquire().await?;
+        crate::registry::aliases(&mut conn).await?
+    };
+    let version_of = |a: &str| {
+        aliases
+            .iter()
+            .find(|r| r.alias == a)
+            .map(|r| r.version.clone())
+    };
+    if version_of(crate::registry::CHAMPION).as_deref() != Some(req.control_version.as_str()) {
+        return Err(conflict(
+            "not_champion",
+            format!(
+                "control_version {} is not the champion ({}); a canary runs against the serving champion",
+                req.control_version,
+                version_of(crate::registry::CHAMPION).unwrap_or_else(|| "none".into())
+            ),
+        ));
+    }
+    if let Some(v) = version_of(crate::registry::CANARY) {
+        return Err(conflict(
+            "canary_in_use",
+            format!("the canary alias is set by hand ({v}); remove it (kakeya model remove-canary) first"),
+        ));
+    }
+    let id = format!("canary-{}-{}", req.name, now_ms / 1000);
+    let d = store::NewDeployment {
+        id: &id,
+        name: &req.name,
+        control_version: &req.control_version,
+        canary_version: &req.canary_version,
+        steps: &steps,
+        gates: &req.gates,
+        min_requests,
+        now_ms,
+    };
+    if !store::insert(db, &d).await? {
+        return Err(conflict(
+            "canary_active",
+            "another canary deployment is active (pending, running or paused), or one of this name started this second; abort it or wait",
+        ));
+    }
+    Ok(Started {
+        deployment_id: id,
+        steps,
+    })
+}
+
+/// An operator's request, applied by the leader's next tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Pause,
+    Resume,
+    Abort,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Abort => "abort",
+        }
+    }
+}
+
+/// Records `action` for deployment `id`: 404 unknown, 409 `not_active` when it is finished,
+/// `not_running` for a pause of a deployment not running, `not_paused` for a resume of one not
+/// paused. An abort replaces any other pending request.
+pub async fn request(db: &Db, id: &str, action: Action) -> Result<Deployment, CanaryError> {
+    let d = store::get(db, id)
+        .await?
+        .ok_or_else(|| CanaryError::NotFound(id.to_string()))?;
+    if !d.status.is_active() {
+        return Err(conflict(
+            "not_active",
+            format!(
+                "deployment {id} is {}: nothing to {}",
+                d.status.as_str(),
+                action.as_str()
+            ),
+        ));
+    }
+    match action {
+        Action::Pause if d.status != Status::Running && d.status != Status::Pending => {
+            return Err(conflict(
+                "not_running",
+                format!("deployment {id} is {}", d.status.as_str()),
+            ))
+        }
+        Action::Resume if d.status != Status::Paused => {
+            return Err(conflict(
+                "not_paused",
+                format!("deployment {id} is {}", d.status.as_str()),
+            ))
+        }
+        _ => {}
+    }
+    if !store::set_request(db, id, action).await? {
+        return Err(conflict(
+            "not_active",
+            format!("deployment {id} finished meanwhile"),
+        ));
+    }
+    store::get(db, id)
+        .await?
+        .ok_or_else(|| CanaryError::NotFound(id.to_string()))
+}
+
+/// Registers the canary metrics in `registry` (called by [`crate::metrics::Metrics::new`]).
+pub fn register_metrics(registry: &prometheus::Registry) -> prometheus::Result<()> {
+    registry.register(Box::new(controller::outcomes_total().clone()))?;
+    registry.register(Box::new(controller::rollbacks_total().clone()))?;
+    registry.register(Box::new(controller::rollback_seconds().clone()))?;
+    registry.register(Box::new(controller::step_seconds().clone()))?;
+    Ok(())
+}

@@ -1,0 +1,406 @@
+//! The simulator on SQLite and (when reachable) PostgreSQL: a threshold change predicted
+//! exactly (the rate the applied champion gives on the same traffic), a model change rescored
+//! from the recorded features, every recommendation reachable, apply refused unless the latest
+//! simulation approved it, and the replay benchmark.
+
+use super::*;
+use crate::registry::history::{Actor, Why};
+use crate::registry::tests::model;
+
+const SEED: [u8; 32] = [9; 32];
+use crate::testutil::all_dbs;
+
+const T0: i64 = 1_800_000_000_000;
+
+/// Deterministic feature vectors spread so the risks cover (0, 1).
+fn xs(n: usize) -> Vec<[f64; N_FEATURES]> {
+    let mut s: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|_| {
+            let mut x = [0.0; N_FEATURES];
+            for v in x.iter_mut() {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                *v = ((s >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0;
+            }
+            x
+        })
+        .collect()
+}
+
+async fn setup(db: &Db) -> (Model, Model) {
+    let (a, b) = (model(0.0), model(-0.3));
+    for m in [&a, &b] {
+        registry::insert_model(db, &SEED, m, &card::from_artifact(m), 1)
+            .await
+            .unwrap();
+    }
+    let why = Why::manual(Actor::Cli("test".into()), None);
+    registry::move_alias(db, &SEED, CHAMPION, &a.version(), None, &why, 5)
+        .await
+        .unwrap();
+    (a, b)
+}
+
+/// Champion decisions of `m` over `x` as the gate records them; every 3rd labelled, as
+/// hallucinated when its risk is above 0.3.
+async fn record(db: &Db, m: &Model, x: &[[f64; N_FEATURES]]) {
+    let v = m.version();
+    let mut tx = db.pool.begin().await.unwrap();
+    let mut labels = Vec::new();
+    let rows: Vec<String> = x
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let risk = m.score(x).1;
+            let esc = risk >= m.thresholds().escalate;
+            if i % 3 == 0 {
+                let l = if risk > 0.3 { "hallucinated" } else { "faithful" };
+                labels.push(format!("('t{}', 'p{i}', 'rev', 'gold', '{l}', 1.0, NULL, {T0})", i % 13));
+            }
+            format!(
+                "('r{i}', 't{}', 'p{i}', 1.2, 0.7, 0.5, 1.0, 'sticky', 1, {e}, NULL, {st}, 1, 40000, {t}, {risk:?}, '{band}', '{v}', 'champion', 1, 'v0.2', '{SCHEMA_VERSION}', '{f}')",
+                i % 13,
+                e = i64::from(esc),
+                st = if esc { 202 } else { 200 },
+                t = T0 + i as i64,
+                band = if esc { "high" } else { "low" },
+                f = serde_json::to_string(&x.to_vec()).unwrap(),
+            )
+        })
+        .collect();
+    for chunk in rows.chunks(400) {
+        sqlx::query(&format!(
+            "INSERT INTO decision_log (record_id, tenant, pcs_id, d_hat, coh_star, r, budget, \
+             regime, accepted, escalated, reason, status, cacheable, verify_ns, created_at_ms, \
+             risk, risk_band, model_version, arm, bundle_version, pcs_version, feature_schema, \
+             features) VALUES {}",
+            chunk.join(", ")
+        ))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    for chunk in labels.chunks(400) {
+        sqlx::query(&format!(
+            "INSERT INTO labels (tenant, pcs_id, labeller, source, label, confidence, comment, \
+             created_at_ms) VALUES {}",
+            chunk.join(", ")
+        ))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+fn req(policy: &str, diff: PolicyDiff) -> SimulateRequest {
+    SimulateRequest {
+        policy_id: policy.into(),
+        diff,
+        window: Some("1d".into()),
+        slos: Slos {
+            max_escalation_rate: 0.9,
+            min_containment_ratio: 0.5,
+        },
+    }
+}
+
+fn rate(m: &Model, x: &[[f64; N_FEATURES]], t: f64) -> f64 {
+    x.iter().filter(|x| m.score(&x[..]).1 >= t).count() as f64 / x.len() as f64
+}
+
+#[tokio::test]
+async fn a_threshold_change_is_predicted_exactly_and_applied_when_approved() {
+    for t in all_dbs("sim_threshold").await {
+        let (db, l) = (&t.db, t.label);
+        let (a, _) = setup(db).await;
+        let x = xs(3000);
+        record(db, &a, &x).await;
+        let now = T0 + 10_000;
+        // A small move of the threshold: few flips, approved.
+        let s = simulate(
+            db,
+            &SEED,
+            &req(
+                "thr",
+                PolicyDiff {
+                    escalate_threshold: Some(0.501),
+                    ..Default::default()
+                },
+            ),
+            now,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.before.escalation_rate, rate(&a, &x, 0.5), "{l}");
+        assert_eq!(
+            s.after.escalation_rate,
+            rate(&a, &x, 0.501),
+            "{l}: exact replay"
+        );
+        assert_eq!(
+            s.impact.latency_delta_pct,
+            Some(0.0),
+            "{l}: same model, same work"
+        );
+        assert_eq!(
+            s.recommendation,
+            Recommendation::Approve,
+            "{l}: {:?}",
+            s.impact
+        );
+        assert_eq!(
+            get(db, &s.simulation_id).await.unwrap().unwrap(),
+            s,
+            "{l}: stored"
+        );
+        let applied = apply(db, &SEED, "thr", now + 1).await.unwrap();
+        assert!(applied.applied_at_ms.is_some());
+        // Measured on the same traffic: the new champion scores the recorded features.
+        let pk = keys::public_key_b64(&SEED);
+        let (_, b) = registry::served_bundle(db, &pk).await.unwrap().unwrap();
+        assert_eq!(b.champion.thresholds().escalate, 0.501, "{l}");
+        let measured = rate(&b.champion, &x, b.champion.thresholds().escalate);
+        assert!(
+            (measured - s.after.escalation_rate).abs() < 0.001,
+            "{l}: within 0.1 pp"
+        );
+        assert_eq!(measured, s.after.escalation_rate, "{l}: in fact equal");
+        let e = apply(db, &SEED, "thr", now + 2).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SimError::Conflict {
+                    code: "already_applied",
+                    ..
+                }
+            ),
+            "{l}: {e}"
+        );
+        t.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn review_and_reject_are_reachable_and_not_applied() {
+    for t in all_dbs("sim_levels").await {
+        let (db, l) = (&t.db, t.label);
+        let (a, _) = setup(db).await;
+        let x = xs(3000);
+        record(db, &a, &x).await;
+        let now = T0 + 10_000;
+        // A few points of escalation rate: medium risk, no SLO breached.
+        let s = simulate(
+            db,
+            &SEED,
+            &req(
+                "mid",
+                PolicyDiff {
+                    escalate_threshold: Some(0.51),
+                    ..Default::default()
+                },
+            ),
+            now,
+        )
+        .await
+        .unwrap();
+        let d = s.impact.escalation_delta_pp;
+        assert!((-5.0..-1.0).contains(&d), "{l}: {d}");
+        assert!(
+            s.impact.breached_slos.is_empty(),
+            "{l}: {:?}",
+            s.impact.breached_slos
+        );
+        assert_eq!(
+            (s.impact.risk, s.recommendation),
+            (RiskLevel::Medium, Recommendation::Review),
+            "{l}"
+        );
+        let e = apply(db, &SEED, "mid", now).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SimError::Conflict {
+                    code: "not_approved",
+                    ..
+                }
+            ),
+            "{l}: {e}"
+        );
+        // Far fewer escalations: containment collapses, an SLO is breached: reject.
+        let s = simulate(
+            db,
+            &SEED,
+            &req(
+                "far",
+                PolicyDiff {
+                    escalate_threshold: Some(0.9),
+                    ..Default::default()
+                },
+            ),
+            now,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.recommendation, Recommendation::Reject, "{l}");
+        assert!(!s.impact.breached_slos.is_empty(), "{l}");
+        // Bad diffs change nothing.
+        for diff in [
+            PolicyDiff::default(),
+            PolicyDiff {
+                escalate_threshold: Some(f64::NAN),
+                ..Default::default()
+            },
+            PolicyDiff {
+                canary_weight: Some(2.0),
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                matches!(
+                    simulate(db, &SEED, &req("bad", diff), now).await,
+                    Err(SimError::Invalid(_))
+                ),
+                "{l}"
+            );
+        }
+        let e = simulate(
+            db,
+            &SEED,
+            &req(
+                "bad",
+                PolicyDiff {
+                    canary_weight: Some(0.1),
+                    ..Default::default()
+                },
+            ),
+            now,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SimError::Conflict {
+                    code: "no_canary",
+                    ..
+                }
+            ),
+            "{l}: {e}"
+        );
+        t.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_model_change_is_rescored_from_the_recorded_features() {
+    for t in all_dbs("sim_model").await {
+        let (db, l) = (&t.db, t.label);
+        let (a, b) = setup(db).await;
+        let x = xs(2000);
+        record(db, &a, &x).await;
+        let s = simulate(
+            db,
+            &SEED,
+            &req(
+                "m",
+                PolicyDiff {
+                    model_version: Some(b.version()),
+                    ..Default::default()
+                },
+            ),
+            T0 + 10_000,
+        )
+        .await
+        .unwrap();
+        assert!(
+            (s.after.escalation_rate - rate(&b, &x, 0.5)).abs() < 1e-9,
+            "{l}"
+        );
+        assert_eq!(
+            s.candidate_model_escalation_rate,
+            Some(s.after.escalation_rate),
+            "{l}"
+        );
+        assert_eq!(
+            s.impact.latency_delta_pct, None,
+            "{l}: not predicted across models"
+        );
+        assert_eq!(s.after.by_arm.get("champion"), Some(&2000), "{l}");
+        // A canary of that model measured later: the accuracy is stored with the simulation.
+        let acc = record_accuracy(
+            db,
+            "canary-x-1",
+            &b.version(),
+            s.after.escalation_rate * 1.01,
+            500,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(acc.accuracy > 0.98 && acc.accuracy < 1.0, "{l}: {acc:?}");
+        let stored = get(db, &s.simulation_id).await.unwrap().unwrap();
+        assert_eq!(stored.accuracy, Some(acc), "{l}");
+        t.cleanup().await;
+    }
+}
+
+#[test]
+#[ignore = "benchmark: cargo test -p kakeya-control-plane --lib simulator::tests::bench -- --ignored --nocapture"]
+fn bench_replay_of_a_million_decisions() {
+    let (a, b) = (model(0.0), model(-0.3));
+    let x = xs(1_000_000);
+    let rows: Vec<Recorded> = x
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let risk = a.score(x).1;
+            Recorded {
+                tenant: format!("t{}", i % 1000),
+                pcs_id: format!("p{i}"),
+                accepted: true,
+                escalated: risk >= 0.5,
+                risk,
+                high: risk >= 0.5,
+                model_version: a.version(),
+                x: *x,
+                label: (i % 3 == 0).then_some(risk > 0.45),
+            }
+        })
+        .collect();
+    let models: BTreeMap<String, Model> = [(a.version(), a.clone())].into();
+    for (what, champion, threshold) in [
+        ("threshold change", a.clone(), Some(0.52)),
+        ("model change", b, None),
+    ] {
+        let bundle = Bundle {
+            format: kakeya_core::bundle::BUNDLE_FORMAT.into(),
+            version: 1,
+            created_at_ms: 0,
+            champion,
+            challenger: None,
+            challenger_weight: 0.0,
+            canary: None,
+            tenant_stats: Default::default(),
+            policy: Default::default(),
+            ensemble: Default::default(),
+            budgets: Default::default(),
+            task_models: Default::default(),
+        };
+        let cand = Candidate {
+            bundle,
+            champion_threshold: threshold,
+        };
+        let t0 = std::time::Instant::now();
+        let r = replay(&rows, &models, &cand);
+        println!(
+            "replay of {} recorded decisions ({what}): {:.2} s, escalation {:.4} → {:.4}",
+            rows.len(),
+            t0.elapsed().as_secs_f64(),
+            r.before.escalation_rate,
+            r.after.escalation_rate
+        );
+    }
+}
