@@ -189,6 +189,11 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("POST", "/v1/hrs/scheduler/run"),
         ("POST", "/v1/hrs/drift/check"),
         ("GET", "/v1/hrs/drift/alerts"),
+        // adaptive ensemble policies (ensemble/)
+        ("POST", "/v1/ensemble/tune"),
+        ("GET", "/v1/ensemble/policy"),
+        ("POST", "/v1/ensemble/feedback"),
+        ("GET", "/v1/ensemble/history"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
