@@ -205,6 +205,11 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("PUT", "/v1/cost/budgets"),
         ("DELETE", "/v1/cost/budgets/{tenant}"),
         ("POST", "/v1/cost/budgets/recompute"),
+        // adaptive ensemble policies (ensemble/)
+        ("POST", "/v1/ensemble/tune"),
+        ("GET", "/v1/ensemble/policy"),
+        ("POST", "/v1/ensemble/feedback"),
+        ("GET", "/v1/ensemble/history"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

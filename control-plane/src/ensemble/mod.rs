@@ -489,7 +489,7 @@ async fn tune_rows(
     let mut conn = db.pool.acquire().await?;
     let mut tx = conn.begin().await?;
     let run_id = store::insert_run(
-        &mut *tx,
+        &mut tx,
         tenant,
         by.as_str(),
         outcome.as_str(),
@@ -517,7 +517,7 @@ async fn tune_rows(
             run_id: Some(run_id),
             updated_at_ms: now_ms,
         };
-        store::set_policy(&mut *tx, &row, Reason::Tuned).await?;
+        store::set_policy(&mut tx, &row, Reason::Tuned).await?;
     }
     tx.commit().await?;
     if outcome == TuneOutcome::Published {

@@ -18,7 +18,7 @@ pub const PROPENSITY_DRAWS: usize = 10_000;
 
 /// εₜ = max(0.01, ε₀/√t), t ≥ 1.
 pub fn epsilon(eps0: f64, t: u64) -> f64 {
-    (eps0 / (t.max(1) as f64).sqrt()).max(0.01).min(1.0)
+    (eps0 / (t.max(1) as f64).sqrt()).clamp(0.01, 1.0)
 }
 
 /// One arm's posterior.
