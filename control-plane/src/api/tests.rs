@@ -189,6 +189,9 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("POST", "/v1/hrs/scheduler/run"),
         ("POST", "/v1/hrs/drift/check"),
         ("GET", "/v1/hrs/drift/alerts"),
+        // tasks (issue 14): task models of a registered model.
+        ("GET", "/v1/models/{version}/tasks"),
+        ("PUT", "/v1/models/{version}/tasks/{task}"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
