@@ -210,6 +210,9 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("GET", "/v1/ensemble/policy"),
         ("POST", "/v1/ensemble/feedback"),
         ("GET", "/v1/ensemble/history"),
+        // tasks (issue 14): task models of a registered model.
+        ("GET", "/v1/models/{version}/tasks"),
+        ("PUT", "/v1/models/{version}/tasks/{task}"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

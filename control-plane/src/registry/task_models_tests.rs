@@ -115,3 +115,72 @@ async fn task_children_ride_with_their_parent() {
         assert_eq!(served(db).await.version, served_before, "{l}");
     }
 }
+
+/// The routes: PUT attaches (and republishes for the champion), GET lists; an unknown task, a
+/// malformed body, an unregistered model or the model itself get a JSON error and change
+/// nothing.
+#[tokio::test]
+async fn the_task_routes_attach_list_and_refuse_bad_input() {
+    use super::super::history_tests::Api;
+    use axum::http::StatusCode;
+    use serde_json::json;
+    for t in all_dbs("task_routes").await {
+        let (db, l) = (&t.db, t.label);
+        let (a, b) = (model(-1.0), model(-2.0));
+        for m in [&a, &b] {
+            insert_model(db, &SEED, m, &card::from_artifact(m), 1)
+                .await
+                .unwrap();
+        }
+        let (a, b) = (a.version(), b.version());
+        move_alias(db, &SEED, CHAMPION, &a, None, &cli(), 2)
+            .await
+            .unwrap();
+        let api = Api::new(db);
+        let put = |task: &str, body: serde_json::Value| {
+            let path = format!("/v1/models/{a}/tasks/{task}");
+            let api = &api;
+            async move { api.call("PUT", &path, Some(body.to_string())).await }
+        };
+        for (task, body, status, code) in [
+            (
+                "chat",
+                json!({"model": b}),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                "qa",
+                json!({"modle": b}),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                "qa",
+                json!({"model": "lr-000000000000"}),
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                "qa",
+                json!({"model": a}),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+        ] {
+            let (s, v) = put(task, body.clone()).await;
+            assert_eq!(s, status, "{l} {task} {body}: {v}");
+            assert!(v["error"].is_string(), "{l}: {v}");
+            assert_eq!(v["code"], code, "{l}: {v}");
+        }
+        assert!(children(db, &a).await.unwrap().is_empty(), "{l}");
+        let (s, v) = put("qa", json!({"model": b, "tenant": "acme"})).await;
+        assert_eq!(s, StatusCode::OK, "{l}: {v}");
+        assert_eq!(v["child"]["task"], "qa");
+        assert_eq!(v["bundle_version"], json!(served(db).await.version));
+        let (s, v) = api.get(&format!("/v1/models/{a}/tasks")).await;
+        assert_eq!(s, StatusCode::OK, "{l}");
+        assert_eq!(v[0]["model"], json!(b), "{l}: {v}");
+        assert_eq!(v[0]["tenant"], "acme", "{l}: {v}");
+    }
+}
