@@ -122,6 +122,16 @@ pub enum CostCmd {
         #[command(subcommand)]
         cmd: BudgetsCmd,
     },
+    /// Time the cost benchmarks in this process (a release build: `cargo xtask bench --cost`
+    /// writes them into docs/BENCHMARKS.md): import of --lines synthetic CUR lines into a
+    /// fresh SQLite database and its re-import, a 30-day forecast for --tenants tenants.
+    /// Prints the figures as JSON.
+    Bench {
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: u64,
+        #[arg(long, default_value_t = 1_000)]
+        tenants: usize,
+    },
     /// Write billing exports for tests and demos: from the internal cost of a window with a
     /// planted drift per service, or --synthetic N lines (the import benchmark's input).
     Fixtures(FixturesArgs),
@@ -227,6 +237,9 @@ fn writer(path: &PathBuf) -> anyhow::Result<Box<dyn std::io::Write>> {
 }
 
 pub async fn run(cfg: Config, cmd: CostCmd) -> anyhow::Result<()> {
+    if let CostCmd::Bench { lines, tenants } = cmd {
+        return print(&kakeya_control_plane::cost::bench::run(lines, tenants).await?);
+    }
     let db = Db::connect(&cfg.database_url, None)
         .await
         .context("cannot open the database; check DATABASE_URL")?;
@@ -380,6 +393,8 @@ pub async fn run(cfg: Config, cmd: CostCmd) -> anyhow::Result<()> {
             }
             BudgetsCmd::Recompute => print(&budgets::recompute(&db, opts, now).await?.0),
         },
+        // Handled above: it needs no database of the configuration.
+        CostCmd::Bench { .. } => Ok(()),
         CostCmd::Fixtures(a) => {
             let mut out = writer(&a.out)?;
             let n = match (a.synthetic, &a.window) {
