@@ -33,6 +33,14 @@
 //! 18. [`task`]: the task kind evidence may carry (`qa | dialogue | summarization | rag | other`).
 //! 19. [`microvote`]: the micro-vote server's wire format and what a callout returns.
 //! 20. [`ensemble_policy`]: the per-tenant N-of-M policy and stacking model a bundle carries.
+//!
+//! The gate's decision:
+//!
+//! 21. [`pipeline`]: the stages from request headers to decision (parse → signature → evidence
+//!     binding → verify → features → votes → aggregate → decision), behind a host trait.
+
+// Data plane: no indexing that can panic (`get`, iterators, `split_at_checked` instead).
+#![deny(clippy::indexing_slicing)]
 
 pub mod bundle;
 pub mod canonical;
@@ -49,6 +57,7 @@ pub mod model;
 pub mod numfmt;
 pub mod pcs;
 pub mod pcs_builder;
+pub mod pipeline;
 pub mod signature;
 pub mod task;
 pub mod trees;
