@@ -128,14 +128,14 @@ pub fn decide(parts: Parts<'_>) -> Decision {
             let served = match &stacked {
                 None => {
                     outcome.result.apply_risk(&risk, bundle_version);
-                    risk
+                    *risk
                 }
                 Some(((_, p), e)) => {
                     let served = Risk {
                         risk: *p,
                         band: band(*p, e.escalate_at, e.medium_risk),
                         escalate: *p >= e.escalate_at,
-                        ..risk
+                        ..*risk
                     };
                     outcome.result.record_risk(&served, bundle_version);
                     served

@@ -16,7 +16,7 @@ pub const NO_BUNDLE_REASON: &str = "no model bundle available: escalated for rev
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scoring {
     /// The bundle's model scored the request; `score_ns` is the in-guest time it took.
-    Scored { risk: Risk, score_ns: u64 },
+    Scored { risk: Box<Risk>, score_ns: u64 },
     /// Nothing to score (no bundle source, no evidence, or the policy scores none).
     NotScored,
     /// Should have been scored, no valid bundle, failure mode `open`: escalate for review.
@@ -24,8 +24,8 @@ pub enum Scoring {
 }
 
 /// Scores with `bundle` when the gate has a bundle source; 503 `no_bundle` (failure mode
-/// `closed`) when a request with evidence finds no valid bundle. `verified_at` is the clock
-/// after verification (the score time is measured from it).
+/// `closed`) when a request with evidence finds no valid bundle. `elapsed_ns` is the time
+/// since verification ended (read once, after scoring).
 pub fn score(
     tenant: &str,
     pcs: &Pcs,
@@ -33,8 +33,7 @@ pub fn score(
     evidence: Option<&Evidence>,
     gate: &Gate,
     bundle: Option<&Scorer>,
-    verified_at: u64,
-    now_ns: &mut dyn FnMut() -> u64,
+    elapsed_ns: &mut dyn FnMut() -> u64,
 ) -> Result<Scoring, LocalReply> {
     let Some(source) = &gate.bundle else {
         return Ok(Scoring::NotScored);
@@ -42,8 +41,8 @@ pub fn score(
     match bundle {
         Some(b) => Ok(match b.assess(tenant, pcs, outcome, evidence) {
             Some(risk) => Scoring::Scored {
-                risk,
-                score_ns: now_ns().saturating_sub(verified_at),
+                risk: Box::new(risk),
+                score_ns: elapsed_ns(),
             },
             None => Scoring::NotScored,
         }),

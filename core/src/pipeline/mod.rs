@@ -193,10 +193,8 @@ fn body_stages(
     let verified = host.now_ns();
     let verify_ns = verified.saturating_sub(start);
     let scoring = {
-        let mut now = || host.now_ns();
-        features::score(
-            tenant, &pcs, &outcome, evidence, gate, bundle, verified, &mut now,
-        )?
+        let mut elapsed = || host.now_ns().saturating_sub(verified);
+        features::score(tenant, &pcs, &outcome, evidence, gate, bundle, &mut elapsed)?
     };
     let bundle_version = bundle.map_or(0, |b| b.version);
     let policy = bundle.and_then(|b| b.ensemble.for_tenant(tenant));
@@ -211,7 +209,7 @@ fn body_stages(
         )));
     };
     let risk = match &scoring {
-        Scoring::Scored { risk, .. } => Some(risk),
+        Scoring::Scored { risk, .. } => Some(&**risk),
         _ => None,
     };
     let escalate_at = risk.map_or(b.champion.thresholds().escalate, |r| {
