@@ -101,6 +101,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "canary_alias",
         include_str!("../../migrations/sqlite/0016_canary_alias.sql"),
     ),
+    // pipeline (issue 14): the ensemble's votes and disagreement audit events.
+    (
+        18,
+        "ensemble_votes",
+        include_str!("../../migrations/sqlite/0018_ensemble_votes.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -182,6 +188,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         16,
         "canary_alias",
         include_str!("../../migrations/postgres/0016_canary_alias.sql"),
+    ),
+    // pipeline (issue 14): the ensemble's votes and disagreement audit events.
+    (
+        18,
+        "ensemble_votes",
+        include_str!("../../migrations/postgres/0018_ensemble_votes.sql"),
     ),
 ];
 

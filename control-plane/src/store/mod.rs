@@ -9,6 +9,7 @@
 pub mod db;
 pub mod decision_log;
 pub mod dedup;
+pub mod disagreements;
 #[cfg(test)]
 mod tests;
 
@@ -154,6 +155,9 @@ pub async fn apply_record(
         vr.escalated,
     );
     let fresh = decision_log::insert(conn, &decision).await?;
+    if let (true, Some(e)) = (fresh, &vr.ensemble) {
+        disagreements::record(conn, record_id, &rec.tenant, &pcs.pcs_id, e, rec.ts_ms).await?;
+    }
     Ok(Applied {
         status,
         body,
