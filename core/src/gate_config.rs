@@ -37,8 +37,11 @@ pub struct GateConfig {
 fn default_microvote_cluster() -> String {
     "kakeya_microvote".into()
 }
+/// The micro-vote deadline when neither the policy nor the gate configuration sets one.
+pub const DEFAULT_MICROVOTE_DEADLINE_MS: u32 = 30;
+
 fn default_microvote_deadline_ms() -> u32 {
-    crate::pipeline::DEFAULT_MICROVOTE_DEADLINE_MS
+    DEFAULT_MICROVOTE_DEADLINE_MS
 }
 
 impl Default for GateConfig {

@@ -19,7 +19,7 @@
 //! 9. [`evidence`]: question/context/response and their grounding features.
 //! 10. [`pcs_builder`]: deterministic text → PCS recipe (v1).
 //! 11. [`features`]: the one versioned HRS feature schema.
-//! 12. [`model`]: the trained-model artifact of either kind ([`model::Model`]) and the
+//! 12. [`model`] (its shared parts in [`artifact`]): the trained-model artifact of either kind ([`model::Model`]) and the
 //!     logistic scorer; the reference HRS baseline.
 //! 13. [`trees`]: the gradient-boosted tree ensemble and its scorer.
 //! 14. [`bundle`]: the signed model bundle and the scorer the filter runs.
@@ -42,6 +42,7 @@
 // Data plane: no indexing that can panic (`get`, iterators, `split_at_checked` instead).
 #![deny(clippy::indexing_slicing)]
 
+pub mod artifact;
 pub mod bundle;
 pub mod canonical;
 pub mod dimension;

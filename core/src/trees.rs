@@ -21,8 +21,8 @@
 //! Leaf values are `f32` (what the trainer computes), written with the shortest `f32` spelling:
 //! an ensemble of a few hundred trees stays a few hundred KB of JSON.
 
+use crate::artifact::{check_schema, ModelError, Platt, Thresholds, TrainingMeta};
 use crate::features::{TenantStats, N_FEATURES};
-use crate::model::{check_schema, ModelError, Platt, Thresholds, TrainingMeta};
 use serde::{Deserialize, Serialize};
 
 pub const KIND_TREES: &str = "gradient_boosted_trees";

@@ -22,6 +22,7 @@ pub mod abi;
 pub mod bench;
 pub mod bench_doc;
 pub mod drift_steps;
+pub mod ensemble;
 pub mod fit_bench;
 pub mod fixtures;
 pub mod floor_bench;

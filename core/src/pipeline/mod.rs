@@ -59,8 +59,7 @@ pub trait Host {
     fn micro_vote(&mut self, req: &MicroVoteRequest, deadline_ms: u32) -> Option<MicroVoteResult>;
 }
 
-/// The default micro-vote deadline when neither the policy nor the gate configuration sets one.
-pub const DEFAULT_MICROVOTE_DEADLINE_MS: u32 = 30;
+pub use crate::gate_config::DEFAULT_MICROVOTE_DEADLINE_MS;
 
 /// Where the body stage ended.
 #[derive(Debug)]
