@@ -42,7 +42,8 @@ pub struct Aggregate {
 
 /// Weighted N-of-M: reject when `r ≥ reject_confidence`; else accept when `agreed ≥ n` and
 /// `a ≥ min_confidence`; else escalate (`fail_open`) or reject. Votes of strategies the policy
-/// does not enable are ignored.
+/// does not enable are ignored. An accept needs at least one accept vote even when `n = 0`:
+/// abstentions alone never accept.
 pub fn aggregate(policy: &EnsemblePolicy, casts: &[Cast]) -> Aggregate {
     let (mut total, mut accept, mut reject, mut agreed) = (0.0, 0.0, 0.0, 0u32);
     for c in casts {
@@ -77,7 +78,7 @@ pub fn aggregate(policy: &EnsemblePolicy, casts: &[Cast]) -> Aggregate {
                 policy.reject_confidence
             ),
         )
-    } else if agreed >= policy.n && a >= policy.min_confidence {
+    } else if agreed >= policy.n.max(1) && a >= policy.min_confidence {
         (
             Verdict::Accept,
             format!(

@@ -470,3 +470,105 @@ fn a_citation_from_an_unlisted_source_counts_less() {
         "{r:?}"
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just(HOPPER.to_string()),
+            Just(LOVELACE.to_string()),
+            "[ -~]{0,120}",
+            "\\PC{0,60}",
+        ]
+    }
+
+    fn arb_micro() -> impl Strategy<Value = Option<MicroVoteResult>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(MicroVoteResult::Timeout)),
+            Just(Some(MicroVoteResult::Unavailable("no_cluster"))),
+            (-0.5f64..1.5).prop_map(|p| Some(MicroVoteResult::Answer {
+                p_hallucinated: p,
+                model: "mv".into(),
+                server_us: 1,
+                cache_hit: false
+            })),
+        ]
+    }
+
+    fn arb_policy() -> impl Strategy<Value = EnsemblePolicy> {
+        (
+            proptest::sample::subsequence(
+                vec!["pcs_recompute", "hrs", "rag_grounding", "micro_vote"],
+                1..=4,
+            ),
+            0u32..=4,
+            0.0f64..=1.0,
+            0.0f64..=1.5,
+            any::<bool>(),
+            proptest::collection::vec(0.0f64..3.0, 4),
+        )
+            .prop_map(|(names, n, min_c, rej_c, fail_open, w)| {
+                let mut p = policy(n.min(names.len() as u32), &names, fail_open);
+                for (s, w) in p.strategies.values_mut().zip(w) {
+                    s.weight = w;
+                }
+                p.min_confidence = min_c;
+                p.reject_confidence = rej_c;
+                p
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Bodies with evidence and a bundle with an ensemble policy, through every stage:
+        /// never a panic, a known status, and no accept without `n` accepting votes, a passed
+        /// verification and, under fail_open, an accept decided by votes alone.
+        #[test]
+        fn the_whole_pipeline_is_total(
+            q in arb_text(), ctx in arb_text(), resp in arb_text(),
+            intercept in -8.0f64..8.0, p in arb_policy(), micro in arb_micro(),
+            cut in proptest::option::of(0usize..2000), budget_shift in prop_oneof![Just(0.0), Just(0.5)],
+        ) {
+            let ev = Evidence { question: q, context: ctx, citations: Vec::new(), response: resp };
+            let mut body = body_claiming(&ev, budget_shift);
+            if let Some(c) = cut {
+                body.truncate(c);
+            }
+            let b = bundle(intercept, section(p.clone()));
+            let mut host = TestHost::new(micro.clone());
+            let d = match run(&b, &body, &mut host) {
+                Step::Done(d) => d,
+                Step::Pending(paused) => paused.resume(&MicroVoteResult::Timeout),
+            };
+            match d {
+                Decision::LocalReply(r) => {
+                    prop_assert!([400, 401, 413].contains(&r.status), "{}", r.status);
+                    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+                    prop_assert_eq!(v["code"].as_str(), Some(r.code));
+                }
+                Decision::Forward(f) => {
+                    for (_, v) in &f.headers {
+                        prop_assert!(v.bytes().all(|b| (0x20..0x7f).contains(&b)), "{v:?}");
+                    }
+                    let r = result(&f);
+                    prop_assert!([200, 202, 422].contains(&r.status()));
+                    let e = r.ensemble.clone().unwrap();
+                    let accepts = e.votes.iter().filter(|v| v.outcome == VoteOutcome::Accept).count();
+                    if r.status() == 200 {
+                        prop_assert!(accepts as u32 >= p.n.max(1), "{r:?}");
+                        prop_assert!(budget_shift == 0.0, "a failed claim was accepted: {r:?}");
+                    }
+                    if r.status() == 422 {
+                        prop_assert_eq!(r.code.as_deref(), Some("hallucination_rejected"));
+                    }
+                    prop_assert!(header(&f, H_VOTES).is_some_and(|v| v.len() <= MAX_VOTES_HEADER));
+                }
+            }
+        }
+    }
+}
