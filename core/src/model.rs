@@ -17,7 +17,7 @@
 
 pub(crate) use crate::artifact::check_schema;
 pub use crate::artifact::{sigmoid, ModelError, Platt, Thresholds, TrainingMeta};
-use crate::features::{signal_entropy, TenantStats, FEATURE_NAMES, SCHEMA_VERSION};
+use crate::features::{signal_entropy, TenantStats, FEATURE_NAMES};
 use crate::ids::sha256_hex;
 use crate::trees::{TreeModel, KIND_TREES};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -331,6 +331,7 @@ pub fn reference_hrs(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::features::SCHEMA_VERSION;
 
     fn close(a: f64, b: f64) {
         assert!((a - b).abs() < 5e-9, "{a} != {b}");
