@@ -252,10 +252,11 @@ fn with_the_micro_vote_down_every_request_is_answered_and_escalated() {
         .unwrap()
         .into_string()
         .unwrap();
+    // Envoy prefixes a wasm filter's own stats with `wasmcustom.`.
     let count = |name: &str| -> u64 {
         stats
             .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .find_map(|l| l.strip_prefix(&format!("wasmcustom.{name}: ")))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     };
