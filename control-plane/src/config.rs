@@ -474,6 +474,8 @@ impl Config {
                 public_keys: vec![pk.clone()],
                 failure_mode: self.bundle_failure_mode,
             }),
+            // pipeline: the micro-vote callout (the cluster is in the rendered bootstrap).
+            ..GateConfig::default()
         }
     }
 

@@ -25,7 +25,7 @@ use crate::model::{sigmoid, Model, ModelError};
 use crate::pcs::Pcs;
 use crate::task::TaskKind;
 use crate::task_models::{Scope, TaskModelError, TaskModels, TaskVersions};
-use crate::verify::Outcome;
+use crate::verify::{Outcome, RiskSummary, VerifyResult};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier as _, VerifyingKey};
@@ -501,6 +501,36 @@ impl Bundle {
             }
         }
         z0 + (model.decision(&xt) - z0).clamp(-TENANT_MAX_SHIFT, TENANT_MAX_SHIFT)
+    }
+}
+
+impl VerifyResult {
+    /// Folds a risk assessment into the result: a high risk escalates an answer that
+    /// verification alone would have accepted (202 instead of 200). Lives here, not in
+    /// [`crate::verify`], so that verification does not depend on bundles.
+    pub fn apply_risk(&mut self, risk: &Risk, bundle_version: u64) {
+        if risk.escalate && !self.escalated {
+            self.escalated = true;
+            if self.reason.is_none() {
+                self.reason = Some(format!(
+                    "hallucination risk {:.4} at or above the escalation threshold (model {})",
+                    risk.risk, risk.model_version
+                ));
+            }
+        }
+        self.record_risk(risk, bundle_version);
+    }
+
+    /// Records the risk fields without deciding anything (the ensemble decides).
+    pub fn record_risk(&mut self, risk: &Risk, bundle_version: u64) {
+        self.risk = Some(RiskSummary {
+            score: risk.risk,
+            band: risk.band.as_str().into(),
+            model_version: risk.model_version.clone(),
+            arm: risk.arm.as_str().into(),
+            model_task: risk.task.map(|t| t.as_str().to_string()),
+            bundle_version,
+        });
     }
 }
 

@@ -51,18 +51,19 @@ pub fn recompute_d_hat(scales: &[i64], n_j: &BTreeMap<String, i64>) -> Result<f6
     }
     let mut slopes = Vec::with_capacity(points.len() * (points.len() - 1) / 2);
     for (i, &(xi, yi)) in points.iter().enumerate() {
-        for &(xj, yj) in &points[i + 1..] {
+        for &(xj, yj) in points.iter().skip(i + 1) {
             if (xj - xi).abs() < 1e-9 {
                 continue;
             }
             slopes.push((yj - yi) / (xj - xi));
         }
     }
-    if slopes.is_empty() {
-        return Err(DimensionError::NoSlopes);
-    }
     slopes.sort_by(f64::total_cmp);
-    Ok(round9_api(slopes[slopes.len() / 2]))
+    // Empty: `get(0)` is None.
+    let median = slopes
+        .get(slopes.len() / 2)
+        .ok_or(DimensionError::NoSlopes)?;
+    Ok(round9_api(*median))
 }
 
 #[cfg(test)]

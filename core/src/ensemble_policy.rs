@@ -14,6 +14,7 @@
 //!
 //! Written by the control plane (stored policies, the adaptive tuner), read by the filter.
 
+use crate::grounding::SourcePolicy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -66,6 +67,10 @@ pub struct EnsemblePolicy {
     /// The calibrated ensemble probability served as `risk.score`.
     #[serde(default)]
     pub stack: Stack,
+    /// The tenant's `citations[].source` allowlist for `rag_grounding`; absent = every source
+    /// counts fully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<SourcePolicy>,
 }
 
 /// One enabled strategy.
@@ -255,6 +260,7 @@ mod tests {
             reject_confidence: 0.8,
             fail_open: true,
             stack: Stack::default(),
+            sources: None,
         }
     }
 

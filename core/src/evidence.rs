@@ -54,11 +54,11 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 /// FNV-1a 64 of `bytes` (usable in `const` context).
 pub const fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h = FNV_OFFSET;
-    let mut i = 0;
-    while i < bytes.len() {
-        h ^= bytes[i] as u64;
+    let mut rest = bytes;
+    while let [b, tail @ ..] = rest {
+        h ^= *b as u64;
         h = h.wrapping_mul(FNV_PRIME);
-        i += 1;
+        rest = tail;
     }
     h
 }
@@ -72,6 +72,9 @@ pub const STOPWORDS: [&str; 48] = [
 ];
 
 /// The FNV-1a hashes of `words`, sorted (for binary search; evaluated at compile time).
+// Only called to initialise constants: an index out of bounds would be a compile error, and
+// `get` is not available in `const fn`.
+#[allow(clippy::indexing_slicing)]
 pub(crate) const fn sorted_hashes<const N: usize>(words: [&str; N]) -> [u64; N] {
     let mut a = [0u64; N];
     let mut i = 0;

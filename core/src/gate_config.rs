@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// Route the gate acts on; other paths pass through untouched.
 pub const SUBMIT_PATH: &str = "/v1/pcs/submit";
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GateConfig {
     #[serde(default)]
@@ -25,6 +25,36 @@ pub struct GateConfig {
     /// Where the model bundle comes from; without it the filter verifies only.
     #[serde(default)]
     pub bundle: Option<BundleSource>,
+    /// Envoy cluster of the micro-vote server (`kakeya microvote`), called when a tenant's
+    /// ensemble policy enables `micro_vote`.
+    #[serde(default = "default_microvote_cluster")]
+    pub microvote_cluster: String,
+    /// The micro-vote's hard deadline, ms (a policy's `deadline_ms` overrides it per tenant).
+    #[serde(default = "default_microvote_deadline_ms")]
+    pub microvote_deadline_ms: u32,
+}
+
+fn default_microvote_cluster() -> String {
+    "kakeya_microvote".into()
+}
+/// The micro-vote deadline when neither the policy nor the gate configuration sets one.
+pub const DEFAULT_MICROVOTE_DEADLINE_MS: u32 = 30;
+
+fn default_microvote_deadline_ms() -> u32 {
+    DEFAULT_MICROVOTE_DEADLINE_MS
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        GateConfig {
+            keyring: KeyringConfig::default(),
+            keyring_env: None,
+            verify: VerifyParams::default(),
+            bundle: None,
+            microvote_cluster: default_microvote_cluster(),
+            microvote_deadline_ms: default_microvote_deadline_ms(),
+        }
+    }
 }
 
 /// What the filter does with a request it should score while it has no valid bundle.
@@ -85,6 +115,8 @@ pub enum GateConfigError {
     Bundle(String),
     #[error("gate keyring_env: {0}")]
     KeyringEnv(String),
+    #[error("gate micro-vote: {0}")]
+    MicroVote(String),
 }
 
 /// A parsed and validated gate configuration, ready for requests.
@@ -93,6 +125,8 @@ pub struct Gate {
     pub keyring: Keyring,
     pub verify: VerifyParams,
     pub bundle: Option<BundleSource>,
+    pub microvote_cluster: String,
+    pub microvote_deadline_ms: u32,
 }
 
 impl Gate {
@@ -167,10 +201,17 @@ impl Gate {
                 ));
             }
         }
+        if cfg.microvote_cluster.is_empty() || !(1..=10_000).contains(&cfg.microvote_deadline_ms) {
+            return Err(GateConfigError::MicroVote(
+                "microvote_cluster must be set and microvote_deadline_ms within 1..=10000".into(),
+            ));
+        }
         Ok(Gate {
             keyring: Keyring::from_config(&cfg.keyring)?,
             verify: cfg.verify,
             bundle: cfg.bundle.clone(),
+            microvote_cluster: cfg.microvote_cluster.clone(),
+            microvote_deadline_ms: cfg.microvote_deadline_ms,
         })
     }
 }

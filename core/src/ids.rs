@@ -78,10 +78,11 @@ pub fn merkle_root(data: &[u8], chunk: usize) -> String {
     while level.len() > 1 {
         level = level
             .chunks(2)
-            .map(|pair| {
-                let left = &pair[0];
+            .filter_map(|pair| {
+                // `chunks` never yields an empty chunk.
+                let left = pair.first()?;
                 let right = pair.get(1).unwrap_or(left);
-                sha256_hex(format!("{left}{right}").as_bytes())
+                Some(sha256_hex(format!("{left}{right}").as_bytes()))
             })
             .collect();
     }

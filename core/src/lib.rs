@@ -19,7 +19,7 @@
 //! 9. [`evidence`]: question/context/response and their grounding features.
 //! 10. [`pcs_builder`]: deterministic text → PCS recipe (v1).
 //! 11. [`features`]: the one versioned HRS feature schema.
-//! 12. [`model`]: the trained-model artifact of either kind ([`model::Model`]) and the
+//! 12. [`model`] (its shared parts in [`artifact`]): the trained-model artifact of either kind ([`model::Model`]) and the
 //!     logistic scorer; the reference HRS baseline.
 //! 13. [`trees`]: the gradient-boosted tree ensemble and its scorer.
 //! 14. [`bundle`]: the signed model bundle and the scorer the filter runs.
@@ -34,7 +34,17 @@
 //! 19. [`microvote`]: the micro-vote server's wire format and what a callout returns.
 //! 20. [`ensemble_policy`]: the per-tenant N-of-M policy and stacking model a bundle carries.
 //! 21. [`task_models`]: a bundle's per-task and per-tenant models, chosen by the task.
+//! 22. [`budget`]: per-tenant budget state a bundle carries for the filter to enforce.
+//!
+//! The gate's decision:
+//!
+//! 23. [`pipeline`]: the stages from request headers to decision (parse → signature → evidence
+//!     binding → verify → features → votes → aggregate → decision), behind a host trait.
 
+// Data plane: no indexing that can panic (`get`, iterators, `split_at_checked` instead).
+#![deny(clippy::indexing_slicing)]
+
+pub mod artifact;
 pub mod budget;
 pub mod bundle;
 pub mod canonical;
@@ -51,6 +61,7 @@ pub mod model;
 pub mod numfmt;
 pub mod pcs;
 pub mod pcs_builder;
+pub mod pipeline;
 pub mod signature;
 pub mod task;
 pub mod task_models;

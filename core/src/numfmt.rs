@@ -90,7 +90,10 @@ pub fn round9_py(x: f64) -> f64 {
     let keep = int_digits + 9; // digits of `d` that survive
     let bytes = d.as_bytes();
     let mut kept: Vec<u8> = if keep > 0 {
-        bytes[..keep as usize].to_vec()
+        bytes
+            .get(..keep as usize)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -104,10 +107,11 @@ pub fn round9_py(x: f64) -> f64 {
                 break;
             }
             i -= 1;
-            if kept[i] == b'9' {
-                kept[i] = b'0';
+            let Some(digit) = kept.get_mut(i) else { break };
+            if *digit == b'9' {
+                *digit = b'0';
             } else {
-                kept[i] += 1;
+                *digit += 1;
                 break;
             }
         }

@@ -143,7 +143,9 @@ pub fn embed(sentence: &str) -> [f64; EMBED_DIM] {
     for w in bytes.windows(3) {
         let h = fnv1a(w);
         let sign = if h >> 63 == 1 { -1.0 } else { 1.0 };
-        e[(h % EMBED_DIM as u64) as usize] += sign;
+        if let Some(x) = e.get_mut((h % EMBED_DIM as u64) as usize) {
+            *x += sign;
+        }
     }
     let n = e.iter().map(|x| x * x).sum::<f64>().sqrt();
     if n > 0.0 {
@@ -162,21 +164,22 @@ pub fn points(text: &str) -> Vec<[f64; 3]> {
         .map(|s| {
             let e = embed(s);
             let mut q = [0.0; 3];
-            for (k, row) in p.iter().enumerate() {
-                q[k] = row.iter().zip(e.iter()).map(|(a, b)| a * b).sum();
+            for (qk, row) in q.iter_mut().zip(p.iter()) {
+                *qk = row.iter().zip(e.iter()).map(|(a, b)| a * b).sum();
             }
             q
         })
         .collect();
     for k in 0..3 {
-        let lo = pts.iter().map(|q| q[k]).fold(f64::INFINITY, f64::min);
-        let hi = pts.iter().map(|q| q[k]).fold(f64::NEG_INFINITY, f64::max);
+        let coord = |q: &[f64; 3]| q.get(k).copied().unwrap_or(0.0);
+        let lo = pts.iter().map(coord).fold(f64::INFINITY, f64::min);
+        let hi = pts.iter().map(coord).fold(f64::NEG_INFINITY, f64::max);
         let range = hi - lo;
-        for q in &mut pts {
-            q[k] = if range < 1e-12 {
+        for x in pts.iter_mut().filter_map(|q| q.get_mut(k)) {
+            *x = if range < 1e-12 {
                 0.5
             } else {
-                ((q[k] - lo) / range).clamp(0.0, 1.0)
+                ((*x - lo) / range).clamp(0.0, 1.0)
             };
         }
     }
@@ -218,7 +221,9 @@ pub fn coherence(pts: &[[f64; 3]]) -> (f64, [f64; 3]) {
             hist.fill(0);
             for &x in &proj {
                 let b = (((x - lo) / (hi - lo)) * COH_BINS as f64).floor() as usize;
-                hist[b.min(COH_BINS - 1)] += 1;
+                if let Some(h) = hist.get_mut(b.min(COH_BINS - 1)) {
+                    *h += 1;
+                }
             }
             hist.iter().copied().max().unwrap_or(0) as f64 / pts.len() as f64
         };
@@ -339,9 +344,12 @@ impl BuiltPcs {
     /// `evidence_sha256` when the evidence is bound (the evidence itself is the caller's to add).
     pub fn to_json(&self, sig: &str) -> serde_json::Value {
         let mut v = self.to_json_v01(sig);
-        if !self.evidence_sha256.is_empty() {
-            v["version"] = "0.2".into();
-            v["evidence_sha256"] = self.evidence_sha256.clone().into();
+        if let (false, Some(obj)) = (self.evidence_sha256.is_empty(), v.as_object_mut()) {
+            obj.insert("version".into(), "0.2".into());
+            obj.insert(
+                "evidence_sha256".into(),
+                self.evidence_sha256.clone().into(),
+            );
         }
         v
     }

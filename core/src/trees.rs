@@ -21,8 +21,8 @@
 //! Leaf values are `f32` (what the trainer computes), written with the shortest `f32` spelling:
 //! an ensemble of a few hundred trees stays a few hundred KB of JSON.
 
+use crate::artifact::{check_schema, ModelError, Platt, Thresholds, TrainingMeta};
 use crate::features::{TenantStats, N_FEATURES};
-use crate::model::{check_schema, ModelError, Platt, Thresholds, TrainingMeta};
 use serde::{Deserialize, Serialize};
 
 pub const KIND_TREES: &str = "gradient_boosted_trees";
@@ -115,11 +115,20 @@ impl Tree {
         }
         // depth[i] + 1 once node i has its parent; 0 = no parent yet (the root has depth 1).
         let mut depth = vec![0usize; n];
-        depth[0] = 1;
-        for i in 0..n {
-            let (l, r) = (self.left[i] as usize, self.right[i] as usize);
+        if let Some(root) = depth.first_mut() {
+            *root = 1;
+        }
+        let nodes = self
+            .feature
+            .iter()
+            .zip(&self.threshold)
+            .zip(self.left.iter().zip(&self.right))
+            .zip(&self.value)
+            .enumerate();
+        for (i, (((&feature, &threshold), (&l, &r)), &value)) in nodes {
+            let (l, r) = (l as usize, r as usize);
             if l == 0 && r == 0 {
-                if !self.value[i].is_finite() {
+                if !value.is_finite() {
                     return Err(bad(t, "a leaf value is not finite"));
                 }
                 continue;
@@ -130,19 +139,24 @@ impl Tree {
                     "a child index is out of range, not after its parent, or both children are one node",
                 ));
             }
-            if usize::from(self.feature[i]) >= N_FEATURES {
+            if usize::from(feature) >= N_FEATURES {
                 return Err(bad(t, "a split tests a feature outside the schema"));
             }
-            if !self.threshold[i].is_finite() {
+            if !threshold.is_finite() {
                 return Err(bad(t, "a split threshold is not finite"));
             }
             // Children come after their parent, so depth[i] is final when node i is reached.
+            let parent = depth.get(i).copied().unwrap_or(0);
             for c in [l, r] {
-                if depth[c] != 0 {
+                // In range: checked above (c < n).
+                let Some(slot) = depth.get_mut(c) else {
+                    return Err(bad(t, "a child index is out of range"));
+                };
+                if *slot != 0 {
                     return Err(bad(t, "a node has two parents"));
                 }
-                depth[c] = depth[i] + 1;
-                if depth[c] > MAX_DEPTH + 1 {
+                *slot = parent + 1;
+                if *slot > MAX_DEPTH + 1 {
                     return Err(bad(t, "deeper than the maximum depth"));
                 }
             }

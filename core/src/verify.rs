@@ -13,6 +13,7 @@ use crate::dimension::recompute_d_hat;
 use crate::ids::expected_pcs_id;
 use crate::numfmt::{go_json_float, round9_api, write_json_string, JsonEscape};
 use crate::pcs::{Pcs, SCHEMA};
+use crate::vote::Vote;
 use serde::{Deserialize, Serialize};
 
 /// Tolerances and budget weights (spec §1.3 defaults).
@@ -108,6 +109,53 @@ pub struct VerifyResult {
     /// Hallucination risk of the answer, when it was scored (keys after the reference ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub risk: Option<RiskSummary>,
+    /// `hallucination_rejected` when the tenant's ensemble policy rejected the answer (422).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The ensemble's verdict and every vote, when the tenant has a policy (after `risk`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<EnsembleSummary>,
+}
+
+/// Code and status of an answer the ensemble rejected.
+pub const REJECTED_CODE: &str = "hallucination_rejected";
+pub const REJECTED_STATUS: u16 = 422;
+
+/// The ensemble part of a result decided under a tenant's policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleSummary {
+    pub policy_id: String,
+    /// `accept`, `escalate` or `reject`.
+    pub verdict: String,
+    pub votes: Vec<Vote>,
+}
+
+impl EnsembleSummary {
+    /// Compact ASCII JSON that parses back into this value (numbers spelled as Go does).
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(64 + 96 * self.votes.len());
+        out.push_str("{\"policy_id\":");
+        write_json_string(&mut out, &self.policy_id, JsonEscape::GoHtmlAscii);
+        out.push_str(",\"verdict\":");
+        write_json_string(&mut out, &self.verdict, JsonEscape::GoHtmlAscii);
+        out.push_str(",\"votes\":[");
+        for (i, v) in self.votes.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"strategy\":");
+            write_json_string(&mut out, &v.strategy, JsonEscape::GoHtmlAscii);
+            out.push_str(",\"outcome\":");
+            write_json_string(&mut out, v.outcome.as_str(), JsonEscape::GoHtmlAscii);
+            out.push_str(",\"confidence\":");
+            out.push_str(&go_json_float(v.confidence));
+            out.push_str(",\"reason\":");
+            write_json_string(&mut out, &v.reason, JsonEscape::GoHtmlAscii);
+            out.push('}');
+        }
+        out.push_str("]}");
+        out
+    }
 }
 
 /// The risk fields of a scored answer.
@@ -128,13 +176,23 @@ pub struct RiskSummary {
 }
 
 impl VerifyResult {
-    /// 200 only when accepted and not escalated, else 202.
+    /// 422 when the ensemble rejected the answer; else 200 only when accepted and not
+    /// escalated, else 202.
     pub fn status(&self) -> u16 {
-        if self.accepted && !self.escalated {
+        if self.is_rejected() {
+            REJECTED_STATUS
+        } else if self.accepted && !self.escalated {
             200
         } else {
             202
         }
+    }
+
+    /// The tenant's ensemble policy rejected the answer.
+    pub fn is_rejected(&self) -> bool {
+        self.ensemble
+            .as_ref()
+            .is_some_and(|e| e.verdict == "reject")
     }
 
     /// Compact JSON in the reference server's key order and number spelling (`1`, not `1.0`).
@@ -178,30 +236,16 @@ impl VerifyResult {
             }
             out.push_str(&format!(",\"bundle_version\":{}}}", r.bundle_version));
         }
+        if let Some(c) = &self.code {
+            out.push_str(",\"code\":");
+            write_json_string(&mut out, c, JsonEscape::GoHtmlAscii);
+        }
+        if let Some(e) = &self.ensemble {
+            out.push_str(",\"ensemble\":");
+            out.push_str(&e.to_json());
+        }
         out.push('}');
         out
-    }
-
-    /// Folds a risk assessment into the result: a high risk escalates an answer that
-    /// verification alone would have accepted (202 instead of 200).
-    pub fn apply_risk(&mut self, risk: &crate::bundle::Risk, bundle_version: u64) {
-        if risk.escalate && !self.escalated {
-            self.escalated = true;
-            if self.reason.is_none() {
-                self.reason = Some(format!(
-                    "hallucination risk {:.4} at or above the escalation threshold (model {})",
-                    risk.risk, risk.model_version
-                ));
-            }
-        }
-        self.risk = Some(RiskSummary {
-            score: risk.risk,
-            band: risk.band.as_str().into(),
-            model_version: risk.model_version.clone(),
-            arm: risk.arm.as_str().into(),
-            model_task: risk.task.map(|t| t.as_str().to_string()),
-            bundle_version,
-        });
     }
 }
 
@@ -276,6 +320,8 @@ pub fn verify(p: &Pcs, params: &VerifyParams) -> Outcome {
             reason: Some(reason),
             escalated: true,
             risk: None,
+            code: None,
+            ensemble: None,
         },
         cacheable,
     };
@@ -356,6 +402,8 @@ pub fn verify(p: &Pcs, params: &VerifyParams) -> Outcome {
             reason: None,
             escalated: false,
             risk: None,
+            code: None,
+            ensemble: None,
         },
         cacheable,
     }

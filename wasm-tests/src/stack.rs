@@ -78,6 +78,9 @@ pub struct StackOptions {
     pub admin_override: Option<SocketAddr>,
     /// Start only the control plane (e.g. for the filter-floor benchmark's own Envoy).
     pub without_envoy: bool,
+    /// Extra STATIC clusters (name, address) added to the rendered bootstrap, e.g. the gate's
+    /// `kakeya_microvote` pointed at a closed port ([`crate::ensemble::with_cluster`]).
+    pub extra_clusters: Vec<(String, SocketAddr)>,
 }
 
 impl StackOptions {
@@ -289,6 +292,9 @@ impl Stack {
     /// `kakeya envoy run`: renders the bootstrap and execs Envoy with the gate keyring in its
     /// environment (the keyring is not in the YAML), so the child is Envoy itself.
     fn start_envoy(&mut self) -> Result<()> {
+        if !self.opts.extra_clusters.is_empty() {
+            return self.start_envoy_with_clusters();
+        }
         let yaml = self.envoy_yaml();
         let log = std::fs::File::create(self.data_dir.path().join("envoy.log"))?;
         let mut cmd = self.kakeya_cmd();
@@ -317,6 +323,63 @@ impl Stack {
             .stderr(log)
             .spawn()
             .context("cannot start kakeya envoy run")?;
+        self.envoy = Some(child);
+        wait_ready(
+            self.envoy_admin,
+            "/ready",
+            Duration::from_secs(60),
+            self.envoy.as_mut(),
+        )
+        .with_context(|| format!("envoy log:\n{}", self.envoy_log()))
+    }
+
+    /// `kakeya envoy render`, the extra clusters added, then Envoy on it with the rendered
+    /// environment file (`NAME=value` lines).
+    fn start_envoy_with_clusters(&mut self) -> Result<()> {
+        let yaml = self.envoy_yaml();
+        let mut cmd = self.kakeya_cmd();
+        if let Some(admin) = self.opts.admin_override {
+            cmd.env("KAKEYA_ADMIN_ADDR", admin.to_string());
+        }
+        let out = cmd
+            .args(["envoy", "render", "--wasm"])
+            .arg(&self.artefacts.wasm)
+            .arg("--out")
+            .arg(&yaml)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "kakeya envoy render: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut text = std::fs::read_to_string(&yaml)?;
+        for (name, addr) in &self.opts.extra_clusters {
+            text = crate::ensemble::with_cluster(&text, name, *addr)?;
+        }
+        std::fs::write(&yaml, text)?;
+        let env_file = std::fs::read_to_string(self.data_dir.path().join("envoy.env"))?;
+        let log = std::fs::File::create(self.data_dir.path().join("envoy.log"))?;
+        let mut envoy = Command::new(&self.artefacts.envoy);
+        for line in env_file.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                envoy.env(k, v);
+            }
+        }
+        let child = envoy
+            .args([
+                "--use-dynamic-base-id",
+                "--log-level",
+                "warn",
+                "--concurrency",
+                "2",
+                "-c",
+            ])
+            .arg(&yaml)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start envoy")?;
         self.envoy = Some(child);
         wait_ready(
             self.envoy_admin,

@@ -20,6 +20,7 @@
 
 pub mod auth;
 pub mod decisions;
+pub mod disagreements;
 pub mod health;
 pub mod ingest;
 pub mod leader;
@@ -110,6 +111,8 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(metrics::metrics))
         .routes(routes!(openapi::spec))
         .routes(routes!(decisions::list))
+        // pipeline: ensemble disagreement audit events.
+        .routes(routes!(disagreements::list))
         .routes(routes!(leader::leader))
         .merge(registry::router())
         .merge(task_models::router())

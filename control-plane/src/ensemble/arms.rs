@@ -42,6 +42,7 @@ pub fn base_policy() -> EnsemblePolicy {
         reject_confidence: 0.8,
         fail_open: true,
         stack: Stack::default(),
+        sources: None,
     }
 }
 

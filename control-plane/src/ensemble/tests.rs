@@ -406,6 +406,7 @@ async fn the_default_is_published_only_when_configured() {
             reject_confidence: 0.8,
             fail_open: true,
             stack: Stack::default(),
+            sources: None,
         };
         let some = super::store::section(&mut conn, Some(p.clone()))
             .await

@@ -107,6 +107,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "ensemble_policies",
         include_str!("../../migrations/sqlite/0017_ensemble_policies.sql"),
     ),
+    // pipeline (issue 14): the ensemble's votes and disagreement audit events.
+    (
+        18,
+        "ensemble_votes",
+        include_str!("../../migrations/sqlite/0018_ensemble_votes.sql"),
+    ),
     // canary: the canary controller's deployments and events.
     (
         19,
@@ -222,6 +228,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         17,
         "ensemble_policies",
         include_str!("../../migrations/postgres/0017_ensemble_policies.sql"),
+    ),
+    // pipeline (issue 14): the ensemble's votes and disagreement audit events.
+    (
+        18,
+        "ensemble_votes",
+        include_str!("../../migrations/postgres/0018_ensemble_votes.sql"),
     ),
     // canary: the canary controller's deployments and events.
     (

@@ -34,6 +34,8 @@ pub struct NewDecision<'a> {
     pub features: Option<&'a DecidedFeatures>,
     /// Drawn into the audit sample ([`crate::review::audit`]).
     pub audit_sample: bool,
+    /// The ensemble's verdict and votes (compact JSON), when the tenant had a policy.
+    pub votes: Option<String>,
 }
 
 impl<'a> NewDecision<'a> {
@@ -64,6 +66,7 @@ impl<'a> NewDecision<'a> {
             pcs_version: kakeya_core::features::pcs_version(pcs),
             features: features_of(rec, vr),
             audit_sample: false,
+            votes: vr.ensemble.as_ref().map(|e| e.to_json()),
         }
     }
 }
@@ -87,9 +90,9 @@ pub async fn insert(conn: &mut AnyConnection, d: &NewDecision<'_>) -> Result<boo
     let done = sqlx::query(
         "INSERT INTO decision_log (record_id, tenant, pcs_id, d_hat, coh_star, r, budget, regime, accepted, \
          escalated, reason, status, cacheable, verify_ns, created_at_ms, risk, risk_band, \
-         model_version, arm, bundle_version, pcs_version, feature_schema, features, audit_sample) \
+         model_version, arm, bundle_version, pcs_version, feature_schema, features, audit_sample, votes) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $22, $23, $24) \
+         $19, $20, $21, $22, $23, $24, $25) \
          ON CONFLICT (record_id) DO NOTHING",
     )
     .bind(d.record_id)
@@ -116,6 +119,7 @@ pub async fn insert(conn: &mut AnyConnection, d: &NewDecision<'_>) -> Result<boo
     .bind(d.features.map(|f| f.schema.clone()))
     .bind(d.features.map(DecidedFeatures::values_json))
     .bind(i64::from(d.audit_sample))
+    .bind(d.votes.clone())
     // Not a cached prepared statement: sqlx 0.8's Any driver declares a NULL f64 (an unscored
     // decision's risk) to PostgreSQL as float4, and a statement cached with that type refuses
     // every later scored row on the connection (22P03). Unnamed, each call is typed anew.
@@ -159,12 +163,16 @@ pub struct DecisionRow {
     pub features: Option<Vec<f64>>,
     /// Queued for review by the audit sample (accepted, not escalated).
     pub audit_sample: bool,
+    /// The ensemble's verdict and every vote (`policy_id`, `verdict`, `votes`); `null` when
+    /// the tenant had no ensemble policy.
+    #[schema(value_type = Option<Object>)]
+    pub votes: Option<serde_json::Value>,
 }
 
 const COLUMNS: &str =
     "id, record_id, tenant, pcs_id, d_hat, coh_star, r, budget, regime, accepted, escalated, \
                        reason, status, cacheable, verify_ns, created_at_ms, risk, risk_band, \
-                       model_version, arm, bundle_version, feature_schema, features, audit_sample";
+                       model_version, arm, bundle_version, feature_schema, features, audit_sample, votes";
 
 /// The `features` column of a row, decoded (`None` when NULL).
 fn features_column(
@@ -188,6 +196,7 @@ fn row_to_decision(r: &sqlx::any::AnyRow) -> Result<DecisionRow, sqlx::Error> {
         features: features_column(r, feature_schema.as_deref())?,
         feature_schema,
         audit_sample: r.try_get::<i64, _>("audit_sample")? != 0,
+        votes: super::json_column(r, "votes")?,
         id: r.try_get("id")?,
         record_id: r.try_get("record_id")?,
         tenant: r.try_get("tenant")?,

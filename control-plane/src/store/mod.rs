@@ -9,6 +9,7 @@
 pub mod db;
 pub mod decision_log;
 pub mod dedup;
+pub mod disagreements;
 #[cfg(test)]
 mod tests;
 
@@ -158,6 +159,9 @@ pub async fn apply_record(
         // cost: the decision's measured use, in the same transaction (crate::cost::record).
         let usage = crate::cost::record::measure(rec, &decision, &body);
         crate::cost::record::insert(conn, &decision, &usage).await?;
+    }
+    if let (true, Some(e)) = (fresh, &vr.ensemble) {
+        disagreements::record(conn, record_id, &rec.tenant, &pcs.pcs_id, e, rec.ts_ms).await?;
     }
     Ok(Applied {
         status,

@@ -18,6 +18,9 @@
 //! Build: `cargo build -p kakeya-floor --target wasm32-wasip1 --profile wasm` (`cargo xtask bench`
 //! does it). Envoy needs `allow_on_headers_stop_iteration: true`, as for the gate.
 
+// Data plane: no indexing that can panic (`get`, iterators, `split_at_checked` instead).
+#![deny(clippy::indexing_slicing)]
+
 /// The request header the floor sets: the body's length in bytes, as read.
 pub const HEADER: &str = "x-floor-body-bytes";
 

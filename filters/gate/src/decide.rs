@@ -1,299 +1,21 @@
-//! The gate's decision logic, free of hostcalls so it runs (and is tested) natively.
+//! The gate's decisions: [`kakeya_core::pipeline`] (every stage, hostcall-free), re-exported,
+//! plus the clock-only entry points the native tests and tools use.
 //!
-//! A request goes through two stages, mirroring the Envoy callbacks:
-//!
-//! 1. [`on_headers`] (from `on_http_request_headers`): which client `x-kakeya-*` headers to strip
-//!    (every path), whether this is the submit route, the method check (405) and the tenant check
-//!    (400 `invalid_tenant` / `unknown_tenant`).
-//! 2. [`on_body`] (at end of stream): parse (400) → signature (401) → verify → forward with the
-//!    `x-kakeya-*` result headers.
-//!
-//! [`decide`] runs both stages in one call; it is what the property tests and the unit tests use.
+//! A request goes through two stages, mirroring the Envoy callbacks: [`on_headers`] (from
+//! `on_http_request_headers`) and the body stages ([`kakeya_core::pipeline::on_body`], at end
+//! of stream), which may pause for the micro-vote callout ([`Step::Pending`]).
 
-use kakeya_core::bundle::{Arm, Scorer};
-use kakeya_core::evidence::bound_evidence;
-use kakeya_core::feature_wire;
-use kakeya_core::gate_config::FailureMode;
-use kakeya_core::numfmt::{write_json_string, JsonEscape};
-use kakeya_core::signature::DEFAULT_TENANT;
-use kakeya_core::{Gate, VerifyResult, SUBMIT_PATH};
+pub use kakeya_core::pipeline::*;
+pub use kakeya_core::SUBMIT_PATH;
 
-/// Prefix of the headers only this filter may set; client copies are removed.
-pub const KAKEYA_HEADER_PREFIX: &str = "x-kakeya-";
-/// Request header naming the tenant.
-pub const TENANT_HEADER: &str = "x-tenant-id";
-pub const H_TENANT: &str = "x-kakeya-tenant";
-pub const H_RESULT: &str = "x-kakeya-result";
-pub const H_CACHEABLE: &str = "x-kakeya-cacheable";
-pub const H_VERIFY_NS: &str = "x-kakeya-verify-ns";
-/// Calibrated hallucination risk, 6 decimals.
-pub const H_RISK: &str = "x-kakeya-risk";
-pub const H_RISK_BAND: &str = "x-kakeya-risk-band";
-pub const H_MODEL_VERSION: &str = "x-kakeya-model-version";
-/// `champion`, `challenger` or `canary` ([`kakeya_core::bundle::Bundle::arm`]).
-pub const H_ARM: &str = "x-kakeya-arm";
-pub const H_BUNDLE_VERSION: &str = "x-kakeya-bundle-version";
-/// In-guest time of features + scoring (ns), set only when a request was scored.
-pub const H_SCORE_NS: &str = "x-kakeya-score-ns";
-/// The feature vector the request was scored with ([`kakeya_core::feature_wire`]), set only
-/// when a request was scored, so the decision log keeps the features as decided.
-pub const H_FEATURES: &str = kakeya_core::feature_wire::HEADER;
-/// Reason of a request escalated because no bundle was available (failure mode `open`).
-pub const NO_BUNDLE_REASON: &str = "no model bundle available: escalated for review";
+#[cfg(test)]
+use kakeya_core::bundle::Arm;
 
-/// A response the filter sends itself (`send_http_response`), never reaching the upstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalReply {
-    pub status: u32,
-    /// Extra headers besides `content-type: application/json`.
-    pub headers: Vec<(String, String)>,
-    /// `{"error": "...", "code": "..."}`.
-    pub body: String,
-    /// The machine-readable code inside `body`.
-    pub code: &'static str,
-}
+use kakeya_core::bundle::Scorer;
+use kakeya_core::Gate;
 
-impl LocalReply {
-    fn new(status: u32, code: &'static str, message: &str) -> Self {
-        LocalReply {
-            status,
-            headers: Vec::new(),
-            body: error_body(message, code),
-            code,
-        }
-    }
-
-    /// All response headers, content type first.
-    pub fn all_headers(&self) -> Vec<(&str, &str)> {
-        let mut h = Vec::with_capacity(self.headers.len() + 1);
-        h.push(("content-type", "application/json"));
-        h.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        h
-    }
-}
-
-/// The request goes on to the control plane with these headers set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forward {
-    pub headers: Vec<(&'static str, String)>,
-    pub accepted: bool,
-    pub escalated: bool,
-    /// A model scored the request.
-    pub scored: bool,
-    /// The arm whose model scored it (`None` when not scored).
-    pub arm: Option<Arm>,
-    /// The score was at or above the model's escalation threshold.
-    pub high_risk: bool,
-    /// It should have been scored but no valid bundle exists: escalated for review.
-    pub no_bundle: bool,
-}
-
-/// What the response a client received on a forwarded submission counts as (see
-/// [`on_response`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Answered {
-    /// 200: accepted.
-    pub accepted: bool,
-    /// 202: escalated (or not accepted) for review.
-    pub escalated: bool,
-    /// A fresh 202 for a request that had no model bundle.
-    pub no_bundle: bool,
-    /// 503/504: the control plane was unreachable, failed or too slow (the answer came from
-    /// Envoy's router or from the control plane itself).
-    pub unavailable: bool,
-}
-
-/// Counts the answer to a forwarded submission by what the client got, not by what the gate
-/// decided: a dedup hit returns the stored answer of the first submission (`x-kakeya-dedup:
-/// hit`), so a request the gate would escalate now may still be answered 200.
-/// `no_bundle_escalation` is [`Forward::no_bundle`]; it counts only for a fresh 202.
-pub fn on_response(status: Option<u32>, dedup_hit: bool, no_bundle_escalation: bool) -> Answered {
-    match status {
-        Some(200) => Answered {
-            accepted: true,
-            ..Answered::default()
-        },
-        Some(202) => Answered {
-            escalated: true,
-            no_bundle: no_bundle_escalation && !dedup_hit,
-            ..Answered::default()
-        },
-        Some(503 | 504) => Answered {
-            unavailable: true,
-            ..Answered::default()
-        },
-        _ => Answered::default(),
-    }
-}
-
-/// What happens to a submit request once its body is complete.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    LocalReply(LocalReply),
-    Forward(Forward),
-}
-
-impl Decision {
-    /// Status for local replies; `None` when forwarded.
-    pub fn status(&self) -> Option<u32> {
-        match self {
-            Decision::LocalReply(r) => Some(r.status),
-            Decision::Forward(_) => None,
-        }
-    }
-}
-
-/// Result of the header stage.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeadVerdict {
-    /// Not the submit route: strip and continue.
-    PassThrough,
-    /// Submit route, method and tenant fine: wait for the whole body.
-    AwaitBody { tenant: String },
-    /// Submit route, answered right away (405 or a tenant error).
-    Reply(LocalReply),
-}
-
-/// Output of [`on_headers`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    /// Names (as sent, lower case in Envoy) of client headers to remove, deduplicated.
-    pub strip: Vec<String>,
-    pub verdict: HeadVerdict,
-}
-
-/// Lower-case-insensitive check for the reserved prefix.
-pub fn is_kakeya_header(name: &str) -> bool {
-    name.len() >= KAKEYA_HEADER_PREFIX.len()
-        && name
-            .as_bytes()
-            .iter()
-            .zip(KAKEYA_HEADER_PREFIX.as_bytes())
-            .all(|(a, b)| a.eq_ignore_ascii_case(b))
-}
-
-/// `:path` without its query string (and fragment) is the submit route.
-pub fn is_submit_path(path: &str) -> bool {
-    let end = path.find(['?', '#']).unwrap_or(path.len());
-    path.get(..end) == Some(SUBMIT_PATH)
-}
-
-/// See [`kakeya_core::signature::valid_tenant_id`].
-pub fn valid_tenant(t: &str) -> bool {
-    kakeya_core::signature::valid_tenant_id(t)
-}
-
-/// Header stage. `headers` is the full request header map including pseudo headers; values are
-/// bytes because Envoy allows obs-text in values and the SDK's string getters would panic on them.
-pub fn on_headers(headers: &[(String, Vec<u8>)], gate: &Gate) -> Head {
-    let mut strip: Vec<String> = Vec::new();
-    for (name, _) in headers {
-        if is_kakeya_header(name) && !strip.iter().any(|s| s.eq_ignore_ascii_case(name)) {
-            strip.push(name.clone());
-        }
-    }
-    let path = header(headers, ":path").unwrap_or_default();
-    if !is_submit_path(&String::from_utf8_lossy(path)) {
-        return Head {
-            strip,
-            verdict: HeadVerdict::PassThrough,
-        };
-    }
-    let method = header(headers, ":method").unwrap_or_default();
-    if method != b"POST" {
-        let mut reply = LocalReply::new(405, "method_not_allowed", "method not allowed: use POST");
-        reply.headers.push(("allow".into(), "POST".into()));
-        return Head {
-            strip,
-            verdict: HeadVerdict::Reply(reply),
-        };
-    }
-    // The body must be JSON. A missing (or empty) content type is accepted: the reference
-    // server never checks it, and clients that send none must keep working.
-    let json_body = headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        .all(|(_, v)| is_json_content_type(v));
-    if !json_body {
-        return Head {
-            strip,
-            verdict: HeadVerdict::Reply(LocalReply::new(
-                415,
-                "unsupported_media_type",
-                "unsupported content type: send content-type: application/json (curl sends a form type unless given -H 'content-type: application/json')",
-            )),
-        };
-    }
-    // Single-tenant mode ignores X-Tenant-Id, as the reference does: otherwise a client could
-    // pick a fresh tenant per request and sidestep dedup, which is keyed by (tenant, pcs_id).
-    let tenant = if gate.keyring.multi_tenant() {
-        tenant_of(headers)
-    } else {
-        Ok(DEFAULT_TENANT.to_string())
-    };
-    let verdict = match tenant {
-        Err(reply) => HeadVerdict::Reply(reply),
-        Ok(tenant) => match gate.keyring.verifier_for(&tenant) {
-            Ok(_) => HeadVerdict::AwaitBody { tenant },
-            Err(_) => HeadVerdict::Reply(LocalReply::new(
-                400,
-                "unknown_tenant",
-                &format!("unknown tenant {tenant:?}"),
-            )),
-        },
-    };
-    Head { strip, verdict }
-}
-
-/// `application/json`, any case, with or without parameters (`; charset=utf-8`); an empty value
-/// counts as no content type.
-pub fn is_json_content_type(value: &[u8]) -> bool {
-    let Ok(v) = core::str::from_utf8(value) else {
-        return false;
-    };
-    let essence = v.split(';').next().unwrap_or_default().trim();
-    essence.is_empty() || essence.eq_ignore_ascii_case("application/json")
-}
-
-fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_slice())
-}
-
-/// The tenant of a request: `x-tenant-id`, `default` when absent or empty (as the reference
-/// server does). Two `x-tenant-id` headers are refused: the filter and anything behind it must
-/// never disagree about whose request this is.
-fn tenant_of(headers: &[(String, Vec<u8>)]) -> Result<String, LocalReply> {
-    let mut values = headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case(TENANT_HEADER))
-        .map(|(_, v)| v);
-    let first = values.next();
-    let invalid = || {
-        LocalReply::new(
-            400,
-            "invalid_tenant",
-            "invalid x-tenant-id: expected one header of 1-64 characters [A-Za-z0-9_-]",
-        )
-    };
-    if values.next().is_some() {
-        return Err(invalid());
-    }
-    match first {
-        None => Ok(DEFAULT_TENANT.to_string()),
-        Some(v) if v.is_empty() => Ok(DEFAULT_TENANT.to_string()),
-        Some(v) => match core::str::from_utf8(v) {
-            Ok(t) if valid_tenant(t) => Ok(t.to_string()),
-            _ => Err(invalid()),
-        },
-    }
-}
-
-/// Body stage for a request whose header stage said [`HeadVerdict::AwaitBody`], without a
-/// model bundle (see [`on_body_scored`]).
-/// `now_ns` is the clock used for `x-kakeya-verify-ns` (the host clock in the filter).
+/// Body stage without a model bundle (see [`on_body_scored`]). `now_ns` is the clock used for
+/// `x-kakeya-verify-ns` (the host clock in the filter).
 pub fn on_body(
     tenant: &str,
     body: &[u8],
@@ -303,20 +25,8 @@ pub fn on_body(
     on_body_scored(tenant, body, gate, None, now_ns)
 }
 
-/// Marks a result escalated because it should have been scored but no valid bundle exists
-/// (failure mode `open`).
-pub fn escalate_without_bundle(result: &mut VerifyResult) {
-    if !result.escalated {
-        result.escalated = true;
-        if result.reason.is_none() {
-            result.reason = Some(NO_BUNDLE_REASON.to_string());
-        }
-    }
-}
-
-/// Body stage: parse (400) → signature (401) → evidence binding (400/401; signed but stripped
-/// evidence is 400 `evidence_missing`) → verify → risk scoring with `bundle` when the gate has a
-/// bundle source → forward.
+/// Body stage with `bundle` and a clock only: a micro-vote, if the policy enables one,
+/// abstains as unavailable.
 pub fn on_body_scored(
     tenant: &str,
     body: &[u8],
@@ -324,122 +34,18 @@ pub fn on_body_scored(
     bundle: Option<&Scorer>,
     now_ns: &mut dyn FnMut() -> u64,
 ) -> Decision {
-    let start = now_ns();
-    let verifier = match gate.keyring.verifier_for(tenant) {
-        Ok(v) => v,
-        // on_headers already checked; kept so this function is total on its own.
-        Err(_) => {
-            return Decision::LocalReply(LocalReply::new(
-                400,
-                "unknown_tenant",
-                &format!("unknown tenant {tenant:?}"),
-            ))
-        }
-    };
-    let pcs = match kakeya_core::parse(body) {
-        Ok(p) => p,
-        Err(e) => return Decision::LocalReply(LocalReply::new(400, e.code(), &e.to_string())),
-    };
-    if let Err(e) = verifier.verify(&pcs) {
-        return Decision::LocalReply(LocalReply::new(
-            401,
-            "bad_signature",
-            &format!("signature verification failed: {e}"),
-        ));
-    }
-    let evidence = match bound_evidence(&pcs) {
-        Ok(ev) => ev,
-        Err(e) => {
-            return Decision::LocalReply(LocalReply::new(
-                u32::from(e.status()),
-                e.code(),
-                &e.to_string(),
-            ))
-        }
-    };
-    let mut outcome = kakeya_core::verify(&pcs, &gate.verify);
-    let verified = now_ns();
-    let verify_ns = verified.saturating_sub(start);
-    let mut risk_headers: Vec<(&'static str, String)> = Vec::new();
-    let (mut scored, mut high_risk, mut no_bundle) = (false, false, false);
-    let mut arm = None;
-    if let Some(source) = &gate.bundle {
-        match bundle {
-            Some(b) => {
-                if let Some(risk) = b.assess(tenant, &pcs, &outcome, evidence) {
-                    outcome.result.apply_risk(&risk, b.version);
-                    let score_ns = now_ns().saturating_sub(verified);
-                    scored = true;
-                    arm = Some(risk.arm);
-                    high_risk = risk.escalate;
-                    risk_headers.push((H_RISK, format!("{:.6}", risk.risk)));
-                    risk_headers.push((H_RISK_BAND, risk.band.as_str().to_string()));
-                    risk_headers.push((H_MODEL_VERSION, risk.model_version));
-                    risk_headers.push((H_ARM, risk.arm.as_str().to_string()));
-                    risk_headers.push((H_BUNDLE_VERSION, b.version.to_string()));
-                    risk_headers.push((H_SCORE_NS, score_ns.to_string()));
-                    risk_headers.push((H_FEATURES, feature_wire::encode(&risk.features)));
-                }
-            }
-            None if evidence.is_some() => match source.failure_mode {
-                FailureMode::Open => {
-                    escalate_without_bundle(&mut outcome.result);
-                    no_bundle = true;
-                }
-                FailureMode::Closed => {
-                    let mut r = LocalReply::new(503, "no_bundle", "no model bundle available");
-                    r.headers.push(("retry-after".into(), "5".into()));
-                    return Decision::LocalReply(r);
-                }
-            },
-            None => {}
-        }
-    }
-    let mut headers: Vec<(&'static str, String)> = Vec::with_capacity(4 + risk_headers.len());
-    headers.push((H_TENANT, tenant.to_string()));
-    headers.push((H_RESULT, outcome.result.to_json()));
-    headers.push((
-        H_CACHEABLE,
-        if outcome.cacheable { "true" } else { "false" }.to_string(),
-    ));
-    headers.push((H_VERIFY_NS, verify_ns.to_string()));
-    headers.append(&mut risk_headers);
-    Decision::Forward(Forward {
-        headers,
-        accepted: outcome.result.accepted && !outcome.result.escalated,
-        escalated: outcome.result.escalated,
-        scored,
-        arm,
-        high_risk,
-        no_bundle,
-    })
+    on_body_now(tenant, body, gate, bundle, &mut ClockHost(now_ns))
 }
 
-/// One whole request, both stages. `None` for requests that are not on the submit route.
+/// One whole request, both stages, without a bundle. `None` for requests that are not on the
+/// submit route.
 pub fn decide(
     headers: &[(String, Vec<u8>)],
     body: &[u8],
     gate: &Gate,
     now_ns: &mut dyn FnMut() -> u64,
 ) -> (Head, Option<Decision>) {
-    let head = on_headers(headers, gate);
-    let decision = match &head.verdict {
-        HeadVerdict::PassThrough => None,
-        HeadVerdict::Reply(r) => Some(Decision::LocalReply(r.clone())),
-        HeadVerdict::AwaitBody { tenant } => Some(on_body(tenant, body, gate, now_ns)),
-    };
-    (head, decision)
-}
-
-/// `{"error": <message>, "code": <code>}`, pure ASCII.
-pub fn error_body(message: &str, code: &str) -> String {
-    let mut out = String::with_capacity(message.len() + code.len() + 24);
-    out.push_str("{\"error\":");
-    write_json_string(&mut out, message, JsonEscape::GoHtmlAscii);
-    out.push_str(",\"code\":");
-    write_json_string(&mut out, code, JsonEscape::GoHtmlAscii);
-    out.push('}');
-    out
+    kakeya_core::pipeline::decide(headers, body, gate, None, &mut ClockHost(now_ns))
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ mod ffi {
             return_id: *mut u32,
         ) -> u32;
         pub fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+        pub fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+        pub fn proxy_continue_stream(stream_type: u32) -> u32;
         #[allow(clippy::too_many_arguments)]
         pub fn proxy_send_local_response(
             status_code: u32,
@@ -310,6 +312,82 @@ pub fn deserialize_map(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
 }
 
 const COUNTER: u32 = 0;
+const HISTOGRAM: u32 = 2;
+
+/// Defines (or looks up) a histogram.
+pub fn define_histogram(name: &str) -> Result<u32, HostStatus> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut id: u32 = 0;
+        // SAFETY: pointers are valid for the call; the host writes one u32 into `id`.
+        check(unsafe { ffi::proxy_define_metric(HISTOGRAM, name.as_ptr(), name.len(), &mut id) })?;
+        Ok(id)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (name, HISTOGRAM);
+        Err(HostStatus(u32::MAX))
+    }
+}
+
+/// Records one histogram sample.
+pub fn record(id: u32, value: u64) -> Result<(), HostStatus> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: plain integers.
+        check(unsafe { ffi::proxy_record_metric(id, value) })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (id, value);
+        Err(HostStatus(u32::MAX))
+    }
+}
+
+/// `proxy_continue_stream(HttpRequest)`: resumes a request paused for a callout (the SDK's
+/// `resume_http_request` panics on a non-Ok status).
+pub fn continue_request() -> Result<(), HostStatus> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: plain integer (0 = the request stream).
+        check(unsafe { ffi::proxy_continue_stream(0) })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        Err(HostStatus(u32::MAX))
+    }
+}
+
+/// `dispatch_http_call` through the SDK, which registers the token so that Envoy's answer
+/// reaches this context's `on_http_call_response`. The SDK returns `Err` for the statuses
+/// Envoy's `httpCall` gives (`BadArgument`: no such cluster or bad headers;
+/// `InternalFailure`); it panics only on a status Envoy does not return for this call.
+pub fn dispatch_http_call(
+    cluster: &str,
+    headers: Vec<(&str, &str)>,
+    body: &[u8],
+    timeout_ms: u32,
+) -> Result<u32, HostStatus> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        proxy_wasm::hostcalls::dispatch_http_call(
+            cluster,
+            headers,
+            Some(body),
+            Vec::new(),
+            core::time::Duration::from_millis(u64::from(timeout_ms)),
+        )
+        .map_err(|s| HostStatus(s as u32))
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (cluster, headers, body, timeout_ms);
+        Err(HostStatus(u32::MAX))
+    }
+}
+
+/// `BadArgument`: what Envoy answers a callout to a cluster it does not have.
+pub const STATUS_BAD_ARGUMENT: u32 = 2;
 
 /// Defines (or looks up) a counter.
 pub fn define_counter(name: &str) -> Result<u32, HostStatus> {

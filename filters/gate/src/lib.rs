@@ -6,7 +6,8 @@
 //! control plane with the outcome in `x-kakeya-*` request headers (client copies are stripped on
 //! every path).
 //!
-//! * [`decide`]: all decisions, no hostcalls (tested natively).
+//! * [`decide`]: all decisions ([`kakeya_core::pipeline`]), no hostcalls (tested natively).
+//! * [`callout`]: the micro-vote callout's cache, answer judging and stat names.
 //! * [`bundle`]: model-bundle distribution between VMs (lease, shared-data entry, cache).
 //! * [`metrics`]: bounded per-tenant counters.
 //! * `root` / `request`: the proxy-wasm root and HTTP contexts (thin).
@@ -16,7 +17,11 @@
 //! Build: `cargo build -p kakeya-gate --target wasm32-wasip1 --profile wasm`.
 //! Envoy needs `allow_on_headers_stop_iteration: true` in the PluginConfig (ecosystem notes §1.5).
 
+// Data plane: no indexing that can panic (`get`, iterators, `split_at_checked` instead).
+#![deny(clippy::indexing_slicing)]
+
 pub mod bundle;
+pub mod callout;
 pub mod decide;
 pub mod host;
 pub mod metrics;

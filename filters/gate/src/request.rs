@@ -1,17 +1,21 @@
-//! HTTP context: a thin adapter from the Envoy callbacks to [`crate::decide`].
+//! HTTP context: a thin adapter from the Envoy callbacks to [`crate::decide`]
+//! ([`kakeya_core::pipeline`]), with the pipeline's [`Host`] implemented over the hostcalls:
+//! the clock, and the micro-vote callout (cache first, then `dispatch_http_call`; the request
+//! pauses until `on_http_call_response` resumes the pipeline).
 //!
 //! Every hostcall goes through [`crate::host`] (the SDK wrappers panic on an unexpected status)
 //! and any failure on the request path fails closed: a local 503 `gate_unavailable` with
 //! `retry-after: 1`, counted in [`crate::root::UNAVAILABLE_METRIC`]. Never a pass-through:
 //! unread headers would leave `:path` unknown and client `x-kakeya-*` copies unstripped.
 
-use crate::decide::{self, Decision, HeadVerdict, LocalReply};
+use crate::callout;
+use crate::decide::{self, Decision, HeadVerdict, Host, LocalReply, Paused, Step};
 use crate::host::{self, HostStatus};
 use crate::metrics::{tenant_label, Counter};
 use crate::root::{bump_global, EnvoyMetrics, Shared, UNAVAILABLE_METRIC};
+use kakeya_core::microvote::{MicroVoteRequest, MicroVoteResult, MICROVOTE_PATH};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
-use std::cell::Cell;
 use std::rc::Rc;
 
 enum State {
@@ -19,6 +23,14 @@ enum State {
     Continue,
     /// Submit route: waiting for the end of the body.
     AwaitBody { tenant: String },
+    /// Paused for the micro-vote callout `token`, dispatched at `since_ns`.
+    AwaitMicroVote {
+        tenant: String,
+        paused: Box<Paused>,
+        token: u32,
+        since_ns: u64,
+        key: String,
+    },
     /// Sent on to the control plane: the response is counted (see [`decide::on_response`]).
     Forwarded { tenant: String, no_bundle: bool },
     /// A local reply was sent; Envoy expects StopIteration from here on (rust-sdk#105).
@@ -78,21 +90,41 @@ impl GateRequest {
         let Some(shared) = self.shared.clone() else {
             return self.not_configured();
         };
-        let clock_error = Cell::new(None);
-        let mut now = || match host::now_ns() {
-            Ok(t) => t,
-            Err(e) => {
-                clock_error.set(Some(e));
-                0
-            }
+        let mut h = GateHost {
+            shared: &shared,
+            clock_error: None,
+            dispatched: None,
         };
         // Looked up once per request, before deciding: a new bundle applies from the next request.
         let bundle = shared.current_bundle();
-        let decision =
-            decide::on_body_scored(tenant, body, &shared.gate, bundle.as_deref(), &mut now);
-        if let Some(e) = clock_error.get() {
+        let step =
+            kakeya_core::pipeline::on_body(tenant, body, &shared.gate, bundle.as_deref(), &mut h);
+        if let Some(e) = h.clock_error {
             return self.unavailable("reading the host clock", e);
         }
+        match (step, h.dispatched) {
+            (Step::Done(d), _) => self.conclude(tenant, d),
+            (Step::Pending(paused), Some((token, since_ns, key))) => {
+                self.state = State::AwaitMicroVote {
+                    tenant: tenant.to_string(),
+                    paused,
+                    token,
+                    since_ns,
+                    key,
+                };
+                Action::Pause
+            }
+            // Pending without a dispatch cannot happen (the host only pends after one); total
+            // anyway: the micro-vote abstains.
+            (Step::Pending(paused), None) => {
+                let d = paused.resume(&MicroVoteResult::Unavailable("dispatch_failed"));
+                self.conclude(tenant, d)
+            }
+        }
+    }
+
+    /// Sends the local reply, or sets the result headers and lets the request go on.
+    fn conclude(&mut self, tenant: &str, decision: Decision) -> Action {
         match decision {
             Decision::LocalReply(r) => {
                 let c = match (r.status, r.code) {
@@ -128,11 +160,82 @@ impl GateRequest {
                     cs.push(Counter::HighRisk);
                 }
                 self.count(Some(tenant), &cs);
+                self.count_votes(&f);
                 self.state = State::Forwarded {
                     tenant: tenant.to_string(),
                     no_bundle: f.no_bundle,
                 };
                 Action::Continue
+            }
+        }
+    }
+
+    /// Per-strategy vote counters, from the forwarded votes header.
+    fn count_votes(&self, f: &decide::Forward) {
+        let Some(shared) = &self.shared else { return };
+        let Some((_, votes)) = f.headers.iter().find(|(k, _)| *k == decide::H_VOTES) else {
+            return;
+        };
+        let Ok(summary) = serde_json::from_str::<kakeya_core::verify::EnsembleSummary>(votes)
+        else {
+            return;
+        };
+        if let Ok(mut st) = shared.ensemble.try_borrow_mut() {
+            for v in &summary.votes {
+                st.bump(&callout::vote_metric(&v.strategy, v.outcome.as_str()));
+            }
+        }
+    }
+
+    /// The micro-vote's answer (or its absence) arrived: finish the paused request.
+    fn on_microvote_response(&mut self, token_id: u32, body_size: usize) {
+        let State::AwaitMicroVote { token, .. } = &self.state else {
+            return;
+        };
+        if *token != token_id {
+            return;
+        }
+        let State::AwaitMicroVote {
+            tenant,
+            paused,
+            since_ns,
+            key,
+            ..
+        } = std::mem::replace(&mut self.state, State::Continue)
+        else {
+            return;
+        };
+        // A timeout or reset comes without headers: no :status.
+        let headers = host::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
+        let status = headers
+            .iter()
+            .find(|(k, _)| k == ":status")
+            .and_then(|(_, v)| core::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        let body = if body_size == 0 || body_size > callout::MAX_BODY {
+            Vec::new()
+        } else {
+            host::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default()
+        };
+        let elapsed_ms = host::now_ns()
+            .map(|now| now.saturating_sub(since_ns) / 1_000_000)
+            .unwrap_or(u64::MAX);
+        let result = callout::judge(status, &body, elapsed_ms, paused.deadline_ms);
+        if let Some(shared) = &self.shared {
+            if let Ok(mut st) = shared.ensemble.try_borrow_mut() {
+                st.count_result(&result);
+                if elapsed_ms != u64::MAX {
+                    st.latency_ms(elapsed_ms);
+                }
+                st.cache.put(key, &result);
+            }
+        }
+        let decision = paused.resume(&result);
+        if let Action::Continue = self.conclude(&tenant, decision) {
+            if let Err(e) = host::continue_request() {
+                // The headers are set; a request that cannot resume is reset by Envoy's own
+                // timeout. Nothing else to do without trapping.
+                let _ = e;
             }
         }
     }
@@ -148,7 +251,81 @@ impl GateRequest {
     }
 }
 
-impl Context for GateRequest {}
+impl Context for GateRequest {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        self.on_microvote_response(token_id, body_size);
+    }
+}
+
+/// The pipeline's [`Host`] over the hostcalls, for one request.
+struct GateHost<'a> {
+    shared: &'a Shared,
+    /// A failed clock read fails the request closed (503), as before the pipeline.
+    clock_error: Option<HostStatus>,
+    /// The callout in flight: token, dispatch time (ns), cache key.
+    dispatched: Option<(u32, u64, String)>,
+}
+
+impl Host for GateHost<'_> {
+    fn now_ns(&mut self) -> u64 {
+        match host::now_ns() {
+            Ok(t) => t,
+            Err(e) => {
+                self.clock_error = Some(e);
+                0
+            }
+        }
+    }
+
+    fn micro_vote(&mut self, req: &MicroVoteRequest, deadline_ms: u32) -> Option<MicroVoteResult> {
+        let key = callout::cache_key(req);
+        let Ok(mut st) = self.shared.ensemble.try_borrow_mut() else {
+            return Some(MicroVoteResult::Unavailable("busy"));
+        };
+        if let Some(hit) = st.cache.get(&key) {
+            st.bump(callout::CACHE_HITS_METRIC);
+            return Some(hit);
+        }
+        let Ok(body) = serde_json::to_vec(req) else {
+            st.bump(callout::ERRORS_METRIC);
+            return Some(MicroVoteResult::Unavailable("bad_request"));
+        };
+        let len = body.len().to_string();
+        let headers = vec![
+            (":method", "POST"),
+            (":path", MICROVOTE_PATH),
+            (":authority", "kakeya-microvote"),
+            ("content-type", "application/json"),
+            ("content-length", len.as_str()),
+        ];
+        let cluster = self.shared.gate.microvote_cluster.as_str();
+        st.bump(callout::CALLS_METRIC);
+        match host::dispatch_http_call(cluster, headers, &body, deadline_ms) {
+            Ok(token) => {
+                drop(st);
+                let now = self.now_ns();
+                self.dispatched = Some((token, now, key));
+                None
+            }
+            Err(s) => {
+                st.bump(callout::ERRORS_METRIC);
+                Some(MicroVoteResult::Unavailable(
+                    if s.0 == host::STATUS_BAD_ARGUMENT {
+                        "no_cluster"
+                    } else {
+                        "dispatch_failed"
+                    },
+                ))
+            }
+        }
+    }
+}
 
 impl HttpContext for GateRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -206,7 +383,7 @@ impl HttpContext for GateRequest {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match &self.state {
             State::Continue | State::Forwarded { .. } => Action::Continue,
-            State::Replied => Action::Pause,
+            State::Replied | State::AwaitMicroVote { .. } => Action::Pause,
             State::AwaitBody { .. } if !end_of_stream => Action::Pause,
             State::AwaitBody { tenant } => {
                 let tenant = tenant.clone();
@@ -223,7 +400,7 @@ impl HttpContext for GateRequest {
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         match &self.state {
             State::Continue | State::Forwarded { .. } => Action::Continue,
-            State::Replied => Action::Pause,
+            State::Replied | State::AwaitMicroVote { .. } => Action::Pause,
             // Trailers end the stream: decide on the buffered body.
             State::AwaitBody { tenant } => {
                 let tenant = tenant.clone();
@@ -269,6 +446,13 @@ impl HttpContext for GateRequest {
         }
         if a.no_bundle {
             cs.push(Counter::NoBundle);
+        }
+        if a.rejected {
+            if let Some(shared) = &self.shared {
+                if let Ok(mut st) = shared.ensemble.try_borrow_mut() {
+                    st.bump(callout::REJECTED_METRIC);
+                }
+            }
         }
         if !cs.is_empty() {
             self.count(Some(&tenant), &cs);

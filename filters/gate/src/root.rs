@@ -42,6 +42,8 @@ pub struct Shared {
     pub bundle_refused: Option<u32>,
     pub bundle_poll_errors: Option<u32>,
     pub bundle_updates: Option<u32>,
+    /// The micro-vote cache and the ensemble's stats (per worker).
+    pub ensemble: RefCell<crate::callout::Stats>,
 }
 
 /// Adds 1 to a global counter (logged, never fatal).
@@ -424,6 +426,7 @@ impl RootContext for GateRoot {
             bundle_refused,
             bundle_poll_errors,
             bundle_updates,
+            ensemble: RefCell::new(crate::callout::Stats::default()),
         }));
         true
     }
