@@ -267,10 +267,17 @@ fn a_bad_canary_rolls_back_before_25_percent_and_a_good_one_is_promoted() {
         .iter()
         .map(|e| e["kind"].as_str().unwrap().to_string())
         .collect();
+    // A step due while the control plane was down may be held once, until its window has the
+    // requests it needs; otherwise the transitions are the schedule's.
+    let moves: Vec<&String> = kinds.iter().filter(|k| *k != "held").collect();
     assert_eq!(
-        kinds,
+        moves,
         ["started", "step", "step", "step", "step", "promoted"],
-        "events in order"
+        "events in order: {kinds:?}"
+    );
+    assert!(
+        kinds.iter().filter(|k| *k == "held").count() <= 1,
+        "{kinds:?}"
     );
     let b = stack.current_bundle().unwrap();
     assert_eq!(b.champion.version(), good, "promoted to champion");
