@@ -267,6 +267,7 @@ async fn log_row_full(
         pcs_version,
         features: None,
         audit_sample: false,
+        votes: None,
     };
     assert!(crate::store::decision_log::insert(&mut conn, &d)
         .await
@@ -420,6 +421,7 @@ async fn a_burst_of_recent_rows_cannot_push_the_older_window_out() {
                 pcs_version: v,
                 features: None,
                 audit_sample: false,
+                votes: None,
             };
             assert!(crate::store::decision_log::insert(&mut tx, &d)
                 .await
