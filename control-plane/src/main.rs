@@ -9,8 +9,8 @@ use kakeya_control_plane::{envoy, ingest, server, store};
 use std::path::PathBuf;
 
 mod ab_cli;
-mod cost_cli;
 mod canary_cli;
+mod cost_cli;
 mod drift_cli;
 mod ensemble_cli;
 mod eval_feedback;

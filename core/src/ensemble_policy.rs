@@ -198,14 +198,25 @@ impl Decision {
     }
 }
 
-/// The decision of `policy` on `votes` (`(strategy name, kind, confidence)`), exactly the
-/// semantics of the module doc. Votes of strategies the policy does not enable are ignored;
-/// a confidence outside [0, 1] (or NaN) is clamped into it (NaN counts as 0). Pure, so the
-/// filter and the control plane's replay of recorded votes cannot disagree.
-pub fn decide<'a>(
+/// The weighted counts of one answer's non-abstaining votes under a policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tally {
+    /// Accept votes.
+    pub agreed: u32,
+    /// Weighted accept and reject confidences (`Σ wᵢ·cᵢ·[kind] / Σ wᵢ`; 0 with no vote).
+    pub accept: f64,
+    pub reject: f64,
+    /// Whether any enabled strategy voted.
+    pub voted: bool,
+}
+
+/// Counts `votes` (`(strategy name, kind, confidence)`) under `policy`. Votes of strategies the
+/// policy does not enable are ignored; a confidence outside [0, 1] (or NaN) is clamped into it
+/// (NaN counts as 0).
+pub fn tally<'a>(
     policy: &EnsemblePolicy,
     votes: impl IntoIterator<Item = (&'a str, VoteKind, f64)>,
-) -> Decision {
+) -> Tally {
     let (mut total, mut acc, mut rej, mut agreed) = (0.0, 0.0, 0.0, 0u32);
     for (name, kind, c) in votes {
         let Some(s) = policy.strategies.get(name) else {
@@ -221,20 +232,43 @@ pub fn decide<'a>(
             VoteKind::Reject => rej += s.weight * c,
         }
     }
-    let (a, r) = if total > 0.0 {
+    let (accept, reject) = if total > 0.0 {
         (acc / total, rej / total)
     } else {
         (0.0, 0.0)
     };
-    if total > 0.0 && r >= policy.reject_confidence {
-        Decision::Reject
-    } else if agreed >= policy.n && a >= policy.min_confidence {
-        Decision::Accept
-    } else if policy.fail_open {
-        Decision::Escalate
-    } else {
-        Decision::Reject
+    Tally {
+        agreed,
+        accept,
+        reject,
+        voted: total > 0.0,
     }
+}
+
+impl Tally {
+    /// The module doc's rule. An accept needs at least one accept vote even when `n = 0`:
+    /// abstentions alone never accept.
+    pub fn decision(&self, policy: &EnsemblePolicy) -> Decision {
+        if self.voted && self.reject >= policy.reject_confidence {
+            Decision::Reject
+        } else if self.agreed >= policy.n.max(1) && self.accept >= policy.min_confidence {
+            Decision::Accept
+        } else if policy.fail_open {
+            Decision::Escalate
+        } else {
+            Decision::Reject
+        }
+    }
+}
+
+/// The decision of `policy` on `votes`: [`tally`] then [`Tally::decision`]. Pure, and the very
+/// code the filter's aggregation stage runs, so the filter and the control plane's replay of
+/// recorded votes cannot disagree.
+pub fn decide<'a>(
+    policy: &EnsemblePolicy,
+    votes: impl IntoIterator<Item = (&'a str, VoteKind, f64)>,
+) -> Decision {
+    tally(policy, votes).decision(policy)
 }
 
 #[cfg(test)]

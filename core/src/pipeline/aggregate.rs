@@ -3,29 +3,13 @@
 //! `risk.score`.
 
 use super::votes::Cast;
-use crate::ensemble_policy::{EnsemblePolicy, Stack};
+use crate::ensemble_policy::{self, Decision, EnsemblePolicy, Stack, VoteKind};
 use crate::model::sigmoid;
 use crate::vote::VoteOutcome;
 
-/// What the policy decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Accept,
-    /// Undecided under `fail_open`: 202 for review.
-    Escalate,
-    /// 422 `hallucination_rejected`.
-    Reject,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Accept => "accept",
-            Verdict::Escalate => "escalate",
-            Verdict::Reject => "reject",
-        }
-    }
-}
+/// What the policy decided: accept, escalate (undecided under `fail_open`: 202 for review)
+/// or reject (422 `hallucination_rejected`).
+pub type Verdict = Decision;
 
 /// The aggregation of one request's votes.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,68 +24,41 @@ pub struct Aggregate {
     pub reason: String,
 }
 
-/// Weighted N-of-M: reject when `r ≥ reject_confidence`; else accept when `agreed ≥ n` and
-/// `a ≥ min_confidence`; else escalate (`fail_open`) or reject. Votes of strategies the policy
-/// does not enable are ignored. An accept needs at least one accept vote even when `n = 0`:
-/// abstentions alone never accept.
+/// Weighted N-of-M over the non-abstaining votes by [`ensemble_policy::tally`] and
+/// [`ensemble_policy::Tally::decision`] (the rule the control plane's replay uses too), with
+/// the reason spelled out.
 pub fn aggregate(policy: &EnsemblePolicy, casts: &[Cast]) -> Aggregate {
-    let (mut total, mut accept, mut reject, mut agreed) = (0.0, 0.0, 0.0, 0u32);
-    for c in casts {
-        let Some(cfg) = policy.strategies.get(c.vote.strategy.as_ref()) else {
-            continue;
+    let votes = casts.iter().filter_map(|c| {
+        let kind = match c.vote.outcome {
+            VoteOutcome::Accept => VoteKind::Accept,
+            VoteOutcome::Reject => VoteKind::Reject,
+            VoteOutcome::Abstain => return None,
         };
-        if c.vote.is_abstention() {
-            continue;
-        }
-        let w = cfg.weight;
-        total += w;
-        match c.vote.outcome {
-            VoteOutcome::Accept => {
-                agreed += 1;
-                accept += w * c.vote.confidence;
-            }
-            VoteOutcome::Reject => reject += w * c.vote.confidence,
-            VoteOutcome::Abstain => {}
-        }
-    }
-    let (a, r) = if total > 0.0 {
-        (accept / total, reject / total)
-    } else {
-        (0.0, 0.0)
-    };
-    let id = &policy.policy_id;
-    let (verdict, reason) = if total > 0.0 && r >= policy.reject_confidence {
-        (
-            Verdict::Reject,
-            format!(
-                "ensemble {id} rejected: weighted reject confidence {r:.3} >= {:.3}",
-                policy.reject_confidence
-            ),
-        )
-    } else if agreed >= policy.n.max(1) && a >= policy.min_confidence {
-        (
-            Verdict::Accept,
-            format!(
-                "ensemble {id} accepted: {agreed} of {} accept, confidence {a:.3}",
-                policy.n
-            ),
-        )
-    } else {
-        let why = format!(
+        Some((c.vote.strategy.as_ref(), kind, c.vote.confidence))
+    });
+    let t = ensemble_policy::tally(policy, votes);
+    let verdict = t.decision(policy);
+    let (id, a, r, agreed) = (&policy.policy_id, t.accept, t.reject, t.agreed);
+    let why = || {
+        format!(
             "{agreed} accept of {} needed, weighted accept confidence {a:.3} (min {:.3}), reject {r:.3}",
             policy.n, policy.min_confidence
-        );
-        if policy.fail_open {
-            (
-                Verdict::Escalate,
-                format!("ensemble {id} undecided: {why}: escalated for review"),
-            )
-        } else {
-            (
-                Verdict::Reject,
-                format!("ensemble {id} undecided: {why}: rejected (fail_open is off)"),
-            )
-        }
+        )
+    };
+    let reason = match verdict {
+        Decision::Reject if t.voted && r >= policy.reject_confidence => format!(
+            "ensemble {id} rejected: weighted reject confidence {r:.3} >= {:.3}",
+            policy.reject_confidence
+        ),
+        Decision::Accept => format!(
+            "ensemble {id} accepted: {agreed} of {} accept, confidence {a:.3}",
+            policy.n
+        ),
+        Decision::Escalate => format!("ensemble {id} undecided: {}: escalated for review", why()),
+        Decision::Reject => format!(
+            "ensemble {id} undecided: {}: rejected (fail_open is off)",
+            why()
+        ),
     };
     Aggregate {
         verdict,
