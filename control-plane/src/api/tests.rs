@@ -210,6 +210,17 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("GET", "/v1/ensemble/policy"),
         ("POST", "/v1/ensemble/feedback"),
         ("GET", "/v1/ensemble/history"),
+        ("GET", "/v1/ensemble/disagreements"),
+        // canary controller and policy simulator
+        ("POST", "/v1/operator/canary/start"),
+        ("GET", "/v1/operator/canary/status"),
+        ("POST", "/v1/operator/canary/{id}/pause"),
+        ("POST", "/v1/operator/canary/{id}/resume"),
+        ("POST", "/v1/operator/canary/{id}/abort"),
+        ("GET", "/v1/operator/canary/{id}/events"),
+        ("POST", "/v1/operator/policy/simulate"),
+        ("GET", "/v1/operator/policy/simulation"),
+        ("POST", "/v1/operator/policy/apply"),
         // tasks (issue 14): task models of a registered model.
         ("GET", "/v1/models/{version}/tasks"),
         ("PUT", "/v1/models/{version}/tasks/{task}"),

@@ -195,6 +195,7 @@ impl Gates {
 
 /// What one arm did in the window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = CanaryArmStats)]
 pub struct ArmStats {
     /// Scored decisions of the arm's model.
     pub requests: u64,
@@ -244,6 +245,7 @@ pub struct GateResult {
 /// What the controller should do after a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = GateRecommendation)]
 pub enum Recommendation {
     /// Every evaluated gate passes.
     Continue,

@@ -65,6 +65,7 @@ fn conflict(code: &'static str, message: impl Into<String>) -> CanaryError {
 /// `POST /v1/operator/canary/start`.
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CanaryStartRequest)]
 pub struct StartRequest {
     /// 1..=64 characters of A-Z a-z 0-9 . _ -
     #[schema(max_length = 64)]
@@ -87,6 +88,7 @@ pub struct StartRequest {
 
 /// What `start` answers.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = CanaryStarted)]
 pub struct Started {
     pub deployment_id: String,
     pub steps: Vec<Step>,

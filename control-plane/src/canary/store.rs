@@ -11,6 +11,7 @@ use sqlx::Row;
 /// Where a deployment is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = CanaryStatus)]
 pub enum Status {
     Pending,
     Running,

@@ -24,6 +24,7 @@ use sqlx::Row;
 pub const MODEL_DAYS: i64 = 30;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = CostRecommendation)]
 pub struct Recommendation {
     pub id: String,
     /// `budget_cap`.

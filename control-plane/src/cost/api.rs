@@ -377,6 +377,7 @@ pub async fn recommendations(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CostApplyRequest)]
 pub struct ApplyRequest {
     #[schema(max_length = 256)]
     pub recommendation_id: String,

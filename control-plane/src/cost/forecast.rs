@@ -30,6 +30,7 @@ const Z95: f64 = 1.959_963_985;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = ForecastModelKind)]
 pub enum ModelKind {
     HoltWintersAdditive,
     Naive,

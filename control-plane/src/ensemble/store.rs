@@ -89,6 +89,7 @@ pub async fn section(
 /// Why a policy changed (`ensemble_policy_history.reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = EnsembleReason)]
 pub enum Reason {
     Tuned,
     Manual,

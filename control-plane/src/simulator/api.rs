@@ -97,6 +97,7 @@ pub async fn simulation(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PolicyApplyRequest)]
 pub struct ApplyRequest {
     pub policy_id: String,
 }

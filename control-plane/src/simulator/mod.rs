@@ -120,6 +120,7 @@ pub enum RiskLevel {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = SimulationRecommendation)]
 pub enum Recommendation {
     Approve,
     Review,
