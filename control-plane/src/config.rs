@@ -78,6 +78,8 @@ pub struct FileConfig {
     pub lease_tick_ms: Option<u64>,
     pub scheduler: Option<crate::scheduler::config::SchedulerFileConfig>,
     pub drift: Option<crate::drift::options::DriftFileConfig>,
+    // microvote: the auxiliary model's server (`[microvote]`).
+    pub microvote: Option<crate::microvote_config::MicrovoteFileConfig>,
 }
 
 /// `[review]` of `kakeya.toml`.
@@ -159,6 +161,9 @@ pub struct Config {
     pub scheduler: crate::scheduler::SchedulerConfig,
     /// Drift checks, their thresholds and auto-revert (`[drift]`, `KAKEYA_DRIFT_*`).
     pub drift: crate::drift::DriftOptions,
+    /// The micro-vote server (`[microvote]`, `KAKEYA_MICROVOTE_*`): its address is also the
+    /// Envoy cluster `kakeya_microvote`.
+    pub microvote: crate::microvote_config::MicrovoteConfig,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -197,6 +202,7 @@ impl Default for Config {
             lease_tick_ms: crate::lease::DEFAULT_TICK_MS,
             scheduler: crate::scheduler::SchedulerConfig::default(),
             drift: crate::drift::DriftOptions::default(),
+            microvote: crate::microvote_config::MicrovoteConfig::default(),
             warnings: Vec::new(),
         }
     }
@@ -320,6 +326,7 @@ impl Config {
         let review = review_config(file.review, env)?;
         let scheduler = crate::scheduler::config::from_parts(file.scheduler, env)?;
         let drift = crate::drift::DriftOptions::from_parts(file.drift, env)?;
+        let microvote = crate::microvote_config::MicrovoteConfig::from_parts(file.microvote, env)?;
         let cfg = Config {
             admin_addr: env_addr(env, "KAKEYA_ADMIN_ADDR")?
                 .or(file.admin_addr)
@@ -365,6 +372,7 @@ impl Config {
             lease_tick_ms,
             scheduler,
             drift,
+            microvote,
             warnings,
         };
         cfg.validate()?;

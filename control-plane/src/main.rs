@@ -14,6 +14,7 @@ mod eval_feedback;
 mod eval_gateway;
 mod hrs;
 mod learn_cli;
+mod microvote_cli;
 mod registry_cli;
 mod review_cli;
 mod scheduler_cli;
@@ -82,6 +83,12 @@ enum Cmd {
     Hrs {
         #[command(subcommand)]
         cmd: learn_cli::HrsCmd,
+    },
+    /// The micro-vote: the auxiliary hallucination model (all-MiniLM-L6-v2 + a trained head) the
+    /// gate calls through the Envoy cluster kakeya_microvote; serve it, train its head, measure it.
+    Microvote {
+        #[command(subcommand)]
+        cmd: microvote_cli::MicrovoteCmd,
     },
 }
 
@@ -273,6 +280,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Pcs {
             cmd: PcsCmd::Build(a),
         } => return hrs::pcs_build(a),
+        Cmd::Microvote { cmd } => {
+            if let Some(r) = microvote_cli::run_offline(cmd) {
+                return r;
+            }
+        }
         _ => {}
     }
     let cfg = load(&cli)?;
@@ -395,6 +407,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Review { cmd } => runtime()?.block_on(review_cli::review(cfg, cmd)),
         Cmd::Feedback(a) => runtime()?.block_on(review_cli::feedback(cfg, a)),
         Cmd::Hrs { cmd } => runtime()?.block_on(learn_cli::run(cfg, cmd)),
+        Cmd::Microvote { .. } => microvote_cli::serve(&cfg),
         // Handled above, before the configuration is loaded.
         Cmd::Pcs { .. } => Ok(()),
     }

