@@ -284,7 +284,10 @@ mod tests {
         assert!(yaml.contains("max_tokens: 14, tokens_per_fill: 7"));
         // microvote: its cluster points at the configured server (default 127.0.0.1:8091).
         let mv = yaml.split("- name: kakeya_microvote").nth(1).unwrap();
-        assert!(mv.contains("address: \"127.0.0.1\", port_value: 8091"), "{mv}");
+        assert!(
+            mv.contains("address: \"127.0.0.1\", port_value: 8091"),
+            "{mv}"
+        );
         assert!(yaml.contains("value: \"acme\"") && yaml.contains("value: \"beta\""));
         assert!(!yaml.contains("max_dynamic_descriptors"));
         // No secret in the bootstrap: the keyring is named, and Envoy passes the variable on.

@@ -146,7 +146,12 @@ pub fn serve(cfg: &Config) -> anyhow::Result<()> {
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(mv.addr)
             .await
-            .with_context(|| format!("cannot listen on {} ([microvote] addr / KAKEYA_MICROVOTE_ADDR)", mv.addr))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} ([microvote] addr / KAKEYA_MICROVOTE_ADDR)",
+                    mv.addr
+                )
+            })?;
         tracing::info!(
             addr = %mv.addr,
             model = scorer.version(),
@@ -193,7 +198,10 @@ fn train(a: &TrainArgs) -> anyhow::Result<()> {
         "command".into(),
         json!(format!(
             "kakeya microvote train --data {} --rows {} --folds {} --seed {}",
-            a.data.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(),
+            a.data
+                .file_name()
+                .map(|f| f.to_string_lossy())
+                .unwrap_or_default(),
             a.rows,
             a.folds,
             a.seed
@@ -203,7 +211,10 @@ fn train(a: &TrainArgs) -> anyhow::Result<()> {
         "encoder".into(),
         json!({"name": "all-MiniLM-L6-v2", "weights_sha256": weights}),
     );
-    card.insert("encoding_seconds".into(), json!((secs * 10.0).round() / 10.0));
+    card.insert(
+        "encoding_seconds".into(),
+        json!((secs * 10.0).round() / 10.0),
+    );
     let head = microvote_head::train(
         &Training {
             rows: &rows,
@@ -223,10 +234,17 @@ fn train(a: &TrainArgs) -> anyhow::Result<()> {
         head.version(),
         a.out.display()
     );
-    println!("{:<14} {:>6} {:>10} {:>12} {:>10} {:>12}", "task", "n", "AUROC head", "length-only", "LM head", "LM length");
+    println!(
+        "{:<14} {:>6} {:>10} {:>12} {:>10} {:>12}",
+        "task", "n", "AUROC head", "length-only", "LM head", "LM length"
+    );
     if let Some(cv) = head.card.get("cv").and_then(|v| v.as_object()) {
         for (task, m) in cv {
-            let f = |k: &str| m.get(k).and_then(|v| v.as_f64()).map_or("-".into(), |v| format!("{v:.3}"));
+            let f = |k: &str| {
+                m.get(k)
+                    .and_then(|v| v.as_f64())
+                    .map_or("-".into(), |v| format!("{v:.3}"))
+            };
             println!(
                 "{task:<14} {:>6} {:>10} {:>12} {:>10} {:>12}",
                 m.get("n").and_then(|v| v.as_u64()).unwrap_or(0),
@@ -278,7 +296,8 @@ fn bench_cmd(a: &BenchArgs) -> anyhow::Result<()> {
     }
     let text = serde_json::to_string_pretty(&out)?;
     if let Some(p) = &a.out {
-        std::fs::write(p, format!("{text}\n")).with_context(|| format!("cannot write {}", p.display()))?;
+        std::fs::write(p, format!("{text}\n"))
+            .with_context(|| format!("cannot write {}", p.display()))?;
     }
     println!("{text}");
     Ok(())

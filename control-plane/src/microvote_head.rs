@@ -122,8 +122,7 @@ pub fn train(t: &Training<'_>, card: Map<String, Value>) -> Head {
         let mut head_s = vec![0.0; n];
         let mut len_s = vec![0.0; n];
         for f in 0..t.folds.max(2) {
-            let (test, train): (Vec<usize>, Vec<usize>) =
-                idx.iter().partition(|&&i| folds[i] == f);
+            let (test, train): (Vec<usize>, Vec<usize>) = idx.iter().partition(|&&i| folds[i] == f);
             if train.is_empty() || test.is_empty() {
                 continue;
             }

@@ -117,10 +117,12 @@ pub const MODEL_SUBDIR: &str = "all-minilm-l6-v2";
 impl Encoder {
     /// Loads `model.safetensors`, `tokenizer.json` and `config.json` from `dir`.
     pub fn load(dir: &Path) -> Result<Encoder, EncoderError> {
-        let config: Config = serde_json::from_slice(&read(&dir.join("config.json"))?)
-            .map_err(|e| EncoderError::Files {
-                path: dir.join("config.json").display().to_string(),
-                msg: e.to_string(),
+        let config: Config =
+            serde_json::from_slice(&read(&dir.join("config.json"))?).map_err(|e| {
+                EncoderError::Files {
+                    path: dir.join("config.json").display().to_string(),
+                    msg: e.to_string(),
+                }
             })?;
         let mut tokenizer = tokenizers::Tokenizer::from_bytes(read(&dir.join("tokenizer.json"))?)
             .map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
@@ -139,7 +141,11 @@ impl Encoder {
         let h = config.hidden_size;
         let e = vb.pp("embeddings");
         let word = embedding(config.vocab_size, h, e.pp("word_embeddings"))?;
-        let position = embedding(config.max_position_embeddings, h, e.pp("position_embeddings"))?;
+        let position = embedding(
+            config.max_position_embeddings,
+            h,
+            e.pp("position_embeddings"),
+        )?;
         let token_type = embedding(config.type_vocab_size, h, e.pp("token_type_embeddings"))?;
         let emb_norm = layer_norm(h, config.layer_norm_eps, e.pp("LayerNorm"))?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
@@ -194,7 +200,9 @@ impl Encoder {
         let scale = 1.0 / (h as f64).sqrt();
         for l in &self.layers {
             let split = |t: Tensor| -> Result<Tensor, candle_core::Error> {
-                t.reshape((1, n, self.heads, h))?.transpose(1, 2)?.contiguous()
+                t.reshape((1, n, self.heads, h))?
+                    .transpose(1, 2)?
+                    .contiguous()
             };
             let q = split(l.query.forward(&x)?)?;
             let k = split(l.key.forward(&x)?)?;

@@ -97,7 +97,12 @@ impl Scorer {
 
     fn context(&self, text: &str) -> Result<(Arc<Encoded>, bool), EncoderError> {
         let k = key(&[text]);
-        if let Some(e) = self.contexts.lock().ok().and_then(|mut c| c.get(&k).cloned()) {
+        if let Some(e) = self
+            .contexts
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(&k).cloned())
+        {
             return Ok((e, true));
         }
         let e = Arc::new(self.encoder.encode(text)?);
@@ -108,13 +113,20 @@ impl Scorer {
     }
 
     /// The feature vector of a request, and whether its context encoding was cached.
-    pub fn features(&self, req: &MicroVoteRequest) -> Result<([f64; N_FEATURES], bool), EncoderError> {
+    pub fn features(
+        &self,
+        req: &MicroVoteRequest,
+    ) -> Result<([f64; N_FEATURES], bool), EncoderError> {
         self.features_of(&Texts::of(req))
     }
 
     fn features_of(&self, t: &Texts) -> Result<([f64; N_FEATURES], bool), EncoderError> {
         let response = self.encoder.encode(&t.response)?;
-        let question = t.question.as_deref().map(|q| self.encoder.encode(q)).transpose()?;
+        let question = t
+            .question
+            .as_deref()
+            .map(|q| self.encoder.encode(q))
+            .transpose()?;
         let (context, cached) = match t.context.as_deref() {
             Some(c) => {
                 let (e, hit) = self.context(c)?;
@@ -140,7 +152,12 @@ impl Scorer {
             t.context.as_deref().unwrap_or("\u{0}none"),
             &t.response,
         ]);
-        if let Some(p) = self.answers.lock().ok().and_then(|mut c| c.get(&k).copied()) {
+        if let Some(p) = self
+            .answers
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(&k).copied())
+        {
             return Ok(Scored {
                 p_hallucinated: p,
                 context_cached: t.context.is_some(),

@@ -14,8 +14,7 @@ struct Reference {
 #[test]
 fn matches_the_reference_embeddings() {
     let enc = Encoder::load(&default_model_dir()).unwrap();
-    let refs: Vec<Reference> =
-        serde_json::from_str(include_str!("reference.json")).unwrap();
+    let refs: Vec<Reference> = serde_json::from_str(include_str!("reference.json")).unwrap();
     assert!(refs.len() >= 4);
     for r in refs {
         let (ids, _) = enc.token_ids(&r.text).unwrap();

@@ -125,7 +125,14 @@ fn answers_caches_contexts_and_refuses_bad_input() {
         .unwrap()
         .into_json()
         .unwrap();
-    for p in [kakeya_core::microvote::MICROVOTE_PATH, "/healthz", "/metrics"] {
-        assert!(doc["paths"][p].is_object(), "{p} not in the OpenAPI document");
+    for p in [
+        kakeya_core::microvote::MICROVOTE_PATH,
+        "/healthz",
+        "/metrics",
+    ] {
+        assert!(
+            doc["paths"][p].is_object(),
+            "{p} not in the OpenAPI document"
+        );
     }
 }

