@@ -154,13 +154,7 @@ impl MicrovoteConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> EnvMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testutil::env_map as env;
 
     #[test]
     fn defaults_file_and_env() {
