@@ -82,6 +82,8 @@ pub struct FileConfig {
     pub cost: Option<crate::cost::options::CostFileConfig>,
     pub ensemble: Option<crate::ensemble::options::EnsembleFileConfig>,
     pub canary: Option<crate::canary::options::CanaryFileConfig>,
+    // microvote: the auxiliary model's server (`[microvote]`).
+    pub microvote: Option<crate::microvote_config::MicrovoteFileConfig>,
 }
 
 /// `[review]` of `kakeya.toml`.
@@ -169,6 +171,9 @@ pub struct Config {
     pub ensemble: crate::ensemble::EnsembleOptions,
     /// The canary controller (`[canary]`, `KAKEYA_CANARY_*`).
     pub canary: crate::canary::CanaryOptions,
+    /// The micro-vote server (`[microvote]`, `KAKEYA_MICROVOTE_*`): its address is also the
+    /// Envoy cluster `kakeya_microvote`.
+    pub microvote: crate::microvote_config::MicrovoteConfig,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -210,6 +215,7 @@ impl Default for Config {
             cost: crate::cost::options::CostOptions::default(),
             ensemble: crate::ensemble::EnsembleOptions::default(),
             canary: crate::canary::CanaryOptions::default(),
+            microvote: crate::microvote_config::MicrovoteConfig::default(),
             warnings: Vec::new(),
         }
     }
@@ -336,6 +342,7 @@ impl Config {
         let cost = crate::cost::options::CostOptions::from_parts(file.cost, env)?;
         let ensemble = crate::ensemble::EnsembleOptions::from_parts(file.ensemble, env)?;
         let canary = crate::canary::CanaryOptions::from_parts(file.canary, env)?;
+        let microvote = crate::microvote_config::MicrovoteConfig::from_parts(file.microvote, env)?;
         let cfg = Config {
             admin_addr: env_addr(env, "KAKEYA_ADMIN_ADDR")?
                 .or(file.admin_addr)
@@ -384,6 +391,7 @@ impl Config {
             cost,
             ensemble,
             canary,
+            microvote,
             warnings,
         };
         cfg.validate()?;

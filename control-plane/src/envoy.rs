@@ -161,6 +161,9 @@ pub fn render(cfg: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         ("keyring_env", json_str(KEYRING_ENV)?),
         ("tenant_descriptors", desc),
         ("ingest_secret_headers", ingest_secret_headers(cfg)?),
+        // microvote: the cluster kakeya_microvote points at `kakeya microvote serve`.
+        ("microvote_host", host(&cfg.microvote.addr)?),
+        ("microvote_port", cfg.microvote.addr.port().to_string()),
     ];
     let mut out = if opts.without_gate {
         without_gate(TEMPLATE)
@@ -279,6 +282,12 @@ mod tests {
         assert!(!yaml.contains("{{"));
         assert!(yaml.contains("filename: \"/x/gate.wasm\""));
         assert!(yaml.contains("max_tokens: 14, tokens_per_fill: 7"));
+        // microvote: its cluster points at the configured server (default 127.0.0.1:8091).
+        let mv = yaml.split("- name: kakeya_microvote").nth(1).unwrap();
+        assert!(
+            mv.contains("address: \"127.0.0.1\", port_value: 8091"),
+            "{mv}"
+        );
         assert!(yaml.contains("value: \"acme\"") && yaml.contains("value: \"beta\""));
         assert!(!yaml.contains("max_dynamic_descriptors"));
         // No secret in the bootstrap: the keyring is named, and Envoy passes the variable on.

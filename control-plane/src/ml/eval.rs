@@ -108,14 +108,25 @@ pub fn prepare(rows: &[Row], mut progress: impl FnMut(usize)) -> Prepared {
 
 /// Fold of every row: items (groups) stratified by (task, label set), seeded shuffle.
 pub fn assign_folds(p: &Prepared, k: usize, seed: u64) -> Vec<usize> {
+    assign_folds_of(&p.groups, &p.tasks, &p.labels, k, seed)
+}
+
+/// [`assign_folds`] over the rows' groups, tasks and labels (any feature set).
+pub fn assign_folds_of(
+    groups: &[String],
+    tasks: &[String],
+    labels: &[u8],
+    k: usize,
+    seed: u64,
+) -> Vec<usize> {
     let k = k.max(2);
     // group → (task, has clean, has hallucinated)
     let mut items: BTreeMap<&str, (&str, bool, bool)> = BTreeMap::new();
-    for i in 0..p.len() {
+    for i in 0..labels.len() {
         let e = items
-            .entry(p.groups[i].as_str())
-            .or_insert((p.tasks[i].as_str(), false, false));
-        if p.labels[i] == 1 {
+            .entry(groups[i].as_str())
+            .or_insert((tasks[i].as_str(), false, false));
+        if labels[i] == 1 {
             e.2 = true;
         } else {
             e.1 = true;
@@ -137,7 +148,7 @@ pub fn assign_folds(p: &Prepared, k: usize, seed: u64) -> Vec<usize> {
         fold_of.insert(g, pos % k);
         pos += 1;
     }
-    p.groups
+    groups
         .iter()
         .map(|g| fold_of.get(g.as_str()).copied().unwrap_or(0))
         .collect()
