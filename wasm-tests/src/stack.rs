@@ -341,6 +341,12 @@ impl Stack {
         if let Some(admin) = self.opts.admin_override {
             cmd.env("KAKEYA_ADMIN_ADDR", admin.to_string());
         }
+        // The rendered bootstrap has the micro-vote's cluster already, pointed at
+        // `[microvote] addr`: point it where the test wants instead of adding a second one.
+        let mv = crate::ensemble::MICROVOTE_CLUSTER;
+        for (_, addr) in self.opts.extra_clusters.iter().filter(|(n, _)| n == mv) {
+            cmd.env("KAKEYA_MICROVOTE_ADDR", addr.to_string());
+        }
         let out = cmd
             .args(["envoy", "render", "--wasm"])
             .arg(&self.artefacts.wasm)
@@ -354,7 +360,7 @@ impl Stack {
             );
         }
         let mut text = std::fs::read_to_string(&yaml)?;
-        for (name, addr) in &self.opts.extra_clusters {
+        for (name, addr) in self.opts.extra_clusters.iter().filter(|(n, _)| n != mv) {
             text = crate::ensemble::with_cluster(&text, name, *addr)?;
         }
         std::fs::write(&yaml, text)?;
