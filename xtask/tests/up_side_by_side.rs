@@ -58,7 +58,7 @@ impl Drop for Up {
     }
 }
 
-fn command(data_dir: &Path, addrs: [SocketAddr; 4]) -> Command {
+fn command(data_dir: &Path, addrs: [SocketAddr; 5]) -> Command {
     for var in ["KAKEYA_BIN", "KAKEYA_GATE_WASM", "KAKEYA_ENVOY_BIN"] {
         assert!(
             std::env::var_os(var).is_some(),
@@ -72,6 +72,7 @@ fn command(data_dir: &Path, addrs: [SocketAddr; 4]) -> Command {
         .env("KAKEYA_ADMIN_ADDR", addrs[1].to_string())
         .env("KAKEYA_INGEST_ADDR", addrs[2].to_string())
         .env("KAKEYA_ENVOY_ADMIN_ADDR", addrs[3].to_string())
+        .env("KAKEYA_MICROVOTE_ADDR", addrs[4].to_string())
         .env("PCS_SIGN_ALG", "hmac")
         .env("PCS_HMAC_KEY", "testsecret")
         .env("RUST_LOG", "warn");
@@ -80,7 +81,13 @@ fn command(data_dir: &Path, addrs: [SocketAddr; 4]) -> Command {
 
 /// Starts `cargo xtask up` and waits (bounded) for its "is up" summary.
 fn start(data_dir: &Path) -> (Up, String) {
-    let addrs = [free_addr(), free_addr(), free_addr(), free_addr()];
+    let addrs = [
+        free_addr(),
+        free_addr(),
+        free_addr(),
+        free_addr(),
+        free_addr(),
+    ];
     let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
     let mut child = command(data_dir, addrs)
         .stdout(Stdio::piped())
@@ -172,7 +179,13 @@ fn two_stacks_run_side_by_side_and_a_taken_address_is_refused() {
 
     // A third stack on stack A's gateway address: refused before anything starts.
     let dir_c = tmp.path().join("c");
-    let mut addrs = [free_addr(), free_addr(), free_addr(), free_addr()];
+    let mut addrs = [
+        free_addr(),
+        free_addr(),
+        free_addr(),
+        free_addr(),
+        free_addr(),
+    ];
     addrs[0] = a.gateway;
     let err_path = tmp.path().join("c.err");
     let mut third = command(&dir_c, addrs)
