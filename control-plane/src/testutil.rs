@@ -22,10 +22,12 @@ impl TestDb {
     /// plane opens).
     pub async fn reopen(&self) -> Db {
         match (&self.pg, &self._tmp) {
-            (Some((url, schema)), _) => Db::connect(url, Some(schema)).await.expect("reopen"),
+            (Some((url, schema)), _) => Db::connect_for_tests(url, Some(schema))
+                .await
+                .expect("reopen"),
             (None, Some(tmp)) => {
                 let url = format!("sqlite://{}/t.db?mode=rwc", tmp.path().display());
-                Db::connect(&url, None).await.expect("reopen")
+                Db::connect_for_tests(&url, None).await.expect("reopen")
             }
             (None, None) => unreachable!("a test database has a file or a schema"),
         }
@@ -53,7 +55,9 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 pub async fn sqlite_db() -> TestDb {
     let tmp = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}/t.db?mode=rwc", tmp.path().display());
-    let db = Db::connect(&url, None).await.expect("sqlite connect");
+    let db = Db::connect_for_tests(&url, None)
+        .await
+        .expect("sqlite connect");
     TestDb {
         db,
         label: "sqlite",
@@ -91,7 +95,7 @@ pub async fn postgres_db(test: &str) -> Option<TestDb> {
         .await
         .expect("create schema");
     drop(conn);
-    let db = Db::connect(&url, Some(&schema))
+    let db = Db::connect_for_tests(&url, Some(&schema))
         .await
         .expect("postgres connect");
     Some(TestDb {

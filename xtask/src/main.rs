@@ -195,13 +195,24 @@ fn test(args: &[String]) -> Result<()> {
             ]))?;
         }
     }
-    let kakeya = build_kakeya("dev")?;
+    // Build every test binary first, the `kakeya` binary among them (control-plane/tests/cli.rs
+    // needs it): built inside the test run, it shares the run's features, whereas a separate
+    // `cargo build -p kakeya-control-plane` resolves other features and rebuilds every dependency.
+    const WORKSPACE_TESTS: [&str; 4] = ["test", "--workspace", "--exclude", "kakeya-gate"];
+    run(cargo().args(WORKSPACE_TESTS).arg("--no-run"))?;
+    let kakeya = target_dir().join("debug").join("kakeya");
+    if !kakeya.is_file() {
+        return Err(format!(
+            "the test build did not produce {}",
+            kakeya.display()
+        ));
+    }
     let schemathesis = tools::schemathesis(&root())?;
     tools::postgres_note();
     let mut tally = Tally::default();
     tally.run(
         cargo()
-            .args(["test", "--workspace", "--exclude", "kakeya-gate"])
+            .args(WORKSPACE_TESTS)
             .env("KAKEYA_SCHEMATHESIS", &schemathesis)
             .env("KAKEYA_GATE_WASM", &wasm)
             .env("KAKEYA_FLOOR_WASM", &floor)

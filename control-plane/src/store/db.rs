@@ -288,10 +288,39 @@ fn migrator(backend: Backend) -> Migrator {
     }
 }
 
+/// Whether a commit waits until it is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    Full,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Relaxed,
+}
+
 impl Db {
     /// Connects and migrates. `pg_search_path` (PostgreSQL only) pins every connection to one
     /// schema; the tests use it to isolate themselves.
     pub async fn connect(url: &str, pg_search_path: Option<&str>) -> Result<Db, sqlx::Error> {
+        Self::open(url, pg_search_path, Durability::Full).await
+    }
+
+    /// [`Db::connect`] for the tests' throwaway databases: commits do not wait for the disk
+    /// (SQLite `synchronous=OFF`, PostgreSQL `synchronous_commit=off`). What a query sees is
+    /// unchanged, as is what survives a killed process; only a power loss could drop the last
+    /// commits, which no test simulates. A commit that waits for an fsync costs 4–20 ms on CI's
+    /// disk, and the tests make thousands of them (every fresh database runs every migration).
+    #[cfg(test)]
+    pub async fn connect_for_tests(
+        url: &str,
+        pg_search_path: Option<&str>,
+    ) -> Result<Db, sqlx::Error> {
+        Self::open(url, pg_search_path, Durability::Relaxed).await
+    }
+
+    async fn open(
+        url: &str,
+        pg_search_path: Option<&str>,
+        durability: Durability,
+    ) -> Result<Db, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres") {
             Backend::Postgres
@@ -318,10 +347,16 @@ impl Db {
                         Backend::Sqlite => {
                             conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;")
                                 .await?;
+                            if durability == Durability::Relaxed {
+                                conn.execute("PRAGMA synchronous=OFF;").await?;
+                            }
                         }
                         Backend::Postgres => {
                             if let Some(sp) = &search_path {
                                 conn.execute(sp.as_str()).await?;
+                            }
+                            if durability == Durability::Relaxed {
+                                conn.execute("SET synchronous_commit = off").await?;
                             }
                         }
                     }
