@@ -148,6 +148,15 @@ impl GateRequest {
                     _ => Counter::ParseErrors,
                 };
                 self.count(Some(tenant), &[c]);
+                if r.code == decide::budget::THROTTLED_CODE {
+                    // Envoy's local-reply mapper rewrites every 429 as its own rate limit's
+                    // unless the request says it is the gate's (envoy/gateway.yaml.tmpl).
+                    let _ = host::set_map_value(
+                        MapType::HttpRequestHeaders,
+                        decide::budget::H_BUDGET,
+                        "throttle",
+                    );
+                }
                 self.reply(&r)
             }
             Decision::Forward(f) => {
