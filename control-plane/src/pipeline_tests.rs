@@ -100,7 +100,9 @@ fn submit_req(tenant: Option<&str>, body: &str) -> Request<Body> {
             "x-kakeya-cacheable",
             if cacheable { "true" } else { "false" },
         )
-        .header("x-kakeya-verify-ns", "777");
+        .header("x-kakeya-verify-ns", "777")
+        .header("x-kakeya-filter-ns", "4321")
+        .header("x-kakeya-model-calls", "1");
     if let Some(t) = tenant {
         b = b.header("x-kakeya-tenant", t);
     }
@@ -597,6 +599,19 @@ async fn errors_are_json_and_nothing_is_written() {
     assert_eq!(
         (rows[0].tenant.as_str(), rows[0].verify_ns),
         ("default", Some(777))
+    );
+    // The filter's cost tracer lands in the decision's cost record.
+    let cost = sqlx::query("SELECT filter_cpu_ns, model_calls FROM cost_records")
+        .fetch_one(&t.db.pool)
+        .await
+        .unwrap();
+    use sqlx::Row;
+    assert_eq!(
+        (
+            cost.try_get::<i64, _>("filter_cpu_ns").unwrap(),
+            cost.try_get::<i64, _>("model_calls").unwrap()
+        ),
+        (4321, 1)
     );
     h.stop().await;
     t.cleanup().await;

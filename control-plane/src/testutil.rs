@@ -161,5 +161,7 @@ pub fn record(tenant: &str, body: &str, ts_ms: i64) -> WalRecord {
         verify_ns: Some(1234),
         body: body.into(),
         features: None,
+        filter_ns: None,
+        model_calls: None,
     }
 }

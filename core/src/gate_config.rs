@@ -32,6 +32,19 @@ pub struct GateConfig {
     /// The micro-vote's hard deadline, ms (a policy's `deadline_ms` overrides it per tenant).
     #[serde(default = "default_microvote_deadline_ms")]
     pub microvote_deadline_ms: u32,
+    /// The filter's cost tracer: its own time and micro-vote calls per forwarded request, as
+    /// `x-kakeya-filter-ns` / `x-kakeya-model-calls` (on by default; off only to measure what
+    /// it costs).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub cost_tracer: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn default_microvote_cluster() -> String {
@@ -53,6 +66,7 @@ impl Default for GateConfig {
             bundle: None,
             microvote_cluster: default_microvote_cluster(),
             microvote_deadline_ms: default_microvote_deadline_ms(),
+            cost_tracer: true,
         }
     }
 }
@@ -127,6 +141,7 @@ pub struct Gate {
     pub bundle: Option<BundleSource>,
     pub microvote_cluster: String,
     pub microvote_deadline_ms: u32,
+    pub cost_tracer: bool,
 }
 
 impl Gate {
@@ -212,6 +227,7 @@ impl Gate {
             bundle: cfg.bundle.clone(),
             microvote_cluster: cfg.microvote_cluster.clone(),
             microvote_deadline_ms: cfg.microvote_deadline_ms,
+            cost_tracer: cfg.cost_tracer,
         })
     }
 }

@@ -71,6 +71,20 @@ pub struct InFilterReport {
     pub runtime: String,
     /// Verify + features + scoring with a model bundle and 2 KB of evidence.
     pub scoring: ScoringReport,
+    /// What the cost tracer adds per request.
+    pub tracer: TracerReport,
+}
+
+/// The cost tracer's price (see [`tracer_cost`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct TracerReport {
+    pub requests: usize,
+    /// Host-timed whole request, tracer on (the default) and off (`"cost_tracer": false`).
+    pub with_tracer: Summary,
+    pub without_tracer: Summary,
+    /// On minus off: the medians' and the means' difference, µs.
+    pub added_p50_us: f64,
+    pub added_mean_us: f64,
 }
 
 /// In-guest times of a scored request (see [`scoring`]).
@@ -121,8 +135,27 @@ impl InFilterReport {
                 "in-guest verify + features + scoring, 2 KB evidence",
                 &self.scoring.guest_total,
             ),
+            self.tracer_row(
+                "whole request, cost tracer off",
+                &self.tracer.without_tracer,
+            ),
+            self.tracer_row(
+                "whole request, cost tracer on (default)",
+                &self.tracer.with_tracer,
+            ),
+            format!(
+                "| added by the cost tracer (on − off) | {} | {:.2} | | {:.2} |",
+                self.tracer.requests, self.tracer.added_p50_us, self.tracer.added_mean_us
+            ),
         ]
         .join("\n")
+    }
+
+    fn tracer_row(&self, name: &str, s: &Summary) -> String {
+        format!(
+            "| {name} | {} | {:.1} | {:.1} | {:.1} |",
+            self.tracer.requests, s.p50_us, s.p99_us, s.mean_us
+        )
     }
 
     fn scoring_row(&self, name: &str, s: &Summary) -> String {
@@ -168,6 +201,7 @@ pub fn in_filter(requests: usize) -> Result<InFilterReport> {
     }
     let guest_verify = Summary::from_ns(&mut guest);
     let scoring = scoring(&wasm, requests)?;
+    let tracer = tracer_cost(&wasm, requests)?;
     Ok(InFilterReport {
         requests,
         warmup,
@@ -179,6 +213,49 @@ pub fn in_filter(requests: usize) -> Result<InFilterReport> {
         wasm_bytes: wasm.len(),
         runtime: "wasmtime 48 (cranelift), kakeya-wasm-tests harness".into(),
         scoring,
+        tracer,
+    })
+}
+
+/// Gate configuration of [`BENCH_CONFIG`] with the cost tracer off.
+pub const BENCH_CONFIG_NO_TRACER: &[u8] =
+    br#"{"keyring":{"global":{"alg":"hmac","keys":["testsecret"]}},"cost_tracer":false}"#;
+
+/// The golden submission through two gates of the same module, the tracer on and off,
+/// interleaved request by request so load on the machine hits both alike (after a warm-up of
+/// `requests / 10`, at least 100, each); host-timed whole requests.
+pub fn tracer_cost(wasm: &[u8], requests: usize) -> Result<TracerReport> {
+    let mut on = Harness::new(wasm, BENCH_CONFIG)?;
+    let mut off = Harness::new(wasm, BENCH_CONFIG_NO_TRACER)?;
+    if !on.configured() || !off.configured() {
+        bail!("the gate refused a tracer benchmark configuration");
+    }
+    let headers = [("content-type", "application/json")];
+    let warmup = (requests / 10).max(100);
+    let (mut with, mut without) = (Vec::with_capacity(requests), Vec::with_capacity(requests));
+    for i in 0..warmup + requests {
+        for (h, traced) in [(&mut on, true), (&mut off, false)] {
+            let out = h.request("POST", kakeya_core::SUBMIT_PATH, &headers, GOLDEN_1)?;
+            if !out.is_forwarded() || out.header("x-kakeya-filter-ns").is_some() != traced {
+                bail!("tracer {traced}: unexpected outcome {out:?}");
+            }
+            if i >= warmup {
+                let t = h.last_timings().total_ns;
+                if traced {
+                    with.push(t)
+                } else {
+                    without.push(t)
+                }
+            }
+        }
+    }
+    let (with, without) = (Summary::from_ns(&mut with), Summary::from_ns(&mut without));
+    Ok(TracerReport {
+        requests,
+        added_p50_us: with.p50_us - without.p50_us,
+        added_mean_us: with.mean_us - without.mean_us,
+        with_tracer: with,
+        without_tracer: without,
     })
 }
 

@@ -203,6 +203,30 @@ fn verify_ns_comes_from_the_host_clock() {
     assert_eq!(out.header("x-kakeya-verify-ns"), Some("0"));
 }
 
+/// The cost tracer forwards the filter's own time (host clock) and its micro-vote calls (none
+/// without a policy); a client's copies are stripped; `"cost_tracer": false` turns it off.
+#[test]
+fn the_cost_tracer_forwards_filter_time_and_model_calls() {
+    let mut h = harness(HMAC_CONFIG);
+    let forged = [("x-kakeya-filter-ns", "1"), ("x-kakeya-model-calls", "99")];
+    let out = submit(&mut h, &forged, GOLDEN[0].as_bytes());
+    assert!(out.is_forwarded(), "{out:?}");
+    let ns: u64 = out.header("x-kakeya-filter-ns").unwrap().parse().unwrap();
+    assert!(ns > 0, "the real clock moved during the body stage");
+    assert_eq!(out.header("x-kakeya-model-calls"), Some("0"));
+    assert_eq!(out.header_all("x-kakeya-model-calls").len(), 1);
+    h.set_clock(kakeya_wasm_tests::Clock::Fixed(1_700_000_000_000_000_000));
+    let out = submit(&mut h, &[], GOLDEN[0].as_bytes());
+    assert_eq!(out.header("x-kakeya-filter-ns"), Some("0"));
+
+    let off = HMAC_CONFIG.replace("}}}", "}},\"cost_tracer\":false}");
+    let mut h = harness(&off);
+    let out = submit(&mut h, &forged, GOLDEN[0].as_bytes());
+    assert!(out.is_forwarded(), "{out:?}");
+    assert_eq!(out.header("x-kakeya-filter-ns"), None);
+    assert_eq!(out.header("x-kakeya-model-calls"), None);
+}
+
 /// Spec §12.4: every D̂ recomputation vector, as a signed PCS with a correct pcs_id whose claim
 /// equals the recomputed value (coh★ 0.5, r 0.5, so the budget is 0.35 below D0 = 2.2).
 #[test]

@@ -15,6 +15,8 @@ pub const H_RESULT: &str = "x-kakeya-result";
 pub const H_CACHEABLE: &str = "x-kakeya-cacheable";
 pub const H_VERIFY_NS: &str = "x-kakeya-verify-ns";
 pub const H_DEDUP: &str = "x-kakeya-dedup";
+pub use kakeya_core::pipeline::budget::H_BUDGET;
+pub use kakeya_core::pipeline::{H_FILTER_NS, H_MODEL_CALLS};
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
     match h.get(name) {
@@ -38,6 +40,9 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError>
         ("x-kakeya-result" = String, Header, description = "Compact VerifyResult JSON, set by the gate"),
         ("x-kakeya-cacheable" = Option<String>, Header, description = "`true`/`false`: may the result be stored in dedup"),
         ("x-kakeya-verify-ns" = Option<u64>, Header, description = "In-filter verify time in ns"),
+        ("x-kakeya-filter-ns" = Option<u64>, Header, description = "The filter's own time on the request in ns (its cost tracer), stored in the cost record"),
+        ("x-kakeya-model-calls" = Option<u64>, Header, description = "Micro-vote calls the filter dispatched for the request, stored in the cost record"),
+        ("x-kakeya-budget" = Option<String>, Header, description = "`alert` or `degrade`: the tenant's budget action the request was served under"),
         ("x-kakeya-features" = Option<String>, Header, description = "Feature vector of a scored decision, set by the gate: `<schema>;<standard base64 of little-endian f64>` (kakeya_core::feature_wire). Stored with the decision; an invalid one is dropped (logged, `kakeya_feature_rejects_total{reason}`), the decision is still stored"),
         ("x-kakeya-ingest-secret" = Option<String>, Header, description = "Shared secret added by Envoy; required when the control plane has one (KAKEYA_INGEST_SECRET)"),
     ),
@@ -109,12 +114,20 @@ async fn handle(
             )))
         }
     };
-    let verify_ns = header(headers, H_VERIFY_NS)?.and_then(|v| v.trim().parse::<u64>().ok());
+    let number = |name| -> Result<Option<u64>, ApiError> {
+        Ok(header(headers, name)?.and_then(|v| v.trim().parse::<u64>().ok()))
+    };
+    let verify_ns = number(H_VERIFY_NS)?;
+    // The filter's cost tracer (absent from a gate without it: the record keeps NULL).
+    let (filter_ns, model_calls) = (number(H_FILTER_NS)?, number(H_MODEL_CALLS)?);
     // Same checks the apply path makes, before anything is written.
     let verdict = serde_json::from_str::<kakeya_core::VerifyResult>(&result)
         .map_err(|e| ApiError::NotFromGate(format!("{H_RESULT} is not a VerifyResult: {e}")))?;
     let features =
         crate::decision_features::accept(headers, verdict.risk.is_some(), &tenant, &st.metrics);
+    if let Some(action) = header(headers, H_BUDGET)? {
+        st.metrics.cost.budget_served(&tenant, action);
+    }
     let mut pcs = kakeya_core::parse(&body).map_err(|e| ApiError::InvalidBody {
         code: e.code(),
         message: e.to_string(),
@@ -142,6 +155,8 @@ async fn handle(
         verify_ns,
         body,
         features,
+        filter_ns,
+        model_calls,
     };
     let applied = st.handle.submit(record).await?;
     if let Some((retainer, evidence)) = retained {

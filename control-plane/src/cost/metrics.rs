@@ -16,6 +16,7 @@ pub struct CostMetrics {
     drift: GaugeVec,
     forecast_mape: GaugeVec,
     import_lines: IntCounterVec,
+    budget_served: IntCounterVec,
 }
 
 impl CostMetrics {
@@ -33,7 +34,18 @@ impl CostMetrics {
             &["provider", "outcome"],
         )?;
         reg.register(Box::new(import_lines.clone()))?;
+        let budget_served = IntCounterVec::new(
+            Opts::new(
+                "kakeya_cost_budget_served_total",
+                "Submissions the gate served under a tenant's budget action (alert, degrade), \
+                 from its x-kakeya-budget header; throttled and denied ones are the filter's \
+                 kakeya_gate_budget_*_total",
+            ),
+            &["tenant", "action"],
+        )?;
+        reg.register(Box::new(budget_served.clone()))?;
         Ok(CostMetrics {
+            budget_served,
             spend: g(
                 "kakeya_cost_spend",
                 "Internal cost of the current UTC month so far, in the price book's currency",
@@ -62,6 +74,16 @@ impl CostMetrics {
             )?,
             import_lines,
         })
+    }
+
+    /// A submission served under budget action `action` (`x-kakeya-budget`); other values are
+    /// not the gate's and are not counted.
+    pub fn budget_served(&self, tenant: &str, action: &str) {
+        if matches!(action, "alert" | "degrade") {
+            self.budget_served
+                .with_label_values(&[tenant, action])
+                .inc();
+        }
     }
 
     /// Month-to-date roll-up rows of every tenant.

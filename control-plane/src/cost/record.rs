@@ -57,8 +57,8 @@ pub fn measure(rec: &WalRecord, d: &NewDecision<'_>, response: &str) -> Usage {
         response_bytes: response.len() as u64,
         wal_bytes,
         decision_log_bytes: row_bytes(&texts, numbers),
-        filter_cpu_ns: None,
-        model_calls: None,
+        filter_cpu_ns: rec.filter_ns,
+        model_calls: rec.model_calls,
     }
 }
 

@@ -23,6 +23,12 @@ pub struct WalRecord {
     /// the decision-log row exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<crate::decision_features::DecidedFeatures>,
+    /// The filter's cost tracer (`x-kakeya-filter-ns`, `x-kakeya-model-calls`), kept so replay
+    /// rebuilds the cost record exactly; absent in records from before the tracer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_calls: Option<u64>,
 }
 
 /// Frame header size: length + CRC.
@@ -217,6 +223,8 @@ mod tests {
             verify_ns: None,
             body: "{\"ts_ms\":1}".into(),
             features: None,
+            filter_ns: None,
+            model_calls: None,
         };
         let p = serde_json::to_vec(&r).unwrap();
         assert!(p.starts_with(PAYLOAD_PREFIX));

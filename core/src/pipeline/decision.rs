@@ -6,6 +6,7 @@ use super::aggregate::{self, Aggregate, Verdict};
 use super::features::{Scoring, NO_BUNDLE_REASON};
 use super::reply::{Decision, Forward};
 use super::votes::Cast;
+use crate::budget::BudgetAction;
 use crate::bundle::{Band, Risk};
 use crate::ensemble_policy::EnsemblePolicy;
 use crate::feature_wire;
@@ -30,6 +31,11 @@ pub const H_FEATURES: &str = crate::feature_wire::HEADER;
 /// The ensemble's verdict and votes ([`EnsembleSummary::to_json`], at most
 /// [`MAX_VOTES_HEADER`] bytes), set only when the tenant has a policy.
 pub const H_VOTES: &str = "x-kakeya-votes";
+/// The filter's own time over this request's body stage(s), ns (its cost tracer; the
+/// filter sets it, not the pipeline, which cannot see the time spent around it).
+pub const H_FILTER_NS: &str = "x-kakeya-filter-ns";
+/// Micro-vote calls the filter dispatched for this request (0 on a cache hit or degraded).
+pub const H_MODEL_CALLS: &str = "x-kakeya-model-calls";
 /// Bound of [`H_VOTES`]: four votes of short codes fit with room; a longer policy id is cut.
 pub const MAX_VOTES_HEADER: usize = 1024;
 /// Longest policy id echoed in results and headers.
@@ -105,6 +111,8 @@ pub struct Parts<'a> {
     pub scoring: Scoring,
     pub bundle_version: u64,
     pub verify_ns: u64,
+    /// The tenant's budget action (`alert` and `degrade` reach here; the others reply).
+    pub budget: BudgetAction,
     pub ensemble: Option<Ensemble<'a>>,
 }
 
@@ -115,6 +123,7 @@ pub fn decide(parts: Parts<'_>) -> Decision {
         scoring,
         bundle_version,
         verify_ns,
+        budget,
         ensemble,
     } = parts;
     let mut risk_headers: Vec<(&'static str, String)> = Vec::new();
@@ -180,6 +189,9 @@ pub fn decide(parts: Parts<'_>) -> Decision {
     ));
     headers.push((H_VERIFY_NS, verify_ns.to_string()));
     headers.append(&mut risk_headers);
+    if let Some(v) = super::budget::header_value(budget) {
+        headers.push((super::budget::H_BUDGET, v.to_string()));
+    }
     Decision::Forward(Forward {
         headers,
         accepted: outcome.result.accepted && !outcome.result.escalated,
@@ -188,5 +200,6 @@ pub fn decide(parts: Parts<'_>) -> Decision {
         arm,
         high_risk,
         no_bundle,
+        budget,
     })
 }

@@ -8,6 +8,7 @@
 //! 1. [`parse`] (400);
 //! 2. [`signature`] (401);
 //! 3. [`binding`]: the evidence bound to the signature (400/401);
+//!    then [`budget`]: the signed tenant's budget action (402 deny, 429 throttle);
 //! 4. [`verify`]: spec §4, a result whatever the input;
 //! 5. [`features`]: features and the HRS score from the bundle (503 `no_bundle` when closed);
 //! 6. [`votes`]: the strategies the tenant's ensemble policy enables (`micro_vote` asks the
@@ -20,6 +21,7 @@
 
 pub mod aggregate;
 pub mod binding;
+pub mod budget;
 pub mod decision;
 pub mod features;
 pub mod headers;
@@ -40,6 +42,7 @@ pub use headers::{
 };
 pub use reply::{error_body, on_response, Answered, Decision, Forward, LocalReply};
 
+use crate::budget::BudgetAction;
 use crate::bundle::Scorer;
 use crate::ensemble_policy::{EnsemblePolicy, StrategyConfig};
 use crate::evidence::Evidence;
@@ -81,6 +84,7 @@ pub struct Paused {
     casts: Vec<Cast>,
     escalate_at: f64,
     medium_risk: f64,
+    budget: BudgetAction,
     /// What was asked (the host keys its cache by it).
     pub request: MicroVoteRequest,
     pub deadline_ms: u32,
@@ -103,6 +107,7 @@ impl Paused {
             self.scoring,
             self.bundle_version,
             self.verify_ns,
+            self.budget,
             Some((
                 &self.policy,
                 &self.casts,
@@ -130,6 +135,7 @@ fn finish(
     scoring: Scoring,
     bundle_version: u64,
     verify_ns: u64,
+    budget: BudgetAction,
     ensemble: Option<EnsembleParts<'_>>,
 ) -> Decision {
     decision::decide(decision::Parts {
@@ -138,6 +144,7 @@ fn finish(
         scoring,
         bundle_version,
         verify_ns,
+        budget,
         ensemble: ensemble.map(
             |(policy, casts, escalate_at, medium_risk)| decision::Ensemble {
                 policy,
@@ -188,6 +195,7 @@ fn body_stages(
     let pcs = parse::parse(body)?;
     signature::check(verifier, &pcs)?;
     let evidence = binding::bind(&pcs)?;
+    let budget = budget::enforce(tenant, bundle)?;
     let outcome = verify::run(&pcs, gate);
     let verified = host.now_ns();
     let verify_ns = verified.saturating_sub(start);
@@ -204,6 +212,7 @@ fn body_stages(
             scoring,
             bundle_version,
             verify_ns,
+            budget,
             None,
         )));
     };
@@ -216,10 +225,17 @@ fn body_stages(
     });
     let casts = cast_votes(policy, &outcome, risk, escalate_at, evidence);
     let micro = policy.strategies.get(votes::MICRO_VOTE);
-    let (Some(cfg), Some(ev)) = (micro, evidence) else {
+    let degraded = budget == BudgetAction::Degrade;
+    let (Some(cfg), Some(ev), false) = (micro, evidence, degraded) else {
         let mut casts = casts;
         if micro.is_some() {
-            casts.push(votes::micro_vote(None, &default_strategy()));
+            // Degraded: abstains without asking the host, so an over-budget tenant costs no
+            // model call; the decision comes from the other votes.
+            casts.push(if degraded {
+                votes::budget_degraded()
+            } else {
+                votes::micro_vote(None, &default_strategy())
+            });
         }
         return Ok(Step::Done(finish(
             tenant,
@@ -227,6 +243,7 @@ fn body_stages(
             scoring,
             bundle_version,
             verify_ns,
+            budget,
             Some((policy, &casts, escalate_at, b.policy.medium_risk)),
         )));
     };
@@ -242,6 +259,7 @@ fn body_stages(
         casts,
         escalate_at,
         medium_risk: b.policy.medium_risk,
+        budget,
         request,
         deadline_ms,
     };

@@ -49,6 +49,8 @@ pub struct Forward {
     pub high_risk: bool,
     /// It should have been scored but no valid bundle exists: escalated for review.
     pub no_bundle: bool,
+    /// The tenant's budget action it was served under (`None`, `Alert` or `Degrade`).
+    pub budget: crate::budget::BudgetAction,
 }
 
 /// What the response a client received on a forwarded submission counts as (see

@@ -577,3 +577,5 @@ mod properties {
         }
     }
 }
+
+mod budget;

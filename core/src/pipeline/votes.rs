@@ -99,6 +99,11 @@ pub fn rag_grounding(evidence: Option<&Evidence>, sources: &Sources) -> Cast {
     Cast { vote: g.vote, p }
 }
 
+/// `micro_vote` skipped because the tenant's budget degrades it: an abstention, no call.
+pub fn budget_degraded() -> Cast {
+    Cast::abstain(MICRO_VOTE, super::budget::DEGRADED_REASON)
+}
+
 /// `micro_vote`: the auxiliary model's probability against its cut-offs (defaults
 /// [`MICRO_VOTE_ACCEPT_BELOW`], [`MICRO_VOTE_REJECT_ABOVE`]). No evidence (no call made),
 /// timeout or an unusable answer → abstain with the reason.

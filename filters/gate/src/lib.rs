@@ -10,6 +10,7 @@
 //! * [`callout`]: the micro-vote callout's cache, answer judging and stat names.
 //! * [`bundle`]: model-bundle distribution between VMs (lease, shared-data entry, cache).
 //! * [`metrics`]: bounded per-tenant counters.
+//! * [`tracer`]: the cost tracer (the filter's own time and micro-vote calls per request).
 //! * `root` / `request`: the proxy-wasm root and HTTP contexts (thin).
 //! * [`host`]: every hostcall, raw, since the SDK's wrappers panic on an unexpected status. A
 //!   failed hostcall on the request path fails closed (503 `gate_unavailable`, `retry-after: 1`).
@@ -27,6 +28,7 @@ pub mod host;
 pub mod metrics;
 pub mod request;
 pub mod root;
+pub mod tracer;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{

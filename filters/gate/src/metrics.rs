@@ -9,6 +9,7 @@
 //! lazily once per (tenant, counter) and cached; a failed definition is logged once and the
 //! counter is skipped, never a panic.
 
+use kakeya_core::budget::BudgetAction;
 use kakeya_core::bundle::Arm;
 use kakeya_core::signature::DEFAULT_TENANT;
 use kakeya_core::Keyring;
@@ -46,9 +47,17 @@ pub enum Counter {
     ScoredChampion,
     ScoredChallenger,
     ScoredCanary,
+    /// Served under the tenant's budget action `alert` (as usual, flagged to the control plane).
+    BudgetAlert,
+    /// Served under `degrade`: the micro-vote skipped.
+    BudgetDegraded,
+    /// 429 `budget_throttled`.
+    BudgetThrottled,
+    /// 402 `budget_exceeded`.
+    BudgetDenied,
 }
 
-pub const ALL: [Counter; 16] = [
+pub const ALL: [Counter; 20] = [
     Counter::Requests,
     Counter::ParseErrors,
     Counter::SignatureErrors,
@@ -65,6 +74,10 @@ pub const ALL: [Counter; 16] = [
     Counter::ScoredChampion,
     Counter::ScoredChallenger,
     Counter::ScoredCanary,
+    Counter::BudgetAlert,
+    Counter::BudgetDegraded,
+    Counter::BudgetThrottled,
+    Counter::BudgetDenied,
 ];
 
 impl Counter {
@@ -86,6 +99,21 @@ impl Counter {
             Counter::ScoredChampion => "arm.champion.scored_by_arm_total",
             Counter::ScoredChallenger => "arm.challenger.scored_by_arm_total",
             Counter::ScoredCanary => "arm.canary.scored_by_arm_total",
+            Counter::BudgetAlert => "budget_alert_total",
+            Counter::BudgetDegraded => "budget_degraded_total",
+            Counter::BudgetThrottled => "budget_throttled_total",
+            Counter::BudgetDenied => "budget_denied_total",
+        }
+    }
+
+    /// The budget counter of a request served under `action` (`None` without one).
+    pub fn budget(action: BudgetAction) -> Option<Counter> {
+        match action {
+            BudgetAction::None => None,
+            BudgetAction::Alert => Some(Counter::BudgetAlert),
+            BudgetAction::Degrade => Some(Counter::BudgetDegraded),
+            BudgetAction::Throttle => Some(Counter::BudgetThrottled),
+            BudgetAction::Deny => Some(Counter::BudgetDenied),
         }
     }
 

@@ -13,6 +13,7 @@ use crate::decide::{self, Decision, HeadVerdict, Host, LocalReply, Paused, Step}
 use crate::host::{self, HostStatus};
 use crate::metrics::{tenant_label, Counter};
 use crate::root::{bump_global, EnvoyMetrics, Shared, UNAVAILABLE_METRIC};
+use crate::tracer::Tracer;
 use kakeya_core::microvote::{MicroVoteRequest, MicroVoteResult, MICROVOTE_PATH};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
@@ -40,6 +41,7 @@ enum State {
 pub struct GateRequest {
     shared: Option<Rc<Shared>>,
     state: State,
+    trace: Tracer,
 }
 
 impl GateRequest {
@@ -47,6 +49,7 @@ impl GateRequest {
         GateRequest {
             shared,
             state: State::Continue,
+            trace: Tracer::default(),
         }
     }
 
@@ -90,6 +93,7 @@ impl GateRequest {
         let Some(shared) = self.shared.clone() else {
             return self.not_configured();
         };
+        self.trace_start();
         let mut h = GateHost {
             shared: &shared,
             clock_error: None,
@@ -102,9 +106,14 @@ impl GateRequest {
         if let Some(e) = h.clock_error {
             return self.unavailable("reading the host clock", e);
         }
+        if h.dispatched.is_some() {
+            self.trace.called_model();
+        }
         match (step, h.dispatched) {
             (Step::Done(d), _) => self.conclude(tenant, d),
             (Step::Pending(paused), Some((token, since_ns, key))) => {
+                // The wait for the answer is not the filter's time.
+                self.trace_stop();
                 self.state = State::AwaitMicroVote {
                     tenant: tenant.to_string(),
                     paused,
@@ -132,11 +141,22 @@ impl GateRequest {
                         Counter::EvidenceErrors
                     }
                     (_, "no_bundle") => Counter::NoBundle,
+                    (_, decide::budget::EXCEEDED_CODE) => Counter::BudgetDenied,
+                    (_, decide::budget::THROTTLED_CODE) => Counter::BudgetThrottled,
                     (401, _) => Counter::SignatureErrors,
                     (_, "unknown_tenant") => Counter::UnknownTenant,
                     _ => Counter::ParseErrors,
                 };
                 self.count(Some(tenant), &[c]);
+                if r.code == decide::budget::THROTTLED_CODE {
+                    // Envoy's local-reply mapper rewrites every 429 as its own rate limit's
+                    // unless the request says it is the gate's (envoy/gateway.yaml.tmpl).
+                    let _ = host::set_map_value(
+                        MapType::HttpRequestHeaders,
+                        decide::budget::H_BUDGET,
+                        "throttle",
+                    );
+                }
                 self.reply(&r)
             }
             Decision::Forward(f) => {
@@ -144,6 +164,16 @@ impl GateRequest {
                     if let Err(e) = host::set_map_value(MapType::HttpRequestHeaders, name, value) {
                         // Forwarding without (all of) the verified result is not an option.
                         return self.unavailable(&format!("setting {name}"), e);
+                    }
+                }
+                if self.traced() {
+                    self.trace_stop();
+                    for (name, value) in &self.trace.headers() {
+                        if let Err(e) =
+                            host::set_map_value(MapType::HttpRequestHeaders, name, value)
+                        {
+                            return self.unavailable(&format!("setting {name}"), e);
+                        }
                     }
                 }
                 // Accepted / escalated / no-bundle escalations are counted from the response
@@ -159,6 +189,7 @@ impl GateRequest {
                 if f.high_risk {
                     cs.push(Counter::HighRisk);
                 }
+                cs.extend(Counter::budget(f.budget));
                 self.count(Some(tenant), &cs);
                 self.count_votes(&f);
                 self.state = State::Forwarded {
@@ -166,6 +197,28 @@ impl GateRequest {
                     no_bundle: f.no_bundle,
                 };
                 Action::Continue
+            }
+        }
+    }
+
+    fn traced(&self) -> bool {
+        self.shared.as_ref().is_some_and(|s| s.gate.cost_tracer)
+    }
+
+    /// The tracer's clock reads: an unreadable clock only loses the span (the pipeline's own
+    /// reads fail the request closed).
+    fn trace_start(&mut self) {
+        if self.traced() {
+            if let Ok(now) = host::now_ns() {
+                self.trace.start(now);
+            }
+        }
+    }
+
+    fn trace_stop(&mut self) {
+        if self.traced() {
+            if let Ok(now) = host::now_ns() {
+                self.trace.stop(now);
             }
         }
     }
@@ -195,6 +248,7 @@ impl GateRequest {
         if *token != token_id {
             return;
         }
+        self.trace_start();
         let State::AwaitMicroVote {
             tenant,
             paused,
