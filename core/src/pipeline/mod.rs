@@ -20,6 +20,7 @@
 
 pub mod aggregate;
 pub mod binding;
+pub mod chat;
 pub mod decision;
 pub mod features;
 pub mod headers;
@@ -188,12 +189,26 @@ fn body_stages(
     let pcs = parse::parse(body)?;
     signature::check(verifier, &pcs)?;
     let evidence = binding::bind(&pcs)?;
-    let outcome = verify::run(&pcs, gate);
+    score_stages(tenant, &pcs, evidence, gate, bundle, host, start)
+}
+
+/// Stages 4–8 for a parsed PCS whose evidence (if any) is bound; `start` is when the request's
+/// stages began (host clock). Shared by the submit route and the chat route ([`chat`]).
+fn score_stages(
+    tenant: &str,
+    pcs: &crate::pcs::Pcs,
+    evidence: Option<&Evidence>,
+    gate: &Gate,
+    bundle: Option<&Scorer>,
+    host: &mut dyn Host,
+    start: u64,
+) -> Result<Step, LocalReply> {
+    let outcome = verify::run(pcs, gate);
     let verified = host.now_ns();
     let verify_ns = verified.saturating_sub(start);
     let scoring = {
         let mut elapsed = || host.now_ns().saturating_sub(verified);
-        features::score(tenant, &pcs, &outcome, evidence, gate, bundle, &mut elapsed)?
+        features::score(tenant, pcs, &outcome, evidence, gate, bundle, &mut elapsed)?
     };
     let bundle_version = bundle.map_or(0, |b| b.version);
     let policy = bundle.and_then(|b| b.ensemble.for_tenant(tenant));
