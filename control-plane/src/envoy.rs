@@ -397,7 +397,9 @@ mod tests {
     fn the_chat_route_and_its_backends_render_only_when_configured() {
         let plain = Config::from_env_map(&env(&[])).unwrap();
         let yaml = render(&plain, &RenderOptions::from_config(&plain, "/x.wasm")).unwrap();
-        assert!(!yaml.contains("chat_completions") && !yaml.contains("kakeya_llm_"));
+        assert!(
+            !yaml.contains("- name: chat_completions") && !yaml.contains("name: \"kakeya_llm_")
+        );
         let mut cfg = Config::from_env_map(&env(&[
             ("KAKEYA_LLM_BACKEND", "127.0.0.1:9000"),
             ("KAKEYA_GATEWAY_TASK", "qa"),

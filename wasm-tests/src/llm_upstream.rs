@@ -19,11 +19,14 @@ use std::time::Duration;
 /// How long a held stream waits for [`LlmUpstream::release`].
 const HOLD_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// One request the backend received: headers (names lower-cased) and body.
+pub type Received = (Vec<(String, String)>, Vec<u8>);
+
 #[derive(Default)]
 struct State {
     answers: BTreeMap<String, String>,
     /// Requests received: (headers lower-cased, body).
-    requests: Vec<(Vec<(String, String)>, Vec<u8>)>,
+    requests: Vec<Received>,
     chunk_chars: usize,
     hold: bool,
     released: bool,
@@ -80,7 +83,7 @@ impl LlmUpstream {
         self.lock().hold_timed_out
     }
 
-    pub fn requests(&self) -> Vec<(Vec<(String, String)>, Vec<u8>)> {
+    pub fn requests(&self) -> Vec<Received> {
         self.lock().requests.clone()
     }
 

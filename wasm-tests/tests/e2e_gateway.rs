@@ -61,7 +61,7 @@ fn rows() -> Vec<Row> {
 /// message (odd rows); `user` selects the scripted answer.
 fn request(i: usize, row: &Row, stream: bool) -> Value {
     let mut messages = vec![];
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         messages.push(json!({"role": "system", "content": "Answer from the retrieved documents."}));
         messages.push(json!({"role": "user", "content": row.question}));
         messages.push(json!({"role": "assistant", "content": null, "tool_calls": [
@@ -196,7 +196,11 @@ fn chat_completions_are_scored_inline_plain_and_streamed() {
             Some(verdict.as_str()),
             "{a:?}"
         );
-        let source = if i % 2 == 0 { "tool" } else { "system" };
+        let source = if i.is_multiple_of(2) {
+            "tool"
+        } else {
+            "system"
+        };
         assert_eq!(a.header("x-kakeya-context"), Some(source));
         let v = a.json();
         match verdict {
@@ -219,16 +223,8 @@ fn chat_completions_are_scored_inline_plain_and_streamed() {
         *seen.entry(verdict.as_str()).or_insert(0) += 1;
         ids.push((a.header("x-kakeya-decision-id").unwrap().to_string(), risk));
     }
-    assert_eq!(
-        seen.get("accept").copied().unwrap_or(0) > 0,
-        true,
-        "{seen:?}"
-    );
-    assert_eq!(
-        seen.get("escalate").copied().unwrap_or(0) > 0,
-        true,
-        "{seen:?}"
-    );
+    assert!(seen.get("accept").copied().unwrap_or(0) > 0, "{seen:?}");
+    assert!(seen.get("escalate").copied().unwrap_or(0) > 0, "{seen:?}");
     // The backend never saw an accept-encoding it could compress with.
     assert!(upstream
         .requests()

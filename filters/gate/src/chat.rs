@@ -188,7 +188,7 @@ impl ChatFlow {
         let sse = ct
             .get(..17)
             .is_some_and(|p| p.eq_ignore_ascii_case(b"text/event-stream"));
-        if !sse && !(ct.is_empty() || is_json_content_type(ct)) {
+        if !(sse || ct.is_empty() || is_json_content_type(ct)) {
             return self.unscored("content_type");
         }
         // The body changes (a blocked answer, the verdict chunk): no stale length.
