@@ -84,6 +84,9 @@ pub struct FileConfig {
     pub canary: Option<crate::canary::options::CanaryFileConfig>,
     // microvote: the auxiliary model's server (`[microvote]`).
     pub microvote: Option<crate::microvote_config::MicrovoteFileConfig>,
+    // gateway: LLM-gateway mode (`[gateway]`, `[[llm_backend]]`).
+    pub gateway: Option<crate::gateway_config::GatewayFileConfig>,
+    pub llm_backend: Vec<crate::gateway_config::LlmBackend>,
 }
 
 /// `[review]` of `kakeya.toml`.
@@ -174,6 +177,9 @@ pub struct Config {
     /// The micro-vote server (`[microvote]`, `KAKEYA_MICROVOTE_*`): its address is also the
     /// Envoy cluster `kakeya_microvote`.
     pub microvote: crate::microvote_config::MicrovoteConfig,
+    /// LLM-gateway mode (`[gateway]` + `[[llm_backend]]`, `KAKEYA_LLM_BACKEND`): the chat route
+    /// and its backend clusters; `None` when no backend is configured.
+    pub gateway: Option<crate::gateway_config::GatewayConfig>,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -216,6 +222,7 @@ impl Default for Config {
             ensemble: crate::ensemble::EnsembleOptions::default(),
             canary: crate::canary::CanaryOptions::default(),
             microvote: crate::microvote_config::MicrovoteConfig::default(),
+            gateway: None,
             warnings: Vec::new(),
         }
     }
@@ -343,6 +350,8 @@ impl Config {
         let ensemble = crate::ensemble::EnsembleOptions::from_parts(file.ensemble, env)?;
         let canary = crate::canary::CanaryOptions::from_parts(file.canary, env)?;
         let microvote = crate::microvote_config::MicrovoteConfig::from_parts(file.microvote, env)?;
+        let gateway =
+            crate::gateway_config::GatewayConfig::from_parts(file.gateway, file.llm_backend, env)?;
         let cfg = Config {
             admin_addr: env_addr(env, "KAKEYA_ADMIN_ADDR")?
                 .or(file.admin_addr)
@@ -392,6 +401,7 @@ impl Config {
             ensemble,
             canary,
             microvote,
+            gateway,
             warnings,
         };
         cfg.validate()?;
@@ -482,6 +492,8 @@ impl Config {
                 public_keys: vec![pk.clone()],
                 failure_mode: self.bundle_failure_mode,
             }),
+            // gateway: the chat route, when LLM backends are configured.
+            chat: self.gateway.as_ref().map(|g| g.chat.clone()),
             // pipeline: the micro-vote callout (the cluster is in the rendered bootstrap).
             ..GateConfig::default()
         }

@@ -132,6 +132,79 @@ fn descriptors(cfg: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// The chat-completions route (LLM-gateway mode): weighted clusters, so a canary backend is
+/// one more entry; empty without `[[llm_backend]]`.
+fn chat_routes(cfg: &Config) -> anyhow::Result<String> {
+    let Some(g) = &cfg.gateway else {
+        return Ok(String::new());
+    };
+    let pad = " ".repeat(24);
+    let mut out = String::new();
+    writeln!(out, "{pad}- name: chat_completions")?;
+    writeln!(out, "{pad}  match: {{ path: {} }}", json_str(&g.chat.path)?)?;
+    writeln!(out, "{pad}  route:")?;
+    writeln!(out, "{pad}    weighted_clusters:")?;
+    writeln!(out, "{pad}      clusters:")?;
+    for b in &g.backends {
+        writeln!(
+            out,
+            "{pad}        - {{ name: {}, weight: {} }}",
+            json_str(&b.cluster())?,
+            b.weight
+        )?;
+    }
+    // A completion may take long and a stream may pause between tokens: the route's own
+    // timeouts replace the listener's 15 s stream idle timeout.
+    writeln!(out, "{pad}    timeout: {}s", g.timeout_secs)?;
+    writeln!(out, "{pad}    idle_timeout: {}s", g.timeout_secs)?;
+    writeln!(out, "{pad}    auto_host_rewrite: true")?;
+    writeln!(out, "{pad}    retry_policy:")?;
+    writeln!(
+        out,
+        "{pad}      retry_on: \"connect-failure,refused-stream,reset-before-request\""
+    )?;
+    write!(out, "{pad}      num_retries: 2")?;
+    Ok(out)
+}
+
+/// One cluster per LLM backend (STATIC for an IP, STRICT_DNS for a host name, TLS if asked).
+fn llm_clusters(cfg: &Config) -> anyhow::Result<String> {
+    let Some(g) = &cfg.gateway else {
+        return Ok(String::new());
+    };
+    let pad = " ".repeat(4);
+    let mut out = String::new();
+    for b in &g.backends {
+        let (host, port) = b.host_port().map_err(anyhow::Error::msg)?;
+        let name = json_str(&b.cluster())?;
+        let kind = if b.is_ip() { "STATIC" } else { "STRICT_DNS" };
+        writeln!(out, "{pad}- name: {name}")?;
+        writeln!(out, "{pad}  type: {kind}")?;
+        writeln!(out, "{pad}  connect_timeout: 2s")?;
+        writeln!(out, "{pad}  per_connection_buffer_limit_bytes: 1200000")?;
+        writeln!(out, "{pad}  load_assignment:")?;
+        writeln!(out, "{pad}    cluster_name: {name}")?;
+        writeln!(out, "{pad}    endpoints:")?;
+        writeln!(out, "{pad}      - lb_endpoints:")?;
+        writeln!(out, "{pad}          - endpoint:")?;
+        writeln!(out, "{pad}              address:")?;
+        writeln!(
+            out,
+            "{pad}                socket_address: {{ address: {}, port_value: {port} }}",
+            json_str(host)?
+        )?;
+        if b.tls {
+            writeln!(out, "{pad}  transport_socket:")?;
+            writeln!(out, "{pad}    name: envoy.transport_sockets.tls")?;
+            writeln!(out, "{pad}    typed_config:")?;
+            writeln!(out, "{pad}      \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext")?;
+            writeln!(out, "{pad}      sni: {}", json_str(host)?)?;
+        }
+    }
+    out.pop();
+    Ok(out)
+}
+
 /// Renders the bootstrap YAML.
 pub fn render(cfg: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
     cfg.validate()
@@ -164,6 +237,9 @@ pub fn render(cfg: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         // microvote: the cluster kakeya_microvote points at `kakeya microvote serve`.
         ("microvote_host", host(&cfg.microvote.addr)?),
         ("microvote_port", cfg.microvote.addr.port().to_string()),
+        // gateway: the chat route and its LLM backend clusters (empty when not configured).
+        ("chat_routes", chat_routes(cfg)?),
+        ("llm_clusters", llm_clusters(cfg)?),
     ];
     let mut out = if opts.without_gate {
         without_gate(TEMPLATE)
@@ -315,6 +391,45 @@ mod tests {
         let keyring: kakeya_core::signature::KeyringConfig =
             serde_json::from_str(&lookup(KEYRING_ENV).unwrap()).unwrap();
         assert_eq!(keyring, cfg.keyring);
+    }
+
+    #[test]
+    fn the_chat_route_and_its_backends_render_only_when_configured() {
+        let plain = Config::from_env_map(&env(&[])).unwrap();
+        let yaml = render(&plain, &RenderOptions::from_config(&plain, "/x.wasm")).unwrap();
+        assert!(
+            !yaml.contains("- name: chat_completions") && !yaml.contains("name: \"kakeya_llm_")
+        );
+        let mut cfg = Config::from_env_map(&env(&[
+            ("KAKEYA_LLM_BACKEND", "127.0.0.1:9000"),
+            ("KAKEYA_GATEWAY_TASK", "qa"),
+        ]))
+        .unwrap();
+        if let Some(g) = &mut cfg.gateway {
+            g.backends.push(crate::gateway_config::LlmBackend {
+                name: "canary".into(),
+                addr: "llm.example.com:443".into(),
+                weight: 5,
+                tls: true,
+            });
+        }
+        let yaml = render(&cfg, &RenderOptions::from_config(&cfg, "/x.wasm")).unwrap();
+        let route = yaml.split("- name: chat_completions").nth(1).unwrap();
+        assert!(
+            route.contains("match: { path: \"/v1/chat/completions\" }"),
+            "{route}"
+        );
+        assert!(route.contains("- { name: \"kakeya_llm_default\", weight: 100 }"));
+        assert!(route.contains("- { name: \"kakeya_llm_canary\", weight: 5 }"));
+        let canary = yaml.split("- name: \"kakeya_llm_canary\"").nth(1).unwrap();
+        assert!(canary.contains("type: STRICT_DNS") && canary.contains("sni: \"llm.example.com\""));
+        let stable = yaml.split("- name: \"kakeya_llm_default\"").nth(1).unwrap();
+        assert!(stable.contains("type: STATIC"));
+        assert!(stable.contains("address: \"127.0.0.1\", port_value: 9000"));
+        // The gate gets the route's settings.
+        let chat = cfg.gate_config().chat.unwrap();
+        assert_eq!(chat.task, Some(kakeya_core::task::TaskKind::Qa));
+        assert_eq!(chat.record_cluster, "kakeya_ingest");
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub mod ensemble;
 pub mod envoy;
 pub mod error;
 pub mod evidence;
+pub mod gateway_config;
 pub mod ingest;
 pub mod learn;
 pub mod lease;

@@ -32,6 +32,9 @@ pub struct GateConfig {
     /// The micro-vote's hard deadline, ms (a policy's `deadline_ms` overrides it per tenant).
     #[serde(default = "default_microvote_deadline_ms")]
     pub microvote_deadline_ms: u32,
+    /// The LLM-gateway route (`[gateway]` of kakeya.toml); without it the route is not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<crate::chat::ChatConfig>,
     /// The filter's cost tracer: its own time and micro-vote calls per forwarded request, as
     /// `x-kakeya-filter-ns` / `x-kakeya-model-calls` (on by default; off only to measure what
     /// it costs).
@@ -67,6 +70,7 @@ impl Default for GateConfig {
             microvote_cluster: default_microvote_cluster(),
             microvote_deadline_ms: default_microvote_deadline_ms(),
             cost_tracer: true,
+            chat: None,
         }
     }
 }
@@ -131,6 +135,8 @@ pub enum GateConfigError {
     KeyringEnv(String),
     #[error("gate micro-vote: {0}")]
     MicroVote(String),
+    #[error("gate chat route: {0}")]
+    Chat(String),
 }
 
 /// A parsed and validated gate configuration, ready for requests.
@@ -142,6 +148,7 @@ pub struct Gate {
     pub microvote_cluster: String,
     pub microvote_deadline_ms: u32,
     pub cost_tracer: bool,
+    pub chat: Option<crate::chat::ChatConfig>,
 }
 
 impl Gate {
@@ -221,7 +228,11 @@ impl Gate {
                 "microvote_cluster must be set and microvote_deadline_ms within 1..=10000".into(),
             ));
         }
+        if let Some(c) = &cfg.chat {
+            c.validate().map_err(GateConfigError::Chat)?;
+        }
         Ok(Gate {
+            chat: cfg.chat.clone(),
             keyring: Keyring::from_config(&cfg.keyring)?,
             verify: cfg.verify,
             bundle: cfg.bundle.clone(),

@@ -48,6 +48,7 @@ pub mod artifact;
 pub mod budget;
 pub mod bundle;
 pub mod canonical;
+pub mod chat;
 pub mod dimension;
 pub mod ensemble_policy;
 pub mod evidence;

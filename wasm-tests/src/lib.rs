@@ -27,6 +27,7 @@ pub mod ensemble;
 pub mod fit_bench;
 pub mod fixtures;
 pub mod floor_bench;
+pub mod llm_upstream;
 pub mod load;
 pub mod scored;
 pub mod stack;

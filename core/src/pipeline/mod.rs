@@ -22,6 +22,7 @@
 pub mod aggregate;
 pub mod binding;
 pub mod budget;
+pub mod chat;
 pub mod decision;
 pub mod features;
 pub mod headers;
@@ -196,12 +197,29 @@ fn body_stages(
     signature::check(verifier, &pcs)?;
     let evidence = binding::bind(&pcs)?;
     let budget = budget::enforce(tenant, bundle)?;
-    let outcome = verify::run(&pcs, gate);
+    score_stages(tenant, &pcs, evidence, gate, bundle, budget, host, start)
+}
+
+/// Stages 4–8 for a parsed PCS whose evidence (if any) is bound, under the tenant's `budget`
+/// action; `start` is when the request's stages began (host clock). Shared by the submit route
+/// and the chat route ([`chat`]).
+#[allow(clippy::too_many_arguments)]
+fn score_stages(
+    tenant: &str,
+    pcs: &crate::pcs::Pcs,
+    evidence: Option<&Evidence>,
+    gate: &Gate,
+    bundle: Option<&Scorer>,
+    budget: BudgetAction,
+    host: &mut dyn Host,
+    start: u64,
+) -> Result<Step, LocalReply> {
+    let outcome = verify::run(pcs, gate);
     let verified = host.now_ns();
     let verify_ns = verified.saturating_sub(start);
     let scoring = {
         let mut elapsed = || host.now_ns().saturating_sub(verified);
-        features::score(tenant, &pcs, &outcome, evidence, gate, bundle, &mut elapsed)?
+        features::score(tenant, pcs, &outcome, evidence, gate, bundle, &mut elapsed)?
     };
     let bundle_version = bundle.map_or(0, |b| b.version);
     let policy = bundle.and_then(|b| b.ensemble.for_tenant(tenant));

@@ -70,6 +70,13 @@ mod ffi {
             return_buffer_data: *mut *mut u8,
             return_buffer_size: *mut usize,
         ) -> u32;
+        pub fn proxy_set_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            size: usize,
+            buffer_data: *const u8,
+            buffer_size: usize,
+        ) -> u32;
         pub fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
         pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
         pub fn proxy_get_shared_data(
@@ -354,6 +361,41 @@ pub fn continue_request() -> Result<(), HostStatus> {
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
+        Err(HostStatus(u32::MAX))
+    }
+}
+
+/// `proxy_continue_stream(HttpResponse)`: resumes a response paused for a callout.
+pub fn continue_response() -> Result<(), HostStatus> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: plain integer (1 = the response stream).
+        check(unsafe { ffi::proxy_continue_stream(1) })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        Err(HostStatus(u32::MAX))
+    }
+}
+
+/// `proxy_set_buffer_bytes`: replaces the `size` bytes from `start` with `data` (Envoy: from
+/// 0 with `size` at least the buffer's length replaces it all; `size` 0 prepends).
+pub fn set_buffer(
+    buffer_type: proxy_wasm::types::BufferType,
+    start: usize,
+    size: usize,
+    data: &[u8],
+) -> Result<(), HostStatus> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: pointer valid for its length during the call.
+        check(unsafe {
+            ffi::proxy_set_buffer_bytes(buffer_type as u32, start, size, data.as_ptr(), data.len())
+        })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (buffer_type, start, size, data);
         Err(HostStatus(u32::MAX))
     }
 }

@@ -23,6 +23,7 @@
 
 pub mod bundle;
 pub mod callout;
+pub mod chat;
 pub mod decide;
 pub mod host;
 pub mod metrics;

@@ -9,6 +9,7 @@
 //! unread headers would leave `:path` unknown and client `x-kakeya-*` copies unstripped.
 
 use crate::callout;
+use crate::chat::ChatFlow;
 use crate::decide::{self, Decision, HeadVerdict, Host, LocalReply, Paused, Step};
 use crate::host::{self, HostStatus};
 use crate::metrics::{tenant_label, Counter};
@@ -42,6 +43,8 @@ pub struct GateRequest {
     shared: Option<Rc<Shared>>,
     state: State,
     trace: Tracer,
+    /// The chat route's flow ([`crate::chat`]); the submit states are unused then.
+    chat: Option<ChatFlow>,
 }
 
 impl GateRequest {
@@ -50,6 +53,7 @@ impl GateRequest {
             shared,
             state: State::Continue,
             trace: Tracer::default(),
+            chat: None,
         }
     }
 
@@ -313,6 +317,9 @@ impl Context for GateRequest {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        if let Some(chat) = &mut self.chat {
+            return chat.call_response(token_id);
+        }
         self.on_microvote_response(token_id, body_size);
     }
 }
@@ -404,7 +411,31 @@ impl HttpContext for GateRequest {
             }
         }
         match head.verdict {
-            HeadVerdict::PassThrough => Action::Continue,
+            HeadVerdict::PassThrough => {
+                let chat_route = shared
+                    .gate
+                    .chat
+                    .as_ref()
+                    .is_some_and(|c| c.is_chat_path(&path_of(&headers)));
+                if !chat_route {
+                    return Action::Continue;
+                }
+                match ChatFlow::start(shared, &headers) {
+                    Ok(mut flow) => {
+                        let action = if end_of_stream {
+                            flow.empty_request()
+                        } else {
+                            Action::Pause
+                        };
+                        self.chat = Some(flow);
+                        action
+                    }
+                    Err(action) => {
+                        self.state = State::Replied;
+                        action
+                    }
+                }
+            }
             HeadVerdict::Reply(r) => {
                 // Counted under the tenant the request claims (`default` without a header);
                 // an unusable tenant id is counted as `other`.
@@ -435,6 +466,9 @@ impl HttpContext for GateRequest {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(chat) = &mut self.chat {
+            return chat.request_body(body_size, end_of_stream);
+        }
         match &self.state {
             State::Continue | State::Forwarded { .. } => Action::Continue,
             State::Replied | State::AwaitMicroVote { .. } => Action::Pause,
@@ -452,6 +486,9 @@ impl HttpContext for GateRequest {
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let Some(chat) = &mut self.chat {
+            return chat.request_trailers();
+        }
         match &self.state {
             State::Continue | State::Forwarded { .. } => Action::Continue,
             State::Replied | State::AwaitMicroVote { .. } => Action::Pause,
@@ -471,6 +508,9 @@ impl HttpContext for GateRequest {
     /// Counts what the client of a forwarded submission gets: the control plane's answer, or
     /// Envoy's 503/504 when the control plane is down or slow. Never changes the response.
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(chat) = &mut self.chat {
+            return chat.response_headers();
+        }
         let State::Forwarded { tenant, no_bundle } =
             std::mem::replace(&mut self.state, State::Continue)
         else {
@@ -518,6 +558,13 @@ impl HttpContext for GateRequest {
             }
         }
         Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match &mut self.chat {
+            Some(chat) => chat.response_body(body_size, end_of_stream),
+            None => Action::Continue,
+        }
     }
 }
 

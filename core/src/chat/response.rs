@@ -1,0 +1,45 @@
+//! The plain (non-streamed) chat-completions response: the answer to score, and the body that
+//! replaces it when the answer is blocked.
+
+use super::{content_text, ChatError};
+use serde_json::Value;
+
+/// The scored part of a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatAnswer {
+    /// `choices[0].message.content` (text parts joined).
+    pub content: String,
+}
+
+/// Parses an upstream response body (`upstream_invalid` when it is not a chat completion).
+pub fn parse_response(body: &[u8]) -> Result<ChatAnswer, ChatError> {
+    let bad = |m: String| ChatError::new("upstream_invalid", m);
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("response is not JSON: {e}")))?;
+    let message = v
+        .get("choices")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+        .and_then(|c| c.get("message"))
+        .ok_or_else(|| bad("response has no choices[0].message".into()))?;
+    Ok(ChatAnswer {
+        content: content_text(message.get("content")),
+    })
+}
+
+/// `body` with every choice replaced by `refusal` (`finish_reason: "content_filter"`) and the
+/// `kakeya` object added; `None` when `body` is not a JSON object.
+pub fn blocked_completion(body: &[u8], refusal: &str, kakeya: &Value) -> Option<Vec<u8>> {
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    let obj = v.as_object_mut()?;
+    obj.insert(
+        "choices".into(),
+        serde_json::json!([{
+            "index": 0,
+            "message": {"role": "assistant", "content": refusal},
+            "finish_reason": "content_filter",
+        }]),
+    );
+    obj.insert("kakeya".into(), kakeya.clone());
+    serde_json::to_vec(&v).ok()
+}
