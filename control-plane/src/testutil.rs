@@ -157,5 +157,6 @@ pub fn record(tenant: &str, body: &str, ts_ms: i64) -> WalRecord {
         verify_ns: Some(1234),
         body: body.into(),
         features: None,
+        task: None,
     }
 }

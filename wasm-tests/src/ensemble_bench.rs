@@ -51,8 +51,8 @@ pub const END: &str = "<!-- ensemble-bench:end -->";
 pub const REPRODUCE: &str = "cargo xtask bench --ensemble";
 
 /// Rows per part (whole items round-robin over the three tasks: a third each).
-pub const CALIBRATION_ROWS: usize = 450;
-pub const EVALUATION_ROWS: usize = 600;
+pub const CALIBRATION_ROWS: usize = 240;
+pub const EVALUATION_ROWS: usize = 300;
 /// The micro-vote's deadline in the measured policy: a cache miss takes hundreds of
 /// milliseconds on this machine (docs/BENCHMARKS.md, micro-vote section), so the 30 ms
 /// default would measure timeouts, not the vote. Below Envoy's 5 s `request_timeout`, which
@@ -341,9 +341,9 @@ fn serve(
         let body = crate::fixtures::signed_pcs(&format!("probe-{version}-{i}"), KEY);
         let a = stack.submit(body.to_string().as_bytes())?;
         let r = a.json();
-        if r["risk"]["bundle_version"] == version
-            && r["ensemble"]["policy_id"].as_str().map(str::to_string) == id
-        {
+        // The probe has no evidence (no inference, and not scored by the HRS): the policy id
+        // alone says the bundle is served, as only this bundle carries it.
+        if r["ensemble"]["policy_id"].as_str().map(str::to_string) == id {
             return Ok(());
         }
         ensure!(

@@ -36,8 +36,10 @@ pub struct NewDecision<'a> {
     pub audit_sample: bool,
     /// The ensemble's verdict and votes (compact JSON), when the tenant had a policy.
     pub votes: Option<String>,
-    /// The task kind of the signed evidence (`qa`, `dialogue`, …); `None` without one.
-    pub task: Option<&'static str>,
+    /// The task kind of the signed evidence (`qa`, `dialogue`, …), as ingest took it from the
+    /// request ([`WalRecord::task`]: the WAL body no longer holds the evidence); `None`
+    /// without one.
+    pub task: Option<&'a str>,
 }
 
 impl<'a> NewDecision<'a> {
@@ -69,19 +71,9 @@ impl<'a> NewDecision<'a> {
             features: features_of(rec, vr),
             audit_sample: false,
             votes: vr.ensemble.as_ref().map(|e| e.to_json()),
-            task: task_of(pcs),
+            task: rec.task.as_deref(),
         }
     }
-}
-
-/// The task kind of the PCS's signed evidence: only evidence bound to the signed payload
-/// counts (the gate refused anything else before it reached the log).
-fn task_of(pcs: &Pcs) -> Option<&'static str> {
-    kakeya_core::evidence::bound_evidence(pcs)
-        .ok()
-        .flatten()
-        .and_then(|e| e.task)
-        .map(kakeya_core::task::TaskKind::as_str)
 }
 
 /// The record's features when they belong in the row: the decision was scored and they pass

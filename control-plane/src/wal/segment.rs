@@ -23,6 +23,10 @@ pub struct WalRecord {
     /// the decision-log row exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<crate::decision_features::DecidedFeatures>,
+    /// The task kind of the PCS's signed evidence (`qa`, `dialogue`, …), taken at ingest
+    /// before the evidence is dropped from `body`, for the decision log's `task` column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
 /// Frame header size: length + CRC.
@@ -217,6 +221,7 @@ mod tests {
             verify_ns: None,
             body: "{\"ts_ms\":1}".into(),
             features: None,
+            task: None,
         };
         let p = serde_json::to_vec(&r).unwrap();
         assert!(p.starts_with(PAYLOAD_PREFIX));

@@ -219,6 +219,7 @@ mod tests {
             verify_ns: if i % 3 == 0 { None } else { Some(i as u64) },
             body: format!("{{\"pcs_id\":\"{i}\",\n\"x\":\"\\u0000|\"}}"),
             features: None,
+            task: None,
         }
     }
 
