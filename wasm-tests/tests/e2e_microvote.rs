@@ -11,7 +11,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kakeya_core::bundle::Bundle;
-use kakeya_core::ensemble_policy::{EnsemblePolicy, EnsembleSection, Stack as Stacking};
+use kakeya_core::ensemble_policy::{
+    EnsemblePolicy, EnsembleSection, Stack as Stacking, StrategyConfig,
+};
 use kakeya_core::evidence::Evidence;
 use kakeya_core::task::TaskKind;
 use kakeya_wasm_tests::ensemble::{
@@ -64,7 +66,16 @@ fn policy() -> EnsemblePolicy {
         strategies: BTreeMap::from([
             ("pcs_recompute".to_string(), s(None)),
             ("hrs".to_string(), s(None)),
-            ("micro_vote".to_string(), s(Some(DEADLINE_MS))),
+            // One cut-off at 0.5: an answered micro-vote always accepts or rejects, so an
+            // abstention can only mean it did not answer.
+            (
+                "micro_vote".to_string(),
+                StrategyConfig {
+                    accept_below: Some(0.5),
+                    reject_above: Some(0.5),
+                    ..s(Some(DEADLINE_MS))
+                },
+            ),
         ]),
         min_confidence: 0.5,
         // Never reject: an undecided answer is escalated, so the statuses are 200 or 202.
@@ -75,11 +86,13 @@ fn policy() -> EnsemblePolicy {
     }
 }
 
-fn submit(stack: &Stack, shard: &str, ev: &Evidence) -> (Answer, Duration) {
+/// The answer, how long it took, and the submission's pcs_id.
+fn submit(stack: &Stack, shard: &str, ev: &Evidence) -> (Answer, Duration, String) {
     let body = signed_pcs_with_evidence(shard, KEY, ev, None);
     let t = Instant::now();
     let a = stack.submit(body.to_string().as_bytes()).unwrap();
-    (a, t.elapsed())
+    let id = body["pcs_id"].as_str().unwrap_or_default().to_string();
+    (a, t.elapsed(), id)
 }
 
 fn micro_vote_of(ensemble: &Value) -> Value {
@@ -149,7 +162,7 @@ fn the_real_micro_vote_votes_through_envoy_and_its_absence_escalates() {
     // The server answers: the micro-vote votes (accept or reject, never an abstention).
     let mut pcs_ids = Vec::new();
     for (shard, ev) in [("mv-qa", qa()), ("mv-dialogue", dialogue())] {
-        let (a, _) = submit(&stack, shard, &ev);
+        let (a, _, pcs_id) = submit(&stack, shard, &ev);
         assert!([200, 202].contains(&a.status), "{}", a.body);
         let r = a.json();
         let v = micro_vote_of(&r["ensemble"]);
@@ -157,7 +170,7 @@ fn the_real_micro_vote_votes_through_envoy_and_its_absence_escalates() {
             ["accept", "reject"].contains(&v["outcome"].as_str().unwrap_or("")),
             "{shard}: {r}"
         );
-        pcs_ids.push(r["pcs_id"].as_str().unwrap().to_string());
+        pcs_ids.push(pcs_id);
     }
     assert_eq!(stat(&stack, "kakeya_gate.microvote_calls_total"), 2);
     // What the gate forwarded, header by header.
@@ -199,7 +212,7 @@ fn the_real_micro_vote_votes_through_envoy_and_its_absence_escalates() {
     let first = micro_vote_of(with_mv[0]);
     let mut hit = false;
     for i in 0..8 {
-        let (a, _) = submit(&stack, &format!("mv-qa-again-{i}"), &qa());
+        let (a, _, _) = submit(&stack, &format!("mv-qa-again-{i}"), &qa());
         assert!([200, 202].contains(&a.status), "{}", a.body);
         if stat(&stack, "kakeya_gate.microvote_cache_hits_total") > 0 {
             assert_eq!(micro_vote_of(&a.json()["ensemble"]), first, "{}", a.body);
@@ -216,7 +229,7 @@ fn the_real_micro_vote_votes_through_envoy_and_its_absence_escalates() {
     for i in 0..5 {
         let mut ev = dialogue();
         ev.response = format!("Zack Snyder directed 300 (variant {i}).");
-        let (a, took) = submit(&stack, &format!("mv-down-{i}"), &ev);
+        let (a, took, _) = submit(&stack, &format!("mv-down-{i}"), &ev);
         assert_eq!(a.status, 202, "{}", a.body);
         let r = a.json();
         assert_eq!(r["ensemble"]["verdict"], "escalate", "{r}");
