@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Requests in flight at once.
+/// Requests in flight at once, by default.
 pub const CONCURRENCY: usize = 8;
 /// Attempts of one row answered 429 or 503 (each waits `Retry-After`, at most 2 s).
 const MAX_ATTEMPTS: usize = 30;
@@ -29,6 +29,8 @@ pub struct Target<'a> {
     pub verify: &'a VerifyParams,
     /// Prefix of every shard id, unique per run, so dedup never answers with an older result.
     pub run_id: &'a str,
+    /// Requests in flight at once (at least 1).
+    pub concurrency: usize,
 }
 
 /// One tenant rows are sent as.
@@ -51,6 +53,12 @@ pub struct Served {
     pub risk: f64,
     pub model_version: String,
     pub native: f64,
+    /// Under an ensemble policy: the verdict and every vote as served (`ensemble` of the
+    /// answer), for replays of other policies on the same votes; `Null` without a policy.
+    pub ensemble: Value,
+    /// Whether verification alone passed (accepted, not escalated), natively: the pipeline
+    /// never turns a failed or escalated verification into an accept.
+    pub verified: bool,
 }
 
 /// What the run measured.
@@ -111,7 +119,8 @@ fn one(
             .with_context(|| format!("row {}: cannot read the gateway's answer", row.id))?;
         let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         match status {
-            200 | 202 => {}
+            // 422: the ensemble rejected the answer (`hallucination_rejected`), still scored.
+            200 | 202 | 422 => {}
             401 => bail!(
                 "the gateway refused row {} (401: {}): is --key (or PCS_HMAC_KEY) the gateway's HMAC key?",
                 row.id,
@@ -140,6 +149,8 @@ fn one(
                 .unwrap_or_default()
                 .to_string(),
             native,
+            ensemble: answer["ensemble"].clone(),
+            verified: outcome.result.accepted && !outcome.result.escalated,
         });
     }
     bail!(
@@ -148,12 +159,12 @@ fn one(
     )
 }
 
-/// Sends every row with [`CONCURRENCY`] workers; stops at the first error.
+/// Sends every row with `t.concurrency` workers; stops at the first error.
 pub fn run(rows: &[Row], t: &Target<'_>, scorer: &Scorer) -> anyhow::Result<Run> {
     anyhow::ensure!(!t.tenants.is_empty(), "no tenant to send the rows as");
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(30))
-        .max_idle_connections_per_host(CONCURRENCY)
+        .max_idle_connections_per_host(t.concurrency.max(1))
         .build();
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
@@ -165,7 +176,7 @@ pub fn run(rows: &[Row], t: &Target<'_>, scorer: &Scorer) -> anyhow::Result<Run>
     let pb = kakeya_control_plane::progress::bar(&format!("through {}", t.url), total as u64);
     pb.set_message("rows");
     std::thread::scope(|s| {
-        for _ in 0..CONCURRENCY.min(total.max(1)) {
+        for _ in 0..t.concurrency.clamp(1, total.max(1)) {
             s.spawn(|| loop {
                 if stop.load(Ordering::SeqCst) {
                     return;
@@ -251,7 +262,7 @@ pub fn check_models(run: &Run, expected: &str, allow_other_models: bool) -> anyh
 }
 
 /// The `served` section of the report: agreement with the native scores, statuses, models.
-pub fn summary(run: &Run, url: &str) -> Value {
+pub fn summary(run: &Run, url: &str, concurrency: usize) -> Value {
     let n = run.rows.len();
     let equal = run
         .rows
@@ -278,7 +289,15 @@ pub fn summary(run: &Run, url: &str) -> Value {
         "model_versions": models,
         "seconds": run.secs,
         "rows_per_s": if run.secs > 0.0 { n as f64 / run.secs } else { 0.0 },
-        "concurrency": CONCURRENCY,
+        "concurrency": concurrency,
+        "rows": run.rows.iter().map(|r| json!({
+            "pcs_id": r.pcs_id,
+            "status": r.status,
+            "risk": r.risk,
+            "native": r.native,
+            "verified": r.verified,
+            "ensemble": r.ensemble,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -294,6 +313,8 @@ mod tests {
             risk: 0.25,
             model_version: model_version.into(),
             native: 0.25,
+            ensemble: Value::Null,
+            verified: true,
         }
     }
 
@@ -314,7 +335,7 @@ mod tests {
         assert!(e.contains("--allow-other-models"), "{e}");
         check_models(&mixed, "lr-a", true).unwrap();
         assert_eq!(
-            summary(&mixed, "http://x")["model_versions"],
+            summary(&mixed, "http://x", CONCURRENCY)["model_versions"],
             json!({"lr-a": 1, "lr-b": 2})
         );
     }

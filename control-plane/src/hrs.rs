@@ -120,6 +120,11 @@ pub struct EvalArgs {
     /// than --model (e.g. a challenger arm); the served model versions are in the report.
     #[arg(long, requires = "through")]
     allow_other_models: bool,
+    /// With --through: requests in flight at once (a micro-vote server with one inference
+    /// worker behind the gate wants few, or the callouts queue past their deadline).
+    #[arg(long, default_value_t = eval_gateway::CONCURRENCY as u64, requires = "through",
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    concurrency: u64,
     /// With --through: once the gateway has answered every row, record each row's dataset label
     /// as the agent owner's feedback on the decision it made (labeller `owner`, source silver,
     /// or `--feedback bronze`; the code path of POST /v1/feedback and `kakeya feedback`, on the
@@ -185,6 +190,11 @@ fn parse_folds(s: &str) -> Result<usize, String> {
 }
 
 impl EvalArgs {
+    /// `--concurrency` as a count of workers.
+    fn in_flight(&self) -> usize {
+        usize::try_from(self.concurrency).unwrap_or(eval_gateway::CONCURRENCY)
+    }
+
     /// True when --model names a registry entry (not an existing file) or --feedback records
     /// labels: the configuration's database is needed.
     pub fn needs_registry(&self) -> bool {
@@ -522,7 +532,7 @@ pub fn eval(
                     }
                     eval_gateway::check_models(&run, &m.version(), a.allow_other_models)?;
                     let native: Vec<f64> = run.rows.iter().map(|r| r.native).collect();
-                    let mut s = eval_gateway::summary(&run, url);
+                    let mut s = eval_gateway::summary(&run, url, a.in_flight());
                     s["native"] = eval::per_task(&p, &native);
                     let served_scores = run.rows.iter().map(|r| r.risk).collect();
                     served = Some(s);
@@ -916,6 +926,7 @@ fn through(
             tenants: &tenants,
             verify: &verify,
             run_id: &run_id,
+            concurrency: a.in_flight(),
         },
         &scorer,
     )

@@ -386,6 +386,52 @@ async fn retained_evidence_never_reaches_the_wal_or_the_decision_log() {
     }
 }
 
+/// The decision log records the task kind of the signed evidence (NULL without evidence or
+/// without a task), and `GET /v1/decisions` returns it.
+#[tokio::test]
+async fn the_task_kind_of_the_signed_evidence_is_logged_and_listed() {
+    use kakeya_core::task::TaskKind;
+    for t in all_dbs("decision_task").await {
+        let wal = tempfile::tempdir().unwrap();
+        let h = harness(&t.db, wal.path(), None);
+        let mut expected = std::collections::BTreeMap::new();
+        for (tag, task) in [
+            ("dialogue", Some(TaskKind::Dialogue)),
+            ("summ", Some(TaskKind::Summarization)),
+            ("none", None),
+        ] {
+            let ev = kakeya_core::evidence::Evidence {
+                task,
+                ..secret_evidence(tag)
+            };
+            let (rec, pcs_id) = crate::evidence::tests::submission("acme", tag, false, &ev);
+            let (status, body, _, _) = send(&h.router, forwarded(&rec)).await;
+            assert_eq!(status, StatusCode::OK, "{}: {body}", t.label);
+            expected.insert(pcs_id, task.map(|k| k.as_str().to_string()));
+        }
+        // Without evidence at all.
+        let (status, body, _, _) =
+            send(&h.router, submit_req(Some("acme"), &pcs_body("plain"))).await;
+        assert_eq!(status, StatusCode::OK, "{}: {body}", t.label);
+        let req = Request::get("/v1/decisions?tenant=acme")
+            .header("authorization", "Bearer test-admin-token")
+            .body(Body::empty())
+            .unwrap();
+        let (status, page, _, _) = send(&h.admin, req).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let page: serde_json::Value = serde_json::from_str(&page).unwrap();
+        let items = page["decisions"].as_array().unwrap();
+        assert_eq!(items.len(), 4, "{}: {page}", t.label);
+        for item in items {
+            let id = item["pcs_id"].as_str().unwrap();
+            let want = expected.get(id).cloned().flatten();
+            assert_eq!(item["task"].as_str(), want.as_deref(), "{}: {id}", t.label);
+        }
+        h.stop().await;
+        t.cleanup().await;
+    }
+}
+
 /// Storing the evidence is best effort: a failing store (here: no table) is logged and
 /// counted, and the submission is answered as if retention were off.
 #[tokio::test]

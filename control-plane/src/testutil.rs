@@ -163,5 +163,6 @@ pub fn record(tenant: &str, body: &str, ts_ms: i64) -> WalRecord {
         features: None,
         filter_ns: None,
         model_calls: None,
+        task: None,
     }
 }

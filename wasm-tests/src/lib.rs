@@ -24,6 +24,7 @@ pub mod bench_doc;
 pub mod cost_bench;
 pub mod drift_steps;
 pub mod ensemble;
+pub mod ensemble_bench;
 pub mod fit_bench;
 pub mod fixtures;
 pub mod floor_bench;

@@ -35,6 +35,10 @@ const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn>
           1 and 2 threads, on the HaluEval mix from KAKEYA_MICROVOTE_DATASET, else
           ../shared/data/halueval/train.jsonl.gz; the head's CV figures from its card),
           rewriting only its section
+          --ensemble: only the whole ensemble through Envoy with the real micro-vote server, on
+          held-out HaluEval rows (KAKEYA_ENSEMBLE_DATASET, else
+          ../shared/data/halueval/train.jsonl.gz), and its ablation, rewriting the marked
+          section of docs/ENSEMBLE.md
   wasm    build the gate filter (wasm32-wasip1) and print its path
   envoy   install Envoy 1.40 into the tools folder and print its path
   sklearn install scikit-learn (pinned, PyPI) into a tools-folder venv and print its python
@@ -282,6 +286,30 @@ impl Tally {
     }
 }
 
+/// `bench --ensemble`: the ensemble through Envoy with the real micro-vote (debug builds: the
+/// micro-vote's encoder is optimised in them, and nothing else timed runs in our binaries).
+fn ensemble_bench() -> Result<()> {
+    let envoy = tools::envoy(&root())?;
+    let minilm = tools::minilm(&root())?;
+    let wasm = build_wasm()?;
+    let kakeya = build_kakeya("dev")?;
+    run(cargo()
+        .args([
+            "run",
+            "-p",
+            "kakeya-wasm-tests",
+            "--bin",
+            "kakeya-bench",
+            "--",
+            "--ensemble",
+        ])
+        .arg(root().join("docs/ENSEMBLE.md"))
+        .env("KAKEYA_GATE_WASM", &wasm)
+        .env("KAKEYA_ENVOY_BIN", &envoy)
+        .env("KAKEYA_MICROVOTE_MODEL_DIR", &minilm)
+        .env("KAKEYA_BIN", &kakeya))
+}
+
 /// `bench`: every benchmark; `bench --floor`: only the filter-floor comparison (one Envoy
 /// worker, direct responses, wrk); `bench --fit`: only the training comparison against
 /// scikit-learn. Each of the two rewrites its own section of docs/BENCHMARKS.md and keeps the
@@ -289,6 +317,9 @@ impl Tally {
 fn bench(args: &[String]) -> Result<()> {
     if args.first().is_some_and(|a| a == "--microvote") {
         return microvote_bench::run(&root(), &target_dir());
+    }
+    if args.first().is_some_and(|a| a == "--ensemble") {
+        return ensemble_bench();
     }
     let only = match args {
         [] => None,

@@ -142,6 +142,12 @@ async fn handle(
             message: "body is not UTF-8".into(),
         })?
     };
+    // The task kind of the signed evidence outlives it: the decision log keeps it.
+    let task = kakeya_core::evidence::bound_evidence(&pcs)
+        .ok()
+        .flatten()
+        .and_then(|e| e.task)
+        .map(|t| t.as_str().to_string());
     // Kept only in memory, for evidence retention once the decision is durable.
     let retained = match &st.evidence {
         Some(r) if r.retains(&tenant) => pcs.evidence.take().map(|e| (r, e)),
@@ -157,6 +163,7 @@ async fn handle(
         features,
         filter_ns,
         model_calls,
+        task,
     };
     let applied = st.handle.submit(record).await?;
     if let Some((retainer, evidence)) = retained {

@@ -597,16 +597,11 @@ pub async fn policy_view(db: &Db, tenant: &str) -> Result<Option<PolicyView>, En
     }))
 }
 
-/// Labelled outcomes of `tenant` (the cadence's count).
+/// Labelled outcomes of `tenant` (the cadence's count): exactly the rows a tune would learn
+/// from, both sources, each pcs_id once.
 pub async fn labelled_count(db: &Db, tenant: &str) -> Result<i64, sqlx::Error> {
-    let r = sqlx::query(
-        "SELECT COUNT(DISTINCT o.id) AS n FROM ensemble_outcomes o JOIN labels l \
-         ON l.tenant = o.tenant AND l.pcs_id = o.pcs_id WHERE o.tenant = $1",
-    )
-    .bind(tenant)
-    .fetch_one(&db.pool)
-    .await?;
-    r.try_get("n")
+    let n = outcomes::labelled(db, tenant).await?.len();
+    Ok(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// The cadence (`auto_tune`): every tenant with at least `min_samples` labelled outcomes and

@@ -4,17 +4,18 @@
 //! policy took and its propensity, and (for the tuner) the decision's effective label
 //! ([`crate::review::effective_label`]: ground truth, never agreement).
 //!
-//! **The seam.** Today the votes come from `POST /v1/ensemble/feedback` (table
-//! `ensemble_outcomes`, [`labelled`] reads it). Once the decision log records each decision's
-//! votes itself (the pipeline's `decision_log.votes` column, migration 0018), a second source
-//! is added *here*: [`labelled`] also selects the labelled decision-log rows that have votes
-//! and no feedback row, parsed into the same [`Outcome`] by [`parse_votes`]. Nothing
-//! downstream (arms, replay, stacking) changes.
+//! **Two sources.** The votes come from `POST /v1/ensemble/feedback` (table
+//! `ensemble_outcomes`) and from the decision log itself: the gate forwards each decision's
+//! votes under a policy (`decision_log.votes`, migration 0018). [`labelled`] reads both,
+//! joined with the labels; a pcs_id present in both counts once, from the feedback (the
+//! caller's explicit report wins over the log). Nothing downstream (arms, replay, stacking)
+//! tells them apart.
 
 use crate::review::store::{effective_by_decision, JOINED_LABEL_COLUMNS};
 use crate::review::Label;
 use crate::store::Db;
 use kakeya_core::ensemble_policy::{Decision, VoteKind, STRATEGIES};
+use kakeya_core::vote::VoteOutcome;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -114,11 +115,28 @@ pub fn parse_decision(s: &str) -> Option<Decision> {
         .find(|d| d.as_str() == s)
 }
 
-/// Every labelled outcome of `tenant`, oldest first (see the module doc for the seam).
+/// Every labelled outcome of `tenant`, oldest first: the feedback's, then the decision log's
+/// for the pcs_ids feedback never reported (see the module doc).
 pub async fn labelled(db: &Db, tenant: &str) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut out = from_feedback(db, tenant).await?;
+    let serving = super::store::policy(&db.pool, tenant).await?;
+    let mut seen: std::collections::BTreeSet<String> =
+        out.iter().map(|(_, o)| o.pcs_id.clone()).collect();
+    for (at, o) in from_decision_log(db, tenant, serving.as_ref()).await? {
+        // A pcs_id logged twice (its dedup slot expired in between) counts once, the first.
+        if seen.insert(o.pcs_id.clone()) {
+            out.push((at, o));
+        }
+    }
+    out.sort_by_key(|(at, _)| *at);
+    Ok(out.into_iter().map(|(_, o)| o).collect())
+}
+
+/// The labelled outcomes reported by feedback, with when each was logged.
+async fn from_feedback(db: &Db, tenant: &str) -> Result<Vec<(i64, Outcome)>, sqlx::Error> {
     let rows = sqlx::query(&format!(
         "SELECT o.id AS decision_id, o.votes AS votes, o.decision AS decision, \
-         o.propensity AS propensity, {JOINED_LABEL_COLUMNS} \
+         o.propensity AS propensity, o.created_at_ms AS logged_at_ms, {JOINED_LABEL_COLUMNS} \
          FROM ensemble_outcomes o JOIN labels l ON l.tenant = o.tenant AND l.pcs_id = o.pcs_id \
          WHERE o.tenant = $1 ORDER BY o.id"
     ))
@@ -130,18 +148,96 @@ pub async fn labelled(db: &Db, tenant: &str) -> Result<Vec<Outcome>, sqlx::Error
             r.try_get::<String, _>("votes")?,
             r.try_get::<String, _>("decision")?,
             r.try_get::<f64, _>("propensity")?,
+            r.try_get::<i64, _>("logged_at_ms")?,
         ))
     })?;
     Ok(heads
         .into_iter()
-        .filter_map(|((votes, decision, propensity), label)| {
-            Some(Outcome {
-                pcs_id: label.pcs_id,
-                votes: parse_votes(&votes)?,
-                decision: parse_decision(&decision)?,
-                propensity,
-                hallucinated: label.label == Label::Hallucinated,
+        .filter_map(|((votes, decision, propensity, at), label)| {
+            let (votes, decision) = (parse_votes(&votes)?, parse_decision(&decision)?);
+            Some((at, labelled_outcome(label, votes, decision, propensity)))
+        })
+        .collect())
+}
+
+fn labelled_outcome(
+    label: crate::review::LabelRow,
+    votes: Vec<StrategyResult>,
+    decision: Decision,
+    propensity: f64,
+) -> Outcome {
+    Outcome {
+        pcs_id: label.pcs_id,
+        votes,
+        decision,
+        propensity,
+        hallucinated: label.label == Label::Hallucinated,
+    }
+}
+
+/// The votes of a decision-log row (the gate's `EnsembleSummary`) as strategy results, the
+/// verdict it reached and the policy that reached it; abstentions are left out, as feedback
+/// leaves them out. `None` for a row that does not parse or names an unknown strategy
+/// (skipped, never guessed).
+pub fn parse_logged_votes(json: &str) -> Option<(Vec<StrategyResult>, Decision, String)> {
+    let e: kakeya_core::verify::EnsembleSummary = serde_json::from_str(json).ok()?;
+    let votes: Vec<StrategyResult> = e
+        .votes
+        .iter()
+        .filter_map(|v| {
+            let accepted = match v.outcome {
+                VoteOutcome::Accept => true,
+                VoteOutcome::Reject => false,
+                VoteOutcome::Abstain => return None,
+            };
+            Some(StrategyResult {
+                strategy_name: v.strategy.to_string(),
+                accepted,
+                confidence: v.confidence,
             })
+        })
+        .collect();
+    check_results(&votes).ok()?;
+    Some((votes, parse_decision(&e.verdict)?, e.policy_id))
+}
+
+/// The labelled decision-log rows with votes whose pcs_id feedback never reported, with when
+/// each was logged. The propensity of the logged verdict is the serving policy's mixture
+/// ([`super::logged_propensity`]) when the row was decided by that policy, else 1 (an older
+/// or the default policy: deterministic as far as the store knows).
+async fn from_decision_log(
+    db: &Db,
+    tenant: &str,
+    serving: Option<&super::store::PolicyRow>,
+) -> Result<Vec<(i64, Outcome)>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT d.id AS decision_id, d.votes AS votes, d.created_at_ms AS logged_at_ms, \
+         {JOINED_LABEL_COLUMNS} \
+         FROM decision_log d JOIN labels l ON l.tenant = d.tenant AND l.pcs_id = d.pcs_id \
+         WHERE d.tenant = $1 AND d.votes IS NOT NULL AND NOT EXISTS \
+         (SELECT 1 FROM ensemble_outcomes o WHERE o.tenant = d.tenant AND o.pcs_id = d.pcs_id) \
+         ORDER BY d.id"
+    ))
+    .bind(tenant)
+    .fetch_all(&db.pool)
+    .await?;
+    let heads = effective_by_decision(&rows, |r| {
+        Ok((
+            r.try_get::<String, _>("votes")?,
+            r.try_get::<i64, _>("logged_at_ms")?,
+        ))
+    })?;
+    Ok(heads
+        .into_iter()
+        .filter_map(|((json, at), label)| {
+            let (votes, decision, policy_id) = parse_logged_votes(&json)?;
+            let propensity = match serving {
+                Some(p) if p.policy.policy_id == policy_id => {
+                    super::logged_propensity(&p.arms, &votes, decision)
+                }
+                _ => 1.0,
+            };
+            Some((at, labelled_outcome(label, votes, decision, propensity)))
         })
         .collect())
 }

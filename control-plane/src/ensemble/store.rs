@@ -233,12 +233,16 @@ pub async fn agreement(pool: &AnyPool, tenant: &str) -> Result<(i64, i64), sqlx:
 
 /// Tenants with outcomes.
 pub async fn tenants(pool: &AnyPool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query("SELECT DISTINCT tenant FROM ensemble_outcomes ORDER BY tenant")
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get("tenant"))
-        .collect()
+    // Both sources of outcomes (see `outcomes`): feedback and the decision log's own votes.
+    sqlx::query(
+        "SELECT tenant FROM ensemble_outcomes UNION \
+         SELECT tenant FROM decision_log WHERE votes IS NOT NULL ORDER BY tenant",
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| r.try_get("tenant"))
+    .collect()
 }
 
 /// A tuning run as stored.

@@ -555,3 +555,143 @@ async fn routes_answer_with_json_errors() {
     );
     t.cleanup().await;
 }
+
+/// A decision-log row carrying the gate's votes (`decision_log.votes`, as ingest writes it).
+async fn log_decision_with_votes(db: &Db, tenant: &str, pcs_id: &str, at: i64, votes: &str) {
+    sqlx::query(
+        "INSERT INTO decision_log (record_id, tenant, pcs_id, d_hat, coh_star, r, budget, \
+         regime, accepted, escalated, reason, status, cacheable, verify_ns, created_at_ms, votes) \
+         VALUES ($1, $2, $3, 1.0, 0.5, 0.9, 0.3, 'mixed', 1, 0, NULL, 200, 1, 1000, $4, $5)",
+    )
+    .bind(format!("{tenant}:{pcs_id}:{at}"))
+    .bind(tenant)
+    .bind(pcs_id)
+    .bind(at)
+    .bind(votes)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+/// The gate's summary of `results` plus an abstaining micro-vote, decided `verdict`.
+fn summary_json(results: &[StrategyResult], verdict: &str) -> String {
+    use kakeya_core::vote::{Vote, VoteOutcome};
+    let mut votes: Vec<Vote> = results
+        .iter()
+        .map(|r| {
+            let o = if r.accepted {
+                VoteOutcome::Accept
+            } else {
+                VoteOutcome::Reject
+            };
+            Vote::new(r.strategy_name.clone(), o, r.confidence, "test")
+        })
+        .collect();
+    votes.push(Vote::new(
+        "micro_vote",
+        VoteOutcome::Abstain,
+        0.0,
+        "timeout",
+    ));
+    kakeya_core::verify::EnsembleSummary {
+        policy_id: "logged-policy".into(),
+        verdict: verdict.into(),
+        votes,
+    }
+    .to_json()
+}
+
+/// Labelled decisions whose votes the decision log recorded are tuning outcomes, alongside
+/// feedback: a pcs_id in both counts once (the feedback's votes), abstentions are left out,
+/// unlabelled or unparseable rows are skipped, and a tune needs no feedback at all.
+#[tokio::test]
+async fn decision_log_votes_are_outcomes_without_double_counting() {
+    for t in all_dbs("ensemble_log_votes").await {
+        let (db, l) = (&t.db, t.label);
+        champion(db).await;
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut expected = BTreeMap::new();
+        for i in 0..150 {
+            let pcs_id = format!("log-{i}");
+            let (h, votes) = synthetic(&mut rng);
+            let verdict = if votes.iter().all(|v| v.accepted) {
+                "accept"
+            } else {
+                "escalate"
+            };
+            log_decision_with_votes(
+                db,
+                "acme",
+                &pcs_id,
+                1000 + i,
+                &summary_json(&votes, verdict),
+            )
+            .await;
+            gold_label(db, "acme", &pcs_id, h, 5000 + i).await;
+            expected.insert(pcs_id, (votes, h));
+        }
+        // Feedback about 30 of the same decisions, with other votes: those count once, with
+        // the feedback's votes.
+        for i in 0..30 {
+            let pcs_id = format!("log-{i}");
+            let req = FeedbackRequest {
+                pcs_id: pcs_id.clone(),
+                tenant_id: None,
+                agreed: true,
+                strategy_results: vec![vote("hrs", true, 0.97)],
+            };
+            feedback(db, &req, 2000 + i).await.unwrap();
+            expected.get_mut(&pcs_id).unwrap().0 = req.strategy_results;
+        }
+        // The same pcs_id logged twice (its dedup slot expired) counts once.
+        log_decision_with_votes(db, "acme", "log-40", 9000, &summary_json(&[], "escalate")).await;
+        // Unlabelled, or votes that are not the gate's: not outcomes.
+        log_decision_with_votes(db, "acme", "unlabelled", 9001, &summary_json(&[], "accept")).await;
+        log_decision_with_votes(db, "acme", "garbage", 9002, "{\"votes\":7}").await;
+        gold_label(db, "acme", "garbage", true, 9003).await;
+
+        let rows = super::outcomes::labelled(db, "acme").await.unwrap();
+        assert_eq!(rows.len(), 150, "{l}");
+        assert_eq!(super::labelled_count(db, "acme").await.unwrap(), 150, "{l}");
+        for o in &rows {
+            let (votes, h) = &expected[&o.pcs_id];
+            assert_eq!(&o.votes, votes, "{l}: {}", o.pcs_id);
+            assert_eq!(o.hallucinated, *h, "{l}: {}", o.pcs_id);
+            assert!(
+                o.votes.iter().all(|v| v.strategy_name != "micro_vote"),
+                "{l}"
+            );
+        }
+        let from_log = rows.iter().find(|o| o.pcs_id == "log-100").unwrap();
+        let all_accept = from_log.votes.iter().all(|v| v.accepted);
+        assert_eq!(
+            from_log.decision.as_str(),
+            if all_accept { "accept" } else { "escalate" },
+            "{l}: the logged verdict"
+        );
+        assert_eq!(from_log.propensity, 1.0, "{l}: no stored policy decided it");
+        assert!(
+            super::store::tenants(&db.pool)
+                .await
+                .unwrap()
+                .contains(&"acme".to_string()),
+            "{l}"
+        );
+        // 150 labelled outcomes, only 30 of them from feedback: enough for a tune.
+        let r = tune(
+            db,
+            Some(&SEED),
+            &EnsembleOptions::default(),
+            "acme",
+            Trigger::Api,
+            Some(3),
+            20_000,
+        )
+        .await;
+        assert!(
+            !matches!(r, Err(EnsembleError::InsufficientSamples { .. })),
+            "{l}: {r:?}"
+        );
+        t.cleanup().await;
+    }
+}

@@ -268,6 +268,7 @@ async fn log_row_full(
         features: None,
         audit_sample: false,
         votes: None,
+        task: None,
     };
     assert!(crate::store::decision_log::insert(&mut conn, &d)
         .await
@@ -422,6 +423,7 @@ async fn a_burst_of_recent_rows_cannot_push_the_older_window_out() {
                 features: None,
                 audit_sample: false,
                 votes: None,
+                task: None,
             };
             assert!(crate::store::decision_log::insert(&mut tx, &d)
                 .await

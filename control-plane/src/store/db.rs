@@ -141,6 +141,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "task_models",
         include_str!("../../migrations/sqlite/0023_task_models.sql"),
     ),
+    // enseval (issue 14): the task kind of each decision.
+    (
+        26,
+        "decision_task",
+        include_str!("../../migrations/sqlite/0026_decision_task.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -262,6 +268,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         23,
         "task_models",
         include_str!("../../migrations/postgres/0023_task_models.sql"),
+    ),
+    // enseval (issue 14): the task kind of each decision.
+    (
+        26,
+        "decision_task",
+        include_str!("../../migrations/postgres/0026_decision_task.sql"),
     ),
 ];
 

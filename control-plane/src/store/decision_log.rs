@@ -36,6 +36,10 @@ pub struct NewDecision<'a> {
     pub audit_sample: bool,
     /// The ensemble's verdict and votes (compact JSON), when the tenant had a policy.
     pub votes: Option<String>,
+    /// The task kind of the signed evidence (`qa`, `dialogue`, …), as ingest took it from the
+    /// request ([`WalRecord::task`]: the WAL body no longer holds the evidence); `None`
+    /// without one.
+    pub task: Option<&'a str>,
 }
 
 impl<'a> NewDecision<'a> {
@@ -67,6 +71,7 @@ impl<'a> NewDecision<'a> {
             features: features_of(rec, vr),
             audit_sample: false,
             votes: vr.ensemble.as_ref().map(|e| e.to_json()),
+            task: rec.task.as_deref(),
         }
     }
 }
@@ -90,9 +95,9 @@ pub async fn insert(conn: &mut AnyConnection, d: &NewDecision<'_>) -> Result<boo
     let done = sqlx::query(
         "INSERT INTO decision_log (record_id, tenant, pcs_id, d_hat, coh_star, r, budget, regime, accepted, \
          escalated, reason, status, cacheable, verify_ns, created_at_ms, risk, risk_band, \
-         model_version, arm, bundle_version, pcs_version, feature_schema, features, audit_sample, votes) \
+         model_version, arm, bundle_version, pcs_version, feature_schema, features, audit_sample, votes, task) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $22, $23, $24, $25) \
+         $19, $20, $21, $22, $23, $24, $25, $26) \
          ON CONFLICT (record_id) DO NOTHING",
     )
     .bind(d.record_id)
@@ -120,6 +125,7 @@ pub async fn insert(conn: &mut AnyConnection, d: &NewDecision<'_>) -> Result<boo
     .bind(d.features.map(DecidedFeatures::values_json))
     .bind(i64::from(d.audit_sample))
     .bind(d.votes.clone())
+    .bind(d.task)
     // Not a cached prepared statement: sqlx 0.8's Any driver declares a NULL f64 (an unscored
     // decision's risk) to PostgreSQL as float4, and a statement cached with that type refuses
     // every later scored row on the connection (22P03). Unnamed, each call is typed anew.
@@ -167,12 +173,15 @@ pub struct DecisionRow {
     /// the tenant had no ensemble policy.
     #[schema(value_type = Option<Object>)]
     pub votes: Option<serde_json::Value>,
+    /// The task kind of the signed evidence (`qa`, `dialogue`, `summarization`, `rag`,
+    /// `other`); `null` when the PCS carried none (migration 0026).
+    pub task: Option<String>,
 }
 
 const COLUMNS: &str =
     "id, record_id, tenant, pcs_id, d_hat, coh_star, r, budget, regime, accepted, escalated, \
                        reason, status, cacheable, verify_ns, created_at_ms, risk, risk_band, \
-                       model_version, arm, bundle_version, feature_schema, features, audit_sample, votes";
+                       model_version, arm, bundle_version, feature_schema, features, audit_sample, votes, task";
 
 /// The `features` column of a row, decoded (`None` when NULL).
 fn features_column(
@@ -197,6 +206,7 @@ fn row_to_decision(r: &sqlx::any::AnyRow) -> Result<DecisionRow, sqlx::Error> {
         feature_schema,
         audit_sample: r.try_get::<i64, _>("audit_sample")? != 0,
         votes: super::json_column(r, "votes")?,
+        task: r.try_get("task")?,
         id: r.try_get("id")?,
         record_id: r.try_get("record_id")?,
         tenant: r.try_get("tenant")?,

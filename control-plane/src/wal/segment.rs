@@ -29,6 +29,10 @@ pub struct WalRecord {
     pub filter_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_calls: Option<u64>,
+    /// The task kind of the PCS's signed evidence (`qa`, `dialogue`, …), taken at ingest
+    /// before the evidence is dropped from `body`, for the decision log's `task` column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
 /// Frame header size: length + CRC.
@@ -225,6 +229,7 @@ mod tests {
             features: None,
             filter_ns: None,
             model_calls: None,
+            task: None,
         };
         let p = serde_json::to_vec(&r).unwrap();
         assert!(p.starts_with(PAYLOAD_PREFIX));
