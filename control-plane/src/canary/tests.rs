@@ -129,27 +129,12 @@ async fn traffic(db: &Db, arm: &str, version: &str, b: Behaviour, at: i64, span:
             )
         })
         .collect();
-    for chunk in rows.chunks(500) {
-        sqlx::query(&format!(
-            "INSERT INTO decision_log (record_id, tenant, pcs_id, d_hat, coh_star, r, budget, \
-             regime, accepted, escalated, reason, status, cacheable, verify_ns, created_at_ms, \
-             risk, risk_band, model_version, arm, bundle_version, pcs_version) VALUES {}",
-            chunk.join(", ")
-        ))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
-    for chunk in labels.chunks(500) {
-        sqlx::query(&format!(
-            "INSERT INTO labels (tenant, pcs_id, labeller, source, label, confidence, comment, \
-             created_at_ms) VALUES {}",
-            chunk.join(", ")
-        ))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
+    use super::bench::{insert_rows, LABEL_INSERT};
+    let insert = "INSERT INTO decision_log (record_id, tenant, pcs_id, d_hat, coh_star, r, \
+         budget, regime, accepted, escalated, reason, status, cacheable, verify_ns, \
+         created_at_ms, risk, risk_band, model_version, arm, bundle_version, pcs_version) VALUES ";
+    insert_rows(&mut tx, insert, &rows).await.unwrap();
+    insert_rows(&mut tx, LABEL_INSERT, &labels).await.unwrap();
     tx.commit().await.unwrap();
 }
 

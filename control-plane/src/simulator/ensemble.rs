@@ -13,7 +13,7 @@
 //! verified, so replay never invents an accept).
 
 use kakeya_core::ensemble_policy::{
-    decide, Decision, EnsembleSection, EnsemblePolicy, StrategyConfig, VoteKind, STRATEGIES,
+    decide, Decision, EnsemblePolicy, EnsembleSection, StrategyConfig, VoteKind, STRATEGIES,
 };
 use kakeya_core::verify::EnsembleSummary;
 use kakeya_core::vote::VoteOutcome;

@@ -262,7 +262,13 @@ fn tally(o: &mut Outcome, r: &Recorded, f: Fate, arm: &str) {
     o.decisions += 1;
     o.escalated += u64::from(f.escalated);
     o.rejected += u64::from(f.rejected);
-    *o.by_arm.entry(arm.to_string()).or_default() += 1;
+    // No allocation per decision once the arm is counted.
+    match o.by_arm.get_mut(arm) {
+        Some(n) => *n += 1,
+        None => {
+            o.by_arm.insert(arm.to_string(), 1);
+        }
+    }
     match r.label {
         Some(true) => {
             o.labelled_hallucinated += 1;
@@ -329,6 +335,7 @@ pub fn replay(rows: &[Recorded], models: &BTreeMap<String, Model>, cand: &Candid
         (Arm::Champion, Some(t)) => t,
         _ => m.thresholds().escalate,
     };
+    let canary_salt = version_of(Arm::Canary);
     for r in rows {
         let recorded = match &r.votes {
             Some(v) => Fate::of(v.verdict),
@@ -338,7 +345,7 @@ pub fn replay(rows: &[Recorded], models: &BTreeMap<String, Model>, cand: &Candid
             },
         };
         tally(&mut before, r, recorded, "recorded");
-        let arm = b.arm(&r.tenant, &r.pcs_id);
+        let arm = b.arm_with(&r.tenant, &r.pcs_id, canary_salt);
         let m = b.model(arm);
         let v = version_of(arm);
         if v != r.model_version {
@@ -543,7 +550,8 @@ async fn candidate(
 /// The scored decisions of `[since, until)` with recorded features of the current schema,
 /// newest first up to [`MAX_REPLAY`], with their effective labels.
 pub async fn recorded(db: &Db, since: i64, until: i64) -> Result<Vec<Recorded>, sqlx::Error> {
-    let rows = sqlx::query(
+    use futures_util::TryStreamExt;
+    let mut rows = sqlx::query(
         "SELECT d.id AS id, d.tenant AS tenant, d.pcs_id AS pcs_id, d.accepted AS accepted, \
          d.escalated AS escalated, d.risk AS risk, d.risk_band AS risk_band, \
          d.model_version AS model_version, d.features AS features, d.votes AS votes \
@@ -555,18 +563,12 @@ pub async fn recorded(db: &Db, since: i64, until: i64) -> Result<Vec<Recorded>, 
     .bind(until)
     .bind(SCHEMA_VERSION)
     .bind(MAX_REPLAY)
-    .fetch_all(&db.pool)
-    .await?;
-    let mut ids = Vec::with_capacity(rows.len());
-    let mut out = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let Ok(values) = crate::decision_features::parse_column(
-            SCHEMA_VERSION,
-            &r.try_get::<String, _>("features")?,
-        ) else {
-            continue;
-        };
-        let Ok(x) = <[f64; N_FEATURES]>::try_from(values.as_slice()) else {
+    .fetch(&db.pool);
+    let (mut ids, mut out) = (Vec::new(), Vec::new());
+    // Streamed: a million rows are never all held as database rows at once.
+    while let Some(r) = rows.try_next().await? {
+        let Ok(x) = crate::decision_features::parse_current(r.try_get::<&str, _>("features")?)
+        else {
             continue;
         };
         ids.push(r.try_get::<i64, _>("id")?);
@@ -682,10 +684,8 @@ pub async fn simulate(
         });
     }
     if let Some(s) = &cand.ensemble {
-        ensemble::check_recorded(s, &rows).map_err(|(code, message)| SimError::Conflict {
-            code,
-            message,
-        })?;
+        ensemble::check_recorded(s, &rows)
+            .map_err(|(code, message)| SimError::Conflict { code, message })?;
     }
     let models = recorded_models(db, seed, &rows).await?;
     let r = replay(&rows, &models, &cand);

@@ -70,28 +70,9 @@ async fn record(db: &Db, m: &Model, x: &[[f64; N_FEATURES]]) {
             )
         })
         .collect();
-    for chunk in rows.chunks(400) {
-        sqlx::query(&format!(
-            "INSERT INTO decision_log (record_id, tenant, pcs_id, d_hat, coh_star, r, budget, \
-             regime, accepted, escalated, reason, status, cacheable, verify_ns, created_at_ms, \
-             risk, risk_band, model_version, arm, bundle_version, pcs_version, feature_schema, \
-             features) VALUES {}",
-            chunk.join(", ")
-        ))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
-    for chunk in labels.chunks(400) {
-        sqlx::query(&format!(
-            "INSERT INTO labels (tenant, pcs_id, labeller, source, label, confidence, comment, \
-             created_at_ms) VALUES {}",
-            chunk.join(", ")
-        ))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
+    use crate::canary::bench::{insert_rows, DECISION_INSERT, LABEL_INSERT};
+    insert_rows(&mut tx, DECISION_INSERT, &rows).await.unwrap();
+    insert_rows(&mut tx, LABEL_INSERT, &labels).await.unwrap();
     tx.commit().await.unwrap();
 }
 

@@ -66,6 +66,7 @@ enum Only {
     Floor,
     Fit,
     Cost,
+    Canary,
 }
 
 fn main() -> Result<()> {
@@ -74,6 +75,7 @@ fn main() -> Result<()> {
         [flag, out] if flag == "--floor" => (Only::Floor, out.clone()),
         [flag, out] if flag == "--fit" => (Only::Fit, out.clone()),
         [flag, out] if flag == "--cost" => (Only::Cost, out.clone()),
+        [flag, out] if flag == "--canary" => (Only::Canary, out.clone()),
         [flag, out] if flag == "--sklearn-fixture" => {
             fit_bench::write_fixture(&fit_bench::sklearn_python()?, out.as_ref())?;
             eprintln!("wrote {out}");
@@ -81,7 +83,7 @@ fn main() -> Result<()> {
         }
         [out] => (Only::All, out.clone()),
         _ => anyhow::bail!(
-            "usage: kakeya-bench [--floor|--fit|--cost] OUT.md | kakeya-bench --sklearn-fixture OUT.json"
+            "usage: kakeya-bench [--floor|--fit|--cost|--canary] OUT.md | kakeya-bench --sklearn-fixture OUT.json"
         ),
     };
     let old_doc = || std::fs::read_to_string(&out).unwrap_or_else(|_| "# Benchmarks\n".into());
@@ -110,6 +112,16 @@ fn main() -> Result<()> {
             let md = cost_bench::markdown(&report);
             std::fs::write(&out, cost_bench::splice(&old_doc(), &md))?;
             eprintln!("wrote {out}; reproduce with `{}`", cost_bench::REPRODUCE);
+            return Ok(());
+        }
+        Only::Canary => {
+            use kakeya_wasm_tests::canary_bench;
+            eprintln!("bench: canary gate evaluation and policy replay");
+            let report = canary_bench::run()?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            let md = canary_bench::markdown(&report);
+            std::fs::write(&out, canary_bench::splice(&old_doc(), &md))?;
+            eprintln!("wrote {out}; reproduce with `{}`", canary_bench::REPRODUCE);
             return Ok(());
         }
         Only::All => {}
