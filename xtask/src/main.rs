@@ -287,9 +287,11 @@ fn bench(args: &[String]) -> Result<()> {
         [a] if a == "--floor" || a == "--fit" || a == "--cost" || a == "--canary" => {
             Some(a.as_str())
         }
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "bench takes no argument, --floor, --fit, --cost or --canary, not {other:?}\n\n{USAGE}"
-        )),
+        ))
+        }
     };
     let out = root().join("docs/BENCHMARKS.md");
     let runner = |profile: &str| {

@@ -673,3 +673,11 @@ async fn bench_gate_window_of_100k_decisions() {
         t.cleanup().await;
     }
 }
+
+#[tokio::test]
+#[ignore = "benchmark: cargo test --release -p kakeya-control-plane --lib canary::tests::bench_release -- --ignored --nocapture"]
+async fn bench_release_gate_and_replay() {
+    // What `cargo xtask bench --canary` runs, without the benchmark runner's build.
+    let b = super::bench::run(100_000, 1_000_000).await.unwrap();
+    println!("{}", serde_json::to_string_pretty(&b).unwrap());
+}
