@@ -70,13 +70,26 @@ impl DecidedFeatures {
 /// [`SCHEMA_VERSION`]).
 pub fn parse_column(schema: &str, json: &str) -> Result<Vec<f64>, String> {
     let values: Vec<f64> = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    if values.iter().any(|v| !v.is_finite()) {
-        return Err("a feature value is not finite".into());
-    }
+    check_finite(&values)?;
     if schema == SCHEMA_VERSION && values.len() != N_FEATURES {
         return Err(format!("{} values, expected {N_FEATURES}", values.len()));
     }
     Ok(values)
+}
+
+/// [`parse_column`] of a [`SCHEMA_VERSION`] row straight into its array (no allocation: the
+/// simulator reads a million of them).
+pub fn parse_current(json: &str) -> Result<[f64; N_FEATURES], String> {
+    let values: [f64; N_FEATURES] = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    check_finite(&values)?;
+    Ok(values)
+}
+
+fn check_finite(values: &[f64]) -> Result<(), String> {
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err("a feature value is not finite".into());
+    }
+    Ok(())
 }
 
 /// The features of a submission from the gate's headers: `Ok(None)` without the header,

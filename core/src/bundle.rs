@@ -352,8 +352,9 @@ impl Bundle {
         self.arm_with(tenant, pcs_id, &salt)
     }
 
-    /// [`Bundle::arm`] with the canary's version given.
-    fn arm_with(&self, tenant: &str, pcs_id: &str, canary_version: &str) -> Arm {
+    /// [`Bundle::arm`] with the canary's version given (callers deciding many requests
+    /// against one bundle compute it once: [`Model::version`] hashes the model).
+    pub fn arm_with(&self, tenant: &str, pcs_id: &str, canary_version: &str) -> Arm {
         if let Some(c) = &self.canary {
             let unit: &[&str] = match c.key {
                 ArmKey::Tenant => &[tenant],

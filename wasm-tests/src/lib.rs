@@ -21,6 +21,7 @@
 pub mod abi;
 pub mod bench;
 pub mod bench_doc;
+pub mod canary_bench;
 pub mod cost_bench;
 pub mod drift_steps;
 pub mod ensemble;

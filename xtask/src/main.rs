@@ -31,6 +31,9 @@ const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn>
           when it exists, else the embedded sample), rewriting only its section
           --cost: only the cost benchmarks (import of 1,000,000 CUR lines into SQLite, a 30-day
           forecast for 1,000 tenants), rewriting only its section
+          --canary: only the canary benchmarks (a gate evaluation over a window of 100,000
+          decisions, a policy simulation replaying 1,000,000 recorded decisions, on SQLite),
+          rewriting only its section
           --microvote: only the micro-vote (cache miss / context cached / answer cached latency,
           1 and 2 threads, on the HaluEval mix from KAKEYA_MICROVOTE_DATASET, else
           ../shared/data/halueval/train.jsonl.gz; the head's CV figures from its card),
@@ -323,11 +326,13 @@ fn bench(args: &[String]) -> Result<()> {
     }
     let only = match args {
         [] => None,
-        [a] if a == "--floor" || a == "--fit" || a == "--cost" => Some(a.as_str()),
+        [a] if a == "--floor" || a == "--fit" || a == "--cost" || a == "--canary" => {
+            Some(a.as_str())
+        }
         other => {
             return Err(format!(
-                "bench takes no argument, --floor, --fit or --cost, not {other:?}\n\n{USAGE}"
-            ))
+            "bench takes no argument, --floor, --fit, --cost or --canary, not {other:?}\n\n{USAGE}"
+        ))
         }
     };
     let out = root().join("docs/BENCHMARKS.md");
@@ -349,8 +354,9 @@ fn bench(args: &[String]) -> Result<()> {
         cmd.arg(&out);
         cmd
     };
-    if only == Some("--cost") {
-        // In-process in the (release) runner: billing import into SQLite and forecasts.
+    if only == Some("--cost") || only == Some("--canary") {
+        // In-process in the (release) runner: billing import into SQLite and forecasts; the
+        // canary's gate evaluation and policy replay on SQLite.
         return run(&mut runner("release"));
     }
     if only == Some("--fit") {

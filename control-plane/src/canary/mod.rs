@@ -20,6 +20,7 @@
 //! * Time is the caller's (`now_ms`): the tick is a plain function tests call with any clock.
 
 pub mod api;
+pub mod bench;
 pub mod controller;
 pub mod gates;
 pub mod options;

@@ -129,27 +129,12 @@ async fn traffic(db: &Db, arm: &str, version: &str, b: Behaviour, at: i64, span:
             )
         })
         .collect();
-    for chunk in rows.chunks(500) {
-        sqlx::query(&format!(
-            "INSERT INTO decision_log (record_id, tenant, pcs_id, d_hat, coh_star, r, budget, \
-             regime, accepted, escalated, reason, status, cacheable, verify_ns, created_at_ms, \
-             risk, risk_band, model_version, arm, bundle_version, pcs_version) VALUES {}",
-            chunk.join(", ")
-        ))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
-    for chunk in labels.chunks(500) {
-        sqlx::query(&format!(
-            "INSERT INTO labels (tenant, pcs_id, labeller, source, label, confidence, comment, \
-             created_at_ms) VALUES {}",
-            chunk.join(", ")
-        ))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
+    use super::bench::{insert_rows, LABEL_INSERT};
+    let insert = "INSERT INTO decision_log (record_id, tenant, pcs_id, d_hat, coh_star, r, \
+         budget, regime, accepted, escalated, reason, status, cacheable, verify_ns, \
+         created_at_ms, risk, risk_band, model_version, arm, bundle_version, pcs_version) VALUES ";
+    insert_rows(&mut tx, insert, &rows).await.unwrap();
+    insert_rows(&mut tx, LABEL_INSERT, &labels).await.unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -687,4 +672,12 @@ async fn bench_gate_window_of_100k_decisions() {
         );
         t.cleanup().await;
     }
+}
+
+#[tokio::test]
+#[ignore = "benchmark: cargo test --release -p kakeya-control-plane --lib canary::tests::bench_release -- --ignored --nocapture"]
+async fn bench_release_gate_and_replay() {
+    // What `cargo xtask bench --canary` runs, without the benchmark runner's build.
+    let b = super::bench::run(100_000, 1_000_000).await.unwrap();
+    println!("{}", serde_json::to_string_pretty(&b).unwrap());
 }

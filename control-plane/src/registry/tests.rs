@@ -7,31 +7,7 @@ use kakeya_core::bundle::verify_bundle;
 pub(super) const SEED: [u8; 32] = [9; 32];
 
 pub(crate) fn model(bias: f64) -> Model {
-    let n = kakeya_core::features::N_FEATURES;
-    kakeya_core::model::HrsModel {
-        kind: kakeya_core::model::KIND_LOGISTIC.into(),
-        schema_version: kakeya_core::features::SCHEMA_VERSION.into(),
-        feature_names: kakeya_core::features::FEATURE_NAMES
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        mean: vec![0.0; n],
-        std: vec![1.0; n],
-        weights: vec![0.1; n],
-        intercept: bias,
-        platt: kakeya_core::model::Platt { a: -1.0, b: 0.0 },
-        thresholds: kakeya_core::model::Thresholds { escalate: 0.5 },
-        tenant: kakeya_core::features::TenantStats::fresh(),
-        training: kakeya_core::model::TrainingMeta {
-            seed: 1,
-            rows: 2,
-            dataset_sha256: "x".into(),
-            recipe_version: "text-pcs-v1".into(),
-            l2: 1.0,
-            cv_metrics: serde_json::json!({}),
-        },
-    }
-    .into()
+    crate::canary::bench::model(bias)
 }
 
 /// A manual move by the tests.

@@ -11,6 +11,7 @@
 //! arms is the candidate bundle's own consistent hash (`Bundle::arm`).
 
 pub mod api;
+pub mod ensemble;
 #[cfg(test)]
 mod tests;
 
@@ -18,6 +19,7 @@ use crate::registry::history::{Actor, Reason, Why};
 use crate::registry::{self, card, keys, CANARY, CHALLENGER, CHAMPION};
 use crate::store::Db;
 use kakeya_core::bundle::{Arm, Bundle};
+use kakeya_core::ensemble_policy::Decision;
 use kakeya_core::features::{N_FEATURES, SCHEMA_VERSION};
 use kakeya_core::model::Model;
 use serde::{Deserialize, Serialize};
@@ -55,6 +57,8 @@ pub struct PolicyDiff {
     pub canary_weight: Option<f64>,
     /// The challenger's weight, within [0, 1] (a challenger must be set).
     pub challenger_weight: Option<f64>,
+    /// A change of the ensemble (N-of-M) policies, replayed over the recorded votes.
+    pub ensemble: Option<ensemble::EnsembleDiff>,
 }
 
 /// The SLOs a change is checked against.
@@ -98,12 +102,16 @@ pub struct Outcome {
     pub decisions: u64,
     pub escalated: u64,
     pub escalation_rate: f64,
+    /// Rejected by an ensemble policy (422).
+    #[serde(default)]
+    pub rejected: u64,
     pub labelled_hallucinated: u64,
+    /// Labelled hallucinations escalated or rejected.
     pub contained: u64,
     /// contained / labelled_hallucinated (`null` without labelled hallucinations).
     pub containment: Option<f64>,
     pub labelled_faithful: u64,
-    /// Labelled faithful decisions escalated.
+    /// Labelled faithful decisions escalated or rejected.
     pub false_escalations: u64,
     /// Decisions per arm.
     pub by_arm: BTreeMap<String, u64>,
@@ -206,12 +214,17 @@ pub struct Recorded {
     pub x: [f64; N_FEATURES],
     /// Effective label: Some(true) hallucinated, Some(false) faithful.
     pub label: Option<bool>,
+    /// The ensemble's recorded votes and verdict, when the tenant had a policy.
+    pub votes: Option<Box<ensemble::RecordedVotes>>,
 }
 
 /// The candidate: a bundle (models and weights) and the champion's threshold override.
 pub struct Candidate {
     pub bundle: Bundle,
     pub champion_threshold: Option<f64>,
+    /// The changed ensemble policies (`diff.ensemble`): decisions with recorded votes under
+    /// one of them are decided by it over their votes.
+    pub ensemble: Option<kakeya_core::ensemble_policy::EnsembleSection>,
 }
 
 fn logit(p: f64) -> f64 {
@@ -228,18 +241,42 @@ fn recorded_z(m: &Model, risk: f64) -> Option<f64> {
     z.is_finite().then_some(z)
 }
 
-fn tally(o: &mut Outcome, r: &Recorded, escalated: bool, arm: &str) {
+/// What happened to one decision: escalated, rejected (by an ensemble), or neither.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Fate {
+    escalated: bool,
+    rejected: bool,
+}
+
+impl Fate {
+    fn of(d: Decision) -> Fate {
+        Fate {
+            escalated: d == Decision::Escalate,
+            rejected: d == Decision::Reject,
+        }
+    }
+}
+
+fn tally(o: &mut Outcome, r: &Recorded, f: Fate, arm: &str) {
+    let caught = u64::from(f.escalated || f.rejected);
     o.decisions += 1;
-    o.escalated += u64::from(escalated);
-    *o.by_arm.entry(arm.to_string()).or_default() += 1;
+    o.escalated += u64::from(f.escalated);
+    o.rejected += u64::from(f.rejected);
+    // No allocation per decision once the arm is counted.
+    match o.by_arm.get_mut(arm) {
+        Some(n) => *n += 1,
+        None => {
+            o.by_arm.insert(arm.to_string(), 1);
+        }
+    }
     match r.label {
         Some(true) => {
             o.labelled_hallucinated += 1;
-            o.contained += u64::from(escalated);
+            o.contained += caught;
         }
         Some(false) => {
             o.labelled_faithful += 1;
-            o.false_escalations += u64::from(escalated);
+            o.false_escalations += caught;
         }
         None => {}
     }
@@ -298,9 +335,17 @@ pub fn replay(rows: &[Recorded], models: &BTreeMap<String, Model>, cand: &Candid
         (Arm::Champion, Some(t)) => t,
         _ => m.thresholds().escalate,
     };
+    let canary_salt = version_of(Arm::Canary);
     for r in rows {
-        tally(&mut before, r, r.escalated, "recorded");
-        let arm = b.arm(&r.tenant, &r.pcs_id);
+        let recorded = match &r.votes {
+            Some(v) => Fate::of(v.verdict),
+            None => Fate {
+                escalated: r.escalated,
+                rejected: false,
+            },
+        };
+        tally(&mut before, r, recorded, "recorded");
+        let arm = b.arm_with(&r.tenant, &r.pcs_id, canary_salt);
         let m = b.model(arm);
         let v = version_of(arm);
         if v != r.model_version {
@@ -309,9 +354,21 @@ pub fn replay(rows: &[Recorded], models: &BTreeMap<String, Model>, cand: &Candid
         let risk = risk_under(r, m, v);
         // Escalations for other reasons than risk (verification) stay.
         let other = !r.accepted || (r.escalated && !r.high);
-        let escalated = other || risk >= threshold(arm, m);
-        flipped += u64::from(escalated != r.escalated);
-        tally(&mut after, r, escalated, arm.as_str());
+        let policy = cand
+            .ensemble
+            .as_ref()
+            .and_then(|s| s.for_tenant(&r.tenant))
+            .zip(r.votes.as_deref());
+        let fate = match policy {
+            // An ensemble decides over the recorded votes (kakeya_core::ensemble_policy).
+            Some((p, votes)) => Fate::of(votes.decide(p)),
+            None => Fate {
+                escalated: other || risk >= threshold(arm, m),
+                rejected: recorded.rejected,
+            },
+        };
+        flipped += u64::from(fate != recorded);
+        tally(&mut after, r, fate, arm.as_str());
         let cm = &b.champion;
         let cv = version_of(Arm::Champion);
         champion_escalated +=
@@ -390,8 +447,11 @@ pub fn judge(r: &Replayed, slos: &Slos) -> (Impact, Recommendation) {
 fn check_diff(d: &PolicyDiff) -> Result<(), SimError> {
     if *d == PolicyDiff::default() {
         return Err(SimError::Invalid(
-            "diff changes nothing: give model_version, escalate_threshold, canary_weight or challenger_weight".into(),
+            "diff changes nothing: give model_version, escalate_threshold, canary_weight, challenger_weight or ensemble".into(),
         ));
+    }
+    if let Some(e) = &d.ensemble {
+        e.check().map_err(SimError::Invalid)?;
     }
     if let Some(t) = d.escalate_threshold {
         if !(t > 0.0 && t <= 1.0) {
@@ -467,11 +527,22 @@ async fn candidate(
         }
         b.challenger_weight = w;
     }
+    let ensemble = match &diff.ensemble {
+        Some(e) => Some(e.apply_section(&b.ensemble).map_err(|e| match e {
+            ensemble::SectionError::NoPolicy(message) => SimError::Conflict {
+                code: "no_ensemble_policy",
+                message,
+            },
+            ensemble::SectionError::Invalid(m) => SimError::Invalid(m),
+        })?),
+        None => None,
+    };
     Ok((
         served,
         Candidate {
             bundle: b,
             champion_threshold: diff.escalate_threshold,
+            ensemble,
         },
     ))
 }
@@ -479,10 +550,12 @@ async fn candidate(
 /// The scored decisions of `[since, until)` with recorded features of the current schema,
 /// newest first up to [`MAX_REPLAY`], with their effective labels.
 pub async fn recorded(db: &Db, since: i64, until: i64) -> Result<Vec<Recorded>, sqlx::Error> {
-    let rows = sqlx::query(
+    use futures_util::TryStreamExt;
+    let mut rows = sqlx::query(
         "SELECT d.id AS id, d.tenant AS tenant, d.pcs_id AS pcs_id, d.accepted AS accepted, \
          d.escalated AS escalated, d.risk AS risk, d.risk_band AS risk_band, \
-         d.model_version AS model_version, d.features AS features FROM decision_log d \
+         d.model_version AS model_version, d.features AS features, d.votes AS votes \
+         FROM decision_log d \
          WHERE d.created_at_ms >= $1 AND d.created_at_ms < $2 AND d.risk IS NOT NULL \
          AND d.features IS NOT NULL AND d.feature_schema = $3 ORDER BY d.id DESC LIMIT $4",
     )
@@ -490,18 +563,12 @@ pub async fn recorded(db: &Db, since: i64, until: i64) -> Result<Vec<Recorded>, 
     .bind(until)
     .bind(SCHEMA_VERSION)
     .bind(MAX_REPLAY)
-    .fetch_all(&db.pool)
-    .await?;
-    let mut ids = Vec::with_capacity(rows.len());
-    let mut out = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let Ok(values) = crate::decision_features::parse_column(
-            SCHEMA_VERSION,
-            &r.try_get::<String, _>("features")?,
-        ) else {
-            continue;
-        };
-        let Ok(x) = <[f64; N_FEATURES]>::try_from(values.as_slice()) else {
+    .fetch(&db.pool);
+    let (mut ids, mut out) = (Vec::new(), Vec::new());
+    // Streamed: a million rows are never all held as database rows at once.
+    while let Some(r) = rows.try_next().await? {
+        let Ok(x) = crate::decision_features::parse_current(r.try_get::<&str, _>("features")?)
+        else {
             continue;
         };
         ids.push(r.try_get::<i64, _>("id")?);
@@ -517,6 +584,10 @@ pub async fn recorded(db: &Db, since: i64, until: i64) -> Result<Vec<Recorded>, 
                 .unwrap_or_default(),
             x,
             label: None,
+            votes: r
+                .try_get::<Option<String>, _>("votes")?
+                .and_then(|v| ensemble::RecordedVotes::parse(&v))
+                .map(Box::new),
         });
     }
     // Labels of the window's decisions, by their effective label.
@@ -611,6 +682,10 @@ pub async fn simulate(
                 window.as_secs()
             ),
         });
+    }
+    if let Some(s) = &cand.ensemble {
+        ensemble::check_recorded(s, &rows)
+            .map_err(|(code, message)| SimError::Conflict { code, message })?;
     }
     let models = recorded_models(db, seed, &rows).await?;
     let r = replay(&rows, &models, &cand);
@@ -741,6 +816,9 @@ pub async fn apply(
         comment: Some(format!("policy {policy_id}: {}", sim.simulation_id)),
     };
     let d = &sim.diff;
+    if let Some(e) = &d.ensemble {
+        ensemble::apply(db, seed, e, policy_id, now_ms).await?;
+    }
     let mut champion = match &d.model_version {
         Some(v) => v.clone(),
         None => {

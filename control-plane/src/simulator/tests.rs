@@ -70,28 +70,9 @@ async fn record(db: &Db, m: &Model, x: &[[f64; N_FEATURES]]) {
             )
         })
         .collect();
-    for chunk in rows.chunks(400) {
-        sqlx::query(&format!(
-            "INSERT INTO decision_log (record_id, tenant, pcs_id, d_hat, coh_star, r, budget, \
-             regime, accepted, escalated, reason, status, cacheable, verify_ns, created_at_ms, \
-             risk, risk_band, model_version, arm, bundle_version, pcs_version, feature_schema, \
-             features) VALUES {}",
-            chunk.join(", ")
-        ))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
-    for chunk in labels.chunks(400) {
-        sqlx::query(&format!(
-            "INSERT INTO labels (tenant, pcs_id, labeller, source, label, confidence, comment, \
-             created_at_ms) VALUES {}",
-            chunk.join(", ")
-        ))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
+    use crate::canary::bench::{insert_rows, DECISION_INSERT, LABEL_INSERT};
+    insert_rows(&mut tx, DECISION_INSERT, &rows).await.unwrap();
+    insert_rows(&mut tx, LABEL_INSERT, &labels).await.unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -367,6 +348,7 @@ fn bench_replay_of_a_million_decisions() {
                 model_version: a.version(),
                 x: *x,
                 label: (i % 3 == 0).then_some(risk > 0.45),
+                votes: None,
             }
         })
         .collect();
@@ -392,6 +374,7 @@ fn bench_replay_of_a_million_decisions() {
         let cand = Candidate {
             bundle,
             champion_threshold: threshold,
+            ensemble: None,
         };
         let t0 = std::time::Instant::now();
         let r = replay(&rows, &models, &cand);
@@ -402,5 +385,307 @@ fn bench_replay_of_a_million_decisions() {
             r.before.escalation_rate,
             r.after.escalation_rate
         );
+    }
+}
+
+/// The 2-of-3 policy of the ensemble tests: pcs_recompute, hrs and rag_grounding at weight 1.
+fn two_of_three() -> kakeya_core::ensemble_policy::EnsemblePolicy {
+    use kakeya_core::ensemble_policy::{EnsemblePolicy, Stack, StrategyConfig};
+    let s = || StrategyConfig {
+        weight: 1.0,
+        accept_below: None,
+        reject_above: None,
+        deadline_ms: None,
+    };
+    EnsemblePolicy {
+        policy_id: "p-2of3".into(),
+        n: 2,
+        strategies: ["pcs_recompute", "hrs", "rag_grounding"]
+            .into_iter()
+            .map(|n| (n.to_string(), s()))
+            .collect(),
+        min_confidence: 0.6,
+        reject_confidence: 0.8,
+        fail_open: true,
+        stack: Stack::default(),
+        sources: None,
+    }
+}
+
+/// Five decisions of tenant `acme` with hand-picked votes (`None` = abstained) and the
+/// verdict the 2-of-3 policy gives them (`decide` under [`two_of_three`], checked by hand):
+/// 1. 3 accepts, a = 0.9                                   → accept
+/// 2. 2 accepts, a = (1 + 0.7)/3 = 0.567 < 0.6, r = 0.3      → escalate
+/// 3. 2 accepts (hrs abstains), a = (1 + 0.9)/2 = 0.95       → accept
+/// 4. 3 rejects, r = 0.933 ≥ 0.8                             → reject
+/// 5. pcs rejects 0.5 (claim inconsistent), a = 0.633: accept, but not verified → escalate
+type Votes = [(&'static str, Option<bool>, f64); 3];
+const VOTES: [(Votes, &str); 5] = [
+    (
+        [
+            ("pcs_recompute", Some(true), 1.0),
+            ("hrs", Some(true), 0.9),
+            ("rag_grounding", Some(true), 0.8),
+        ],
+        "accept",
+    ),
+    (
+        [
+            ("pcs_recompute", Some(true), 1.0),
+            ("hrs", Some(true), 0.7),
+            ("rag_grounding", Some(false), 0.9),
+        ],
+        "escalate",
+    ),
+    (
+        [
+            ("pcs_recompute", Some(true), 1.0),
+            ("hrs", None, 0.0),
+            ("rag_grounding", Some(true), 0.9),
+        ],
+        "accept",
+    ),
+    (
+        [
+            ("pcs_recompute", Some(false), 1.0),
+            ("hrs", Some(false), 0.9),
+            ("rag_grounding", Some(false), 0.9),
+        ],
+        "reject",
+    ),
+    (
+        [
+            ("pcs_recompute", Some(false), 0.5),
+            ("hrs", Some(true), 0.95),
+            ("rag_grounding", Some(true), 0.95),
+        ],
+        "escalate",
+    ),
+];
+
+/// Records [`VOTES`] as the gate logs them (votes JSON, features, risk), serves a bundle
+/// whose `acme` policy is [`two_of_three`], and labels decision 3 hallucinated and 1
+/// faithful.
+async fn record_votes(db: &Db, m: &Model) {
+    use crate::ensemble::store::{set_policy, LoggedArm, PolicyRow, Reason};
+    use kakeya_core::verify::EnsembleSummary;
+    use kakeya_core::vote::{Vote, VoteOutcome};
+    let p = two_of_three();
+    let row = PolicyRow {
+        tenant: "acme".into(),
+        arms: vec![LoggedArm {
+            policy: p.clone(),
+            propensity: 1.0,
+        }],
+        policy: p,
+        run_id: None,
+        updated_at_ms: 1,
+    };
+    let mut conn = db.pool.acquire().await.unwrap();
+    set_policy(&mut conn, &row, Reason::Manual).await.unwrap();
+    drop(conn);
+    registry::republish(db, &SEED, 6).await.unwrap();
+    let x = xs(VOTES.len());
+    for (i, ((votes, verdict), x)) in VOTES.iter().zip(&x).enumerate() {
+        let summary = EnsembleSummary {
+            policy_id: "p-2of3".into(),
+            verdict: verdict.to_string(),
+            votes: votes
+                .iter()
+                .map(|(s, v, c)| {
+                    let o = match v {
+                        Some(true) => VoteOutcome::Accept,
+                        Some(false) => VoteOutcome::Reject,
+                        None => VoteOutcome::Abstain,
+                    };
+                    Vote::new(*s, o, *c, "test")
+                })
+                .collect(),
+        };
+        let (accepted, escalated) = match *verdict {
+            "accept" => (1, 0),
+            "escalate" => (1, 1),
+            _ => (0, 0),
+        };
+        sqlx::query(
+            "INSERT INTO decision_log (record_id, tenant, pcs_id, d_hat, coh_star, r, budget, \
+             regime, accepted, escalated, reason, status, cacheable, verify_ns, created_at_ms, \
+             risk, risk_band, model_version, arm, bundle_version, pcs_version, feature_schema, \
+             features, votes) VALUES ($1, 'acme', $2, 1.2, 0.7, 0.5, 1.0, 'sticky', $3, $4, \
+             NULL, 200, 1, 40000, $5, $6, 'low', $7, 'champion', 1, 'v0.2', $8, $9, $10)",
+        )
+        .bind(format!("e{i}"))
+        .bind(format!("q{}", i + 1))
+        .bind(accepted)
+        .bind(escalated)
+        .bind(T0 + i as i64)
+        .bind(m.score(x).1)
+        .bind(m.version())
+        .bind(SCHEMA_VERSION)
+        .bind(serde_json::to_string(&x.to_vec()).unwrap())
+        .bind(summary.to_json())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    for (pcs, label) in [("q3", "hallucinated"), ("q1", "faithful")] {
+        sqlx::query(
+            "INSERT INTO labels (tenant, pcs_id, labeller, source, label, confidence, comment, \
+             created_at_ms) VALUES ('acme', $1, 'rev', 'gold', $2, 1.0, NULL, $3)",
+        )
+        .bind(pcs)
+        .bind(label)
+        .bind(T0)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+}
+
+fn ens(e: ensemble::EnsembleDiff) -> PolicyDiff {
+    PolicyDiff {
+        ensemble: Some(e),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn an_ensemble_diff_is_replayed_over_the_recorded_votes() {
+    use ensemble::EnsembleDiff;
+    for t in all_dbs("sim_ensemble").await {
+        let (db, l) = (&t.db, t.label);
+        let (a, _) = setup(db).await;
+        record_votes(db, &a).await;
+        let now = T0 + 10_000;
+        let sim = |id: &'static str, e: EnsembleDiff| {
+            let r = req(id, ens(e));
+            async move { simulate(db, &SEED, &r, now).await }
+        };
+        // 3 of 3: decision 3 (2 accepts, hrs abstained) is escalated; the rest stay.
+        let s = sim(
+            "n3",
+            EnsembleDiff {
+                n: Some(3),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (s.before.escalated, s.before.rejected, s.before.decisions),
+            (2, 1, 5),
+            "{l}"
+        );
+        assert_eq!((s.after.escalated, s.after.rejected), (3, 1), "{l}");
+        assert_eq!(s.impact.flipped, 1, "{l}");
+        assert!((s.impact.escalation_delta_pp - 20.0).abs() < 1e-9, "{l}");
+        // The labelled hallucination (decision 3) is now contained: 0 → 100 %.
+        assert_eq!(s.before.containment, Some(0.0), "{l}");
+        assert_eq!(s.after.containment, Some(1.0), "{l}");
+        // rag_grounding at weight 0: decision 2 accepts (a = (1 + 0.7)/2 = 0.85); decision 5
+        // stays escalated (a = 0.475, and it was not verified).
+        let s = sim(
+            "rag0",
+            EnsembleDiff {
+                weights: [("rag_grounding".to_string(), 0.0)].into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((s.after.escalated, s.after.rejected), (1, 1), "{l}");
+        assert_eq!(s.impact.flipped, 1, "{l}");
+        // fail_open off: the undecided decision 2 is rejected; decision 5 (an accept that was
+        // not verified) stays escalated.
+        let s = sim(
+            "closed",
+            EnsembleDiff {
+                fail_open: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((s.after.escalated, s.after.rejected), (1, 2), "{l}");
+        // hrs disabled (2 of {pcs_recompute, rag_grounding}): decision 2 is undecided
+        // (1 accept) → escalate; 3 accepts; 5 not verified → escalate; 1 accepts, 4 rejects.
+        let s = sim(
+            "nohrs",
+            EnsembleDiff {
+                disable: vec!["hrs".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (s.after.escalated, s.after.rejected, s.impact.flipped),
+            (2, 1, 0),
+            "{l}"
+        );
+        // Refused, nothing stored: a strategy whose votes were not recorded, an invalid
+        // policy, an unknown strategy, a tenant without a policy.
+        let e = sim(
+            "mv",
+            EnsembleDiff {
+                weights: [("micro_vote".to_string(), 1.0)].into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SimError::Conflict {
+                    code: "votes_not_recorded",
+                    ..
+                }
+            ),
+            "{l}: {e}"
+        );
+        for bad in [
+            EnsembleDiff {
+                n: Some(4),
+                ..Default::default()
+            },
+            EnsembleDiff {
+                disable: vec!["lightweight".into()],
+                ..Default::default()
+            },
+            EnsembleDiff::default(),
+        ] {
+            let e = sim("bad", bad).await.unwrap_err();
+            assert!(matches!(e, SimError::Invalid(_)), "{l}: {e}");
+        }
+        let e = sim(
+            "other",
+            EnsembleDiff {
+                tenant: Some("nobody".into()),
+                n: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SimError::Conflict {
+                    code: "no_ensemble_policy",
+                    ..
+                }
+            ),
+            "{l}: {e}"
+        );
+        // Applied (the no-hrs change flips nothing: approved): the served bundle carries it.
+        let applied = apply(db, &SEED, "nohrs", now + 1).await.unwrap();
+        assert!(applied.applied_at_ms.is_some(), "{l}");
+        let pk = keys::public_key_b64(&SEED);
+        let (_, b) = registry::served_bundle(db, &pk).await.unwrap().unwrap();
+        let p = b.ensemble.for_tenant("acme").unwrap();
+        assert_eq!(p.policy_id, "nohrs", "{l}");
+        assert!(!p.strategies.contains_key("hrs"), "{l}");
+        t.cleanup().await;
     }
 }

@@ -67,6 +67,7 @@ enum Only {
     Fit,
     Cost,
     Ensemble,
+    Canary,
 }
 
 fn main() -> Result<()> {
@@ -76,6 +77,7 @@ fn main() -> Result<()> {
         [flag, out] if flag == "--fit" => (Only::Fit, out.clone()),
         [flag, out] if flag == "--cost" => (Only::Cost, out.clone()),
         [flag, out] if flag == "--ensemble" => (Only::Ensemble, out.clone()),
+        [flag, out] if flag == "--canary" => (Only::Canary, out.clone()),
         [flag, out] if flag == "--sklearn-fixture" => {
             fit_bench::write_fixture(&fit_bench::sklearn_python()?, out.as_ref())?;
             eprintln!("wrote {out}");
@@ -83,7 +85,7 @@ fn main() -> Result<()> {
         }
         [out] => (Only::All, out.clone()),
         _ => anyhow::bail!(
-            "usage: kakeya-bench [--floor|--fit|--cost|--ensemble] OUT.md | kakeya-bench --sklearn-fixture OUT.json"
+            "usage: kakeya-bench [--floor|--fit|--cost|--ensemble|--canary] OUT.md | kakeya-bench --sklearn-fixture OUT.json"
         ),
     };
     let old_doc = || std::fs::read_to_string(&out).unwrap_or_else(|_| "# Benchmarks\n".into());
@@ -125,6 +127,16 @@ fn main() -> Result<()> {
                 "wrote {out}; reproduce with `{}`",
                 ensemble_bench::REPRODUCE
             );
+            return Ok(());
+        }
+        Only::Canary => {
+            use kakeya_wasm_tests::canary_bench;
+            eprintln!("bench: canary gate evaluation and policy replay");
+            let report = canary_bench::run()?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            let md = canary_bench::markdown(&report);
+            std::fs::write(&out, canary_bench::splice(&old_doc(), &md))?;
+            eprintln!("wrote {out}; reproduce with `{}`", canary_bench::REPRODUCE);
             return Ok(());
         }
         Only::All => {}
