@@ -61,7 +61,7 @@ def main():
     kakeya = sys.argv[1]
     y = np.asarray(AirPassengers, dtype=float)
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
-        f.write("\n".join(repr(v) for v in y) + "\n")
+        f.write("\n".join(repr(float(v)) for v in y) + "\n")
         f.flush()
         additive = ours(kakeya, f.name, log=False)
         logged = ours(kakeya, f.name, log=True)
