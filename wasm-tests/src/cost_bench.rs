@@ -36,8 +36,7 @@ pub fn run() -> anyhow::Result<CostBench> {
 pub fn markdown(b: &CostBench) -> String {
     format!(
         "{BEGIN}\n## Cost: billing import, reconciliation and forecasts\n\n\
-Reproduce with `{REPRODUCE}` ({}; load average {} when it ran). Release build, SQLite in a \
-temp directory, one process.\n\n\
+Reproduce with `{REPRODUCE}` ({}; load average {} when it ran). Release build, SQLite in the target dir, one process.\n\n\
 | what | result | target |\n|---|---|---|\n\
 | import {} AWS CUR (legacy CSV) lines, {:.0} MiB, into an empty database | {:.2} s ({} lines written) | < 10 s: {} |\n\
 | re-import of the same file | {:.2} s ({} lines written) | a no-op: {} |\n\
