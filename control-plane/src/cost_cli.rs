@@ -111,6 +111,30 @@ pub enum CostCmd {
         #[arg(long, default_value_t = 30)]
         horizon: usize,
     },
+    /// Rolling-origin backtest of a given series (a file of numbers, oldest first) with our
+    /// Holt-Winters at any season length: MAPE and 80/95 % interval coverage per horizon, and
+    /// the origins used (`scripts/forecast_compare.py` runs statsforecast on the same ones).
+    /// Prints JSON; no database is opened.
+    Backtest {
+        /// The series: numbers separated by newlines, commas or spaces.
+        #[arg(long)]
+        series: PathBuf,
+        /// Season length (7 for daily cost, 12 for monthly data).
+        #[arg(long, default_value_t = 7)]
+        season: usize,
+        /// Horizons to backtest (repeatable).
+        #[arg(long = "horizon", default_values_t = [7, 30])]
+        horizons: Vec<usize>,
+        /// Points before the first origin.
+        #[arg(long, default_value_t = 28)]
+        min_train: usize,
+        /// Points between origins.
+        #[arg(long, default_value_t = 7)]
+        step: usize,
+        /// Fit on the logarithm (a multiplicative season; every value must be > 0).
+        #[arg(long)]
+        log: bool,
+    },
     /// Compute the advisor's recommendations (or apply one by id).
     Recommendations {
         /// Apply this pending recommendation.
@@ -124,13 +148,19 @@ pub enum CostCmd {
     },
     /// Time the cost benchmarks in this process (a release build: `cargo xtask bench --cost`
     /// writes them into docs/BENCHMARKS.md): import of --lines synthetic CUR lines into a
-    /// fresh SQLite database and its re-import, a 30-day forecast for --tenants tenants.
-    /// Prints the figures as JSON.
+    /// fresh SQLite database and its re-import, the reconciliation of a month of --records
+    /// decision cost records, a 30-day forecast for --tenants tenants. Inputs go under --dir
+    /// and are removed afterwards. Prints the figures as JSON.
     Bench {
         #[arg(long, default_value_t = 1_000_000)]
         lines: u64,
+        #[arg(long, default_value_t = 10_000_000)]
+        records: u64,
         #[arg(long, default_value_t = 1_000)]
         tenants: usize,
+        /// Where the inputs are generated (default: the system's temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Write billing exports for tests and demos: from the internal cost of a window with a
     /// planted drift per service, or --synthetic N lines (the import benchmark's input).
@@ -237,8 +267,47 @@ fn writer(path: &PathBuf) -> anyhow::Result<Box<dyn std::io::Write>> {
 }
 
 pub async fn run(cfg: Config, cmd: CostCmd) -> anyhow::Result<()> {
-    if let CostCmd::Bench { lines, tenants } = cmd {
-        return print(&kakeya_control_plane::cost::bench::run(lines, tenants).await?);
+    if let CostCmd::Bench {
+        lines,
+        records,
+        tenants,
+        dir,
+    } = cmd
+    {
+        let dir = dir.unwrap_or_else(std::env::temp_dir);
+        let sizes = cost::bench::Sizes {
+            lines,
+            records,
+            tenants,
+        };
+        return print(&cost::bench::run(&dir, sizes).await?);
+    }
+    if let CostCmd::Backtest {
+        series,
+        season,
+        horizons,
+        min_train,
+        step,
+        log,
+    } = cmd
+    {
+        let text = std::fs::read_to_string(&series)
+            .with_context(|| format!("cannot read {}", series.display()))?;
+        let y = cost::forecast::parse_series(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", series.display()))?;
+        anyhow::ensure!(season >= 2, "--season must be at least 2");
+        anyhow::ensure!(step >= 1, "--step must be at least 1");
+        anyhow::ensure!(
+            !log || y.iter().all(|v| *v > 0.0),
+            "--log needs every value > 0"
+        );
+        let plan = cost::forecast::BacktestPlan {
+            season,
+            min_train,
+            step,
+            log,
+        };
+        return print(&cost::forecast::series_backtest(&y, &horizons, plan));
     }
     let db = Db::connect(&cfg.database_url, None)
         .await
@@ -394,7 +463,7 @@ pub async fn run(cfg: Config, cmd: CostCmd) -> anyhow::Result<()> {
             BudgetsCmd::Recompute => print(&budgets::recompute(&db, opts, now).await?.0),
         },
         // Handled above: it needs no database of the configuration.
-        CostCmd::Bench { .. } => Ok(()),
+        CostCmd::Bench { .. } | CostCmd::Backtest { .. } => Ok(()),
         CostCmd::Fixtures(a) => {
             let mut out = writer(&a.out)?;
             let n = match (a.synthetic, &a.window) {

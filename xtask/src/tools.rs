@@ -153,6 +153,53 @@ pub fn sklearn(root: &Path) -> Result<PathBuf> {
     )
 }
 
+/// statsforecast for the forecast comparison (`scripts/forecast_compare.py`): the whole
+/// resolved set, pinned (what pip chose for statsforecast 2.1.1 on Python 3.11).
+pub const STATSFORECAST_VERSION: &str = "2.1.1";
+const STATSFORECAST_STACK: [&str; 26] = [
+    "adagio==0.2.6",
+    "cloudpickle==3.1.3",
+    "coreforecast==0.0.20",
+    "formulaic==1.2.2",
+    "fsspec==2026.9.0",
+    "fugue==0.9.7",
+    "interface_meta==2.0.1",
+    "narwhals==2.29.0",
+    "numpy==2.4.6",
+    "packaging==26.4",
+    "pandas==2.3.3",
+    "patsy==1.0.3",
+    "pyarrow==26.0.1",
+    "python-dateutil==4.0.0",
+    "pytz==2026.6",
+    "scipy==1.17.1",
+    "six==1.17.0",
+    "statsforecast==2.1.1",
+    "statsmodels==0.15.0",
+    "threadpoolctl==3.8.0",
+    "tqdm==4.70.1",
+    "triad==1.0.4",
+    "typing_extensions==4.16.0",
+    "tzdata==2026.6",
+    "utilsforecast==0.2.17",
+    "wrapt==2.5.2",
+];
+
+/// Path of a Python with statsforecast: `KAKEYA_STATSFORECAST_PYTHON` if set, else the
+/// project-local venv, created and filled by pip when it is missing.
+pub fn statsforecast(root: &Path) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KAKEYA_STATSFORECAST_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    venv_tool(
+        root,
+        &format!("statsforecast-{STATSFORECAST_VERSION}"),
+        "python",
+        &STATSFORECAST_STACK,
+        "statsforecast comes from PyPI: install python3 with venv and pip, or set KAKEYA_STATSFORECAST_PYTHON",
+    )
+}
+
 /// `bin/<bin>` of the venv `<tools>/<name>`, created with `python3 -m venv` and filled with
 /// `requirements` by pip when it does not run (`<bin> --version`).
 fn venv_tool(

@@ -7,18 +7,26 @@
 //! * `budget_cap`: a tenant whose forecast month-end spend exceeds its hard cap with
 //!   probability above one half, while its hard action lets traffic through (`alert`,
 //!   `degrade`): throttle at the hard cap. Saving = the forecast overrun.
-//! * `micro_vote_off`, `rag_off`: a tenant where the vote never changed a decision. The
-//!   decision log does not carry votes yet: reported as `no_data`, never guessed.
+//! * `micro_vote_off`, `rag_off`: a tenant whose policy enables the micro-vote (RAG
+//!   grounding) where that vote, cast in at least [`vote_value::MIN_VOTES`] of the last 30
+//!   days' decisions, changed none of them when the N-of-M rule is re-run without it
+//!   ([`vote_value`]): drop the strategy from the tenant's policy. Saving = the tenant's
+//!   model-call cost of the last 30 days for the micro-vote; 0 for RAG, whose work runs in the
+//!   filter and is not split out of its CPU time. `no_data` when no decision carries votes.
+//! * `micro_vote_deadline`: needs the micro-vote's latency per call, which the votes do not
+//!   record (outcome, confidence and reason only): `no_data`, never guessed.
 //! * `dedup_ttl`: from the age distribution of dedup hits, which are not recorded yet:
 //!   `no_data`.
 
 use super::budgets::{self, Budget};
 use super::options::CostOptions;
-use super::prices::day_of_ms;
-use super::{record, CostError};
+use super::prices::{day_of_ms, DAY_MS};
+use super::{record, vote_value, CostError};
+use crate::ensemble::store::{self as policies, LoggedArm, PolicyRow, Reason};
 use crate::store::Db;
+use kakeya_core::ensemble_policy::EnsemblePolicy;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 /// Days the saving is modelled on.
 pub const MODEL_DAYS: i64 = 30;
@@ -27,7 +35,7 @@ pub const MODEL_DAYS: i64 = 30;
 #[schema(as = CostRecommendation)]
 pub struct Recommendation {
     pub id: String,
-    /// `budget_cap`.
+    /// `budget_cap`, `micro_vote_off` or `rag_off`.
     pub kind: String,
     pub tenant: Option<String>,
     /// `pending`, `applied` or `superseded`.
@@ -108,14 +116,27 @@ async fn tenant_days(
         .unwrap_or_default())
 }
 
-/// Computes the recommendations now (pending ones of earlier runs are superseded), then lists
-/// them with the applied ones and their realised savings.
-pub async fn recommend(
-    db: &Db,
-    opts: &CostOptions,
-    now_ms: i64,
-) -> Result<Recommendations, CostError> {
-    let today = day_of_ms(now_ms);
+/// A recommendation before it is stored: kind, tenant, projected saving, risk, rationale,
+/// diff.
+type Fresh = (
+    &'static str,
+    String,
+    f64,
+    &'static str,
+    String,
+    serde_json::Value,
+);
+
+fn no_data(rule: &str, reason: &str) -> Skipped {
+    Skipped {
+        rule: rule.into(),
+        status: "no_data".into(),
+        reason: reason.into(),
+    }
+}
+
+/// `budget_cap` for every budget whose forecast overruns its hard cap.
+async fn budget_rule(db: &Db, opts: &CostOptions, today: i64) -> Result<Vec<Fresh>, CostError> {
     let (_, first, next) = budgets::month_of(today);
     let mut fresh = Vec::new();
     for b in budgets::list(db).await? {
@@ -149,6 +170,117 @@ pub async fn recommend(
             ));
         }
     }
+    Ok(fresh)
+}
+
+/// The strategies the vote rule may turn off, with the kind of their recommendation.
+pub const VOTE_RULES: [(&str, &str); 2] = [
+    ("micro_vote", "micro_vote_off"),
+    ("rag_grounding", "rag_off"),
+];
+
+/// The policy without `strategy` (its stacking terms too), under a derived id.
+fn without(policy: &EnsemblePolicy, strategy: &str) -> EnsemblePolicy {
+    let mut p = policy.clone();
+    p.strategies.remove(strategy);
+    p.stack.coef.remove(strategy);
+    p.stack.abstain.remove(strategy);
+    p.policy_id = format!("{}-no-{strategy}", policy.policy_id);
+    p
+}
+
+/// `micro_vote_off` / `rag_off` over the last [`MODEL_DAYS`] days before `now_ms`.
+async fn vote_rule(
+    db: &Db,
+    opts: &CostOptions,
+    now_ms: i64,
+) -> Result<(Vec<Fresh>, Vec<Skipped>), CostError> {
+    let (from_ms, to_ms) = (now_ms - MODEL_DAYS * DAY_MS, now_ms);
+    let tenants = vote_value::tenants(db, from_ms, to_ms).await?;
+    if tenants.is_empty() {
+        let reason = "no decision of the last 30 days carries votes (only tenants with an \
+                      ensemble policy record them)";
+        return Ok((
+            Vec::new(),
+            VOTE_RULES.iter().map(|(_, k)| no_data(k, reason)).collect(),
+        ));
+    }
+    let mut fresh = Vec::new();
+    for t in tenants {
+        let Some(view) = crate::ensemble::policy_view(db, &t)
+            .await
+            .map_err(|e| CostError::Invalid(format!("the ensemble policy of {t}: {e}")))?
+        else {
+            continue;
+        };
+        let policy = view.policy;
+        let (decisions, other) =
+            vote_value::decisions(db, &t, &policy.policy_id, from_ms, to_ms).await?;
+        for (strategy, kind) in VOTE_RULES {
+            if !policy.strategies.contains_key(strategy) {
+                continue;
+            }
+            let imp = vote_value::impact(&policy, &decisions, strategy);
+            let next = without(&policy, strategy);
+            if imp.voted < vote_value::MIN_VOTES || imp.changed > 0 || next.validate().is_err() {
+                continue;
+            }
+            let saving = if strategy == "micro_vote" {
+                let today = day_of_ms(now_ms);
+                let sel = record::Selection {
+                    from_day: today - MODEL_DAYS,
+                    to_day: today,
+                    tenant: Some(t.clone()),
+                    ..Default::default()
+                };
+                let days = super::rollup(db, opts, &sel).await?;
+                let calls: f64 = days
+                    .iter()
+                    .filter_map(|d| d.cost.map(|c| c.model_calls))
+                    .sum();
+                calls * 30.0 / MODEL_DAYS as f64
+            } else {
+                0.0
+            };
+            fresh.push((
+                kind,
+                t.clone(),
+                saving,
+                "low",
+                format!(
+                    "{strategy} voted in {} of the {} decisions of the last {MODEL_DAYS} days \
+                     under policy {} and changed none of them (re-decided by its N-of-M rule \
+                     without the vote; {other} decisions under other policies not replayed)",
+                    imp.voted, imp.decisions, policy.policy_id
+                ),
+                serde_json::json!({"path": format!("ensemble.{t}.strategies.{strategy}"),
+                                   "from": policy.strategies.get(strategy), "to": null,
+                                   "policy_id": {"from": policy.policy_id, "to": next.policy_id}}),
+            ));
+        }
+    }
+    Ok((fresh, Vec::new()))
+}
+
+/// Computes the recommendations now (pending ones of earlier runs are superseded), then lists
+/// them with the applied ones and their realised savings.
+pub async fn recommend(
+    db: &Db,
+    opts: &CostOptions,
+    now_ms: i64,
+) -> Result<Recommendations, CostError> {
+    let today = day_of_ms(now_ms);
+    let mut fresh = budget_rule(db, opts, today).await?;
+    let (votes, mut skipped) = vote_rule(db, opts, now_ms).await?;
+    fresh.extend(votes);
+    skipped.push(no_data(
+        "micro_vote_deadline",
+        "the votes record the micro-vote's outcome, confidence and reason, not its latency",
+    ));
+    skipped.push(no_data(
+        "dedup_ttl",
+        "the ages of dedup hits are not recorded yet",
+    ));
     sqlx::query("UPDATE cost_recommendations SET status = 'superseded' WHERE status = 'pending'")
         .execute(&db.pool)
         .await?;
@@ -175,22 +307,10 @@ pub async fn recommend(
         }
         recommendations.push(r);
     }
-    let no_data = |rule: &str, reason: &str| Skipped {
-        rule: rule.into(),
-        status: "no_data".into(),
-        reason: reason.into(),
-    };
     Ok(Recommendations {
         currency: opts.currency.clone(),
         recommendations,
-        skipped: vec![
-            no_data(
-                "micro_vote_off",
-                "the decision log carries no micro-vote results yet",
-            ),
-            no_data("rag_off", "the decision log carries no RAG votes yet"),
-            no_data("dedup_ttl", "the ages of dedup hits are not recorded yet"),
-        ],
+        skipped,
     })
 }
 
@@ -287,6 +407,15 @@ pub async fn apply(db: &Db, id: &str, now_ms: i64) -> Result<Recommendation, Cos
         };
         budgets::set(db, &nb, now_ms).await?;
     }
+    if let Some((strategy, _)) = VOTE_RULES.iter().find(|(_, k)| *k == r.kind) {
+        apply_without(
+            db,
+            r.tenant.as_deref().unwrap_or_default(),
+            strategy,
+            now_ms,
+        )
+        .await?;
+    }
     let n = sqlx::query(
         "UPDATE cost_recommendations SET status = 'applied', applied_at_ms = $1 \
          WHERE id = $2 AND status = 'pending'",
@@ -306,4 +435,42 @@ pub async fn apply(db: &Db, id: &str, now_ms: i64) -> Result<Recommendation, Cos
         applied_at: Some(crate::learn::rfc3339(now_ms)),
         ..r
     })
+}
+
+/// Stores the tenant's current policy without `strategy` as its own (a manual change, in the
+/// policy history); 409 when the policy no longer has the strategy or would be invalid.
+async fn apply_without(
+    db: &Db,
+    tenant: &str,
+    strategy: &str,
+    now_ms: i64,
+) -> Result<(), CostError> {
+    let policy = crate::ensemble::policy_view(db, tenant)
+        .await
+        .map_err(|e| CostError::Invalid(format!("the ensemble policy of {tenant}: {e}")))?
+        .map(|v| v.policy)
+        .filter(|p| p.strategies.contains_key(strategy))
+        .ok_or_else(|| {
+            CostError::Conflict(format!(
+                "the policy of {tenant} no longer enables {strategy}: fetch the recommendations again"
+            ))
+        })?;
+    let next = without(&policy, strategy);
+    next.validate()
+        .map_err(|e| CostError::Conflict(format!("the policy without {strategy}: {e}")))?;
+    let row = PolicyRow {
+        tenant: tenant.to_string(),
+        arms: vec![LoggedArm {
+            policy: next.clone(),
+            propensity: 1.0,
+        }],
+        policy: next,
+        run_id: None,
+        updated_at_ms: now_ms,
+    };
+    let mut conn = db.pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    policies::set_policy(&mut tx, &row, Reason::Manual).await?;
+    tx.commit().await?;
+    Ok(())
 }

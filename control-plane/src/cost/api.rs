@@ -395,6 +395,10 @@ pub async fn apply_recommendation(
     let req = json(body)?;
     let r = advisor::apply(&st.db, &req.recommendation_id, crate::now_ms()).await?;
     recompute(&st).await?;
+    if r.kind != "budget_cap" {
+        // A policy change (micro_vote_off, rag_off) reaches the filter in the next bundle.
+        republish_budgets(&st).await?;
+    }
     Ok(Json(r))
 }
 

@@ -1,14 +1,17 @@
 //! The cost benchmarks behind `cargo xtask bench --cost` (docs/BENCHMARKS.md): a billing
 //! import of synthetic CUR lines into a fresh SQLite database (and its re-import, which must
-//! write nothing), and a 30-day forecast with backtests for many tenants.
+//! write nothing), the reconciliation of a month of many decision cost records against those
+//! billed lines, and a 30-day forecast with backtests for many tenants. Inputs are generated
+//! under a directory the caller names (the target dir) and removed afterwards.
 
 use super::billing::{Format, Provider};
 use super::options::CostOptions;
 use super::prices::parse_day;
-use super::{fixtures, import, store};
+use super::{fixtures, import, record, store};
 use crate::store::Db;
 use anyhow::Context;
 use serde::Serialize;
+use std::path::Path;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Serialize)]
@@ -19,6 +22,16 @@ pub struct CostBench {
     pub import_written: u64,
     pub reimport_secs: f64,
     pub reimport_written: u64,
+    pub reconcile_records: u64,
+    pub reconcile_tenants: u64,
+    pub reconcile_days: i64,
+    /// Generating the records (one SQL statement per million) and rolling them up into
+    /// `cost_daily` once (the apply path does it per decision); not the benchmark.
+    pub reconcile_generate_secs: f64,
+    pub reconcile_secs: f64,
+    pub reconcile_status: String,
+    pub reconcile_internal_total: f64,
+    pub reconcile_billed_total: f64,
     pub forecast_tenants: usize,
     pub forecast_history_days: usize,
     pub forecast_horizon_days: usize,
@@ -50,13 +63,60 @@ fn series(tenant: usize, days: usize) -> Vec<f64> {
         .collect()
 }
 
-pub async fn run(lines: u64, tenants: usize) -> anyhow::Result<CostBench> {
-    let dir = std::env::temp_dir().join(format!(
-        "kakeya-cost-bench-{}-{}",
-        std::process::id(),
-        crate::now_ms()
-    ));
-    std::fs::create_dir_all(&dir).context("temp dir")?;
+/// Sizes of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    /// CUR lines imported.
+    pub lines: u64,
+    /// Decision cost records reconciled (over the same 30 days).
+    pub records: u64,
+    /// Tenants forecast.
+    pub tenants: usize,
+}
+
+/// Tenants of the generated cost records.
+const RECORD_TENANTS: u64 = 1_000;
+/// Days every input spans.
+const DAYS: i64 = 30;
+
+/// Writes `n` cost records over days `[first, first + DAYS)` in SQL, a million per statement:
+/// tenants round-robin, sizes varying like real requests, one decision in ten not trusted.
+async fn generate_records(db: &Db, n: u64, first: i64) -> anyhow::Result<()> {
+    let span_ms = DAYS * 86_400_000;
+    let chunk = 1_000_000u64;
+    for lo in (0..n).step_by(chunk as usize) {
+        let hi = (lo + chunk).min(n);
+        sqlx::query(
+            "WITH RECURSIVE s(i) AS (SELECT $1 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < $2) \
+             INSERT INTO cost_records (record_id, tenant, created_at_ms, day, trusted, \
+             request_bytes, response_bytes, wal_bytes, decision_log_bytes) \
+             SELECT printf('bench-%010d', i), printf('tenant-%04d', i % $3), \
+             $4 * 86400000 + i * $5 / $6, $4 + i * $7 / $6, i % 10 <> 0, 600 + i % 1400, \
+             200 + i % 300, 900 + i % 1500, 300 + i % 200 FROM s",
+        )
+        .bind(i64::try_from(lo)?)
+        .bind(i64::try_from(hi)?)
+        .bind(i64::try_from(RECORD_TENANTS)?)
+        .bind(first)
+        .bind(span_ms)
+        .bind(i64::try_from(n)?)
+        .bind(DAYS)
+        .execute(&db.pool)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Runs the benchmarks with inputs under `parent` (created; what it writes there is removed).
+pub async fn run(parent: &Path, sizes: Sizes) -> anyhow::Result<CostBench> {
+    let Sizes {
+        lines,
+        records,
+        tenants,
+    } = sizes;
+    let dir = parent.join(format!("kakeya-cost-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let csv_path = dir.join("cur.csv");
     let first = parse_day("2026-01-01").map_err(anyhow::Error::msg)?;
     {
@@ -67,7 +127,7 @@ pub async fn run(lines: u64, tenants: usize) -> anyhow::Result<CostBench> {
             Provider::Aws,
             lines,
             first,
-            30,
+            DAYS,
             100,
             &mut w,
         )?;
@@ -77,9 +137,10 @@ pub async fn run(lines: u64, tenants: usize) -> anyhow::Result<CostBench> {
     let db = Db::connect(&format!("sqlite://{}/b.db?mode=rwc", dir.display()), None).await?;
     let opts = CostOptions {
         aws_exports: Some(csv_path),
+        prices: fixtures::example_prices(),
         ..CostOptions::default()
     };
-    let window = (first, first + 30);
+    let window = (first, first + DAYS);
     let timed = |id: &'static str| {
         let (db, opts) = (db.clone(), opts.clone());
         async move {
@@ -95,6 +156,15 @@ pub async fn run(lines: u64, tenants: usize) -> anyhow::Result<CostBench> {
         r1.records == lines && r1.malformed == 0,
         "import read {r1:?}"
     );
+
+    let t = Instant::now();
+    generate_records(&db, records, first).await?;
+    // The apply path keeps cost_daily per decision; records written in bulk are rolled up once.
+    record::rebuild_daily(&db, first, first + DAYS).await?;
+    let reconcile_generate_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let report = super::reconcile_window(&db, &opts, first, first + DAYS).await?;
+    let reconcile_secs = t.elapsed().as_secs_f64();
     db.pool.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -126,6 +196,17 @@ pub async fn run(lines: u64, tenants: usize) -> anyhow::Result<CostBench> {
         import_written: r1.written,
         reimport_secs,
         reimport_written: r2.written,
+        reconcile_records: records,
+        reconcile_tenants: RECORD_TENANTS.min(records),
+        reconcile_days: DAYS,
+        reconcile_generate_secs,
+        reconcile_secs,
+        reconcile_status: serde_json::to_value(report.status)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        reconcile_internal_total: report.internal_total,
+        reconcile_billed_total: report.billed_total,
         forecast_tenants: fc.len(),
         forecast_history_days: history,
         forecast_horizon_days: horizon,

@@ -5,7 +5,7 @@
 //! compute cells carry a credit line (negative cost), as real bills do.
 
 use super::billing::{Format, Provider};
-use super::prices::format_day;
+use super::prices::{format_day, PriceEntry};
 use super::usage::SERVICES;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -294,4 +294,18 @@ pub fn synthetic(
     }
     w.flush()?;
     Ok(lines)
+}
+
+/// The price book of the tests and benchmarks (the docs' example): from 2026-01-01, 0.0002 per
+/// decision, 40 per GiB stored, 90 per GiB transferred.
+pub fn example_prices() -> Vec<PriceEntry> {
+    vec![PriceEntry {
+        effective_from: "2026-01-01".into(),
+        tenant: None,
+        per_request: 0.0002,
+        per_cpu_second: 0.0,
+        per_gib_stored: 40.0,
+        per_gib_transferred: 90.0,
+        per_model_call: 0.0,
+    }]
 }

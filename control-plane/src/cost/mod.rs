@@ -27,6 +27,7 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 pub mod usage;
+pub mod vote_value;
 
 use crate::store::Db;
 use prices::{format_day, PriceBook};

@@ -1,8 +1,11 @@
-//! Writing and summing cost records (`cost_records`, migration 0020).
+//! Writing and summing cost records (`cost_records`, migration 0020, and their daily roll-up
+//! `cost_daily`, migration 0025).
 //!
 //! [`insert`] runs inside the apply path's transaction, right after a fresh decision-log row,
 //! with the same record id: replay never doubles a record, and a record exists exactly when its
-//! decision does.
+//! decision does. A new record is added to its (tenant, day, arm, model version) row of
+//! `cost_daily` in the same transaction, and [`sums`] reads that roll-up: a month of ten
+//! million decisions is summed from tenants × days rows (docs/BENCHMARKS.md).
 
 use super::usage::{row_bytes, Usage, UsageSum};
 use crate::store::decision_log::NewDecision;
@@ -72,7 +75,7 @@ pub async fn insert(
     d: &NewDecision<'_>,
     u: &Usage,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO cost_records (record_id, tenant, created_at_ms, day, trusted, request_bytes, \
          response_bytes, wal_bytes, decision_log_bytes, filter_cpu_ns, model_calls, arm, \
          model_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
@@ -93,8 +96,67 @@ pub async fn insert(
     .bind(d.risk.map(|r| r.model_version.clone()))
     .persistent(false)
     .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO cost_daily (tenant, day, arm, model_version, decisions, trusted, \
+         request_bytes, response_bytes, wal_bytes, decision_log_bytes, filter_cpu_ns, \
+         model_calls) VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (tenant, day, arm, model_version) DO UPDATE SET \
+         decisions = cost_daily.decisions + 1, trusted = cost_daily.trusted + excluded.trusted, \
+         request_bytes = cost_daily.request_bytes + excluded.request_bytes, \
+         response_bytes = cost_daily.response_bytes + excluded.response_bytes, \
+         wal_bytes = cost_daily.wal_bytes + excluded.wal_bytes, \
+         decision_log_bytes = cost_daily.decision_log_bytes + excluded.decision_log_bytes, \
+         filter_cpu_ns = cost_daily.filter_cpu_ns + excluded.filter_cpu_ns, \
+         model_calls = cost_daily.model_calls + excluded.model_calls",
+    )
+    .bind(d.tenant)
+    .bind(super::prices::day_of_ms(d.created_at_ms))
+    .bind(d.risk.map(|r| r.arm.clone()).unwrap_or_default())
+    .bind(d.risk.map(|r| r.model_version.clone()).unwrap_or_default())
+    .bind(i64::from(d.accepted && !d.escalated))
+    .bind(i(u.request_bytes))
+    .bind(i(u.response_bytes))
+    .bind(i(u.wal_bytes))
+    .bind(i(u.decision_log_bytes))
+    .bind(u.filter_cpu_ns.map_or(0, i))
+    .bind(u.model_calls.map_or(0, i))
+    .persistent(false)
+    .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Rebuilds `cost_daily` for days `[from_day, to_day)` from `cost_records` (the statement of
+/// migration 0025's backfill): for records written in bulk outside [`insert`], as the
+/// reconciliation benchmark's generated month is.
+pub async fn rebuild_daily(db: &Db, from_day: i64, to_day: i64) -> Result<(), sqlx::Error> {
+    let mut tx = db.pool.begin().await?;
+    sqlx::query("DELETE FROM cost_daily WHERE day >= $1 AND day < $2")
+        .bind(from_day)
+        .bind(to_day)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO cost_daily (tenant, day, arm, model_version, decisions, trusted, \
+         request_bytes, response_bytes, wal_bytes, decision_log_bytes, filter_cpu_ns, \
+         model_calls) \
+         SELECT tenant, day, COALESCE(arm, ''), COALESCE(model_version, ''), COUNT(*), \
+         SUM(trusted), SUM(request_bytes), SUM(response_bytes), SUM(wal_bytes), \
+         SUM(decision_log_bytes), COALESCE(SUM(filter_cpu_ns), 0), \
+         COALESCE(SUM(model_calls), 0) \
+         FROM cost_records WHERE day >= $1 AND day < $2 \
+         GROUP BY tenant, day, COALESCE(arm, ''), COALESCE(model_version, '')",
+    )
+    .bind(from_day)
+    .bind(to_day)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }
 
 /// Which records a roll-up sums.
@@ -109,16 +171,16 @@ pub struct Selection {
     pub model_version: Option<String>,
 }
 
-/// Σ usage per (tenant, day) of the selection, sorted by tenant then day.
+/// Σ usage per (tenant, day) of the selection, sorted by tenant then day, from `cost_daily`.
 pub async fn sums(db: &Db, sel: &Selection) -> Result<Vec<(String, i64, UsageSum)>, sqlx::Error> {
     let rows = sqlx::query(
         // PostgreSQL sums BIGINT as NUMERIC, which sqlx's Any driver cannot decode.
-        "SELECT tenant, day, COUNT(*) AS n, CAST(SUM(trusted) AS BIGINT) AS trusted, \
+        "SELECT tenant, day, CAST(SUM(decisions) AS BIGINT) AS n, \
+         CAST(SUM(trusted) AS BIGINT) AS trusted, \
          CAST(SUM(request_bytes) AS BIGINT) AS req, CAST(SUM(response_bytes) AS BIGINT) AS resp, \
          CAST(SUM(wal_bytes) AS BIGINT) AS wal, CAST(SUM(decision_log_bytes) AS BIGINT) AS dl, \
-         CAST(COALESCE(SUM(filter_cpu_ns), 0) AS BIGINT) AS cpu, \
-         CAST(COALESCE(SUM(model_calls), 0) AS BIGINT) AS calls \
-         FROM cost_records WHERE day >= $1 AND day < $2 \
+         CAST(SUM(filter_cpu_ns) AS BIGINT) AS cpu, CAST(SUM(model_calls) AS BIGINT) AS calls \
+         FROM cost_daily WHERE day >= $1 AND day < $2 \
          AND ($3 IS NULL OR tenant = $3) AND ($4 IS NULL OR arm = $4) \
          AND ($5 IS NULL OR model_version = $5) \
          GROUP BY tenant, day ORDER BY tenant, day",

@@ -4,7 +4,7 @@
 use super::billing::{Format, Provider};
 use super::fixtures::{self, Plan};
 use super::options::CostOptions;
-use super::prices::{parse_day, PriceEntry, DAY_MS};
+use super::prices::{parse_day, DAY_MS};
 use super::reconcile::{drift_pct, Status};
 use super::*;
 use crate::store::{apply_record, ApplyParams, Db};
@@ -18,15 +18,7 @@ const PARAMS: ApplyParams = ApplyParams {
 
 fn opts() -> CostOptions {
     CostOptions {
-        prices: vec![PriceEntry {
-            effective_from: "2026-01-01".into(),
-            tenant: None,
-            per_request: 0.0002,
-            per_cpu_second: 0.0,
-            per_gib_stored: 40.0,
-            per_gib_transferred: 90.0,
-            per_model_call: 0.0,
-        }],
+        prices: fixtures::example_prices(),
         ..CostOptions::default()
     }
 }
@@ -78,6 +70,11 @@ async fn every_fresh_decision_gets_one_cost_record_and_replay_adds_none() {
             to_day: to,
             ..Default::default()
         };
+        // The roll-up the apply path keeps equals the records summed from scratch.
+        let kept = record::sums(db, &sel).await.unwrap();
+        assert_eq!(kept.len(), 6, "{}", t.label);
+        record::rebuild_daily(db, from, to).await.unwrap();
+        assert_eq!(record::sums(db, &sel).await.unwrap(), kept, "{}", t.label);
         let days = rollup(db, &opts(), &sel).await.unwrap();
         assert_eq!(days.len(), 6);
         let u = days[0].usage;
@@ -268,6 +265,150 @@ async fn apply_is_refused_unless_pending() {
             advisor::apply(db, "nope", now).await,
             Err(CostError::NotFound(_))
         ));
+        t.cleanup().await;
+    }
+}
+
+/// A 2-of-4 policy for acme with the micro-vote and RAG grounding.
+async fn set_acme_policy(db: &Db, now: i64) {
+    use crate::ensemble::store::{set_policy, PolicyRow, Reason};
+    let policy = vote_value::test_policy(&["pcs_recompute", "hrs", "micro_vote", "rag_grounding"]);
+    let row = PolicyRow {
+        tenant: "acme".into(),
+        policy,
+        arms: vec![],
+        run_id: None,
+        updated_at_ms: now,
+    };
+    let mut conn = db.pool.acquire().await.unwrap();
+    set_policy(&mut conn, &row, Reason::Manual).await.unwrap();
+}
+
+fn summary(policy_id: &str, votes: &[(&str, &str, f64)]) -> String {
+    let votes: Vec<_> = votes
+        .iter()
+        .map(|(s, o, c)| serde_json::json!({"strategy": s, "outcome": o, "confidence": c, "reason": ""}))
+        .collect();
+    serde_json::json!({"policy_id": policy_id, "verdict": "accept", "votes": votes}).to_string()
+}
+
+#[tokio::test]
+async fn a_vote_that_never_changed_a_decision_is_turned_off_and_its_saving_measured() {
+    for t in all_dbs("cost_vote_rule").await {
+        let db = &t.db;
+        let first = parse_day("2026-03-02").unwrap();
+        let now = (first + 8) * DAY_MS;
+        let mut o = opts();
+        o.prices[0].per_model_call = 0.001;
+        // Nothing carries votes yet: both vote rules say no_data.
+        let r = advisor::recommend(db, &o, now).await.unwrap();
+        let rules: Vec<_> = r.skipped.iter().map(|s| s.rule.as_str()).collect();
+        assert_eq!(
+            rules,
+            [
+                "micro_vote_off",
+                "rag_off",
+                "micro_vote_deadline",
+                "dedup_ttl"
+            ],
+            "{}",
+            t.label
+        );
+        seed(db, 10).await;
+        set_acme_policy(db, now).await;
+        // acme's 30 decisions: 20 where every strategy accepts (dropping any one leaves three
+        // accepts), 9 where hrs rejects and RAG's accept is the second one N = 2 needs while
+        // the micro-vote abstains, 1 recorded under an older policy (not replayed).
+        let ids: Vec<String> = sqlx::query(
+            "SELECT record_id FROM decision_log WHERE tenant = 'acme' ORDER BY record_id",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get("record_id").unwrap())
+        .collect();
+        assert_eq!(ids.len(), 30);
+        let all = summary(
+            "p",
+            &[
+                ("pcs_recompute", "accept", 1.0),
+                ("hrs", "accept", 0.9),
+                ("micro_vote", "accept", 0.8),
+                ("rag_grounding", "accept", 0.7),
+            ],
+        );
+        let rag_needed = summary(
+            "p",
+            &[
+                ("pcs_recompute", "accept", 1.0),
+                ("hrs", "reject", 0.9),
+                ("micro_vote", "abstain", 0.0),
+                ("rag_grounding", "accept", 0.8),
+            ],
+        );
+        let old = summary("old", &[("hrs", "accept", 0.9)]);
+        for (i, id) in ids.iter().enumerate() {
+            let v = match i {
+                0..20 => &all,
+                20..29 => &rag_needed,
+                _ => &old,
+            };
+            sqlx::query("UPDATE decision_log SET votes = $1 WHERE record_id = $2")
+                .bind(v)
+                .bind(id)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        }
+        // One micro-vote call per acme decision: 30 calls at 0.001 over the last 30 days.
+        sqlx::query("UPDATE cost_records SET model_calls = 1 WHERE tenant = 'acme'")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        record::rebuild_daily(db, first, first + 3).await.unwrap();
+
+        let r = advisor::recommend(db, &o, now).await.unwrap();
+        assert_eq!(r.recommendations.len(), 1, "{}: {r:?}", t.label);
+        let rec = &r.recommendations[0];
+        assert_eq!(
+            (rec.kind.as_str(), rec.tenant.as_deref()),
+            ("micro_vote_off", Some("acme"))
+        );
+        assert!(
+            (rec.projected_monthly_saving - 0.03).abs() < 1e-12,
+            "{rec:?}"
+        );
+        assert_eq!(rec.risk, "low");
+        assert!(
+            rec.rationale.contains("voted in 20 of the 29 decisions")
+                && rec.rationale.contains("1 decisions under other policies"),
+            "{}",
+            rec.rationale
+        );
+        assert_eq!(rec.diff["path"], "ensemble.acme.strategies.micro_vote");
+        assert_eq!(rec.diff["policy_id"]["to"], "p-no-micro_vote");
+        assert!(r.skipped.iter().all(|s| s.rule != "micro_vote_off"));
+
+        let applied = advisor::apply(db, &rec.id, now).await.unwrap();
+        assert_eq!(applied.status, "applied");
+        let p = crate::ensemble::policy_view(db, "acme")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.policy_id, "p-no-micro_vote");
+        assert!(!p.policy.strategies.contains_key("micro_vote"));
+        assert_eq!(p.policy.strategies.len(), 3);
+        assert!(matches!(
+            advisor::apply(db, &rec.id, now).await,
+            Err(CostError::Conflict(_))
+        ));
+        // After apply: the realised saving is measured (the same-length window before and
+        // after the apply day; no decisions after it here, so the after side is 0).
+        let r = advisor::recommend(db, &o, now).await.unwrap();
+        let done = r.recommendations.iter().find(|x| x.id == rec.id).unwrap();
+        let real = done.realised.clone().unwrap();
+        assert_eq!((real.window_days, real.cost_per_day_after), (1, 0.0));
         t.cleanup().await;
     }
 }

@@ -141,6 +141,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "task_models",
         include_str!("../../migrations/sqlite/0023_task_models.sql"),
     ),
+    // cost: the daily roll-up of cost records.
+    (
+        25,
+        "cost_daily",
+        include_str!("../../migrations/sqlite/0025_cost_daily.sql"),
+    ),
     // enseval (issue 14): the task kind of each decision.
     (
         26,
@@ -268,6 +274,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         23,
         "task_models",
         include_str!("../../migrations/postgres/0023_task_models.sql"),
+    ),
+    // cost: the daily roll-up of cost records.
+    (
+        25,
+        "cost_daily",
+        include_str!("../../migrations/postgres/0025_cost_daily.sql"),
     ),
     // enseval (issue 14): the task kind of each decision.
     (

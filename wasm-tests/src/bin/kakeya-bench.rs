@@ -108,9 +108,13 @@ fn main() -> Result<()> {
         }
         Only::Cost => {
             use kakeya_wasm_tests::cost_bench;
-            eprintln!("bench: cost import and forecasts");
+            eprintln!("bench: cost import, reconciliation and forecasts");
             let report = cost_bench::run()?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            let json = serde_json::to_string_pretty(&report)?;
+            println!("{json}");
+            let json_out = cost_bench::dir().join("cost-bench.json");
+            std::fs::write(&json_out, json + "\n")?;
+            eprintln!("wrote {}", json_out.display());
             let md = cost_bench::markdown(&report);
             std::fs::write(&out, cost_bench::splice(&old_doc(), &md))?;
             eprintln!("wrote {out}; reproduce with `{}`", cost_bench::REPRODUCE);
