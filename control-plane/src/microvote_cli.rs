@@ -292,6 +292,10 @@ fn bench_cmd(a: &BenchArgs) -> anyhow::Result<()> {
             "{threads} thread(s): miss p50 {:.1} ms p95 {:.1} ms · context cached p50 {:.1} p95 {:.1} ms · answer cached p50 {:.3} p95 {:.3} ms",
             r.miss.p50_ms, r.miss.p95_ms, r.context_hit.p50_ms, r.context_hit.p95_ms, r.answer_hit.p50_ms, r.answer_hit.p95_ms
         );
+        eprintln!(
+            "{threads} thread(s), a miss by stage: tokenize p50 {:.2} p95 {:.2} ms · forward p50 {:.1} p95 {:.1} ms · features p50 {:.2} p95 {:.2} ms",
+            r.tokenize.p50_ms, r.tokenize.p95_ms, r.forward.p50_ms, r.forward.p95_ms, r.features.p50_ms, r.features.p95_ms
+        );
         out.insert(format!("threads_{threads}"), serde_json::to_value(&r)?);
     }
     let text = serde_json::to_string_pretty(&out)?;

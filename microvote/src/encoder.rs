@@ -224,7 +224,13 @@ impl Encoder {
     /// Encodes one text (an empty text is encoded as "[CLS] [SEP]" and has no token states).
     pub fn encode(&self, text: &str) -> Result<Encoded, EncoderError> {
         let (ids, tokens) = self.token_ids(text)?;
-        let states = self.forward(&ids)?;
+        self.encode_ids(&ids, tokens)
+    }
+
+    /// The forward pass, pooling and normalisation of [`Encoder::encode`] over ids already
+    /// tokenised (the bench times the two apart).
+    pub fn encode_ids(&self, ids: &[u32], tokens: Vec<String>) -> Result<Encoded, EncoderError> {
+        let states = self.forward(ids)?;
         // Mean pooling over every token ([CLS]/[SEP] included: the attention mask is all ones).
         let pooled = l2_normalise(&states.mean(0)?.to_vec1::<f32>()?);
         let n = ids.len();

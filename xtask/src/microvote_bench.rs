@@ -46,11 +46,12 @@ pub fn run(root: &Path, target: &Path) -> Result<()> {
         &std::fs::read_to_string(&json_out).map_err(|e| format!("{}: {e}", json_out.display()))?,
     )
     .map_err(|e| e.to_string())?;
+    let ort = ort_compare(root, &model, &json_out)?;
     let head: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("microvote/head.json")).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    let section = render(&report, &head);
+    let section = render(&report, &ort, &head);
     let doc_path = root.join("docs/BENCHMARKS.md");
     let doc = std::fs::read_to_string(&doc_path).map_err(|e| e.to_string())?;
     let new = match (doc.find(BEGIN), doc.find(END)) {
@@ -70,7 +71,28 @@ pub fn run(root: &Path, target: &Path) -> Result<()> {
     Ok(())
 }
 
-fn render(r: &Value, head: &Value) -> String {
+/// The same encoder's forward passes under ONNX Runtime on the lengths the candle bench ran
+/// (`microvote/reference/ort_bench.py`, in the pinned onnxruntime venv).
+fn ort_compare(root: &Path, model: &Path, bench_json: &Path) -> Result<Value> {
+    let python = tools::ort(root)?;
+    let mut cmd = Command::new(python);
+    cmd.arg(root.join("microvote/reference/ort_bench.py"))
+        .arg(model)
+        .arg(bench_json);
+    eprintln!("xtask: $ {}", super::describe(&cmd));
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "ort_bench.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+fn render(r: &Value, ort: &Value, head: &Value) -> String {
     let load = std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default();
@@ -105,6 +127,49 @@ fn render(r: &Value, head: &Value) -> String {
             g("context_hit", "p95_ms"),
             g("answer_hit", "p50_ms"),
             g("answer_hit", "p95_ms")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nWhere a miss goes (the same requests, stage by stage, per request):\n\n\
+         | threads | tokenize p50 | p95 | forward passes p50 | p95 | features p50 | p95 |\n|---|---|---|---|---|---|---|"
+    );
+    for t in ["1", "2"] {
+        let k = format!("threads_{t}");
+        let g = |a: &str, b: &str| f(r, &[&k, a, b]);
+        let _ = writeln!(
+            s,
+            "| {t} | {:.2} ms | {:.2} ms | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms |",
+            g("tokenize", "p50_ms"),
+            g("tokenize", "p95_ms"),
+            g("forward", "p50_ms"),
+            g("forward", "p95_ms"),
+            g("features", "p50_ms"),
+            g("features", "p95_ms")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\ncandle vs ONNX Runtime {} (`microvote/reference/ort_bench.py`: the same graph and weights, \
+         the same token counts; pooled-embedding cosine with the float64 reference {:.6}, int8 {:.4}), \
+         the forward passes of one miss per request:\n\n\
+         | threads | candle p50 | candle p95 | ort p50 | ort p95 | ort int8 p50 | ort int8 p95 |\n|---|---|---|---|---|---|---|",
+        ort["onnxruntime"].as_str().unwrap_or("?"),
+        f(ort, &["min_cosine_vs_reference"]),
+        f(ort, &["min_cosine_vs_reference_int8"])
+    );
+    for t in ["1", "2"] {
+        let k = format!("threads_{t}");
+        let g = |a: &str, b: &str| f(ort, &[&k, a, b]);
+        let _ = writeln!(
+            s,
+            "| {t} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+            g("candle", "p50_ms"),
+            g("candle", "p95_ms"),
+            g("ort", "p50_ms"),
+            g("ort", "p95_ms"),
+            g("ort_int8", "p50_ms"),
+            g("ort_int8", "p95_ms")
         );
     }
     let card = &head["card"];

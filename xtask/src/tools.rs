@@ -200,6 +200,31 @@ pub fn statsforecast(root: &Path) -> Result<PathBuf> {
     )
 }
 
+/// ONNX Runtime and the `onnx` package, pinned: the candle-vs-ort comparison
+/// (`microvote/reference/ort_bench.py`). Versions for Python 3.11.
+pub const ORT_VERSION: &str = "1.31.1";
+const ORT_STACK: [&str; 4] = [
+    "onnxruntime==1.31.1",
+    "onnx==1.23.2",
+    "numpy==2.4.6",
+    "safetensors==0.8.0",
+];
+
+/// Path of a Python with onnxruntime: `KAKEYA_ORT_PYTHON` if set, else the project-local venv,
+/// created and filled by pip when it is missing.
+pub fn ort(root: &Path) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KAKEYA_ORT_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    venv_tool(
+        root,
+        &format!("onnxruntime-{ORT_VERSION}"),
+        "python",
+        &ORT_STACK,
+        "onnxruntime comes from PyPI: install python3 with venv and pip, or set KAKEYA_ORT_PYTHON",
+    )
+}
+
 /// `bin/<bin>` of the venv `<tools>/<name>`, created with `python3 -m venv` and filled with
 /// `requirements` by pip when it does not run (`<bin> --version`).
 fn venv_tool(
