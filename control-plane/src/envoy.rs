@@ -213,6 +213,17 @@ pub fn render(cfg: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
     // The keyring travels in Envoy's environment (see the module docs), never in the YAML.
     gate_config.keyring = Default::default();
     gate_config.keyring_env = Some(KEYRING_ENV.into());
+    // The chat route records its decisions by a callout, which bypasses the submit route's
+    // headers: the filter reads the ingest secret from the same environment instead.
+    let ingest_secret = cfg.load_ingest_secret()?.is_some();
+    let mut vm_env = json_str(KEYRING_ENV)?;
+    if ingest_secret {
+        if let Some(chat) = gate_config.chat.as_mut() {
+            chat.ingest_secret_env = Some(INGEST_SECRET_ENV.into());
+        }
+        vm_env.push_str(", ");
+        vm_env.push_str(&json_str(INGEST_SECRET_ENV)?);
+    }
     let gate_json = serde_json::to_string(&gate_config)?;
     let wasm = opts.wasm_path.to_str().context("wasm path must be UTF-8")?;
     let desc = descriptors(cfg, opts)?;
@@ -231,7 +242,7 @@ pub fn render(cfg: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         ("burst", (u64::from(cfg.token_rate) * 2).to_string()),
         ("wasm_path", json_str(wasm)?),
         ("gate_config_json", json_str(&gate_json)?),
-        ("keyring_env", json_str(KEYRING_ENV)?),
+        ("keyring_env", vm_env),
         ("tenant_descriptors", desc),
         ("ingest_secret_headers", ingest_secret_headers(cfg)?),
         // microvote: the cluster kakeya_microvote points at `kakeya microvote serve`.

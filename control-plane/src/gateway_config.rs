@@ -171,6 +171,8 @@ impl GatewayConfig {
             max_response_bytes: f.max_response_bytes.unwrap_or(d.max_response_bytes),
             record_cluster: d.record_cluster,
             refusal: f.refusal.unwrap_or(d.refusal),
+            // Set at render, when an ingest secret is configured (envoy.rs).
+            ingest_secret_env: None,
         };
         let g = GatewayConfig {
             chat,

@@ -161,6 +161,12 @@ fn chat_completions_are_scored_inline_plain_and_streamed() {
     opts.env.extend([
         ("KAKEYA_LLM_BACKEND".into(), upstream.addr.to_string()),
         ("KAKEYA_GATEWAY_POLICY".into(), "block".into()),
+        // A secured ingest: the recording callout must carry the secret, or no decision of
+        // this test reaches the decision log.
+        (
+            "KAKEYA_INGEST_SECRET".into(),
+            "gateway-ingest-secret-0123456789abcdef".into(),
+        ),
     ]);
     let stack = Stack::start(opts).unwrap();
     let tenant = kakeya_core::chat::head::key_tenant(API_KEY.as_bytes()).unwrap();

@@ -51,6 +51,9 @@ impl SkippedRange {
 }
 
 /// What a reader yields: a record, or a range it had to skip.
+// Nearly every item is a record, moved straight to the caller: boxing it would only add an
+// allocation per replayed record.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ReplayItem {
     Record(ReplayRecord),
@@ -83,6 +86,8 @@ pub struct SegmentReader {
     done: bool,
 }
 
+// As for [`ReplayItem`]: one frame at a time, moved on at once.
+#[allow(clippy::large_enum_variant)]
 enum Frame {
     /// Clean end of file at a frame boundary.
     Eof,

@@ -63,6 +63,11 @@ pub struct ChatConfig {
     /// The assistant message of a blocked answer.
     #[serde(default = "default_refusal")]
     pub refusal: String,
+    /// Variable of the VM's environment holding the ingest shared secret, sent with each
+    /// recording callout (the submit route gets it from Envoy's route headers, which a callout
+    /// bypasses); unset when ingest needs none. The name, never the secret, is configured here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_secret_env: Option<String>,
 }
 
 fn default_path() -> String {
@@ -96,6 +101,7 @@ impl Default for ChatConfig {
             max_response_bytes: default_max_response_bytes(),
             record_cluster: default_record_cluster(),
             refusal: default_refusal(),
+            ingest_secret_env: None,
         }
     }
 }

@@ -27,6 +27,9 @@ use std::rc::Rc;
 
 /// Largest SSE event the parser holds (a chunk of an OpenAI stream is a few hundred bytes).
 pub const MAX_SSE_EVENT: usize = 64 * 1024;
+/// The header ingest checks the shared secret in (the control plane's `api::auth`).
+const INGEST_SECRET_HEADER: &str = "x-kakeya-ingest-secret";
+
 /// Deadline of the recording callout to ingest.
 pub const RECORD_TIMEOUT_MS: u32 = 2000;
 /// Counters (global, by outcome): `kakeya_gate.chat_<outcome>_total`.
@@ -345,6 +348,14 @@ impl ChatFlow {
             ("content-length", len.as_str()),
         ];
         headers.extend(scored.headers.iter().map(|(k, v)| (*k, v.as_str())));
+        // The ingest secret, from the VM's environment (WASI; Envoy fills it from
+        // `vm_config.environment_variables`): without it a secured ingest refuses the record.
+        let secret = cfg(&self.shared)
+            .and_then(|c| c.ingest_secret_env.as_deref())
+            .and_then(|name| std::env::var(name).ok());
+        if let Some(secret) = secret.as_deref() {
+            headers.push((INGEST_SECRET_HEADER, secret));
+        }
         match host::dispatch_http_call(cluster, headers, &scored.pcs_body, RECORD_TIMEOUT_MS) {
             Ok(token) => {
                 self.phase = Phase::Recording(token);
