@@ -274,6 +274,8 @@ pub struct Keyring {
 
 /// The tenant a request without `X-Tenant-Id` belongs to.
 pub const DEFAULT_TENANT: &str = "default";
+/// Request header naming the tenant.
+pub const TENANT_HEADER: &str = "x-tenant-id";
 
 /// Longest tenant id.
 pub const MAX_TENANT_ID_LEN: usize = 64;

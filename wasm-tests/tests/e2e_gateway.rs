@@ -169,7 +169,7 @@ fn chat_completions_are_scored_inline_plain_and_streamed() {
         ),
     ]);
     let stack = Stack::start(opts).unwrap();
-    let tenant = kakeya_core::chat::head::key_tenant(API_KEY.as_bytes()).unwrap();
+    let tenant = kakeya_core::pipeline::chat_head::key_tenant(API_KEY.as_bytes()).unwrap();
 
     // The gate scores once it has the control plane's bundle. (Another tenant: an identical
     // conversation and answer of the same tenant is one decision, deduplicated like a PCS.)

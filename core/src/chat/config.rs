@@ -74,7 +74,7 @@ fn default_path() -> String {
     CHAT_PATH.into()
 }
 fn default_tenant_header() -> String {
-    crate::pipeline::TENANT_HEADER.into()
+    crate::signature::TENANT_HEADER.into()
 }
 fn default_max_response_bytes() -> usize {
     1 << 20

@@ -4,10 +4,11 @@
 //! the plain response ([`response`]: the assistant's answer) and streamed responses ([`sse`]:
 //! an incremental, bounded Server-Sent-Events parser that accumulates `delta.content`). The
 //! evidence they yield is scored by [`crate::pipeline::chat`] with the same bundle as PCS
-//! traffic; [`config`] is the gate's `chat` section.
+//! traffic; [`config`] is the gate's `chat` section. The route's request head (method, content
+//! type, tenant) is the pipeline's [`crate::pipeline::chat_head`]: this module stays below the
+//! pipeline.
 
 pub mod config;
-pub mod head;
 pub mod request;
 pub mod response;
 pub mod sse;

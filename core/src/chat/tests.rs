@@ -293,19 +293,35 @@ fn tenant_from_the_header_or_the_hash_of_the_api_key() {
     let with = |extra: (&str, &str)| {
         let mut v = post.to_vec();
         v.push(extra);
-        head::on_headers(&h(&v), &cfg)
+        crate::pipeline::chat_head::on_headers(&h(&v), &cfg)
     };
     assert_eq!(with(("x-tenant-id", "acme")).unwrap(), "acme");
     let t = with(("authorization", "Bearer sk-secret-123")).unwrap();
-    assert_eq!(t, head::key_tenant(b"sk-secret-123").unwrap());
+    assert_eq!(
+        t,
+        crate::pipeline::chat_head::key_tenant(b"sk-secret-123").unwrap()
+    );
     assert!(t.starts_with("key-") && t.len() == 36 && !t.contains("secret"));
     assert!(crate::signature::valid_tenant_id(&t));
-    assert_eq!(head::on_headers(&h(&post), &cfg).unwrap(), "default");
+    assert_eq!(
+        crate::pipeline::chat_head::on_headers(&h(&post), &cfg).unwrap(),
+        "default"
+    );
     assert_eq!(with(("x-tenant-id", "no spaces")).unwrap_err().status, 400);
     let get = h(&[(":method", "GET")]);
-    assert_eq!(head::on_headers(&get, &cfg).unwrap_err().status, 405);
+    assert_eq!(
+        crate::pipeline::chat_head::on_headers(&get, &cfg)
+            .unwrap_err()
+            .status,
+        405
+    );
     let xml = h(&[(":method", "POST"), ("content-type", "text/xml")]);
-    assert_eq!(head::on_headers(&xml, &cfg).unwrap_err().status, 415);
+    assert_eq!(
+        crate::pipeline::chat_head::on_headers(&xml, &cfg)
+            .unwrap_err()
+            .status,
+        415
+    );
     assert!(cfg.is_chat_path("/v1/chat/completions?x=1"));
     assert!(!cfg.is_chat_path("/v1/chat/completions/x"));
 }

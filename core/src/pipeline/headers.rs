@@ -8,8 +8,7 @@ use crate::{Gate, SUBMIT_PATH};
 
 /// Prefix of the headers only this filter may set; client copies are removed.
 pub const KAKEYA_HEADER_PREFIX: &str = "x-kakeya-";
-/// Request header naming the tenant.
-pub const TENANT_HEADER: &str = "x-tenant-id";
+pub use crate::signature::TENANT_HEADER;
 
 /// Result of the header stage.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,6 +23,7 @@ pub mod aggregate;
 pub mod binding;
 pub mod budget;
 pub mod chat;
+pub mod chat_head;
 pub mod decision;
 pub mod features;
 pub mod headers;

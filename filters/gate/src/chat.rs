@@ -16,10 +16,11 @@
 use crate::host;
 use crate::root::Shared;
 use kakeya_core::chat::{
-    blocked_completion, head, parse_request, parse_response, ChatConfig, ChatPolicy, ChatRequest,
+    blocked_completion, parse_request, parse_response, ChatConfig, ChatPolicy, ChatRequest,
     ContextSource, NoContext, SseParser, StreamAnswer,
 };
 use kakeya_core::pipeline::chat::{self as score, Scored, Verdict, H_CONTEXT, H_DECISION};
+use kakeya_core::pipeline::chat_head as head;
 use kakeya_core::pipeline::{error_body, is_json_content_type, ClockHost, LocalReply};
 use kakeya_core::SUBMIT_PATH;
 use proxy_wasm::types::{Action, BufferType, MapType};

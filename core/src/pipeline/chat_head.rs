@@ -1,8 +1,8 @@
 //! The chat route's request headers: method (405), content type (415) and the tenant, from the
 //! configured header or else from the API key's hash (never the key itself).
 
-use super::ChatConfig;
-use crate::pipeline::{is_json_content_type, valid_tenant, LocalReply};
+use super::{is_json_content_type, valid_tenant, LocalReply};
+use crate::chat::ChatConfig;
 use crate::signature::DEFAULT_TENANT;
 use sha2::{Digest, Sha256};
 
