@@ -945,8 +945,9 @@ fn single_tenant_metrics_are_bounded() {
             .keys()
             .filter(|k| k.starts_with("kakeya_gate.tenant."))
             .count(),
-        // 13 counters per tenant and one per scoring arm (champion, challenger, canary)
-        2 * (13 + 3),
+        // 17 counters per tenant (13 of the verify path, 4 budget actions) and one per scoring
+        // arm (champion, challenger, canary)
+        2 * (17 + 3),
         "only default and other: {:?}",
         h.metrics().keys()
     );
