@@ -165,7 +165,8 @@ pub fn microvote_request(ev: &Evidence) -> MicroVoteRequest {
         question: some(&ev.question),
         context: some(&ev.context),
         response: ev.response.clone(),
-        task: None,
+        // The signed task kind picks the micro-vote's per-task head (none: its global head).
+        task: ev.task,
     }
 }
 

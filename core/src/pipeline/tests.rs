@@ -579,3 +579,16 @@ mod properties {
 }
 
 mod budget;
+
+#[test]
+fn the_micro_vote_request_carries_the_signed_task() {
+    // The task kind picks the micro-vote's per-task head: dropping it would score every
+    // request with the global head, unlike the native evaluation of the same rows.
+    let mut ev = readme_evidence(LOVELACE);
+    assert_eq!(super::microvote_request(&ev).task, None);
+    ev.task = Some(crate::task::TaskKind::Qa);
+    let req = super::microvote_request(&ev);
+    assert_eq!(req.task, Some(crate::task::TaskKind::Qa));
+    assert_eq!(req.response, LOVELACE);
+    assert_eq!(req.question.as_deref(), Some(ev.question.as_str()));
+}
