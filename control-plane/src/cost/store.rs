@@ -3,8 +3,9 @@
 
 use super::billing::{BillingLine, Provider};
 use super::prices::PriceEntry;
-use crate::store::Db;
+use crate::store::{Backend, Db};
 use sqlx::{AnyConnection, Connection, Row};
+use std::fmt::Write;
 
 /// The price entries added through the API, oldest first.
 pub async fn stored_prices(db: &Db) -> Result<Vec<PriceEntry>, sqlx::Error> {
@@ -49,8 +50,50 @@ pub async fn add_price(db: &Db, e: &PriceEntry, now_ms: i64) -> Result<(), sqlx:
     Ok(())
 }
 
-/// Lines per INSERT statement (9 parameters each, well under both engines' limits).
-pub const UPSERT_CHUNK: usize = 400;
+/// Lines per INSERT statement: 9 parameters each, 9,000 in all, under SQLite's 32,766 and
+/// PostgreSQL's 65,535.
+pub const UPSERT_CHUNK: usize = 1000;
+
+const UPSERT_HEAD: &str = "INSERT INTO billing_lines (provider, line_id, day, tenant, service, \
+     provider_service, cost, currency, job_id) VALUES ";
+const UPSERT_TAIL: &str = " ON CONFLICT (provider, line_id) DO UPDATE SET day = excluded.day, \
+     tenant = excluded.tenant, service = excluded.service, \
+     provider_service = excluded.provider_service, cost = excluded.cost, \
+     currency = excluded.currency, job_id = excluded.job_id \
+     WHERE billing_lines.day <> excluded.day OR billing_lines.cost <> excluded.cost \
+     OR billing_lines.service <> excluded.service \
+     OR COALESCE(billing_lines.tenant, '') <> COALESCE(excluded.tenant, '') \
+     OR billing_lines.currency <> excluded.currency \
+     OR billing_lines.provider_service <> excluded.provider_service";
+
+/// The upsert of `rows` lines. SQLite gets anonymous `?` placeholders: a `$n` is a *named*
+/// parameter there, and SQLite looks names up in a linear list both when it parses the
+/// statement and when sqlx binds each one, so 3,600 `$n` cost millions of steps per statement
+/// (what made a million-line import take minutes). PostgreSQL needs `$n`.
+pub fn upsert_sql(backend: Backend, rows: usize) -> String {
+    let mut sql = String::with_capacity(UPSERT_HEAD.len() + UPSERT_TAIL.len() + rows * 60);
+    sql.push_str(UPSERT_HEAD);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        match backend {
+            Backend::Sqlite => sql.push_str("(?,?,?,?,?,?,?,?,?)"),
+            Backend::Postgres => {
+                sql.push('(');
+                for c in 1..=9 {
+                    if c > 1 {
+                        sql.push(',');
+                    }
+                    let _ = write!(sql, "${}", i * 9 + c);
+                }
+                sql.push(')');
+            }
+        }
+    }
+    sql.push_str(UPSERT_TAIL);
+    sql
+}
 
 /// Upserts `lines` by (provider, line id) in one transaction; the number of rows inserted or
 /// changed (a line stored with the same values is not counted: re-importing is a no-op).
@@ -63,8 +106,15 @@ pub async fn upsert_lines(
     let mut conn = db.pool.acquire().await?;
     let mut tx = conn.begin().await?;
     let mut written = 0;
+    // Every full chunk runs the same text: built once.
+    let full = upsert_sql(db.backend, UPSERT_CHUNK);
     for chunk in lines.chunks(UPSERT_CHUNK) {
-        written += upsert_chunk(&mut tx, provider, job_id, chunk).await?;
+        let sql = if chunk.len() == UPSERT_CHUNK {
+            std::borrow::Cow::Borrowed(full.as_str())
+        } else {
+            std::borrow::Cow::Owned(upsert_sql(db.backend, chunk.len()))
+        };
+        written += upsert_chunk(&mut tx, &sql, provider, job_id, chunk).await?;
     }
     tx.commit().await?;
     Ok(written)
@@ -72,56 +122,23 @@ pub async fn upsert_lines(
 
 async fn upsert_chunk(
     conn: &mut AnyConnection,
+    sql: &str,
     provider: Provider,
     job_id: &str,
     lines: &[BillingLine],
 ) -> Result<u64, sqlx::Error> {
-    let mut sql = String::with_capacity(80 + lines.len() * 48);
-    sql.push_str(
-        "INSERT INTO billing_lines (provider, line_id, day, tenant, service, provider_service, \
-         cost, currency, job_id) VALUES ",
-    );
-    for i in 0..lines.len() {
-        let b = i * 9;
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&format!(
-            "(${},${},${},${},${},${},${},${},${})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5,
-            b + 6,
-            b + 7,
-            b + 8,
-            b + 9
-        ));
-    }
-    sql.push_str(
-        " ON CONFLICT (provider, line_id) DO UPDATE SET day = excluded.day, \
-         tenant = excluded.tenant, service = excluded.service, \
-         provider_service = excluded.provider_service, cost = excluded.cost, \
-         currency = excluded.currency, job_id = excluded.job_id \
-         WHERE billing_lines.day <> excluded.day OR billing_lines.cost <> excluded.cost \
-         OR billing_lines.service <> excluded.service \
-         OR COALESCE(billing_lines.tenant, '') <> COALESCE(excluded.tenant, '') \
-         OR billing_lines.currency <> excluded.currency \
-         OR billing_lines.provider_service <> excluded.provider_service",
-    );
-    let mut q = sqlx::query(&sql);
+    let mut q = sqlx::query(sql);
     for l in lines {
         q = q
             .bind(provider.as_str())
-            .bind(l.line_id.clone())
+            .bind(l.line_id.as_str())
             .bind(l.day)
-            .bind(l.tenant.clone())
-            .bind(l.service.clone())
-            .bind(l.provider_service.clone())
+            .bind(l.tenant.as_deref())
+            .bind(l.service.as_str())
+            .bind(l.provider_service.as_str())
             .bind(l.cost)
-            .bind(l.currency.clone())
-            .bind(job_id.to_string());
+            .bind(l.currency.as_str())
+            .bind(job_id);
     }
     Ok(q.persistent(false)
         .execute(&mut *conn)
