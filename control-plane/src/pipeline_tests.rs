@@ -102,7 +102,8 @@ fn submit_req(tenant: Option<&str>, body: &str) -> Request<Body> {
         )
         .header("x-kakeya-verify-ns", "777")
         .header("x-kakeya-filter-ns", "4321")
-        .header("x-kakeya-model-calls", "1");
+        .header("x-kakeya-model-calls", "1")
+        .header("x-kakeya-microvote-ns", "12345678");
     if let Some(t) = tenant {
         b = b.header("x-kakeya-tenant", t);
     }
@@ -659,6 +660,14 @@ async fn errors_are_json_and_nothing_is_written() {
         ),
         (4321, 1)
     );
+    // The micro-vote's wait lands in the decision log, for the advisor's deadline rule.
+    let mv: i64 = sqlx::query("SELECT microvote_ns FROM decision_log")
+        .fetch_one(&t.db.pool)
+        .await
+        .unwrap()
+        .try_get("microvote_ns")
+        .unwrap();
+    assert_eq!(mv, 12_345_678);
     h.stop().await;
     t.cleanup().await;
 }

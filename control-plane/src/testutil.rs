@@ -163,6 +163,7 @@ pub fn record(tenant: &str, body: &str, ts_ms: i64) -> WalRecord {
         features: None,
         filter_ns: None,
         model_calls: None,
+        microvote_ns: None,
         task: None,
     }
 }

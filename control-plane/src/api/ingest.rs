@@ -16,7 +16,7 @@ pub const H_CACHEABLE: &str = "x-kakeya-cacheable";
 pub const H_VERIFY_NS: &str = "x-kakeya-verify-ns";
 pub const H_DEDUP: &str = "x-kakeya-dedup";
 pub use kakeya_core::pipeline::budget::H_BUDGET;
-pub use kakeya_core::pipeline::{H_FILTER_NS, H_MODEL_CALLS};
+pub use kakeya_core::pipeline::{H_FILTER_NS, H_MICROVOTE_NS, H_MODEL_CALLS};
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
     match h.get(name) {
@@ -41,6 +41,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError>
         ("x-kakeya-cacheable" = Option<String>, Header, description = "`true`/`false`: may the result be stored in dedup"),
         ("x-kakeya-verify-ns" = Option<u64>, Header, description = "In-filter verify time in ns"),
         ("x-kakeya-filter-ns" = Option<u64>, Header, description = "The filter's own time on the request in ns (its cost tracer), stored in the cost record"),
+        ("x-kakeya-microvote-ns" = Option<u64>, Header, description = "The micro-vote callout's wait in ns, dispatch to answer or timeout (cost tracer, only after a callout), stored in the decision log"),
         ("x-kakeya-model-calls" = Option<u64>, Header, description = "Micro-vote calls the filter dispatched for the request, stored in the cost record"),
         ("x-kakeya-budget" = Option<String>, Header, description = "`alert` or `degrade`: the tenant's budget action the request was served under"),
         ("x-kakeya-features" = Option<String>, Header, description = "Feature vector of a scored decision, set by the gate: `<schema>;<standard base64 of little-endian f64>` (kakeya_core::feature_wire). Stored with the decision; an invalid one is dropped (logged, `kakeya_feature_rejects_total{reason}`), the decision is still stored"),
@@ -120,6 +121,7 @@ async fn handle(
     let verify_ns = number(H_VERIFY_NS)?;
     // The filter's cost tracer (absent from a gate without it: the record keeps NULL).
     let (filter_ns, model_calls) = (number(H_FILTER_NS)?, number(H_MODEL_CALLS)?);
+    let microvote_ns = number(H_MICROVOTE_NS)?;
     // Same checks the apply path makes, before anything is written.
     let verdict = serde_json::from_str::<kakeya_core::VerifyResult>(&result)
         .map_err(|e| ApiError::NotFromGate(format!("{H_RESULT} is not a VerifyResult: {e}")))?;
@@ -163,6 +165,7 @@ async fn handle(
         features,
         filter_ns,
         model_calls,
+        microvote_ns,
         task,
     };
     let applied = st.handle.submit(record).await?;

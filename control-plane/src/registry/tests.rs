@@ -245,6 +245,7 @@ async fn log_row_full(
         audit_sample: false,
         votes: None,
         task: None,
+        microvote_ns: None,
     };
     assert!(crate::store::decision_log::insert(&mut conn, &d)
         .await
@@ -400,6 +401,7 @@ async fn a_burst_of_recent_rows_cannot_push_the_older_window_out() {
                 audit_sample: false,
                 votes: None,
                 task: None,
+                microvote_ns: None,
             };
             assert!(crate::store::decision_log::insert(&mut tx, &d)
                 .await

@@ -153,6 +153,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "decision_task",
         include_str!("../../migrations/sqlite/0026_decision_task.sql"),
     ),
+    // cost (issue 8): the advisor's inputs, micro-vote waits and dedup hit ages.
+    (
+        33,
+        "advisor_inputs",
+        include_str!("../../migrations/sqlite/0033_advisor_inputs.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -286,6 +292,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         26,
         "decision_task",
         include_str!("../../migrations/postgres/0026_decision_task.sql"),
+    ),
+    // cost (issue 8): the advisor's inputs, micro-vote waits and dedup hit ages.
+    (
+        33,
+        "advisor_inputs",
+        include_str!("../../migrations/postgres/0033_advisor_inputs.sql"),
     ),
 ];
 

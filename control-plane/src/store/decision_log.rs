@@ -40,6 +40,8 @@ pub struct NewDecision<'a> {
     /// request ([`WalRecord::task`]: the WAL body no longer holds the evidence); `None`
     /// without one.
     pub task: Option<&'a str>,
+    /// The micro-vote callout's wait, ns ([`WalRecord::microvote_ns`]).
+    pub microvote_ns: Option<u64>,
 }
 
 impl<'a> NewDecision<'a> {
@@ -72,6 +74,7 @@ impl<'a> NewDecision<'a> {
             audit_sample: false,
             votes: vr.ensemble.as_ref().map(|e| e.to_json()),
             task: rec.task.as_deref(),
+            microvote_ns: rec.microvote_ns,
         }
     }
 }
@@ -95,9 +98,10 @@ pub async fn insert(conn: &mut AnyConnection, d: &NewDecision<'_>) -> Result<boo
     let done = sqlx::query(
         "INSERT INTO decision_log (record_id, tenant, pcs_id, d_hat, coh_star, r, budget, regime, accepted, \
          escalated, reason, status, cacheable, verify_ns, created_at_ms, risk, risk_band, \
-         model_version, arm, bundle_version, pcs_version, feature_schema, features, audit_sample, votes, task) \
+         model_version, arm, bundle_version, pcs_version, feature_schema, features, audit_sample, votes, task, \
+         microvote_ns) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $22, $23, $24, $25, $26) \
+         $19, $20, $21, $22, $23, $24, $25, $26, $27) \
          ON CONFLICT (record_id) DO NOTHING",
     )
     .bind(d.record_id)
@@ -126,6 +130,7 @@ pub async fn insert(conn: &mut AnyConnection, d: &NewDecision<'_>) -> Result<boo
     .bind(i64::from(d.audit_sample))
     .bind(d.votes.clone())
     .bind(d.task)
+    .bind(d.microvote_ns.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
     // Not a cached prepared statement: sqlx 0.8's Any driver declares a NULL f64 (an unscored
     // decision's risk) to PostgreSQL as float4, and a statement cached with that type refuses
     // every later scored row on the connection (22P03). Unnamed, each call is typed anew.

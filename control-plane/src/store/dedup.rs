@@ -16,7 +16,12 @@ pub enum DedupOutcome {
     /// This write is now the stored answer.
     Won,
     /// A live earlier answer to the same content exists; serve it byte for byte.
-    Existing { status: u16, body: String },
+    /// `created_at_ms`: when that answer was stored (the hit's age is measured from it).
+    Existing {
+        status: u16,
+        body: String,
+        created_at_ms: i64,
+    },
     /// A live earlier answer exists for this `pcs_id` with other signed content.
     Conflict,
 }
@@ -59,7 +64,8 @@ pub async fn insert_or_get(
         return Ok(DedupOutcome::Won);
     }
     let row = sqlx::query(
-        "SELECT status, body, content_sha256 FROM pcs_dedup WHERE tenant = $1 AND pcs_id = $2",
+        "SELECT status, body, content_sha256, created_at_ms FROM pcs_dedup \
+         WHERE tenant = $1 AND pcs_id = $2",
     )
     .bind(sub.tenant)
     .bind(sub.pcs_id)
@@ -74,7 +80,31 @@ pub async fn insert_or_get(
     Ok(DedupOutcome::Existing {
         status: u16::try_from(status).unwrap_or(500),
         body: row.try_get("body")?,
+        created_at_ms: row.try_get("created_at_ms")?,
     })
+}
+
+/// Records that `record_id` was answered from dedup with an answer `age_ms` old (the advisor's
+/// `dedup_ttl` rule reads these); a replay of the record adds nothing.
+pub async fn record_hit(
+    conn: &mut AnyConnection,
+    record_id: &str,
+    sub: &Submission<'_>,
+    hit_at_ms: i64,
+    age_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO dedup_hits (record_id, tenant, pcs_id, hit_at_ms, age_ms) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (record_id) DO NOTHING",
+    )
+    .bind(record_id)
+    .bind(sub.tenant)
+    .bind(sub.pcs_id)
+    .bind(hit_at_ms)
+    .bind(age_ms.max(0))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The live stored answer, if any.
@@ -102,8 +132,16 @@ pub async fn get(
     }
 }
 
-/// Deletes expired rows; returns how many.
+/// How long hit records are kept: the advisor reads the last 30 days.
+pub const HIT_RETENTION_MS: i64 = 35 * 86_400_000;
+
+/// Deletes expired rows (and hit records older than [`HIT_RETENTION_MS`]); returns how many
+/// dedup rows.
 pub async fn cleanup(pool: &AnyPool, now_ms: i64) -> Result<u64, sqlx::Error> {
+    sqlx::query("DELETE FROM dedup_hits WHERE hit_at_ms < $1")
+        .bind(now_ms - HIT_RETENTION_MS)
+        .execute(pool)
+        .await?;
     Ok(
         sqlx::query("DELETE FROM pcs_dedup WHERE expires_at_ms <= $1")
             .bind(now_ms)

@@ -130,7 +130,18 @@ pub async fn apply_record(
             content_sha256: &content_sha256,
         };
         match dedup::insert_or_get(conn, &sub, status, &body, rec.ts_ms, ttl_ms).await? {
-            dedup::DedupOutcome::Existing { status, body } => {
+            dedup::DedupOutcome::Existing {
+                status,
+                body,
+                created_at_ms,
+            } => {
+                // Replaying a record that won finds its own answer, stored at its own
+                // timestamp: not a hit (a resubmission within the same millisecond tells the
+                // TTL nothing either).
+                if created_at_ms != rec.ts_ms {
+                    let age_ms = rec.ts_ms - created_at_ms;
+                    dedup::record_hit(conn, record_id, &sub, rec.ts_ms, age_ms).await?;
+                }
                 return Ok(Applied {
                     status,
                     body,

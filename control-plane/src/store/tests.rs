@@ -51,9 +51,11 @@ async fn dedup_first_write_wins_and_expired_rows_are_replaced() {
             .await
             .unwrap()
         {
-            dedup::DedupOutcome::Existing { status, body } => {
-                assert_eq!((status, body.as_str()), (200, "first\n"))
-            }
+            dedup::DedupOutcome::Existing {
+                status,
+                body,
+                created_at_ms,
+            } => assert_eq!((status, body.as_str(), created_at_ms), (200, "first\n", T)),
             _ => panic!("{}: live row replaced or refused", t.label),
         }
         let other = dedup::Submission {

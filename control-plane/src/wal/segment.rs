@@ -29,6 +29,9 @@ pub struct WalRecord {
     pub filter_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_calls: Option<u64>,
+    /// The micro-vote callout's wait (`x-kakeya-microvote-ns`), for the decision log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub microvote_ns: Option<u64>,
     /// The task kind of the PCS's signed evidence (`qa`, `dialogue`, …), taken at ingest
     /// before the evidence is dropped from `body`, for the decision log's `task` column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,6 +232,7 @@ mod tests {
             features: None,
             filter_ns: None,
             model_calls: None,
+            microvote_ns: None,
             task: None,
         };
         let p = serde_json::to_vec(&r).unwrap();

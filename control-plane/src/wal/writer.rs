@@ -221,6 +221,7 @@ mod tests {
             features: None,
             filter_ns: None,
             model_calls: None,
+            microvote_ns: None,
             task: None,
         }
     }

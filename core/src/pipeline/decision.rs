@@ -36,6 +36,9 @@ pub const H_VOTES: &str = "x-kakeya-votes";
 pub const H_FILTER_NS: &str = "x-kakeya-filter-ns";
 /// Micro-vote calls the filter dispatched for this request (0 on a cache hit or degraded).
 pub const H_MODEL_CALLS: &str = "x-kakeya-model-calls";
+/// The micro-vote callout's wait, ns from dispatch to its answer or timeout (set by the
+/// filter's cost tracer only when it called out), for the advisor's deadline rule.
+pub const H_MICROVOTE_NS: &str = "x-kakeya-microvote-ns";
 /// Bound of [`H_VOTES`]: four votes of short codes fit with room; a longer policy id is cut.
 pub const MAX_VOTES_HEADER: usize = 1024;
 /// Longest policy id echoed in results and headers.

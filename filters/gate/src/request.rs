@@ -275,9 +275,11 @@ impl GateRequest {
         } else {
             host::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default()
         };
-        let elapsed_ms = host::now_ns()
-            .map(|now| now.saturating_sub(since_ns) / 1_000_000)
-            .unwrap_or(u64::MAX);
+        let elapsed_ns = host::now_ns().map(|now| now.saturating_sub(since_ns));
+        if let Ok(ns) = elapsed_ns {
+            self.trace.waited_for_model(ns);
+        }
+        let elapsed_ms = elapsed_ns.map(|ns| ns / 1_000_000).unwrap_or(u64::MAX);
         let result = callout::judge(status, &body, elapsed_ms, paused.deadline_ms);
         if let Some(shared) = &self.shared {
             if let Ok(mut st) = shared.ensemble.try_borrow_mut() {

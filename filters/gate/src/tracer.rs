@@ -2,15 +2,17 @@
 //! (the wait for a micro-vote callout is not the filter's time and is left out) and the
 //! micro-vote calls it dispatched for it (0 on a cache hit, when degraded or refused). Forwarded
 //! as `x-kakeya-filter-ns` / `x-kakeya-model-calls`, the control plane stores them in the
-//! decision's cost record and prices them.
+//! decision's cost record and prices them. The wait for a callout's answer (or its timeout) is
+//! forwarded as `x-kakeya-microvote-ns`, for the advisor's deadline rule.
 
-use crate::decide::{H_FILTER_NS, H_MODEL_CALLS};
+use crate::decide::{H_FILTER_NS, H_MICROVOTE_NS, H_MODEL_CALLS};
 
 #[derive(Debug, Default)]
 pub struct Tracer {
     spent_ns: u64,
     since_ns: Option<u64>,
     model_calls: u32,
+    microvote_ns: Option<u64>,
 }
 
 impl Tracer {
@@ -30,12 +32,21 @@ impl Tracer {
         self.model_calls = self.model_calls.saturating_add(1);
     }
 
-    /// The forwarded headers.
-    pub fn headers(&self) -> [(&'static str, String); 2] {
-        [
+    /// The micro-vote callout's answer (or timeout) came `ns` after its dispatch.
+    pub fn waited_for_model(&mut self, ns: u64) {
+        self.microvote_ns = Some(ns);
+    }
+
+    /// The forwarded headers (the micro-vote's wait only after a callout).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![
             (H_FILTER_NS, self.spent_ns.to_string()),
             (H_MODEL_CALLS, self.model_calls.to_string()),
-        ]
+        ];
+        if let Some(ns) = self.microvote_ns {
+            h.push((H_MICROVOTE_NS, ns.to_string()));
+        }
+        h
     }
 }
 
@@ -51,12 +62,14 @@ mod tests {
         t.stop(9_000); // not started: ignored
         t.called_model();
         t.start(50_000); // the callout's answer
+        t.waited_for_model(48_500);
         t.stop(50_200);
         assert_eq!(
             t.headers(),
             [
                 (H_FILTER_NS, "700".to_string()),
-                (H_MODEL_CALLS, "1".to_string())
+                (H_MODEL_CALLS, "1".to_string()),
+                (H_MICROVOTE_NS, "48500".to_string())
             ]
         );
         // A clock going backwards never underflows.
@@ -64,5 +77,6 @@ mod tests {
         t.start(10);
         t.stop(5);
         assert_eq!(t.headers()[0].1, "0");
+        assert_eq!(t.headers().len(), 2, "no callout, no wait header");
     }
 }
