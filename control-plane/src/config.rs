@@ -346,7 +346,10 @@ impl Config {
         let review = review_config(file.review, env)?;
         let scheduler = crate::scheduler::config::from_parts(file.scheduler, env)?;
         let drift = crate::drift::DriftOptions::from_parts(file.drift, env)?;
-        let cost = crate::cost::options::CostOptions::from_parts(file.cost, env)?;
+        let mut cost = crate::cost::options::CostOptions::from_parts(file.cost, env)?;
+        // cost: the advisor's dedup_ttl rule compares against the TTL in force.
+        let dedup_ttl_secs = file.dedup_ttl_secs.unwrap_or(d.dedup_ttl_secs);
+        cost.dedup_ttl_ms = i64::try_from(dedup_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let ensemble = crate::ensemble::EnsembleOptions::from_parts(file.ensemble, env)?;
         let canary = crate::canary::CanaryOptions::from_parts(file.canary, env)?;
         let microvote = crate::microvote_config::MicrovoteConfig::from_parts(file.microvote, env)?;
@@ -366,7 +369,7 @@ impl Config {
                 .or(file.envoy_admin_addr)
                 .unwrap_or(d.envoy_admin_addr),
             wal_retention_days: file.wal_retention_days.unwrap_or(d.wal_retention_days),
-            dedup_ttl_secs: file.dedup_ttl_secs.unwrap_or(d.dedup_ttl_secs),
+            dedup_ttl_secs,
             group_commit_max_batch: file
                 .group_commit_max_batch
                 .unwrap_or(d.group_commit_max_batch),

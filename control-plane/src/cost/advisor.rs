@@ -13,15 +13,13 @@
 //!   ([`vote_value`]): drop the strategy from the tenant's policy. Saving = the tenant's
 //!   model-call cost of the last 30 days for the micro-vote; 0 for RAG, whose work runs in the
 //!   filter and is not split out of its CPU time. `no_data` when no decision carries votes.
-//! * `micro_vote_deadline`: needs the micro-vote's latency per call, which the votes do not
-//!   record (outcome, confidence and reason only): `no_data`, never guessed.
-//! * `dedup_ttl`: from the age distribution of dedup hits, which are not recorded yet:
-//!   `no_data`.
+//! * `micro_vote_deadline`, `dedup_ttl`: from the recorded callout waits and resubmission
+//!   ages ([`timing_rules`]); `no_data` while none are recorded.
 
 use super::budgets::{self, Budget};
 use super::options::CostOptions;
 use super::prices::{day_of_ms, DAY_MS};
-use super::{record, vote_value, CostError};
+use super::{record, timing_rules, vote_value, CostError};
 use crate::ensemble::store::{self as policies, LoggedArm, PolicyRow, Reason};
 use crate::store::Db;
 use kakeya_core::ensemble_policy::EnsemblePolicy;
@@ -35,7 +33,7 @@ pub const MODEL_DAYS: i64 = 30;
 #[schema(as = CostRecommendation)]
 pub struct Recommendation {
     pub id: String,
-    /// `budget_cap`, `micro_vote_off` or `rag_off`.
+    /// `budget_cap`, `micro_vote_off`, `rag_off`, `micro_vote_deadline` or `dedup_ttl`.
     pub kind: String,
     pub tenant: Option<String>,
     /// `pending`, `applied` or `superseded`.
@@ -116,16 +114,16 @@ async fn tenant_days(
         .unwrap_or_default())
 }
 
-/// A recommendation before it is stored: kind, tenant, projected saving, risk, rationale,
-/// diff.
-type Fresh = (
-    &'static str,
-    String,
-    f64,
-    &'static str,
-    String,
-    serde_json::Value,
-);
+/// A recommendation before it is stored.
+pub struct Fresh {
+    pub kind: &'static str,
+    /// `None` for a deployment-wide one (`dedup_ttl`).
+    pub tenant: Option<String>,
+    pub saving: f64,
+    pub risk: &'static str,
+    pub rationale: String,
+    pub diff: serde_json::Value,
+}
 
 fn no_data(rule: &str, reason: &str) -> Skipped {
     Skipped {
@@ -155,19 +153,19 @@ async fn budget_rule(db: &Db, opts: &CostOptions, today: i64) -> Result<Vec<Fres
         let left = usize::try_from(next - today - 1).unwrap_or(0);
         let (p, over) = overrun(spent, b.budget.hard_cap, &fit.forecast(left));
         if p > 0.5 {
-            fresh.push((
-                "budget_cap",
-                t.clone(),
-                over,
-                "medium",
-                format!(
+            fresh.push(Fresh {
+                kind: "budget_cap",
+                tenant: Some(t.clone()),
+                saving: over,
+                risk: "medium",
+                rationale: format!(
                     "month-end spend forecast above the hard cap {} with probability {:.2}; \
                      its hard action {} lets traffic through",
                     b.budget.hard_cap, p, b.budget.hard_action
                 ),
-                serde_json::json!({"path": format!("budgets.{t}.hard_action"),
-                                   "from": b.budget.hard_action, "to": "throttle"}),
-            ));
+                diff: serde_json::json!({"path": format!("budgets.{t}.hard_action"),
+                                         "from": b.budget.hard_action, "to": "throttle"}),
+            });
         }
     }
     Ok(fresh)
@@ -242,21 +240,21 @@ async fn vote_rule(
             } else {
                 0.0
             };
-            fresh.push((
+            fresh.push(Fresh {
                 kind,
-                t.clone(),
+                tenant: Some(t.clone()),
                 saving,
-                "low",
-                format!(
+                risk: "low",
+                rationale: format!(
                     "{strategy} voted in {} of the {} decisions of the last {MODEL_DAYS} days \
                      under policy {} and changed none of them (re-decided by its N-of-M rule \
                      without the vote; {other} decisions under other policies not replayed)",
                     imp.voted, imp.decisions, policy.policy_id
                 ),
-                serde_json::json!({"path": format!("ensemble.{t}.strategies.{strategy}"),
-                                   "from": policy.strategies.get(strategy), "to": null,
-                                   "policy_id": {"from": policy.policy_id, "to": next.policy_id}}),
-            ));
+                diff: serde_json::json!({"path": format!("ensemble.{t}.strategies.{strategy}"),
+                                         "from": policy.strategies.get(strategy), "to": null,
+                                         "policy_id": {"from": policy.policy_id, "to": next.policy_id}}),
+            });
         }
     }
     Ok((fresh, Vec::new()))
@@ -273,28 +271,34 @@ pub async fn recommend(
     let mut fresh = budget_rule(db, opts, today).await?;
     let (votes, mut skipped) = vote_rule(db, opts, now_ms).await?;
     fresh.extend(votes);
-    skipped.push(no_data(
-        "micro_vote_deadline",
-        "the votes record the micro-vote's outcome, confidence and reason, not its latency",
-    ));
-    skipped.push(no_data(
-        "dedup_ttl",
-        "the ages of dedup hits are not recorded yet",
-    ));
+    for (rule, (recs, missing)) in [
+        (
+            "micro_vote_deadline",
+            timing_rules::deadline_rule(db, now_ms).await?,
+        ),
+        ("dedup_ttl", timing_rules::ttl_rule(db, opts, now_ms).await?),
+    ] {
+        fresh.extend(recs);
+        skipped.extend(missing.map(|reason| no_data(rule, &reason)));
+    }
     sqlx::query("UPDATE cost_recommendations SET status = 'superseded' WHERE status = 'pending'")
         .execute(&db.pool)
         .await?;
-    for (kind, tenant, saving, risk, rationale, diff) in fresh {
-        let body = serde_json::json!({"risk": risk, "rationale": rationale, "diff": diff});
+    for f in fresh {
+        let body = serde_json::json!({"risk": f.risk, "rationale": f.rationale, "diff": f.diff});
         sqlx::query(
             "INSERT INTO cost_recommendations (id, kind, tenant, status, created_at_ms, \
              projected_monthly_saving, body) VALUES ($1, $2, $3, 'pending', $4, $5, $6)",
         )
-        .bind(format!("{kind}-{tenant}-{now_ms}"))
-        .bind(kind)
-        .bind(tenant)
+        .bind(format!(
+            "{}-{}-{now_ms}",
+            f.kind,
+            f.tenant.as_deref().unwrap_or("all")
+        ))
+        .bind(f.kind)
+        .bind(f.tenant)
         .bind(now_ms)
-        .bind(saving)
+        .bind(f.saving)
         .bind(body.to_string())
         .execute(&db.pool)
         .await?;
@@ -408,13 +412,28 @@ pub async fn apply(db: &Db, id: &str, now_ms: i64) -> Result<Recommendation, Cos
         budgets::set(db, &nb, now_ms).await?;
     }
     if let Some((strategy, _)) = VOTE_RULES.iter().find(|(_, k)| *k == r.kind) {
-        apply_without(
-            db,
-            r.tenant.as_deref().unwrap_or_default(),
-            strategy,
-            now_ms,
-        )
+        let tenant = r.tenant.as_deref().unwrap_or_default();
+        change_policy(db, tenant, strategy, now_ms, |p| without(p, strategy)).await?;
+    }
+    if r.kind == "micro_vote_deadline" {
+        let tenant = r.tenant.as_deref().unwrap_or_default();
+        let ms = r
+            .diff
+            .get("to")
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| CostError::Invalid(format!("recommendation {id} has no deadline")))?;
+        change_policy(db, tenant, "micro_vote", now_ms, |p| {
+            timing_rules::with_deadline(p, ms)
+        })
         .await?;
+    }
+    if r.kind == "dedup_ttl" {
+        return Err(CostError::Conflict(format!(
+            "dedup_ttl_secs is read from kakeya.toml at start: set dedup_ttl_secs = {} there \
+             and restart (the recommendation stays pending)",
+            r.diff.get("to").cloned().unwrap_or_default()
+        )));
     }
     let n = sqlx::query(
         "UPDATE cost_recommendations SET status = 'applied', applied_at_ms = $1 \
@@ -437,13 +456,14 @@ pub async fn apply(db: &Db, id: &str, now_ms: i64) -> Result<Recommendation, Cos
     })
 }
 
-/// Stores the tenant's current policy without `strategy` as its own (a manual change, in the
-/// policy history); 409 when the policy no longer has the strategy or would be invalid.
-async fn apply_without(
+/// Stores `change` of the tenant's current policy as its own (a manual change, in the policy
+/// history); 409 when the policy no longer has `strategy` or the result would be invalid.
+async fn change_policy(
     db: &Db,
     tenant: &str,
     strategy: &str,
     now_ms: i64,
+    change: impl FnOnce(&EnsemblePolicy) -> EnsemblePolicy,
 ) -> Result<(), CostError> {
     let policy = crate::ensemble::policy_view(db, tenant)
         .await
@@ -455,9 +475,9 @@ async fn apply_without(
                 "the policy of {tenant} no longer enables {strategy}: fetch the recommendations again"
             ))
         })?;
-    let next = without(&policy, strategy);
+    let next = change(&policy);
     next.validate()
-        .map_err(|e| CostError::Conflict(format!("the policy without {strategy}: {e}")))?;
+        .map_err(|e| CostError::Conflict(format!("the changed policy: {e}")))?;
     let row = PolicyRow {
         tenant: tenant.to_string(),
         arms: vec![LoggedArm {

@@ -26,6 +26,7 @@ pub mod record;
 pub mod store;
 #[cfg(test)]
 mod tests;
+pub mod timing_rules;
 pub mod usage;
 pub mod vote_value;
 

@@ -51,6 +51,10 @@ pub struct CostOptions {
     pub alert_drift_pct: f64,
     #[serde(skip)]
     pub budget_every: Duration,
+    /// The deployment's dedup TTL (`dedup_ttl_secs`, set by the configuration), which the
+    /// advisor's `dedup_ttl` rule compares with the resubmission ages.
+    #[serde(skip)]
+    pub dedup_ttl_ms: i64,
 }
 
 impl Default for CostOptions {
@@ -67,6 +71,7 @@ impl Default for CostOptions {
             },
             alert_drift_pct: DEFAULT_ALERT_DRIFT_PCT,
             budget_every: DEFAULT_BUDGET_EVERY,
+            dedup_ttl_ms: 14 * 86_400_000,
         }
     }
 }
@@ -147,6 +152,7 @@ impl CostOptions {
                 d.budget_every,
                 |v| crate::ab::parse_duration(v).map_err(|e| e.to_string()),
             )?,
+            dedup_ttl_ms: d.dedup_ttl_ms,
         };
         if !o.alert_drift_pct.is_finite() || o.alert_drift_pct <= 0.0 {
             return Err(ConfigError::Invalid(format!(

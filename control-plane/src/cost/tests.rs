@@ -412,3 +412,210 @@ async fn a_vote_that_never_changed_a_decision_is_turned_off_and_its_saving_measu
         t.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn the_micro_vote_deadline_follows_the_recorded_waits() {
+    for t in all_dbs("cost_deadline_rule").await {
+        let db = &t.db;
+        let first = parse_day("2026-03-02").unwrap();
+        let now = (first + 8) * DAY_MS;
+        seed(db, 10).await;
+        set_acme_policy(db, now).await;
+        // acme's 30 calls waited 0.5, 1.0, …, 15.0 ms under the default 30 ms deadline:
+        // nearest-rank p99 = the 30th = 15 ms, × 1.25 = 18.75 → 19 ms, none above it.
+        // beta's (default policy) include one call cut at 30 ms: its latency is unknown.
+        for (tenant, cut) in [("acme", false), ("beta", true)] {
+            let ids: Vec<String> = sqlx::query(
+                "SELECT record_id FROM decision_log WHERE tenant = $1 ORDER BY record_id",
+            )
+            .bind(tenant)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get("record_id").unwrap())
+            .collect();
+            for (i, id) in ids.iter().enumerate() {
+                let ns = if cut && i == 0 {
+                    30_000_000
+                } else {
+                    (i as i64 + 1) * 500_000
+                };
+                sqlx::query("UPDATE decision_log SET microvote_ns = $1 WHERE record_id = $2")
+                    .bind(ns)
+                    .bind(id)
+                    .execute(&db.pool)
+                    .await
+                    .unwrap();
+            }
+        }
+        let r = advisor::recommend(db, &opts(), now).await.unwrap();
+        let recs: Vec<_> = r
+            .recommendations
+            .iter()
+            .filter(|x| x.kind == "micro_vote_deadline")
+            .collect();
+        assert_eq!(recs.len(), 1, "{}: {r:?}", t.label);
+        let rec = recs[0];
+        assert_eq!(rec.tenant.as_deref(), Some("acme"));
+        assert_eq!(
+            (rec.diff["from"].clone(), rec.diff["to"].clone()),
+            (30.into(), 19.into())
+        );
+        assert_eq!(rec.projected_monthly_saving, 0.0);
+        assert_eq!(rec.risk, "low");
+        assert!(
+            rec.rationale.contains("30 micro-vote calls"),
+            "{}",
+            rec.rationale
+        );
+        assert!(r.skipped.iter().all(|s| s.rule != "micro_vote_deadline"));
+
+        advisor::apply(db, &rec.id, now).await.unwrap();
+        let p = crate::ensemble::policy_view(db, "acme")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.policy_id, "p-deadline-19ms");
+        assert_eq!(p.policy.strategies["micro_vote"].deadline_ms, Some(19));
+        // Under the 19 ms deadline the same waits propose 19 again: nothing more.
+        let r = advisor::recommend(db, &opts(), now).await.unwrap();
+        assert!(
+            r.recommendations
+                .iter()
+                .all(|x| x.kind != "micro_vote_deadline" || x.status == "applied"),
+            "{r:?}"
+        );
+        t.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn the_dedup_ttl_follows_the_ages_of_resubmissions() {
+    const HOUR: i64 = 3_600_000;
+    for t in all_dbs("cost_ttl_rule").await {
+        let db = &t.db;
+        let params = ApplyParams {
+            dedup_ttl_ms: 10 * HOUR,
+            audit_sample_rate: 0.0,
+        };
+        let first = parse_day("2026-03-02").unwrap();
+        let base = first * DAY_MS;
+        let now = (first + 3) * DAY_MS;
+        let mut o = opts();
+        o.dedup_ttl_ms = 10 * HOUR;
+        // Every decision costs 0.001 (per request only), so the saving is counted decisions.
+        o.prices[0].per_gib_stored = 0.0;
+        o.prices[0].per_gib_transferred = 0.0;
+        o.prices[0].per_request = 0.001;
+        let r = advisor::recommend(db, &o, now).await.unwrap();
+        let skip = r.skipped.iter().find(|s| s.rule == "dedup_ttl").unwrap();
+        assert!(skip.reason.contains("0 resubmissions"), "{}", skip.reason);
+
+        // 30 PCSs, each resubmitted k hours after its first answer (k = 1..=30) under a 10 h
+        // TTL: k = 1..9 are dedup hits aged k h, k = 10..30 came after expiry (21 late).
+        let mut conn = db.pool.acquire().await.unwrap();
+        for k in 1..=30i64 {
+            let body = pcs_body(&format!("ttl-{k}"));
+            let first_rec = record("acme", &body, base + k);
+            let a = apply_record(&mut conn, &format!("a{k}"), &first_rec, &params)
+                .await
+                .unwrap();
+            assert!(!a.dedup_hit);
+            let again = record("acme", &body, base + k + k * HOUR);
+            let b = apply_record(&mut conn, &format!("b{k}"), &again, &params)
+                .await
+                .unwrap();
+            assert_eq!(b.dedup_hit, k < 10, "{}: k = {k}", t.label);
+            // A replay of the record adds no second hit.
+            apply_record(&mut conn, &format!("b{k}"), &again, &params)
+                .await
+                .unwrap();
+        }
+        drop(conn);
+        assert_eq!(count(db, "dedup_hits").await, 9, "{}", t.label);
+        let ages: Vec<i64> = sqlx::query("SELECT age_ms FROM dedup_hits ORDER BY age_ms")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get("age_ms").unwrap())
+            .collect();
+        assert_eq!(ages, (1..10).map(|k| k * HOUR).collect::<Vec<_>>());
+
+        // Ages 1..=30 h: p99 = 30 h, × 1.25 = 37.5 → 38 h. It answers all 21 late ones and
+        // loses no hit: 21 decisions × 0.001 over 30 days.
+        let r = advisor::recommend(db, &o, now).await.unwrap();
+        let rec = r
+            .recommendations
+            .iter()
+            .find(|x| x.kind == "dedup_ttl")
+            .unwrap_or_else(|| panic!("{}: {r:?}", t.label));
+        assert_eq!(rec.tenant, None);
+        assert_eq!(rec.diff["from"], 10 * 3600);
+        assert_eq!(rec.diff["to"], 38 * 3600);
+        assert!(
+            (rec.projected_monthly_saving - 0.021).abs() < 1e-12,
+            "{}: {rec:?}",
+            t.label
+        );
+        assert_eq!(rec.risk, "low");
+        assert!(
+            rec.rationale
+                .contains("9 answered from dedup, 21 after their answer expired"),
+            "{}",
+            rec.rationale
+        );
+        // The TTL is configuration: apply says where to set it and changes nothing.
+        assert!(matches!(
+            advisor::apply(db, &rec.id, now).await,
+            Err(CostError::Conflict(m)) if m.contains("dedup_ttl_secs = 136800")
+        ));
+        t.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn upserts_in_full_and_partial_chunks_write_each_line_once() {
+    use super::billing::BillingLine;
+    for t in all_dbs("cost_upsert_chunks").await {
+        let db = &t.db;
+        // Two full statements and a partial one.
+        let n = 2 * store::UPSERT_CHUNK + 7;
+        let mut lines: Vec<BillingLine> = (0..n)
+            .map(|i| BillingLine {
+                line_id: format!("li-{i}"),
+                day: 20_000 + (i % 3) as i64,
+                tenant: (i % 2 == 0).then(|| "acme".to_string()),
+                service: "compute".into(),
+                provider_service: "AmazonEC2".into(),
+                cost: 0.5,
+                currency: "USD".into(),
+            })
+            .collect();
+        let up = |l: Vec<BillingLine>| async move {
+            store::upsert_lines(db, Provider::Aws, "job", &l)
+                .await
+                .unwrap()
+        };
+        assert_eq!(up(lines.clone()).await, n as u64, "{}", t.label);
+        assert_eq!(count(db, "billing_lines").await, n as i64);
+        assert_eq!(
+            up(lines.clone()).await,
+            0,
+            "{}: a re-import writes nothing",
+            t.label
+        );
+        lines[n - 1].cost = 0.75;
+        lines[0].tenant = None;
+        assert_eq!(up(lines).await, 2, "{}: only the changed lines", t.label);
+        let sum: f64 = sqlx::query("SELECT SUM(cost) AS c FROM billing_lines")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .try_get("c")
+            .unwrap();
+        assert!((sum - (0.5 * n as f64 + 0.25)).abs() < 1e-9, "{sum}");
+        t.cleanup().await;
+    }
+}
