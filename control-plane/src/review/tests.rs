@@ -692,6 +692,10 @@ async fn audit_sampled_decisions_are_queued_beside_escalated_ones() {
             match item.queued_for {
                 QueuedFor::Escalated => assert_eq!(item.reason.as_deref(), Some("hrs_high_risk")),
                 QueuedFor::AuditSample => assert_eq!(item.reason, None),
+                // Only anomaly active learning queues these (anomaly::tests).
+                QueuedFor::AnomalyUncertain | QueuedFor::AnomalyAudit => {
+                    panic!("not queued by anomaly active learning here: {item:?}")
+                }
             }
         }
         // The JSON names the reason for queueing.
