@@ -63,7 +63,7 @@ pub enum AnomalyCmd {
         #[arg(long, default_value_t = ClusterParams::default().k)]
         k: usize,
         #[arg(long, default_value_t = ClusterParams::default().seed)]
-        seed: u64,
+        seed: i32,
         /// Raw feature units.
         #[arg(long, default_value_t = ClusterParams::default().max_distance)]
         max_distance: f64,
@@ -80,7 +80,7 @@ pub enum AnomalyCmd {
         #[arg(long, default_value_t = QueueParams::default().audit)]
         audit: usize,
         #[arg(long, default_value_t = QueueParams::default().seed)]
-        seed: u64,
+        seed: i32,
     },
 }
 

@@ -32,11 +32,13 @@ pub struct QueueParams {
     /// Only this tenant's decisions (default every tenant).
     pub tenant_id: Option<String>,
     /// How many of the most uncertain to queue, 0..=1000.
+    #[schema(maximum = 1000)]
     pub uncertain: usize,
     /// How many to draw into the audit sample, 0..=1000.
+    #[schema(maximum = 1000)]
     pub audit: usize,
-    /// Seed of the audit draw.
-    pub seed: u64,
+    /// Seed of the audit draw (any 32-bit integer; its bits seed the generator).
+    pub seed: i32,
 }
 
 impl Default for QueueParams {
@@ -71,7 +73,11 @@ pub async fn queue(db: &Db, p: &QueueParams) -> Result<Vec<Queued>, super::Anoma
             "uncertain and audit must be within 0..=1000".into(),
         ));
     }
-    let candidates = store::candidates(&db.pool, p.tenant_id.as_deref(), WINDOW).await?;
+    let tenant = match &p.tenant_id {
+        Some(t) => Some(super::feedback::checked_tenant(Some(t))?),
+        None => None,
+    };
+    let candidates = store::candidates(&db.pool, tenant, WINDOW).await?;
     let mut thresholds: HashMap<String, f64> = HashMap::new();
     for c in &candidates {
         if !thresholds.contains_key(&c.tenant) {
@@ -101,7 +107,7 @@ pub async fn queue(db: &Db, p: &QueueParams) -> Result<Vec<Queued>, super::Anoma
         .filter(|c| c.score < t_of(c))
         .copied()
         .collect();
-    let mut rng = StdRng::seed_from_u64(p.seed);
+    let mut rng = StdRng::seed_from_u64(u64::from(p.seed as u32));
     let mut picks =
         rand::seq::index::sample(&mut rng, below.len(), p.audit.min(below.len())).into_vec();
     picks.sort_unstable();

@@ -8,7 +8,7 @@ use super::threshold::{Confusion, Optimum, ThresholdError, DEFAULT_TARGET_FPR};
 use super::{feedback, AnomalyError, UserLabel};
 use crate::api::AdminState;
 use crate::error::{ApiError, ErrorBody};
-use crate::review::{Source, DEFAULT_TENANT};
+use crate::review::Source;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -62,6 +62,14 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
         Ok(Json(t)) => Ok(t),
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge),
         Err(e) => Err(ApiError::BadRequest(e.body_text())),
+    }
+}
+
+/// [`body`], where no body at all means the defaults (axum refuses it as missing JSON).
+fn body_or_default<T: Default>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    match b {
+        Err(JsonRejection::MissingJsonContentType(_)) => Ok(T::default()),
+        other => body(other),
     }
 }
 
@@ -150,7 +158,7 @@ pub struct ConfusionQuery {
     security(("bearer" = [])),
     responses(
         (status = 200, body = Confusion, description = "TP, FP, FN, TN of the tenant's labelled decisions (one label per decision: highest source, then newest) at the threshold (default the current one, else 0.98), FPR = FP/(FP+TN) and TPR = TP/(TP+FN), null without labels of the class; refreshes kakeya_anomaly_fpr/tpr/threshold"),
-        (status = 400, body = ErrorBody, description = "Unknown parameter, threshold not a finite number"),
+        (status = 400, body = ErrorBody, description = "Unknown parameter, threshold not a finite number, empty tenant_id or one with control characters"),
         (status = 401, body = ErrorBody),
         (status = 503, body = ErrorBody)
     )
@@ -165,7 +173,7 @@ pub async fn confusion(
             "threshold must be a finite number".into(),
         ));
     }
-    let tenant = q.tenant_id.as_deref().unwrap_or(DEFAULT_TENANT);
+    let tenant = feedback::checked_tenant(q.tenant_id.as_deref())?;
     let c = feedback::confusion(&st.db, tenant, q.threshold)
         .await
         .map_err(store_error)?;
@@ -193,7 +201,7 @@ pub struct OptimizeBody {
     security(("bearer" = [])),
     responses(
         (status = 200, body = Optimum, description = "The exact-ROC optimum: the threshold (a labelled score) with the highest TPR at FPR ≤ target_fpr, or feasible false with the lowest FPR any threshold reaches; recorded in the history, and a feasible one becomes the tenant's current threshold"),
-        (status = 400, body = ErrorBody, description = "target_fpr outside [0, 1], unknown field, malformed body"),
+        (status = 400, body = ErrorBody, description = "target_fpr outside [0, 1], empty tenant_id or one with control characters, unknown field, malformed body"),
         (status = 401, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "Code insufficient_labels: the tenant has no anomalous or no normal labelled decision yet"),
         (status = 413, body = ErrorBody),
@@ -204,12 +212,8 @@ pub async fn optimize_threshold(
     State(st): State<AdminState>,
     b: Result<Json<OptimizeBody>, JsonRejection>,
 ) -> Result<Json<Optimum>, ApiError> {
-    // An empty body means the defaults (axum refuses it as missing JSON otherwise).
-    let b = match b {
-        Err(JsonRejection::MissingJsonContentType(_)) => OptimizeBody::default(),
-        other => body(other)?,
-    };
-    let tenant = b.tenant_id.as_deref().unwrap_or(DEFAULT_TENANT);
+    let b = body_or_default(b)?;
+    let tenant = feedback::checked_tenant(b.tenant_id.as_deref())?;
     let o = feedback::optimise(
         &st.db,
         Some(&st.metrics.anomaly),
@@ -229,6 +233,7 @@ pub struct ThresholdsQuery {
     /// Tenant (default `default`).
     pub tenant_id: Option<String>,
     /// Runs to list, 1..=1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -249,7 +254,7 @@ pub struct Thresholds {
     security(("bearer" = [])),
     responses(
         (status = 200, body = Thresholds, description = "The current threshold and the optimisation runs (api, cli, or feedback every 100 labels), newest first"),
-        (status = 400, body = ErrorBody, description = "Unknown parameter, limit outside 1..=1000"),
+        (status = 400, body = ErrorBody, description = "Unknown parameter, limit outside 1..=1000, bad tenant_id"),
         (status = 401, body = ErrorBody),
         (status = 503, body = ErrorBody)
     )
@@ -263,7 +268,7 @@ pub async fn thresholds(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be within 1..=1000".into()));
     }
-    let tenant = q.tenant_id.as_deref().unwrap_or(DEFAULT_TENANT);
+    let tenant = feedback::checked_tenant(q.tenant_id.as_deref())?;
     Ok(Json(Thresholds {
         current: store::current_threshold(&st.db.pool, tenant)
             .await
@@ -312,10 +317,7 @@ pub async fn rebuild_clusters(
     State(st): State<AdminState>,
     b: Result<Json<ClusterParams>, JsonRejection>,
 ) -> Result<Json<Vec<ClusterRow>>, ApiError> {
-    let p = match b {
-        Err(JsonRejection::MissingJsonContentType(_)) => ClusterParams::default(),
-        other => body(other)?,
-    };
+    let p = body_or_default(b)?;
     Ok(Json(
         cluster::rebuild(&st.db, Some(&st.metrics.anomaly), &p, crate::now_ms()).await?,
     ))
@@ -329,7 +331,7 @@ pub async fn rebuild_clusters(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Vec<Queued>, description = "Decisions sent to the review queue: the most uncertain (|score − threshold| − uncertainty smallest; queued_for anomaly_uncertain) and a seeded random sample of the rest below the threshold (anomaly_audit)"),
-        (status = 400, body = ErrorBody, description = "uncertain or audit over 1000, unknown field, malformed body; nothing queued"),
+        (status = 400, body = ErrorBody, description = "uncertain or audit over 1000, bad tenant_id, unknown field, malformed body; nothing queued"),
         (status = 401, body = ErrorBody),
         (status = 413, body = ErrorBody),
         (status = 503, body = ErrorBody)
@@ -339,9 +341,6 @@ pub async fn active_learning(
     State(st): State<AdminState>,
     b: Result<Json<QueueParams>, JsonRejection>,
 ) -> Result<Json<Vec<Queued>>, ApiError> {
-    let p = match b {
-        Err(JsonRejection::MissingJsonContentType(_)) => QueueParams::default(),
-        other => body(other)?,
-    };
+    let p = body_or_default(b)?;
     Ok(Json(active::queue(&st.db, &p).await?))
 }

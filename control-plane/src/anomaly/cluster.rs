@@ -22,13 +22,16 @@ pub const MAX_ITERATIONS: usize = 100;
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterParams {
     /// k of k-means++ (fewer when there are fewer distinct points), 1..=64.
+    #[schema(minimum = 1, maximum = 64)]
     pub k: usize,
-    /// Seed of the k-means++ draws: the same flagged decisions and seed give the same clusters.
-    pub seed: u64,
+    /// Seed of the k-means++ draws: the same flagged decisions and seed give the same clusters (any 32-bit integer; its bits seed the generator).
+    pub seed: i32,
     /// A point farther than this from every centroid (Euclidean, raw feature units) opens a
     /// new cluster; > 0.
+    #[schema(exclusive_minimum = 0.0)]
     pub max_distance: f64,
     /// At most this many clusters in all (then a far point joins its nearest), 1..=256.
+    #[schema(minimum = 1, maximum = 256)]
     pub max_clusters: usize,
 }
 
@@ -161,7 +164,7 @@ pub fn kmeans(points: &[Vec<f64>], k: usize, seed: u64) -> Vec<Vec<f64>> {
 /// running mean of its points), up to `max_clusters`. Clusters without points are dropped.
 pub fn build(points: &[Point], p: &ClusterParams) -> Vec<Built> {
     let vectors: Vec<Vec<f64>> = points.iter().map(|x| x.features.clone()).collect();
-    let mut clusters: Vec<Built> = kmeans(&vectors, p.k, p.seed)
+    let mut clusters: Vec<Built> = kmeans(&vectors, p.k, u64::from(p.seed as u32))
         .into_iter()
         .map(|centroid| Built {
             centroid,

@@ -38,12 +38,14 @@ impl NewFeedback {
         source: Option<Source>,
     ) -> Result<NewFeedback, AnomalyError> {
         let invalid = |m: String| Err(AnomalyError::Invalid(m));
-        let tenant = tenant.unwrap_or(DEFAULT_TENANT);
-        if tenant.is_empty() || tenant.chars().any(char::is_control) {
-            return invalid("tenant_id must be non-empty, without control characters".into());
-        }
-        if pcs_id.is_empty() || pcs_id.chars().count() > MAX_PCS_ID_CHARS {
-            return invalid(format!("pcs_id must be 1..={MAX_PCS_ID_CHARS} characters"));
+        let tenant = checked_tenant(tenant)?;
+        if pcs_id.is_empty()
+            || pcs_id.chars().count() > MAX_PCS_ID_CHARS
+            || pcs_id.chars().any(char::is_control)
+        {
+            return invalid(format!(
+                "pcs_id must be 1..={MAX_PCS_ID_CHARS} characters, without control characters"
+            ));
         }
         let by = submitted_by.trim();
         if by.is_empty()
@@ -59,9 +61,10 @@ impl NewFeedback {
                 return invalid(format!("predicted_score must be within [0, 1], got {s}"));
             }
         }
-        if comment.is_some_and(|c| c.chars().count() > MAX_COMMENT_CHARS) {
+        // NUL is the one character PostgreSQL text cannot hold.
+        if comment.is_some_and(|c| c.chars().count() > MAX_COMMENT_CHARS || c.contains('\0')) {
             return invalid(format!(
-                "comment must be at most {MAX_COMMENT_CHARS} characters"
+                "comment must be at most {MAX_COMMENT_CHARS} characters, without NUL"
             ));
         }
         Ok(NewFeedback {
@@ -74,6 +77,17 @@ impl NewFeedback {
             comment: comment.map(str::to_string),
         })
     }
+}
+
+/// A tenant from a request: `default` when absent; non-empty, without control characters.
+pub fn checked_tenant(tenant: Option<&str>) -> Result<&str, AnomalyError> {
+    let t = tenant.unwrap_or(DEFAULT_TENANT);
+    if t.is_empty() || t.chars().any(char::is_control) {
+        return Err(AnomalyError::Invalid(
+            "tenant_id must be non-empty, without control characters".into(),
+        ));
+    }
+    Ok(t)
 }
 
 /// Stores `f` (see the module docs), counts it, refreshes the tenant's gauges and re-optimises

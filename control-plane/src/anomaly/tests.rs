@@ -7,32 +7,19 @@ use super::threshold::{self, DEFAULT_THRESHOLD};
 use super::{active, feedback, Action, AnomalyError, UserLabel};
 use crate::api::tests::{bearer, config, http, read_token, Answer};
 use crate::review::store::{queue_page, QueueStatus, QueuedFor};
-use crate::review::tests::decision;
+use crate::review::tests::log_at;
 use crate::review::Source;
 use crate::server::{start, Running};
-use crate::store::{apply_record, ApplyParams, Db};
+use crate::store::Db;
 use crate::testutil::all_dbs;
 use serde_json::json;
-use sqlx::Connection;
 
 const T: i64 = 1_700_000_000_000;
-const NO_AUDIT: ApplyParams = ApplyParams {
-    dedup_ttl_ms: 60_000,
-    audit_sample_rate: 0.0,
-};
 const SCHEMA: &str = "anomaly-test-v1";
 
 /// Logs an accepted decision of `tenant` at `T + i`; returns its pcs_id.
 async fn log(db: &Db, tenant: &str, shard: &str, i: i64) -> String {
-    let (rec, pcs_id) = decision(tenant, shard, false, T + i);
-    let mut conn = db.pool.acquire().await.unwrap();
-    let mut tx = conn.begin().await.unwrap();
-    let a = apply_record(&mut tx, &format!("rec-{tenant}-{shard}"), &rec, &NO_AUDIT)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    assert!(a.fresh);
-    pcs_id
+    log_at(db, tenant, shard, false, T + i).await
 }
 
 /// Logs a decision and records its anomaly score (what inline scoring will write).

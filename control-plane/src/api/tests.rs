@@ -291,7 +291,12 @@ fn the_document_lists_every_route_with_its_parameters() {
     // The reasons for queueing, as the items spell them.
     assert_eq!(
         reviews[1]["schema"]["enum"],
-        serde_json::json!(["escalated", "audit_sample"]),
+        serde_json::json!([
+            "escalated",
+            "audit_sample",
+            "anomaly_uncertain",
+            "anomaly_audit"
+        ]),
         "{}",
         reviews[1]
     );
