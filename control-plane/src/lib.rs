@@ -25,6 +25,8 @@
 //! * [`ensemble`]: adaptive per-tenant ensemble policies (`/v1/ensemble/*`), published in
 //!   the bundle;
 //! * [`lease`]: leader leases, so background jobs run on one replica of many;
+//! * [`anomaly`]: anomaly feedback, the exact threshold optimiser, clusters of flagged
+//!   decisions, the active-learning queue (`/v1/anomaly`);
 //! * [`ml`]: offline training and cross-validated evaluation of the hallucination-risk scorer.
 //!
 //! Trust boundary: the ingest listener believes the `x-kakeya-*` headers that the gate filter
@@ -32,6 +34,7 @@
 //! forwarded request ([`api::auth::H_INGEST_SECRET`]).
 
 pub mod ab;
+pub mod anomaly;
 pub mod api;
 pub mod canary;
 pub mod config;

@@ -9,6 +9,7 @@ use kakeya_control_plane::{envoy, ingest, server, store};
 use std::path::PathBuf;
 
 mod ab_cli;
+mod anomaly_cli;
 mod canary_cli;
 mod cost_cli;
 mod drift_cli;
@@ -104,6 +105,13 @@ enum Cmd {
     Canary {
         #[command(subcommand)]
         cmd: canary_cli::CanaryCmd,
+    },
+    /// Anomaly detection: feedback on scores, the exact threshold optimiser, clusters of
+    /// flagged decisions, the active-learning queue (on the database directly; same code path
+    /// as /v1/anomaly/*).
+    Anomaly {
+        #[command(subcommand)]
+        cmd: anomaly_cli::AnomalyCmd,
     },
     /// The micro-vote: the auxiliary hallucination model (all-MiniLM-L6-v2 + a trained head) the
     /// gate calls through the Envoy cluster kakeya_microvote; serve it, train its head, measure it.
@@ -448,6 +456,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Cost { cmd } => runtime()?.block_on(cost_cli::run(cfg, cmd)),
         Cmd::Ensemble { cmd } => runtime()?.block_on(ensemble_cli::run(cfg, cmd)),
         Cmd::Canary { cmd } => runtime()?.block_on(canary_cli::run(cfg, cmd)),
+        Cmd::Anomaly { cmd } => runtime()?.block_on(anomaly_cli::run(cfg, cmd)),
         Cmd::Microvote { .. } => microvote_cli::serve(&cfg),
         // Handled above, before the configuration is loaded.
         Cmd::Pcs { .. } => Ok(()),

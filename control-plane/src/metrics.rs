@@ -31,6 +31,8 @@ pub struct Metrics {
     pub leader: IntGaugeVec,
     /// `kakeya_cost_*` ([`crate::cost::metrics`]).
     pub cost: crate::cost::metrics::CostMetrics,
+    /// `kakeya_anomaly_*` ([`crate::anomaly::metrics`]).
+    pub anomaly: crate::anomaly::metrics::AnomalyMetrics,
 }
 
 /// `kakeya_registry_integrity_failures_total{what="model"|"bundle"}`: stored registry rows
@@ -118,8 +120,10 @@ impl Metrics {
         )?;
         registry.register(Box::new(leader.clone()))?;
         let cost = crate::cost::metrics::CostMetrics::new(&registry)?;
+        let anomaly = crate::anomaly::metrics::AnomalyMetrics::new(&registry)?;
         Ok(Metrics {
             cost,
+            anomaly,
             ingest_total: counter(
                 &registry,
                 "kakeya_ingest_total",

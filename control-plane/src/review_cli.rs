@@ -19,8 +19,9 @@ pub enum ReviewCmd {
         /// open: not labelled yet; labelled: with at least one label; all.
         #[arg(long, value_enum, default_value = "open")]
         status: QueueStatus,
-        /// Only decisions queued for this reason: escalated (by the gate) or audit_sample
-        /// (accepted, drawn into the audit sample); default both.
+        /// Only decisions queued for this reason: escalated (by the gate), audit_sample
+        /// (accepted, drawn into the audit sample), anomaly_uncertain or anomaly_audit (anomaly
+        /// active learning); default all.
         #[arg(long, value_enum)]
         queued_for: Option<QueuedFor>,
         /// Only this tenant's decisions.

@@ -10,7 +10,8 @@
 //!   ([`crate::review`]), training jobs (`/v1/hrs/train`, `/v1/hrs/jobs`, [`crate::learn`]), A/B
 //!   experiments (`/v1/hrs/ab`, [`crate::ab`]), retraining scheduler (`/v1/hrs/scheduler`,
 //!   [`crate::scheduler`]), drift checks and alerts (`/v1/hrs/drift`, [`crate::drift`]), adaptive ensemble
-//!   policies (`/v1/ensemble`, [`crate::ensemble`]).
+//!   policies (`/v1/ensemble`, [`crate::ensemble`]), anomaly feedback, thresholds, clusters
+//!   and active learning (`/v1/anomaly`, [`crate::anomaly`]).
 //!   Everything except `/health`,
 //!   `/ready` and the signed bundle (`GET /v1/bundles/current`, polled by the filters) requires
 //!   the bearer admin token ([`auth`]).
@@ -125,6 +126,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .merge(crate::ensemble::api::router())
         .merge(crate::canary::api::router())
         .merge(crate::simulator::api::router())
+        .merge(crate::anomaly::api::router())
 }
 
 pub fn ingest_router(state: IngestState) -> Router {

@@ -224,6 +224,14 @@ fn the_document_lists_every_route_with_its_parameters() {
         // tasks (issue 14): task models of a registered model.
         ("GET", "/v1/models/{version}/tasks"),
         ("PUT", "/v1/models/{version}/tasks/{task}"),
+        // anomaly (issue 9): feedback, thresholds, clusters, active learning.
+        ("POST", "/v1/anomaly/feedback"),
+        ("GET", "/v1/anomaly/confusion"),
+        ("POST", "/v1/anomaly/optimize-threshold"),
+        ("GET", "/v1/anomaly/thresholds"),
+        ("GET", "/v1/anomaly/clusters"),
+        ("POST", "/v1/anomaly/clusters/rebuild"),
+        ("POST", "/v1/anomaly/active-learning"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -283,7 +291,12 @@ fn the_document_lists_every_route_with_its_parameters() {
     // The reasons for queueing, as the items spell them.
     assert_eq!(
         reviews[1]["schema"]["enum"],
-        serde_json::json!(["escalated", "audit_sample"]),
+        serde_json::json!([
+            "escalated",
+            "audit_sample",
+            "anomaly_uncertain",
+            "anomaly_audit"
+        ]),
         "{}",
         reviews[1]
     );

@@ -60,6 +60,52 @@ pub fn pr_auc(scores: &[f64], labels: &[u8]) -> Option<f64> {
     Some(ap)
 }
 
+/// One point of the exact ROC curve: flag every score `>= threshold`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RocPoint {
+    pub threshold: f64,
+    /// Positives (label 1) flagged.
+    pub tp: usize,
+    /// Negatives (label 0) flagged.
+    pub fp: usize,
+    pub tpr: f64,
+    pub fpr: f64,
+}
+
+/// The exact ROC curve: one point per distinct score, highest threshold first (tied scores
+/// enter together, so a tie is never split), not a grid. Scores must be finite. `None` when a
+/// class is missing (one of the rates is undefined).
+pub fn roc_curve(scores: &[f64], labels: &[u8]) -> Option<Vec<RocPoint>> {
+    let n = scores.len().min(labels.len());
+    let n_pos = labels[..n].iter().filter(|&&l| l == 1).count();
+    let n_neg = n - n_pos;
+    if n_pos == 0 || n_neg == 0 {
+        return None;
+    }
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp, mut points, mut i) = (0usize, 0usize, Vec::new(), 0);
+    while i < n {
+        let t = scores[idx[i]];
+        while i < n && scores[idx[i]] == t {
+            if labels[idx[i]] == 1 {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            i += 1;
+        }
+        points.push(RocPoint {
+            threshold: t,
+            tp,
+            fp,
+            tpr: tp as f64 / n_pos as f64,
+            fpr: fp as f64 / n_neg as f64,
+        });
+    }
+    Some(points)
+}
+
 /// Mean squared error of probabilities.
 pub fn brier(probs: &[f64], labels: &[u8]) -> Option<f64> {
     if probs.is_empty() {
@@ -237,6 +283,26 @@ mod tests {
         // one tie between classes: pairs (0.2+,0.2-) half → (1 + 0.5)/2
         close(auroc(&[0.1, 0.2, 0.2, 0.9], &[0, 0, 1, 1]).unwrap(), 0.875);
         assert_eq!(auroc(&[0.1, 0.2], &[1, 1]), None);
+    }
+
+    #[test]
+    fn the_exact_roc_has_a_point_per_distinct_score_and_its_area_is_the_auroc() {
+        // desc: .9(+) .8(-) .8(+) .4(-) .1(-): the tie at .8 enters as one point.
+        let (s, y) = ([0.8, 0.1, 0.9, 0.4, 0.8], [0, 0, 1, 0, 1]);
+        let roc = roc_curve(&s, &y).unwrap();
+        let pts: Vec<(f64, usize, usize)> = roc.iter().map(|p| (p.threshold, p.tp, p.fp)).collect();
+        assert_eq!(pts, [(0.9, 1, 0), (0.8, 2, 1), (0.4, 2, 2), (0.1, 2, 3)]);
+        close(roc[1].tpr, 1.0);
+        close(roc[1].fpr, 1.0 / 3.0);
+        // Trapezoids from (0, 0) through every point: the Mann–Whitney AUROC, ties included.
+        let (mut area, mut prev) = (0.0, (0.0, 0.0));
+        for p in &roc {
+            area += (p.fpr - prev.0) * (p.tpr + prev.1) / 2.0;
+            prev = (p.fpr, p.tpr);
+        }
+        close(area, auroc(&s, &y).unwrap());
+        assert_eq!(roc_curve(&[0.1, 0.2], &[1, 1]), None);
+        assert_eq!(roc_curve(&[], &[]), None);
     }
 
     #[test]

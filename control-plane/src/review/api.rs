@@ -42,8 +42,9 @@ pub struct ReviewsQuery {
     /// `open` (default): not labelled yet; `labelled`: with at least one label; `all`.
     #[param(inline)]
     pub status: Option<QueueStatus>,
-    /// Only decisions queued for this reason: `escalated` (by the gate) or `audit_sample`
-    /// (accepted, drawn into the audit sample); omit for both.
+    /// Only decisions queued for this reason: `escalated` (by the gate), `audit_sample`
+    /// (accepted, drawn into the audit sample), `anomaly_uncertain` or `anomaly_audit` (sent
+    /// by anomaly active learning); omit for all.
     #[param(inline)]
     pub queued_for: Option<QueuedFor>,
     /// Only this tenant's decisions (empty: every tenant).

@@ -107,7 +107,7 @@ impl Source {
         }
     }
 
-    fn parse(s: &str) -> Option<Source> {
+    pub(crate) fn parse(s: &str) -> Option<Source> {
         [Source::Gold, Source::Silver, Source::Bronze]
             .into_iter()
             .find(|l| l.as_str() == s)

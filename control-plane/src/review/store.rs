@@ -164,6 +164,12 @@ pub enum QueuedFor {
     /// Accepted and not escalated, drawn into the audit sample ([`super::audit`]).
     #[value(name = "audit_sample")]
     AuditSample,
+    /// An anomaly score near the threshold, sent by active learning ([`crate::anomaly::active`]).
+    #[value(name = "anomaly_uncertain")]
+    AnomalyUncertain,
+    /// An anomaly score below the threshold, in active learning's audit sample.
+    #[value(name = "anomaly_audit")]
+    AnomalyAudit,
 }
 
 /// One queued decision (escalated or audit-sampled): its numbers, its labels, and its evidence
@@ -196,11 +202,15 @@ pub struct ReviewItem {
     pub evidence: Option<crate::evidence::ReviewEvidence>,
 }
 
+/// Labelled: a label, or for a decision active learning queued, anomaly feedback (what its
+/// reviewer is asked for).
 const LABELLED: &str =
-    "EXISTS (SELECT 1 FROM labels l WHERE l.tenant = d.tenant AND l.pcs_id = d.pcs_id)";
+    "(EXISTS (SELECT 1 FROM labels l WHERE l.tenant = d.tenant AND l.pcs_id = d.pcs_id) \
+     OR (d.anomaly_queued > 0 AND EXISTS (SELECT 1 FROM anomaly_feedback f \
+     WHERE f.tenant = d.tenant AND f.pcs_id = d.pcs_id)))";
 
 /// Which decision-log rows `d` are in the queue.
-const QUEUED: &str = "(d.escalated = 1 OR d.audit_sample = 1)";
+const QUEUED: &str = "(d.escalated = 1 OR d.audit_sample = 1 OR d.anomaly_queued > 0)";
 
 /// Which queued rows `d` are queued for `why` (every queued row for `None`); the two are
 /// disjoint, as [`ReviewItem::queued_for`] tells them apart.
@@ -209,6 +219,12 @@ fn queued_for_sql(why: Option<QueuedFor>) -> &'static str {
         None => QUEUED,
         Some(QueuedFor::Escalated) => "(d.escalated = 1)",
         Some(QueuedFor::AuditSample) => "(d.escalated = 0 AND d.audit_sample = 1)",
+        Some(QueuedFor::AnomalyUncertain) => {
+            "(d.escalated = 0 AND d.audit_sample = 0 AND d.anomaly_queued = 1)"
+        }
+        Some(QueuedFor::AnomalyAudit) => {
+            "(d.escalated = 0 AND d.audit_sample = 0 AND d.anomaly_queued = 2)"
+        }
     }
 }
 
@@ -235,7 +251,7 @@ pub async fn queue_page(
     };
     let queued = queued_for_sql(queued_for);
     let q = format!(
-        "SELECT d.id, d.tenant, d.pcs_id, d.escalated, d.reason, d.risk, d.risk_band, \
+        "SELECT d.id, d.tenant, d.pcs_id, d.escalated, d.audit_sample, d.anomaly_queued, d.reason, d.risk, d.risk_band, \
          d.model_version, d.created_at_ms FROM decision_log d WHERE {queued} AND d.id < $1\
          {tenant_sql}{status_sql} ORDER BY d.id DESC LIMIT $2"
     );
@@ -254,11 +270,17 @@ pub async fn queue_page(
                 decision_id: r.try_get("id")?,
                 tenant: r.try_get("tenant")?,
                 pcs_id: r.try_get("pcs_id")?,
-                // Audit-sampled rows are never escalated ones (review::audit::sampled).
-                queued_for: if r.try_get::<i64, _>("escalated")? != 0 {
-                    QueuedFor::Escalated
-                } else {
-                    QueuedFor::AuditSample
+                // Audit-sampled rows are never escalated ones (review::audit::sampled), and
+                // active learning only picks rows that are neither (anomaly::active).
+                queued_for: match (
+                    r.try_get::<i64, _>("escalated")?,
+                    r.try_get::<i64, _>("audit_sample")?,
+                    r.try_get::<i64, _>("anomaly_queued")?,
+                ) {
+                    (0, 0, 1) => QueuedFor::AnomalyUncertain,
+                    (0, 0, 2) => QueuedFor::AnomalyAudit,
+                    (0, _, _) => QueuedFor::AuditSample,
+                    _ => QueuedFor::Escalated,
                 },
                 reason: r.try_get("reason")?,
                 risk: r.try_get("risk")?,

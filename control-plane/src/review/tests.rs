@@ -36,7 +36,12 @@ pub(crate) fn decision(tenant: &str, shard: &str, escalated: bool, ts: i64) -> (
 }
 
 async fn log(db: &Db, tenant: &str, shard: &str, escalated: bool) -> String {
-    let (rec, pcs_id) = decision(tenant, shard, escalated, T);
+    log_at(db, tenant, shard, escalated, T).await
+}
+
+/// [`log`] at `ts`.
+pub(crate) async fn log_at(db: &Db, tenant: &str, shard: &str, escalated: bool, ts: i64) -> String {
+    let (rec, pcs_id) = decision(tenant, shard, escalated, ts);
     let mut conn = db.pool.acquire().await.unwrap();
     let mut tx = conn.begin().await.unwrap();
     let a = apply_record(&mut tx, &format!("rec-{tenant}-{shard}"), &rec, &NO_AUDIT)
@@ -692,6 +697,10 @@ async fn audit_sampled_decisions_are_queued_beside_escalated_ones() {
             match item.queued_for {
                 QueuedFor::Escalated => assert_eq!(item.reason.as_deref(), Some("hrs_high_risk")),
                 QueuedFor::AuditSample => assert_eq!(item.reason, None),
+                // Only anomaly active learning queues these (anomaly::tests).
+                QueuedFor::AnomalyUncertain | QueuedFor::AnomalyAudit => {
+                    panic!("not queued by anomaly active learning here: {item:?}")
+                }
             }
         }
         // The JSON names the reason for queueing.

@@ -153,6 +153,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "decision_task",
         include_str!("../../migrations/sqlite/0026_decision_task.sql"),
     ),
+    // anomaly (issue 9): the decision log's anomaly columns, feedback, thresholds, clusters.
+    (
+        27,
+        "anomaly",
+        include_str!("../../migrations/sqlite/0027_anomaly.sql"),
+    ),
     // cost (issue 8): the advisor's inputs, micro-vote waits and dedup hit ages.
     (
         33,
@@ -292,6 +298,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         26,
         "decision_task",
         include_str!("../../migrations/postgres/0026_decision_task.sql"),
+    ),
+    // anomaly (issue 9): the decision log's anomaly columns, feedback, thresholds, clusters.
+    (
+        27,
+        "anomaly",
+        include_str!("../../migrations/postgres/0027_anomaly.sql"),
     ),
     // cost (issue 8): the advisor's inputs, micro-vote waits and dedup hit ages.
     (
