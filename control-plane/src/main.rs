@@ -9,6 +9,7 @@ use kakeya_control_plane::{envoy, ingest, server, store};
 use std::path::PathBuf;
 
 mod ab_cli;
+mod audit_cli;
 mod canary_cli;
 mod cost_cli;
 mod drift_cli;
@@ -104,6 +105,17 @@ enum Cmd {
     Canary {
         #[command(subcommand)]
         cmd: canary_cli::CanaryCmd,
+    },
+    /// The WORM audit log: verify the hash chain and signed checkpoints, page entries, seal
+    /// and export checkpoints (on the database directly; same code path as /v1/audit/*).
+    Audit {
+        #[command(subcommand)]
+        cmd: audit_cli::AuditCmd,
+    },
+    /// Compliance reports (SOC 2, ISO 27001) from stored data, every figure with its source.
+    Compliance {
+        #[command(subcommand)]
+        cmd: audit_cli::ComplianceCmd,
     },
     /// The micro-vote: the auxiliary hallucination model (all-MiniLM-L6-v2 + a trained head) the
     /// gate calls through the Envoy cluster kakeya_microvote; serve it, train its head, measure it.
@@ -448,6 +460,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Cost { cmd } => runtime()?.block_on(cost_cli::run(cfg, cmd)),
         Cmd::Ensemble { cmd } => runtime()?.block_on(ensemble_cli::run(cfg, cmd)),
         Cmd::Canary { cmd } => runtime()?.block_on(canary_cli::run(cfg, cmd)),
+        Cmd::Audit { cmd } => runtime()?.block_on(audit_cli::audit(cfg, cmd)),
+        Cmd::Compliance { cmd } => runtime()?.block_on(audit_cli::compliance(cfg, cmd)),
         Cmd::Microvote { .. } => microvote_cli::serve(&cfg),
         // Handled above, before the configuration is loaded.
         Cmd::Pcs { .. } => Ok(()),

@@ -153,6 +153,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "decision_task",
         include_str!("../../migrations/sqlite/0026_decision_task.sql"),
     ),
+    // audit: the WORM audit log and its checkpoints.
+    (
+        29,
+        "audit_log",
+        include_str!("../../migrations/sqlite/0029_audit_log.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -286,6 +292,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         26,
         "decision_task",
         include_str!("../../migrations/postgres/0026_decision_task.sql"),
+    ),
+    // audit: the WORM audit log and its checkpoints.
+    (
+        29,
+        "audit_log",
+        include_str!("../../migrations/postgres/0029_audit_log.sql"),
     ),
 ];
 
