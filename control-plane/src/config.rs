@@ -82,6 +82,7 @@ pub struct FileConfig {
     pub cost: Option<crate::cost::options::CostFileConfig>,
     pub ensemble: Option<crate::ensemble::options::EnsembleFileConfig>,
     pub canary: Option<crate::canary::options::CanaryFileConfig>,
+    pub audit: Option<crate::audit::options::AuditFileConfig>,
     // microvote: the auxiliary model's server (`[microvote]`).
     pub microvote: Option<crate::microvote_config::MicrovoteFileConfig>,
     // gateway: LLM-gateway mode (`[gateway]`, `[[llm_backend]]`).
@@ -174,6 +175,8 @@ pub struct Config {
     pub ensemble: crate::ensemble::EnsembleOptions,
     /// The canary controller (`[canary]`, `KAKEYA_CANARY_*`).
     pub canary: crate::canary::CanaryOptions,
+    /// The audit log's checkpoints (`[audit]`, `KAKEYA_AUDIT_*`).
+    pub audit: crate::audit::AuditOptions,
     /// The micro-vote server (`[microvote]`, `KAKEYA_MICROVOTE_*`): its address is also the
     /// Envoy cluster `kakeya_microvote`.
     pub microvote: crate::microvote_config::MicrovoteConfig,
@@ -221,6 +224,7 @@ impl Default for Config {
             cost: crate::cost::options::CostOptions::default(),
             ensemble: crate::ensemble::EnsembleOptions::default(),
             canary: crate::canary::CanaryOptions::default(),
+            audit: crate::audit::AuditOptions::default(),
             microvote: crate::microvote_config::MicrovoteConfig::default(),
             gateway: None,
             warnings: Vec::new(),
@@ -352,6 +356,7 @@ impl Config {
         cost.dedup_ttl_ms = i64::try_from(dedup_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let ensemble = crate::ensemble::EnsembleOptions::from_parts(file.ensemble, env)?;
         let canary = crate::canary::CanaryOptions::from_parts(file.canary, env)?;
+        let audit = crate::audit::AuditOptions::from_parts(file.audit, env)?;
         let microvote = crate::microvote_config::MicrovoteConfig::from_parts(file.microvote, env)?;
         let gateway =
             crate::gateway_config::GatewayConfig::from_parts(file.gateway, file.llm_backend, env)?;
@@ -403,6 +408,7 @@ impl Config {
             cost,
             ensemble,
             canary,
+            audit,
             microvote,
             gateway,
             warnings,

@@ -15,6 +15,7 @@
 //! stops advancing until restart, so start-up replay re-applies everything from the last good
 //! point (idempotent) instead of silently skipping the failed records.
 
+use crate::audit::store::batch_rows as audit_rows;
 use crate::metrics::Metrics;
 use crate::store::{apply_record, Applied, ApplyError, ApplyParams, Db};
 use crate::wal::{Checkpoint, ReplayItem, WalRecord, WalWriter};
@@ -312,6 +313,12 @@ impl Committer {
                 other => out.push(other),
             }
         }
+        // audit: one entry for the batch's fresh rows, in its transaction.
+        let rows = audit_rows(
+            ids.iter().map(String::as_str),
+            out.iter().map(|r| r.as_ref().ok()),
+        );
+        crate::audit::store::record_batch(&mut tx, &rows, crate::now_ms()).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -378,9 +385,14 @@ pub async fn replay(
         }
         let mut conn = db.pool.acquire().await?;
         let mut tx = conn.begin().await?;
+        let mut applied = Vec::with_capacity(chunk.len());
         for r in &chunk {
             stats.read += 1;
-            match apply_record(&mut tx, &r.id, &r.record, params).await {
+            let a = match apply_record(&mut tx, &r.id, &r.record, params).await {
+                Err(ApplyError::Store(e)) => return Err(e.into()),
+                a => a,
+            };
+            match &a {
                 Ok(a) if a.fresh => stats.applied_fresh += 1,
                 Ok(a) if a.conflict => stats.conflicts += 1,
                 Ok(_) => stats.already_present += 1,
@@ -388,9 +400,15 @@ pub async fn replay(
                     tracing::warn!(record = %r.id, error = %e, "skipping invalid WAL record");
                     stats.invalid += 1;
                 }
-                Err(ApplyError::Store(e)) => return Err(e.into()),
+                Err(ApplyError::Store(_)) => {}
             }
+            applied.push(a.ok());
         }
+        let rows = audit_rows(
+            chunk.iter().map(|r| r.id.as_str()),
+            applied.iter().map(Option::as_ref),
+        );
+        crate::audit::store::record_batch(&mut tx, &rows, crate::now_ms()).await?;
         tx.commit().await?;
         if let Some(r) = chunk.last() {
             last = Some(Checkpoint {

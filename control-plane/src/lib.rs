@@ -24,6 +24,8 @@
 //!   forecasts, budgets and the advisor (`/v1/cost`);
 //! * [`ensemble`]: adaptive per-tenant ensemble policies (`/v1/ensemble/*`), published in
 //!   the bundle;
+//! * [`audit`]: the WORM audit log (hash chain, signed checkpoints, verify) and compliance
+//!   reports (`/v1/audit/*`, `/v1/compliance/report`);
 //! * [`lease`]: leader leases, so background jobs run on one replica of many;
 //! * [`anomaly`]: anomaly feedback, the exact threshold optimiser, clusters of flagged
 //!   decisions, the active-learning queue (`/v1/anomaly`);
@@ -36,6 +38,7 @@
 pub mod ab;
 pub mod anomaly;
 pub mod api;
+pub mod audit;
 pub mod canary;
 pub mod config;
 pub mod cost;

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 mod ab_cli;
 mod anomaly_cli;
+mod audit_cli;
 mod canary_cli;
 mod cost_cli;
 mod drift_cli;
@@ -112,6 +113,17 @@ enum Cmd {
     Anomaly {
         #[command(subcommand)]
         cmd: anomaly_cli::AnomalyCmd,
+    },
+    /// The WORM audit log: verify the hash chain and signed checkpoints, page entries, seal
+    /// and export checkpoints (on the database directly; same code path as /v1/audit/*).
+    Audit {
+        #[command(subcommand)]
+        cmd: audit_cli::AuditCmd,
+    },
+    /// Compliance reports (SOC 2, ISO 27001) from stored data, every figure with its source.
+    Compliance {
+        #[command(subcommand)]
+        cmd: audit_cli::ComplianceCmd,
     },
     /// The micro-vote: the auxiliary hallucination model (all-MiniLM-L6-v2 + a trained head) the
     /// gate calls through the Envoy cluster kakeya_microvote; serve it, train its head, measure it.
@@ -457,6 +469,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Ensemble { cmd } => runtime()?.block_on(ensemble_cli::run(cfg, cmd)),
         Cmd::Canary { cmd } => runtime()?.block_on(canary_cli::run(cfg, cmd)),
         Cmd::Anomaly { cmd } => runtime()?.block_on(anomaly_cli::run(cfg, cmd)),
+        Cmd::Audit { cmd } => runtime()?.block_on(audit_cli::audit(cfg, cmd)),
+        Cmd::Compliance { cmd } => runtime()?.block_on(audit_cli::compliance(cfg, cmd)),
         Cmd::Microvote { .. } => microvote_cli::serve(&cfg),
         // Handled above, before the configuration is loaded.
         Cmd::Pcs { .. } => Ok(()),

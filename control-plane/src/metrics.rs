@@ -91,6 +91,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(ingest_duration_seconds.clone()))?;
         registry.register(Box::new(integrity_failures_total().clone()))?;
+        crate::audit::metrics::register(&registry)?;
         registry.register(Box::new(
             crate::registry::task_models::attached_total().clone(),
         ))?;

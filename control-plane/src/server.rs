@@ -338,6 +338,24 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             }
         },
     )?;
+    // audit: seal segments with a signed checkpoint at rotation and on the [audit] cadence.
+    let (audit_db, audit_opts) = (db.clone(), cfg.audit);
+    let audit_seal = run_as_leader(
+        db.clone(),
+        &leases,
+        crate::audit::LEASE,
+        crate::audit::options::SEAL_TICK,
+        move || {
+            let db = audit_db.clone();
+            async move {
+                let sealed =
+                    crate::audit::store::seal(&db, &seed, &audit_opts, crate::now_ms(), false);
+                if let Err(e) = sealed.await {
+                    tracing::warn!(error = %e, "sealing the audit log failed");
+                }
+            }
+        },
+    )?;
     // Scheduled retraining (off by default): the leader looks whether the current period has
     // its run; the run's row, unique per period, is what keeps it to one run per period.
     let scheduled_retrain = if cfg.scheduler.retrain {
@@ -373,6 +391,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         drift_check,
         cost_budgets,
         canary_tick,
+        audit_seal,
     ]
     .into_iter()
     .chain(scheduled_retrain)

@@ -35,6 +35,8 @@ const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn|foreca
           --canary: only the canary benchmarks (a gate evaluation over a window of 100,000
           decisions, a policy simulation replaying 1,000,000 recorded decisions, on SQLite),
           rewriting only its section
+          --audit: only the audit-log benchmark (verify a chain of 1,000,000 entries with its
+          signed checkpoints from SQLite; single appends), rewriting only its section
           --microvote: only the micro-vote (cache miss / context cached / answer cached latency,
           1 and 2 threads, on the HaluEval mix from KAKEYA_MICROVOTE_DATASET, else
           ../shared/data/halueval/train.jsonl.gz; the head's CV figures from its card),
@@ -349,12 +351,17 @@ fn bench(args: &[String]) -> Result<()> {
     }
     let only = match args {
         [] => None,
-        [a] if a == "--floor" || a == "--fit" || a == "--cost" || a == "--canary" => {
+        [a] if a == "--floor"
+            || a == "--fit"
+            || a == "--cost"
+            || a == "--canary"
+            || a == "--audit" =>
+        {
             Some(a.as_str())
         }
         other => {
             return Err(format!(
-            "bench takes no argument, --floor, --fit, --cost or --canary, not {other:?}\n\n{USAGE}"
+            "bench takes no argument, --floor, --fit, --cost, --canary or --audit, not {other:?}\n\n{USAGE}"
         ))
         }
     };
@@ -382,8 +389,9 @@ fn bench(args: &[String]) -> Result<()> {
         // forecasts, with the generated inputs and the JSON report in the target dir.
         return run(runner("release").env("KAKEYA_COST_BENCH_DIR", target_dir()));
     }
-    if only == Some("--canary") {
-        // In-process in the (release) runner: the gate evaluation and policy replay on SQLite.
+    if only == Some("--canary") || only == Some("--audit") {
+        // In-process in the (release) runner: the gate evaluation and policy replay, or the
+        // audit-log verification, on SQLite.
         return run(&mut runner("release"));
     }
     if only == Some("--fit") {

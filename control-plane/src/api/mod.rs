@@ -127,6 +127,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .merge(crate::canary::api::router())
         .merge(crate::simulator::api::router())
         .merge(crate::anomaly::api::router())
+        .merge(crate::audit::api::router())
 }
 
 pub fn ingest_router(state: IngestState) -> Router {

@@ -338,6 +338,17 @@ pub(super) async fn transition(
         .persistent(false)
         .execute(&mut *tx)
         .await?;
+        // audit: the transition, in the same transaction.
+        let e = crate::audit::Event::CanaryTransition {
+            deployment_id: d.id.clone(),
+            transition: kind.to_string(),
+            from_status: from.as_str().into(),
+            to_status: d.status.as_str().into(),
+            step: i64::from(d.current_step),
+            weight,
+            reason: reason.to_string(),
+        };
+        crate::audit::append(&mut tx, &e, now_ms).await?;
     }
     tx.commit().await?;
     Ok(true)

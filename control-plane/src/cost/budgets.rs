@@ -227,6 +227,17 @@ pub async fn recompute(
         .bind(now_ms)
         .execute(&db.pool)
         .await?;
+        if b.action.as_deref() != Some(action) {
+            // audit: a budget action change (the state row above is recomputed, not appended).
+            let e = crate::audit::Event::BudgetAction {
+                tenant: b.budget.tenant.clone(),
+                month: month.clone(),
+                action: action.into(),
+                previous_action: b.action.clone(),
+                spent,
+            };
+            crate::audit::record(db, &e, now_ms).await?;
+        }
     }
     Ok((list(db).await?, changed))
 }

@@ -227,6 +227,12 @@ pub async fn finish_job(
     .bind(id)
     .execute(&db.pool)
     .await?;
+    // audit: the finished import (the job row itself is a status, updated).
+    let e = crate::audit::Event::BillingImport {
+        job_id: id.into(),
+        status: status.into(),
+    };
+    crate::audit::record(db, &e, now_ms).await?;
     Ok(())
 }
 
@@ -274,7 +280,8 @@ pub async fn insert_reconciliation(
     report: &serde_json::Value,
     now_ms: i64,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query(
+    let mut tx = db.pool.begin().await?;
+    let id: i64 = sqlx::query(
         "INSERT INTO cost_reconciliations (created_at_ms, from_day, to_day, status, \
          internal_sha256, billed_sha256, report) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
@@ -285,9 +292,21 @@ pub async fn insert_reconciliation(
     .bind(internal_sha256)
     .bind(billed_sha256)
     .bind(report.to_string())
-    .fetch_one(&db.pool)
+    .fetch_one(&mut *tx)
     .await?
-    .try_get("id")
+    .try_get("id")?;
+    // audit: the reconciliation, in the same transaction.
+    let e = crate::audit::Event::Reconciliation {
+        id,
+        from_day: from,
+        to_day: to,
+        status: status.into(),
+        internal_sha256: internal_sha256.into(),
+        billed_sha256: billed_sha256.into(),
+    };
+    crate::audit::append(&mut tx, &e, now_ms).await?;
+    tx.commit().await?;
+    Ok(id)
 }
 
 /// Stored reports, newest first (their JSON, id included).

@@ -141,6 +141,14 @@ pub async fn set_policy(
     .bind(row.updated_at_ms)
     .execute(&mut *conn)
     .await?;
+    // audit: the policy applied, in the caller's transaction.
+    let e = crate::audit::Event::PolicyApplied {
+        tenant: row.tenant.clone(),
+        policy_id: row.policy.policy_id.to_string(),
+        reason: reason.as_str().into(),
+        run_id: row.run_id,
+    };
+    crate::audit::append(conn, &e, row.updated_at_ms).await?;
     Ok(())
 }
 

@@ -277,7 +277,20 @@ pub(super) async fn record(
     .persistent(false)
     .fetch_one(&mut *conn)
     .await?;
-    entry(&row)
+    let h = entry(&row)?;
+    // audit: the move, in the caller's transaction.
+    let e = crate::audit::Event::AliasMoved {
+        history_id: h.id,
+        alias: h.alias.clone(),
+        previous_version: h.previous_version.clone(),
+        new_version: h.new_version.clone(),
+        weight: h.weight,
+        actor: h.actor.clone(),
+        reason: h.reason.as_str().into(),
+        bundle_version: h.bundle_version,
+    };
+    crate::audit::append(conn, &e, now_ms).await?;
+    Ok(h)
 }
 
 /// One page of the history, newest first: of `alias` (or every alias), rows with an id below

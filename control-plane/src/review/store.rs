@@ -97,7 +97,19 @@ pub async fn insert(
     .bind(now_ms)
     .execute(&mut *conn)
     .await?;
-    Ok(done.rows_affected() > 0)
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    // audit: the label, in the caller's transaction.
+    let e = crate::audit::Event::LabelRecorded {
+        tenant: l.tenant.clone(),
+        pcs_id: l.pcs_id.clone(),
+        labeller: l.labeller.clone(),
+        source: l.source.as_str().into(),
+        label: l.label.as_str().into(),
+    };
+    crate::audit::append(conn, &e, now_ms).await?;
+    Ok(true)
 }
 
 pub async fn get(

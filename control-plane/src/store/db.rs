@@ -159,6 +159,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "anomaly",
         include_str!("../../migrations/sqlite/0027_anomaly.sql"),
     ),
+    // audit: the WORM audit log and its checkpoints.
+    (
+        29,
+        "audit_log",
+        include_str!("../../migrations/sqlite/0029_audit_log.sql"),
+    ),
     // cost (issue 8): the advisor's inputs, micro-vote waits and dedup hit ages.
     (
         33,
@@ -304,6 +310,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         27,
         "anomaly",
         include_str!("../../migrations/postgres/0027_anomaly.sql"),
+    ),
+    // audit: the WORM audit log and its checkpoints.
+    (
+        29,
+        "audit_log",
+        include_str!("../../migrations/postgres/0029_audit_log.sql"),
     ),
     // cost (issue 8): the advisor's inputs, micro-vote waits and dedup hit ages.
     (

@@ -52,6 +52,10 @@ pub struct Applied {
     pub escalated: bool,
     /// The decision was drawn into the audit sample (queued for review although accepted).
     pub audit_sample: bool,
+    /// The new row's leaf hash in its batch's audit entry ([`crate::audit::store::decision_leaf`]).
+    pub row_hash: Option<[u8; 32]>,
+    /// An ensemble disagreement was recorded for it.
+    pub disagreed: bool,
 }
 
 impl Applied {
@@ -73,6 +77,8 @@ impl Applied {
             accepted: false,
             escalated: false,
             audit_sample: false,
+            row_hash: None,
+            disagreed: false,
         }
     }
 }
@@ -151,6 +157,8 @@ pub async fn apply_record(
                     accepted: false,
                     escalated: false,
                     audit_sample: false,
+                    row_hash: None,
+                    disagreed: false,
                 });
             }
             dedup::DedupOutcome::Conflict => return Ok(Applied::conflict(&pcs.pcs_id)),
@@ -171,9 +179,24 @@ pub async fn apply_record(
         let usage = crate::cost::record::measure(rec, &decision, &body);
         crate::cost::record::insert(conn, &decision, &usage).await?;
     }
-    if let (true, Some(e)) = (fresh, &vr.ensemble) {
-        disagreements::record(conn, record_id, &rec.tenant, &pcs.pcs_id, e, rec.ts_ms).await?;
-    }
+    let disagreed = match (fresh, &vr.ensemble) {
+        (true, Some(e)) => {
+            disagreements::record(conn, record_id, &rec.tenant, &pcs.pcs_id, e, rec.ts_ms).await?
+        }
+        _ => false,
+    };
+    let d = &decision;
+    let row_hash = fresh.then(|| {
+        crate::audit::store::decision_leaf(
+            record_id,
+            d.tenant,
+            d.pcs_id,
+            status,
+            d.accepted,
+            d.escalated,
+            d.created_at_ms,
+        )
+    });
     Ok(Applied {
         status,
         body,
@@ -183,5 +206,7 @@ pub async fn apply_record(
         accepted: vr.accepted,
         escalated: vr.escalated,
         audit_sample: decision.audit_sample,
+        row_hash,
+        disagreed,
     })
 }

@@ -68,6 +68,7 @@ enum Only {
     Cost,
     Ensemble,
     Canary,
+    Audit,
 }
 
 fn main() -> Result<()> {
@@ -78,6 +79,7 @@ fn main() -> Result<()> {
         [flag, out] if flag == "--cost" => (Only::Cost, out.clone()),
         [flag, out] if flag == "--ensemble" => (Only::Ensemble, out.clone()),
         [flag, out] if flag == "--canary" => (Only::Canary, out.clone()),
+        [flag, out] if flag == "--audit" => (Only::Audit, out.clone()),
         [flag, out] if flag == "--sklearn-fixture" => {
             fit_bench::write_fixture(&fit_bench::sklearn_python()?, out.as_ref())?;
             eprintln!("wrote {out}");
@@ -85,7 +87,7 @@ fn main() -> Result<()> {
         }
         [out] => (Only::All, out.clone()),
         _ => anyhow::bail!(
-            "usage: kakeya-bench [--floor|--fit|--cost|--ensemble|--canary] OUT.md | kakeya-bench --sklearn-fixture OUT.json"
+            "usage: kakeya-bench [--floor|--fit|--cost|--ensemble|--canary|--audit] OUT.md | kakeya-bench --sklearn-fixture OUT.json"
         ),
     };
     let old_doc = || std::fs::read_to_string(&out).unwrap_or_else(|_| "# Benchmarks\n".into());
@@ -141,6 +143,16 @@ fn main() -> Result<()> {
             let md = canary_bench::markdown(&report);
             std::fs::write(&out, canary_bench::splice(&old_doc(), &md))?;
             eprintln!("wrote {out}; reproduce with `{}`", canary_bench::REPRODUCE);
+            return Ok(());
+        }
+        Only::Audit => {
+            use kakeya_wasm_tests::audit_bench;
+            eprintln!("bench: audit-log verification");
+            let report = audit_bench::run()?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            let md = audit_bench::markdown(&report);
+            std::fs::write(&out, audit_bench::splice(&old_doc(), &md))?;
+            eprintln!("wrote {out}; reproduce with `{}`", audit_bench::REPRODUCE);
             return Ok(());
         }
         Only::All => {}
