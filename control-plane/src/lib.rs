@@ -45,6 +45,7 @@ pub mod error;
 pub mod evidence;
 pub mod gateway_config;
 pub mod ingest;
+pub mod kpi;
 pub mod learn;
 pub mod lease;
 pub mod metrics;
