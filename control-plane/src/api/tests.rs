@@ -224,6 +224,8 @@ fn the_document_lists_every_route_with_its_parameters() {
         // tasks (issue 14): task models of a registered model.
         ("GET", "/v1/models/{version}/tasks"),
         ("PUT", "/v1/models/{version}/tasks/{task}"),
+        // buyer KPIs (kpi/)
+        ("GET", "/v1/kpis"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
