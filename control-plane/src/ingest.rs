@@ -258,6 +258,9 @@ impl Committer {
                         } else if a.accepted {
                             self.metrics.accepted_total.with_label_values(&t).inc();
                         }
+                        if a.fresh && !a.dedup_hit && !a.conflict {
+                            crate::kpi::metrics::decided(rec);
+                        }
                     }
                     let _ = reply.send(res.map_err(|e| IngestError::Invalid(e.to_string())));
                 }

@@ -51,6 +51,7 @@ pub mod error;
 pub mod evidence;
 pub mod gateway_config;
 pub mod ingest;
+pub mod kpi;
 pub mod learn;
 pub mod lease;
 pub mod metrics;

@@ -112,6 +112,7 @@ impl Metrics {
         crate::ensemble::register_metrics(&registry)?;
         crate::canary::register_metrics(&registry)?;
         crate::simulator::register_metrics(&registry)?;
+        crate::kpi::metrics::register_metrics(&registry)?;
         let leader = IntGaugeVec::new(
             Opts::new(
                 "kakeya_leader",

@@ -87,11 +87,16 @@ pub fn kakeya_json(stack: &Stack, args: &[&str]) -> Result<serde_json::Value> {
 /// A scoring stack ([`StackOptions::scoring`], bundle poll every `poll_ms`) in multi-tenant mode
 /// with `tenants` in its keyring (HMAC with the fixtures' key).
 pub fn multi_tenant_stack(tenants: &[String], poll_ms: u64) -> Result<Stack> {
+    Stack::start(multi_tenant_options(tenants, poll_ms))
+}
+
+/// The options of [`multi_tenant_stack`], for a test that adds its own.
+pub fn multi_tenant_options(tenants: &[String], poll_ms: u64) -> StackOptions {
     let keyring: Vec<String> = tenants.iter().map(|t| format!("{t}:hmac:{KEY}")).collect();
     let mut opts = StackOptions::scoring(poll_ms);
     opts.env.push(("MULTI_TENANT".into(), "true".into()));
     opts.env.push(("TENANTS".into(), keyring.join(",")));
-    Stack::start(opts)
+    opts
 }
 
 /// Registers the fixtures' coverage-only model with `kakeya model register` (a second model

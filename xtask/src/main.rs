@@ -241,11 +241,17 @@ fn test(args: &[String]) -> Result<()> {
     }
     let schemathesis = tools::schemathesis(&root())?;
     tools::postgres_note();
+    // e2e_dashboard's real Prometheus: without it (not root, no apt) that half is skipped.
+    let prometheus = tools::prometheus().unwrap_or_else(|e| {
+        eprintln!("xtask: {e}\nxtask: e2e_dashboard's Prometheus half will be SKIPPED");
+        PathBuf::new()
+    });
     let mut tally = Tally::default();
     tally.run(
         cargo()
             .args(WORKSPACE_TESTS)
             .env("KAKEYA_SCHEMATHESIS", &schemathesis)
+            .env("KAKEYA_PROMETHEUS_BIN", &prometheus)
             .env("KAKEYA_GATE_WASM", &wasm)
             .env("KAKEYA_FLOOR_WASM", &floor)
             .env("KAKEYA_ENVOY_BIN", &envoy)

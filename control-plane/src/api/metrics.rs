@@ -23,6 +23,9 @@ pub async fn metrics(State(st): State<AdminState>) -> impl IntoResponse {
     if let Err(e) = crate::ensemble::refresh_gauges_throttled(&st.db).await {
         tracing::warn!(error = %e, "ensemble gauges not refreshed");
     }
+    if let Err(e) = crate::kpi::metrics::refresh_throttled(&st.db, &st.cost).await {
+        tracing::warn!(error = %e, "KPI gauges not refreshed");
+    }
     (
         [(
             header::CONTENT_TYPE,

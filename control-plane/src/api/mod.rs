@@ -128,6 +128,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .merge(crate::simulator::api::router())
         .merge(crate::anomaly::api::router())
         .merge(crate::audit::api::router())
+        .merge(crate::kpi::api::router())
 }
 
 pub fn ingest_router(state: IngestState) -> Router {

@@ -232,6 +232,8 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("GET", "/v1/anomaly/clusters"),
         ("POST", "/v1/anomaly/clusters/rebuild"),
         ("POST", "/v1/anomaly/active-learning"),
+        // buyer KPIs (kpi/)
+        ("GET", "/v1/kpis"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

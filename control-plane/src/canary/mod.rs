@@ -264,6 +264,10 @@ pub async fn request(db: &Db, id: &str, action: Action) -> Result<Deployment, Ca
 pub fn register_metrics(registry: &prometheus::Registry) -> prometheus::Result<()> {
     registry.register(Box::new(controller::outcomes_total().clone()))?;
     registry.register(Box::new(controller::rollbacks_total().clone()))?;
+    // Both triggers exported from the start (at 0), so an alert on them has a series to read.
+    for trigger in ["auto", "manual"] {
+        controller::rollbacks_total().with_label_values(&[trigger]);
+    }
     registry.register(Box::new(controller::rollback_seconds().clone()))?;
     registry.register(Box::new(controller::step_seconds().clone()))?;
     Ok(())

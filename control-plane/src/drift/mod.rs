@@ -587,5 +587,15 @@ pub fn register_metrics(registry: &prometheus::Registry) -> prometheus::Result<(
     for c in [checks_total(), alerts_total(), auto_reverts_total()] {
         registry.register(Box::new(c.clone()))?;
     }
+    // Every (type, severity) exported from the start (at 0), so an alert on an increase has a
+    // series to read before the first alert.
+    for t in [
+        analysis::AlertType::FeatureDrift,
+        analysis::AlertType::PerformanceDrift,
+    ] {
+        for s in [analysis::Severity::Warning, analysis::Severity::Critical] {
+            alerts_total().with_label_values(&[t.as_str(), s.as_str()]);
+        }
+    }
     Ok(())
 }
