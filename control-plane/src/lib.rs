@@ -35,6 +35,7 @@ pub mod ab;
 pub mod api;
 pub mod canary;
 pub mod config;
+pub mod console;
 pub mod cost;
 pub mod data_dir;
 pub mod decision_features;
