@@ -41,6 +41,7 @@ pub mod api;
 pub mod audit;
 pub mod canary;
 pub mod config;
+pub mod console;
 pub mod cost;
 pub mod data_dir;
 pub mod decision_features;

@@ -247,17 +247,31 @@ fn test(args: &[String]) -> Result<()> {
         PathBuf::new()
     });
     let mut tally = Tally::default();
-    tally.run(
-        cargo()
-            .args(WORKSPACE_TESTS)
-            .env("KAKEYA_SCHEMATHESIS", &schemathesis)
-            .env("KAKEYA_PROMETHEUS_BIN", &prometheus)
-            .env("KAKEYA_GATE_WASM", &wasm)
-            .env("KAKEYA_FLOOR_WASM", &floor)
-            .env("KAKEYA_ENVOY_BIN", &envoy)
-            .env("KAKEYA_MICROVOTE_MODEL_DIR", &minilm)
-            .env("KAKEYA_BIN", &kakeya),
-    )?;
+    let mut tests = cargo();
+    tests
+        .args(WORKSPACE_TESTS)
+        .env("KAKEYA_SCHEMATHESIS", &schemathesis)
+        .env("KAKEYA_PROMETHEUS_BIN", &prometheus)
+        .env("KAKEYA_GATE_WASM", &wasm)
+        .env("KAKEYA_FLOOR_WASM", &floor)
+        .env("KAKEYA_ENVOY_BIN", &envoy)
+        .env("KAKEYA_MICROVOTE_MODEL_DIR", &minilm)
+        .env("KAKEYA_BIN", &kakeya);
+    // The console's browser test (wasm-tests/tests/e2e_console.rs): skipped, and counted so,
+    // only when chromium or playwright-core cannot be installed.
+    match tools::console_browser(&root()) {
+        Ok((chromium, playwright)) => {
+            tests
+                .env("KAKEYA_CHROMIUM_BIN", chromium)
+                .env("KAKEYA_PLAYWRIGHT_DIR", playwright);
+        }
+        Err(e) => {
+            eprintln!("xtask: SKIPPING the console browser test: {e}");
+            tests.args(["--", "--skip", "the_console_works_in_headless_chromium"]);
+            tally.ignored += 1;
+        }
+    }
+    tally.run(&mut tests)?;
     // The gate's native unit and property tests (its cdylib is built for wasm above).
     tally.run(cargo().args(["test", "-p", "kakeya-gate"]))?;
     // One closing line for the whole run (cargo's last line is some crate's doc tests).

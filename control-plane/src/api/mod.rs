@@ -13,7 +13,8 @@
 //!   policies (`/v1/ensemble`, [`crate::ensemble`]), anomaly feedback, thresholds, clusters
 //!   and active learning (`/v1/anomaly`, [`crate::anomaly`]).
 //!   Everything except `/health`,
-//!   `/ready` and the signed bundle (`GET /v1/bundles/current`, polled by the filters) requires
+//!   `/ready`, the signed bundle (`GET /v1/bundles/current`, polled by the filters) and the
+//!   console's static pages (`/console/`, [`crate::console`], which hold no data) requires
 //!   the bearer admin token ([`auth`]).
 //!
 //! Routes and the OpenAPI document ([`openapi::document`]) come from the same
@@ -104,6 +105,8 @@ pub fn public_admin_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
         .routes(routes!(registry::current_bundle))
+        // The console's static pages; their data comes from the protected routes.
+        .merge(crate::console::router())
 }
 
 /// Admin routes that require the bearer token.

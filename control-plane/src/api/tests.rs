@@ -25,6 +25,7 @@ pub(crate) fn config(dir: &Path) -> Config {
 pub(crate) struct Answer {
     pub status: u16,
     pub www_authenticate: Option<String>,
+    pub content_type: Option<String>,
     pub body: String,
 }
 
@@ -60,6 +61,7 @@ pub(crate) async fn http(
         Answer {
             status: resp.status(),
             www_authenticate: resp.header("www-authenticate").map(str::to_string),
+            content_type: resp.header("content-type").map(str::to_string),
             body: resp.into_string().unwrap_or_default(),
         }
     })
@@ -234,6 +236,10 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("POST", "/v1/anomaly/active-learning"),
         // buyer KPIs (kpi/)
         ("GET", "/v1/kpis"),
+        // the operator console's static pages (console/)
+        ("GET", "/console/"),
+        ("GET", "/console/{file}"),
+        ("GET", "/console/pages/{file}"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -328,7 +334,15 @@ async fn every_admin_operation_answers_as_documented() {
     let r = start(&config(tmp.path())).await.unwrap();
     let token = read_token(tmp.path());
     let doc = super::openapi::document();
-    let public: BTreeSet<&str> = ["/health", "/ready", crate::registry::BUNDLE_PATH].into();
+    let public: BTreeSet<&str> = [
+        "/health",
+        "/ready",
+        crate::registry::BUNDLE_PATH,
+        "/console/",
+        "/console/{file}",
+        "/console/pages/{file}",
+    ]
+    .into();
     for (m, path, op) in operations(&doc) {
         let is_ingest = op.tags.iter().flatten().any(|t| t == "ingest");
         if is_ingest {
@@ -342,7 +356,8 @@ async fn every_admin_operation_answers_as_documented() {
             .replace("{tenant}", "acme")
             .replace("{pcs_id}", "no-such-decision")
             .replace("{job_id}", "1")
-            .replace("{experiment_id}", "ab-none-0");
+            .replace("{experiment_id}", "ab-none-0")
+            .replace("{file}", "app.js");
         let documented: BTreeSet<String> = op.responses.responses.keys().cloned().collect();
         for token in [None, Some("wrong"), Some(token.as_str())] {
             let a = admin(&r, m, &concrete, token).await;

@@ -191,6 +191,65 @@ pub fn mce(probs: &[f64], labels: &[u8]) -> Option<f64> {
         .reduce(f64::max)
 }
 
+/// Most points [`curve_points`] keeps: enough for a smooth plot, few enough for a card.
+pub const MAX_CURVE_POINTS: usize = 100;
+
+/// One operating point: every row scoring at least `threshold` flagged as positive.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CurvePoint {
+    pub threshold: f64,
+    /// True positive rate (= recall).
+    pub tpr: f64,
+    pub fpr: f64,
+    /// Flagged positives over flagged rows (never undefined: each point flags at least one row).
+    pub precision: f64,
+}
+
+/// The ROC and precision–recall operating points at every distinct score, highest first (tied
+/// scores enter together, as in [`pr_auc`]); `None` when a class is missing. More than `max`
+/// distinct scores are thinned to `max` points at evenly spaced ranks
+/// ([`thinned_indices`]), always keeping the first and the last (everything flagged, tpr = fpr = 1).
+pub fn curve_points(scores: &[f64], labels: &[u8], max: usize) -> Option<Vec<CurvePoint>> {
+    let n = scores.len().min(labels.len());
+    let pos = labels[..n].iter().filter(|&&l| l == 1).count();
+    let neg = n - pos;
+    if pos == 0 || neg == 0 {
+        return None;
+    }
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp, mut all) = (0usize, 0usize, Vec::new());
+    let mut i = 0;
+    while i < n {
+        let t = scores[idx[i]];
+        while i < n && scores[idx[i]] == t {
+            if labels[idx[i]] == 1 {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            i += 1;
+        }
+        all.push(CurvePoint {
+            threshold: t,
+            tpr: tp as f64 / pos as f64,
+            fpr: fp as f64 / neg as f64,
+            precision: tp as f64 / (tp + fp) as f64,
+        });
+    }
+    Some(thinned_indices(all.len(), max).into_iter().map(|k| all[k]).collect())
+}
+
+/// `max` (at least 2) indices of `0..len` at evenly spaced positions, first and last included;
+/// every index when `len <= max`.
+pub fn thinned_indices(len: usize, max: usize) -> Vec<usize> {
+    let max = max.max(2);
+    if len <= max {
+        return (0..len).collect();
+    }
+    (0..max).map(|j| j * (len - 1) / (max - 1)).collect()
+}
+
 /// Precision, recall and F1 of "positive when score ≥ `threshold`" (the escalation rule).
 /// Each is `None` when undefined (nothing flagged, no positives, neither).
 pub fn precision_recall_f1(
@@ -263,6 +322,34 @@ mod tests {
 
     fn close(a: f64, b: f64) {
         assert!((a - b).abs() < 1e-12, "{a} != {b}");
+    }
+
+    #[test]
+    fn curve_points_by_hand() {
+        // Scores 0.9 (pos), 0.8 (neg), 0.8 (pos), 0.1 (neg): three distinct thresholds.
+        let p = curve_points(&[0.9, 0.8, 0.8, 0.1], &[1, 0, 1, 0], 10).unwrap();
+        let got: Vec<(f64, f64, f64, f64)> = p
+            .iter()
+            .map(|c| (c.threshold, c.tpr, c.fpr, c.precision))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0.9, 0.5, 0.0, 1.0),
+                (0.8, 1.0, 0.5, 2.0 / 3.0),
+                (0.1, 1.0, 1.0, 0.5)
+            ]
+        );
+        assert!(curve_points(&[0.1, 0.2], &[1, 1], 10).is_none());
+        // Thinned: first and last kept, evenly spaced, never more than asked.
+        assert_eq!(thinned_indices(5, 10), [0, 1, 2, 3, 4]);
+        assert_eq!(thinned_indices(11, 3), [0, 5, 10]);
+        let s: Vec<f64> = (0..500).map(|i| f64::from(i) / 500.0).collect();
+        let y: Vec<u8> = (0..500).map(|i| u8::from(i % 3 == 0)).collect();
+        let p = curve_points(&s, &y, 50).unwrap();
+        assert_eq!(p.len(), 50);
+        assert_eq!((p[49].tpr, p[49].fpr), (1.0, 1.0));
+        assert!(p.windows(2).all(|w| w[0].threshold > w[1].threshold));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::learn::dataset::Dataset;
 use crate::learn::fit::{Holdout, HOLDOUT_PROTOCOL};
 use crate::learn::{rfc3339, ModelKind};
 use crate::ml::eval::{self, CvScores, Prepared};
-use crate::ml::metrics::{ece, mce, reliability};
+use crate::ml::metrics::{curve_points, ece, mce, reliability, MAX_CURVE_POINTS};
 use crate::ml::model::HONEST_ESCALATION_TARGET;
 use crate::review::{BRONZE_CONFIDENCE, SILVER_CONFIDENCE};
 use kakeya_core::features::SCHEMA_VERSION;
@@ -76,8 +76,27 @@ pub fn from_evaluation(m: &Model, p: &Prepared, cv: &CvScores, folds: usize) -> 
             "reference_hrs": eval::per_task(p, &p.ref_risk),
             "length_only": eval::per_task(p, &cv.length_only),
         },
+        "curves": curves(&cv.model, &p.labels, "out-of-fold scores of every row"),
     });
     card
+}
+
+/// ROC and precision–recall operating points of `scores` ([`curve_points`]), for the console's
+/// plots; `null` when a class is missing.
+pub fn curves(scores: &[f64], labels: &[u8], what: &str) -> Value {
+    let Some(points) = curve_points(scores, labels, MAX_CURVE_POINTS) else {
+        return Value::Null;
+    };
+    let positives = labels.iter().filter(|&&l| l == 1).count();
+    json!({
+        "scores": what,
+        "positives": positives,
+        "negatives": labels.len() - positives,
+        "points": points
+            .iter()
+            .map(|p| json!({"threshold": p.threshold, "tpr": p.tpr, "fpr": p.fpr, "precision": p.precision}))
+            .collect::<Vec<_>>(),
+    })
 }
 
 /// The card of a task model trained by `kakeya train --per-task`: [`from_evaluation`] of the
@@ -149,6 +168,7 @@ pub fn from_training(m: &Model, kind: ModelKind, ds: &Dataset, h: &Holdout) -> V
             "level": h.bootstrap.level,
         },
         "metrics": h.metrics,
+        "curves": curves(&h.scores, &h.labels, "validation scores"),
     });
     card["calibration"] = calibration(&h.scores, &h.labels);
     card["limitations"] = limitations(ds, h).into();
@@ -289,6 +309,32 @@ mod tests {
         out
     }
 
+    /// The curve points of `s` against `y` by brute force (at each distinct score, highest
+    /// first, thinned by the documented rule, count the rows at or above it) under `prefix`.
+    fn expected_curves(prefix: &str, s: &[f64], y: &[u8], out: &mut BTreeMap<String, f64>) {
+        use crate::ml::metrics::{thinned_indices, MAX_CURVE_POINTS};
+        let mut t = s.to_vec();
+        t.sort_by(|a, b| b.total_cmp(a));
+        t.dedup();
+        let pos = y.iter().filter(|&&l| l == 1).count() as f64;
+        let neg = y.len() as f64 - pos;
+        out.insert(format!("{prefix}/positives"), pos);
+        out.insert(format!("{prefix}/negatives"), neg);
+        for (j, k) in thinned_indices(t.len(), MAX_CURVE_POINTS).into_iter().enumerate() {
+            let at = |label: u8| {
+                (0..s.len())
+                    .filter(|&i| s[i] >= t[k] && y[i] == label)
+                    .count() as f64
+            };
+            let (tp, fp) = (at(1), at(0));
+            let base = format!("{prefix}/points/{j}");
+            out.insert(format!("{base}/threshold"), t[k]);
+            out.insert(format!("{base}/tpr"), tp / pos);
+            out.insert(format!("{base}/fpr"), fp / neg);
+            out.insert(format!("{base}/precision"), tp / (tp + fp));
+        }
+    }
+
     /// Every numeric leaf of `v` by its JSON-pointer path.
     fn numeric_leaves(v: &Value, path: &str, out: &mut BTreeMap<String, f64>) {
         match v {
@@ -351,6 +397,8 @@ mod tests {
                 }
             }
         }
+        let y: Vec<u8> = rows.iter().map(|r| r.label).collect();
+        expected_curves("/evaluation/curves", &cv.model, &y, &mut expected);
         for (k, v) in [
             ("/training/seed", seed as f64),
             ("/training/rows", rows.len() as f64),
@@ -638,6 +686,7 @@ mod tests {
                 put(&format!("{base}/observed"), mean(&|i| f64::from(yv[i])));
             }
         }
+        expected_curves("/evaluation/curves", &s, &yv, &mut expected);
         let mut got = BTreeMap::new();
         numeric_leaves(card, "", &mut got);
         assert_eq!(

@@ -63,6 +63,10 @@ pub struct ReviewsPage {
     pub items: Vec<ReviewItem>,
     /// Pass as `cursor` for the next (older) page; `null` on the last page.
     pub next_cursor: Option<String>,
+    /// The names of an item's `features` when its `feature_schema` is `feature_schema_version`
+    /// (the current schema), in order.
+    pub feature_names: Vec<String>,
+    pub feature_schema_version: String,
 }
 
 #[utoipa::path(
@@ -110,7 +114,15 @@ pub async fn list(
         .await
         .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
     }
-    Ok(Json(ReviewsPage { items, next_cursor }))
+    Ok(Json(ReviewsPage {
+        items,
+        next_cursor,
+        feature_names: kakeya_core::features::FEATURE_NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        feature_schema_version: kakeya_core::features::SCHEMA_VERSION.into(),
+    }))
 }
 
 /// A reviewer's verdict on a decision (escalated, audit-sampled or any other logged one).

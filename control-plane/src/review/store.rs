@@ -201,6 +201,14 @@ pub struct ReviewItem {
     pub risk_band: Option<String>,
     pub model_version: Option<String>,
     pub created_at_ms: i64,
+    /// Feature schema of `features`; `null` when not scored.
+    pub feature_schema: Option<String>,
+    /// The feature vector the gate scored with, in the schema's order (the page's
+    /// `feature_names` for the current schema); `null` when not scored.
+    pub features: Option<Vec<f64>>,
+    /// The ensemble's verdict and every vote; `null` when the tenant had no ensemble policy.
+    #[schema(value_type = Option<Object>)]
+    pub votes: Option<serde_json::Value>,
     /// Oldest first.
     pub labels: Vec<LabelRow>,
     /// The label that counts ([`super::effective_label`]); `null` while unlabelled.
@@ -263,8 +271,9 @@ pub async fn queue_page(
     };
     let queued = queued_for_sql(queued_for);
     let q = format!(
-        "SELECT d.id, d.tenant, d.pcs_id, d.escalated, d.audit_sample, d.anomaly_queued, d.reason, d.risk, d.risk_band, \
-         d.model_version, d.created_at_ms FROM decision_log d WHERE {queued} AND d.id < $1\
+        "SELECT d.id, d.tenant, d.pcs_id, d.escalated, d.audit_sample, d.anomaly_queued, d.reason, \
+         d.risk, d.risk_band, d.model_version, d.created_at_ms, d.feature_schema, d.features, \
+         d.votes FROM decision_log d WHERE {queued} AND d.id < $1\
          {tenant_sql}{status_sql} ORDER BY d.id DESC LIMIT $2"
     );
     let mut query = sqlx::query(&q)
@@ -278,7 +287,14 @@ pub async fn queue_page(
         .await?
         .iter()
         .map(|r| {
+            let feature_schema: Option<String> = r.try_get("feature_schema")?;
             Ok(ReviewItem {
+                features: crate::store::decision_log::features_column(
+                    r,
+                    feature_schema.as_deref(),
+                )?,
+                feature_schema,
+                votes: crate::store::json_column(r, "votes")?,
                 decision_id: r.try_get("id")?,
                 tenant: r.try_get("tenant")?,
                 pcs_id: r.try_get("pcs_id")?,

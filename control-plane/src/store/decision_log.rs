@@ -189,7 +189,7 @@ const COLUMNS: &str =
                        model_version, arm, bundle_version, feature_schema, features, audit_sample, votes, task";
 
 /// The `features` column of a row, decoded (`None` when NULL).
-fn features_column(
+pub(crate) fn features_column(
     r: &sqlx::any::AnyRow,
     schema: Option<&str>,
 ) -> Result<Option<Vec<f64>>, sqlx::Error> {
