@@ -87,6 +87,8 @@ pub struct FileConfig {
     // gateway: LLM-gateway mode (`[gateway]`, `[[llm_backend]]`).
     pub gateway: Option<crate::gateway_config::GatewayFileConfig>,
     pub llm_backend: Vec<crate::gateway_config::LlmBackend>,
+    /// `[[upstream]]`: routes with a stable and a canary backend (canary/upstream.rs).
+    pub upstream: Vec<crate::canary::upstream::Upstream>,
 }
 
 /// `[review]` of `kakeya.toml`.
@@ -180,6 +182,9 @@ pub struct Config {
     /// LLM-gateway mode (`[gateway]` + `[[llm_backend]]`, `KAKEYA_LLM_BACKEND`): the chat route
     /// and its backend clusters; `None` when no backend is configured.
     pub gateway: Option<crate::gateway_config::GatewayConfig>,
+    /// Upstream routes (`[[upstream]]`, `KAKEYA_UPSTREAMS`): two clusters and a route each in
+    /// the rendered bootstrap, canaried by the controller (`--target upstream:<name>`).
+    pub upstreams: Vec<crate::canary::upstream::Upstream>,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -223,6 +228,7 @@ impl Default for Config {
             canary: crate::canary::CanaryOptions::default(),
             microvote: crate::microvote_config::MicrovoteConfig::default(),
             gateway: None,
+            upstreams: Vec::new(),
             warnings: Vec::new(),
         }
     }
@@ -348,7 +354,9 @@ impl Config {
         let drift = crate::drift::DriftOptions::from_parts(file.drift, env)?;
         let cost = crate::cost::options::CostOptions::from_parts(file.cost, env)?;
         let ensemble = crate::ensemble::EnsembleOptions::from_parts(file.ensemble, env)?;
-        let canary = crate::canary::CanaryOptions::from_parts(file.canary, env)?;
+        let mut canary = crate::canary::CanaryOptions::from_parts(file.canary, env)?;
+        let upstreams = crate::canary::upstream::from_parts(file.upstream, env)?;
+        canary.upstreams = upstreams.iter().map(|u| u.name.clone()).collect();
         let microvote = crate::microvote_config::MicrovoteConfig::from_parts(file.microvote, env)?;
         let gateway =
             crate::gateway_config::GatewayConfig::from_parts(file.gateway, file.llm_backend, env)?;
@@ -402,8 +410,14 @@ impl Config {
             canary,
             microvote,
             gateway,
+            upstreams,
             warnings,
         };
+        let mut cfg = cfg;
+        // The Envoys whose stats an upstream canary reads: this gateway's unless listed.
+        if cfg.canary.envoy_admins.is_empty() {
+            cfg.canary.envoy_admins = vec![cfg.envoy_admin_addr];
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -494,6 +508,7 @@ impl Config {
             }),
             // gateway: the chat route, when LLM backends are configured.
             chat: self.gateway.as_ref().map(|g| g.chat.clone()),
+            upstreams: self.upstreams.iter().map(|u| u.route()).collect(),
             // pipeline: the micro-vote callout (the cluster is in the rendered bootstrap).
             ..GateConfig::default()
         }

@@ -19,6 +19,7 @@
 //! `$KAKEYA_GATE_WASM`, else `<CARGO_TARGET_DIR or target>/wasm32-wasip1/wasm/kakeya_gate.wasm`.
 
 pub mod abi;
+pub mod backend;
 pub mod bench;
 pub mod bench_doc;
 pub mod canary_bench;

@@ -153,6 +153,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "decision_task",
         include_str!("../../migrations/sqlite/0026_decision_task.sql"),
     ),
+    (
+        32,
+        "upstream_canary",
+        include_str!("../../migrations/sqlite/0032_upstream_canary.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -286,6 +291,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         26,
         "decision_task",
         include_str!("../../migrations/postgres/0026_decision_task.sql"),
+    ),
+    (
+        32,
+        "upstream_canary",
+        include_str!("../../migrations/postgres/0032_upstream_canary.sql"),
     ),
 ];
 
