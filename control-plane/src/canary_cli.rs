@@ -14,19 +14,26 @@ use std::time::Duration;
 
 #[derive(Subcommand)]
 pub enum CanaryCmd {
-    /// Start a canary of CANARY_VERSION against the champion CONTROL_VERSION (recorded as
-    /// pending; the leader's next tick sets the canary alias at the first step's weight).
-    /// Prints {deployment_id, steps}.
+    /// Start a canary of CANARY_VERSION against the champion CONTROL_VERSION, or of an upstream
+    /// route's canary cluster with --target upstream:NAME (recorded as pending; the leader's
+    /// next tick sets the first step's weight). Prints {deployment_id, steps}.
     Start {
         /// 1..=64 characters of A-Z a-z 0-9 . _ -
         #[arg(long)]
         name: String,
-        /// The current champion's version.
+        /// `upstream:NAME`: canary the canary cluster of the [[upstream]] route NAME against
+        /// its stable one (gates from Envoy's stats); without it, a scoring version.
         #[arg(long)]
-        control: String,
-        /// A registered version to canary.
-        #[arg(long)]
-        canary: String,
+        target: Option<String>,
+        /// The current champion's version (scoring canaries).
+        #[arg(long, required_unless_present = "target", conflicts_with = "target")]
+        control: Option<String>,
+        /// A registered version to canary (scoring canaries).
+        #[arg(long, required_unless_present = "target", conflicts_with = "target")]
+        canary: Option<String>,
+        /// What an upstream route's hash keys by: tenant (sticky per tenant) or request.
+        #[arg(long, requires = "target", value_parser = ["tenant", "request"])]
+        key: Option<String>,
         /// A JSON file with the gates body ({latency, error_budget, containment, cost, skip});
         /// default the built-in gates.
         #[arg(long)]
@@ -48,6 +55,10 @@ pub enum CanaryCmd {
     /// Ask the controller to abort: the canary alias is removed (weight 0), the champion serves
     /// everything.
     Abort { id: String },
+    /// Send all of upstream route NAME's traffic to its stable cluster again (weight 0, a
+    /// new bundle): after a promoted upstream canary, once its backend is the route's stable
+    /// one in [[upstream]]. Refused while a canary of the route is active.
+    ClearUpstream { name: String },
     /// The deployment's transitions in order, as JSON.
     Events {
         id: String,
@@ -143,7 +154,7 @@ async fn watch(db: &Db, id: Option<String>, every: Duration) -> anyhow::Result<(
     }
 }
 
-pub async fn run(cfg: Config, cmd: CanaryCmd) -> anyhow::Result<()> {
+pub async fn run(mut cfg: Config, cmd: CanaryCmd) -> anyhow::Result<()> {
     let db = Db::connect(&cfg.database_url, None)
         .await
         .context("cannot open the database; check DATABASE_URL")?;
@@ -151,8 +162,10 @@ pub async fn run(cfg: Config, cmd: CanaryCmd) -> anyhow::Result<()> {
     match cmd {
         CanaryCmd::Start {
             name,
+            target,
             control,
             canary: version,
+            key,
             gates,
             skip,
             min_requests,
@@ -169,8 +182,12 @@ pub async fn run(cfg: Config, cmd: CanaryCmd) -> anyhow::Result<()> {
             g.skip.extend(skip.iter().filter_map(|s| skip_name(s)));
             let req = StartRequest {
                 name,
-                control_version: control,
-                canary_version: version,
+                target,
+                control_version: control.unwrap_or_default(),
+                canary_version: version.unwrap_or_default(),
+                key: key
+                    .as_deref()
+                    .and_then(kakeya_core::upstream::UpstreamKey::parse),
                 gates: g,
                 steps: None,
                 min_requests,
@@ -181,6 +198,11 @@ pub async fn run(cfg: Config, cmd: CanaryCmd) -> anyhow::Result<()> {
         CanaryCmd::Pause { id } => print(&canary::request(&db, &id, Action::Pause).await?),
         CanaryCmd::Resume { id } => print(&canary::request(&db, &id, Action::Resume).await?),
         CanaryCmd::Abort { id } => print(&canary::request(&db, &id, Action::Abort).await?),
+        CanaryCmd::ClearUpstream { name } => {
+            let seed = cfg.load_bundle_key()?;
+            let v = canary::upstream::clear(&db, &seed, &cfg.canary, &name, now).await?;
+            print(&serde_json::json!({"upstream": name, "canary_weight": 0.0, "bundle_version": v}))
+        }
         CanaryCmd::Events { id, after_id } => {
             find(&db, Some(id.clone())).await?;
             print(&store::events(&db, &id, after_id, 10_000).await?)

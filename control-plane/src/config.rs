@@ -88,6 +88,8 @@ pub struct FileConfig {
     // gateway: LLM-gateway mode (`[gateway]`, `[[llm_backend]]`).
     pub gateway: Option<crate::gateway_config::GatewayFileConfig>,
     pub llm_backend: Vec<crate::gateway_config::LlmBackend>,
+    /// `[[upstream]]`: routes with a stable and a canary backend (canary/upstream.rs).
+    pub upstream: Vec<crate::canary::upstream::Upstream>,
 }
 
 /// `[review]` of `kakeya.toml`.
@@ -183,6 +185,9 @@ pub struct Config {
     /// LLM-gateway mode (`[gateway]` + `[[llm_backend]]`, `KAKEYA_LLM_BACKEND`): the chat route
     /// and its backend clusters; `None` when no backend is configured.
     pub gateway: Option<crate::gateway_config::GatewayConfig>,
+    /// Upstream routes (`[[upstream]]`, `KAKEYA_UPSTREAMS`): two clusters and a route each in
+    /// the rendered bootstrap, canaried by the controller (`--target upstream:<name>`).
+    pub upstreams: Vec<crate::canary::upstream::Upstream>,
     /// Non-fatal problems found while loading (e.g. skipped `TENANTS` entries); log them.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -227,6 +232,7 @@ impl Default for Config {
             audit: crate::audit::AuditOptions::default(),
             microvote: crate::microvote_config::MicrovoteConfig::default(),
             gateway: None,
+            upstreams: Vec::new(),
             warnings: Vec::new(),
         }
     }
@@ -355,7 +361,9 @@ impl Config {
         let dedup_ttl_secs = file.dedup_ttl_secs.unwrap_or(d.dedup_ttl_secs);
         cost.dedup_ttl_ms = i64::try_from(dedup_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let ensemble = crate::ensemble::EnsembleOptions::from_parts(file.ensemble, env)?;
-        let canary = crate::canary::CanaryOptions::from_parts(file.canary, env)?;
+        let mut canary = crate::canary::CanaryOptions::from_parts(file.canary, env)?;
+        let upstreams = crate::canary::upstream::from_parts(file.upstream, env)?;
+        canary.upstreams = upstreams.iter().map(|u| u.name.clone()).collect();
         let audit = crate::audit::AuditOptions::from_parts(file.audit, env)?;
         let microvote = crate::microvote_config::MicrovoteConfig::from_parts(file.microvote, env)?;
         let gateway =
@@ -411,8 +419,14 @@ impl Config {
             audit,
             microvote,
             gateway,
+            upstreams,
             warnings,
         };
+        let mut cfg = cfg;
+        // The Envoys whose stats an upstream canary reads: this gateway's unless listed.
+        if cfg.canary.envoy_admins.is_empty() {
+            cfg.canary.envoy_admins = vec![cfg.envoy_admin_addr];
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -503,6 +517,7 @@ impl Config {
             }),
             // gateway: the chat route, when LLM backends are configured.
             chat: self.gateway.as_ref().map(|g| g.chat.clone()),
+            upstreams: self.upstreams.iter().map(|u| u.route()).collect(),
             // pipeline: the micro-vote callout (the cluster is in the rendered bootstrap).
             ..GateConfig::default()
         }

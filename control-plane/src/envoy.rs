@@ -167,38 +167,85 @@ fn chat_routes(cfg: &Config) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// One cluster per LLM backend (STATIC for an IP, STRICT_DNS for a host name, TLS if asked).
-fn llm_clusters(cfg: &Config) -> anyhow::Result<String> {
-    let Some(g) = &cfg.gateway else {
-        return Ok(String::new());
-    };
+/// One STATIC (an IP) or STRICT_DNS (a host name) cluster `name` at `addr`, TLS if asked.
+fn write_cluster(out: &mut String, name: &str, addr: &str, tls: bool) -> anyhow::Result<()> {
     let pad = " ".repeat(4);
+    let (host, port) = crate::gateway_config::host_port(addr).map_err(anyhow::Error::msg)?;
+    let kind = if host.parse::<std::net::IpAddr>().is_ok() {
+        "STATIC"
+    } else {
+        "STRICT_DNS"
+    };
+    let name = json_str(name)?;
+    writeln!(out, "{pad}- name: {name}")?;
+    writeln!(out, "{pad}  type: {kind}")?;
+    writeln!(out, "{pad}  connect_timeout: 2s")?;
+    writeln!(out, "{pad}  per_connection_buffer_limit_bytes: 1200000")?;
+    writeln!(out, "{pad}  load_assignment:")?;
+    writeln!(out, "{pad}    cluster_name: {name}")?;
+    writeln!(out, "{pad}    endpoints:")?;
+    writeln!(out, "{pad}      - lb_endpoints:")?;
+    writeln!(out, "{pad}          - endpoint:")?;
+    writeln!(out, "{pad}              address:")?;
+    writeln!(
+        out,
+        "{pad}                socket_address: {{ address: {}, port_value: {port} }}",
+        json_str(host)?
+    )?;
+    if tls {
+        writeln!(out, "{pad}  transport_socket:")?;
+        writeln!(out, "{pad}    name: envoy.transport_sockets.tls")?;
+        writeln!(out, "{pad}    typed_config:")?;
+        writeln!(out, "{pad}      \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext")?;
+        writeln!(out, "{pad}      sni: {}", json_str(host)?)?;
+    }
+    Ok(())
+}
+
+/// One cluster per LLM backend, then the two clusters of every upstream route
+/// (`kakeya_up_<name>_stable|canary`).
+fn llm_clusters(cfg: &Config) -> anyhow::Result<String> {
     let mut out = String::new();
-    for b in &g.backends {
-        let (host, port) = b.host_port().map_err(anyhow::Error::msg)?;
-        let name = json_str(&b.cluster())?;
-        let kind = if b.is_ip() { "STATIC" } else { "STRICT_DNS" };
-        writeln!(out, "{pad}- name: {name}")?;
-        writeln!(out, "{pad}  type: {kind}")?;
-        writeln!(out, "{pad}  connect_timeout: 2s")?;
-        writeln!(out, "{pad}  per_connection_buffer_limit_bytes: 1200000")?;
-        writeln!(out, "{pad}  load_assignment:")?;
-        writeln!(out, "{pad}    cluster_name: {name}")?;
-        writeln!(out, "{pad}    endpoints:")?;
-        writeln!(out, "{pad}      - lb_endpoints:")?;
-        writeln!(out, "{pad}          - endpoint:")?;
-        writeln!(out, "{pad}              address:")?;
-        writeln!(
-            out,
-            "{pad}                socket_address: {{ address: {}, port_value: {port} }}",
-            json_str(host)?
-        )?;
-        if b.tls {
-            writeln!(out, "{pad}  transport_socket:")?;
-            writeln!(out, "{pad}    name: envoy.transport_sockets.tls")?;
-            writeln!(out, "{pad}    typed_config:")?;
-            writeln!(out, "{pad}      \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext")?;
-            writeln!(out, "{pad}      sni: {}", json_str(host)?)?;
+    for b in cfg.gateway.iter().flat_map(|g| &g.backends) {
+        write_cluster(&mut out, &b.cluster(), &b.addr, b.tls)?;
+    }
+    for u in &cfg.upstreams {
+        write_cluster(&mut out, &u.cluster("stable"), &u.stable, false)?;
+        write_cluster(&mut out, &u.cluster("canary"), &u.canary, false)?;
+    }
+    out.pop();
+    Ok(out)
+}
+
+/// Two routes per upstream route, in configuration order: its prefix with
+/// `x-kakeya-upstream: canary` (set only by the gate, which removes a client's copy and
+/// clears the route cache) to the canary cluster, otherwise to the stable one.
+fn upstream_routes(cfg: &Config) -> anyhow::Result<String> {
+    let pad = " ".repeat(24);
+    let mut out = String::new();
+    for u in &cfg.upstreams {
+        let prefix = json_str(&u.prefix)?;
+        for side in ["canary", "stable"] {
+            writeln!(
+                out,
+                "{pad}- name: {}",
+                json_str(&format!("up_{}_{side}", u.name))?
+            )?;
+            writeln!(out, "{pad}  match:")?;
+            writeln!(out, "{pad}    prefix: {prefix}")?;
+            if side == "canary" {
+                writeln!(out, "{pad}    headers:")?;
+                writeln!(
+                    out,
+                    "{pad}      - {{ name: {}, string_match: {{ exact: canary }} }}",
+                    kakeya_core::upstream::H_UPSTREAM
+                )?;
+            }
+            writeln!(
+                out,
+                "{pad}  route: {{ cluster: {}, timeout: 30s }}",
+                json_str(&u.cluster(side))?
+            )?;
         }
     }
     out.pop();
@@ -251,6 +298,8 @@ pub fn render(cfg: &Config, opts: &RenderOptions) -> anyhow::Result<String> {
         // gateway: the chat route and its LLM backend clusters (empty when not configured).
         ("chat_routes", chat_routes(cfg)?),
         ("llm_clusters", llm_clusters(cfg)?),
+        // canary: the upstream routes (empty when no [[upstream]] is configured).
+        ("upstream_routes", upstream_routes(cfg)?),
     ];
     let mut out = if opts.without_gate {
         without_gate(TEMPLATE)
@@ -441,6 +490,44 @@ mod tests {
         let chat = cfg.gate_config().chat.unwrap();
         assert_eq!(chat.task, Some(kakeya_core::task::TaskKind::Qa));
         assert_eq!(chat.record_cluster, "kakeya_ingest");
+    }
+
+    #[test]
+    fn upstream_routes_render_two_clusters_and_a_header_matched_canary_route() {
+        let plain = Config::from_env_map(&env(&[])).unwrap();
+        let yaml = render(&plain, &RenderOptions::from_config(&plain, "/x.wasm")).unwrap();
+        assert!(!yaml.contains("name: \"kakeya_up_") && !yaml.contains("up_agent"));
+        let cfg = Config::from_env_map(&env(&[(
+            "KAKEYA_UPSTREAMS",
+            "agent,/agent/,127.0.0.1:9001,agent-canary.internal:9002",
+        )]))
+        .unwrap();
+        let yaml = render(&cfg, &RenderOptions::from_config(&cfg, "/x.wasm")).unwrap();
+        let canary = yaml.split("- name: \"up_agent_canary\"").nth(1).unwrap();
+        let canary = canary.split("- name:").next().unwrap();
+        assert!(canary.contains("prefix: \"/agent/\""), "{canary}");
+        assert!(canary.contains("- { name: x-kakeya-upstream, string_match: { exact: canary } }"));
+        assert!(canary.contains("cluster: \"kakeya_up_agent_canary\""));
+        let stable = yaml.split("- name: \"up_agent_stable\"").nth(1).unwrap();
+        let stable = stable.split("- name:").next().unwrap();
+        assert!(!stable.contains("headers:") && stable.contains("\"kakeya_up_agent_stable\""));
+        // Both before the catch-all 404.
+        let pos = |s: &str| yaml.find(s).unwrap();
+        assert!(pos("up_agent_stable") < pos("- name: not_found"));
+        let c = yaml
+            .split("- name: \"kakeya_up_agent_canary\"")
+            .nth(1)
+            .unwrap();
+        assert!(c.contains("type: STRICT_DNS") && c.contains("port_value: 9002"));
+        let st = yaml
+            .split("- name: \"kakeya_up_agent_stable\"")
+            .nth(1)
+            .unwrap();
+        assert!(st.contains("type: STATIC"));
+        // The gate knows the route; the canary reads this Envoy's admin by default.
+        assert_eq!(cfg.gate_config().upstreams[0].prefix, "/agent/");
+        assert_eq!(cfg.canary.envoy_admins, vec![cfg.envoy_admin_addr]);
+        assert_eq!(cfg.canary.upstreams, vec!["agent".to_string()]);
     }
 
     #[test]

@@ -63,28 +63,33 @@ impl LlmBackend {
 
     /// (host, port), checked.
     pub fn host_port(&self) -> Result<(&str, u16), String> {
-        let (host, port) = self
-            .addr
-            .rsplit_once(':')
-            .ok_or_else(|| format!("addr {:?} must be host:port", self.addr))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = port
-            .parse::<u16>()
-            .map_err(|_| format!("addr {:?}: bad port", self.addr))?;
-        let ok = !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
-        if !ok {
-            return Err(format!("addr {:?}: bad host", self.addr));
-        }
-        Ok((host, port))
+        host_port(&self.addr)
     }
 
     pub fn is_ip(&self) -> bool {
         self.host_port()
             .is_ok_and(|(h, _)| h.parse::<std::net::IpAddr>().is_ok())
     }
+}
+
+/// `addr` as (host, port), checked: the host is an IP or a DNS name, the port a number (also
+/// the upstream routes' backends, [`crate::canary::upstream`]).
+pub fn host_port(addr: &str) -> Result<(&str, u16), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("addr {addr:?} must be host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("addr {addr:?}: bad port"))?;
+    let ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+    if !ok {
+        return Err(format!("addr {addr:?}: bad host"));
+    }
+    Ok((host, port))
 }
 
 fn env<'a>(env: &'a EnvMap, k: &str) -> Option<&'a str> {

@@ -1217,6 +1217,7 @@ async fn features_as_decided_are_validated_stored_and_replayed() {
         ensemble: Default::default(),
         budgets: Default::default(),
         task_models: Default::default(),
+        upstreams: Default::default(),
     };
     let raw = |values: &[f64]| {
         use base64::Engine;

@@ -25,6 +25,7 @@ use crate::model::{sigmoid, Model, ModelError};
 use crate::pcs::Pcs;
 use crate::task::TaskKind;
 use crate::task_models::{Scope, TaskModelError, TaskModels, TaskVersions};
+use crate::upstream::{UpstreamArm, UpstreamKey, UpstreamSection};
 use crate::verify::{Outcome, RiskSummary, VerifyResult};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -159,6 +160,10 @@ pub struct Bundle {
     /// from the bytes when empty, so bundles without them are byte-for-byte what they were.
     #[serde(default, skip_serializing_if = "TaskModels::is_empty")]
     pub task_models: TaskModels,
+    /// Canary weights of the gateway's upstream routes ([`crate::upstream`]). Absent from the
+    /// bytes when empty, so bundles without them are byte-for-byte what they were.
+    #[serde(default, skip_serializing_if = "UpstreamSection::is_empty")]
+    pub upstreams: UpstreamSection,
 }
 
 /// Why a bundle was refused.
@@ -186,6 +191,8 @@ pub enum BundleError {
     Ensemble(#[from] crate::ensemble_policy::PolicyError),
     #[error("budgets: {0}")]
     Budget(#[from] crate::budget::BudgetError),
+    #[error("upstreams: {0}")]
+    Upstreams(String),
     #[error("{0} model: {1}")]
     Model(&'static str, ModelError),
     #[error("{0}")]
@@ -277,6 +284,7 @@ impl Bundle {
         }
         self.ensemble.validate()?;
         self.budgets.validate()?;
+        self.upstreams.validate().map_err(BundleError::Upstreams)?;
         if !(0.0..=1.0).contains(&self.policy.medium_risk) {
             return Err(BundleError::Policy("medium_risk must be within [0, 1]"));
         }
@@ -381,6 +389,25 @@ impl Bundle {
             Arm::Challenger
         } else {
             Arm::Champion
+        }
+    }
+
+    /// The cluster of upstream route `route` that serves a request of `tenant` (with Envoy's
+    /// `x-request-id` `request_id`): the canary when the unit's [`upstream_bucket`] is below
+    /// the route's canary weight, else the stable one (also for a route the bundle does not
+    /// list). The same bundle gives the same answer in every Envoy.
+    pub fn upstream_arm(&self, route: &str, tenant: &str, request_id: &str) -> UpstreamArm {
+        let Some(c) = self.upstreams.get(route) else {
+            return UpstreamArm::Stable;
+        };
+        let unit: &[&str] = match c.key {
+            UpstreamKey::Tenant => &[tenant],
+            UpstreamKey::Request => &[tenant, "/", request_id],
+        };
+        if upstream_bucket(route, unit) < c.canary_weight {
+            UpstreamArm::Canary
+        } else {
+            UpstreamArm::Stable
         }
     }
 
@@ -675,6 +702,25 @@ pub fn canary_bucket(canary_version: &str, unit: &[&str]) -> f64 {
     ])
 }
 
+/// Salt of an upstream route's hash, before the route's name.
+pub const UPSTREAM_SALT: &str = "upstream";
+
+/// Position in [0, 1) of `unit` for upstream route `route`: [`bucket_parts`] of
+/// `upstream/<route>/<unit>`, as [`canary_bucket`] is salted with the canary's version (so
+/// each route's canary falls on independent tenants, and raising the weight only adds units).
+pub fn upstream_bucket(route: &str, unit: &[&str]) -> f64 {
+    let part = |i: usize| unit.get(i).map_or(&b""[..], |p| p.as_bytes());
+    bucket_parts(&[
+        UPSTREAM_SALT.as_bytes(),
+        b"/",
+        route.as_bytes(),
+        b"/",
+        part(0),
+        part(1),
+        part(2),
+    ])
+}
+
 /// True when the unit falls in the treatment's buckets: bucket < weight × 10,000, i.e. the
 /// first ⌈weight × 10,000⌉ buckets.
 fn in_treatment(experiment: &str, unit: &[&str], weight: f64) -> bool {
@@ -767,6 +813,7 @@ mod tests {
             ensemble: EnsembleSection::default(),
             budgets: BudgetSection::default(),
             task_models: TaskModels::default(),
+            upstreams: Default::default(),
         }
     }
 

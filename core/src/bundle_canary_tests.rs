@@ -316,3 +316,67 @@ proptest! {
         prop_assert!(!on || higher.arm(&t, "y") == Arm::Canary);
     }
 }
+
+/// Upstream routes (issue 7): the share of tenants on a route's canary cluster is within half a
+/// point of its weight, a tenant stays on it as the weight rises, other routes and bundles
+/// without the route send everything to stable, and a bundle without upstreams keeps its bytes.
+#[test]
+fn upstream_assignment_is_sticky_and_follows_the_weight() {
+    use crate::upstream::{UpstreamArm, UpstreamCanary, UpstreamKey};
+    let ts = tenants(20_000);
+    let plain = bundle();
+    assert!(!String::from_utf8(plain.canonical_bytes())
+        .unwrap()
+        .contains("upstreams"));
+    let at = |w: f64, key: UpstreamKey| {
+        let mut b = bundle();
+        b.upstreams.0.insert(
+            "agent".into(),
+            UpstreamCanary {
+                canary_weight: w,
+                key,
+            },
+        );
+        b.validate().unwrap();
+        b
+    };
+    let mut before: Vec<&String> = Vec::new();
+    for w in [0.05, 0.1, 0.25, 0.5, 1.0] {
+        let b = at(w, UpstreamKey::Tenant);
+        let on: Vec<&String> = ts
+            .iter()
+            .filter(|t| b.upstream_arm("agent", t, "rid") == UpstreamArm::Canary)
+            .collect();
+        let share = on.len() as f64 / ts.len() as f64;
+        assert!((share - w).abs() < 0.005, "{w}: {share}");
+        assert!(before.iter().all(|t| on.contains(t)), "sticky at {w}");
+        // Tenant key: the request id does not matter; another route is stable.
+        assert!(on
+            .iter()
+            .all(|t| b.upstream_arm("agent", t, "other-id") == UpstreamArm::Canary));
+        assert!(ts
+            .iter()
+            .all(|t| b.upstream_arm("other", t, "rid") == UpstreamArm::Stable));
+        before = on;
+    }
+    assert!(ts
+        .iter()
+        .all(|t| plain.upstream_arm("agent", t, "rid") == UpstreamArm::Stable));
+    // Request key: one tenant's requests split by the weight.
+    let b = at(0.25, UpstreamKey::Request);
+    let n = (0..20_000)
+        .filter(|i| b.upstream_arm("agent", "t", &format!("r{i}")) == UpstreamArm::Canary)
+        .count();
+    assert!((n as f64 / 20_000.0 - 0.25).abs() < 0.01, "{n}");
+    // A weight out of range is refused.
+    assert!(at(0.5, UpstreamKey::Tenant).validate().is_ok());
+    let mut bad = bundle();
+    bad.upstreams.0.insert(
+        "agent".into(),
+        UpstreamCanary {
+            canary_weight: f64::NAN,
+            key: UpstreamKey::Tenant,
+        },
+    );
+    assert!(bad.validate().is_err());
+}

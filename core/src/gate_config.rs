@@ -40,6 +40,10 @@ pub struct GateConfig {
     /// it costs).
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub cost_tracer: bool,
+    /// The gateway's upstream routes (`[[upstream]]`), in route order: the gate assigns their
+    /// requests to the stable or canary cluster ([`crate::upstream`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<crate::upstream::UpstreamRoute>,
 }
 
 fn default_true() -> bool {
@@ -71,6 +75,7 @@ impl Default for GateConfig {
             microvote_deadline_ms: default_microvote_deadline_ms(),
             cost_tracer: true,
             chat: None,
+            upstreams: Vec::new(),
         }
     }
 }
@@ -137,6 +142,8 @@ pub enum GateConfigError {
     MicroVote(String),
     #[error("gate chat route: {0}")]
     Chat(String),
+    #[error("gate upstream routes: {0}")]
+    Upstream(String),
 }
 
 /// A parsed and validated gate configuration, ready for requests.
@@ -149,6 +156,7 @@ pub struct Gate {
     pub microvote_deadline_ms: u32,
     pub cost_tracer: bool,
     pub chat: Option<crate::chat::ChatConfig>,
+    pub upstreams: Vec<crate::upstream::UpstreamRoute>,
 }
 
 impl Gate {
@@ -231,8 +239,12 @@ impl Gate {
         if let Some(c) = &cfg.chat {
             c.validate().map_err(GateConfigError::Chat)?;
         }
+        for r in &cfg.upstreams {
+            r.validate().map_err(GateConfigError::Upstream)?;
+        }
         Ok(Gate {
             chat: cfg.chat.clone(),
+            upstreams: cfg.upstreams.clone(),
             keyring: Keyring::from_config(&cfg.keyring)?,
             verify: cfg.verify,
             bundle: cfg.bundle.clone(),

@@ -67,6 +67,7 @@ pub mod signature;
 pub mod task;
 pub mod task_models;
 pub mod trees;
+pub mod upstream;
 pub mod verify;
 pub mod vote;
 

@@ -129,6 +129,7 @@ pub fn bundle(
         ensemble: Default::default(),
         budgets: Default::default(),
         task_models: Default::default(),
+        upstreams: Default::default(),
     }
 }
 

@@ -20,6 +20,7 @@
 
 pub mod abi;
 pub mod audit_bench;
+pub mod backend;
 pub mod bench;
 pub mod bench_doc;
 pub mod canary_bench;

@@ -81,6 +81,9 @@ pub struct StackOptions {
     /// Extra STATIC clusters (name, address) added to the rendered bootstrap, e.g. the gate's
     /// `kakeya_microvote` pointed at a closed port ([`crate::ensemble::with_cluster`]).
     pub extra_clusters: Vec<(String, SocketAddr)>,
+    /// The (first) Envoy's admin address, when the test must know it before the control
+    /// plane starts (e.g. to list every Envoy in `KAKEYA_CANARY_ENVOY_ADMINS`).
+    pub envoy_admin: Option<SocketAddr>,
 }
 
 impl StackOptions {
@@ -122,7 +125,10 @@ impl Stack {
             gateway: free_addr()?,
             admin: free_addr()?,
             ingest: free_addr()?,
-            envoy_admin: free_addr()?,
+            envoy_admin: match opts.envoy_admin {
+                Some(a) => a,
+                None => free_addr()?,
+            },
             data_dir: tempfile::tempdir()?,
             admin_token: String::new(),
             artefacts,
@@ -333,6 +339,48 @@ impl Stack {
         .with_context(|| format!("envoy log:\n{}", self.envoy_log()))
     }
 
+    /// A second Envoy of the same control plane (its own gateway and admin ports, the same
+    /// rendered configuration otherwise): it polls the same bundle. Killed on drop.
+    pub fn start_second_envoy(&self, admin: SocketAddr) -> Result<SecondEnvoy> {
+        let gateway = free_addr()?;
+        let yaml = self.data_dir.path().join("envoy2.yaml");
+        let log_path = self.data_dir.path().join("envoy2.log");
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = self.kakeya_cmd();
+        cmd.env("KAKEYA_GATEWAY_ADDR", gateway.to_string())
+            .env("KAKEYA_ENVOY_ADMIN_ADDR", admin.to_string())
+            .args(["envoy", "run", "--wasm"])
+            .arg(&self.artefacts.wasm)
+            .arg("--out")
+            .arg(&yaml)
+            .arg("--envoy")
+            .arg(&self.artefacts.envoy)
+            .args([
+                "--",
+                "--use-dynamic-base-id",
+                "--log-level",
+                "warn",
+                "--concurrency",
+                "2",
+            ]);
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start the second kakeya envoy run")?;
+        if let Err(e) = wait_ready(admin, "/ready", Duration::from_secs(60), Some(&mut child)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("second envoy: {e}\n{log}");
+        }
+        Ok(SecondEnvoy {
+            gateway,
+            admin,
+            child,
+        })
+    }
+
     /// `kakeya envoy render`, the extra clusters added, then Envoy on it with the rendered
     /// environment file (`NAME=value` lines).
     fn start_envoy_with_clusters(&mut self) -> Result<()> {
@@ -440,6 +488,26 @@ impl Drop for Stack {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A second Envoy ([`Stack::start_second_envoy`]).
+pub struct SecondEnvoy {
+    pub gateway: SocketAddr,
+    pub admin: SocketAddr,
+    child: Child,
+}
+
+impl SecondEnvoy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gateway, path)
+    }
+}
+
+impl Drop for SecondEnvoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

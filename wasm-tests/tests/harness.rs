@@ -636,6 +636,33 @@ fn other_paths_pass_through_untouched() {
     );
 }
 
+/// Upstream routes when the host has no `clear_route_cache` (this harness answers NotFound):
+/// never the canary, never a trap; the request goes to stable, counted, unless the client sent
+/// its own `x-kakeya-upstream` (a route cached for it could be the canary one): 503 then. Real
+/// Envoy, where the call succeeds: e2e_upstream_canary.
+#[test]
+fn upstream_routes_without_clear_route_cache_go_to_stable() {
+    let config = r#"{"keyring":{"global":{"alg":"hmac","keys":["testsecret"]}},
+        "upstreams":[{"name":"agent","prefix":"/agent/"}]}"#;
+    let mut h = harness(config);
+    let out = h
+        .request("GET", "/agent/run", &[("x-tenant-id", "acme")], b"")
+        .unwrap();
+    assert!(out.is_forwarded(), "{out:?}");
+    assert_eq!(out.header("x-kakeya-upstream"), None);
+    assert_eq!(h.metric("kakeya_gate.upstream_route_errors_total"), Some(1));
+    assert_eq!(h.metric("kakeya_gate.upstream_stable_total"), Some(1));
+    assert_eq!(h.metric("kakeya_gate.upstream_canary_total"), Some(0));
+    let out = h
+        .request("GET", "/agent/run", &[("x-kakeya-upstream", "canary")], b"")
+        .unwrap();
+    assert_unavailable(&h, &out, "clearing the route cache");
+    // Another path is not an upstream route: untouched.
+    let out = h.request("GET", "/other", &[], b"").unwrap();
+    assert!(out.is_forwarded() && out.header("x-kakeya-upstream").is_none());
+    assert_eq!(h.metric("kakeya_gate.upstream_route_errors_total"), Some(2));
+}
+
 #[test]
 fn non_post_is_405_with_allow() {
     let mut h = harness(HMAC_CONFIG);

@@ -35,6 +35,7 @@ impl From<CanaryError> for ApiError {
             CanaryError::Conflict { code, message } => ApiError::ConflictWith { code, message },
             CanaryError::Registry(e) => refused(e),
             CanaryError::Store(e) => ApiError::StoreUnavailable(e.to_string()),
+            CanaryError::EnvoyStats(e) => ApiError::NotReady(e.to_string()),
         }
     }
 }

@@ -107,6 +107,62 @@ async fn remove_canary(
     Ok(ours)
 }
 
+/// The upstream route a deployment canaries (`None`: a scoring version).
+fn route(d: &Deployment) -> Option<&str> {
+    super::upstream::target_route(d.target.as_deref())
+}
+
+/// Takes the canary out of traffic: the canary alias (if still this deployment's), or the
+/// route's weight to 0; true when it moved something.
+async fn withdraw(
+    db: &Db,
+    seed: &[u8; 32],
+    d: &Deployment,
+    w: &Why,
+    now: i64,
+) -> Result<bool, CanaryError> {
+    match route(d) {
+        None => remove_canary(db, seed, d, w, now).await,
+        Some(r) => {
+            if super::upstream::weight(db, r).await? <= 0.0 {
+                return Ok(false);
+            }
+            let key = d.upstream_base.as_ref().map(|b| b.key).unwrap_or_default();
+            super::upstream::set_weight(db, seed, r, 0.0, key, now).await?;
+            Ok(true)
+        }
+    }
+}
+
+/// Sets the canary's traffic to `weight`: the canary alias through the registry, or the
+/// route's weight with a fresh scrape of Envoy's stats as the step's base (taken before the
+/// weight moves, so the step counts only its own traffic).
+async fn set_traffic(
+    db: &Db,
+    seed: &[u8; 32],
+    opts: &CanaryOptions,
+    d: &mut Deployment,
+    weight: f64,
+    w: &Why,
+    now: i64,
+) -> Result<(), CanaryError> {
+    let Some(r) = route(d).map(str::to_string) else {
+        registry::move_canary(db, seed, &d.canary_version, weight, None, w, now).await?;
+        return Ok(());
+    };
+    let stats =
+        super::envoy_stats::scrape(&opts.envoy_admins, &d.control_version, &d.canary_version)
+            .await?;
+    let mut base = d.upstream_base.clone().unwrap_or_default();
+    if d.status == Status::Pending {
+        base.run = stats.clone();
+    }
+    base.step = stats;
+    super::upstream::set_weight(db, seed, &r, weight, base.key, now).await?;
+    d.upstream_base = Some(base);
+    Ok(())
+}
+
 async fn canary_alias(db: &Db) -> Result<Option<String>, sqlx::Error> {
     alias(db, CANARY).await
 }
@@ -142,7 +198,7 @@ async fn commit(
         _ => None,
     } {
         outcomes_total().with_label_values(&[outcome]).inc();
-        if d.status != Status::Aborted {
+        if d.status != Status::Aborted && route(&d).is_none() {
             record_accuracy(db, &d, now).await;
         }
     }
@@ -183,7 +239,7 @@ pub async fn tick(
     match d.requested {
         Some(Action::Abort) => {
             let started = std::time::Instant::now();
-            let removed = remove_canary(
+            let removed = withdraw(
                 db,
                 seed,
                 &d,
@@ -196,7 +252,12 @@ pub async fn tick(
                 rollback_seconds().observe(started.elapsed().as_secs_f64());
             }
             finish(&mut d, Status::Aborted, now_ms);
-            return commit(db, &before, d, "aborted", "aborted by an operator; the canary alias is removed, the champion serves everything", None, now_ms).await;
+            let reason = if route(&d).is_some() {
+                "aborted by an operator; the route's canary weight is 0, its stable cluster serves everything"
+            } else {
+                "aborted by an operator; the canary alias is removed, the champion serves everything"
+            };
+            return commit(db, &before, d, "aborted", reason, None, now_ms).await;
         }
         Some(Action::Pause) if d.status == Status::Running || d.status == Status::Pending => {
             d.status = Status::Paused;
@@ -247,7 +308,7 @@ pub async fn tick(
 
     // The aliases are the controller's while it runs: a change by hand aborts it.
     let champion = alias(db, CHAMPION).await?;
-    if champion.as_deref() != Some(d.control_version.as_str()) {
+    if route(&d).is_none() && champion.as_deref() != Some(d.control_version.as_str()) {
         remove_canary(
             db,
             seed,
@@ -275,21 +336,21 @@ pub async fn tick(
             Reason::Gate,
             &format!("step 0 ({} %)", first.weight * 100.0),
         );
-        match registry::move_canary(db, seed, &d.canary_version, first.weight, None, &w, now_ms)
-            .await
-        {
-            Ok(_) => {}
-            Err(
+        match set_traffic(db, seed, opts, &mut d, first.weight, &w, now_ms).await {
+            Ok(()) => {}
+            // Envoy's stats unreadable: stay pending, the next tick tries again.
+            Err(e @ CanaryError::EnvoyStats(_)) => return Err(e),
+            Err(CanaryError::Registry(
                 e @ (registry::RegistryError::ConflictWith { .. }
                 | registry::RegistryError::Integrity(_)
                 | registry::RegistryError::NoModel(_)
                 | registry::RegistryError::Invalid(_)),
-            ) => {
+            )) => {
                 finish(&mut d, Status::Aborted, now_ms);
                 let reason = format!("could not set the canary alias: {e}");
                 return commit(db, &before, d, "aborted", &reason, None, now_ms).await;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
         d.status = Status::Running;
         d.current_step = 0;
@@ -305,7 +366,8 @@ pub async fn tick(
     }
 
     // Running.
-    if canary_alias(db).await?.as_deref() != Some(d.canary_version.as_str()) {
+    if route(&d).is_none() && canary_alias(db).await?.as_deref() != Some(d.canary_version.as_str())
+    {
         finish(&mut d, Status::Aborted, now_ms);
         return commit(
             db,
@@ -330,21 +392,42 @@ pub async fn tick(
     } else {
         started
     };
-    let check = gates::check(
-        db,
-        &d.gates,
-        &ArmOf {
-            arm: "canary",
-            version: &d.canary_version,
-        },
-        &ArmOf {
-            arm: "champion",
-            version: &d.control_version,
-        },
-        (started, control_since),
-        now_ms.max(started + 1),
-    )
-    .await?;
+    let check = match route(&d) {
+        None => {
+            gates::check(
+                db,
+                &d.gates,
+                &ArmOf {
+                    arm: "canary",
+                    version: &d.canary_version,
+                },
+                &ArmOf {
+                    arm: "champion",
+                    version: &d.control_version,
+                },
+                (started, control_since),
+                now_ms.max(started + 1),
+            )
+            .await?
+        }
+        Some(_) => {
+            let scraped = super::envoy_stats::scrape(
+                &opts.envoy_admins,
+                &d.control_version,
+                &d.canary_version,
+            )
+            .await;
+            if let Err(e) = &scraped {
+                tracing::warn!(deployment = %d.id, error = %e, "upstream canary: no Envoy stats");
+            }
+            super::envoy_stats::check(
+                &d,
+                &scraped,
+                all_traffic,
+                (started, now_ms.max(started + 1)),
+            )
+        }
+    };
     d.last_check = Some(check.clone());
     let names = |c: &HealthCheck| {
         c.failed_gates
@@ -399,7 +482,7 @@ pub async fn tick(
     };
     if let Some(reason) = rollback_reason {
         let t = std::time::Instant::now();
-        remove_canary(
+        withdraw(
             db,
             seed,
             &d,
@@ -446,14 +529,23 @@ pub async fn tick(
     step_seconds().observe((now_ms - started).max(0) as f64 / 1000.0);
     let next = step_no as usize + 1;
     if next >= d.schedule.len() {
-        let w = why(&d, Reason::Gate, "promoted");
-        registry::move_alias(db, seed, CHAMPION, &d.canary_version, None, &w, now_ms).await?;
-        remove_canary(db, seed, &d, &w, now_ms).await?;
+        // An upstream canary is at 100 % already (the last step's weight is 1) and stays
+        // there: its backend is the route's now (docs/CANARY.md, "Upstream routes").
+        let reason = if let Some(r) = route(&d) {
+            format!(
+                "every step passed: {} serves all of upstream {r}",
+                before.canary_version
+            )
+        } else {
+            let w = why(&d, Reason::Gate, "promoted");
+            registry::move_alias(db, seed, CHAMPION, &d.canary_version, None, &w, now_ms).await?;
+            remove_canary(db, seed, &d, &w, now_ms).await?;
+            format!(
+                "every step passed: {} is the champion",
+                before.canary_version
+            )
+        };
         finish(&mut d, Status::Promoted, now_ms);
-        let reason = format!(
-            "every step passed: {} is the champion",
-            before.canary_version
-        );
         return commit(db, &before, d, "promoted", &reason, Some(&check), now_ms).await;
     }
     let mut step = d.schedule[next];
@@ -467,7 +559,7 @@ pub async fn tick(
         Reason::Gate,
         &format!("step {next} ({} %)", step.weight * 100.0),
     );
-    registry::move_canary(db, seed, &d.canary_version, step.weight, None, &w, now_ms).await?;
+    set_traffic(db, seed, opts, &mut d, step.weight, &w, now_ms).await?;
     d.current_step = u32::try_from(next).unwrap_or(u32::MAX);
     d.step_started_at_ms = Some(now_ms);
     d.step_due_at_ms = Some(now_ms + i64::try_from(step.duration_ms).unwrap_or(i64::MAX));

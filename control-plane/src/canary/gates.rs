@@ -599,6 +599,18 @@ pub async fn check(
     until: i64,
 ) -> Result<HealthCheck, sqlx::Error> {
     let (c, k) = window_stats(db, canary, control, (since, control_since), until).await?;
+    Ok(health_check(gates, c, k, since, until))
+}
+
+/// The gates over both arms' stats of the window `[since, until)` (from the decision log, or
+/// from Envoy's stats for an upstream route: [`super::envoy_stats::check`]).
+pub fn health_check(
+    gates: &Gates,
+    c: ArmStats,
+    k: ArmStats,
+    since: i64,
+    until: i64,
+) -> HealthCheck {
     let hours = (until - since).max(1) as f64 / 3_600_000.0;
     let (gates, recommendation, excellent) = evaluate(gates, &c, &k, hours);
     let failed_gates = gates
@@ -606,7 +618,7 @@ pub async fn check(
         .filter(|g| matches!(g.status, GateStatus::Fail | GateStatus::NoData))
         .map(|g| g.gate)
         .collect();
-    Ok(HealthCheck {
+    HealthCheck {
         at_ms: until,
         since_ms: since,
         until_ms: until,
@@ -616,5 +628,5 @@ pub async fn check(
         failed_gates,
         recommendation,
         excellent,
-    })
+    }
 }

@@ -22,11 +22,15 @@
 pub mod api;
 pub mod bench;
 pub mod controller;
+pub mod envoy_stats;
 pub mod gates;
 pub mod options;
 pub mod store;
 #[cfg(test)]
 mod tests;
+pub mod upstream;
+#[cfg(test)]
+mod upstream_tests;
 
 pub use gates::{Gates, HealthCheck};
 pub use options::{CanaryOptions, Step};
@@ -52,6 +56,9 @@ pub enum CanaryError {
     Conflict { code: &'static str, message: String },
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    /// An upstream canary could not read Envoy's stats (the controller retries next tick).
+    #[error(transparent)]
+    EnvoyStats(#[from] envoy_stats::ScrapeError),
     #[error("database: {0}")]
     Store(#[from] sqlx::Error),
 }
@@ -71,12 +78,24 @@ pub struct StartRequest {
     /// 1..=64 characters of A-Z a-z 0-9 . _ -
     #[schema(max_length = 64)]
     pub name: String,
-    /// The current champion's version (the control arm).
+    /// What the canary moves: absent for a scoring version (a registered model), or
+    /// `upstream:<name>` for the canary cluster of a configured `[[upstream]]` route.
+    #[serde(default)]
+    #[schema(max_length = 80)]
+    pub target: Option<String>,
+    /// The current champion's version (the control arm); empty for an upstream target (the
+    /// route's stable cluster is the control).
+    #[serde(default)]
     #[schema(max_length = 128)]
     pub control_version: String,
-    /// A registered version to canary.
+    /// A registered version to canary; empty for an upstream target.
+    #[serde(default)]
     #[schema(max_length = 128)]
     pub canary_version: String,
+    /// An upstream target's hash key: `tenant` (default, sticky per tenant) or `request`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub key: Option<kakeya_core::upstream::UpstreamKey>,
     #[serde(default)]
     pub gates: Gates,
     /// The schedule; default `[canary] weights` and `durations`.
@@ -124,13 +143,6 @@ pub async fn start(
             "name must be 1..={MAX_NAME_CHARS} characters of A-Z a-z 0-9 . _ -"
         )));
     }
-    check_version("control_version", &req.control_version)?;
-    check_version("canary_version", &req.canary_version)?;
-    if req.control_version == req.canary_version {
-        return Err(CanaryError::Invalid(
-            "canary_version must differ from control_version".into(),
-        ));
-    }
     req.gates.validate().map_err(CanaryError::Invalid)?;
     let steps = req.steps.clone().unwrap_or_else(|| opts.steps.clone());
     options::check_steps(&steps).map_err(|m| CanaryError::Invalid(format!("steps: {m}")))?;
@@ -138,6 +150,21 @@ pub async fn start(
     if min_requests > 1_000_000_000 {
         return Err(CanaryError::Invalid(
             "min_requests must be at most 1000000000".into(),
+        ));
+    }
+    if let Some(t) = &req.target {
+        return start_upstream(db, opts, req, t, &steps, min_requests, now_ms).await;
+    }
+    if req.key.is_some() {
+        return Err(CanaryError::Invalid(
+            "key applies to an upstream target only (a scoring canary keys by tenant)".into(),
+        ));
+    }
+    check_version("control_version", &req.control_version)?;
+    check_version("canary_version", &req.canary_version)?;
+    if req.control_version == req.canary_version {
+        return Err(CanaryError::Invalid(
+            "canary_version must differ from control_version".into(),
         ));
     }
     if crate::registry::get_model(db, &req.canary_version)
@@ -185,7 +212,12 @@ pub async fn start(
         gates: &req.gates,
         min_requests,
         now_ms,
+        target: None,
     };
+    insert(db, d).await
+}
+
+async fn insert(db: &Db, d: store::NewDeployment<'_>) -> Result<Started, CanaryError> {
     if !store::insert(db, &d).await? {
         return Err(conflict(
             "canary_active",
@@ -193,9 +225,71 @@ pub async fn start(
         ));
     }
     Ok(Started {
-        deployment_id: id,
-        steps,
+        deployment_id: d.id.to_string(),
+        steps: d.steps.to_vec(),
     })
+}
+
+/// [`start`] of an upstream route's canary cluster (`target = upstream:<name>`): the route
+/// must be configured (`[[upstream]]`) and take no traffic on its canary yet; the versions are
+/// the route's two clusters.
+async fn start_upstream(
+    db: &Db,
+    opts: &CanaryOptions,
+    req: &StartRequest,
+    target: &str,
+    steps: &[Step],
+    min_requests: u64,
+    now_ms: i64,
+) -> Result<Started, CanaryError> {
+    let Some(route) = upstream::target_route(Some(target)) else {
+        return Err(CanaryError::Invalid(format!(
+            "target must be upstream:<name> (got {target:?}); leave it out for a scoring canary"
+        )));
+    };
+    if !opts.upstreams.iter().any(|u| u == route) {
+        return Err(CanaryError::NotFound(format!(
+            "upstream route {route} (configured: {}; add it as [[upstream]] in kakeya.toml)",
+            if opts.upstreams.is_empty() {
+                "none".to_string()
+            } else {
+                opts.upstreams.join(", ")
+            }
+        )));
+    }
+    if !req.control_version.is_empty() || !req.canary_version.is_empty() {
+        return Err(CanaryError::Invalid(
+            "control_version and canary_version apply to scoring canaries; an upstream canary compares its route's stable and canary clusters".into(),
+        ));
+    }
+    let w = upstream::weight(db, route).await?;
+    if w > 0.0 {
+        return Err(conflict(
+            "canary_in_use",
+            format!("upstream {route} already sends {} % to its canary (a promoted canary keeps it): make that backend the route's stable one in [[upstream]], then kakeya canary clear-upstream {route}", w * 100.0),
+        ));
+    }
+    let (stable, canary) = (
+        format!("kakeya_up_{route}_stable"),
+        format!("kakeya_up_{route}_canary"),
+    );
+    let id = format!("canary-{}-{}", req.name, now_ms / 1000);
+    let base = envoy_stats::Base {
+        key: req.key.unwrap_or_default(),
+        ..Default::default()
+    };
+    let d = store::NewDeployment {
+        id: &id,
+        name: &req.name,
+        control_version: &stable,
+        canary_version: &canary,
+        steps,
+        gates: &req.gates,
+        min_requests,
+        now_ms,
+        target: Some((target, &base)),
+    };
+    insert(db, d).await
 }
 
 /// An operator's request, applied by the leader's next tick.

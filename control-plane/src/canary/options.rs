@@ -33,6 +33,9 @@ pub struct CanaryFileConfig {
     pub min_requests: Option<u64>,
     pub tick_every: Option<String>,
     pub max_hold: Option<String>,
+    /// Admin addresses (`host:port`) of every Envoy of the gateway, whose per-cluster stats an
+    /// upstream canary's gates sum; default the one Envoy of `envoy_admin_addr`.
+    pub envoy_admins: Option<Vec<String>>,
 }
 
 /// One step of a schedule.
@@ -54,6 +57,11 @@ pub struct CanaryOptions {
     pub tick_every: Duration,
     #[serde(with = "humantime_serde_ms")]
     pub max_hold: Duration,
+    /// `[canary] envoy_admins` / `KAKEYA_CANARY_ENVOY_ADMINS` (comma-separated); the config's
+    /// `envoy_admin_addr` when empty.
+    pub envoy_admins: Vec<std::net::SocketAddr>,
+    /// Names of the configured upstream routes (`[[upstream]]`), the targets a canary may take.
+    pub upstreams: Vec<String>,
 }
 
 mod humantime_serde_ms {
@@ -77,6 +85,8 @@ impl Default for CanaryOptions {
             min_requests: DEFAULT_MIN_REQUESTS,
             tick_every: DEFAULT_TICK_EVERY,
             max_hold: DEFAULT_MAX_HOLD,
+            envoy_admins: Vec::new(),
+            upstreams: Vec::new(),
         }
     }
 }
@@ -136,6 +146,18 @@ fn env_err(var: &'static str, value: &str, message: String) -> ConfigError {
         value: value.to_string(),
         message,
     }
+}
+
+fn parse_addrs<'a>(
+    list: impl Iterator<Item = &'a str>,
+) -> Result<Vec<std::net::SocketAddr>, String> {
+    list.map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.parse()
+                .map_err(|_| format!("{a:?} is not an ip:port address"))
+        })
+        .collect()
 }
 
 impl CanaryOptions {
@@ -221,6 +243,13 @@ impl CanaryOptions {
                 d.tick_every,
             )?,
             max_hold: pick("KAKEYA_CANARY_MAX_HOLD", "max_hold", f.max_hold, d.max_hold)?,
+            envoy_admins: match env(envm, "KAKEYA_CANARY_ENVOY_ADMINS") {
+                Some(v) => parse_addrs(v.split(','))
+                    .map_err(|m| env_err("KAKEYA_CANARY_ENVOY_ADMINS", v, m))?,
+                None => parse_addrs(f.envoy_admins.iter().flatten().map(String::as_str))
+                    .map_err(|m| ConfigError::Invalid(format!("canary.envoy_admins: {m}")))?,
+            },
+            upstreams: Vec::new(),
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The deployments and their events (`canary_deployments`, `canary_events`, migration 0019).
 
+use super::envoy_stats::Base;
 use super::gates::{Gates, HealthCheck};
 use super::options::Step;
 use super::Action;
@@ -66,6 +67,12 @@ pub struct StepView {
 pub struct Deployment {
     pub id: String,
     pub name: String,
+    /// `upstream:<name>` for an upstream route's canary; absent for a scoring version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// An upstream canary's key and the Envoy scrapes its windows start from.
+    #[serde(skip)]
+    pub upstream_base: Option<Base>,
     pub control_version: String,
     pub canary_version: String,
     pub status: Status,
@@ -118,6 +125,8 @@ pub(super) struct NewDeployment<'a> {
     pub gates: &'a Gates,
     pub min_requests: u64,
     pub now_ms: i64,
+    /// An upstream canary: its target and key (the scrapes are taken when it starts).
+    pub target: Option<(&'a str, &'a Base)>,
 }
 
 fn json<T: Serialize>(v: &T) -> String {
@@ -128,8 +137,8 @@ fn json<T: Serialize>(v: &T) -> String {
 pub(super) async fn insert(db: &Db, d: &NewDeployment<'_>) -> Result<bool, sqlx::Error> {
     let res = sqlx::query(
         "INSERT INTO canary_deployments (id, name, control_version, canary_version, status, \
-         current_step, steps, gates, min_requests, revision, created_at_ms) \
-         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $7, 0, $8)",
+         current_step, steps, gates, min_requests, revision, created_at_ms, target, \
+         upstream_base) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $7, 0, $8, $9, $10)",
     )
     .bind(d.id)
     .bind(d.name)
@@ -139,6 +148,8 @@ pub(super) async fn insert(db: &Db, d: &NewDeployment<'_>) -> Result<bool, sqlx:
     .bind(json(d.gates))
     .bind(i64::try_from(d.min_requests).unwrap_or(i64::MAX))
     .bind(d.now_ms)
+    .bind(d.target.map(|(t, _)| t))
+    .bind(d.target.map(|(_, b)| json(b)))
     .execute(&db.pool)
     .await;
     match res {
@@ -150,7 +161,7 @@ pub(super) async fn insert(db: &Db, d: &NewDeployment<'_>) -> Result<bool, sqlx:
 
 const COLUMNS: &str = "id, name, control_version, canary_version, status, current_step, steps, \
      gates, min_requests, step_started_at_ms, step_due_at_ms, paused_at_ms, requested, \
-     last_check, revision, created_at_ms, finished_at_ms";
+     last_check, revision, created_at_ms, finished_at_ms, target, upstream_base";
 
 fn decode_err(what: &str, e: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::Decode(format!("canary_deployments.{what}: {e}").into())
@@ -200,9 +211,16 @@ fn row_to_deployment(r: &AnyRow) -> Result<Deployment, sqlx::Error> {
             .map_or(0.0, |s| s.weight * 100.0),
         _ => 0.0,
     };
+    let upstream_base = r
+        .try_get::<Option<String>, _>("upstream_base")?
+        .map(|s| serde_json::from_str(&s))
+        .transpose()
+        .map_err(|e| decode_err("upstream_base", e))?;
     Ok(Deployment {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
+        target: r.try_get("target")?,
+        upstream_base,
         control_version: r.try_get("control_version")?,
         canary_version: r.try_get("canary_version")?,
         status,
@@ -292,8 +310,8 @@ pub(super) async fn transition(
     let done = sqlx::query(
         "UPDATE canary_deployments SET status = $1, current_step = $2, steps = $3, \
          step_started_at_ms = $4, step_due_at_ms = $5, paused_at_ms = $6, requested = $7, \
-         last_check = $8, finished_at_ms = $9, revision = revision + 1 \
-         WHERE id = $10 AND revision = $11",
+         last_check = $8, finished_at_ms = $9, upstream_base = $10, revision = revision + 1 \
+         WHERE id = $11 AND revision = $12",
     )
     .bind(d.status.as_str())
     .bind(i64::from(d.current_step))
@@ -304,6 +322,7 @@ pub(super) async fn transition(
     .bind(d.requested.map(Action::as_str))
     .bind(d.last_check.as_ref().map(json))
     .bind(d.finished_at_ms)
+    .bind(d.upstream_base.as_ref().map(json))
     .bind(&d.id)
     .bind(d.revision)
     .persistent(false)

@@ -634,6 +634,8 @@ async fn publish(
         // cost: each tenant's budget state, enforced by the filter (crate::cost::budgets).
         budgets: crate::cost::budgets::section(conn, now_ms).await?,
         task_models,
+        // upstream canaries: each route's weight, written by the canary controller.
+        upstreams: crate::canary::upstream::section(conn).await?,
     };
     let signed = sign_checked(&bundle, seed)?;
     let bytes =
@@ -900,6 +902,34 @@ pub async fn republish(db: &Db, seed: &[u8; 32], now_ms: i64) -> Result<Publishe
     let mut tx = conn.begin().await?;
     let res = async {
         lock_publication(&mut tx, db.backend).await?;
+        publish(&mut tx, seed, now_ms, stats).await
+    }
+    .await;
+    finish(tx, res).await
+}
+
+/// Runs `change` and publishes the next bundle, in one transaction under the publication
+/// lock: how state outside the aliases that the bundle carries (an upstream route's canary
+/// weight, [`crate::canary::upstream::set_weight`]) reaches the filters.
+pub async fn publish_with<F>(
+    db: &Db,
+    seed: &[u8; 32],
+    now_ms: i64,
+    change: F,
+) -> Result<Published, RegistryError>
+where
+    F: for<'c> FnOnce(
+            &'c mut AnyConnection,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c>,
+        > + Send,
+{
+    let mut conn = db.pool.acquire().await?;
+    let stats = current_tenant_stats(&mut conn, now_ms).await?;
+    let mut tx = conn.begin().await?;
+    let res = async {
+        lock_publication(&mut tx, db.backend).await?;
+        change(&mut *tx).await?;
         publish(&mut tx, seed, now_ms, stats).await
     }
     .await;

@@ -504,6 +504,7 @@ fn unpublishable_bundles_are_refused() {
         ensemble: Default::default(),
         budgets: Default::default(),
         task_models: Default::default(),
+        upstreams: Default::default(),
     };
     let signed = sign_checked(&good, &SEED).unwrap();
     verify_bundle(

@@ -370,6 +370,7 @@ fn bench_replay_of_a_million_decisions() {
             ensemble: Default::default(),
             budgets: Default::default(),
             task_models: Default::default(),
+            upstreams: Default::default(),
         };
         let cand = Candidate {
             bundle,

@@ -165,6 +165,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit_log",
         include_str!("../../migrations/sqlite/0029_audit_log.sql"),
     ),
+    (
+        32,
+        "upstream_canary",
+        include_str!("../../migrations/sqlite/0032_upstream_canary.sql"),
+    ),
     // cost (issue 8): the advisor's inputs, micro-vote waits and dedup hit ages.
     (
         33,
@@ -316,6 +321,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         29,
         "audit_log",
         include_str!("../../migrations/postgres/0029_audit_log.sql"),
+    ),
+    (
+        32,
+        "upstream_canary",
+        include_str!("../../migrations/postgres/0032_upstream_canary.sql"),
     ),
     // cost (issue 8): the advisor's inputs, micro-vote waits and dedup hit ages.
     (

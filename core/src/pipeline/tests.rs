@@ -85,6 +85,7 @@ pub(super) fn bundle(intercept: f64, ensemble: EnsembleSection) -> Bundle {
         ensemble,
         budgets: Default::default(),
         task_models: Default::default(),
+        upstreams: Default::default(),
     }
 }
 

@@ -421,6 +421,7 @@ mod tests {
                 ensemble: Default::default(),
                 budgets: Default::default(),
                 task_models: Default::default(),
+                upstreams: Default::default(),
             }
         }
 

@@ -93,6 +93,14 @@ mod ffi {
             value_size: usize,
             cas: u32,
         ) -> u32;
+        pub fn proxy_call_foreign_function(
+            function_name_data: *const u8,
+            function_name_size: usize,
+            arguments_data: *const u8,
+            arguments_size: usize,
+            results_data: *mut *mut u8,
+            results_size: *mut usize,
+        ) -> u32;
     }
 
     /// Takes ownership of a buffer the host allocated in guest memory through the SDK's
@@ -424,6 +432,36 @@ pub fn dispatch_http_call(
     #[cfg(not(target_arch = "wasm32"))]
     {
         let _ = (cluster, headers, body, timeout_ms);
+        Err(HostStatus(u32::MAX))
+    }
+}
+
+/// `proxy_call_foreign_function(name, args)`: a function the host registered (Envoy's
+/// `clear_route_cache`, for instance); its result bytes. `NotFound` when the host has no such
+/// function.
+pub fn call_foreign_function(name: &str, args: &[u8]) -> Result<Vec<u8>, HostStatus> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut ptr: *mut u8 = core::ptr::null_mut();
+        let mut len: usize = 0;
+        // SAFETY: the name and arguments are valid for the call; the host writes the result
+        // pointer and length, a buffer it allocated through proxy_on_memory_allocate.
+        check(unsafe {
+            ffi::proxy_call_foreign_function(
+                name.as_ptr(),
+                name.len(),
+                args.as_ptr(),
+                args.len(),
+                &mut ptr,
+                &mut len,
+            )
+        })?;
+        // SAFETY: ptr/len come from the host's allocation of exactly len bytes (or null).
+        Ok(unsafe { ffi::take(ptr, len) })
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (name, args);
         Err(HostStatus(u32::MAX))
     }
 }

@@ -11,6 +11,7 @@
 //! * [`bundle`]: model-bundle distribution between VMs (lease, shared-data entry, cache).
 //! * [`metrics`]: bounded per-tenant counters.
 //! * [`tracer`]: the cost tracer (the filter's own time and micro-vote calls per request).
+//! * [`upstream`]: upstream routes, each request to its route's stable or canary cluster.
 //! * `root` / `request`: the proxy-wasm root and HTTP contexts (thin).
 //! * [`host`]: every hostcall, raw, since the SDK's wrappers panic on an unexpected status. A
 //!   failed hostcall on the request path fails closed (503 `gate_unavailable`, `retry-after: 1`).
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod request;
 pub mod root;
 pub mod tracer;
+pub mod upstream;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{

@@ -414,6 +414,11 @@ impl HttpContext for GateRequest {
         }
         match head.verdict {
             HeadVerdict::PassThrough => {
+                if let crate::upstream::Routed::Unavailable(e) =
+                    crate::upstream::route(&shared, &headers)
+                {
+                    return self.unavailable("clearing the route cache", e);
+                }
                 let chat_route = shared
                     .gate
                     .chat

@@ -44,6 +44,8 @@ pub struct Shared {
     pub bundle_updates: Option<u32>,
     /// The micro-vote cache and the ensemble's stats (per worker).
     pub ensemble: RefCell<crate::callout::Stats>,
+    /// Counters of the upstream routes (undefined without `upstreams`).
+    pub upstream_metrics: crate::upstream::Metrics,
 }
 
 /// Adds 1 to a global counter (logged, never fatal).
@@ -418,6 +420,11 @@ impl RootContext for GateRoot {
                 source.failure_mode
             );
         }
+        let upstream_metrics = if gate.upstreams.is_empty() {
+            crate::upstream::Metrics::default()
+        } else {
+            crate::upstream::Metrics::define()
+        };
         self.shared = Some(Rc::new(Shared {
             gate,
             metrics: RefCell::new(metrics),
@@ -427,6 +434,7 @@ impl RootContext for GateRoot {
             bundle_poll_errors,
             bundle_updates,
             ensemble: RefCell::new(crate::callout::Stats::default()),
+            upstream_metrics,
         }));
         true
     }
