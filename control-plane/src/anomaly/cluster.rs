@@ -379,26 +379,12 @@ mod tests {
         // Online: a point near the new cluster joins it and moves its centroid.
         let mut c = c;
         let fixed = c.len();
-        let i = assign(
-            &mut c,
-            fixed,
-            &Point {
-                features: vec![100.0, 100.0],
-                at_ms: 6000,
-            },
-            &p,
-        );
-        assert_eq!(i, fixed);
-        let j = assign(
-            &mut c,
-            fixed,
-            &Point {
-                features: vec![101.0, 100.0],
-                at_ms: 7000,
-            },
-            &p,
-        );
-        assert_eq!(j, fixed);
+        let pt = |x: f64, y: f64, at_ms: i64| Point {
+            features: vec![x, y],
+            at_ms,
+        };
+        assert_eq!(assign(&mut c, fixed, &pt(100.0, 100.0, 6000), &p), fixed);
+        assert_eq!(assign(&mut c, fixed, &pt(101.0, 100.0, 7000), &p), fixed);
         assert_eq!(c[fixed].centroid, vec![100.5, 100.0]);
         assert_eq!((c[fixed].count, c[fixed].last_seen_ms), (2, 7000));
         // At the cap a far point joins its nearest cluster instead.
@@ -407,15 +393,7 @@ mod tests {
             ..p
         };
         let n = c.len();
-        assign(
-            &mut c,
-            fixed,
-            &Point {
-                features: vec![-90.0, 0.0],
-                at_ms: 8000,
-            },
-            &capped,
-        );
+        assign(&mut c, fixed, &pt(-90.0, 0.0, 8000), &capped);
         assert_eq!(c.len(), n);
     }
 
