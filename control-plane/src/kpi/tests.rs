@@ -351,3 +351,15 @@ async fn the_route_answers_json_and_refuses_bad_windows() {
         a.body
     );
 }
+
+#[test]
+fn the_served_risk_is_read_from_the_gate_result() {
+    use crate::testutil::{gate_result, pcs_body};
+    let (unscored, _) = gate_result(&pcs_body("s"));
+    assert_eq!(metrics::served_risk(&unscored), None, "{unscored}");
+    let mut v: serde_json::Value = serde_json::from_str(&unscored).unwrap();
+    v["risk"] = serde_json::json!({"score": 0.82, "band": "high", "model_version": "v1",
+        "arm": "champion", "bundle_version": 3, "threshold": 0.5});
+    assert_eq!(metrics::served_risk(&v.to_string()), Some(0.82));
+    assert_eq!(metrics::served_risk("not json"), None);
+}
