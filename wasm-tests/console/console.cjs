@@ -79,8 +79,11 @@ async function main() {
   await page.click('#nav a[data-page="canary"]');
   await ready('canary');
   await page.click('button:has-text("Pause")');
-  await page.waitForSelector('#page-canary[data-ready="true"] [data-field="canary-status"]');
-  await page.waitForFunction(() => /pause/.test(document.querySelector('#page-canary dl.facts').textContent));
+  // The page draws again after the request: wait for the new one to say pause(d).
+  await page.waitForFunction(() => {
+    const facts = document.querySelector('#page-canary[data-ready="true"] dl.facts');
+    return facts !== null && /pause/.test(facts.textContent);
+  });
   await shot('canary-paused');
 
   await context.close();

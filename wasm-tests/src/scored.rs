@@ -6,7 +6,9 @@ use crate::fixtures::{
 };
 use crate::stack::{post, Stack, StackOptions};
 use anyhow::{bail, Context, Result};
+use kakeya_core::evidence::Evidence;
 use kakeya_core::VerifyResult;
+use serde_json::Value;
 use std::time::Duration;
 
 /// One answer as the client saw it.
@@ -107,4 +109,77 @@ pub fn register_coverage_model(stack: &Stack) -> Result<String> {
     let path = file.to_str().context("a UTF-8 data path")?;
     kakeya_ok(stack, &["model", "register", path])?;
     Ok(coverage_model().version())
+}
+
+/// Evidence answering who wrote the first computer program, from a context that says Ada
+/// Lovelace did, with `response` as the answer.
+pub fn lovelace(response: &str) -> Evidence {
+    Evidence {
+        question: "Who wrote the first computer program?".into(),
+        context: "Ada Lovelace wrote the first computer program in 1843, for Charles Babbage's \
+                  Analytical Engine."
+            .into(),
+        citations: Vec::new(),
+        response: response.into(),
+        task: None,
+    }
+}
+
+/// The answer the default model escalates (README, "Labels and the review queue").
+pub fn turing() -> Evidence {
+    lovelace(
+        "The first computer program was written by Alan Turing in 1936 at Princeton on the \
+         ENIAC, which he built with John von Neumann for the British navy.",
+    )
+}
+
+/// The PCS `kakeya pcs build` makes of `ev` (signals from the response text, as an agent
+/// using the CLI sends it), with its pcs_id.
+pub fn built(stack: &Stack, shard: &str, ev: &Evidence) -> (Vec<u8>, String) {
+    // The CLI's input files, outside the data dir (which tests search for the texts).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut args = vec!["pcs".to_string(), "build".into()];
+    for (flag, text) in [
+        ("--text", &ev.response),
+        ("--question", &ev.question),
+        ("--context", &ev.context),
+    ] {
+        let path = dir.join(&flag[2..]);
+        std::fs::write(&path, text).unwrap();
+        args.extend([flag.to_string(), path.to_string_lossy().into_owned()]);
+    }
+    args.extend([
+        "--key".into(),
+        KEY.into(),
+        "--shard-id".into(),
+        shard.into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = stack.kakeya(&args).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pcs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (out.stdout, pcs["pcs_id"].as_str().unwrap().to_string())
+}
+
+/// Posts `body` to the gateway as `tenant`: the status and the JSON answer.
+pub fn send(stack: &Stack, tenant: &str, body: &[u8]) -> (u16, Value) {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(20))
+        .build();
+    let a = post(
+        &agent,
+        &stack.url(kakeya_core::SUBMIT_PATH),
+        &[
+            ("content-type", "application/json"),
+            ("x-tenant-id", tenant),
+        ],
+        body,
+    )
+    .unwrap();
+    (a.status, a.json())
 }

@@ -1,6 +1,6 @@
 //! The operator console in headless Chromium, against real Envoy and the real control plane on
-//! SQLite: decisions are submitted through the gateway (signed PCS with evidence; unsupported
-//! answers escalate into the review queue, the opted-in tenant's with their evidence), a canary
+//! SQLite: decisions are submitted through the gateway (signed PCS with evidence; a wrongly
+//! attributed answer escalates into the review queue, the opted-in tenant's with its evidence), a canary
 //! runs, then `wasm-tests/console/console.cjs` (playwright-core driving Debian's chromium)
 //! signs in, opens every page with no console error, failed request or HTTP error, labels a
 //! decision with the keyboard (j, h) and pauses the canary with its button. This side checks
@@ -15,7 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kakeya_wasm_tests::fixtures::KEY;
-use kakeya_wasm_tests::scored::{register_coverage_model, submit_scored};
+use kakeya_wasm_tests::scored::{built, register_coverage_model, send, submit_scored, turing};
 use kakeya_wasm_tests::stack::{Stack, StackOptions};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -48,7 +48,10 @@ fn browser_tools() -> Result<(PathBuf, PathBuf), String> {
 fn total(metrics: &str, name: &str) -> u64 {
     metrics
         .lines()
-        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with([' ', '{'])))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with([' ', '{']))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -97,10 +100,12 @@ fn the_console_works_in_headless_chromium() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Unsupported answers escalate into the review queue; a few accepted ones beside them.
+    // A wrong attribution escalates into the review queue (acme's with its evidence); grounded
+    // answers beside them are accepted.
     for (tenant, i) in [("acme", 0), ("acme", 1), ("beta", 2), ("acme", 3)] {
-        let (seen, _) = submit_scored(&stack, tenant, &format!("unsupported-{i}"), false).unwrap();
-        assert_eq!(seen.status, 202, "{seen:?}");
+        let (body, _) = built(&stack, &format!("turing-{i}"), &turing());
+        let (status, r) = send(&stack, tenant, &body);
+        assert_eq!(status, 202, "{r}");
         let (seen, _) = submit_scored(&stack, tenant, &format!("grounded-{i}"), true).unwrap();
         assert_eq!(seen.status, 200, "{seen:?}");
     }
@@ -186,7 +191,10 @@ fn the_console_works_in_headless_chromium() {
 
     // The label given with the keyboard is in the API, as this reviewer's gold label.
     let target = seen["labelled"]["pcs_id"].as_str().unwrap();
-    let labelled = stack.admin_get("/v1/reviews?status=labelled").unwrap().json();
+    let labelled = stack
+        .admin_get("/v1/reviews?status=labelled")
+        .unwrap()
+        .json();
     let item = labelled["items"]
         .as_array()
         .unwrap()
@@ -205,11 +213,10 @@ fn the_console_works_in_headless_chromium() {
 
     // The pause button reached the controller.
     let d = stack
-        .admin_get(&format!("/v1/operator/canary/status?deployment_id={deployment}"))
+        .admin_get(&format!(
+            "/v1/operator/canary/status?deployment_id={deployment}"
+        ))
         .unwrap()
         .json();
-    assert!(
-        d["status"] == "paused" || d["requested"] == "pause",
-        "{d}"
-    );
+    assert!(d["status"] == "paused" || d["requested"] == "pause", "{d}");
 }

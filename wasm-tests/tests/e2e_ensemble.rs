@@ -15,24 +15,12 @@ use kakeya_core::bundle::Bundle;
 use kakeya_core::ensemble_policy::{
     EnsemblePolicy, EnsembleSection, Stack as Stacking, StrategyConfig,
 };
-use kakeya_core::evidence::Evidence;
 use kakeya_wasm_tests::ensemble::{sign_with_stack_key, BundleServer, MICROVOTE_CLUSTER};
 use kakeya_wasm_tests::fixtures::{signed_pcs_with_evidence, KEY};
+use kakeya_wasm_tests::scored::lovelace as evidence;
 use kakeya_wasm_tests::stack::{free_addr, Stack, StackOptions};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-fn evidence(response: &str) -> Evidence {
-    Evidence {
-        question: "Who wrote the first computer program?".into(),
-        context: "Ada Lovelace wrote the first computer program in 1843, for Charles Babbage's \
-                  Analytical Engine."
-            .into(),
-        citations: Vec::new(),
-        response: response.into(),
-        task: None,
-    }
-}
 
 const HOPPER: &str = "Grace Hopper wrote it in 1952 on the UNIVAC at Harvard.";
 

@@ -5,77 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use kakeya_core::evidence::Evidence;
 use kakeya_wasm_tests::fixtures::{grounded_evidence, signed_pcs_with_evidence, KEY};
-use kakeya_wasm_tests::stack::{post, Stack, StackOptions};
+use kakeya_wasm_tests::scored::{built, send, turing};
+use kakeya_wasm_tests::stack::{Stack, StackOptions};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// The answer the default model escalates (README, "Labels and the review queue").
-fn turing() -> Evidence {
-    Evidence {
-        question: "Who wrote the first computer program?".into(),
-        context: "Ada Lovelace wrote the first computer program in 1843, for Charles Babbage's \
-                  Analytical Engine."
-            .into(),
-        citations: Vec::new(),
-        response: "The first computer program was written by Alan Turing in 1936 at Princeton \
-                   on the ENIAC, which he built with John von Neumann for the British navy."
-            .into(),
-        task: None,
-    }
-}
-
-fn send(stack: &Stack, tenant: &str, body: &[u8]) -> (u16, Value) {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(20))
-        .build();
-    let a = post(
-        &agent,
-        &stack.url(kakeya_core::SUBMIT_PATH),
-        &[
-            ("content-type", "application/json"),
-            ("x-tenant-id", tenant),
-        ],
-        body,
-    )
-    .unwrap();
-    (a.status, a.json())
-}
-
-/// The PCS `kakeya pcs build` makes of `ev` (signals from the response text, as an agent
-/// using the CLI sends it), with its pcs_id.
-fn built(stack: &Stack, shard: &str, ev: &Evidence) -> (Vec<u8>, String) {
-    // The CLI's input files, outside the data dir (whose every file is searched below).
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let mut args = vec!["pcs".to_string(), "build".into()];
-    for (flag, text) in [
-        ("--text", &ev.response),
-        ("--question", &ev.question),
-        ("--context", &ev.context),
-    ] {
-        let path = dir.join(&flag[2..]);
-        std::fs::write(&path, text).unwrap();
-        args.extend([flag.to_string(), path.to_string_lossy().into_owned()]);
-    }
-    args.extend([
-        "--key".into(),
-        KEY.into(),
-        "--shard-id".into(),
-        shard.into(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = stack.kakeya(&args).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pcs: Value = serde_json::from_slice(&out.stdout).unwrap();
-    (out.stdout, pcs["pcs_id"].as_str().unwrap().to_string())
-}
 
 fn queue_item(stack: &Stack, status: &str, pcs_id: &str) -> Value {
     let a = stack

@@ -473,7 +473,10 @@ fn chromium() -> Result<PathBuf> {
     if bin.is_file() {
         Ok(bin)
     } else {
-        Err(format!("apt-get installed chromium but {} is missing\n{hint}", bin.display()))
+        Err(format!(
+            "apt-get installed chromium but {} is missing\n{hint}",
+            bin.display()
+        ))
     }
 }
 
@@ -488,7 +491,9 @@ fn playwright(root: &Path) -> Result<PathBuf> {
     }
     let src = root.join("wasm-tests/console");
     let manifest = std::fs::read_to_string(src.join("package.json")).map_err(|e| e.to_string())?;
-    if !manifest.contains(&format!("\"playwright-core\": \"{PLAYWRIGHT_CORE_VERSION}\"")) {
+    if !manifest.contains(&format!(
+        "\"playwright-core\": \"{PLAYWRIGHT_CORE_VERSION}\""
+    )) {
         return Err(format!(
             "wasm-tests/console/package.json does not pin playwright-core {PLAYWRIGHT_CORE_VERSION}: change both together"
         ));
@@ -504,8 +509,14 @@ fn playwright(root: &Path) -> Result<PathBuf> {
     // The lock file pins it; the npm cache serves later installs offline; playwright-core has
     // no install scripts (and must not fetch a browser).
     let mut npm = Command::new("npm");
-    npm.args(["ci", "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts"])
-        .current_dir(&dir);
+    npm.args([
+        "ci",
+        "--prefer-offline",
+        "--no-audit",
+        "--no-fund",
+        "--ignore-scripts",
+    ])
+    .current_dir(&dir);
     super::run(&mut npm).map_err(|e| {
         format!("{e}\nplaywright-core comes from the npm registry: install node and npm, or set KAKEYA_PLAYWRIGHT_DIR")
     })?;

@@ -36,9 +36,17 @@ fn the_console_is_self_contained() {
         if a.path.ends_with(".js") {
             let dir = a.path.rsplit_once('/').map_or("", |(d, _)| d);
             for m in imports(a.body) {
-                let full = if dir.is_empty() { m.clone() } else { format!("{dir}/{m}") };
+                let full = if dir.is_empty() {
+                    m.clone()
+                } else {
+                    format!("{dir}/{m}")
+                };
                 let full = full.replace("pages/../", "");
-                assert!(names.contains(full.as_str()), "{} imports {m}, not embedded", a.path);
+                assert!(
+                    names.contains(full.as_str()),
+                    "{} imports {m}, not embedded",
+                    a.path
+                );
             }
         }
     }
@@ -63,14 +71,27 @@ async fn assets_are_served_without_the_token_with_their_types() {
     let r = start(&config(tmp.path())).await.unwrap();
     let a = admin(&r, "GET", "/console/", None).await;
     assert_eq!(a.status, 200);
-    assert!(a.body.contains("<script type=\"module\" src=\"./app.js\">"), "{}", a.body);
+    assert!(
+        a.body.contains("<script type=\"module\" src=\"./app.js\">"),
+        "{}",
+        a.body
+    );
     for asset in ASSETS {
         let a = admin(&r, "GET", &format!("/console/{}", asset.path), None).await;
         assert_eq!(a.status, 200, "{}", asset.path);
         assert_eq!(a.body, asset.body);
-        assert_eq!(a.content_type.as_deref(), Some(asset.content_type), "{}", asset.path);
+        assert_eq!(
+            a.content_type.as_deref(),
+            Some(asset.content_type),
+            "{}",
+            asset.path
+        );
     }
-    for missing in ["/console/nope.js", "/console/pages/nope.js", "/console/pages/"] {
+    for missing in [
+        "/console/nope.js",
+        "/console/pages/nope.js",
+        "/console/pages/",
+    ] {
         let a = admin(&r, "GET", missing, None).await;
         assert_eq!(a.status, 404, "{missing}");
         assert_eq!(a.json()["code"], "not_found");

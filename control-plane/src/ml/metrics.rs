@@ -237,7 +237,12 @@ pub fn curve_points(scores: &[f64], labels: &[u8], max: usize) -> Option<Vec<Cur
             precision: tp as f64 / (tp + fp) as f64,
         });
     }
-    Some(thinned_indices(all.len(), max).into_iter().map(|k| all[k]).collect())
+    Some(
+        thinned_indices(all.len(), max)
+            .into_iter()
+            .map(|k| all[k])
+            .collect(),
+    )
 }
 
 /// `max` (at least 2) indices of `0..len` at evenly spaced positions, first and last included;

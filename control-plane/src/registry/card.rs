@@ -320,7 +320,10 @@ mod tests {
         let neg = y.len() as f64 - pos;
         out.insert(format!("{prefix}/positives"), pos);
         out.insert(format!("{prefix}/negatives"), neg);
-        for (j, k) in thinned_indices(t.len(), MAX_CURVE_POINTS).into_iter().enumerate() {
+        for (j, k) in thinned_indices(t.len(), MAX_CURVE_POINTS)
+            .into_iter()
+            .enumerate()
+        {
             let at = |label: u8| {
                 (0..s.len())
                     .filter(|&i| s[i] >= t[k] && y[i] == label)

@@ -56,7 +56,7 @@ function curves(card) {
 async function showCard(box, version) {
   const d = await get(`/v1/models/${encodeURIComponent(version)}`);
   const c = d.card;
-  box.replaceChildren(
+  box.replaceChildren(...[
     h('h2', {}, 'Model card ', h('code', {}, version)),
     h('dl', { class: 'facts' },
       h('dt', {}, 'kind'), h('dd', {}, c.kind || '–'),
@@ -67,7 +67,7 @@ async function showCard(box, version) {
       h('dt', {}, 'sha256'), h('dd', {}, h('code', {}, d.sha256.slice(0, 16) + '…'))),
     metricsTable(c),
     curves(c),
-    (c.limitations || []).length ? h('ul', { class: 'limitations' }, c.limitations.map((l) => h('li', {}, l))) : null);
+    (c.limitations || []).length ? h('ul', { class: 'limitations' }, c.limitations.map((l) => h('li', {}, l))) : null].filter(Boolean));
 }
 
 function abTable(reports) {

@@ -56,7 +56,7 @@ export async function render(root, ctx) {
     const features = (it.features || []).map((v, i) => ({ name: names[i] || `#${i}`, v }));
     const votes = (it.votes && it.votes.votes) || [];
     const ev = it.evidence;
-    detail.replaceChildren(
+    detail.replaceChildren(...[
       h('h2', {}, `${it.tenant} / `, h('code', {}, it.pcs_id)),
       h('dl', { class: 'facts' },
         h('dt', {}, 'queued for'), h('dd', {}, badge(it.queued_for)),
@@ -87,7 +87,7 @@ export async function render(root, ctx) {
       h('div', { class: 'actions' },
         h('button', { type: 'button', class: 'bad', onclick: () => label('hallucinated') }, 'Hallucinated (h)'),
         h('button', { type: 'button', class: 'good', onclick: () => label('faithful') }, 'Correct (c)')),
-    );
+    ].filter(Boolean));
   }
 
   function draw() {
