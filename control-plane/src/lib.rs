@@ -25,6 +25,7 @@
 //! * [`ensemble`]: adaptive per-tenant ensemble policies (`/v1/ensemble/*`), published in
 //!   the bundle;
 //! * [`lease`]: leader leases, so background jobs run on one replica of many;
+//! * [`anomaly`]: the anomaly detector's VAE: training, evaluation data, evaluation;
 //! * [`ml`]: offline training and cross-validated evaluation of the hallucination-risk scorer.
 //!
 //! Trust boundary: the ingest listener believes the `x-kakeya-*` headers that the gate filter
@@ -32,6 +33,7 @@
 //! forwarded request ([`api::auth::H_INGEST_SECRET`]).
 
 pub mod ab;
+pub mod anomaly;
 pub mod api;
 pub mod canary;
 pub mod config;

@@ -9,6 +9,7 @@ use kakeya_control_plane::{envoy, ingest, server, store};
 use std::path::PathBuf;
 
 mod ab_cli;
+mod anomaly_cli;
 mod canary_cli;
 mod cost_cli;
 mod drift_cli;
@@ -110,6 +111,12 @@ enum Cmd {
     Microvote {
         #[command(subcommand)]
         cmd: microvote_cli::MicrovoteCmd,
+    },
+    /// The anomaly detector's model (a VAE over the anomaly features): train it, evaluate it
+    /// on degenerate variants of held-out responses.
+    Anomaly {
+        #[command(subcommand)]
+        cmd: anomaly_cli::AnomalyCmd,
     },
 }
 
@@ -312,6 +319,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     // The offline tools need no service configuration.
+    if let Cmd::Anomaly { cmd } = cli.cmd {
+        return anomaly_cli::run(cmd);
+    }
     match &cli.cmd {
         Cmd::Train(a) if !a.register => return hrs::train(a, None),
         Cmd::Eval(a) if !a.needs_registry() => return hrs::eval(a, None),
@@ -450,7 +460,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Canary { cmd } => runtime()?.block_on(canary_cli::run(cfg, cmd)),
         Cmd::Microvote { .. } => microvote_cli::serve(&cfg),
         // Handled above, before the configuration is loaded.
-        Cmd::Pcs { .. } => Ok(()),
+        Cmd::Pcs { .. } | Cmd::Anomaly { .. } => Ok(()),
     }
 }
 

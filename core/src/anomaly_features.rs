@@ -41,7 +41,7 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "resp_tokens_log",
     "repeated_ngram_share",
     "distinct_token_ratio",
-    "mean_token_len",
+    "consonant_run_share",
     "char_entropy",
     "non_letter_share",
     "vowel_ratio",
@@ -163,7 +163,6 @@ struct CharStats {
     entropy_bits: f64,
     non_letter_share: f64,
     vowel_ratio: f64,
-    alnum: usize,
     scripts: [usize; N_SCRIPTS],
 }
 
@@ -171,7 +170,7 @@ fn char_stats(text: &str) -> CharStats {
     // ASCII characters by their lowercase byte, the others folded into 128 buckets: a fixed
     // histogram, no allocation.
     let mut hist = [0u32; 256];
-    let (mut visible, mut letters, mut ascii_letters, mut vowels, mut alnum) = (0, 0, 0, 0, 0);
+    let (mut visible, mut letters, mut ascii_letters, mut vowels) = (0, 0, 0, 0);
     let mut scripts = [0usize; N_SCRIPTS];
     for c in text.chars().take(MAX_RESPONSE_CHARS) {
         if c.is_whitespace() {
@@ -185,9 +184,6 @@ fn char_stats(text: &str) -> CharStats {
         };
         if let Some(h) = hist.get_mut(bucket) {
             *h += 1;
-        }
-        if c.is_alphanumeric() {
-            alnum += 1;
         }
         if c.is_alphabetic() {
             letters += 1;
@@ -216,7 +212,6 @@ fn char_stats(text: &str) -> CharStats {
         entropy_bits,
         non_letter_share: share(visible - letters, visible),
         vowel_ratio: share(vowels, ascii_letters),
-        alnum,
         scripts,
     }
 }
@@ -235,6 +230,36 @@ pub fn ends_truncated(response: &str, last: Option<&Token>) -> f64 {
         Some(_) if last.is_some_and(|t| t.stop) => 1.0,
         Some(_) => 0.5,
     }
+}
+
+/// Share of the response's alphabetic words (ASCII letters only, 3 letters or more, among the
+/// first [`MAX_RESPONSE_TOKENS`]) that no English word spells so: no vowel (a, e, i, o, u, y) or
+/// a run of 5 or more consonants. Random letters trip it about half the time, English words
+/// almost never ("strengths" is one), so it needs no dictionary.
+pub fn consonant_run_share(text: &str) -> f64 {
+    let (mut words, mut odd) = (0usize, 0usize);
+    for w in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() >= 3 && w.bytes().all(|b| b.is_ascii_alphabetic()))
+        .take(MAX_RESPONSE_TOKENS)
+    {
+        let (mut run, mut longest, mut vowels) = (0usize, 0usize, 0usize);
+        for b in w.bytes() {
+            if matches!(
+                b.to_ascii_lowercase(),
+                b'a' | b'e' | b'i' | b'o' | b'u' | b'y'
+            ) {
+                vowels += 1;
+                run = 0;
+            } else {
+                run += 1;
+                longest = longest.max(run);
+            }
+        }
+        words += 1;
+        odd += (vowels == 0 || longest >= 5) as usize;
+    }
+    share(odd, words)
 }
 
 /// The text degeneracy block of `ev` (indices 6.. of the vector), see [`FEATURE_NAMES`].
@@ -294,7 +319,7 @@ fn text_features(ev: &Evidence, out: &mut [f64; N_FEATURES]) {
     out[6] = (resp_total as f64).ln_1p();
     out[7] = share(n_grams - grams.len(), n_grams);
     out[8] = if n == 0 { 1.0 } else { share(uni.len(), n) };
-    out[9] = share(chars.alnum, n);
+    out[9] = consonant_run_share(&ev.response);
     out[10] = chars.entropy_bits;
     out[11] = chars.non_letter_share;
     out[12] = chars.vowel_ratio;

@@ -125,6 +125,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .merge(crate::ensemble::api::router())
         .merge(crate::canary::api::router())
         .merge(crate::simulator::api::router())
+        .merge(crate::anomaly::model_api::router())
 }
 
 pub fn ingest_router(state: IngestState) -> Router {

@@ -153,6 +153,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "decision_task",
         include_str!("../../migrations/sqlite/0026_decision_task.sql"),
     ),
+    (
+        31,
+        "anomaly_models",
+        include_str!("../../migrations/sqlite/0031_anomaly_models.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -286,6 +291,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         26,
         "decision_task",
         include_str!("../../migrations/postgres/0026_decision_task.sql"),
+    ),
+    (
+        31,
+        "anomaly_models",
+        include_str!("../../migrations/postgres/0031_anomaly_models.sql"),
     ),
 ];
 

@@ -51,8 +51,7 @@ fn normal_answer() {
     assert_eq!(f(&v, "resp_tokens_log"), 5f64.ln_1p());
     assert_eq!(f(&v, "repeated_ngram_share"), 0.0);
     assert_eq!(f(&v, "distinct_token_ratio"), 1.0);
-    // "TheSeineflowsthroughParis" = 25 alphanumerics over 5 tokens.
-    assert_eq!(f(&v, "mean_token_len"), 5.0);
+    assert_eq!(f(&v, "consonant_run_share"), 0.0);
     // 26 visible chars, 1 of them punctuation; vowels e,e,i,e,o,o,u,a,i = 9 of 25 letters.
     assert!((f(&v, "non_letter_share") - 1.0 / 26.0).abs() < 1e-12);
     assert!((f(&v, "vowel_ratio") - 9.0 / 25.0).abs() < 1e-12);
@@ -87,6 +86,10 @@ fn gibberish() {
     let v = x(&ev(Q, CTX, g));
     let normal = x(&ev(Q, CTX, NORMAL));
     assert!(f(&v, "vowel_ratio") < 0.1, "{v:?}");
+    // Every word has no vowel (y counts as one).
+    assert_eq!(f(&v, "consonant_run_share"), 1.0);
+    assert_eq!(consonant_run_share("Strengths rhythm and the sky"), 0.2);
+    assert_eq!(consonant_run_share("Ok 1999 x"), 0.0);
     assert!(f(&v, "char_entropy") > f(&normal, "char_entropy"));
     assert_eq!(f(&v, "context_containment"), 0.0);
     let symbols = x(&ev(Q, CTX, "#$%^ &*() {}[] <>?/ @@!! ~~~"));
