@@ -53,6 +53,9 @@ pub struct DataArgs {
     /// Most training epochs (early stopping may end sooner).
     #[arg(long, default_value_t = TrainOptions::default().epochs)]
     epochs: usize,
+    /// Weight of the KL term (β-VAE).
+    #[arg(long, default_value_t = TrainOptions::default().beta)]
+    beta: f64,
 }
 
 fn load(a: &DataArgs) -> anyhow::Result<(dataset::Dataset, String)> {
@@ -88,6 +91,7 @@ fn run_eval(a: &DataArgs) -> anyhow::Result<eval::Run> {
     let opts = TrainOptions {
         seed: a.seed,
         epochs: a.epochs,
+        beta: a.beta,
         ..TrainOptions::default()
     };
     let mut bars: Vec<(String, indicatif::ProgressBar)> = Vec::new();

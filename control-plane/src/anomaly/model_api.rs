@@ -92,7 +92,7 @@ pub struct TrainBody {
     /// Seed of the weights, batches and latent draws, 0..=2⁶³−1.
     #[schema(minimum = 0)]
     pub seed: Option<i64>,
-    /// Most epochs, 1..=1000 (default 150; early stopping may end sooner).
+    /// Most epochs, 1..=1000 (default 300; early stopping may end sooner).
     pub epochs: Option<u32>,
 }
 

@@ -64,7 +64,7 @@ impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
             seed: DEFAULT_SEED,
-            epochs: 150,
+            epochs: 300,
             batch_size: 128,
             learning_rate: 3e-3,
             weight_decay: 1e-4,
@@ -295,12 +295,14 @@ pub fn fit(
     {
         return Err(TrainError::NonFinite(i));
     }
-    if opts.epochs == 0 || opts.batch_size == 0 || !(opts.learning_rate > 0.0) {
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+    if opts.epochs == 0 || opts.batch_size == 0 || !positive(opts.learning_rate) {
         return Err(TrainError::Options(
             "epochs, batch_size and learning_rate must be positive".into(),
         ));
     }
-    if !(opts.beta >= 0.0 && opts.beta.is_finite()) || !(opts.weight_decay >= 0.0) {
+    if !non_negative(opts.beta) || !non_negative(opts.weight_decay) {
         return Err(TrainError::Options(
             "beta and weight_decay must be finite and non-negative".into(),
         ));
@@ -324,7 +326,7 @@ pub fn fit(
     )?;
     // The validation loss always uses the same draws, so epochs compare on equal terms.
     let val_eps = noise(
-        &mut SplitMix64(opts.seed ^ 0x5eed_0f_0a1d),
+        &mut SplitMix64(opts.seed ^ 0x005e_ed0f_0a1d),
         val_rows.len(),
         &dev,
     )?;
