@@ -232,8 +232,8 @@ pub fn ends_truncated(response: &str, last: Option<&Token>) -> f64 {
     }
 }
 
-/// Share of the response's alphabetic words (ASCII letters only, 3 letters or more, among the
-/// first [`MAX_RESPONSE_TOKENS`]) that no English word spells so: no vowel (a, e, i, o, u, y) or
+/// Share of the response's alphabetic words (ASCII letters only, 3 letters or more, not all
+/// upper-case, among the first [`MAX_RESPONSE_TOKENS`]) that no English word spells so: no vowel (a, e, i, o, u, y) or
 /// a run of 5 or more consonants. Random letters trip it about half the time, English words
 /// almost never ("strengths" is one), so it needs no dictionary.
 pub fn consonant_run_share(text: &str) -> f64 {
@@ -241,6 +241,8 @@ pub fn consonant_run_share(text: &str) -> f64 {
     for w in text
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| w.len() >= 3 && w.bytes().all(|b| b.is_ascii_alphabetic()))
+        // Acronyms (NBC, NFL) are spelled without vowels legitimately.
+        .filter(|w| !w.bytes().all(|b| b.is_ascii_uppercase()))
         .take(MAX_RESPONSE_TOKENS)
     {
         let (mut run, mut longest, mut vowels) = (0usize, 0usize, 0usize);
