@@ -17,6 +17,9 @@ use kakeya_control_plane::store::Db;
 // declared apart from these).
 #[derive(Subcommand)]
 pub enum AnomalyCmd {
+    /// `train` and `eval`: the detector's model offline (anomaly_model_cli.rs).
+    #[command(flatten)]
+    Model(crate::anomaly_model_cli::AnomalyModelCmd),
     /// Label one decision's anomaly score (like POST /v1/anomaly/feedback); refused when
     /// SUBMITTED_BY labelled it already.
     Feedback {
@@ -90,6 +93,8 @@ pub async fn run(cfg: Config, cmd: AnomalyCmd) -> anyhow::Result<()> {
         .context("cannot open the database; check DATABASE_URL")?;
     let now = kakeya_control_plane::now_ms();
     match cmd {
+        // main.rs runs these before loading the configuration; kept here for completeness.
+        AnomalyCmd::Model(m) => crate::anomaly_model_cli::run(m)?,
         AnomalyCmd::Feedback {
             pcs_id,
             label,

@@ -27,8 +27,9 @@
 //! * [`audit`]: the WORM audit log (hash chain, signed checkpoints, verify) and compliance
 //!   reports (`/v1/audit/*`, `/v1/compliance/report`);
 //! * [`lease`]: leader leases, so background jobs run on one replica of many;
-//! * [`anomaly`]: anomaly feedback, the exact threshold optimiser, clusters of flagged
-//!   decisions, the active-learning queue (`/v1/anomaly`);
+//! * [`anomaly`]: anomaly detection: the VAE detector (training, evaluation data, evaluation,
+//!   signed artifacts), feedback, the exact threshold optimiser, clusters of flagged decisions,
+//!   the active-learning queue (`/v1/anomaly`);
 //! * [`ml`]: offline training and cross-validated evaluation of the hallucination-risk scorer.
 //!
 //! Trust boundary: the ingest listener believes the `x-kakeya-*` headers that the gate filter

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 mod ab_cli;
 mod anomaly_cli;
+mod anomaly_model_cli;
 mod audit_cli;
 mod canary_cli;
 mod cost_cli;
@@ -107,9 +108,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: canary_cli::CanaryCmd,
     },
-    /// Anomaly detection: feedback on scores, the exact threshold optimiser, clusters of
-    /// flagged decisions, the active-learning queue (on the database directly; same code path
-    /// as /v1/anomaly/*).
+    /// Anomaly detection: train and evaluate the detector's VAE (offline), feedback on scores,
+    /// the exact threshold optimiser, clusters of flagged decisions, the active-learning queue
+    /// (on the database directly; same code path as /v1/anomaly/*).
     Anomaly {
         #[command(subcommand)]
         cmd: anomaly_cli::AnomalyCmd,
@@ -332,6 +333,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     // The offline tools need no service configuration.
+    if let Cmd::Anomaly {
+        cmd: anomaly_cli::AnomalyCmd::Model(cmd),
+    } = cli.cmd
+    {
+        return anomaly_model_cli::run(cmd);
+    }
     match &cli.cmd {
         Cmd::Train(a) if !a.register => return hrs::train(a, None),
         Cmd::Eval(a) if !a.needs_registry() => return hrs::eval(a, None),
@@ -473,7 +480,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Compliance { cmd } => runtime()?.block_on(audit_cli::compliance(cfg, cmd)),
         Cmd::Microvote { .. } => microvote_cli::serve(&cfg),
         // Handled above, before the configuration is loaded.
-        Cmd::Pcs { .. } => Ok(()),
+        Cmd::Pcs { .. } | Cmd::Anomaly { .. } => Ok(()),
     }
 }
 

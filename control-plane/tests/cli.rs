@@ -36,6 +36,7 @@ fn help_lists_every_verb_group() {
         "ensemble",
         "canary",
         "microvote",
+        "anomaly",
     ] {
         assert!(
             help.lines()
@@ -43,6 +44,44 @@ fn help_lists_every_verb_group() {
             "`kakeya --help` does not list {verb}:\n{help}"
         );
     }
+}
+
+/// `kakeya anomaly eval` end to end on a few rows of the embedded HaluEval sample (the tests run
+/// in control-plane/, where ../shared/data is not): the table, the JSON report and the CSV.
+#[test]
+fn anomaly_eval_smoke() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (json, csv) = (tmp.path().join("r.json"), tmp.path().join("f.csv"));
+    let out = kakeya()
+        .args([
+            "anomaly", "eval", "--limit", "300", "--epochs", "5", "--json",
+        ])
+        .arg(&json)
+        .arg("--features-out")
+        .arg(&csv)
+        .env_remove("KAKEYA_ANOMALY_DATASET")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| repetition |") && stdout.contains("KS D ="),
+        "{stdout}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(
+        r["n_train"].as_u64().unwrap()
+            + r["n_ecdf"].as_u64().unwrap()
+            + r["n_test_normal"].as_u64().unwrap(),
+        300
+    );
+    assert!(r["overall"]["auroc"].as_f64().is_some());
+    let lines = std::fs::read_to_string(&csv).unwrap().lines().count();
+    assert_eq!(lines as u64, 1 + 300 + r["n_variants"].as_u64().unwrap());
 }
 
 #[test]

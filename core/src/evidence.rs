@@ -122,7 +122,7 @@ pub(crate) fn mix(a: u64, b: u64) -> u64 {
 
 /// Hash of the bigram at the start of `w` (0 when `w` is shorter).
 #[inline]
-fn bigram(w: &[Token]) -> u64 {
+pub(crate) fn bigram(w: &[Token]) -> u64 {
     match w {
         [a, b, ..] => mix(a.hash, b.hash),
         _ => 0,
@@ -131,7 +131,7 @@ fn bigram(w: &[Token]) -> u64 {
 
 /// Hash of the trigram at the start of `w` (0 when `w` is shorter).
 #[inline]
-fn trigram(w: &[Token]) -> u64 {
+pub(crate) fn trigram(w: &[Token]) -> u64 {
     match w {
         [a, b, c, ..] => mix(mix(a.hash, b.hash), c.hash),
         _ => 0,

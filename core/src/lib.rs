@@ -40,10 +40,18 @@
 //!
 //! 23. [`pipeline`]: the stages from request headers to decision (parse → signature → evidence
 //!     binding → verify → features → votes → aggregate → decision), behind a host trait.
+//!
+//! Anomaly detection:
+//!
+//! 24. [`anomaly_features`]: the anomaly detector's versioned feature schema (PCS signals and
+//!     text degeneracy features).
+//! 25. [`vae`]: the variational autoencoder artifact and its scorer (ECDF-calibrated score,
+//!     uncertainty from seeded latent samples).
 
 // Data plane: no indexing that can panic (`get`, iterators, `split_at_checked` instead).
 #![deny(clippy::indexing_slicing)]
 
+pub mod anomaly_features;
 pub mod artifact;
 pub mod budget;
 pub mod bundle;
@@ -68,6 +76,7 @@ pub mod task;
 pub mod task_models;
 pub mod trees;
 pub mod upstream;
+pub mod vae;
 pub mod verify;
 pub mod vote;
 

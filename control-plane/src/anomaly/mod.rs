@@ -1,6 +1,9 @@
 //! Anomaly detection (issue 9): the feedback loop, the exact threshold optimiser, clusters of
-//! flagged decisions and the active-learning queue. (The detector itself, its training and
-//! `/v1/anomaly/train|detect` live in this folder's model files.)
+//! flagged decisions and the active-learning queue; and the detector itself: [`train`] (the VAE
+//! trainer, candle, exported into [`kakeya_core::vae::VaeModel`]), [`eval_data`] (degenerate
+//! variants of held-out responses), [`eval`] (`kakeya anomaly eval`), [`model_store`] (signed
+//! artifacts and training jobs, migration 0031) and [`model_api`] (`POST /v1/anomaly/train`,
+//! `GET /v1/anomaly/jobs/{job_id}`, `POST /v1/anomaly/detect`).
 //!
 //! ```text
 //!  decision log (anomaly_score, _uncertainty, _action, _features, _schema: inline scoring)
@@ -26,12 +29,17 @@
 pub mod active;
 pub mod api;
 pub mod cluster;
+pub mod eval;
+pub mod eval_data;
 pub mod feedback;
 pub mod metrics;
+pub mod model_api;
+pub mod model_store;
 pub mod store;
 #[cfg(test)]
 mod tests;
 pub mod threshold;
+pub mod train;
 
 use serde::{Deserialize, Serialize};
 
@@ -109,9 +117,9 @@ pub enum AnomalyError {
 }
 
 /// Feature names of an anomaly feature schema, in its order: what the cluster labels read
-/// ([`cluster::label_of`]). The schema is the detector's (`kakeya_core`'s anomaly features,
-/// built on the model branch of issue 9); until it is merged here no schema is known, and
-/// clusters of an unknown schema are labelled `mixed_anomaly`.
-pub fn feature_names(_schema: &str) -> Option<Vec<String>> {
-    None
+/// ([`cluster::label_of`]). Only the detector's schema (`kakeya_core::anomaly_features`) is
+/// known; clusters of any other schema are labelled `mixed_anomaly`.
+pub fn feature_names(schema: &str) -> Option<Vec<String>> {
+    use kakeya_core::anomaly_features as af;
+    (schema == af::SCHEMA_VERSION).then(|| af::FEATURE_NAMES.iter().map(|s| s.to_string()).collect())
 }

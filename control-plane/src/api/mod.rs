@@ -132,6 +132,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .merge(crate::anomaly::api::router())
         .merge(crate::audit::api::router())
         .merge(crate::kpi::api::router())
+        .merge(crate::anomaly::model_api::router())
 }
 
 pub fn ingest_router(state: IngestState) -> Router {

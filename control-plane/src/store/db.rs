@@ -166,6 +166,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0029_audit_log.sql"),
     ),
     (
+        31,
+        "anomaly_models",
+        include_str!("../../migrations/sqlite/0031_anomaly_models.sql"),
+    ),
+    (
         32,
         "upstream_canary",
         include_str!("../../migrations/sqlite/0032_upstream_canary.sql"),
@@ -321,6 +326,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         29,
         "audit_log",
         include_str!("../../migrations/postgres/0029_audit_log.sql"),
+    ),
+    (
+        31,
+        "anomaly_models",
+        include_str!("../../migrations/postgres/0031_anomaly_models.sql"),
     ),
     (
         32,

@@ -50,6 +50,29 @@ pub fn ks_2samp(a: &[f64], b: &[f64]) -> Result<KsTest> {
     })
 }
 
+/// One-sample KS test of `a` against the uniform distribution on [0, 1] (is a calibrated
+/// score uniform on the traffic it was calibrated for?): D = maxᵢ max(i/n − u₍ᵢ₎, u₍ᵢ₎ −
+/// (i−1)/n) over the sorted sample, p-value by the same series with Stephens' correction at
+/// nₑ = n (the one-sample form of [`ks_p_value`]). `m` is 0 in the answer.
+pub fn ks_uniform(a: &[f64]) -> Result<KsTest> {
+    check_sample("sample", a)?;
+    let mut u: Vec<f64> = a.iter().map(|v| v.clamp(0.0, 1.0)).collect();
+    u.sort_by(f64::total_cmp);
+    let n = u.len() as f64;
+    let statistic = u
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| ((i + 1) as f64 / n - v).max(v - i as f64 / n))
+        .fold(0.0, f64::max);
+    let root = n.sqrt();
+    Ok(KsTest {
+        statistic,
+        p_value: kolmogorov_sf((root + 0.12 + 0.11 / root) * statistic),
+        n: u.len(),
+        m: 0,
+    })
+}
+
 /// D on two non-empty finite samples. The gap at a point is |i/n − j/m| = |i·m − j·n|/(n·m):
 /// kept in integers, so the only rounding is the final division.
 fn ks_statistic(a: &[f64], b: &[f64]) -> f64 {
@@ -121,6 +144,23 @@ mod tests {
     use super::*;
     use crate::ml::stats::tests::{assert_close, assert_rel, f64s};
     use crate::ml::stats::StatsError;
+
+    #[test]
+    fn ks_uniform_by_hand() {
+        // Sorted 0.1, 0.5, 0.9: gaps 1/3−0.1, 0.1−0; 2/3−0.5, 0.5−1/3; 1−0.9, 0.9−2/3 → 0.2333….
+        let t = ks_uniform(&[0.9, 0.1, 0.5]).unwrap();
+        assert_close("D", t.statistic, 0.9 - 2.0 / 3.0, 1e-12);
+        assert_eq!((t.n, t.m), (3, 0));
+        // Evenly spread points are uniform (D = 1/(2n)); all at 0 are not (D = 1).
+        let even: Vec<f64> = (0..1000).map(|i| (i as f64 + 0.5) / 1000.0).collect();
+        let t = ks_uniform(&even).unwrap();
+        assert_close("D", t.statistic, 0.0005, 1e-12);
+        assert!(t.p_value > 0.99);
+        let t = ks_uniform(&[0.0; 100]).unwrap();
+        assert_eq!(t.statistic, 1.0);
+        assert!(t.p_value < 1e-12);
+        assert!(ks_uniform(&[]).is_err() && ks_uniform(&[f64::NAN]).is_err());
+    }
 
     #[test]
     fn ks_hand_cases() {
