@@ -94,7 +94,7 @@ pub async fn run(cfg: Config, cmd: AnomalyCmd) -> anyhow::Result<()> {
     let now = kakeya_control_plane::now_ms();
     match cmd {
         // main.rs runs these before loading the configuration; kept here for completeness.
-        AnomalyCmd::Model(m) => crate::anomaly_model_cli::run(m)?,
+        AnomalyCmd::Model(m) => crate::anomaly_model_cli::run(m),
         AnomalyCmd::Feedback {
             pcs_id,
             label,

@@ -480,7 +480,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Compliance { cmd } => runtime()?.block_on(audit_cli::compliance(cfg, cmd)),
         Cmd::Microvote { .. } => microvote_cli::serve(&cfg),
         // Handled above, before the configuration is loaded.
-        Cmd::Pcs { .. } | Cmd::Anomaly { .. } => Ok(()),
+        Cmd::Pcs { .. } => Ok(()),
     }
 }
 
