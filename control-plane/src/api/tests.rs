@@ -224,6 +224,11 @@ fn the_document_lists_every_route_with_its_parameters() {
         // tasks (issue 14): task models of a registered model.
         ("GET", "/v1/models/{version}/tasks"),
         ("PUT", "/v1/models/{version}/tasks/{task}"),
+        // audit: the WORM audit log and compliance reports.
+        ("GET", "/v1/audit/verify"),
+        ("GET", "/v1/audit/entries"),
+        ("GET", "/v1/audit/checkpoints/latest"),
+        ("GET", "/v1/compliance/report"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
