@@ -28,6 +28,14 @@ pub enum AuditCmd {
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
+    /// The verification benchmark on a fresh SQLite database in the temp dir (what
+    /// `cargo xtask bench --audit` runs); prints its figures as JSON.
+    Bench {
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: u64,
+        #[arg(long, default_value_t = 2_000)]
+        appends: u64,
+    },
     /// Signed checkpoints: seal now, or export the newest for a timestamping service.
     Checkpoint {
         #[command(subcommand)]
@@ -95,6 +103,9 @@ fn emit(text: &str, out: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 pub async fn audit(cfg: Config, cmd: AuditCmd) -> anyhow::Result<()> {
+    if let AuditCmd::Bench { entries, appends } = cmd {
+        return print(&kakeya_control_plane::audit::bench::run(entries, appends).await?);
+    }
     let (db, seed) = open(&cfg).await?;
     match cmd {
         AuditCmd::Verify { from, to } => {
@@ -120,6 +131,7 @@ pub async fn audit(cfg: Config, cmd: AuditCmd) -> anyhow::Result<()> {
                 }
             }
         }
+        AuditCmd::Bench { .. } => Ok(()),
         AuditCmd::Entries { from_seq, limit } => {
             print(&store::entries(&db, from_seq, limit).await?)
         }

@@ -243,6 +243,11 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("GET", "/console/"),
         ("GET", "/console/{file}"),
         ("GET", "/console/pages/{file}"),
+        // audit: the WORM audit log and compliance reports.
+        ("GET", "/v1/audit/verify"),
+        ("GET", "/v1/audit/entries"),
+        ("GET", "/v1/audit/checkpoints/latest"),
+        ("GET", "/v1/compliance/report"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

@@ -105,6 +105,7 @@ pub struct EntriesQuery {
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = AuditEntriesPage)]
 pub struct EntriesPage {
     pub entries: Vec<Entry>,
     /// `from_seq` of the next page; absent on the last page.
@@ -154,6 +155,7 @@ pub async fn entries(
 /// timestamping service is given. `message_imprint` is what an RFC 3161 TimeStampReq carries
 /// (SHA-256, hashedMessage = the head hash, which pins every entry up to `seq_to`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = AuditAnchor)]
 pub struct Anchor {
     pub format: String,
     pub checkpoint: Checkpoint,
@@ -165,6 +167,7 @@ pub struct Anchor {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = AuditMessageImprint)]
 pub struct MessageImprint {
     /// `sha256`
     pub hash_algorithm: String,

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = ComplianceFramework)]
 pub enum Framework {
     Soc2,
     Iso27001,
@@ -40,6 +41,7 @@ impl Framework {
 /// Each returns one row of integer columns, except `labelled_risk` (rows for the AUROC) and
 /// `audit_kind_counts` (one row per kind).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ComplianceQuery)]
 pub struct Query {
     pub id: &'static str,
     pub sql: &'static str,
@@ -129,6 +131,7 @@ fn sql(id: &str) -> &'static str {
 
 /// Where a figure comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ComplianceSource)]
 pub struct Source {
     /// A query id of the report's `queries`.
     pub query: String,
@@ -141,6 +144,7 @@ pub struct Source {
 
 /// An audit-log seq range and the signed checkpoint that covers it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ComplianceAuditRef)]
 pub struct AuditRef {
     pub seq_from: i64,
     pub seq_to: i64,
@@ -152,6 +156,7 @@ pub struct AuditRef {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ComplianceEvidence)]
 pub struct Evidence {
     pub name: String,
     pub description: String,
@@ -163,6 +168,7 @@ pub struct Evidence {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = ComplianceStatus)]
 pub enum Status {
     Pass,
     Fail,
@@ -171,6 +177,7 @@ pub enum Status {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ComplianceControl)]
 pub struct Control {
     pub id: String,
     pub title: String,
@@ -183,6 +190,7 @@ pub struct Control {
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ComplianceReport)]
 pub struct Report {
     pub framework: Framework,
     pub title: String,

@@ -105,13 +105,7 @@ impl AuditOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn envm(pairs: &[(&str, &str)]) -> EnvMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testutil::env_map as envm;
 
     #[test]
     fn defaults_file_and_env() {

@@ -15,6 +15,7 @@ use sqlx::{Acquire, AnyConnection, Row};
 
 /// One stored entry, as `GET /v1/audit/entries` serves it.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = AuditEntry)]
 pub struct Entry {
     pub seq: i64,
     pub ts_ms: i64,
@@ -28,6 +29,7 @@ pub struct Entry {
 
 /// A sealed segment's signed checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = AuditCheckpoint)]
 pub struct Checkpoint {
     pub seq_from: i64,
     pub seq_to: i64,
@@ -58,6 +60,7 @@ impl Checkpoint {
 
 /// The head row.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = AuditHead)]
 pub struct Head {
     /// The last entry's seq (0 when the log is empty).
     pub seq: i64,

@@ -19,6 +19,7 @@ use sqlx::Row;
 /// What is wrong at the first broken link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = AuditVerifyProblem)]
 pub enum Problem {
     /// No entry with this seq (deleted, or the tail truncated).
     MissingEntry,
@@ -38,6 +39,7 @@ pub enum Problem {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = AuditVerifyBreak)]
 pub struct Break {
     pub seq: i64,
     pub problem: Problem,
@@ -46,6 +48,7 @@ pub struct Break {
 
 /// The outcome of a verification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = AuditVerifyReport)]
 pub struct Report {
     pub ok: bool,
     pub from_seq: i64,
