@@ -10,6 +10,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Envoy's own arguments in every stack: a free shared-memory base id, warnings only, two
+/// workers.
+const ENVOY_ARGS: [&str; 5] = [
+    "--use-dynamic-base-id",
+    "--log-level",
+    "warn",
+    "--concurrency",
+    "2",
+];
+
 /// Paths of the three artefacts a stack runs.
 #[derive(Debug, Clone)]
 pub struct Artefacts {
@@ -316,14 +326,7 @@ impl Stack {
         if self.opts.without_gate {
             cmd.arg("--without-gate");
         }
-        cmd.args([
-            "--",
-            "--use-dynamic-base-id",
-            "--log-level",
-            "warn",
-            "--concurrency",
-            "2",
-        ]);
+        cmd.arg("--").args(ENVOY_ARGS);
         let child = cmd
             .stdout(Stdio::null())
             .stderr(log)
@@ -355,14 +358,8 @@ impl Stack {
             .arg(&yaml)
             .arg("--envoy")
             .arg(&self.artefacts.envoy)
-            .args([
-                "--",
-                "--use-dynamic-base-id",
-                "--log-level",
-                "warn",
-                "--concurrency",
-                "2",
-            ]);
+            .arg("--")
+            .args(ENVOY_ARGS);
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(log)
@@ -421,14 +418,8 @@ impl Stack {
             }
         }
         let child = envoy
-            .args([
-                "--use-dynamic-base-id",
-                "--log-level",
-                "warn",
-                "--concurrency",
-                "2",
-                "-c",
-            ])
+            .args(ENVOY_ARGS)
+            .arg("-c")
             .arg(&yaml)
             .stdout(Stdio::null())
             .stderr(log)

@@ -394,17 +394,12 @@ pub async fn tick(
     };
     let check = match route(&d) {
         None => {
+            let (canary, control) = arms(&d);
             gates::check(
                 db,
                 &d.gates,
-                &ArmOf {
-                    arm: "canary",
-                    version: &d.canary_version,
-                },
-                &ArmOf {
-                    arm: "champion",
-                    version: &d.control_version,
-                },
+                &canary,
+                &control,
                 (started, control_since),
                 now_ms.max(started + 1),
             )
@@ -582,19 +577,28 @@ pub async fn tick(
     commit(db, &before, d, "step", &reason, Some(&check), now_ms).await
 }
 
-/// Compares the newest simulation of this canary's model with what its arm measured over the
-/// whole run (logged, never fatal: the canary's outcome stands either way).
-async fn record_accuracy(db: &Db, d: &Deployment, now: i64) {
-    let measured = gates::window_stats(
-        db,
-        &ArmOf {
+/// A scoring canary's two arms in the decision log.
+fn arms(d: &Deployment) -> (ArmOf<'_>, ArmOf<'_>) {
+    (
+        ArmOf {
             arm: "canary",
             version: &d.canary_version,
         },
-        &ArmOf {
+        ArmOf {
             arm: "champion",
             version: &d.control_version,
         },
+    )
+}
+
+/// Compares the newest simulation of this canary's model with what its arm measured over the
+/// whole run (logged, never fatal: the canary's outcome stands either way).
+async fn record_accuracy(db: &Db, d: &Deployment, now: i64) {
+    let (canary, control) = arms(d);
+    let measured = gates::window_stats(
+        db,
+        &canary,
+        &control,
         (d.created_at_ms, d.created_at_ms),
         now + 1,
     )
