@@ -284,6 +284,18 @@ async fn set_acme_policy(db: &Db, now: i64) {
     set_policy(&mut conn, &row, Reason::Manual).await.unwrap();
 }
 
+/// The tenant's decision-log record ids, in order.
+async fn record_ids(db: &Db, tenant: &str) -> Vec<String> {
+    sqlx::query("SELECT record_id FROM decision_log WHERE tenant = $1 ORDER BY record_id")
+        .bind(tenant)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get("record_id").unwrap())
+        .collect()
+}
+
 fn summary(policy_id: &str, votes: &[(&str, &str, f64)]) -> String {
     let votes: Vec<_> = votes
         .iter()
@@ -319,15 +331,7 @@ async fn a_vote_that_never_changed_a_decision_is_turned_off_and_its_saving_measu
         // acme's 30 decisions: 20 where every strategy accepts (dropping any one leaves three
         // accepts), 9 where hrs rejects and RAG's accept is the second one N = 2 needs while
         // the micro-vote abstains, 1 recorded under an older policy (not replayed).
-        let ids: Vec<String> = sqlx::query(
-            "SELECT record_id FROM decision_log WHERE tenant = 'acme' ORDER BY record_id",
-        )
-        .fetch_all(&db.pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.try_get("record_id").unwrap())
-        .collect();
+        let ids = record_ids(db, "acme").await;
         assert_eq!(ids.len(), 30);
         let all = summary(
             "p",
@@ -425,17 +429,7 @@ async fn the_micro_vote_deadline_follows_the_recorded_waits() {
         // nearest-rank p99 = the 30th = 15 ms, × 1.25 = 18.75 → 19 ms, none above it.
         // beta's (default policy) include one call cut at 30 ms: its latency is unknown.
         for (tenant, cut) in [("acme", false), ("beta", true)] {
-            let ids: Vec<String> = sqlx::query(
-                "SELECT record_id FROM decision_log WHERE tenant = $1 ORDER BY record_id",
-            )
-            .bind(tenant)
-            .fetch_all(&db.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.try_get("record_id").unwrap())
-            .collect();
-            for (i, id) in ids.iter().enumerate() {
+            for (i, id) in record_ids(db, tenant).await.iter().enumerate() {
                 let ns = if cut && i == 0 {
                     30_000_000
                 } else {

@@ -157,36 +157,45 @@ pub async fn deadline_rule(
     Ok((fresh, None))
 }
 
-/// Resubmission ages in `[from_ms, to_ms)`: (answered from dedup, came after expiry), ms.
-async fn resubmissions(
+/// The integer column `col` of `sql`'s rows, its `$1`/`$2` bound to `[from_ms, to_ms)`.
+async fn column(
     db: &Db,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<(Vec<i64>, Vec<i64>), CostError> {
-    let hits =
-        sqlx::query("SELECT age_ms FROM dedup_hits WHERE hit_at_ms >= $1 AND hit_at_ms < $2")
-            .bind(from_ms)
-            .bind(to_ms)
-            .fetch_all(&db.pool)
-            .await?
-            .iter()
-            .map(|r| r.try_get("age_ms"))
-            .collect::<Result<Vec<i64>, _>>()?;
+    sql: &str,
+    col: &str,
+    (from_ms, to_ms): (i64, i64),
+) -> Result<Vec<i64>, CostError> {
+    let rows = sqlx::query(sql)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&db.pool)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| r.try_get(col))
+        .collect::<Result<_, _>>()?)
+}
+
+/// Resubmission ages in `window`: (answered from dedup, came after expiry), ms.
+async fn resubmissions(db: &Db, window: (i64, i64)) -> Result<(Vec<i64>, Vec<i64>), CostError> {
+    let hits = column(
+        db,
+        "SELECT age_ms FROM dedup_hits WHERE hit_at_ms >= $1 AND hit_at_ms < $2",
+        "age_ms",
+        window,
+    )
+    .await?;
     // A cacheable pcs_id logged twice: its dedup answer had expired (a live one would have
     // answered, other content is refused with 409 and not logged).
-    let late = sqlx::query(
+    let late = column(
+        db,
         "SELECT gap FROM (SELECT created_at_ms - LAG(created_at_ms) OVER \
          (PARTITION BY tenant, pcs_id ORDER BY created_at_ms) AS gap FROM decision_log \
          WHERE cacheable = 1 AND pcs_id <> '' AND created_at_ms >= $1 AND created_at_ms < $2) g \
          WHERE gap IS NOT NULL",
+        "gap",
+        window,
     )
-    .bind(from_ms)
-    .bind(to_ms)
-    .fetch_all(&db.pool)
-    .await?
-    .iter()
-    .map(|r| r.try_get("gap"))
-    .collect::<Result<Vec<i64>, _>>()?;
+    .await?;
     Ok((hits, late))
 }
 
@@ -205,7 +214,7 @@ pub async fn ttl_rule(
     opts: &CostOptions,
     now_ms: i64,
 ) -> Result<(Vec<Fresh>, Option<String>), CostError> {
-    let (hits, late) = resubmissions(db, now_ms - MODEL_DAYS * DAY_MS, now_ms).await?;
+    let (hits, late) = resubmissions(db, (now_ms - MODEL_DAYS * DAY_MS, now_ms)).await?;
     let n = hits.len() + late.len();
     if n < MIN_SAMPLES {
         return Ok((
