@@ -121,5 +121,6 @@ pub enum AnomalyError {
 /// known; clusters of any other schema are labelled `mixed_anomaly`.
 pub fn feature_names(schema: &str) -> Option<Vec<String>> {
     use kakeya_core::anomaly_features as af;
-    (schema == af::SCHEMA_VERSION).then(|| af::FEATURE_NAMES.iter().map(|s| s.to_string()).collect())
+    (schema == af::SCHEMA_VERSION)
+        .then(|| af::FEATURE_NAMES.iter().map(|s| s.to_string()).collect())
 }
