@@ -929,7 +929,7 @@ where
     let mut tx = conn.begin().await?;
     let res = async {
         lock_publication(&mut tx, db.backend).await?;
-        change(&mut *tx).await?;
+        change(&mut tx).await?;
         publish(&mut tx, seed, now_ms, stats).await
     }
     .await;
