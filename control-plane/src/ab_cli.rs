@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use kakeya_control_plane::ab::{self, stats, By, StartRequest, StopReason};
 use kakeya_control_plane::config::Config;
-use kakeya_control_plane::registry::{self, keys};
+use kakeya_control_plane::registry::keys;
 use kakeya_control_plane::store::Db;
 
 #[derive(Subcommand)]
@@ -75,7 +75,6 @@ pub(crate) fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 pub async fn ab(cfg: Config, cmd: AbCmd) -> anyhow::Result<()> {
-    registry::configure_tenant_stats_days(cfg.tenant_stats_days);
     let db = db(&cfg).await?;
     let now = kakeya_control_plane::now_ms();
     match cmd {

@@ -254,6 +254,14 @@ fn default_database_url(data_dir: &Path) -> String {
 }
 
 impl Config {
+    /// The process-wide settings that every bundle publication reads (tenant statistics window,
+    /// the `[ensemble]` default policy): `kakeya serve` and every CLI verb apply them once after
+    /// loading, so a bundle published by a CLI verb equals one the server would publish.
+    pub fn apply_process_settings(&self) {
+        crate::registry::configure_tenant_stats_days(self.tenant_stats_days);
+        crate::ensemble::configure(self.ensemble.clone());
+    }
+
     /// Defaults + environment only (no file unless `KAKEYA_CONFIG` names one).
     pub fn from_env_map(env: &EnvMap) -> Result<Config, ConfigError> {
         Self::load(None, env)

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use kakeya_control_plane::config::Config;
 use kakeya_control_plane::drift::{self, analysis::DriftStatus, By};
-use kakeya_control_plane::registry::{self, keys};
+use kakeya_control_plane::registry::keys;
 use kakeya_control_plane::store::Db;
 
 #[derive(Subcommand)]
@@ -47,7 +47,6 @@ fn status(s: DriftStatus) -> &'static str {
 }
 
 pub async fn run(cfg: Config, cmd: DriftCmd) -> anyhow::Result<()> {
-    registry::configure_tenant_stats_days(cfg.tenant_stats_days);
     let db = Db::connect(&cfg.database_url, None)
         .await
         .context("cannot open the database; check DATABASE_URL")?;

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use kakeya_control_plane::config::Config;
 use kakeya_control_plane::ensemble::outcomes::StrategyResult;
 use kakeya_control_plane::ensemble::{self, api::History, FeedbackRequest, Trigger};
-use kakeya_control_plane::registry::{self, keys};
+use kakeya_control_plane::registry::keys;
 use kakeya_control_plane::store::Db;
 
 #[derive(Subcommand)]
@@ -68,8 +68,6 @@ fn parse_vote(s: &str) -> Result<StrategyResult, String> {
 }
 
 pub async fn run(cfg: Config, cmd: EnsembleCmd) -> anyhow::Result<()> {
-    registry::configure_tenant_stats_days(cfg.tenant_stats_days);
-    ensemble::configure(cfg.ensemble.clone());
     let db = Db::connect(&cfg.database_url, None)
         .await
         .context("cannot open the database; check DATABASE_URL")?;

@@ -353,6 +353,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let cfg = load(&cli)?;
+    cfg.apply_process_settings();
     // `serve` creates the data dir's state; `envoy render|run` fail without the server's key
     // anyway; `config show` changes nothing.
     if !matches!(cli.cmd, Cmd::Serve | Cmd::Envoy { .. } | Cmd::Config { .. }) {

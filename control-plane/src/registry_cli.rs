@@ -111,7 +111,6 @@ async fn remove(cfg: &Config, db: &Db, alias: &str, why: WhyArgs) -> anyhow::Res
 }
 
 pub async fn model(cfg: Config, cmd: ModelCmd) -> anyhow::Result<()> {
-    registry::configure_tenant_stats_days(cfg.tenant_stats_days);
     let db = db(&cfg).await?;
     match cmd {
         ModelCmd::Register { file } => {
@@ -307,7 +306,6 @@ pub async fn bundle(cfg: Config, cmd: BundleCmd) -> anyhow::Result<()> {
             }
         }
         BundleCmd::Rekey { previous_seed_file } => {
-            registry::configure_tenant_stats_days(cfg.tenant_stats_days);
             let previous = keys::load_seed(&previous_seed_file).context("--previous-seed-file")?;
             let db = db(&cfg).await?;
             let r = registry::rekey(&db, &seed, &previous, kakeya_control_plane::now_ms()).await;

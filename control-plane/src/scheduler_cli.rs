@@ -36,7 +36,6 @@ pub enum ScheduleCmd {
 }
 
 pub async fn schedule(cfg: Config, cmd: ScheduleCmd) -> anyhow::Result<()> {
-    kakeya_control_plane::registry::configure_tenant_stats_days(cfg.tenant_stats_days);
     let db = db(&cfg).await?;
     let now = kakeya_control_plane::now_ms();
     match cmd {

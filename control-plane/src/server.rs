@@ -110,9 +110,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             .context("evidence key (KAKEYA_EVIDENCE_KEY_FILE)")?;
     let evidence = crate::evidence::Vault::new(evidence_key, cfg.review.evidence.clone());
     log_evidence_retention(&cfg.review.evidence);
-    crate::registry::configure_tenant_stats_days(cfg.tenant_stats_days);
-    // The [ensemble] settings every publication and /v1/ensemble route reads.
-    crate::ensemble::configure(cfg.ensemble.clone());
+    // The settings every publication and /v1/ensemble route reads.
+    cfg.apply_process_settings();
     crate::registry::bootstrap::start(&db, &seed).await?;
     std::fs::create_dir_all(&cfg.wal_dir).with_context(|| {
         format!(
