@@ -82,7 +82,9 @@ pub async fn roc(
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let tenant = feedback::checked_tenant(q.tenant_id.as_deref())?;
     let store_err = |e: sqlx::Error| ApiError::StoreUnavailable(e.to_string());
-    let pairs = feedback::labelled(&st.db, tenant).await.map_err(store_err)?;
+    let pairs = feedback::labelled(&st.db, tenant)
+        .await
+        .map_err(store_err)?;
     let threshold = store::current_threshold(&st.db.pool, tenant)
         .await
         .map_err(store_err)?
@@ -100,10 +102,19 @@ mod tests {
         let r = of("t", &pairs, 0.75);
         assert_eq!((r.n_labels, r.n_anomalous, r.n_normal), (4, 2, 2));
         assert_eq!(r.auroc, Some(0.75));
-        let pts: Vec<(f64, f64, f64)> = r.points.iter().map(|p| (p.threshold, p.fpr, p.tpr)).collect();
+        let pts: Vec<(f64, f64, f64)> = r
+            .points
+            .iter()
+            .map(|p| (p.threshold, p.fpr, p.tpr))
+            .collect();
         assert_eq!(
             pts,
-            [(0.9, 0.0, 0.5), (0.8, 0.5, 0.5), (0.7, 0.5, 1.0), (0.1, 1.0, 1.0)]
+            [
+                (0.9, 0.0, 0.5),
+                (0.8, 0.5, 0.5),
+                (0.7, 0.5, 1.0),
+                (0.1, 1.0, 1.0)
+            ]
         );
         let one_class = of("t", &[(0.5, true)], 0.98);
         assert!(one_class.points.is_empty() && one_class.auroc.is_none());
