@@ -5,7 +5,8 @@
 // Input (environment): CONSOLE_URL, CONSOLE_TOKEN (the admin token), CONSOLE_REVIEWER,
 // CHROMIUM, PLAYWRIGHT_DIR (the folder holding node_modules/playwright-core), SCREENSHOT_DIR,
 // USER_DATA_DIR (a fresh, empty folder).
-// Output: one JSON line on stdout {pages, figures, labelled, canary_paused}; exit 1 on any
+// Output: one JSON line on stdout {pages, figures, overview_kpis, kpi_table, kpi_plots, anomaly,
+// audit, labelled}; exit 1 on any
 // console error, page error, failed request or HTTP error answer.
 
 'use strict';
@@ -57,10 +58,53 @@ async function main() {
     pages.push(id);
   }
 
-  // The overview's figures, as shown.
+  // The overview's figures, as shown: the "now" figures, and the KPI panels of every window
+  // picked in its selector (24 h first, as it opens).
   await page.click('#nav a[data-page="overview"]');
   await ready('overview');
-  const figures = await page.$$eval('[data-figure]', (fs) => Object.fromEntries(fs.map((f) => [f.dataset.figure, f.textContent])));
+  const figures = await page.$$eval('#page-overview [data-figure]', (fs) => Object.fromEntries(fs.map((f) => [f.dataset.figure, f.textContent])));
+  const windows = await page.$$eval('#kpi-window option', (os) => os.map((o) => o.value));
+  const kpiTexts = async (w) => {
+    await page.selectOption('#kpi-window', w);
+    await page.waitForSelector(`#kpis[data-window="${w}"][data-ready="true"]`);
+    return page.$$eval('#kpis [data-kpi]', (fs) => Object.fromEntries(fs.map((f) => [f.dataset.kpi, f.textContent])));
+  };
+  const overviewKpis = {};
+  for (const w of ['24h', ...windows.filter((w) => w !== '24h')]) overviewKpis[w] = await kpiTexts(w);
+  await shot('overview-30d');
+  await kpiTexts('24h');
+
+  // The KPI page's table: every window side by side.
+  await page.click('#nav a[data-page="kpis"]');
+  await ready('kpis');
+  const kpiTable = await page.$$eval('#page-kpis [data-kpi-window]', (cs) => {
+    const out = {};
+    for (const c of cs) (out[c.dataset.kpiWindow] ||= {})[c.dataset.kpi] = c.textContent;
+    return out;
+  });
+  const kpiPlots = await page.$$eval('#page-kpis svg.plot', (ss) => ss.length);
+
+  // The anomaly page: the tenant shown, its confusion matrix and rates, the ROC drawn.
+  await page.click('#nav a[data-page="anomaly"]');
+  await ready('anomaly');
+  const anomaly = await page.evaluate(() => ({
+    tenant: document.querySelector('#anomaly-tenant').value,
+    figures: Object.fromEntries([...document.querySelectorAll('#page-anomaly [data-figure]')].map((f) => [f.dataset.figure, f.textContent])),
+    cells: Object.fromEntries([...document.querySelectorAll('#anomaly-confusion [data-cell]')].map((f) => [f.dataset.cell, f.textContent])),
+    roc_plotted: document.querySelector('#page-anomaly svg.plot[aria-label="anomaly ROC"]') !== null,
+    history_rows: document.querySelectorAll('#page-anomaly table').length,
+  }));
+
+  // The audit page: the chain status, and the compliance report downloaded as JSON.
+  await page.click('#nav a[data-page="audit"]');
+  await ready('audit');
+  const audit = await page.evaluate(() => ({
+    figures: Object.fromEntries([...document.querySelectorAll('#page-audit [data-figure]')].map((f) => [f.dataset.figure, f.textContent])),
+    controls: [...document.querySelectorAll('#compliance-report [data-control]')].map((r) => r.dataset.control),
+  }));
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#compliance-json')]);
+  audit.report_file = path.join(shots, 'compliance-soc2.json');
+  await download.saveAs(audit.report_file);
 
   // Label the second decision of the queue with the keyboard: j, then h.
   await page.click('#nav a[data-page="review"]');
@@ -87,7 +131,7 @@ async function main() {
   await shot('canary-paused');
 
   await context.close();
-  process.stdout.write(`${JSON.stringify({ pages, figures, labelled: { pcs_id: target, label: 'hallucinated' } })}\n`);
+  process.stdout.write(`${JSON.stringify({ pages, figures, overview_kpis: overviewKpis, kpi_table: kpiTable, kpi_plots: kpiPlots, anomaly, audit, labelled: { pcs_id: target, label: 'hallucinated' } })}\n`);
   if (problems.length) {
     process.stderr.write(`console problems:\n${problems.join('\n')}\n`);
     process.exit(1);

@@ -24,6 +24,7 @@ pub mod backend;
 pub mod bench;
 pub mod bench_doc;
 pub mod canary_bench;
+pub mod console_figures;
 pub mod cost_bench;
 pub mod drift_steps;
 pub mod ensemble;

@@ -35,6 +35,7 @@ pub mod feedback;
 pub mod metrics;
 pub mod model_api;
 pub mod model_store;
+pub mod roc;
 pub mod store;
 #[cfg(test)]
 mod tests;

@@ -130,6 +130,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .merge(crate::canary::api::router())
         .merge(crate::simulator::api::router())
         .merge(crate::anomaly::api::router())
+        .merge(crate::anomaly::roc::router())
         .merge(crate::audit::api::router())
         .merge(crate::kpi::api::router())
         .merge(crate::anomaly::model_api::router())

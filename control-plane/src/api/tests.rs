@@ -237,6 +237,7 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("GET", "/v1/anomaly/clusters"),
         ("POST", "/v1/anomaly/clusters/rebuild"),
         ("POST", "/v1/anomaly/active-learning"),
+        ("GET", "/v1/anomaly/roc"),
         // buyer KPIs (kpi/)
         ("GET", "/v1/kpis"),
         // the operator console's static pages (console/)

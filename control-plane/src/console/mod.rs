@@ -45,12 +45,16 @@ pub const ASSETS: &[Asset] = &[
     asset!("api.js", JS),
     asset!("ui.js", JS),
     asset!("plot.js", JS),
+    asset!("kpi.js", JS),
     asset!("pages/overview.js", JS),
     asset!("pages/review.js", JS),
     asset!("pages/models.js", JS),
     asset!("pages/canary.js", JS),
     asset!("pages/drift.js", JS),
     asset!("pages/cost.js", JS),
+    asset!("pages/kpis.js", JS),
+    asset!("pages/anomaly.js", JS),
+    asset!("pages/audit.js", JS),
 ];
 
 /// Only our own files, no inline script, no framing: a page that shows evidence text must

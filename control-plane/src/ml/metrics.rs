@@ -60,8 +60,10 @@ pub fn pr_auc(scores: &[f64], labels: &[u8]) -> Option<f64> {
     Some(ap)
 }
 
-/// One point of the exact ROC curve: flag every score `>= threshold`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One point of the exact ROC curve: flag every score `>= threshold` (served by
+/// `GET /v1/anomaly/roc`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = ExactRocPoint)]
 pub struct RocPoint {
     pub threshold: f64,
     /// Positives (label 1) flagged.

@@ -63,17 +63,3 @@ export async function checkToken(token) {
     throw e;
   }
 }
-
-/** Sums of the Prometheus text exposition `/metrics` by metric name (every label set). */
-export async function metricTotals() {
-  const text = await get('/metrics');
-  const totals = {};
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
-    if (!m) continue;
-    const v = Number(m[3]);
-    if (Number.isFinite(v)) totals[m[1]] = (totals[m[1]] || 0) + v;
-  }
-  return totals;
-}

@@ -12,6 +12,9 @@ const PAGES = [
   { id: 'canary', title: 'Canaries', load: () => import('./pages/canary.js') },
   { id: 'drift', title: 'Drift', load: () => import('./pages/drift.js') },
   { id: 'cost', title: 'Cost', load: () => import('./pages/cost.js') },
+  { id: 'kpis', title: 'KPIs', load: () => import('./pages/kpis.js') },
+  { id: 'anomaly', title: 'Anomalies', load: () => import('./pages/anomaly.js') },
+  { id: 'audit', title: 'Audit', load: () => import('./pages/audit.js') },
 ];
 
 const main = document.getElementById('main');

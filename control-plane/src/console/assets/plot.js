@@ -24,14 +24,26 @@ function ticks([lo, hi], n = 5) {
   return Array.from({ length: n + 1 }, (_, i) => lo + i * step);
 }
 
+/** The legend: a key and a label per entry, each placed after the previous label. */
+function legend(svg, entries, x0, y, cls) {
+  let x = x0;
+  for (const [i, e] of entries.entries()) {
+    svg.append(s('rect', { x, y: y - 8, width: 12, height: 8, class: `key ${cls(e, i)}` }));
+    svg.append(s('text', { x: x + 16, y, class: 'legend' }, e.label));
+    x += 30 + 6.5 * String(e.label).length;
+  }
+}
+
 const short = (v) => (Math.abs(v) >= 1000 || (Math.abs(v) < 0.01 && v !== 0) ? v.toExponential(1) : +v.toFixed(2));
 
 /**
- * A line plot. `series`: [{label, points: [[x, y]], class}]; `bands`: [{label, points:
+ * A line plot. `series`: [{label, points: [[x, y]], class, dots}] (`dots`: a dot on every
+ * point, for curves of few points); `bands`: [{label, points:
  * [[x, lo, hi]], class}] drawn under the lines; `x`/`y`: fixed domains; `diagonal`: the
- * y = x chance line (ROC); `xTicks`: labels for x values (e.g. days).
+ * y = x chance line (ROC); `xFormat`: labels for x values (e.g. days); `marks`: [{x, y,
+ * label}] single points drawn as labelled dots (e.g. the threshold in force on a ROC).
  */
-export function linePlot({ series = [], bands = [], x, y, xLabel = '', yLabel = '', diagonal = false,
+export function linePlot({ series = [], bands = [], marks = [], x, y, xLabel = '', yLabel = '', diagonal = false,
   xFormat = short, width = 520, height = 300, title = '' }) {
   const m = { l: 56, r: 16, t: 20, b: 44 };
   const xs = [...series.flatMap((se) => se.points.map((p) => p[0])), ...bands.flatMap((b) => b.points.map((p) => p[0]))];
@@ -65,12 +77,49 @@ export function linePlot({ series = [], bands = [], x, y, xLabel = '', yLabel = 
     if (!se.points.length) return;
     const d = se.points.map((p, j) => `${j ? 'L' : 'M'}${px(p[0])},${py(p[1])}`).join(' ');
     svg.append(s('path', { d, class: `line ${se.class || `s${i}`}` }, s('title', {}, se.label || '')));
+    if (se.dots) {
+      for (const p of se.points) svg.append(s('circle', { cx: px(p[0]), cy: py(p[1]), r: 3.5, class: `dot ${se.class || `s${i}`}` }));
+    }
   });
-  const legend = [...bands, ...series].filter((e) => e.label);
-  legend.forEach((e, i) => {
-    const lx = m.l + 10 + i * 150;
-    svg.append(s('rect', { x: lx, y: 4, width: 12, height: 8, class: `key ${e.class || `s${series.indexOf(e)}`}` }));
-    svg.append(s('text', { x: lx + 16, y: 12, class: 'legend' }, e.label));
+  for (const k of marks) {
+    svg.append(s('circle', { cx: px(k.x), cy: py(k.y), r: 5, class: 'mark' }, s('title', {}, k.label || '')));
+    svg.append(s('text', { x: px(k.x) + 8, y: py(k.y) + 14, class: 'legend' }, k.label || ''));
+  }
+  legend(svg, [...bands, ...series].filter((e) => e.label), m.l + 10, 12, (e) => e.class || `s${series.indexOf(e)}`);
+  return svg;
+}
+
+/**
+ * Grouped bars: `groups` (x categories), `series`: [{label, values: [number or null per
+ * group], class}]; a null value draws no bar. `y`: fixed domain (default [0, max]).
+ */
+export function barPlot({ groups, series, y, yLabel = '', yFormat = short, width = 520, height = 260, title = '' }) {
+  const m = { l: 56, r: 16, t: 24, b: 36 };
+  const values = series.flatMap((se) => se.values).filter(Number.isFinite);
+  const [y0, y1] = y || [0, Math.max(...values, 0) || 1];
+  const py = (v) => height - m.b - ((v - y0) / (y1 - y0)) * (height - m.t - m.b);
+  const gw = (width - m.l - m.r) / Math.max(groups.length, 1);
+  const bw = (gw * 0.8) / Math.max(series.length, 1);
+  const svg = s('svg', { viewBox: `0 0 ${width} ${height}`, class: 'plot', role: 'img', 'aria-label': title || yLabel });
+  if (title) svg.append(s('title', {}, title));
+  for (const t of ticks([y0, y1], 4)) {
+    svg.append(s('line', { x1: m.l, x2: width - m.r, y1: py(t), y2: py(t), class: 'grid' }));
+    svg.append(s('text', { x: m.l - 6, y: py(t) + 4, class: 'tick', 'text-anchor': 'end' }, yFormat(t)));
+  }
+  svg.append(s('line', { x1: m.l, x2: width - m.r, y1: height - m.b, y2: height - m.b, class: 'axis' }));
+  svg.append(s('text', { x: 14, y: (m.t + height - m.b) / 2, class: 'axis-label', 'text-anchor': 'middle',
+    transform: `rotate(-90 14 ${(m.t + height - m.b) / 2})` }, yLabel));
+  groups.forEach((g, i) => {
+    const gx = m.l + i * gw + gw * 0.1;
+    svg.append(s('text', { x: m.l + (i + 0.5) * gw, y: height - m.b + 16, class: 'tick', 'text-anchor': 'middle' }, g));
+    series.forEach((se, j) => {
+      const v = se.values[i];
+      if (!Number.isFinite(v)) return;
+      const top = py(Math.min(Math.max(v, y0), y1));
+      svg.append(s('rect', { x: gx + j * bw, y: top, width: Math.max(bw - 2, 1), height: height - m.b - top,
+        class: `bar ${se.class || `s${j}`}` }, s('title', {}, `${se.label} ${g}: ${yFormat(v)}`)));
+    });
   });
+  legend(svg, series, m.l + 10, 14, (se, j) => se.class || `s${j}`);
   return svg;
 }

@@ -1,42 +1,45 @@
-// The figures that exist today, each from the route named under it. Escalation counts are the
-// control plane's Prometheus counters (since this process started, as the dashboards read
-// them); spend and trusted tasks are the stored 30-day cost roll-up.
+// The buyer dashboard's figures for one window (GET /v1/kpis?window=, the numbers the
+// kakeya_kpi_* gauges and so Grafana show, panels named as on the dashboard), then what is
+// true now: open reviews, the champion, the canary, drift alerts, the aliases.
 
-import { get, metricTotals } from '../api.js';
+import { get } from '../api.js';
 import { h, fmt, panel, figure, table, badge, orNone } from '../ui.js';
+import { PANELS, DEFAULT_WINDOW, kpis, kpiFigure, windowSelect } from '../kpi.js';
+
+/** The window on screen, kept while the tab lives. */
+let current = DEFAULT_WINDOW;
+
+async function drawKpis(box, w) {
+  box.dataset.ready = 'false';
+  const k = await kpis(w);
+  box.replaceChildren(
+    h('p', { class: 'note' }, `${k.from} to ${k.at} · ${fmt.int(k.decisions)} decisions, ${fmt.int(k.scored)} scored, `
+      + `${fmt.int(k.labelled)} labelled (${fmt.int(k.hallucinated)} hallucinated), ${fmt.int(k.escalated)} escalated`),
+    h('div', { class: 'figures' }, PANELS.map((p) => kpiFigure(p, k))));
+  box.dataset.window = w;
+  box.dataset.ready = 'true';
+}
 
 export async function render(root) {
-  const [m, cost, open, aliases, canary, alerts] = await Promise.all([
-    metricTotals(),
-    get('/v1/cost/summary'),
+  const box = h('div', { id: 'kpis' });
+  const [, open, aliases, canary, alerts] = await Promise.all([
+    drawKpis(box, current),
     get('/v1/reviews?status=open&limit=1000'),
     get('/v1/aliases'),
     orNone(get('/v1/operator/canary/status')),
     get('/v1/hrs/drift/alerts?since=24h&limit=1000'),
   ]);
-  const accepted = m.kakeya_accepted_total || 0;
-  const escalated = m.kakeya_escalated_total || 0;
-  const fresh = accepted + escalated;
-  const sum = (k) => cost.tenants.reduce((a, t) => a + (t[k] || 0), 0);
-  const spend = sum('total');
-  const trusted = sum('trusted');
   const champion = aliases.find((a) => a.alias === 'champion');
+  const select = windowSelect(current, async (w) => {
+    current = w;
+    await drawKpis(box, w);
+  });
   root.append(
     h('h1', {}, 'Overview'),
-    panel('Decisions since this control plane started (GET /metrics)',
-      h('div', { class: 'figures' },
-        figure('submissions received', fmt.int(m.kakeya_ingest_total || 0), 'ingest_total'),
-        figure('fresh decisions', fmt.int(fresh), 'decisions'),
-        figure('escalated', fmt.int(escalated), 'escalated'),
-        figure('escalation rate', fresh ? fmt.pct(escalated / fresh) : '–', 'escalation_rate',
-          'escalated ÷ fresh decisions; SLO ≤ 2 %'),
-        figure('dedup hits', fmt.int(m.kakeya_dedup_hits_total || 0), 'dedup_hits'))),
-    panel(`Cost, ${cost.from} to ${cost.to} (GET /v1/cost/summary)`,
-      h('div', { class: 'figures' },
-        figure('decisions recorded', fmt.int(sum('decisions')), 'cost_decisions'),
-        figure('trusted tasks', fmt.int(trusted), 'trusted'),
-        figure('spend', fmt.money(spend, cost.currency), 'spend'),
-        figure('cost per trusted task', trusted ? fmt.money(spend / trusted, cost.currency) : '–', 'cost_per_trusted'))),
+    panel('Buyer KPIs (GET /v1/kpis, as on the Grafana buyer dashboard)',
+      h('div', { class: 'toolbar' }, h('label', {}, 'Window ', select),
+        h('a', { href: '#/kpis' }, 'every window, with plots')),
+      box),
     panel('Now',
       h('div', { class: 'figures' },
         figure('open reviews', `${open.items.length}${open.next_cursor ? '+' : ''}`, 'open_reviews'),
