@@ -3,7 +3,7 @@
 //! with Python's `repr`, strings escaped like Python's `json.dumps(ensure_ascii=True)`.
 //! These are the bytes the reference agents sign, so the golden signatures verify.
 
-use crate::numfmt::{py_repr, round9_py, write_json_string, JsonEscape};
+use crate::numfmt::{write_json_string, write_py_repr_round9, JsonEscape};
 use crate::pcs::Pcs;
 use core::fmt::Write;
 
@@ -46,16 +46,15 @@ pub fn signing_payload(pcs: &Pcs) -> String {
 
 /// The canonical payload of the signed fields.
 pub fn payload_of(f: &SignedFields<'_>) -> String {
-    let float = |x: f64| py_repr(round9_py(x));
-    let mut out = String::with_capacity(256);
-    let _ = write!(
-        out,
-        "{{\"D_hat\":{},\"budget\":{},\"coh_star\":{},\"epoch\":{},",
-        float(f.d_hat),
-        float(f.budget),
-        float(f.coh_star),
-        f.epoch
-    );
+    let mut out = String::with_capacity(256 + f.evidence_sha256.len());
+    let float = |out: &mut String, key: &str, x: f64| {
+        out.push_str(key);
+        write_py_repr_round9(out, x);
+    };
+    float(&mut out, "{\"D_hat\":", f.d_hat);
+    float(&mut out, ",\"budget\":", f.budget);
+    float(&mut out, ",\"coh_star\":", f.coh_star);
+    let _ = write!(out, ",\"epoch\":{},", f.epoch);
     if !f.evidence_sha256.is_empty() {
         out.push_str("\"evidence_sha256\":");
         write_json_string(&mut out, f.evidence_sha256, JsonEscape::PythonAscii);
@@ -65,7 +64,8 @@ pub fn payload_of(f: &SignedFields<'_>) -> String {
     write_json_string(&mut out, f.merkle_root, JsonEscape::PythonAscii);
     out.push_str(",\"pcs_id\":");
     write_json_string(&mut out, f.pcs_id, JsonEscape::PythonAscii);
-    let _ = write!(out, ",\"r\":{},\"shard_id\":", float(f.r));
+    float(&mut out, ",\"r\":", f.r);
+    out.push_str(",\"shard_id\":");
     write_json_string(&mut out, f.shard_id, JsonEscape::PythonAscii);
     out.push('}');
     out

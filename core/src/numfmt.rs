@@ -8,56 +8,172 @@
 
 use core::fmt::Write;
 
+/// A small text buffer on the stack (float spellings are at most a few dozen bytes): no heap
+/// allocation on the signing path. Writes past its end fail instead of growing.
+struct StackText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl StackText {
+    fn new() -> Self {
+        StackText {
+            buf: [0; 64],
+            len: 0,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+
+    fn push(&mut self, b: u8) -> bool {
+        match self.buf.get_mut(self.len) {
+            Some(slot) => {
+                *slot = b;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Write for StackText {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        let slot = self.buf.get_mut(self.len..end).ok_or(core::fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 /// Shortest round-trip decimal digits of `|x|` (no leading or trailing zeros) and the decimal
 /// exponent of the first digit, i.e. `|x| = 0.d1d2d3… × 10^(exp+1)`. `x` must be finite and non-zero.
-fn shortest_digits(x: f64) -> (String, i32) {
-    // Rust's `{:e}` prints the shortest round-trip digits, e.g. `5.28320834e-1`.
-    let s = format!("{:e}", x.abs());
-    let (mantissa, exp) = s.split_once('e').unwrap_or((s.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let mut digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
-    while digits.len() > 1 && digits.ends_with('0') {
-        digits.pop();
+struct Digits {
+    digits: StackText,
+    exp: i32,
+}
+
+impl Digits {
+    fn of(x: f64) -> Digits {
+        // Rust's `{:e}` prints the shortest round-trip digits, e.g. `5.28320834e-1`.
+        let mut e = StackText::new();
+        let _ = write!(e, "{:e}", x.abs());
+        let s = e.as_str();
+        let (mantissa, exp) = s.split_once('e').unwrap_or((s, "0"));
+        let exp: i32 = exp.parse().unwrap_or(0);
+        let mut digits = StackText::new();
+        for b in mantissa.bytes().filter(u8::is_ascii_digit) {
+            digits.push(b);
+        }
+        while digits.len > 1 && digits.as_bytes().last() == Some(&b'0') {
+            digits.len -= 1;
+        }
+        Digits { digits, exp }
     }
-    (digits, exp)
+
+    fn as_str(&self) -> &str {
+        self.digits.as_str()
+    }
+
+    /// Digits after the decimal point in the plain spelling.
+    fn frac_digits(&self) -> i32 {
+        self.digits.len as i32 - (self.exp + 1)
+    }
 }
 
 /// Formats a float exactly like Python's `repr(float)` (spec §16.1): `1.0`, `0.0001`, `1e-05`,
 /// `1e+16`, `1000000000000000.0`, `-0.0`. Non-finite values are spelled `inf`, `-inf`, `nan`.
 pub fn py_repr(x: f64) -> String {
-    if x.is_nan() {
-        return "nan".into();
+    let mut out = String::with_capacity(24);
+    write_py_repr(&mut out, x);
+    out
+}
+
+/// [`py_repr`] appended to `out`.
+pub fn write_py_repr(out: &mut String, x: f64) {
+    if !x.is_finite() || x == 0.0 {
+        return write_special(out, x);
     }
-    if x.is_infinite() {
-        return if x > 0.0 { "inf".into() } else { "-inf".into() };
+    write_repr_digits(out, x.is_sign_negative(), &Digits::of(x));
+}
+
+/// `py_repr(round9_py(x))` appended to `out`, the signing payload's spelling of a float: the
+/// shortest digits are computed once when no rounding is needed (the usual case).
+pub fn write_py_repr_round9(out: &mut String, x: f64) {
+    if x.is_finite() && x != 0.0 {
+        let d = Digits::of(x);
+        if d.frac_digits() <= 9 {
+            // round9_py(x) == x: same digits.
+            return write_repr_digits(out, x.is_sign_negative(), &d);
+        }
     }
-    let sign = if x.is_sign_negative() { "-" } else { "" };
-    if x == 0.0 {
-        return format!("{sign}0.0");
-    }
-    let (d, exp) = shortest_digits(x);
-    let decpt = exp + 1;
-    let n = d.len() as i32;
-    let body = if -4 < decpt && decpt <= 16 {
-        if decpt <= 0 {
-            format!("0.{}{}", "0".repeat((-decpt) as usize), d)
-        } else if decpt >= n {
-            format!("{}{}.0", d, "0".repeat((decpt - n) as usize))
+    write_py_repr(out, round9_py(x))
+}
+
+/// `nan`, `inf`, `-inf`, `0.0`, `-0.0`.
+fn write_special(out: &mut String, x: f64) {
+    out.push_str(if x.is_nan() {
+        "nan"
+    } else if x.is_infinite() {
+        if x > 0.0 {
+            "inf"
         } else {
-            let (a, b) = d.split_at(decpt as usize);
-            format!("{a}.{b}")
+            "-inf"
+        }
+    } else if x.is_sign_negative() {
+        "-0.0"
+    } else {
+        "0.0"
+    });
+}
+
+/// Python's `repr` layout of the shortest digits `d` of a finite, non-zero float.
+fn write_repr_digits(out: &mut String, negative: bool, d: &Digits) {
+    if negative {
+        out.push('-');
+    }
+    let (digits, exp) = (d.as_str(), d.exp);
+    let decpt = exp + 1;
+    let n = digits.len() as i32;
+    let zeros = |out: &mut String, k: i32| {
+        for _ in 0..k {
+            out.push('0');
+        }
+    };
+    if -4 < decpt && decpt <= 16 {
+        if decpt <= 0 {
+            out.push_str("0.");
+            zeros(out, -decpt);
+            out.push_str(digits);
+        } else if decpt >= n {
+            out.push_str(digits);
+            zeros(out, decpt - n);
+            out.push_str(".0");
+        } else {
+            let (a, b) = digits
+                .split_at_checked(decpt as usize)
+                .unwrap_or((digits, ""));
+            out.push_str(a);
+            out.push('.');
+            out.push_str(b);
         }
     } else {
-        let (first, rest) = d.split_at(1);
-        let frac = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
+        let (first, rest) = digits.split_at_checked(1).unwrap_or((digits, ""));
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
         let esign = if exp < 0 { '-' } else { '+' };
-        format!("{first}{frac}e{esign}{:02}", exp.abs())
-    };
-    format!("{sign}{body}")
+        let _ = write!(out, "e{esign}{:02}", exp.abs());
+    }
 }
 
 /// Formats a float the way Go's `encoding/json` does: shortest digits, no `.0` on integral values,
@@ -81,33 +197,33 @@ pub fn round9_py(x: f64) -> f64 {
     if !x.is_finite() || x == 0.0 {
         return x;
     }
-    let (d, exp) = shortest_digits(x);
-    let int_digits = exp + 1; // digits before the decimal point (may be <= 0)
-    let frac_digits = d.len() as i32 - int_digits;
-    if frac_digits <= 9 {
+    let d = Digits::of(x);
+    if d.frac_digits() <= 9 {
         return x;
     }
-    let keep = int_digits + 9; // digits of `d` that survive
-    let bytes = d.as_bytes();
-    let mut kept: Vec<u8> = if keep > 0 {
-        bytes
-            .get(..keep as usize)
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let keep = d.exp + 1 + 9; // digits of `d` that survive
+    let bytes = d.digits.as_bytes();
+    // The mantissa: [carry digit] + the kept digits, then `e-9`.
+    let mut kept = StackText::new();
+    if x < 0.0 {
+        kept.push(b'-');
+    }
+    let start = kept.len;
+    kept.push(b'0'); // room for a carry out of the first digit
+    if keep > 0 {
+        for &b in bytes.get(..keep as usize).unwrap_or_default() {
+            kept.push(b);
+        }
+    }
     let round_up = keep >= 0 && bytes.get(keep as usize).is_some_and(|b| *b >= b'5');
     if round_up {
-        // Add one in the last kept position, carrying to the left.
-        let mut i = kept.len();
-        loop {
-            if i == 0 {
-                kept.insert(0, b'1');
-                break;
-            }
+        // Add one in the last kept position, carrying to the left (into the spare `0`).
+        let mut i = kept.len;
+        while i > start {
             i -= 1;
-            let Some(digit) = kept.get_mut(i) else { break };
+            let Some(digit) = kept.buf.get_mut(i) else {
+                break;
+            };
             if *digit == b'9' {
                 *digit = b'0';
             } else {
@@ -116,12 +232,12 @@ pub fn round9_py(x: f64) -> f64 {
             }
         }
     }
-    if kept.is_empty() {
+    if kept.len == start + 1 && !round_up {
+        // Nothing kept, nothing carried: rounds to zero.
         return 0.0_f64.copysign(x);
     }
-    let mantissa = String::from_utf8_lossy(&kept);
-    let text = format!("{}{}e-9", if x < 0.0 { "-" } else { "" }, mantissa);
-    text.parse().unwrap_or(x)
+    let _ = kept.write_str("e-9");
+    kept.as_str().parse().unwrap_or(x)
 }
 
 /// `round9_api` (spec §4.1): `trunc(x·1e9 + 0.5) / 1e9`, the Go server's rounding of recomputed
@@ -140,34 +256,62 @@ pub enum JsonEscape {
     GoHtmlAscii,
 }
 
+/// True for an ASCII byte that `mode` writes as itself (the common case, copied in runs).
+#[inline]
+fn is_plain(b: u8, mode: JsonEscape) -> bool {
+    match b {
+        b'"' | b'\\' => false,
+        b'<' | b'>' | b'&' => mode != JsonEscape::GoHtmlAscii,
+        0x7f => mode != JsonEscape::GoHtmlAscii,
+        _ => (0x20..0x80).contains(&b),
+    }
+}
+
 /// Writes `s` as a JSON string literal (with quotes) into `out`.
 pub fn write_json_string(out: &mut String, s: &str, mode: JsonEscape) {
+    out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' if mode == JsonEscape::PythonAscii => out.push_str("\\b"),
-            '\u{c}' if mode == JsonEscape::PythonAscii => out.push_str("\\f"),
-            '<' | '>' | '&' if mode == JsonEscape::GoHtmlAscii => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c if (c as u32) < 0x20 || (c as u32) == 0x7f && mode == JsonEscape::GoHtmlAscii => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c if c.is_ascii() => out.push(c),
-            c => {
-                let mut buf = [0u16; 2];
-                for unit in c.encode_utf16(&mut buf) {
-                    let _ = write!(out, "\\u{:04x}", unit);
-                }
+    let mut rest = s;
+    while !rest.is_empty() {
+        // Runs of bytes written as themselves are copied at once; the rest one char at a time.
+        let run = rest
+            .bytes()
+            .position(|b| !is_plain(b, mode))
+            .unwrap_or(rest.len());
+        let (plain, tail) = rest.split_at_checked(run).unwrap_or((rest, ""));
+        out.push_str(plain);
+        let mut chars = tail.chars();
+        let Some(c) = chars.next() else { break };
+        write_escaped_char(out, c, mode);
+        rest = chars.as_str();
+    }
+    out.push('"');
+}
+
+/// One character as `mode` writes it (called for those that are not [`is_plain`]).
+fn write_escaped_char(out: &mut String, c: char, mode: JsonEscape) {
+    match c {
+        '"' => out.push_str("\\\""),
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\u{8}' if mode == JsonEscape::PythonAscii => out.push_str("\\b"),
+        '\u{c}' if mode == JsonEscape::PythonAscii => out.push_str("\\f"),
+        '<' | '>' | '&' if mode == JsonEscape::GoHtmlAscii => {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        }
+        c if (c as u32) < 0x20 || (c as u32) == 0x7f && mode == JsonEscape::GoHtmlAscii => {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        }
+        c if c.is_ascii() => out.push(c),
+        c => {
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                let _ = write!(out, "\\u{:04x}", unit);
             }
         }
     }
-    out.push('"');
 }
 
 #[cfg(test)]
@@ -221,6 +365,31 @@ mod tests {
         assert_eq!(go_json_float(1e-7), "1e-7");
         assert_eq!(go_json_float(-0.999999999), "-0.999999999");
         assert_eq!(go_json_float(0.0), "0");
+    }
+
+    /// The char-by-char writer `write_json_string` was before runs of plain bytes were copied
+    /// at once ([`write_escaped_char`] writes plain characters as themselves too): the oracle of
+    /// the property test below.
+    fn json_string_by_char(s: &str, mode: JsonEscape) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            write_escaped_char(&mut out, c, mode);
+        }
+        out.push('"');
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn json_string_runs_equal_the_char_by_char_writer(s in "(?s).{0,64}", t in "[ -~\\x00-\\x1f\\x7f<>&\"\\\\é😀]{0,64}") {
+            for mode in [JsonEscape::PythonAscii, JsonEscape::GoHtmlAscii] {
+                for text in [&s, &t] {
+                    let mut fast = String::new();
+                    write_json_string(&mut fast, text, mode);
+                    proptest::prop_assert_eq!(fast, json_string_by_char(text, mode));
+                }
+            }
+        }
     }
 
     #[test]

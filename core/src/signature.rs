@@ -84,8 +84,10 @@ pub enum SignatureError {
 #[derive(Clone)]
 enum Kind {
     None,
+    /// Each secret's HMAC already keyed (its inner and outer pads hashed once, here, instead
+    /// of on every request); a check clones it.
     Hmac {
-        keys: Vec<Vec<u8>>,
+        keys: Vec<HmacSha256>,
         legacy_prehash: bool,
     },
     Ed25519 {
@@ -122,8 +124,14 @@ impl Verifier {
                 if cfg.keys.iter().any(String::is_empty) {
                     return Err(KeyError::EmptyHmacKey);
                 }
+                let keys = cfg
+                    .keys
+                    .iter()
+                    .map(|k| HmacSha256::new_from_slice(k.as_bytes()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| KeyError::EmptyHmacKey)?;
                 Kind::Hmac {
-                    keys: cfg.keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+                    keys,
                     legacy_prehash: cfg.legacy_prehash,
                 }
             }
@@ -172,12 +180,13 @@ impl Verifier {
                 keys,
                 legacy_prehash,
             } => {
-                let digest = Sha256::digest(payload);
+                // The digest only for the legacy form, once for every key.
+                let digest = legacy_prehash.then(|| Sha256::digest(payload));
                 for key in keys {
                     if hmac_matches(key, payload, &sig) {
                         return Ok(());
                     }
-                    if *legacy_prehash && hmac_matches(key, &digest, &sig) {
+                    if digest.is_some_and(|d| hmac_matches(key, &d, &sig)) {
                         return Ok(());
                     }
                 }
@@ -200,14 +209,10 @@ impl Verifier {
     }
 }
 
-fn hmac_matches(key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
-    match HmacSha256::new_from_slice(key) {
-        Ok(mut mac) => {
-            mac.update(msg);
-            mac.verify_slice(sig).is_ok()
-        }
-        Err(_) => false,
-    }
+fn hmac_matches(keyed: &HmacSha256, msg: &[u8], sig: &[u8]) -> bool {
+    let mut mac = keyed.clone();
+    mac.update(msg);
+    mac.verify_slice(sig).is_ok()
 }
 
 /// Standard base64 with padding; like Go's decoder, embedded CR/LF are skipped.
@@ -215,13 +220,16 @@ fn decode_sig(sig_b64: &str) -> Result<Vec<u8>, SignatureError> {
     if sig_b64.is_empty() {
         return Err(SignatureError::Missing);
     }
-    let cleaned: String = sig_b64
-        .chars()
-        .filter(|c| *c != '\r' && *c != '\n')
-        .collect();
-    STANDARD
-        .decode(cleaned)
-        .map_err(|_| SignatureError::Encoding)
+    let decoded = if sig_b64.contains(['\r', '\n']) {
+        let cleaned: String = sig_b64
+            .chars()
+            .filter(|c| *c != '\r' && *c != '\n')
+            .collect();
+        STANDARD.decode(cleaned)
+    } else {
+        STANDARD.decode(sig_b64)
+    };
+    decoded.map_err(|_| SignatureError::Encoding)
 }
 
 /// HMAC-SHA256 signature of `payload` (standard base64), as the reference agent makes it.
