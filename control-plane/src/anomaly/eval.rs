@@ -236,15 +236,15 @@ pub fn table(r: &EvalReport) -> String {
     }
     if let Some(ks) = &r.ks {
         s.push_str(&format!(
-            "\nCalibration, held-out normal errors vs the ECDF's (two-sample KS): D = {:.4}, \
+            "\nCalibration, held-out normal errors vs the ECDF's (two-sample): KS D = {:.4}, \
              p = {:.3} (n = {}, m = {}).\n",
             ks.statistic, ks.p_value, ks.n, ks.m
         ));
     }
     if let Some(ks) = &r.ks_uniform {
         s.push_str(&format!(
-            "Held-out normal scores vs U(0, 1) (one-sample KS, reference noise ignored): \
-             D = {:.4}, p = {:.3} (n = {}).\n",
+            "Held-out normal scores vs U(0, 1) (one-sample, the ECDF's own noise ignored): \
+             KS D = {:.4}, p = {:.3} (n = {}).\n",
             ks.statistic, ks.p_value, ks.n
         ));
     }
