@@ -62,10 +62,11 @@ fn same_seed_same_bytes_and_loss_falls() {
     assert_eq!(a.train_loss, b.train_loss);
     let c = fit(&f.train, &f.ecdf, &quick(8), &mut |_, _| {}).unwrap();
     assert_ne!(a.model.sha256(), c.model.sha256());
-    // Loss falls: the last epoch well below the first, the kept epoch's validation loss below
-    // the first epoch's.
+    // Loss falls: the last epoch well below the first (25 epochs on the 26 v2 features take it
+    // to about 0.72 of the first; v1's 20 features fell below 0.7), the kept epoch's
+    // validation loss below the first epoch's.
     let (first, last) = (a.train_loss[0], *a.train_loss.last().unwrap());
-    assert!(last < 0.7 * first, "{:?}", a.train_loss);
+    assert!(last < 0.75 * first, "{:?}", a.train_loss);
     assert!(a.validation_loss[a.best_epoch] < a.validation_loss[0]);
     // The artifact round-trips through core and is what the control plane scores with.
     let m = kakeya_core::vae::VaeModel::from_json(&a.model.canonical_bytes()).unwrap();
