@@ -25,10 +25,10 @@ use crate::features::{PcsSignals, RESIDUAL_UNCOMPUTABLE};
 
 /// Version of the schema below; bump on any change of names, order or definitions (including
 /// the stopword lists and the script table).
-pub const SCHEMA_VERSION: &str = "anomaly-features-v1";
+pub const SCHEMA_VERSION: &str = "anomaly-features-v2";
 
 /// Number of features.
-pub const N_FEATURES: usize = 20;
+pub const N_FEATURES: usize = 26;
 
 /// Names in vector order.
 pub const FEATURE_NAMES: [&str; N_FEATURES] = [
@@ -52,6 +52,12 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "other_script_share",
     "stopword_share",
     "foreign_stopword_share",
+    "nonword_share",
+    "letter_surprisal",
+    "echo_run_log",
+    "open_sentence_log",
+    "end_surprisal",
+    "unbalanced",
 ];
 
 /// Index of a feature by name (for labellers and tests).
@@ -292,17 +298,28 @@ fn text_features(ev: &Evidence, out: &mut [f64; N_FEATURES]) {
     let resp_set = ngram_set(&resp);
     let ctx_set = ngram_set(&ctx);
     let q_set = ngram_set(&q);
-    // Response trigrams in the context, over all response trigrams (not deduplicated).
+    // One pass over the response trigrams: those in the context, over all of them (not
+    // deduplicated), and for echo the longest run of consecutive ones each found in the context
+    // or the question (a copied passage, however long the response around it).
+    let q3: &[u64] = if q.len() >= 3 { &q_set } else { &[] };
+    let (mut hits, mut run, mut echo_run) = (0usize, 0usize, 0usize);
+    for w in resp.windows(3) {
+        let g = trigram(w);
+        let in_ctx = ctx_set.binary_search(&g).is_ok();
+        hits += usize::from(in_ctx);
+        run = if in_ctx || q3.binary_search(&g).is_ok() {
+            run + 1
+        } else {
+            0
+        };
+        echo_run = echo_run.max(run);
+    }
     let contained = if n >= 3 {
-        let ctx3 = crate::evidence::SortedSet64::from_keys(ctx_set.clone());
-        let hits = resp
-            .windows(3)
-            .filter(|w| ctx3.contains(trigram(w)))
-            .count();
         share(hits, n - 2)
     } else {
         share(common(&resp_set, &ctx_set), resp_set.len())
     };
+    let words = letters::word_stats(&ev.response);
     let chars = char_stats(&ev.response);
     let mut prompt_scripts = script_counts(&[&ev.question, &ev.context], MAX_SCRIPT_CHARS);
     if prompt_scripts.iter().all(|&k| k == 0) {
@@ -328,7 +345,8 @@ fn text_features(ev: &Evidence, out: &mut [f64; N_FEATURES]) {
     out[13] = share(common(&resp_set, &ctx_set), ctx_set.len());
     out[14] = contained;
     out[15] = share(common(&resp_set, &q_set), q_set.len());
-    out[16] = ends_truncated(&ev.response, resp.last());
+    let truncated = ends_truncated(&ev.response, resp.last());
+    out[16] = truncated;
     out[17] = share(resp_letters - same, resp_letters);
     out[18] = share(resp.iter().filter(|t| t.stop).count(), n);
     out[19] = share(
@@ -337,6 +355,16 @@ fn text_features(ev: &Evidence, out: &mut [f64; N_FEATURES]) {
             .count(),
         n,
     );
+    out[20] = share(words.nonwords, words.scored);
+    out[21] = words.surprisal;
+    out[22] = (echo_run as f64).ln_1p();
+    out[23] = if truncated > 0.0 {
+        (words.open_words as f64).ln_1p()
+    } else {
+        0.0
+    };
+    out[24] = words.end_surprisal;
+    out[25] = f64::from(u8::from(words.unbalanced));
 }
 
 /// The feature vector of schema [`SCHEMA_VERSION`] (pure, total, finite).
@@ -363,5 +391,6 @@ pub fn features(pcs: &PcsSignals, evidence: Option<&Evidence>) -> [f64; N_FEATUR
     x
 }
 
+pub mod letters;
 #[cfg(test)]
 mod tests;

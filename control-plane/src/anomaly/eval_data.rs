@@ -17,7 +17,7 @@
 //! |---|---|---|---|
 //! | `repetition` | a phrase of the response (4–8 words, or all of it) appended 2× | 4× | 8× |
 //! | `gibberish` | 30 % of the words (at least one) replaced by random letters of the same length | 60 % | all |
-//! | `truncation` | cut at 70 % of its characters (mid-word allowed) | 50 % | 30 % |
+//! | `truncation` | cut at 70 % of its characters (mid-word allowed; always at least one character shorter) | 50 % | 30 % |
 //! | `echo` | the first 30 % of the context (or of the question, every other row or when there is no context) appended | 60 % | the whole context or question instead of the response |
 //! | `language_change` | one sentence in another language appended | the first half of the words, then one | two foreign sentences instead of the response |
 //! | `signal_out_of_range` | the text is normal, the agent claims D̂ off by 0.5–1.5 from its own box counts | D̂ in 3.5–5 and r in 0–0.05 | D̂ in 4–8, coh★ in 1.1–2, r in 1.5–4 |
@@ -207,10 +207,16 @@ fn below(rng: &mut SplitMix64, n: usize) -> usize {
     (rng.next_u64() % n.max(1) as u64) as usize
 }
 
-/// The first `frac` of `text`'s characters.
+/// The first `frac` of `text`'s characters, always at least one character fewer than `text`
+/// (a "truncated" text identical to its source would be a normal row labelled anomalous; a
+/// one-character answer truncates to nothing).
 fn prefix_chars(text: &str, frac: f64) -> String {
     let n = text.chars().count();
-    let keep = ((n as f64 * frac).round() as usize).clamp(1, n.max(1));
+    let keep = if n < 2 {
+        0
+    } else {
+        ((n as f64 * frac).round() as usize).clamp(1, n - 1)
+    };
     text.chars().take(keep).collect()
 }
 
@@ -456,6 +462,9 @@ mod tests {
         );
         assert!(f("vowel_ratio", &variant(&r, Kind::Gibberish, 3, 1)) < f("vowel_ratio", &normal));
         assert_eq!(truncation("abcdefghij", 2), "abcde");
+        // Never the source itself: a two-character answer keeps one, a one-character one none.
+        assert_eq!(truncation("No", 1), "N");
+        assert_eq!(truncation("4", 3), "");
         assert_eq!(
             f("context_echo", &variant(&r, Kind::Echo, 3, 2))
                 .max(f("question_echo", &variant(&r, Kind::Echo, 3, 2))),

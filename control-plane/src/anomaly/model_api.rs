@@ -16,13 +16,12 @@ use super::model_store::{self as store, Job, StoreError};
 use super::train::{self, Row, TrainOptions};
 use crate::api::AdminState;
 use crate::error::{ApiError, ErrorBody};
-use crate::ml::stats::ks::ks_uniform;
 use crate::registry::keys;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kakeya_core::anomaly_features::N_FEATURES;
+use kakeya_core::anomaly_features::{N_FEATURES, SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
@@ -78,7 +77,7 @@ pub enum ModelType {
 #[serde(deny_unknown_fields)]
 pub struct SampleIn {
     pub pcs_id: Option<String>,
-    /// The `anomaly-features-v1` vector (20 values, in `FEATURE_NAMES` order).
+    /// The `anomaly-features-v2` vector (26 values, in `FEATURE_NAMES` order).
     pub features: Vec<f64>,
 }
 
@@ -105,7 +104,7 @@ pub struct Started {
 fn vector(features: &[f64], what: &str) -> Result<Row, ApiError> {
     Row::try_from(features).map_err(|_| {
         ApiError::BadRequest(format!(
-            "{what} has {} features; the anomaly-features-v1 schema has {N_FEATURES}",
+            "{what} has {} features; the {SCHEMA_VERSION} schema has {N_FEATURES}",
             features.len()
         ))
     })
@@ -208,8 +207,11 @@ async fn run_job(
         let (train_rows, rest) = rows.split_at(n_train.min(rows.len()));
         let (ecdf_rows, check_rows) = rest.split_at(n_ecdf.min(rest.len()));
         let t = train::fit(train_rows, ecdf_rows, &opts, &mut |_, _| {})?;
-        let scores: Vec<f64> = check_rows.iter().map(|r| t.model.score(r).score).collect();
-        Ok::<_, train::TrainError>((t, ks_uniform(&scores).ok()))
+        let ks = json!({
+            "calibration": train::calibration_ks(&t.model, ecdf_rows, check_rows),
+            "uniform": train::heldout_uniform_ks(&t.model, check_rows),
+        });
+        Ok::<_, train::TrainError>((t, ks))
     });
     tokio::pin!(fit);
     let mut beat = tokio::time::interval(std::time::Duration::from_millis(store::HEARTBEAT_MS));
@@ -240,7 +242,8 @@ async fn run_job(
         "validation_loss": t.validation_loss,
         "best_epoch": t.best_epoch,
         "ecdf_points": t.model.ecdf.len(),
-        "heldout_ks_uniform": ks,
+        "heldout_ks_calibration": ks["calibration"],
+        "heldout_ks_uniform": ks["uniform"],
     });
     let inserted = store::insert_model(db, signing, &t.model, &card, crate::now_ms())
         .await
@@ -254,7 +257,8 @@ async fn run_job(
         "best_epoch": t.best_epoch,
         "n_train": t.model.training.n_train,
         "n_ecdf": t.model.training.n_ecdf,
-        "heldout_ks_uniform": ks,
+        "heldout_ks_calibration": ks["calibration"],
+        "heldout_ks_uniform": ks["uniform"],
         "threshold": DEFAULT_THRESHOLD,
     });
     Ok((result, version))
@@ -291,7 +295,7 @@ pub async fn get_job(
 #[serde(deny_unknown_fields)]
 pub struct DetectBody {
     pub pcs_id: Option<String>,
-    /// The `anomaly-features-v1` vector (20 values).
+    /// The `anomaly-features-v2` vector (26 values).
     pub features: Vec<f64>,
     /// A stored version (`vae-…`); default the newest.
     pub model_version: Option<String>,

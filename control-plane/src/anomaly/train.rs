@@ -26,6 +26,8 @@ use kakeya_core::vae::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::ml::stats::ks::{ks_2samp, ks_uniform, KsTest};
+
 /// One anomaly feature vector.
 pub type Row = [f64; N_FEATURES];
 
@@ -272,6 +274,35 @@ fn thin_sorted(v: Vec<f64>, k: usize) -> Vec<f64> {
     (0..k)
         .filter_map(|i| v.get(i * last / (k - 1)).copied())
         .collect()
+}
+
+/// Is the score calibrated on held-out normal rows `heldout` (disjoint from the training and
+/// the ECDF rows)? The two-sample KS test of their reconstruction errors against those of the
+/// ECDF rows `ecdf_rows` (the model's own reference), `None` when either is empty.
+///
+/// Why not the one-sample test of their scores against U(0, 1) ([`ks_uniform`], which
+/// [`heldout_uniform_ks`] still computes for comparison): the score is the ECDF of m reference
+/// errors, so given that reference a held-out score is uniform only up to the reference's own
+/// sampling error (about 1/√m); the one-sample test assumes an exact CDF and, with m ≈ n, sees
+/// about √2 times the spread its null allows. And identical answers (HaluEval's "yes" and
+/// "no" are 2.5 % of its normal rows) have identical errors, so the score has atoms a continuous
+/// uniform has not. The two-sample test asks the right question (are held-out errors
+/// distributed as the reference errors, i.e. the scores uniform on the ECDF's grid) with both
+/// sample sizes in its null and ties compared exactly ([`ks_2samp`]).
+pub fn calibration_ks(model: &VaeModel, ecdf_rows: &[Row], heldout: &[Row]) -> Option<KsTest> {
+    let errors = |rows: &[Row]| -> Vec<f64> {
+        rows.iter()
+            .map(|r| model.score(r).reconstruction_error)
+            .collect()
+    };
+    ks_2samp(&errors(heldout), &errors(ecdf_rows)).ok()
+}
+
+/// The one-sample KS test of the held-out rows' scores against U(0, 1) (see
+/// [`calibration_ks`] for why it is not the calibration check).
+pub fn heldout_uniform_ks(model: &VaeModel, heldout: &[Row]) -> Option<KsTest> {
+    let scores: Vec<f64> = heldout.iter().map(|r| model.score(r).score).collect();
+    ks_uniform(&scores).ok()
 }
 
 /// Trains on `train` (oldest first) and builds the ECDF from `ecdf_rows` (held-out normal

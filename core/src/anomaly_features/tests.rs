@@ -92,6 +92,15 @@ fn gibberish() {
     assert_eq!(consonant_run_share("Ok 1999 x NBC"), 0.0);
     assert!(f(&v, "char_entropy") > f(&normal, "char_entropy"));
     assert_eq!(f(&v, "context_containment"), 0.0);
+    // Wordlikeness against the letter-bigram model: English words are words, random strings
+    // of letters are not; stopwords and acronyms are not scored.
+    assert_eq!(f(&normal, "nonword_share"), 0.0);
+    assert_eq!(f(&v, "nonword_share"), 1.0);
+    assert!(f(&v, "letter_surprisal") > f(&normal, "letter_surprisal") + 1.0);
+    let w = letters::word_stats("Yes, the NBC and you.");
+    assert_eq!((w.scored, w.nonwords, w.surprisal), (1, 0, w.surprisal));
+    let w = letters::word_stats("The river Seine xqzvt flows through Paris");
+    assert_eq!((w.scored, w.nonwords), (6, 1));
     let symbols = x(&ev(Q, CTX, "#$%^ &*() {}[] <>?/ @@!! ~~~"));
     assert!(f(&symbols, "non_letter_share") > 0.99);
 }
@@ -104,6 +113,13 @@ fn echo_of_context_and_question() {
     let v = x(&ev(Q, CTX, Q));
     assert_eq!(f(&v, "question_echo"), 1.0);
     assert!(f(&v, "context_echo") < 0.1);
+    // The longest copied run: 18 context trigrams after a normal answer.
+    let appended = format!("{NORMAL} {CTX}");
+    let v = x(&ev(Q, CTX, &appended));
+    assert!(f(&v, "echo_run_log") >= 18f64.ln_1p(), "{v:?}");
+    // The normal answer: two trigrams in the context, "flows through paris" in the question.
+    let v = x(&ev(Q, CTX, NORMAL));
+    assert_eq!(f(&v, "echo_run_log"), 3f64.ln_1p());
     // Half the context echoed: about half its trigrams.
     let half: String = CTX.chars().take(CTX.len() / 2).collect();
     let v = x(&ev(Q, CTX, &half));
@@ -130,6 +146,21 @@ fn truncation() {
     assert_eq!(f(&x(&ev(Q, CTX, "The Seine")), "ends_truncated"), 0.5);
     assert_eq!(f(&x(&ev(Q, CTX, "")), "ends_truncated"), 1.0);
     assert_eq!(f(&x(&ev(Q, CTX, "« Oui. »")), "ends_truncated"), 0.0);
+    // The open last sentence: 3 words after the full stop, none when the text ends one.
+    let v = x(&ev(Q, CTX, "The Seine flows. It crosses the"));
+    assert_eq!(f(&v, "open_sentence_log"), 3f64.ln_1p());
+    assert_eq!(f(&x(&ev(Q, CTX, NORMAL)), "open_sentence_log"), 0.0);
+    // Ending mid-word: "thro" ends in a letter English words rarely end in.
+    let cut = x(&ev(Q, CTX, "The Seine flows thro"));
+    let whole = x(&ev(Q, CTX, "The Seine flows there"));
+    assert!(f(&cut, "end_surprisal") > f(&whole, "end_surprisal") + 1.0);
+    assert_eq!(f(&x(&ev(Q, CTX, NORMAL)), "end_surprisal"), 0.0);
+    assert_eq!(f(&x(&ev(Q, CTX, "The Seine (a river")), "unbalanced"), 1.0);
+    assert_eq!(f(&x(&ev(Q, CTX, "He said \"yes")), "unbalanced"), 1.0);
+    assert_eq!(
+        f(&x(&ev(Q, CTX, "The Seine (a river).")), "unbalanced"),
+        0.0
+    );
 }
 
 #[test]
@@ -198,9 +229,45 @@ proptest::proptest! {
         for name in ["repeated_ngram_share", "distinct_token_ratio", "non_letter_share",
                      "vowel_ratio", "context_echo", "context_containment", "question_echo",
                      "ends_truncated", "other_script_share", "stopword_share",
-                     "foreign_stopword_share"] {
+                     "foreign_stopword_share", "nonword_share", "unbalanced"] {
             let val = f(&v, name);
             proptest::prop_assert!((0.0..=1.0).contains(&val), "{} = {}", name, val);
         }
     }
+}
+
+/// Recounts [`letters::COUNTS`] from the encoder's vocabulary (the file `cargo xtask` installs
+/// under `.kakeya-tools/`, or `KAKEYA_MICROVOTE_MODEL_DIR`), so the table is what its doc says.
+#[test]
+fn letter_counts_match_the_encoder_vocabulary() {
+    let dir = std::env::var_os("KAKEYA_MICROVOTE_MODEL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../.kakeya-tools/all-minilm-l6-v2")
+        });
+    let vocab = std::fs::read_to_string(dir.join("vocab.txt")).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (cargo xtask microvote-model installs it)",
+            dir.display()
+        )
+    });
+    let mut counts = [[0u16; letters::SYMBOLS]; letters::SYMBOLS];
+    let mut words = 0;
+    for w in vocab
+        .lines()
+        .filter(|w| w.len() >= 2 && w.bytes().all(|b| b.is_ascii_lowercase()))
+    {
+        words += 1;
+        let mut prev = 0;
+        for b in w.bytes().chain(std::iter::once(b' ')) {
+            let to = letters::symbol(b);
+            counts[prev][to] += 1;
+            prev = to;
+        }
+    }
+    assert_eq!(words, 21_719);
+    assert_eq!(counts, letters::COUNTS);
+    let row: f64 = (0..letters::SYMBOLS).map(|b| letters::prob(1, b)).sum();
+    assert!((row - 1.0).abs() < 1e-12);
 }

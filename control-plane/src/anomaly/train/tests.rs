@@ -62,10 +62,11 @@ fn same_seed_same_bytes_and_loss_falls() {
     assert_eq!(a.train_loss, b.train_loss);
     let c = fit(&f.train, &f.ecdf, &quick(8), &mut |_, _| {}).unwrap();
     assert_ne!(a.model.sha256(), c.model.sha256());
-    // Loss falls: the last epoch well below the first, the kept epoch's validation loss below
-    // the first epoch's.
+    // Loss falls: the last epoch well below the first (25 epochs on the 26 v2 features take it
+    // to about 0.72 of the first; v1's 20 features fell below 0.7), the kept epoch's
+    // validation loss below the first epoch's.
     let (first, last) = (a.train_loss[0], *a.train_loss.last().unwrap());
-    assert!(last < 0.7 * first, "{:?}", a.train_loss);
+    assert!(last < 0.75 * first, "{:?}", a.train_loss);
     assert!(a.validation_loss[a.best_epoch] < a.validation_loss[0]);
     // The artifact round-trips through core and is what the control plane scores with.
     let m = kakeya_core::vae::VaeModel::from_json(&a.model.canonical_bytes()).unwrap();
@@ -77,11 +78,57 @@ fn same_seed_same_bytes_and_loss_falls() {
 fn heldout_normal_scores_are_uniform() {
     let f = fixture();
     let t = fit(&f.train, &f.ecdf, &quick(DEFAULT_SEED), &mut |_, _| {}).unwrap();
-    let scores: Vec<f64> = f.test.iter().map(|r| t.model.score(r).score).collect();
-    let ks = ks_uniform(&scores).unwrap();
-    // Rows of items the ECDF never saw: uniform at the 1 % level.
+    // Rows of items the ECDF never saw: distributed as the ECDF's own rows at the 1 % level.
+    let ks = calibration_ks(&t.model, &f.ecdf, &f.test).unwrap();
+    assert_eq!((ks.n, ks.m), (f.test.len(), f.ecdf.len()));
     assert!(ks.p_value > 0.01, "{ks:?}");
     assert!(ks.statistic < 0.1, "{ks:?}");
+    let errors = |rows: &[Row]| -> Vec<f64> {
+        rows.iter()
+            .map(|r| t.model.score(r).reconstruction_error)
+            .collect()
+    };
+    assert_eq!(
+        ks,
+        crate::ml::stats::ks::ks_2samp(&errors(&f.test), &errors(&f.ecdf)).unwrap()
+    );
+    let scores: Vec<f64> = f.test.iter().map(|r| t.model.score(r).score).collect();
+    assert_eq!(
+        heldout_uniform_ks(&t.model, &f.test),
+        ks_uniform(&scores).ok()
+    );
+}
+
+/// Why [`calibration_ks`] is the two-sample test: a score that is the ECDF of m reference
+/// draws, on n fresh draws of the *same* continuous distribution (a perfectly calibrated
+/// model), fails the one-sample test against U(0, 1) far more often than its level when m = n
+/// (its D spreads √2 times wider than that null assumes); the two-sample test of the draws
+/// against the reference holds its level.
+#[test]
+fn the_one_sample_test_over_rejects_a_calibrated_ecdf_score() {
+    let (n, m, runs) = (1_000usize, 1_000usize, 400usize);
+    let mut rng = SplitMix64(DEFAULT_SEED);
+    let (mut one, mut two) = (0, 0);
+    for _ in 0..runs {
+        let mut reference: Vec<f64> = (0..m).map(|_| rng.next_f64()).collect();
+        reference.sort_by(f64::total_cmp);
+        let fresh: Vec<f64> = (0..n).map(|_| rng.next_f64()).collect();
+        let scores: Vec<f64> = fresh
+            .iter()
+            .map(|&x| reference.partition_point(|&v| v <= x) as f64 / m as f64)
+            .collect();
+        one += usize::from(ks_uniform(&scores).unwrap().p_value < 0.01);
+        two += usize::from(
+            crate::ml::stats::ks::ks_2samp(&fresh, &reference)
+                .unwrap()
+                .p_value
+                < 0.01,
+        );
+    }
+    // At the 1 % level the one-sample test rejects about 10–17 % of such runs (a simulation
+    // of the same computation in Python, 4 seeds), the two-sample one 0–1.5 %.
+    assert!(one >= runs * 6 / 100, "one-sample rejected {one} of {runs}");
+    assert!(two <= runs * 3 / 100, "two-sample rejected {two} of {runs}");
 }
 
 #[test]
