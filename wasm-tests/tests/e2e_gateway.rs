@@ -444,6 +444,8 @@ fn chat_completions_are_scored_inline_plain_and_streamed() {
     .unwrap();
     assert_eq!(a.status, 400, "{a:?}");
     assert_eq!(upstream.requests().len(), before);
+
+    budgets(&stack, &upstream, &warm);
 }
 
 /// The official `openai` Python client consumes every answer without error, plain and streamed
@@ -517,4 +519,44 @@ fn openai_client(stack: &Stack, scorer: &Scorer, tenant: &str, rows: &[Row]) {
         report["openai"],
         results.len()
     );
+}
+
+/// Budgets on the chat route: a tenant whose (priced) recorded decisions crossed its hard cap
+/// gets the OpenAI-shaped 402 (deny) before anything reaches the LLM backend.
+fn budgets(stack: &Stack, upstream: &LlmUpstream, warm: &[u8]) {
+    use kakeya_control_plane::cost::prices::{day_of_ms, format_day};
+    let day = format_day(day_of_ms(kakeya_control_plane::now_ms()) - 1);
+    // A decision costs 1: "nocontext" has spent at least 1.
+    let price = json!({"effective_from": day, "per_request": 1.0});
+    let book = stack.admin_post("/v1/cost/prices", &price).unwrap();
+    assert_eq!(book.status, 201, "{}", book.body);
+    // (Throttle's 429 shape is checked in kakeya-core: pipeline::chat's budget test.)
+    let body = json!({"tenant": "nocontext", "soft_cap": 0.1, "hard_cap": 0.5,
+                      "soft_action": "alert", "hard_action": "deny"});
+    let r = agent()
+        .put(&stack.admin_url("/v1/cost/budgets"))
+        .set("authorization", &format!("Bearer {}", stack.admin_token))
+        .set("content-type", "application/json")
+        .send_string(&body.to_string())
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let before = upstream.requests().len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let denied = loop {
+        let a = chat(stack, warm, &[("x-tenant-id", "nocontext")]);
+        if a.status == 402 {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "never denied: {a:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let v = denied.json();
+    assert_eq!(v["code"], "budget_exceeded", "{v}");
+    assert_eq!(v["error"]["code"], "budget_exceeded");
+    assert_eq!(v["error"]["type"], "insufficient_quota");
+    // Served requests went to the backend before the budgets landed; refused ones never did.
+    let served = upstream.requests().len() - before;
+    let refused = chat(stack, warm, &[("x-tenant-id", "nocontext")]);
+    assert_eq!(refused.status, 402);
+    assert_eq!(upstream.requests().len() - before, served);
 }
