@@ -21,6 +21,10 @@ pub struct GatewayFileConfig {
     pub policy: Option<ChatPolicy>,
     pub max_response_bytes: Option<usize>,
     pub refusal: Option<String>,
+    /// `block` on streams: characters held back, and how often (characters) the answer is
+    /// scored.
+    pub stream_window: Option<usize>,
+    pub stream_score_every: Option<usize>,
     /// Longest a completion may take, and longest silence within a stream (s).
     pub timeout_secs: Option<u64>,
 }
@@ -94,6 +98,15 @@ pub fn host_port(addr: &str) -> Result<(&str, u16), String> {
 
 fn env<'a>(env: &'a EnvMap, k: &str) -> Option<&'a str> {
     env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+fn env_usize(envm: &EnvMap, var: &'static str) -> Result<Option<usize>, ConfigError> {
+    env(envm, var)
+        .map(|v| {
+            v.parse::<usize>()
+                .map_err(|_| bad_env(var, v, "expected a number of characters"))
+        })
+        .transpose()
 }
 
 fn bad_env(var: &'static str, value: &str, message: &str) -> ConfigError {
@@ -175,6 +188,12 @@ impl GatewayConfig {
             policy,
             max_response_bytes: f.max_response_bytes.unwrap_or(d.max_response_bytes),
             record_cluster: d.record_cluster,
+            stream_window: env_usize(envm, "KAKEYA_GATEWAY_STREAM_WINDOW")?
+                .or(f.stream_window)
+                .unwrap_or(d.stream_window),
+            stream_score_every: env_usize(envm, "KAKEYA_GATEWAY_STREAM_SCORE_EVERY")?
+                .or(f.stream_score_every)
+                .unwrap_or(d.stream_score_every),
             refusal: f.refusal.unwrap_or(d.refusal),
             // Set at render, when an ingest secret is configured (envoy.rs).
             ingest_secret_env: None,
@@ -262,12 +281,30 @@ mod tests {
         .unwrap();
         assert_eq!(g.chat.policy, ChatPolicy::Block);
         assert_eq!(g.chat.task, Some(TaskKind::Rag));
+        assert_eq!(
+            g.chat.stream_window,
+            kakeya_core::chat::config::DEFAULT_STREAM_WINDOW
+        );
+        let e = envm(&[
+            ("KAKEYA_LLM_BACKEND", "127.0.0.1:9000"),
+            ("KAKEYA_GATEWAY_STREAM_WINDOW", "64"),
+            ("KAKEYA_GATEWAY_STREAM_SCORE_EVERY", "32"),
+        ]);
+        let g2 = GatewayConfig::from_parts(None, vec![], &e)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (g2.chat.stream_window, g2.chat.stream_score_every),
+            (64, 32)
+        );
         assert_eq!(g.backends[0].cluster(), "kakeya_llm_default");
         assert!(g.backends[0].is_ip());
         for (k, v) in [
             ("KAKEYA_GATEWAY_POLICY", "drop"),
             ("KAKEYA_GATEWAY_TASK", "poetry"),
             ("KAKEYA_LLM_BACKEND", "nope"),
+            ("KAKEYA_GATEWAY_STREAM_WINDOW", "wide"),
+            ("KAKEYA_GATEWAY_STREAM_SCORE_EVERY", "1"),
         ] {
             let mut e = envm(&[("KAKEYA_LLM_BACKEND", "127.0.0.1:9000")]);
             e.insert(k.into(), v.into());

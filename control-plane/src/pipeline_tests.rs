@@ -103,7 +103,8 @@ fn submit_req(tenant: Option<&str>, body: &str) -> Request<Body> {
         .header("x-kakeya-verify-ns", "777")
         .header("x-kakeya-filter-ns", "4321")
         .header("x-kakeya-model-calls", "1")
-        .header("x-kakeya-microvote-ns", "12345678");
+        .header("x-kakeya-microvote-ns", "12345678")
+        .header("x-kakeya-llm-tokens", "11,4");
     if let Some(t) = tenant {
         b = b.header("x-kakeya-tenant", t);
     }
@@ -648,10 +649,12 @@ async fn errors_are_json_and_nothing_is_written() {
         ("default", Some(777))
     );
     // The filter's cost tracer lands in the decision's cost record.
-    let cost = sqlx::query("SELECT filter_cpu_ns, model_calls FROM cost_records")
-        .fetch_one(&t.db.pool)
-        .await
-        .unwrap();
+    let cost = sqlx::query(
+        "SELECT filter_cpu_ns, model_calls, prompt_tokens, completion_tokens FROM cost_records",
+    )
+    .fetch_one(&t.db.pool)
+    .await
+    .unwrap();
     use sqlx::Row;
     assert_eq!(
         (
@@ -659,6 +662,14 @@ async fn errors_are_json_and_nothing_is_written() {
             cost.try_get::<i64, _>("model_calls").unwrap()
         ),
         (4321, 1)
+    );
+    // A gateway answer's token counts too (LLM-gateway mode).
+    assert_eq!(
+        (
+            cost.try_get::<i64, _>("prompt_tokens").unwrap(),
+            cost.try_get::<i64, _>("completion_tokens").unwrap()
+        ),
+        (11, 4)
     );
     // The micro-vote's wait lands in the decision log, for the advisor's deadline rule.
     let mv: i64 = sqlx::query("SELECT microvote_ns FROM decision_log")

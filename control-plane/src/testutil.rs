@@ -165,5 +165,7 @@ pub fn record(tenant: &str, body: &str, ts_ms: i64) -> WalRecord {
         model_calls: None,
         microvote_ns: None,
         task: None,
+        prompt_tokens: None,
+        completion_tokens: None,
     }
 }

@@ -4,7 +4,8 @@
 //! the request says `"stream": true`, Server-Sent Events in chunks of `chunk_chars` characters
 //! (each its own HTTP chunk, flushed). It stands in for the LLM, which cannot be reached here.
 //!
-//! For the incrementality check, a stream can be held after its first content chunk until the
+//! For the incrementality check, a stream can be held after its first content chunk (or after
+//! the chunk that reaches [`LlmUpstream::hold_after_chars`] characters) until the
 //! test calls [`LlmUpstream::release`] (or 20 s pass, which is recorded: a gateway that buffered
 //! the stream would make the test wait for that timeout).
 
@@ -29,6 +30,8 @@ struct State {
     requests: Vec<Received>,
     chunk_chars: usize,
     hold: bool,
+    /// Hold once this many content characters were sent (0: after the first content chunk).
+    hold_after: usize,
     released: bool,
     hold_timed_out: bool,
 }
@@ -68,9 +71,20 @@ impl LlmUpstream {
 
     /// Hold every stream after its first content chunk until [`LlmUpstream::release`].
     pub fn hold_streams(&self) {
+        self.hold_after_chars(0);
+    }
+
+    /// Hold every stream after the chunk that brings the content sent to `chars` characters.
+    pub fn hold_after_chars(&self, chars: usize) {
         let mut st = self.lock();
         st.hold = true;
+        st.hold_after = chars;
         st.released = false;
+    }
+
+    /// Streams are sent in chunks of `chars` characters of content from now on.
+    pub fn set_chunk_chars(&self, chars: usize) {
+        self.lock().chunk_chars = chars.max(1);
     }
 
     pub fn release(&self) {
@@ -186,11 +200,26 @@ impl LlmUpstream {
             events.push(chunk(json!({"content": text}), Value::Null));
         }
         events.push(chunk(json!({}), json!("stop")));
+        if req["stream_options"]["include_usage"] == json!(true) {
+            // OpenAI's usage chunk: no choices, the token counts.
+            let u = json!({"id": "chatcmpl-scripted", "object": "chat.completion.chunk",
+                           "created": 1_700_000_000, "model": model, "choices": [],
+                           "usage": {"prompt_tokens": 10, "completion_tokens": 10,
+                                     "total_tokens": 20}});
+            events.push(format!("data: {u}\n\n"));
+        }
         events.push("data: [DONE]\n\n".to_string());
+        let hold_after = self.lock().hold_after;
+        let mut sent = 0;
+        let mut held = false;
         for (i, e) in events.iter().enumerate() {
             write!(out, "{:x}\r\n{e}\r\n", e.len())?;
             out.flush()?;
-            if i == 1 {
+            if i >= 1 && i <= chars.len().div_ceil(chunk_chars) {
+                sent += chunk_chars.min(chars.len() - (i - 1) * chunk_chars);
+            }
+            if i >= 1 && !held && sent >= hold_after {
+                held = true;
                 self.wait_if_held();
             }
         }

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 const API_KEY: &str = "sk-test-gateway-0123456789";
 const CHAT: &str = "/v1/chat/completions";
 
-/// HaluEval QA rows (both answers of each item) plus the README's two examples.
+/// HaluEval QA rows (both answers of each item) plus the README's two examples and a short
+/// wrong answer.
 fn rows() -> Vec<Row> {
     let sample = include_bytes!("../../control-plane/data/halueval-sample.jsonl.gz");
     let mut rows: Vec<Row> = parse_rows(sample)
@@ -54,6 +55,8 @@ fn rows() -> Vec<Row> {
          ENIAC, which he built with John von Neumann for the British navy.",
         1,
     ));
+    // Shorter than a scoring interval: a stream blocked only at its end.
+    rows.push(readme("readme-3", "Alan Turing.", 1));
     rows
 }
 
@@ -118,6 +121,11 @@ fn stream(stack: &Stack, body: &Value) -> (Answer, Vec<String>) {
 
 /// What the native pipeline gives `row` with the stack's current bundle.
 fn native(scorer: &Scorer, tenant: &str, row: &Row) -> (f64, Verdict) {
+    native_answer(scorer, tenant, row, &row.response)
+}
+
+/// What the native pipeline gives `answer` to `row`'s conversation.
+fn native_answer(scorer: &Scorer, tenant: &str, row: &Row, answer: &str) -> (f64, Verdict) {
     let key = kakeya_core::signature::ed25519_public_b64(&[1; 32]);
     let gate = kakeya_core::Gate::from_json(
         json!({"bundle": {"cluster": "admin", "public_keys": [key]}})
@@ -131,11 +139,39 @@ fn native(scorer: &Scorer, tenant: &str, row: &Row) -> (f64, Verdict) {
         source: ContextSource::Tool,
         stream: false,
     };
-    let ev = kakeya_core::pipeline::chat::evidence(&req, &row.response, None);
+    let ev = kakeya_core::pipeline::chat::evidence(&req, answer, None);
     let mut clock = || 0;
-    let s = score(tenant, &ev, &gate, Some(scorer), &mut ClockHost(&mut clock)).unwrap();
+    let s = score(
+        tenant,
+        &ev,
+        &gate,
+        Some(scorer),
+        kakeya_core::budget::BudgetAction::None,
+        &mut ClockHost(&mut clock),
+    )
+    .unwrap();
     let risk = s.kakeya_json(ContextSource::Tool)["risk"].as_f64().unwrap();
     (risk, s.verdict)
+}
+
+/// Characters held back and scoring interval of the test stack's streams.
+const WINDOW: usize = 16;
+const EVERY: usize = 32;
+
+/// How a streamed `row` ends under `block`, from the native pipeline: cut at the first
+/// checkpoint (every [`EVERY`] characters, then the whole answer) whose prefix is not
+/// accepted (`Some(checkpoint)`), or passed (`None`); with that prefix's risk and verdict.
+fn native_stream(scorer: &Scorer, tenant: &str, row: &Row) -> (Option<usize>, f64, Verdict) {
+    let len = row.response.chars().count();
+    for at in (1..).map(|k| k * EVERY).take_while(|at| *at < len) {
+        let prefix: String = row.response.chars().take(at).collect();
+        let (risk, verdict) = native_answer(scorer, tenant, row, &prefix);
+        if verdict != Verdict::Accept {
+            return (Some(at), risk, verdict);
+        }
+    }
+    let (risk, verdict) = native(scorer, tenant, row);
+    ((verdict != Verdict::Accept).then_some(len), risk, verdict)
 }
 
 fn header_f64(a: &Answer, name: &str) -> f64 {
@@ -161,6 +197,11 @@ fn chat_completions_are_scored_inline_plain_and_streamed() {
     opts.env.extend([
         ("KAKEYA_LLM_BACKEND".into(), upstream.addr.to_string()),
         ("KAKEYA_GATEWAY_POLICY".into(), "block".into()),
+        ("KAKEYA_GATEWAY_STREAM_WINDOW".into(), WINDOW.to_string()),
+        (
+            "KAKEYA_GATEWAY_STREAM_SCORE_EVERY".into(),
+            EVERY.to_string(),
+        ),
         // A secured ingest: the recording callout must carry the secret, or no decision of
         // this test reaches the decision log.
         (
@@ -250,49 +291,92 @@ fn chat_completions_are_scored_inline_plain_and_streamed() {
     }
     assert!(stack.decisions(Some("default")).unwrap().is_empty());
 
-    // Streamed: the same risks, the content unchanged, the verdict chunk before [DONE].
-    for (i, row) in rows.iter().enumerate() {
-        let (head, data) = stream(&stack, &request(i, row, true));
-        assert_eq!(head.status, 200);
-        assert!(head
-            .header("content-type")
-            .unwrap()
-            .starts_with("text/event-stream"));
-        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
-        let chunks: Vec<Value> = data[..data.len() - 1]
-            .iter()
-            .map(|d| serde_json::from_str(d).unwrap())
-            .collect();
-        let content: String = chunks
-            .iter()
-            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-            .collect();
-        assert_eq!(content, row.response);
-        let last = chunks.last().unwrap();
-        assert_eq!(last["object"], "chat.completion.chunk");
-        assert_eq!(last["choices"], json!([]));
-        let (risk, verdict) = native(&scorer, &tenant, row);
-        assert_eq!(last["kakeya"]["risk"].as_f64(), Some(risk), "{last}");
-        assert_eq!(last["kakeya"]["decision"], verdict.as_str());
-        assert_eq!(
-            chunks.iter().filter(|c| c.get("kakeya").is_some()).count(),
-            1
-        );
+    // Streamed under `block` (a 16-character window, scored every 32 characters), in chunks
+    // of 1, 5 and 13 characters: a stream whose answer so far the native pipeline does not
+    // accept at a checkpoint (or at its end) is cut there with a `content_filter` chunk carrying
+    // that prefix's risk, the held-back content withheld; the others arrive unchanged with the
+    // verdict chunk (the native risk bit for bit) before [DONE].
+    let (mut cut_mid, mut cut_end, mut passed) = (0, 0, 0);
+    for chunk_chars in [1, 5, 13] {
+        upstream.set_chunk_chars(chunk_chars);
+        for (i, row) in rows.iter().enumerate() {
+            let (head, data) = stream(&stack, &request(i, row, true));
+            assert_eq!(head.status, 200);
+            assert!(head
+                .header("content-type")
+                .unwrap()
+                .starts_with("text/event-stream"));
+            assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+            let chunks: Vec<Value> = data[..data.len() - 1]
+                .iter()
+                .map(|d| serde_json::from_str(d).unwrap())
+                .collect();
+            let content: String = chunks
+                .iter()
+                .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+                .collect();
+            let last = chunks.last().unwrap();
+            assert_eq!(last["object"], "chat.completion.chunk");
+            assert_eq!(
+                chunks.iter().filter(|c| c.get("kakeya").is_some()).count(),
+                1
+            );
+            let (cut, risk, verdict) = native_stream(&scorer, &tenant, row);
+            assert_eq!(
+                last["kakeya"]["risk"].as_f64(),
+                Some(risk),
+                "{row:?} {last}"
+            );
+            assert_eq!(last["kakeya"]["decision"], verdict.as_str());
+            match cut {
+                None => {
+                    passed += 1;
+                    assert_eq!(content, row.response);
+                    assert_eq!(last["choices"], json!([]));
+                }
+                Some(at) => {
+                    if at < row.response.chars().count() {
+                        cut_mid += 1;
+                    } else {
+                        cut_end += 1;
+                    }
+                    assert_eq!(last["choices"][0]["finish_reason"], "content_filter");
+                    assert!(row.response.starts_with(&content), "{content:?}");
+                    // The window was held back: nothing at or past the checkpoint got out.
+                    assert!(
+                        content.chars().count() + WINDOW <= at.max(WINDOW),
+                        "{content:?}"
+                    );
+                }
+            }
+        }
     }
+    assert!(
+        cut_mid > 0 && cut_end > 0 && passed > 0,
+        "{cut_mid} {cut_end} {passed}"
+    );
 
-    // Chunks arrive as the backend sends them: the first content chunk is read while the
-    // backend still holds the rest of the stream.
-    upstream.hold_streams();
+    // Chunks arrive as the backend sends them: content (or the cut) is read while the backend
+    // still holds the rest of the stream.
+    let long = rows
+        .iter()
+        .position(|r| r.response.chars().count() > 3 * WINDOW)
+        .unwrap();
+    upstream.set_chunk_chars(7);
+    upstream.hold_after_chars(WINDOW + 7 * 2);
     let resp = agent()
         .post(&stack.url(CHAT))
         .set("content-type", "application/json")
-        .send_string(&request(1, &rows[1], true).to_string())
+        .send_string(&request(long, &rows[long], true).to_string())
         .unwrap();
     let mut lines = BufReader::new(resp.into_reader()).lines();
-    let first_content = lines
+    let first = lines
         .by_ref()
         .map(|l| l.unwrap())
-        .find(|l| l.contains("\"content\":\"") && !l.contains("\"content\":\"\""))
+        .find(|l| {
+            (l.contains("\"content\":\"") && !l.contains("\"content\":\"\""))
+                || l.contains("content_filter")
+        })
         .unwrap();
     assert!(
         !upstream.hold_timed_out(),
@@ -300,13 +384,16 @@ fn chat_completions_are_scored_inline_plain_and_streamed() {
     );
     upstream.release();
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    assert!(first_content.starts_with("data: "));
-    assert!(rest.iter().any(|l| l.contains("\"kakeya\"")));
+    assert!(first.starts_with("data: "));
+    assert!(first.contains("\"kakeya\"") || rest.iter().any(|l| l.contains("\"kakeya\"")));
+    let all: Vec<&String> = [&first].into_iter().chain(&rest).collect();
     assert_eq!(
-        rest.iter().rev().find(|l| !l.is_empty()).unwrap(),
-        "data: [DONE]"
+        all.iter().rev().find(|l| !l.is_empty()).map(|l| l.as_str()),
+        Some("data: [DONE]")
     );
     assert!(!upstream.hold_timed_out());
+
+    openai_client(&stack, &scorer, &tenant, &rows);
 
     // No context at all: scored as such (never treated as grounded), recorded.
     let a = chat(&stack, &warm, &[("x-tenant-id", "nocontext")]);
@@ -357,4 +444,119 @@ fn chat_completions_are_scored_inline_plain_and_streamed() {
     .unwrap();
     assert_eq!(a.status, 400, "{a:?}");
     assert_eq!(upstream.requests().len(), before);
+
+    budgets(&stack, &upstream, &warm);
+}
+
+/// The official `openai` Python client consumes every answer without error, plain and streamed
+/// (with and without `stream_options.include_usage`), blocked ones included, and sees what
+/// the native pipeline predicts. `KAKEYA_OPENAI_PYTHON` is the pinned venv `cargo xtask test`
+/// installs; without it this check is skipped (and says so).
+fn openai_client(stack: &Stack, scorer: &Scorer, tenant: &str, rows: &[Row]) {
+    let Some(python) = std::env::var_os("KAKEYA_OPENAI_PYTHON").filter(|p| !p.is_empty()) else {
+        eprintln!(
+            "skipped: the openai-client check (KAKEYA_OPENAI_PYTHON is unset; cargo xtask test \
+             installs the pinned openai package)"
+        );
+        return;
+    };
+    let mut bodies = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        bodies.push(request(i, row, false));
+        bodies.push(request(i, row, true));
+        let mut usage = request(i, row, true);
+        usage["stream_options"] = json!({"include_usage": true});
+        bodies.push(usage);
+    }
+    let file = std::env::temp_dir().join(format!("kakeya-openai-{}.json", std::process::id()));
+    std::fs::write(&file, serde_json::to_vec(&bodies).unwrap()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/openai_client.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(stack.url("/v1"))
+        .arg(&file)
+        .env("OPENAI_API_KEY", API_KEY)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), bodies.len());
+    for (r, body) in results.iter().zip(&bodies) {
+        assert!(r.get("error").is_none(), "{r}");
+        let row = rows.iter().find(|x| json!(x.id) == body["user"]).unwrap();
+        let kakeya = &r["kakeya"];
+        if body["stream"] == json!(true) {
+            let (cut, risk, verdict) = native_stream(scorer, tenant, row);
+            assert_eq!(kakeya["risk"].as_f64(), Some(risk), "{r}");
+            assert_eq!(kakeya["decision"], verdict.as_str());
+            match cut {
+                None => {
+                    assert_eq!(r["content"], json!(row.response), "{r}");
+                    assert_eq!(r["finish_reason"], "stop");
+                }
+                Some(_) => assert_eq!(r["finish_reason"], "content_filter", "{r}"),
+            }
+        } else {
+            let (risk, verdict) = native(scorer, tenant, row);
+            if verdict == Verdict::Accept {
+                assert_eq!(r["content"], json!(row.response), "{r}");
+                assert_eq!(r["finish_reason"], "stop");
+            } else {
+                assert_eq!(r["content"], DEFAULT_REFUSAL, "{r}");
+                assert_eq!(r["finish_reason"], "content_filter");
+                assert_eq!(kakeya["risk"].as_f64(), Some(risk), "{r}");
+            }
+        }
+    }
+    eprintln!(
+        "openai {} consumed {} answers",
+        report["openai"],
+        results.len()
+    );
+}
+
+/// Budgets on the chat route: a tenant whose (priced) recorded decisions crossed its hard cap
+/// gets the OpenAI-shaped 402 (deny) before anything reaches the LLM backend.
+fn budgets(stack: &Stack, upstream: &LlmUpstream, warm: &[u8]) {
+    use kakeya_control_plane::cost::prices::{day_of_ms, format_day};
+    let day = format_day(day_of_ms(kakeya_control_plane::now_ms()) - 1);
+    // A decision costs 1: "nocontext" has spent at least 1.
+    let price = json!({"effective_from": day, "per_request": 1.0});
+    let book = stack.admin_post("/v1/cost/prices", &price).unwrap();
+    assert_eq!(book.status, 201, "{}", book.body);
+    // (Throttle's 429 shape is checked in kakeya-core: pipeline::chat's budget test.)
+    let body = json!({"tenant": "nocontext", "soft_cap": 0.1, "hard_cap": 0.5,
+                      "soft_action": "alert", "hard_action": "deny"});
+    let r = agent()
+        .put(&stack.admin_url("/v1/cost/budgets"))
+        .set("authorization", &format!("Bearer {}", stack.admin_token))
+        .set("content-type", "application/json")
+        .send_string(&body.to_string())
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let before = upstream.requests().len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let denied = loop {
+        let a = chat(stack, warm, &[("x-tenant-id", "nocontext")]);
+        if a.status == 402 {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "never denied: {a:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let v = denied.json();
+    assert_eq!(v["code"], "budget_exceeded", "{v}");
+    assert_eq!(v["error"]["code"], "budget_exceeded");
+    assert_eq!(v["error"]["type"], "insufficient_quota");
+    // Served requests went to the backend before the budgets landed; refused ones never did.
+    let served = upstream.requests().len() - before;
+    let refused = chat(stack, warm, &[("x-tenant-id", "nocontext")]);
+    assert_eq!(refused.status, 402);
+    assert_eq!(upstream.requests().len() - before, served);
 }

@@ -250,12 +250,18 @@ fn test(args: &[String]) -> Result<()> {
         eprintln!("xtask: {e}\nxtask: e2e_dashboard's Prometheus half will be SKIPPED");
         PathBuf::new()
     });
+    // e2e_gateway's OpenAI-client check: without pip it is skipped and counted.
+    let openai = tools::openai(&root()).unwrap_or_else(|e| {
+        eprintln!("xtask: {e}\nxtask: e2e_gateway's openai-client check will be SKIPPED");
+        PathBuf::new()
+    });
     let mut tally = Tally::default();
     let mut tests = cargo();
     tests
         .args(WORKSPACE_TESTS)
         .env("KAKEYA_SCHEMATHESIS", &schemathesis)
         .env("KAKEYA_PROMETHEUS_BIN", &prometheus)
+        .env("KAKEYA_OPENAI_PYTHON", &openai)
         .env("KAKEYA_GATE_WASM", &wasm)
         .env("KAKEYA_FLOOR_WASM", &floor)
         .env("KAKEYA_ENVOY_BIN", &envoy)

@@ -225,6 +225,41 @@ pub fn ort(root: &Path) -> Result<PathBuf> {
     )
 }
 
+/// The official `openai` Python client and what pip resolved for it on Python 3.11, pinned:
+/// e2e_gateway checks that it consumes every gateway answer, blocked streams included.
+pub const OPENAI_VERSION: &str = "3.57.0";
+const OPENAI_STACK: [&str; 14] = [
+    "openai==3.57.0",
+    "annotated-types==0.8.0",
+    "anyio==4.16.0",
+    "h11==0.16.0",
+    "httpcore2==2.16.2",
+    "httpx2==2.16.2",
+    "idna==3.20",
+    "jiter==0.19.0",
+    "pydantic==2.14.4",
+    "pydantic_core==2.50.5",
+    "sniffio==1.3.1",
+    "truststore==0.10.5",
+    "typing-inspection==0.4.5",
+    "typing_extensions==4.16.0",
+];
+
+/// Path of a Python with the `openai` package: `KAKEYA_OPENAI_PYTHON` if set, else the
+/// project-local venv, created and filled by pip when it is missing.
+pub fn openai(root: &Path) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KAKEYA_OPENAI_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    venv_tool(
+        root,
+        &format!("openai-{OPENAI_VERSION}"),
+        "python",
+        &OPENAI_STACK,
+        "openai comes from PyPI: install python3 with venv and pip, or set KAKEYA_OPENAI_PYTHON",
+    )
+}
+
 /// `bin/<bin>` of the venv `<tools>/<name>`, created with `python3 -m venv` and filled with
 /// `requirements` by pip when it does not run (`<bin> --version`).
 fn venv_tool(

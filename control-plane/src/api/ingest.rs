@@ -40,6 +40,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError>
         ("x-kakeya-result" = String, Header, description = "Compact VerifyResult JSON, set by the gate"),
         ("x-kakeya-cacheable" = Option<String>, Header, description = "`true`/`false`: may the result be stored in dedup"),
         ("x-kakeya-verify-ns" = Option<u64>, Header, description = "In-filter verify time in ns"),
+        ("x-kakeya-llm-tokens" = Option<String>, Header, description = "LLM-gateway mode: the backend's token counts of the answer, `<prompt>,<completion>`, stored in the cost record"),
         ("x-kakeya-filter-ns" = Option<u64>, Header, description = "The filter's own time on the request in ns (its cost tracer), stored in the cost record"),
         ("x-kakeya-microvote-ns" = Option<u64>, Header, description = "The micro-vote callout's wait in ns, dispatch to answer or timeout (cost tracer, only after a callout), stored in the decision log"),
         ("x-kakeya-model-calls" = Option<u64>, Header, description = "Micro-vote calls the filter dispatched for the request, stored in the cost record"),
@@ -122,6 +123,9 @@ async fn handle(
     // The filter's cost tracer (absent from a gate without it: the record keeps NULL).
     let (filter_ns, model_calls) = (number(H_FILTER_NS)?, number(H_MODEL_CALLS)?);
     let microvote_ns = number(H_MICROVOTE_NS)?;
+    // A gateway answer's token counts (LLM-gateway mode): into the cost record.
+    let tokens = header(headers, kakeya_core::chat::H_LLM_TOKENS)?
+        .and_then(kakeya_core::chat::TokenUsage::parse_header);
     // Same checks the apply path makes, before anything is written.
     let verdict = serde_json::from_str::<kakeya_core::VerifyResult>(&result)
         .map_err(|e| ApiError::NotFromGate(format!("{H_RESULT} is not a VerifyResult: {e}")))?;
@@ -167,6 +171,8 @@ async fn handle(
         model_calls,
         microvote_ns,
         task,
+        prompt_tokens: tokens.map(|t| t.prompt_tokens),
+        completion_tokens: tokens.map(|t| t.completion_tokens),
     };
     let applied = st.handle.submit(record).await?;
     if let Some((retainer, evidence)) = retained {

@@ -62,6 +62,8 @@ pub fn measure(rec: &WalRecord, d: &NewDecision<'_>, response: &str) -> Usage {
         decision_log_bytes: row_bytes(&texts, numbers),
         filter_cpu_ns: rec.filter_ns,
         model_calls: rec.model_calls,
+        prompt_tokens: rec.prompt_tokens,
+        completion_tokens: rec.completion_tokens,
     }
 }
 
@@ -78,7 +80,8 @@ pub async fn insert(
     let inserted = sqlx::query(
         "INSERT INTO cost_records (record_id, tenant, created_at_ms, day, trusted, request_bytes, \
          response_bytes, wal_bytes, decision_log_bytes, filter_cpu_ns, model_calls, arm, \
-         model_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         model_version, prompt_tokens, completion_tokens) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
          ON CONFLICT (record_id) DO NOTHING",
     )
     .bind(d.record_id)
@@ -94,6 +97,8 @@ pub async fn insert(
     .bind(u.model_calls.map(i))
     .bind(d.risk.map(|r| r.arm.clone()))
     .bind(d.risk.map(|r| r.model_version.clone()))
+    .bind(u.prompt_tokens.map(i))
+    .bind(u.completion_tokens.map(i))
     .persistent(false)
     .execute(&mut *conn)
     .await?

@@ -23,6 +23,9 @@ pub struct Usage {
     pub filter_cpu_ns: Option<u64>,
     /// Micro-vote calls made for the decision (not reported yet: NULL).
     pub model_calls: Option<u64>,
+    /// LLM-gateway answers: the backend's token counts (NULL otherwise).
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
 }
 
 /// Summed use of many decisions (one tenant and day).
@@ -182,6 +185,8 @@ mod tests {
             decision_log_bytes: 0,
             filter_cpu_ns: None,
             model_calls: None,
+            prompt_tokens: None,
+            completion_tokens: None,
         };
         let mut s = UsageSum::default();
         s.add(&u, true);

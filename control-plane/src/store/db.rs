@@ -181,6 +181,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "advisor_inputs",
         include_str!("../../migrations/sqlite/0033_advisor_inputs.sql"),
     ),
+    (
+        39,
+        "llm_tokens",
+        include_str!("../../migrations/sqlite/0039_llm_tokens.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -342,6 +347,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         33,
         "advisor_inputs",
         include_str!("../../migrations/postgres/0033_advisor_inputs.sql"),
+    ),
+    (
+        39,
+        "llm_tokens",
+        include_str!("../../migrations/postgres/0039_llm_tokens.sql"),
     ),
 ];
 

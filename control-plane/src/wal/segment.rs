@@ -36,6 +36,12 @@ pub struct WalRecord {
     /// before the evidence is dropped from `body`, for the decision log's `task` column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// The LLM backend's token counts of a gateway answer (`x-kakeya-llm-tokens`), for the
+    /// cost record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u64>,
 }
 
 /// Frame header size: length + CRC.
@@ -234,6 +240,8 @@ mod tests {
             model_calls: None,
             microvote_ns: None,
             task: None,
+            prompt_tokens: None,
+            completion_tokens: None,
         };
         let p = serde_json::to_vec(&r).unwrap();
         assert!(p.starts_with(PAYLOAD_PREFIX));

@@ -223,6 +223,8 @@ mod tests {
             model_calls: None,
             microvote_ns: None,
             task: None,
+            prompt_tokens: None,
+            completion_tokens: None,
         }
     }
 

@@ -26,7 +26,8 @@ pub enum ChatPolicy {
     #[default]
     Annotate,
     /// Escalated answers are blocked too: the choice becomes the refusal with
-    /// `finish_reason: "content_filter"` (plain responses; streamed ones are annotated).
+    /// `finish_reason: "content_filter"`; a stream is cut with a `content_filter` chunk
+    /// ([`super::hold`]).
     Block,
 }
 
@@ -60,6 +61,13 @@ pub struct ChatConfig {
     /// Cluster of the control plane's ingest listener, where decisions are recorded.
     #[serde(default = "default_record_cluster")]
     pub record_cluster: String,
+    /// Under `block`, the last this many characters of a streamed answer are held back until
+    /// the answer is known not to be blocked ([`super::hold`]).
+    #[serde(default = "default_stream_window")]
+    pub stream_window: usize,
+    /// Under `block`, a streamed answer is scored each time this many more characters arrived.
+    #[serde(default = "default_stream_score_every")]
+    pub stream_score_every: usize,
     /// The assistant message of a blocked answer.
     #[serde(default = "default_refusal")]
     pub refusal: String,
@@ -82,6 +90,16 @@ fn default_max_response_bytes() -> usize {
 fn default_record_cluster() -> String {
     "kakeya_ingest".into()
 }
+/// Default [`ChatConfig::stream_window`].
+pub const DEFAULT_STREAM_WINDOW: usize = 256;
+/// Default [`ChatConfig::stream_score_every`].
+pub const DEFAULT_STREAM_SCORE_EVERY: usize = 128;
+fn default_stream_window() -> usize {
+    DEFAULT_STREAM_WINDOW
+}
+fn default_stream_score_every() -> usize {
+    DEFAULT_STREAM_SCORE_EVERY
+}
 /// The refusal when none is configured.
 pub const DEFAULT_REFUSAL: &str =
     "The answer was withheld because it could not be verified against its sources.";
@@ -100,6 +118,8 @@ impl Default for ChatConfig {
             policy: ChatPolicy::default(),
             max_response_bytes: default_max_response_bytes(),
             record_cluster: default_record_cluster(),
+            stream_window: DEFAULT_STREAM_WINDOW,
+            stream_score_every: DEFAULT_STREAM_SCORE_EVERY,
             refusal: default_refusal(),
             ingest_secret_env: None,
         }
@@ -122,6 +142,12 @@ impl ChatConfig {
         }
         if !(1024..=(16 << 20)).contains(&self.max_response_bytes) {
             return Err("max_response_bytes must be within 1024..=16777216".into());
+        }
+        if self.stream_window > 65536 || !(16..=65536).contains(&self.stream_score_every) {
+            return Err(
+                "stream_window must be within 0..=65536 and stream_score_every within 16..=65536"
+                    .into(),
+            );
         }
         Ok(())
     }

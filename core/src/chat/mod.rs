@@ -9,6 +9,7 @@
 //! pipeline.
 
 pub mod config;
+pub mod hold;
 pub mod request;
 pub mod response;
 pub mod sse;
@@ -17,8 +18,9 @@ pub mod sse;
 mod tests;
 
 pub use config::{ChatConfig, ChatPolicy, NoContext, CHAT_PATH, DEFAULT_REFUSAL};
+pub use hold::{prefix_chars, HoldBack};
 pub use request::{parse_request, ChatRequest, ContextSource};
-pub use response::{blocked_completion, parse_response, ChatAnswer};
+pub use response::{blocked_completion, parse_response, ChatAnswer, TokenUsage, H_LLM_TOKENS};
 pub use sse::{SseEvent, SseParser, StreamAnswer};
 
 /// Why a chat body was refused: the machine-readable code and a message for the client.

@@ -134,6 +134,8 @@ pub struct StreamAnswer {
     pub content: String,
     /// `data: [DONE]` arrived.
     pub done: bool,
+    /// Characters in `content`.
+    pub chars: usize,
     /// More content arrived than `max` bytes: the rest is not scored.
     pub truncated: bool,
     /// `data:` payloads that were not JSON.
@@ -141,6 +143,8 @@ pub struct StreamAnswer {
     pub id: String,
     pub model: String,
     pub created: i64,
+    /// The `usage` of the last chunk that had one (`stream_options.include_usage`).
+    pub usage: Option<super::TokenUsage>,
     max: usize,
 }
 
@@ -170,6 +174,9 @@ impl StreamAnswer {
             self.model = v.get("model").and_then(Value::as_str).unwrap_or("").into();
             self.created = v.get("created").and_then(Value::as_i64).unwrap_or(0);
         }
+        if let Some(u) = super::TokenUsage::from_json(v.get("usage")) {
+            self.usage = Some(u);
+        }
         let choice = v.get("choices").and_then(Value::as_array).and_then(|cs| {
             cs.iter()
                 .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
@@ -183,6 +190,7 @@ impl StreamAnswer {
                 self.truncated = true;
             } else if !self.truncated {
                 self.content.push_str(t);
+                self.chars = self.chars.saturating_add(t.chars().count());
             }
         }
         false
@@ -192,12 +200,28 @@ impl StreamAnswer {
     /// choices (as the usage chunk of `stream_options.include_usage`) and the verdict in
     /// `kakeya`, so OpenAI clients parse it like any other chunk.
     pub fn verdict_event(&self, kakeya: &Value) -> Vec<u8> {
+        self.chunk_event(serde_json::json!([]), kakeya)
+    }
+
+    /// The events that cut a blocked stream ([`super::hold`]): a chunk whose choice ends with
+    /// `finish_reason: "content_filter"` (what OpenAI sends for filtered content) carrying the
+    /// verdict in `kakeya`, then `data: [DONE]`.
+    pub fn cut_events(&self, kakeya: &Value) -> Vec<u8> {
+        let choices = serde_json::json!([
+            {"index": 0, "delta": {}, "finish_reason": "content_filter"}
+        ]);
+        let mut out = self.chunk_event(choices, kakeya);
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        out
+    }
+
+    fn chunk_event(&self, choices: Value, kakeya: &Value) -> Vec<u8> {
         let chunk = serde_json::json!({
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "choices": [],
+            "choices": choices,
             "kakeya": kakeya,
         });
         let mut out = b"data: ".to_vec();

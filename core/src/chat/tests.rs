@@ -96,6 +96,18 @@ fn responses_and_blocked_bodies() {
     ], "usage": {"total_tokens": 3}})
     .to_string();
     assert_eq!(parse_response(body.as_bytes()).unwrap().content, "Paris.");
+    // Without both counts there is no usage; with them, it survives its header.
+    assert_eq!(parse_response(body.as_bytes()).unwrap().usage, None);
+    let with = json!({"choices": [{"message": {"content": "x"}}],
+                      "usage": {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}});
+    let u = parse_response(with.to_string().as_bytes())
+        .unwrap()
+        .usage
+        .unwrap();
+    assert_eq!(TokenUsage::parse_header(&u.header_value()), Some(u));
+    assert_eq!(u.header_value(), "11,4");
+    assert_eq!(TokenUsage::parse_header("11"), None);
+    assert_eq!(TokenUsage::parse_header("-1,2"), None);
     assert_eq!(
         parse_response(b"{\"choices\": []}").unwrap_err().code,
         "upstream_invalid"
@@ -176,6 +188,8 @@ fn a_whole_stream_accumulates_its_content() {
             ("chatcmpl-1", "gpt-x", 7)
         );
         assert_eq!(data.len(), 6, "{nl:?}: comments carry no data");
+        let usage = a.usage.unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (5, 7));
     }
 }
 

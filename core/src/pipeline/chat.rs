@@ -3,11 +3,14 @@
 //! of [`crate::pcs_builder`], bound to the evidence: `pcs-id-v2`), so a gateway answer gets the
 //! risk that the same answer submitted as a PCS by `kakeya pcs build` gets.
 //!
-//! The micro-vote does not call out on this route yet: it abstains (`no_callout`).
+//! The micro-vote does not call out on this route yet: it abstains (`no_callout`). The tenant's
+//! budget is enforced before the backend call ([`super::chat_head::enforce_budget`]); the action
+//! in force (`alert`, `degrade`) is applied here as on the PCS path.
 
 use super::reply::{Decision, Forward, LocalReply};
 use super::{score_stages, Host, Step, H_ARM, H_BUNDLE_VERSION, H_MODEL_VERSION, H_RESULT};
 use super::{H_RISK, H_RISK_BAND, H_VOTES};
+use crate::budget::BudgetAction;
 use crate::bundle::Scorer;
 use crate::chat::{ChatRequest, ContextSource};
 use crate::evidence::{evidence_sha256, Evidence};
@@ -123,13 +126,14 @@ pub fn evidence(req: &ChatRequest, answer: &str, task: Option<TaskKind>) -> Evid
     }
 }
 
-/// Scores `ev` for `tenant` (a local reply only when the gate must fail closed: no bundle
-/// under failure mode `closed`).
+/// Scores `ev` for `tenant` under its `budget` action (a local reply only when the gate must
+/// fail closed: no bundle under failure mode `closed`).
 pub fn score(
     tenant: &str,
     ev: &Evidence,
     gate: &Gate,
     bundle: Option<&Scorer>,
+    budget: BudgetAction,
     host: &mut dyn Host,
 ) -> Result<Scored, LocalReply> {
     let start = host.now_ns();
@@ -144,18 +148,7 @@ pub fn score(
     let internal = |m: String| LocalReply::new(500, "internal", &m);
     let pcs_body = serde_json::to_vec(&json).map_err(|e| internal(e.to_string()))?;
     let pcs = crate::parse(&pcs_body).map_err(|e| internal(format!("built PCS: {e}")))?;
-    // Budgets are not enforced on this route yet (the answer is already paid for when it is
-    // scored; refusing before the backend call is the next step): no action.
-    let step = score_stages(
-        tenant,
-        &pcs,
-        Some(ev),
-        gate,
-        bundle,
-        crate::budget::BudgetAction::None,
-        host,
-        start,
-    )?;
+    let step = score_stages(tenant, &pcs, Some(ev), gate, bundle, budget, host, start)?;
     let decision = match step {
         Step::Done(d) => d,
         Step::Pending(p) => p.resume(&MicroVoteResult::Unavailable("no_callout")),
@@ -200,6 +193,7 @@ mod tests {
             ev,
             &gate(),
             Some(&scorer),
+            BudgetAction::None,
             &mut TestHost::new(None),
         )
         .unwrap()
@@ -263,6 +257,75 @@ mod tests {
         let h = lovelace.client_headers(ContextSource::Tool);
         assert!(h.contains(&(H_DECISION, "accept".to_string())));
         assert!(h.iter().any(|(k, _)| *k == H_VOTES));
+    }
+
+    fn budgeted(action: BudgetAction) -> Scorer {
+        let mut b = bundle(0.2, EnsembleSection::default());
+        b.budgets.tenants.insert(
+            "default".into(),
+            crate::budget::TenantBudget {
+                month: "2026-12".into(),
+                spent: 12.0,
+                soft_cap: 10.0,
+                hard_cap: 11.0,
+                action,
+                retry_after_s: 60,
+            },
+        );
+        Scorer::new(b)
+    }
+
+    #[test]
+    fn over_budget_tenants_get_openai_errors_and_degraded_ones_are_scored() {
+        use super::super::chat_head::enforce_budget;
+        for (action, status, code, kind) in [
+            (
+                BudgetAction::Deny,
+                402,
+                "budget_exceeded",
+                "insufficient_quota",
+            ),
+            (
+                BudgetAction::Throttle,
+                429,
+                "budget_throttled",
+                "rate_limit_exceeded",
+            ),
+        ] {
+            let r = enforce_budget("default", Some(&budgeted(action))).unwrap_err();
+            assert_eq!((r.status, r.code), (status, code));
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(v["code"], code);
+            assert_eq!(v["error"]["code"], code);
+            assert_eq!(v["error"]["type"], kind);
+            assert!(v["error"]["message"].as_str().unwrap().contains("budget"));
+            let retry = r
+                .headers
+                .iter()
+                .any(|(k, v)| k == "retry-after" && v == "60");
+            assert_eq!(retry, action == BudgetAction::Throttle);
+        }
+        // Another tenant, and no bundle: nothing in force.
+        let deny = budgeted(BudgetAction::Deny);
+        assert_eq!(enforce_budget("t2", Some(&deny)), Ok(BudgetAction::None));
+        assert_eq!(enforce_budget("default", None), Ok(BudgetAction::None));
+        // Degraded: served, the micro-vote abstains, the decision says so.
+        let scorer = budgeted(BudgetAction::Degrade);
+        let action = enforce_budget("default", Some(&scorer)).unwrap();
+        let s = score(
+            "default",
+            &readme_evidence(LOVELACE),
+            &gate(),
+            Some(&scorer),
+            action,
+            &mut TestHost::new(None),
+        )
+        .unwrap();
+        let budget = s
+            .headers
+            .iter()
+            .find(|(k, _)| *k == super::super::budget::H_BUDGET);
+        assert_eq!(budget.map(|(_, v)| v.as_str()), Some("degrade"));
     }
 
     #[test]

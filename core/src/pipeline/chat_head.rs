@@ -1,7 +1,11 @@
 //! The chat route's request headers: method (405), content type (415) and the tenant, from the
-//! configured header or else from the API key's hash (never the key itself).
+//! configured header or else from the API key's hash (never the key itself); and the tenant's
+//! budget, enforced before the request reaches the LLM backend (once the backend has answered,
+//! the answer is paid for).
 
 use super::{is_json_content_type, valid_tenant, LocalReply};
+use crate::budget::BudgetAction;
+use crate::bundle::Scorer;
 use crate::chat::ChatConfig;
 use crate::signature::DEFAULT_TENANT;
 use sha2::{Digest, Sha256};
@@ -65,4 +69,32 @@ pub fn on_headers(headers: &[(String, Vec<u8>)], cfg: &ChatConfig) -> Result<Str
     Ok(value("authorization")
         .and_then(key_tenant)
         .unwrap_or_else(|| DEFAULT_TENANT.to_string()))
+}
+
+/// The budget action in force for `tenant` on the chat route, or the OpenAI-shaped error of a
+/// deny (402 `budget_exceeded`) or a throttle (429 `budget_throttled` with `Retry-After`): the
+/// PCS path's stage ([`super::budget::enforce`]) with the body OpenAI clients read.
+pub fn enforce_budget(tenant: &str, bundle: Option<&Scorer>) -> Result<BudgetAction, LocalReply> {
+    super::budget::enforce(tenant, bundle).map_err(openai_error)
+}
+
+/// `r` with an OpenAI-shaped body: `{"error": {"message", "type", "param", "code"}, "code"}`.
+/// OpenAI client libraries read `error.message` and `error.code` into the exception they raise
+/// (and retry a 429 after its `Retry-After`); the top-level `code` is the gate's usual one.
+pub fn openai_error(mut r: LocalReply) -> LocalReply {
+    let message = serde_json::from_str::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_default();
+    let kind = match r.status {
+        402 => "insufficient_quota",
+        429 => "rate_limit_exceeded",
+        _ => "invalid_request_error",
+    };
+    r.body = serde_json::json!({
+        "error": {"message": message, "type": kind, "param": null, "code": r.code},
+        "code": r.code,
+    })
+    .to_string();
+    r
 }

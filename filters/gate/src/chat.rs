@@ -6,7 +6,11 @@
 //! * plain JSON: the response headers are held and the body buffered; the verdict goes into
 //!   `x-kakeya-*` response headers, and a blocked answer's choices are replaced by the refusal;
 //! * SSE: events pass through as they complete; before `data: [DONE]` (or at the end of the
-//!   stream) one more chunk carries the verdict in its `kakeya` object.
+//!   stream) one more chunk carries the verdict in its `kakeya` object. Under `block`, the last
+//!   `stream_window` characters are held back ([`HoldBack`]) and the answer so far is scored
+//!   every `stream_score_every` characters: a blocked stream is cut with a `content_filter`
+//!   chunk and `[DONE]`, the held content dropped and the rest of the backend's stream
+//!   discarded (the response ends when the recording callout has answered).
 //!
 //! Each scored answer is recorded at the control plane's ingest (a callout with the decision's
 //! headers and the built PCS), and the response waits for that callout, so the decision is
@@ -15,9 +19,11 @@
 
 use crate::host;
 use crate::root::Shared;
+use kakeya_core::budget::BudgetAction;
 use kakeya_core::chat::{
-    blocked_completion, parse_request, parse_response, ChatConfig, ChatPolicy, ChatRequest,
-    ContextSource, NoContext, SseParser, StreamAnswer,
+    blocked_completion, parse_request, parse_response, prefix_chars, ChatConfig, ChatPolicy,
+    ChatRequest, ContextSource, HoldBack, NoContext, SseParser, StreamAnswer, TokenUsage,
+    H_LLM_TOKENS,
 };
 use kakeya_core::pipeline::chat::{self as score, Scored, Verdict, H_CONTEXT, H_DECISION};
 use kakeya_core::pipeline::chat_head as head;
@@ -51,6 +57,12 @@ enum Phase {
     Stream(Box<Streaming>),
     /// Waiting for the ingest callout `token`; the response resumes on its answer.
     Recording(u32),
+    /// A blocked stream was cut: the backend's remaining bytes are discarded, and the end of
+    /// the response waits for the recording callout `token` (`paused`: it is waiting).
+    Drain {
+        token: Option<u32>,
+        paused: bool,
+    },
     Done,
     Replied,
 }
@@ -60,12 +72,23 @@ struct Streaming {
     parser: SseParser,
     answer: StreamAnswer,
     scored: bool,
+    /// Under `block`: the held-back tail of the answer.
+    hold: Option<HoldBack>,
 }
 
 pub struct ChatFlow {
     shared: Rc<Shared>,
     tenant: String,
+    /// The tenant's budget action in force (checked with the request body).
+    budget: BudgetAction,
     phase: Phase,
+}
+
+/// Whose answer is scored, and how.
+struct Who<'a> {
+    shared: &'a Shared,
+    tenant: &'a str,
+    budget: BudgetAction,
 }
 
 fn cfg(shared: &Shared) -> Option<&ChatConfig> {
@@ -92,6 +115,7 @@ impl ChatFlow {
         Ok(ChatFlow {
             shared,
             tenant,
+            budget: BudgetAction::None,
             phase: Phase::AwaitRequest,
         })
     }
@@ -144,11 +168,31 @@ impl ChatFlow {
                     code: e.code,
                 })
             }
-            Ok(req) if req.source == ContextSource::None && c.no_context == NoContext::Skip => {
+            Ok(req) => {
+                let bundle = self.shared.current_bundle();
+                match head::enforce_budget(&self.tenant, bundle.as_deref()) {
+                    Err(r) => {
+                        // Over its cap: refused before the LLM backend is paid for.
+                        count("budget_refused");
+                        self.phase = Phase::Replied;
+                        reply(&r)
+                    }
+                    Ok(action) => {
+                        self.budget = action;
+                        self.on_conversation(req, c.no_context)
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_conversation(&mut self, req: ChatRequest, no_context: NoContext) -> Action {
+        match req {
+            req if req.source == ContextSource::None && no_context == NoContext::Skip => {
                 self.phase = Phase::Skip;
                 Action::Continue
             }
-            Ok(req) => {
+            req => {
                 self.phase = Phase::AwaitResponse(req);
                 Action::Continue
             }
@@ -207,6 +251,9 @@ impl ChatFlow {
                 parser: SseParser::new(MAX_SSE_EVENT),
                 answer: StreamAnswer::new(max),
                 scored: false,
+                hold: cfg(&self.shared)
+                    .filter(|c| c.policy == ChatPolicy::Block)
+                    .map(|c| HoldBack::new(c.stream_window, c.stream_score_every)),
             }));
             Action::Continue
         } else {
@@ -228,6 +275,24 @@ impl ChatFlow {
             Phase::Buffer(_) => self.buffered(body_size, end_of_stream),
             Phase::Stream(_) => self.streamed(body_size, end_of_stream),
             Phase::Recording(_) => Action::Pause,
+            Phase::Drain { .. } => self.drain(body_size, end_of_stream),
+            _ => Action::Continue,
+        }
+    }
+
+    /// After a cut: nothing more reaches the client; the end waits for the recording.
+    fn drain(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if body_size > 0 {
+            let _ = host::set_buffer(BufferType::HttpResponseBody, 0, body_size, &[]);
+        }
+        match &mut self.phase {
+            Phase::Drain {
+                token: Some(_),
+                paused,
+            } if end_of_stream => {
+                *paused = true;
+                Action::Pause
+            }
             _ => Action::Continue,
         }
     }
@@ -269,7 +334,7 @@ impl ChatFlow {
         for (name, v) in scored.client_headers(req.source) {
             set_response_header(name, &v);
         }
-        if self.blocks(scored.verdict) {
+        if blocks(&self.shared, scored.verdict) {
             let kakeya = scored.kakeya_json(req.source);
             let refusal = cfg(&self.shared).map_or("", |c| c.refusal.as_str());
             if let Some(b) = blocked_completion(&body, refusal, &kakeya) {
@@ -279,12 +344,7 @@ impl ChatFlow {
                 }
             }
         }
-        self.record(&scored)
-    }
-
-    fn blocks(&self, v: Verdict) -> bool {
-        let policy = cfg(&self.shared).map_or(ChatPolicy::Annotate, |c| c.policy);
-        v == Verdict::Reject || (v == Verdict::Escalate && policy == ChatPolicy::Block)
+        self.record(&scored, answer.usage)
     }
 
     fn streamed(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -294,51 +354,113 @@ impl ChatFlow {
             count("unscored");
             return Action::Continue;
         };
+        let who = Who {
+            shared: &self.shared,
+            tenant: &self.tenant,
+            budget: self.budget,
+        };
         let Phase::Stream(s) = &mut self.phase else {
             return Action::Continue;
         };
         let mut out = Vec::with_capacity(chunk.len() + 512);
         let mut verdict: Option<Scored> = None;
+        let mut cut = false;
         for e in s.parser.feed(&chunk) {
+            let before = s.answer.chars;
             let done = e.data.as_deref().is_some_and(|d| s.answer.push(d));
             if done && !s.scored {
                 s.scored = true;
-                let (bytes, scored) = verdict_event(&self.shared, &self.tenant, s);
-                out.extend_from_slice(&bytes);
-                verdict = scored;
+                let end = end_event(&who, s, &mut out);
+                verdict = end.scored;
+                cut = end.cut;
+                if cut {
+                    break;
+                }
+                out.extend_from_slice(&e.raw);
+            } else if let Some(h) = s.hold.as_mut() {
+                h.hold(e.raw, s.answer.chars.saturating_sub(before), &mut out);
+                if s.parser.overflowed() || s.answer.truncated {
+                    // No longer scorable: nothing to hold back for.
+                    h.release(&mut out);
+                    s.hold = None;
+                } else if let Some(b) = checkpoints(&who, s) {
+                    out.extend_from_slice(&b.0);
+                    verdict = Some(b.1);
+                    s.scored = true;
+                    cut = true;
+                    break;
+                }
+            } else {
+                out.extend_from_slice(&e.raw);
             }
-            out.extend_from_slice(&e.raw);
         }
-        if end_of_stream {
-            if let Some(rest) = s.parser.finish() {
-                out.extend_from_slice(&rest);
+        if end_of_stream && !cut {
+            let rest = s.parser.finish().unwrap_or_default();
+            match s.hold.as_mut() {
+                Some(h) if !s.scored => h.hold(rest, 0, &mut out),
+                _ => out.extend_from_slice(&rest),
             }
             if !s.scored {
                 // The stream ended without [DONE]: the verdict still comes last.
                 s.scored = true;
-                let (bytes, scored) = verdict_event(&self.shared, &self.tenant, s);
-                out.extend_from_slice(&bytes);
-                verdict = scored;
+                let end = end_event(&who, s, &mut out);
+                cut = end.cut;
+                verdict = end.scored;
             }
         }
+        let usage = s.answer.usage;
         if out != chunk
             && host::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out).is_err()
         {
             count("unscored");
         }
         match verdict {
-            Some(scored) => self.record(&scored),
+            Some(scored) if cut => {
+                count("blocked");
+                count(scored.verdict.as_str());
+                let token = self.dispatch_record(&scored, usage);
+                self.phase = Phase::Drain {
+                    token,
+                    paused: end_of_stream && token.is_some(),
+                };
+                if end_of_stream && token.is_some() {
+                    Action::Pause
+                } else {
+                    Action::Continue
+                }
+            }
+            Some(scored) => self.record(&scored, usage),
             None => Action::Continue,
         }
     }
 
     fn score(&self, req: &ChatRequest, answer: &str) -> Result<Scored, LocalReply> {
-        score_answer(&self.shared, &self.tenant, req, answer)
+        let who = Who {
+            shared: &self.shared,
+            tenant: &self.tenant,
+            budget: self.budget,
+        };
+        score_answer(&who, req, answer)
     }
 
     /// Sends the decision to ingest and holds the response until it answers.
-    fn record(&mut self, scored: &Scored) -> Action {
+    fn record(&mut self, scored: &Scored, usage: Option<TokenUsage>) -> Action {
         count(scored.verdict.as_str());
+        match self.dispatch_record(scored, usage) {
+            Some(token) => {
+                self.phase = Phase::Recording(token);
+                Action::Pause
+            }
+            None => {
+                self.phase = Phase::Done;
+                Action::Continue
+            }
+        }
+    }
+
+    /// The recording callout's token (`None`: it could not be sent, counted); the backend's
+    /// token counts go with it for the cost record.
+    fn dispatch_record(&self, scored: &Scored, usage: Option<TokenUsage>) -> Option<u32> {
         let cluster = cfg(&self.shared).map_or("kakeya_ingest", |c| c.record_cluster.as_str());
         let len = scored.pcs_body.len().to_string();
         let mut headers: Vec<(&str, &str)> = vec![
@@ -349,6 +471,10 @@ impl ChatFlow {
             ("content-length", len.as_str()),
         ];
         headers.extend(scored.headers.iter().map(|(k, v)| (*k, v.as_str())));
+        let tokens = usage.map(|u| u.header_value());
+        if let Some(t) = tokens.as_deref() {
+            headers.push((H_LLM_TOKENS, t));
+        }
         // The ingest secret, from the VM's environment (WASI; Envoy fills it from
         // `vm_config.environment_variables`): without it a secured ingest refuses the record.
         let secret = cfg(&self.shared)
@@ -358,26 +484,24 @@ impl ChatFlow {
             headers.push((INGEST_SECRET_HEADER, secret));
         }
         match host::dispatch_http_call(cluster, headers, &scored.pcs_body, RECORD_TIMEOUT_MS) {
-            Ok(token) => {
-                self.phase = Phase::Recording(token);
-                Action::Pause
-            }
+            Ok(token) => Some(token),
             Err(_) => {
                 count("record_errors");
-                self.phase = Phase::Done;
-                Action::Continue
+                None
             }
         }
     }
 
     /// The ingest callout answered (or failed): the response goes on.
     pub fn call_response(&mut self, token_id: u32) {
-        let Phase::Recording(token) = self.phase else {
-            return;
+        let resume = match &mut self.phase {
+            Phase::Recording(token) if *token == token_id => true,
+            Phase::Drain { token, paused } if *token == Some(token_id) => {
+                *token = None;
+                *paused
+            }
+            _ => return,
         };
-        if token != token_id {
-            return;
-        }
         let status = host::get_map(MapType::HttpCallResponseHeaders)
             .ok()
             .and_then(|h| h.into_iter().find(|(k, _)| k == ":status"))
@@ -385,46 +509,92 @@ impl ChatFlow {
         if !matches!(status.as_deref(), Some(b"200" | b"202")) {
             count("record_errors");
         }
-        self.phase = Phase::Done;
-        let _ = host::continue_response();
+        if matches!(self.phase, Phase::Recording(_)) {
+            self.phase = Phase::Done;
+        }
+        if resume {
+            let _ = host::continue_response();
+        }
     }
 }
 
-fn score_answer(
-    shared: &Shared,
-    tenant: &str,
-    req: &ChatRequest,
-    answer: &str,
-) -> Result<Scored, LocalReply> {
-    let task = cfg(shared).and_then(|c| c.task);
+fn score_answer(who: &Who, req: &ChatRequest, answer: &str) -> Result<Scored, LocalReply> {
+    let task = cfg(who.shared).and_then(|c| c.task);
     let ev = score::evidence(req, answer, task);
-    let bundle = shared.current_bundle();
+    let bundle = who.shared.current_bundle();
     let mut clock = || host::now_ns().unwrap_or(0);
     score::score(
-        tenant,
+        who.tenant,
         &ev,
-        &shared.gate,
+        &who.shared.gate,
         bundle.as_deref(),
+        who.budget,
         &mut ClockHost(&mut clock),
     )
 }
 
-/// The verdict chunk of a stream, and the scored answer to record (none when unscored).
-fn verdict_event(shared: &Shared, tenant: &str, s: &Streaming) -> (Vec<u8>, Option<Scored>) {
+fn blocks(shared: &Shared, v: Verdict) -> bool {
+    let policy = cfg(shared).map_or(ChatPolicy::Annotate, |c| c.policy);
+    v == Verdict::Reject || (v == Verdict::Escalate && policy == ChatPolicy::Block)
+}
+
+/// The end of a stream: what the gate sends before `[DONE]`.
+struct StreamEnd {
+    /// The scored answer to record (none when unscored).
+    scored: Option<Scored>,
+    /// The answer is blocked: `out` got the cut events (with their own `[DONE]`).
+    cut: bool,
+}
+
+/// Appends to `out` the end of a stream: the held content and the verdict chunk, or, when a
+/// held-back answer is blocked, the cut events.
+fn end_event(who: &Who, s: &mut Streaming, out: &mut Vec<u8>) -> StreamEnd {
+    let shared = who.shared;
     let unscored = |why: &str| {
         count("unscored");
         serde_json::json!({"decision": "unscored", "reason": why})
     };
-    if s.parser.overflowed() || s.answer.truncated {
-        return (s.answer.verdict_event(&unscored("too_large")), None);
-    }
-    match score_answer(shared, tenant, &s.req, &s.answer.content) {
-        Ok(scored) => {
-            let k = scored.kakeya_json(s.req.source);
-            (s.answer.verdict_event(&k), Some(scored))
+    let (kakeya, scored) = if s.parser.overflowed() || s.answer.truncated {
+        (unscored("too_large"), None)
+    } else {
+        match score_answer(who, &s.req, &s.answer.content) {
+            Ok(scored) => (scored.kakeya_json(s.req.source), Some(scored)),
+            Err(r) => (unscored(r.code), None),
         }
-        Err(r) => (s.answer.verdict_event(&unscored(r.code)), None),
+    };
+    let cut = s.hold.is_some() && scored.as_ref().is_some_and(|x| blocks(shared, x.verdict));
+    if let Some(mut h) = s.hold.take() {
+        if cut {
+            h.discard();
+        } else {
+            h.release(out);
+        }
     }
+    if cut {
+        out.extend_from_slice(&s.answer.cut_events(&kakeya));
+    } else {
+        out.extend_from_slice(&s.answer.verdict_event(&kakeya));
+    }
+    StreamEnd { scored, cut }
+}
+
+/// Scores the answer's prefixes at the checkpoints it has reached; the cut events and the
+/// decision when one is blocked (the held content is then dropped).
+fn checkpoints(who: &Who, s: &mut Streaming) -> Option<(Vec<u8>, Scored)> {
+    let h = s.hold.as_mut()?;
+    for at in h.due(s.answer.chars) {
+        let prefix = prefix_chars(&s.answer.content, at);
+        let Ok(scored) = score_answer(who, &s.req, prefix) else {
+            // Unscorable (no bundle): the end of the stream reports it.
+            continue;
+        };
+        if blocks(who.shared, scored.verdict) {
+            h.discard();
+            let bytes = s.answer.cut_events(&scored.kakeya_json(s.req.source));
+            return Some((bytes, scored));
+        }
+    }
+    None
 }
 
 /// Silent on failure: the SDK's log macros unwrap internally.
