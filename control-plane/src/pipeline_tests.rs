@@ -103,7 +103,8 @@ fn submit_req(tenant: Option<&str>, body: &str) -> Request<Body> {
         .header("x-kakeya-verify-ns", "777")
         .header("x-kakeya-filter-ns", "4321")
         .header("x-kakeya-model-calls", "1")
-        .header("x-kakeya-microvote-ns", "12345678");
+        .header("x-kakeya-microvote-ns", "12345678")
+        .header("x-kakeya-rag-ns", "2468");
     if let Some(t) = tenant {
         b = b.header("x-kakeya-tenant", t);
     }
@@ -648,7 +649,7 @@ async fn errors_are_json_and_nothing_is_written() {
         ("default", Some(777))
     );
     // The filter's cost tracer lands in the decision's cost record.
-    let cost = sqlx::query("SELECT filter_cpu_ns, model_calls FROM cost_records")
+    let cost = sqlx::query("SELECT filter_cpu_ns, model_calls, rag_cpu_ns FROM cost_records")
         .fetch_one(&t.db.pool)
         .await
         .unwrap();
@@ -656,9 +657,10 @@ async fn errors_are_json_and_nothing_is_written() {
     assert_eq!(
         (
             cost.try_get::<i64, _>("filter_cpu_ns").unwrap(),
-            cost.try_get::<i64, _>("model_calls").unwrap()
+            cost.try_get::<i64, _>("model_calls").unwrap(),
+            cost.try_get::<i64, _>("rag_cpu_ns").unwrap()
         ),
-        (4321, 1)
+        (4321, 1, 2468)
     );
     // The micro-vote's wait lands in the decision log, for the advisor's deadline rule.
     let mv: i64 = sqlx::query("SELECT microvote_ns FROM decision_log")

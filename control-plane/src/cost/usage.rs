@@ -23,6 +23,9 @@ pub struct Usage {
     pub filter_cpu_ns: Option<u64>,
     /// Micro-vote calls made for the decision (not reported yet: NULL).
     pub model_calls: Option<u64>,
+    /// The RAG vote's share of `filter_cpu_ns` (NULL without that vote or the tracer); not
+    /// priced on its own (it is in the filter's time), read by the advisor's `rag_off`.
+    pub rag_cpu_ns: Option<u64>,
 }
 
 /// Summed use of many decisions (one tenant and day).
@@ -182,6 +185,7 @@ mod tests {
             decision_log_bytes: 0,
             filter_cpu_ns: None,
             model_calls: None,
+            rag_cpu_ns: None,
         };
         let mut s = UsageSum::default();
         s.add(&u, true);
