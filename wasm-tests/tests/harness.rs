@@ -236,7 +236,11 @@ fn the_cost_tracer_adds_one_clock_read_and_two_header_writes() {
     let added = kakeya_wasm_tests::bench::tracer_hostcalls(&wasm).unwrap();
     let clock = "proxy_get_current_time_nanoseconds";
     assert_eq!(added.get(clock), Some(&1), "{added:?}");
-    let writes: i64 = added.iter().filter(|(k, _)| *k != clock).map(|(_, v)| v).sum();
+    let writes: i64 = added
+        .iter()
+        .filter(|(k, _)| *k != clock)
+        .map(|(_, v)| v)
+        .sum();
     assert!(
         added
             .keys()

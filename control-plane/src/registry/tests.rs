@@ -246,7 +246,6 @@ async fn log_row_full(
         votes: None,
         task: None,
         microvote_ns: None,
-        rag_ns: None,
     };
     assert!(crate::store::decision_log::insert(&mut conn, &d)
         .await
@@ -403,7 +402,6 @@ async fn a_burst_of_recent_rows_cannot_push_the_older_window_out() {
                 votes: None,
                 task: None,
                 microvote_ns: None,
-                rag_ns: None,
             };
             assert!(crate::store::decision_log::insert(&mut tx, &d)
                 .await
