@@ -304,6 +304,19 @@ fn summary(policy_id: &str, votes: &[(&str, &str, f64)]) -> String {
     serde_json::json!({"policy_id": policy_id, "verdict": "accept", "votes": votes}).to_string()
 }
 
+/// Votes of policy `p` where every strategy accepts (dropping any one leaves three accepts).
+fn all_accept() -> String {
+    summary(
+        "p",
+        &[
+            ("pcs_recompute", "accept", 1.0),
+            ("hrs", "accept", 0.9),
+            ("micro_vote", "accept", 0.8),
+            ("rag_grounding", "accept", 0.7),
+        ],
+    )
+}
+
 #[tokio::test]
 async fn a_vote_that_never_changed_a_decision_is_turned_off_and_its_saving_measured() {
     for t in all_dbs("cost_vote_rule").await {
@@ -333,15 +346,7 @@ async fn a_vote_that_never_changed_a_decision_is_turned_off_and_its_saving_measu
         // the micro-vote abstains, 1 recorded under an older policy (not replayed).
         let ids = record_ids(db, "acme").await;
         assert_eq!(ids.len(), 30);
-        let all = summary(
-            "p",
-            &[
-                ("pcs_recompute", "accept", 1.0),
-                ("hrs", "accept", 0.9),
-                ("micro_vote", "accept", 0.8),
-                ("rag_grounding", "accept", 0.7),
-            ],
-        );
+        let all = all_accept();
         let rag_needed = summary(
             "p",
             &[
@@ -464,15 +469,7 @@ async fn rag_that_never_changed_a_decision_is_turned_off_saving_its_recorded_tim
         assert_eq!(stored, 45_000_000, "{}", t.label);
         set_acme_policy(db, now).await;
         // Every strategy accepts every acme decision: dropping RAG changes none of them.
-        let all = summary(
-            "p",
-            &[
-                ("pcs_recompute", "accept", 1.0),
-                ("hrs", "accept", 0.9),
-                ("micro_vote", "accept", 0.8),
-                ("rag_grounding", "accept", 0.7),
-            ],
-        );
+        let all = all_accept();
         for id in record_ids(db, "acme").await {
             sqlx::query("UPDATE decision_log SET votes = $1 WHERE record_id = $2")
                 .bind(&all)
