@@ -104,7 +104,8 @@ fn submit_req(tenant: Option<&str>, body: &str) -> Request<Body> {
         .header("x-kakeya-filter-ns", "4321")
         .header("x-kakeya-model-calls", "1")
         .header("x-kakeya-microvote-ns", "12345678")
-        .header("x-kakeya-llm-tokens", "11,4");
+        .header("x-kakeya-llm-tokens", "11,4")
+        .header("x-kakeya-rag-ns", "2468");
     if let Some(t) = tenant {
         b = b.header("x-kakeya-tenant", t);
     }
@@ -650,7 +651,8 @@ async fn errors_are_json_and_nothing_is_written() {
     );
     // The filter's cost tracer lands in the decision's cost record.
     let cost = sqlx::query(
-        "SELECT filter_cpu_ns, model_calls, prompt_tokens, completion_tokens FROM cost_records",
+        "SELECT filter_cpu_ns, model_calls, rag_cpu_ns, prompt_tokens, completion_tokens \
+         FROM cost_records",
     )
     .fetch_one(&t.db.pool)
     .await
@@ -659,9 +661,10 @@ async fn errors_are_json_and_nothing_is_written() {
     assert_eq!(
         (
             cost.try_get::<i64, _>("filter_cpu_ns").unwrap(),
-            cost.try_get::<i64, _>("model_calls").unwrap()
+            cost.try_get::<i64, _>("model_calls").unwrap(),
+            cost.try_get::<i64, _>("rag_cpu_ns").unwrap()
         ),
-        (4321, 1)
+        (4321, 1, 2468)
     );
     // A gateway answer's token counts too (LLM-gateway mode).
     assert_eq!(

@@ -85,6 +85,47 @@ pub struct TracerReport {
     /// On minus off: the medians' and the means' difference, µs.
     pub added_p50_us: f64,
     pub added_mean_us: f64,
+    /// The median of the per-request differences on − off, each pair run back to back (their
+    /// order alternating), µs: the estimate machine load disturbs least.
+    pub added_paired_median_us: f64,
+    /// The same median in each of [`TRACER_BLOCKS`] consecutive blocks of pairs: its spread
+    /// over the run (min, median, max of the blocks), µs.
+    pub added_block_medians_us: Vec<f64>,
+    pub added_block_min_us: f64,
+    pub added_block_median_us: f64,
+    pub added_block_max_us: f64,
+    /// The hostcalls one request makes with the tracer on minus off (harness census), by
+    /// import name: what the tracer costs besides its own guest code.
+    pub added_hostcalls: std::collections::BTreeMap<String, i64>,
+}
+
+/// Blocks the tracer benchmark's pairs are summarised in (for the spread).
+pub const TRACER_BLOCKS: usize = 10;
+
+/// The median of `v` (NaN when empty); reorders `v`.
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Median of the paired differences, overall and per block (see [`TracerReport`]), µs.
+pub fn paired_differences(with: &[u64], without: &[u64], blocks: usize) -> (f64, Vec<f64>) {
+    let d: Vec<f64> = with
+        .iter()
+        .zip(without)
+        .map(|(&a, &b)| (a as f64 - b as f64) / 1000.0)
+        .collect();
+    let size = d.len().div_ceil(blocks.max(1)).max(1);
+    let per_block = d.chunks(size).map(|c| median(&mut c.to_vec())).collect();
+    (median(&mut d.clone()), per_block)
 }
 
 /// In-guest times of a scored request (see [`scoring`]).
@@ -146,6 +187,13 @@ impl InFilterReport {
             format!(
                 "| added by the cost tracer (on − off) | {} | {:.2} | | {:.2} |",
                 self.tracer.requests, self.tracer.added_p50_us, self.tracer.added_mean_us
+            ),
+            format!(
+                "| added by the cost tracer, median of paired differences (blocks: min {:.2}, max {:.2}) | {} | {:.2} | | |",
+                self.tracer.added_block_min_us,
+                self.tracer.added_block_max_us,
+                self.tracer.requests,
+                self.tracer.added_paired_median_us
             ),
         ]
         .join("\n")
@@ -234,7 +282,13 @@ pub fn tracer_cost(wasm: &[u8], requests: usize) -> Result<TracerReport> {
     let warmup = (requests / 10).max(100);
     let (mut with, mut without) = (Vec::with_capacity(requests), Vec::with_capacity(requests));
     for i in 0..warmup + requests {
-        for (h, traced) in [(&mut on, true), (&mut off, false)] {
+        // Alternating which runs first, so neither gains from the other warming the caches.
+        let pair = if i % 2 == 0 {
+            [(&mut on, true), (&mut off, false)]
+        } else {
+            [(&mut off, false), (&mut on, true)]
+        };
+        for (h, traced) in pair {
             let out = h.request("POST", kakeya_core::SUBMIT_PATH, &headers, GOLDEN_1)?;
             if !out.is_forwarded() || out.header("x-kakeya-filter-ns").is_some() != traced {
                 bail!("tracer {traced}: unexpected outcome {out:?}");
@@ -249,6 +303,13 @@ pub fn tracer_cost(wasm: &[u8], requests: usize) -> Result<TracerReport> {
             }
         }
     }
+    let (paired, mut blocks) = paired_differences(&with, &without, TRACER_BLOCKS);
+    let block_medians = blocks.clone();
+    let (block_min, block_max) = blocks
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        });
     let (with, without) = (Summary::from_ns(&mut with), Summary::from_ns(&mut without));
     Ok(TracerReport {
         requests,
@@ -256,7 +317,43 @@ pub fn tracer_cost(wasm: &[u8], requests: usize) -> Result<TracerReport> {
         added_mean_us: with.mean_us - without.mean_us,
         with_tracer: with,
         without_tracer: without,
+        added_paired_median_us: paired,
+        added_block_median_us: median(&mut blocks),
+        added_block_medians_us: block_medians,
+        added_block_min_us: block_min,
+        added_block_max_us: block_max,
+        added_hostcalls: tracer_hostcalls(wasm)?,
     })
+}
+
+/// The hostcalls of one golden submission with the tracer on minus off (after a warm-up).
+pub fn tracer_hostcalls(wasm: &[u8]) -> Result<std::collections::BTreeMap<String, i64>> {
+    let census = |config: &[u8]| -> Result<std::collections::BTreeMap<String, u64>> {
+        let opts = crate::Options {
+            count_hostcalls: true,
+            ..Default::default()
+        };
+        let mut h = Harness::with_options(wasm, config, opts)?;
+        let headers = [("content-type", "application/json")];
+        for _ in 0..20 {
+            h.request("POST", kakeya_core::SUBMIT_PATH, &headers, GOLDEN_1)?;
+        }
+        h.take_hostcalls();
+        let out = h.request("POST", kakeya_core::SUBMIT_PATH, &headers, GOLDEN_1)?;
+        if !out.is_forwarded() {
+            bail!("tracer census: not forwarded: {out:?}");
+        }
+        Ok(h.take_hostcalls())
+    };
+    let (on, off) = (census(BENCH_CONFIG)?, census(BENCH_CONFIG_NO_TRACER)?);
+    let mut added = std::collections::BTreeMap::new();
+    for name in on.keys().chain(off.keys()) {
+        let d = *on.get(name).unwrap_or(&0) as i64 - *off.get(name).unwrap_or(&0) as i64;
+        if d != 0 {
+            added.insert(name.clone(), d);
+        }
+    }
+    Ok(added)
 }
 
 /// A harness whose gate has the test bundle (coverage model) installed through a poll the

@@ -227,6 +227,29 @@ fn the_cost_tracer_forwards_filter_time_and_model_calls() {
     assert_eq!(out.header("x-kakeya-model-calls"), None);
 }
 
+/// What the tracer costs in hostcalls: one clock read (its start shares the pipeline's first
+/// read) and at most its two header writes per request (fewer if header writes are batched),
+/// nothing else.
+#[test]
+fn the_cost_tracer_adds_one_clock_read_and_two_header_writes() {
+    let wasm = load_gate_wasm().unwrap();
+    let added = kakeya_wasm_tests::bench::tracer_hostcalls(&wasm).unwrap();
+    let clock = "proxy_get_current_time_nanoseconds";
+    assert_eq!(added.get(clock), Some(&1), "{added:?}");
+    let writes: i64 = added
+        .iter()
+        .filter(|(k, _)| *k != clock)
+        .map(|(_, v)| v)
+        .sum();
+    assert!(
+        added
+            .keys()
+            .all(|k| k == clock || k == "proxy_replace_header_map_value"),
+        "{added:?}"
+    );
+    assert!((0..=2).contains(&writes), "{added:?}");
+}
+
 /// Spec §12.4: every D̂ recomputation vector, as a signed PCS with a correct pcs_id whose claim
 /// equals the recomputed value (coh★ 0.5, r 0.5, so the budget is 0.35 below D0 = 2.2).
 #[test]

@@ -16,7 +16,7 @@ pub const H_CACHEABLE: &str = "x-kakeya-cacheable";
 pub const H_VERIFY_NS: &str = "x-kakeya-verify-ns";
 pub const H_DEDUP: &str = "x-kakeya-dedup";
 pub use kakeya_core::pipeline::budget::H_BUDGET;
-pub use kakeya_core::pipeline::{H_FILTER_NS, H_MICROVOTE_NS, H_MODEL_CALLS};
+pub use kakeya_core::pipeline::{H_FILTER_NS, H_MICROVOTE_NS, H_MODEL_CALLS, H_RAG_NS};
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
     match h.get(name) {
@@ -43,6 +43,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError>
         ("x-kakeya-llm-tokens" = Option<String>, Header, description = "LLM-gateway mode: the backend's token counts of the answer, `<prompt>,<completion>`, stored in the cost record"),
         ("x-kakeya-filter-ns" = Option<u64>, Header, description = "The filter's own time on the request in ns (its cost tracer), stored in the cost record"),
         ("x-kakeya-microvote-ns" = Option<u64>, Header, description = "The micro-vote callout's wait in ns, dispatch to answer or timeout (cost tracer, only after a callout), stored in the decision log"),
+        ("x-kakeya-rag-ns" = Option<u64>, Header, description = "In-filter time of the rag_grounding vote in ns (cost tracer, only when the tenant's policy enables it), part of x-kakeya-filter-ns, stored in the cost record for the advisor's rag_off saving"),
         ("x-kakeya-model-calls" = Option<u64>, Header, description = "Micro-vote calls the filter dispatched for the request, stored in the cost record"),
         ("x-kakeya-budget" = Option<String>, Header, description = "`alert` or `degrade`: the tenant's budget action the request was served under"),
         ("x-kakeya-features" = Option<String>, Header, description = "Feature vector of a scored decision, set by the gate: `<schema>;<standard base64 of little-endian f64>` (kakeya_core::feature_wire). Stored with the decision; an invalid one is dropped (logged, `kakeya_feature_rejects_total{reason}`), the decision is still stored"),
@@ -126,6 +127,7 @@ async fn handle(
     // A gateway answer's token counts (LLM-gateway mode): into the cost record.
     let tokens = header(headers, kakeya_core::chat::H_LLM_TOKENS)?
         .and_then(kakeya_core::chat::TokenUsage::parse_header);
+    let rag_ns = number(H_RAG_NS)?;
     // Same checks the apply path makes, before anything is written.
     let verdict = serde_json::from_str::<kakeya_core::VerifyResult>(&result)
         .map_err(|e| ApiError::NotFromGate(format!("{H_RESULT} is not a VerifyResult: {e}")))?;
@@ -170,6 +172,7 @@ async fn handle(
         filter_ns,
         model_calls,
         microvote_ns,
+        rag_ns,
         task,
         prompt_tokens: tokens.map(|t| t.prompt_tokens),
         completion_tokens: tokens.map(|t| t.completion_tokens),

@@ -11,8 +11,9 @@
 //!   grounding) where that vote, cast in at least [`vote_value::MIN_VOTES`] of the last 30
 //!   days' decisions, changed none of them when the N-of-M rule is re-run without it
 //!   ([`vote_value`]): drop the strategy from the tenant's policy. Saving = the tenant's
-//!   model-call cost of the last 30 days for the micro-vote; 0 for RAG, whose work runs in the
-//!   filter and is not split out of its CPU time. `no_data` when no decision carries votes.
+//!   model-call cost of the last 30 days for the micro-vote; for RAG, the filter CPU time its
+//!   vote took in those days (`cost_records.rag_cpu_ns`, the pipeline's `x-kakeya-rag-ns`)
+//!   priced by each day's `per_cpu_second`. `no_data` when no decision carries votes.
 //! * `micro_vote_deadline`, `dedup_ttl`: from the recorded callout waits and resubmission
 //!   ages ([`timing_rules`]); `no_data` while none are recorded.
 
@@ -187,6 +188,26 @@ fn without(policy: &EnsemblePolicy, strategy: &str) -> EnsemblePolicy {
     p
 }
 
+/// The cost of `tenant`'s RAG votes over days `[from, to)`: their recorded in-filter time,
+/// priced per day by the `per_cpu_second` in force for the tenant (an unpriced day costs
+/// nothing here; the RAG time is part of the filter's, already in the compute cost).
+async fn rag_cost(
+    db: &Db,
+    opts: &CostOptions,
+    tenant: &str,
+    (from, to): (i64, i64),
+) -> Result<f64, CostError> {
+    let book = super::book(db, opts).await?;
+    Ok(record::rag_sums(db, tenant, from, to)
+        .await?
+        .iter()
+        .filter_map(|&(day, ns)| {
+            book.resolve(tenant, day)
+                .map(|p| ns as f64 / 1e9 * p.per_cpu_second)
+        })
+        .sum())
+}
+
 /// `micro_vote_off` / `rag_off` over the last [`MODEL_DAYS`] days before `now_ms`.
 async fn vote_rule(
     db: &Db,
@@ -223,8 +244,8 @@ async fn vote_rule(
             if imp.voted < vote_value::MIN_VOTES || imp.changed > 0 || next.validate().is_err() {
                 continue;
             }
-            let saving = if strategy == "micro_vote" {
-                let today = day_of_ms(now_ms);
+            let today = day_of_ms(now_ms);
+            let spent = if strategy == "micro_vote" {
                 let sel = record::Selection {
                     from_day: today - MODEL_DAYS,
                     to_day: today,
@@ -232,14 +253,13 @@ async fn vote_rule(
                     ..Default::default()
                 };
                 let days = super::rollup(db, opts, &sel).await?;
-                let calls: f64 = days
-                    .iter()
+                days.iter()
                     .filter_map(|d| d.cost.map(|c| c.model_calls))
-                    .sum();
-                calls * 30.0 / MODEL_DAYS as f64
+                    .sum::<f64>()
             } else {
-                0.0
+                rag_cost(db, opts, &t, (today - MODEL_DAYS, today)).await?
             };
+            let saving = spent * 30.0 / MODEL_DAYS as f64;
             fresh.push(Fresh {
                 kind,
                 tenant: Some(t.clone()),

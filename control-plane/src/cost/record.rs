@@ -64,6 +64,7 @@ pub fn measure(rec: &WalRecord, d: &NewDecision<'_>, response: &str) -> Usage {
         model_calls: rec.model_calls,
         prompt_tokens: rec.prompt_tokens,
         completion_tokens: rec.completion_tokens,
+        rag_cpu_ns: rec.rag_ns,
     }
 }
 
@@ -80,8 +81,8 @@ pub async fn insert(
     let inserted = sqlx::query(
         "INSERT INTO cost_records (record_id, tenant, created_at_ms, day, trusted, request_bytes, \
          response_bytes, wal_bytes, decision_log_bytes, filter_cpu_ns, model_calls, arm, \
-         model_version, prompt_tokens, completion_tokens) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         model_version, prompt_tokens, completion_tokens, rag_cpu_ns) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (record_id) DO NOTHING",
     )
     .bind(d.record_id)
@@ -99,6 +100,7 @@ pub async fn insert(
     .bind(d.risk.map(|r| r.model_version.clone()))
     .bind(u.prompt_tokens.map(i))
     .bind(u.completion_tokens.map(i))
+    .bind(u.rag_cpu_ns.map(i))
     .persistent(false)
     .execute(&mut *conn)
     .await?
@@ -217,6 +219,33 @@ pub async fn sums(db: &Db, sel: &Selection) -> Result<Vec<(String, i64, UsageSum
                     model_calls: u(r, "calls")?,
                 },
             ))
+        })
+        .collect()
+}
+
+/// Σ `rag_cpu_ns` of `tenant`'s cost records per day over `[from_day, to_day)` (days with any
+/// recorded RAG time only), sorted by day: what the advisor's `rag_off` prices.
+pub async fn rag_sums(
+    db: &Db,
+    tenant: &str,
+    from_day: i64,
+    to_day: i64,
+) -> Result<Vec<(i64, u64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT day, CAST(SUM(rag_cpu_ns) AS BIGINT) AS ns FROM cost_records \
+         WHERE day >= $1 AND day < $2 AND tenant = $3 AND rag_cpu_ns IS NOT NULL \
+         GROUP BY day ORDER BY day",
+    )
+    .bind(from_day)
+    .bind(to_day)
+    .bind(tenant)
+    .persistent(false)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let ns: i64 = r.try_get("ns")?;
+            Ok((r.try_get("day")?, u64::try_from(ns).unwrap_or(0)))
         })
         .collect()
 }

@@ -106,15 +106,18 @@ pub async fn upsert_lines(
     let mut conn = db.pool.acquire().await?;
     let mut tx = conn.begin().await?;
     let mut written = 0;
-    // Every full chunk runs the same text: built once.
+    // Every full chunk runs the same text: built once, and prepared once per connection (the
+    // driver's statement cache), not parsed again for each chunk; a last partial chunk is not
+    // cached.
     let full = upsert_sql(db.backend, UPSERT_CHUNK);
     for chunk in lines.chunks(UPSERT_CHUNK) {
-        let sql = if chunk.len() == UPSERT_CHUNK {
+        let is_full = chunk.len() == UPSERT_CHUNK;
+        let sql = if is_full {
             std::borrow::Cow::Borrowed(full.as_str())
         } else {
             std::borrow::Cow::Owned(upsert_sql(db.backend, chunk.len()))
         };
-        written += upsert_chunk(&mut tx, &sql, provider, job_id, chunk).await?;
+        written += upsert_chunk(&mut tx, &sql, is_full, provider, job_id, chunk).await?;
     }
     tx.commit().await?;
     Ok(written)
@@ -123,6 +126,7 @@ pub async fn upsert_lines(
 async fn upsert_chunk(
     conn: &mut AnyConnection,
     sql: &str,
+    cached: bool,
     provider: Provider,
     job_id: &str,
     lines: &[BillingLine],
@@ -140,7 +144,7 @@ async fn upsert_chunk(
             .bind(l.currency.as_str())
             .bind(job_id);
     }
-    Ok(q.persistent(false)
+    Ok(q.persistent(cached)
         .execute(&mut *conn)
         .await?
         .rows_affected())

@@ -304,6 +304,19 @@ fn summary(policy_id: &str, votes: &[(&str, &str, f64)]) -> String {
     serde_json::json!({"policy_id": policy_id, "verdict": "accept", "votes": votes}).to_string()
 }
 
+/// Votes of policy `p` where every strategy accepts (dropping any one leaves three accepts).
+fn all_accept() -> String {
+    summary(
+        "p",
+        &[
+            ("pcs_recompute", "accept", 1.0),
+            ("hrs", "accept", 0.9),
+            ("micro_vote", "accept", 0.8),
+            ("rag_grounding", "accept", 0.7),
+        ],
+    )
+}
+
 #[tokio::test]
 async fn a_vote_that_never_changed_a_decision_is_turned_off_and_its_saving_measured() {
     for t in all_dbs("cost_vote_rule").await {
@@ -333,15 +346,7 @@ async fn a_vote_that_never_changed_a_decision_is_turned_off_and_its_saving_measu
         // the micro-vote abstains, 1 recorded under an older policy (not replayed).
         let ids = record_ids(db, "acme").await;
         assert_eq!(ids.len(), 30);
-        let all = summary(
-            "p",
-            &[
-                ("pcs_recompute", "accept", 1.0),
-                ("hrs", "accept", 0.9),
-                ("micro_vote", "accept", 0.8),
-                ("rag_grounding", "accept", 0.7),
-            ],
-        );
+        let all = all_accept();
         let rag_needed = summary(
             "p",
             &[
@@ -413,6 +418,81 @@ async fn a_vote_that_never_changed_a_decision_is_turned_off_and_its_saving_measu
         let done = r.recommendations.iter().find(|x| x.id == rec.id).unwrap();
         let real = done.realised.clone().unwrap();
         assert_eq!((real.window_days, real.cost_per_day_after), (1, 0.0));
+        t.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn rag_that_never_changed_a_decision_is_turned_off_saving_its_recorded_time() {
+    for t in all_dbs("cost_rag_rule").await {
+        let db = &t.db;
+        let first = parse_day("2026-03-02").unwrap();
+        let now = (first + 8) * DAY_MS;
+        let mut o = opts();
+        // 0.4 per CPU second for everyone; acme's own entry from the second day: 0.8.
+        o.prices[0].per_cpu_second = 0.4;
+        let acme = prices::PriceEntry {
+            effective_from: "2026-03-03".into(),
+            tenant: Some("acme".into()),
+            per_cpu_second: 0.8,
+            ..o.prices[0].clone()
+        };
+        o.prices.push(acme);
+        // 10 acme decisions a day over three days, each with 1.5 ms of RAG time in its WAL
+        // record (x-kakeya-rag-ns at ingest), and beta's without any.
+        let mut conn = db.pool.acquire().await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        for d in 0..3 {
+            for (tenant, rag_ns) in [("acme", Some(1_500_000)), ("beta", None)] {
+                for i in 0..10 {
+                    let shard = format!("{tenant}-{d}-{i}");
+                    let ts = (first + d) * DAY_MS + 1000 + i;
+                    let mut rec = record(tenant, &pcs_body(&shard), ts);
+                    rec.rag_ns = rag_ns;
+                    apply_record(&mut tx, &format!("r:{shard}"), &rec, &PARAMS)
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        tx.commit().await.unwrap();
+        drop(conn);
+        let stored: i64 = sqlx::query(
+            "SELECT CAST(SUM(rag_cpu_ns) AS BIGINT) AS ns, COUNT(rag_cpu_ns) AS n \
+             FROM cost_records WHERE tenant = 'acme'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .try_get("ns")
+        .unwrap();
+        assert_eq!(stored, 45_000_000, "{}", t.label);
+        set_acme_policy(db, now).await;
+        // Every strategy accepts every acme decision: dropping RAG changes none of them.
+        let all = all_accept();
+        for id in record_ids(db, "acme").await {
+            sqlx::query("UPDATE decision_log SET votes = $1 WHERE record_id = $2")
+                .bind(&all)
+                .bind(&id)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        }
+        let r = advisor::recommend(db, &o, now).await.unwrap();
+        let rag = r
+            .recommendations
+            .iter()
+            .find(|x| x.kind == "rag_off")
+            .unwrap_or_else(|| panic!("{}: no rag_off in {r:?}", t.label));
+        assert_eq!(rag.tenant.as_deref(), Some("acme"));
+        // Day 1: 10 × 1.5 ms = 0.015 s × 0.4 = 0.006; days 2–3 at acme's own price:
+        // 0.030 s × 0.8 = 0.024. Modelled on 30 days, per month: 0.030.
+        assert!(
+            (rag.projected_monthly_saving - 0.030).abs() < 1e-12,
+            "{}: {rag:?}",
+            t.label
+        );
+        assert_eq!(rag.diff["path"], "ensemble.acme.strategies.rag_grounding");
         t.cleanup().await;
     }
 }

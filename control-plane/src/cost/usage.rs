@@ -26,6 +26,9 @@ pub struct Usage {
     /// LLM-gateway answers: the backend's token counts (NULL otherwise).
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    /// The RAG vote's share of `filter_cpu_ns` (NULL without that vote or the tracer); not
+    /// priced on its own (it is in the filter's time), read by the advisor's `rag_off`.
+    pub rag_cpu_ns: Option<u64>,
 }
 
 /// Summed use of many decisions (one tenant and day).
@@ -187,6 +190,7 @@ mod tests {
             model_calls: None,
             prompt_tokens: None,
             completion_tokens: None,
+            rag_cpu_ns: None,
         };
         let mut s = UsageSum::default();
         s.add(&u, true);

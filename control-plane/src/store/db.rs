@@ -181,6 +181,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "advisor_inputs",
         include_str!("../../migrations/sqlite/0033_advisor_inputs.sql"),
     ),
+    // cost (issue 8): the RAG vote's time per cost record (the advisor's rag_off saving).
+    (
+        37,
+        "rag_cpu",
+        include_str!("../../migrations/sqlite/0037_rag_cpu.sql"),
+    ),
     (
         39,
         "llm_tokens",
@@ -347,6 +353,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         33,
         "advisor_inputs",
         include_str!("../../migrations/postgres/0033_advisor_inputs.sql"),
+    ),
+    // cost (issue 8): the RAG vote's time per cost record (the advisor's rag_off saving).
+    (
+        37,
+        "rag_cpu",
+        include_str!("../../migrations/postgres/0037_rag_cpu.sql"),
     ),
     (
         39,

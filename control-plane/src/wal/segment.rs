@@ -32,6 +32,9 @@ pub struct WalRecord {
     /// The micro-vote callout's wait (`x-kakeya-microvote-ns`), for the decision log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub microvote_ns: Option<u64>,
+    /// The RAG vote's in-guest time (`x-kakeya-rag-ns`), for the cost record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rag_ns: Option<u64>,
     /// The task kind of the PCS's signed evidence (`qa`, `dialogue`, …), taken at ingest
     /// before the evidence is dropped from `body`, for the decision log's `task` column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -239,6 +242,7 @@ mod tests {
             filter_ns: None,
             model_calls: None,
             microvote_ns: None,
+            rag_ns: None,
             task: None,
             prompt_tokens: None,
             completion_tokens: None,

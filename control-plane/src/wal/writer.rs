@@ -222,6 +222,7 @@ mod tests {
             filter_ns: None,
             model_calls: None,
             microvote_ns: None,
+            rag_ns: None,
             task: None,
             prompt_tokens: None,
             completion_tokens: None,

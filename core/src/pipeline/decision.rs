@@ -39,6 +39,9 @@ pub const H_MODEL_CALLS: &str = "x-kakeya-model-calls";
 /// The micro-vote callout's wait, ns from dispatch to its answer or timeout (set by the
 /// filter's cost tracer only when it called out), for the advisor's deadline rule.
 pub const H_MICROVOTE_NS: &str = "x-kakeya-microvote-ns";
+/// In-guest time of the `rag_grounding` vote, ns (set only when the tenant's policy enables
+/// it and the cost tracer is on): the part of [`H_FILTER_NS`] the advisor's `rag_off` saves.
+pub const H_RAG_NS: &str = "x-kakeya-rag-ns";
 /// Bound of [`H_VOTES`]: four votes of short codes fit with room; a longer policy id is cut.
 pub const MAX_VOTES_HEADER: usize = 1024;
 /// Longest policy id echoed in results and headers.
@@ -117,6 +120,8 @@ pub struct Parts<'a> {
     /// The tenant's budget action (`alert` and `degrade` reach here; the others reply).
     pub budget: BudgetAction,
     pub ensemble: Option<Ensemble<'a>>,
+    /// Time of the `rag_grounding` vote ([`H_RAG_NS`]), when it was cast and timed.
+    pub rag_ns: Option<u64>,
 }
 
 pub fn decide(parts: Parts<'_>) -> Decision {
@@ -128,6 +133,7 @@ pub fn decide(parts: Parts<'_>) -> Decision {
         verify_ns,
         budget,
         ensemble,
+        rag_ns,
     } = parts;
     let mut risk_headers: Vec<(&'static str, String)> = Vec::new();
     let (mut scored, mut high_risk, mut no_bundle) = (false, false, false);
@@ -192,6 +198,9 @@ pub fn decide(parts: Parts<'_>) -> Decision {
     ));
     headers.push((H_VERIFY_NS, verify_ns.to_string()));
     headers.append(&mut risk_headers);
+    if let Some(ns) = rag_ns {
+        headers.push((H_RAG_NS, ns.to_string()));
+    }
     if let Some(v) = super::budget::header_value(budget) {
         headers.push((super::budget::H_BUDGET, v.to_string()));
     }

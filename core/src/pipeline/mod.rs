@@ -84,6 +84,8 @@ pub struct Paused {
     verify_ns: u64,
     policy: EnsemblePolicy,
     casts: Vec<Cast>,
+    /// Time of the `rag_grounding` vote, ns (when cast and traced).
+    rag_ns: Option<u64>,
     escalate_at: f64,
     medium_risk: f64,
     budget: BudgetAction,
@@ -115,6 +117,7 @@ impl Paused {
                 &self.casts,
                 self.escalate_at,
                 self.medium_risk,
+                self.rag_ns,
             )),
         )
     }
@@ -129,7 +132,7 @@ fn default_strategy() -> StrategyConfig {
     }
 }
 
-type EnsembleParts<'a> = (&'a EnsemblePolicy, &'a [Cast], f64, f64);
+type EnsembleParts<'a> = (&'a EnsemblePolicy, &'a [Cast], f64, f64, Option<u64>);
 
 fn finish(
     tenant: &str,
@@ -147,8 +150,9 @@ fn finish(
         bundle_version,
         verify_ns,
         budget,
+        rag_ns: ensemble.and_then(|e| e.4),
         ensemble: ensemble.map(
-            |(policy, casts, escalate_at, medium_risk)| decision::Ensemble {
+            |(policy, casts, escalate_at, medium_risk, _)| decision::Ensemble {
                 policy,
                 casts,
                 escalate_at,
@@ -243,7 +247,16 @@ fn score_stages(
     let escalate_at = risk.map_or(b.champion.thresholds().escalate, |r| {
         b.model(r.arm).thresholds().escalate
     });
-    let casts = cast_votes(policy, &outcome, risk, escalate_at, evidence);
+    let (casts, rag_ns) = {
+        // Timed only with the cost tracer on (its headers travel together).
+        let mut clock = || host.now_ns();
+        let clock: Option<&mut dyn FnMut() -> u64> = if gate.cost_tracer {
+            Some(&mut clock)
+        } else {
+            None
+        };
+        cast_votes(policy, &outcome, risk, escalate_at, evidence, clock)
+    };
     let micro = policy.strategies.get(votes::MICRO_VOTE);
     let degraded = budget == BudgetAction::Degrade;
     let (Some(cfg), Some(ev), false) = (micro, evidence, degraded) else {
@@ -264,7 +277,7 @@ fn score_stages(
             bundle_version,
             verify_ns,
             budget,
-            Some((policy, &casts, escalate_at, b.policy.medium_risk)),
+            Some((policy, &casts, escalate_at, b.policy.medium_risk, rag_ns)),
         )));
     };
     let request = microvote_request(ev);
@@ -277,6 +290,7 @@ fn score_stages(
         verify_ns,
         policy: policy.clone(),
         casts,
+        rag_ns,
         escalate_at,
         medium_risk: b.policy.medium_risk,
         budget,
@@ -289,32 +303,39 @@ fn score_stages(
     })
 }
 
-/// The votes of every enabled strategy but `micro_vote` (which may call out).
+/// The votes of every enabled strategy but `micro_vote` (which may call out), and the time of
+/// the `rag_grounding` vote read from `clock` (ns; `None` without a clock or that vote).
 fn cast_votes(
     policy: &EnsemblePolicy,
     outcome: &Outcome,
     risk: Option<&crate::bundle::Risk>,
     escalate_at: f64,
     evidence: Option<&Evidence>,
-) -> Vec<Cast> {
+    mut clock: Option<&mut dyn FnMut() -> u64>,
+) -> (Vec<Cast>, Option<u64>) {
     let mut casts = Vec::with_capacity(policy.strategies.len());
+    let mut rag_ns = None;
     for (name, cfg) in &policy.strategies {
         match name.as_str() {
             votes::PCS_RECOMPUTE => casts.push(votes::pcs_recompute(&outcome.result)),
             votes::HRS => casts.push(votes::hrs(risk, escalate_at, cfg)),
             votes::RAG_GROUNDING => {
+                let started = clock.as_mut().map(|c| c());
                 let sources = policy
                     .sources
                     .as_ref()
                     .map(Sources::new)
                     .unwrap_or_default();
                 casts.push(votes::rag_grounding(evidence, &sources));
+                if let (Some(t0), Some(c)) = (started, clock.as_mut()) {
+                    rag_ns = Some(c().saturating_sub(t0));
+                }
             }
             // micro_vote is cast by the caller; unknown names are refused by validation.
             _ => {}
         }
     }
-    casts
+    (casts, rag_ns)
 }
 
 /// A host for callers without callouts (tests, tools): a clock closure; the micro-vote is

@@ -263,6 +263,34 @@ fn with_rag_grounding_the_readme_counter_example_is_rejected() {
 }
 
 #[test]
+fn the_rag_vote_is_timed_with_the_cost_tracer_on_only() {
+    // The test clock advances 1000 ns per read: the RAG vote is exactly the two reads around
+    // it, forwarded as x-kakeya-rag-ns for the advisor's rag_off saving.
+    let b = bundle(-5.0, section(policy(1, &["hrs", "rag_grounding"], true)));
+    let body = body_with(&readme_evidence(LOVELACE));
+    let f = forward(done(run(&b, &body, &mut TestHost::new(None))));
+    assert_eq!(header(&f, H_RAG_NS), Some("1000"));
+    // No RAG vote, no header.
+    let no_rag = bundle(-5.0, section(policy(1, &["hrs"], true)));
+    let f = forward(done(run(&no_rag, &body, &mut TestHost::new(None))));
+    assert_eq!(header(&f, H_RAG_NS), None);
+    // Tracer off: not timed (and the decision is the same).
+    let mut g = gate();
+    g.cost_tracer = false;
+    let scorer = Scorer::new(b.clone());
+    let off = forward(done(on_body(
+        "default",
+        &body,
+        &g,
+        Some(&scorer),
+        &mut TestHost::new(None),
+    )));
+    assert_eq!(header(&off, H_RAG_NS), None);
+    let on = forward(done(run(&b, &body, &mut TestHost::new(None))));
+    assert_eq!(header(&off, H_RESULT), header(&on, H_RESULT));
+}
+
+#[test]
 fn rag_grounding_alone_does_not_accept_the_counter_example() {
     // n = 1 over rag_grounding only: its reject decides.
     let p = policy(1, &["rag_grounding"], true);

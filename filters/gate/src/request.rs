@@ -97,11 +97,11 @@ impl GateRequest {
         let Some(shared) = self.shared.clone() else {
             return self.not_configured();
         };
-        self.trace_start();
         let mut h = GateHost {
             shared: &shared,
             clock_error: None,
             dispatched: None,
+            first_ns: None,
         };
         // Looked up once per request, before deciding: a new bundle applies from the next request.
         let bundle = shared.current_bundle();
@@ -110,14 +110,22 @@ impl GateRequest {
         if let Some(e) = h.clock_error {
             return self.unavailable("reading the host clock", e);
         }
+        // The tracer's span starts at the pipeline's first clock read (its first step): one
+        // clock hostcall fewer per request than a read of its own.
+        if let (true, Some(t)) = (self.traced(), h.first_ns) {
+            self.trace.start(t);
+        }
         if h.dispatched.is_some() {
             self.trace.called_model();
         }
         match (step, h.dispatched) {
             (Step::Done(d), _) => self.conclude(tenant, d),
             (Step::Pending(paused), Some((token, since_ns, key))) => {
-                // The wait for the answer is not the filter's time.
-                self.trace_stop();
+                // The wait for the answer is not the filter's time: the span ends at the
+                // dispatch's clock read.
+                if self.traced() {
+                    self.trace.stop(since_ns);
+                }
                 self.state = State::AwaitMicroVote {
                     tenant: tenant.to_string(),
                     paused,
@@ -211,14 +219,6 @@ impl GateRequest {
 
     /// The tracer's clock reads: an unreadable clock only loses the span (the pipeline's own
     /// reads fail the request closed).
-    fn trace_start(&mut self) {
-        if self.traced() {
-            if let Ok(now) = host::now_ns() {
-                self.trace.start(now);
-            }
-        }
-    }
-
     fn trace_stop(&mut self) {
         if self.traced() {
             if let Ok(now) = host::now_ns() {
@@ -252,7 +252,11 @@ impl GateRequest {
         if *token != token_id {
             return;
         }
-        self.trace_start();
+        // One clock read both ends the wait and starts the tracer's second span.
+        let now = host::now_ns();
+        if let (true, Ok(t)) = (self.traced(), &now) {
+            self.trace.start(*t);
+        }
         let State::AwaitMicroVote {
             tenant,
             paused,
@@ -275,7 +279,7 @@ impl GateRequest {
         } else {
             host::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default()
         };
-        let elapsed_ns = host::now_ns().map(|now| now.saturating_sub(since_ns));
+        let elapsed_ns = now.map(|now| now.saturating_sub(since_ns));
         if let Ok(ns) = elapsed_ns {
             self.trace.waited_for_model(ns);
         }
@@ -333,12 +337,17 @@ struct GateHost<'a> {
     clock_error: Option<HostStatus>,
     /// The callout in flight: token, dispatch time (ns), cache key.
     dispatched: Option<(u32, u64, String)>,
+    /// The pipeline's first clock read (the cost tracer's start).
+    first_ns: Option<u64>,
 }
 
 impl Host for GateHost<'_> {
     fn now_ns(&mut self) -> u64 {
         match host::now_ns() {
-            Ok(t) => t,
+            Ok(t) => {
+                self.first_ns.get_or_insert(t);
+                t
+            }
             Err(e) => {
                 self.clock_error = Some(e);
                 0

@@ -4,6 +4,12 @@
 //! as `x-kakeya-filter-ns` / `x-kakeya-model-calls`, the control plane stores them in the
 //! decision's cost record and prices them. The wait for a callout's answer (or its timeout) is
 //! forwarded as `x-kakeya-microvote-ns`, for the advisor's deadline rule.
+//!
+//! Its clock reads are shared with the request's own where one exists (`request.rs`): the span
+//! starts at the pipeline's first read and pauses at the callout's dispatch read, and the read
+//! on the callout's answer both ends the wait and restarts the span; only the final stop is a
+//! read of its own. Per request without a callout the tracer adds one clock read and two header
+//! writes (`bench::tracer_hostcalls` counts them).
 
 use crate::decide::{H_FILTER_NS, H_MICROVOTE_NS, H_MODEL_CALLS};
 
