@@ -164,6 +164,7 @@ pub fn record(tenant: &str, body: &str, ts_ms: i64) -> WalRecord {
         filter_ns: None,
         model_calls: None,
         microvote_ns: None,
+        anomaly: None,
         task: None,
     }
 }

@@ -36,6 +36,10 @@ pub struct WalRecord {
     /// before the evidence is dropped from `body`, for the decision log's `task` column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// The gate's inline anomaly assessment (`x-kakeya-anomaly`, `x-kakeya-anomaly-features`),
+    /// for the decision log's `anomaly_*` columns; absent when the tenant is not scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<crate::anomaly::inline::AnomalyRecord>,
 }
 
 /// Frame header size: length + CRC.
@@ -233,6 +237,7 @@ mod tests {
             filter_ns: None,
             model_calls: None,
             microvote_ns: None,
+            anomaly: None,
             task: None,
         };
         let p = serde_json::to_vec(&r).unwrap();

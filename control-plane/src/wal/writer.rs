@@ -222,6 +222,7 @@ mod tests {
             filter_ns: None,
             model_calls: None,
             microvote_ns: None,
+            anomaly: None,
             task: None,
         }
     }
