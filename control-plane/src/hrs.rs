@@ -897,6 +897,7 @@ fn through(
         budgets: Default::default(),
         task_models: Default::default(),
         upstreams: Default::default(),
+        anomaly: Default::default(),
     });
     // In single-tenant mode the gateway treats every request as tenant `default`.
     let multi = cfg.is_none_or(|c| c.keyring.multi_tenant);

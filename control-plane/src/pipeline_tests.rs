@@ -1232,6 +1232,7 @@ async fn features_as_decided_are_validated_stored_and_replayed() {
         budgets: Default::default(),
         task_models: Default::default(),
         upstreams: Default::default(),
+        anomaly: Default::default(),
     };
     let raw = |values: &[f64]| {
         use base64::Engine;

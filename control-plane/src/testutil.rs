@@ -165,6 +165,7 @@ pub fn record(tenant: &str, body: &str, ts_ms: i64) -> WalRecord {
         model_calls: None,
         microvote_ns: None,
         rag_ns: None,
+        anomaly: None,
         task: None,
         prompt_tokens: None,
         completion_tokens: None,

@@ -14,6 +14,7 @@
 //! its plugin configuration, and every model fits this build's feature schema; otherwise it
 //! keeps the last good bundle.
 
+use crate::anomaly_policy::AnomalySection;
 use crate::budget::BudgetSection;
 use crate::ensemble_policy::EnsembleSection;
 use crate::evidence::Evidence;
@@ -164,6 +165,10 @@ pub struct Bundle {
     /// bytes when empty, so bundles without them are byte-for-byte what they were.
     #[serde(default, skip_serializing_if = "UpstreamSection::is_empty")]
     pub upstreams: UpstreamSection,
+    /// The anomaly VAE and the per-tenant modes ([`crate::anomaly_policy`]). Absent from the
+    /// bytes when empty, so bundles without it are byte-for-byte what they were.
+    #[serde(default, skip_serializing_if = "AnomalySection::is_empty")]
+    pub anomaly: AnomalySection,
 }
 
 /// Why a bundle was refused.
@@ -193,6 +198,8 @@ pub enum BundleError {
     Budget(#[from] crate::budget::BudgetError),
     #[error("upstreams: {0}")]
     Upstreams(String),
+    #[error("anomaly: {0}")]
+    Anomaly(#[from] crate::anomaly_policy::AnomalyPolicyError),
     #[error("{0} model: {1}")]
     Model(&'static str, ModelError),
     #[error("{0}")]
@@ -285,6 +292,7 @@ impl Bundle {
         self.ensemble.validate()?;
         self.budgets.validate()?;
         self.upstreams.validate().map_err(BundleError::Upstreams)?;
+        self.anomaly.validate()?;
         if !(0.0..=1.0).contains(&self.policy.medium_risk) {
             return Err(BundleError::Policy("medium_risk must be within [0, 1]"));
         }
@@ -578,6 +586,7 @@ pub struct Scorer {
     challenger_version: String,
     canary_version: String,
     task_versions: TaskVersions,
+    anomaly_version: String,
 }
 
 impl Scorer {
@@ -594,13 +603,25 @@ impl Scorer {
             .map(|c| c.model.version())
             .unwrap_or_default();
         let task_versions = bundle.task_models.versions();
+        let anomaly_version = bundle
+            .anomaly
+            .model
+            .as_ref()
+            .map(crate::vae::VaeModel::version)
+            .unwrap_or_default();
         Scorer {
             bundle,
             champion_version,
             challenger_version,
             canary_version,
             task_versions,
+            anomaly_version,
         }
+    }
+
+    /// The version of the bundle's anomaly model (`vae-…`, empty without one), computed once.
+    pub fn anomaly_version(&self) -> &str {
+        &self.anomaly_version
     }
 
     /// As [`Bundle::arm`], with the precomputed canary version.
@@ -814,6 +835,7 @@ mod tests {
             budgets: BudgetSection::default(),
             task_models: TaskModels::default(),
             upstreams: Default::default(),
+            anomaly: Default::default(),
         }
     }
 

@@ -19,7 +19,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The strategy names a policy may enable.
-pub const STRATEGIES: [&str; 4] = ["pcs_recompute", "hrs", "rag_grounding", "micro_vote"];
+pub const STRATEGIES: [&str; 5] = [
+    "pcs_recompute",
+    "hrs",
+    "rag_grounding",
+    "micro_vote",
+    "anomaly",
+];
 
 /// The ensemble section of a bundle.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -119,7 +125,7 @@ impl Default for Stack {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PolicyError {
     #[error(
-        "unknown strategy {0:?}: expected one of pcs_recompute, hrs, rag_grounding, micro_vote"
+        "unknown strategy {0:?}: expected one of pcs_recompute, hrs, rag_grounding, micro_vote, anomaly"
     )]
     UnknownStrategy(String),
     #[error("policy {0:?} enables no strategy")]

@@ -52,6 +52,7 @@
 #![deny(clippy::indexing_slicing)]
 
 pub mod anomaly_features;
+pub mod anomaly_policy;
 pub mod artifact;
 pub mod budget;
 pub mod bundle;

@@ -381,4 +381,4 @@ impl VaeModel {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

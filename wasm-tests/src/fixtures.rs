@@ -130,6 +130,7 @@ pub fn bundle(
         budgets: Default::default(),
         task_models: Default::default(),
         upstreams: Default::default(),
+        anomaly: Default::default(),
     }
 }
 

@@ -223,6 +223,12 @@ pub async fn optimize_threshold(
         crate::now_ms(),
     )
     .await?;
+    // A feasible threshold is the tenant's current one: the next bundle carries it now.
+    if o.feasible {
+        if let Some(seed) = &st.bundle_seed {
+            super::publication::republish(&st.db, seed).await?;
+        }
+    }
     Ok(Json(o))
 }
 

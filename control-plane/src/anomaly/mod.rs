@@ -32,10 +32,12 @@ pub mod cluster;
 pub mod eval;
 pub mod eval_data;
 pub mod feedback;
+pub mod inline;
 pub mod metrics;
 pub mod model_api;
 pub mod model_store;
 pub mod roc;
+pub mod publication;
 pub mod store;
 #[cfg(test)]
 mod tests;

@@ -128,7 +128,7 @@ fn signing_seed(st: &AdminState) -> Result<std::sync::Arc<[u8; 32]>, ApiError> {
         (status = 202, body = Started, description = "Training; follow GET /v1/anomaly/jobs/{job_id}"),
         (status = 400, body = ErrorBody, description = "Malformed body, model_type other than vae, a vector of the wrong length, fewer than 100 or more than 20000 samples, negative seed, epochs outside 1..=1000"),
         (status = 401, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "code no_anomaly_features: no samples sent and the decision log records no anomaly feature vectors yet"),
+        (status = 409, body = ErrorBody, description = "code no_anomaly_features: no samples sent and the decision log holds no anomaly feature vectors of normal decisions (accepted, not escalated, not labelled hallucinated or anomalous)"),
         (status = 503, body = ErrorBody)
     )
 )]
@@ -137,13 +137,25 @@ pub async fn train_model(
     body: Result<Json<TrainBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Started>), ApiError> {
     let Json(b) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let samples = b.samples.unwrap_or_default();
+    let samples = match b.samples {
+        Some(s) => s,
+        // The decision log's window: the newest normal decisions, oldest first.
+        None => super::inline::normal_window(&st.db.pool, MAX_SAMPLES)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|features| SampleIn {
+                pcs_id: None,
+                features,
+            })
+            .collect(),
+    };
     if samples.is_empty() {
         return Err(ApiError::ConflictWith {
             code: "no_anomaly_features",
-            message: "no samples sent, and the decision log records no anomaly feature vectors \
-                      yet (the gate records them once inline anomaly scoring lands): send \
-                      samples"
+            message: "no samples sent, and the decision log holds no anomaly feature vectors \
+                      of normal decisions yet (the gate records them for tenants in an anomaly \
+                      mode): send samples"
                 .into(),
         });
     }

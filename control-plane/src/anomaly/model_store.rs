@@ -65,19 +65,28 @@ pub async fn load_model(
     version: Option<&str>,
     public_key_b64: &str,
 ) -> Result<Option<VaeModel>, StoreError> {
+    load_model_in(&mut *db.pool.acquire().await?, version, public_key_b64).await
+}
+
+/// As [`load_model`], on a connection (the bundle publisher's transaction).
+pub async fn load_model_in(
+    conn: &mut sqlx::AnyConnection,
+    version: Option<&str>,
+    public_key_b64: &str,
+) -> Result<Option<VaeModel>, StoreError> {
     let row = match version {
         Some(v) => sqlx::query(
             "SELECT version, sha256, signature, artifact FROM anomaly_models WHERE version = $1",
         )
         .bind(v)
-        .fetch_optional(&db.pool)
+        .fetch_optional(&mut *conn)
         .await?,
         None => {
             sqlx::query(
                 "SELECT version, sha256, signature, artifact FROM anomaly_models \
                  ORDER BY created_at_ms DESC, version DESC LIMIT 1",
             )
-            .fetch_optional(&db.pool)
+            .fetch_optional(&mut *conn)
             .await?
         }
     };

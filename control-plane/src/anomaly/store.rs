@@ -261,12 +261,20 @@ pub async fn threshold_history(
 /// The tenant's current threshold: the newest feasible optimisation (an infeasible run keeps
 /// the previous one); `None` before any. What the next bundle carries for the tenant.
 pub async fn current_threshold(pool: &AnyPool, tenant: &str) -> Result<Option<f64>, sqlx::Error> {
+    current_threshold_in(&mut *pool.acquire().await?, tenant).await
+}
+
+/// As [`current_threshold`], on a connection (the bundle publisher's transaction).
+pub async fn current_threshold_in(
+    conn: &mut AnyConnection,
+    tenant: &str,
+) -> Result<Option<f64>, sqlx::Error> {
     sqlx::query(
         "SELECT threshold FROM anomaly_thresholds WHERE tenant = $1 AND feasible = 1 \
          ORDER BY id DESC LIMIT 1",
     )
     .bind(tenant)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?
     .map(|r| r.try_get("threshold"))
     .transpose()

@@ -17,6 +17,9 @@ pub const H_VERIFY_NS: &str = "x-kakeya-verify-ns";
 pub const H_DEDUP: &str = "x-kakeya-dedup";
 pub use kakeya_core::pipeline::budget::H_BUDGET;
 pub use kakeya_core::pipeline::{H_FILTER_NS, H_MICROVOTE_NS, H_MODEL_CALLS, H_RAG_NS};
+/// The `cluster` label of inline anomaly counters: clusters are rebuilt offline
+/// (`POST /v1/anomaly/clusters/rebuild`), so ingest does not know a decision's cluster.
+pub const UNCLUSTERED: &str = "unclustered";
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
     match h.get(name) {
@@ -47,6 +50,8 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError>
         ("x-kakeya-model-calls" = Option<u64>, Header, description = "Micro-vote calls the filter dispatched for the request, stored in the cost record"),
         ("x-kakeya-budget" = Option<String>, Header, description = "`alert` or `degrade`: the tenant's budget action the request was served under"),
         ("x-kakeya-features" = Option<String>, Header, description = "Feature vector of a scored decision, set by the gate: `<schema>;<standard base64 of little-endian f64>` (kakeya_core::feature_wire). Stored with the decision; an invalid one is dropped (logged, `kakeya_feature_rejects_total{reason}`), the decision is still stored"),
+        ("x-kakeya-anomaly" = Option<String>, Header, description = "Inline anomaly assessment, set by the gate: `<score>;<uncertainty>;<action none|shadow|guardrail>;<model version>`; stored in the decision log's anomaly_* columns and counted in kakeya_anomaly_*; a malformed one is dropped"),
+        ("x-kakeya-anomaly-features" = Option<String>, Header, description = "The anomaly feature vector: `<anomaly schema>;<JSON array>`, stored in anomaly_features / anomaly_schema"),
         ("x-kakeya-ingest-secret" = Option<String>, Header, description = "Shared secret added by Envoy; required when the control plane has one (KAKEYA_INGEST_SECRET)"),
     ),
     responses(
@@ -128,6 +133,13 @@ async fn handle(
     let tokens = header(headers, kakeya_core::chat::H_LLM_TOKENS)?
         .and_then(kakeya_core::chat::TokenUsage::parse_header);
     let rag_ns = number(H_RAG_NS)?;
+    // Inline anomaly scoring (crate::anomaly::inline): counted here, stored with the decision.
+    let anomaly = crate::anomaly::inline::from_headers(headers, &tenant);
+    if let Some(a) = &anomaly {
+        st.metrics
+            .anomaly
+            .observe_decision(&tenant, UNCLUSTERED, a.score, a.action());
+    }
     // Same checks the apply path makes, before anything is written.
     let verdict = serde_json::from_str::<kakeya_core::VerifyResult>(&result)
         .map_err(|e| ApiError::NotFromGate(format!("{H_RESULT} is not a VerifyResult: {e}")))?;
@@ -176,6 +188,7 @@ async fn handle(
         task,
         prompt_tokens: tokens.map(|t| t.prompt_tokens),
         completion_tokens: tokens.map(|t| t.completion_tokens),
+        anomaly,
     };
     let applied = st.handle.submit(record).await?;
     if let Some((retainer, evidence)) = retained {

@@ -134,6 +134,7 @@ pub fn protected_admin_routes() -> OpenApiRouter<AdminState> {
         .merge(crate::audit::api::router())
         .merge(crate::kpi::api::router())
         .merge(crate::anomaly::model_api::router())
+        .merge(crate::anomaly::publication::router())
 }
 
 pub fn ingest_router(state: IngestState) -> Router {

@@ -636,6 +636,8 @@ async fn publish(
         task_models,
         // upstream canaries: each route's weight, written by the canary controller.
         upstreams: crate::canary::upstream::section(conn).await?,
+        // anomaly: the activated VAE, the tenants' modes and current thresholds.
+        anomaly: crate::anomaly::publication::section(conn, &key).await?,
     };
     let signed = sign_checked(&bundle, seed)?;
     let bytes =

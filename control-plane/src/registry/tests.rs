@@ -505,6 +505,7 @@ fn unpublishable_bundles_are_refused() {
         budgets: Default::default(),
         task_models: Default::default(),
         upstreams: Default::default(),
+        anomaly: Default::default(),
     };
     let signed = sign_checked(&good, &SEED).unwrap();
     verify_bundle(

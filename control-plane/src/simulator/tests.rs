@@ -371,6 +371,7 @@ fn bench_replay_of_a_million_decisions() {
             budgets: Default::default(),
             task_models: Default::default(),
             upstreams: Default::default(),
+            anomaly: Default::default(),
         };
         let cand = Candidate {
             bundle,

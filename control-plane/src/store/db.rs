@@ -181,6 +181,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "advisor_inputs",
         include_str!("../../migrations/sqlite/0033_advisor_inputs.sql"),
     ),
+    // anomaly (issue 9): the active VAE and the per-tenant modes the bundle carries.
+    (
+        34,
+        "anomaly_inline",
+        include_str!("../../migrations/sqlite/0034_anomaly_inline.sql"),
+    ),
     // cost (issue 8): the RAG vote's time per cost record (the advisor's rag_off saving).
     (
         37,
@@ -353,6 +359,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         33,
         "advisor_inputs",
         include_str!("../../migrations/postgres/0033_advisor_inputs.sql"),
+    ),
+    // anomaly (issue 9): the active VAE and the per-tenant modes the bundle carries.
+    (
+        34,
+        "anomaly_inline",
+        include_str!("../../migrations/postgres/0034_anomaly_inline.sql"),
     ),
     // cost (issue 8): the RAG vote's time per cost record (the advisor's rag_off saving).
     (

@@ -174,6 +174,9 @@ pub async fn apply_record(
         vr.escalated,
     );
     let fresh = decision_log::insert(conn, &decision).await?;
+    if let (true, Some(a)) = (fresh, &rec.anomaly) {
+        crate::anomaly::inline::record(conn, &rec.tenant, &pcs.pcs_id, a).await?;
+    }
     if fresh {
         // cost: the decision's measured use, in the same transaction (crate::cost::record).
         let usage = crate::cost::record::measure(rec, &decision, &body);

@@ -45,6 +45,10 @@ pub struct WalRecord {
     pub prompt_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_tokens: Option<u64>,
+    /// The gate's inline anomaly assessment (`x-kakeya-anomaly`, `x-kakeya-anomaly-features`),
+    /// for the decision log's `anomaly_*` columns; absent when the tenant is not scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<crate::anomaly::inline::AnomalyRecord>,
 }
 
 /// Frame header size: length + CRC.
@@ -243,6 +247,7 @@ mod tests {
             model_calls: None,
             microvote_ns: None,
             rag_ns: None,
+            anomaly: None,
             task: None,
             prompt_tokens: None,
             completion_tokens: None,

@@ -223,6 +223,7 @@ mod tests {
             model_calls: None,
             microvote_ns: None,
             rag_ns: None,
+            anomaly: None,
             task: None,
             prompt_tokens: None,
             completion_tokens: None,

@@ -10,6 +10,8 @@
 //! 3. [`binding`]: the evidence bound to the signature (400/401);
 //!    then [`budget`]: the signed tenant's budget action (402 deny, 429 throttle);
 //! 4. [`verify`]: spec §4, a result whatever the input;
+//!    then [`anomaly`]: the VAE's score in the tenant's mode (403 `anomaly_blocked` when
+//!    blocking; a vote in stage 6 under guardrail);
 //! 5. [`features`]: features and the HRS score from the bundle (503 `no_bundle` when closed);
 //! 6. [`votes`]: the strategies the tenant's ensemble policy enables (`micro_vote` asks the
 //!    host, which may answer later: [`Step::Pending`]);
@@ -20,6 +22,7 @@
 //! verification plus the HRS thresholds, byte for byte as before the pipeline existed.
 
 pub mod aggregate;
+pub mod anomaly;
 pub mod binding;
 pub mod budget;
 pub mod chat;
@@ -89,6 +92,7 @@ pub struct Paused {
     escalate_at: f64,
     medium_risk: f64,
     budget: BudgetAction,
+    anomaly: Option<anomaly::Scored>,
     /// What was asked (the host keys its cache by it).
     pub request: MicroVoteRequest,
     pub deadline_ms: u32,
@@ -105,7 +109,7 @@ impl Paused {
             .cloned()
             .unwrap_or_else(default_strategy);
         self.casts.push(votes::micro_vote(Some(result), &cfg));
-        finish(
+        let mut d = finish(
             &self.tenant,
             self.outcome,
             self.scoring,
@@ -119,7 +123,9 @@ impl Paused {
                 self.medium_risk,
                 self.rag_ns,
             )),
-        )
+        );
+        anomaly::annotate(&mut d, self.anomaly.as_ref());
+        d
     }
 }
 
@@ -220,9 +226,10 @@ fn score_stages(
     host: &mut dyn Host,
     start: u64,
 ) -> Result<Step, LocalReply> {
-    let outcome = verify::run(pcs, gate);
+    let mut outcome = verify::run(pcs, gate);
     let verified = host.now_ns();
     let verify_ns = verified.saturating_sub(start);
+    let scored_anomaly = anomaly::assess(tenant, pcs, &outcome, evidence, bundle)?;
     let scoring = {
         let mut elapsed = || host.now_ns().saturating_sub(verified);
         features::score(tenant, pcs, &outcome, evidence, gate, bundle, &mut elapsed)?
@@ -230,7 +237,10 @@ fn score_stages(
     let bundle_version = bundle.map_or(0, |b| b.version);
     let policy = bundle.and_then(|b| b.ensemble.for_tenant(tenant));
     let (Some(policy), Some(b)) = (policy, bundle) else {
-        return Ok(Step::Done(finish(
+        if let Some(s) = &scored_anomaly {
+            anomaly::escalate_flagged(&mut outcome.result, s);
+        }
+        let mut d = finish(
             tenant,
             outcome,
             scoring,
@@ -238,7 +248,9 @@ fn score_stages(
             verify_ns,
             budget,
             None,
-        )));
+        );
+        anomaly::annotate(&mut d, scored_anomaly.as_ref());
+        return Ok(Step::Done(d));
     };
     let risk = match &scoring {
         Scoring::Scored { risk, .. } => Some(&**risk),
@@ -247,7 +259,7 @@ fn score_stages(
     let escalate_at = risk.map_or(b.champion.thresholds().escalate, |r| {
         b.model(r.arm).thresholds().escalate
     });
-    let (casts, rag_ns) = {
+    let (mut casts, rag_ns) = {
         // Timed only with the cost tracer on (its headers travel together).
         let mut clock = || host.now_ns();
         let clock: Option<&mut dyn FnMut() -> u64> = if gate.cost_tracer {
@@ -256,6 +268,26 @@ fn score_stages(
             None
         };
         cast_votes(policy, &outcome, risk, escalate_at, evidence, clock)
+    };
+    // Guardrail: the anomaly votes, with weight 1 unless the policy configures the strategy.
+    let guarded = scored_anomaly
+        .as_ref()
+        .filter(|s| s.mode == crate::anomaly_policy::Mode::Guardrail);
+    let guarded_policy;
+    let policy = match guarded {
+        Some(s) => {
+            casts.push(anomaly::vote(s));
+            if policy.strategies.contains_key(anomaly::STRATEGY) {
+                policy
+            } else {
+                let mut p = policy.clone();
+                p.strategies
+                    .insert(anomaly::STRATEGY.to_string(), default_strategy());
+                guarded_policy = p;
+                &guarded_policy
+            }
+        }
+        None => policy,
     };
     let micro = policy.strategies.get(votes::MICRO_VOTE);
     let degraded = budget == BudgetAction::Degrade;
@@ -270,7 +302,7 @@ fn score_stages(
                 votes::micro_vote(None, &default_strategy())
             });
         }
-        return Ok(Step::Done(finish(
+        let mut d = finish(
             tenant,
             outcome,
             scoring,
@@ -278,7 +310,9 @@ fn score_stages(
             verify_ns,
             budget,
             Some((policy, &casts, escalate_at, b.policy.medium_risk, rag_ns)),
-        )));
+        );
+        anomaly::annotate(&mut d, scored_anomaly.as_ref());
+        return Ok(Step::Done(d));
     };
     let request = microvote_request(ev);
     let deadline_ms = cfg.deadline_ms.unwrap_or(gate.microvote_deadline_ms);
@@ -294,6 +328,7 @@ fn score_stages(
         escalate_at,
         medium_risk: b.policy.medium_risk,
         budget,
+        anomaly: scored_anomaly,
         request,
         deadline_ms,
     };

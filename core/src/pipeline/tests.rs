@@ -86,6 +86,7 @@ pub(super) fn bundle(intercept: f64, ensemble: EnsembleSection) -> Bundle {
         budgets: Default::default(),
         task_models: Default::default(),
         upstreams: Default::default(),
+        anomaly: Default::default(),
     }
 }
 
@@ -607,6 +608,7 @@ mod properties {
     }
 }
 
+mod anomaly;
 mod budget;
 
 #[test]

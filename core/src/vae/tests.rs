@@ -8,7 +8,7 @@ fn dense(inputs: usize, outputs: usize) -> Dense {
 }
 
 /// All weights 0, mean 0, std 1: the decoder outputs 0 whatever the latent draw.
-fn zeros() -> VaeModel {
+pub(crate) fn zeros() -> VaeModel {
     let [h1, h2] = HIDDEN;
     VaeModel {
         kind: KIND_VAE.into(),

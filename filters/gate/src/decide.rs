@@ -422,6 +422,7 @@ mod tests {
                 budgets: Default::default(),
                 task_models: Default::default(),
                 upstreams: Default::default(),
+                anomaly: Default::default(),
             }
         }
 

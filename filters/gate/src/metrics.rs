@@ -55,9 +55,13 @@ pub enum Counter {
     BudgetThrottled,
     /// 402 `budget_exceeded`.
     BudgetDenied,
+    /// Forwarded with an anomaly score at or above the tenant's threshold (shadow, guardrail).
+    AnomalyFlagged,
+    /// 403 `anomaly_blocked`.
+    AnomalyBlocked,
 }
 
-pub const ALL: [Counter; 20] = [
+pub const ALL: [Counter; 22] = [
     Counter::Requests,
     Counter::ParseErrors,
     Counter::SignatureErrors,
@@ -78,6 +82,8 @@ pub const ALL: [Counter; 20] = [
     Counter::BudgetDegraded,
     Counter::BudgetThrottled,
     Counter::BudgetDenied,
+    Counter::AnomalyFlagged,
+    Counter::AnomalyBlocked,
 ];
 
 impl Counter {
@@ -103,6 +109,8 @@ impl Counter {
             Counter::BudgetDegraded => "budget_degraded_total",
             Counter::BudgetThrottled => "budget_throttled_total",
             Counter::BudgetDenied => "budget_denied_total",
+            Counter::AnomalyFlagged => "anomaly_flagged_total",
+            Counter::AnomalyBlocked => "anomaly_blocked_total",
         }
     }
 

@@ -16,6 +16,7 @@ use crate::metrics::{tenant_label, Counter};
 use crate::root::{bump_global, EnvoyMetrics, Shared, UNAVAILABLE_METRIC};
 use crate::tracer::Tracer;
 use kakeya_core::microvote::{MicroVoteRequest, MicroVoteResult, MICROVOTE_PATH};
+use kakeya_core::pipeline::anomaly;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
@@ -155,6 +156,7 @@ impl GateRequest {
                     (_, "no_bundle") => Counter::NoBundle,
                     (_, decide::budget::EXCEEDED_CODE) => Counter::BudgetDenied,
                     (_, decide::budget::THROTTLED_CODE) => Counter::BudgetThrottled,
+                    (_, anomaly::BLOCKED_CODE) => Counter::AnomalyBlocked,
                     (401, _) => Counter::SignatureErrors,
                     (_, "unknown_tenant") => Counter::UnknownTenant,
                     _ => Counter::ParseErrors,
@@ -202,6 +204,9 @@ impl GateRequest {
                     cs.push(Counter::HighRisk);
                 }
                 cs.extend(Counter::budget(f.budget));
+                if anomaly::flagged(&f) {
+                    cs.push(Counter::AnomalyFlagged);
+                }
                 self.count(Some(tenant), &cs);
                 self.count_votes(&f);
                 self.state = State::Forwarded {

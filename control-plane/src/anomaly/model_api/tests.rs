@@ -275,3 +275,127 @@ async fn train_job_then_detect() {
         t.cleanup().await;
     }
 }
+
+/// Inline scoring end to end inside the control plane: recorded assessments fill the decision
+/// log's anomaly columns, `train` without samples trains from that window (time split), the
+/// activated model and a tenant's mode go into the next bundle's section.
+#[tokio::test]
+async fn recorded_vectors_train_a_model_that_activation_puts_in_the_bundle() {
+    use crate::anomaly::inline::AnomalyRecord;
+    use sqlx::{Connection, Row};
+    let (normal, _) = vectors();
+    for t in crate::testutil::all_dbs("anomaly_inline").await {
+        let r = router(&t.db, Some(SEED));
+        let params = crate::store::ApplyParams {
+            dedup_ttl_ms: 1,
+            audit_sample_rate: 0.0,
+        };
+        for (i, x) in normal.iter().enumerate() {
+            let body = crate::testutil::pcs_body(&format!("inline{i}"));
+            let mut rec = crate::testutil::record("acme", &body, 1_000 + i as i64);
+            rec.anomaly = Some(AnomalyRecord {
+                score: 0.5,
+                uncertainty: 0.01,
+                action: "none".into(),
+                model_version: "vae-test".into(),
+                schema: Some(kakeya_core::anomaly_features::SCHEMA_VERSION.into()),
+                features: x.to_vec(),
+            });
+            let mut conn = t.db.pool.acquire().await.unwrap();
+            let mut tx = conn.begin().await.unwrap();
+            crate::store::apply_record(&mut tx, &format!("s:{i}"), &rec, &params)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+        let row = sqlx::query(
+            "SELECT anomaly_score, anomaly_action, anomaly_schema FROM decision_log \
+             WHERE pcs_id = (SELECT pcs_id FROM decision_log ORDER BY id LIMIT 1)",
+        )
+        .fetch_one(&t.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(row.try_get::<f64, _>("anomaly_score").unwrap(), 0.5);
+        assert_eq!(row.try_get::<String, _>("anomaly_action").unwrap(), "none");
+        let window = crate::anomaly::inline::normal_window(&t.db.pool, MAX_SAMPLES)
+            .await
+            .unwrap();
+        assert_eq!(window.len(), normal.len(), "{}", t.label);
+        assert_eq!(window[0], normal[0].to_vec(), "oldest first");
+
+        let (s, v) = call(
+            &r,
+            "POST",
+            "/v1/anomaly/train",
+            json!({"model_type": "vae", "epochs": 5}).to_string(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        let id = v["job_id"].as_i64().unwrap();
+        let job = loop {
+            let (_, v) = call(&r, "GET", &format!("/v1/anomaly/jobs/{id}"), String::new()).await;
+            if v["status"] != "running" {
+                break v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert_eq!(job["status"], "succeeded", "{job}");
+        let n = normal.len() as f64;
+        assert_eq!(
+            job["result"]["n_train"].as_u64().unwrap(),
+            (n * TRAIN_SHARE).round() as u64
+        );
+        let version = job["model_version"].as_str().unwrap().to_string();
+
+        let (s, v) = call(
+            &r,
+            "POST",
+            "/v1/anomaly/activate",
+            json!({"model_version": "vae-000000000000"}).to_string(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        let (s, v) = call(
+            &r,
+            "POST",
+            "/v1/anomaly/activate",
+            json!({"model_version": version}).to_string(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        for (body, status) in [
+            (json!({"mode": "loud"}), StatusCode::BAD_REQUEST),
+            (
+                json!({"tenant_id": "acme", "mode": "blocking", "block_threshold": 2.0}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                json!({"tenant_id": "acme", "mode": "blocking", "block_threshold": 0.995}),
+                StatusCode::OK,
+            ),
+            (json!({"mode": "shadow"}), StatusCode::OK),
+        ] {
+            let (s, v) = call(&r, "PUT", "/v1/anomaly/modes", body.to_string()).await;
+            assert_eq!(s, status, "{body}: {v}");
+        }
+        let key = crate::registry::keys::public_key_b64(&SEED);
+        let mut conn = t.db.pool.acquire().await.unwrap();
+        let s = crate::anomaly::publication::section(&mut conn, &key)
+            .await
+            .unwrap();
+        assert_eq!(s.model.as_ref().map(|m| m.version()), Some(version.clone()));
+        let acme = s.tenants["acme"];
+        assert_eq!(acme.mode, kakeya_core::anomaly_policy::Mode::Blocking);
+        assert_eq!(
+            (acme.threshold, acme.block_threshold),
+            (crate::anomaly::threshold::DEFAULT_THRESHOLD, Some(0.995))
+        );
+        assert_eq!(
+            s.default.map(|d| d.mode),
+            Some(kakeya_core::anomaly_policy::Mode::Shadow)
+        );
+        assert_eq!(s.validate(), Ok(()));
+        drop(conn);
+        t.cleanup().await;
+    }
+}
