@@ -181,6 +181,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "advisor_inputs",
         include_str!("../../migrations/sqlite/0033_advisor_inputs.sql"),
     ),
+    // canary (issue 7): one active canary per target; an upstream route's stable cluster.
+    (
+        36,
+        "canary_per_target",
+        include_str!("../../migrations/sqlite/0036_canary_per_target.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -342,6 +348,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         33,
         "advisor_inputs",
         include_str!("../../migrations/postgres/0033_advisor_inputs.sql"),
+    ),
+    // canary (issue 7): one active canary per target; an upstream route's stable cluster.
+    (
+        36,
+        "canary_per_target",
+        include_str!("../../migrations/postgres/0036_canary_per_target.sql"),
     ),
 ];
 
