@@ -121,18 +121,25 @@ pub async fn section(conn: &mut AnyConnection) -> Result<UpstreamSection, sqlx::
     Ok(s)
 }
 
-/// Which cluster of route `name` serves as its stable one (`stable` without a row).
-pub async fn stable_cluster(db: &Db, name: &str) -> Result<UpstreamArm, sqlx::Error> {
-    Ok(
-        sqlx::query("SELECT stable_cluster FROM upstream_weights WHERE name = $1")
+/// Route `name`'s stored canary weight and stable cluster (0 and `stable` without a row).
+async fn stored(db: &Db, name: &str) -> Result<(f64, UpstreamArm), sqlx::Error> {
+    let row =
+        sqlx::query("SELECT canary_weight, stable_cluster FROM upstream_weights WHERE name = $1")
             .bind(name)
             .fetch_optional(&db.pool)
-            .await?
-            .map(|r| r.try_get::<String, _>("stable_cluster"))
-            .transpose()?
-            .and_then(|s| UpstreamArm::parse(&s))
-            .unwrap_or_default(),
-    )
+            .await?;
+    match row {
+        None => Ok((0.0, UpstreamArm::Stable)),
+        Some(r) => Ok((
+            r.try_get("canary_weight")?,
+            UpstreamArm::parse(&r.try_get::<String, _>("stable_cluster")?).unwrap_or_default(),
+        )),
+    }
+}
+
+/// Which cluster of route `name` serves as its stable one (`stable` without a row).
+pub async fn stable_cluster(db: &Db, name: &str) -> Result<UpstreamArm, sqlx::Error> {
+    Ok(stored(db, name).await?.1)
 }
 
 /// The Envoy cluster of route `name`'s side `arm` (`kakeya_up_<name>_stable|canary`).
@@ -221,15 +228,7 @@ async fn write_route(
 
 /// The stored weight of route `name` (0 without a row).
 pub async fn weight(db: &Db, name: &str) -> Result<f64, sqlx::Error> {
-    Ok(
-        sqlx::query("SELECT canary_weight FROM upstream_weights WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&db.pool)
-            .await?
-            .map(|r| r.try_get::<f64, _>("canary_weight"))
-            .transpose()?
-            .unwrap_or(0.0),
-    )
+    Ok(stored(db, name).await?.0)
 }
 
 /// `kakeya canary clear-upstream NAME` and `POST /v1/operator/canary/upstream/{name}/clear`:
