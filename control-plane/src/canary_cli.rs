@@ -201,7 +201,13 @@ pub async fn run(mut cfg: Config, cmd: CanaryCmd) -> anyhow::Result<()> {
         CanaryCmd::ClearUpstream { name } => {
             let seed = cfg.load_bundle_key()?;
             let v = canary::upstream::clear(&db, &seed, &cfg.canary, &name, now).await?;
-            print(&serde_json::json!({"upstream": name, "canary_weight": 0.0, "bundle_version": v}))
+            let stable = canary::upstream::stable_cluster(&db, &name).await?;
+            print(&canary::api::UpstreamCleared {
+                canary_weight: 0.0,
+                stable_cluster: canary::upstream::cluster_name(&name, stable),
+                upstream: name,
+                bundle_version: v,
+            })
         }
         CanaryCmd::Events { id, after_id } => {
             find(&db, Some(id.clone())).await?;

@@ -329,10 +329,16 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         move || {
             let (db, opts) = (canary_db.clone(), canary_opts.clone());
             async move {
-                if let Err(e) =
-                    crate::canary::controller::tick(&db, &seed, &opts, crate::now_ms()).await
+                match crate::canary::controller::tick_all(&db, &seed, &opts, crate::now_ms()).await
                 {
-                    tracing::warn!(error = %e, "canary controller tick failed");
+                    Ok(ticks) => {
+                        for (id, r) in ticks {
+                            if let Err(e) = r {
+                                tracing::warn!(deployment = %id, error = %e, "canary controller tick failed");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "canary controller tick failed"),
                 }
             }
         },

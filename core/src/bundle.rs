@@ -401,9 +401,11 @@ impl Bundle {
     }
 
     /// The cluster of upstream route `route` that serves a request of `tenant` (with Envoy's
-    /// `x-request-id` `request_id`): the canary when the unit's [`upstream_bucket`] is below
-    /// the route's canary weight, else the stable one (also for a route the bundle does not
-    /// list). The same bundle gives the same answer in every Envoy.
+    /// `x-request-id` `request_id`): the canary side when the unit's [`upstream_bucket`] is
+    /// below the route's canary weight, else the stable one (also for a route the bundle does
+    /// not list); after a promotion the two sides are swapped
+    /// ([`crate::upstream::UpstreamCanary::stable_cluster`]). The same bundle gives the same
+    /// answer in every Envoy.
     pub fn upstream_arm(&self, route: &str, tenant: &str, request_id: &str) -> UpstreamArm {
         let Some(c) = self.upstreams.get(route) else {
             return UpstreamArm::Stable;
@@ -412,11 +414,7 @@ impl Bundle {
             UpstreamKey::Tenant => &[tenant],
             UpstreamKey::Request => &[tenant, "/", request_id],
         };
-        if upstream_bucket(route, unit) < c.canary_weight {
-            UpstreamArm::Canary
-        } else {
-            UpstreamArm::Stable
-        }
+        c.cluster(upstream_bucket(route, unit) < c.canary_weight)
     }
 
     /// The model of an arm.

@@ -335,6 +335,7 @@ fn upstream_assignment_is_sticky_and_follows_the_weight() {
             UpstreamCanary {
                 canary_weight: w,
                 key,
+                stable_cluster: UpstreamArm::Stable,
             },
         );
         b.validate().unwrap();
@@ -376,7 +377,27 @@ fn upstream_assignment_is_sticky_and_follows_the_weight() {
         UpstreamCanary {
             canary_weight: f64::NAN,
             key: UpstreamKey::Tenant,
+            stable_cluster: UpstreamArm::Stable,
         },
     );
     assert!(bad.validate().is_err());
+    // After a promotion the canary cluster is the route's stable one: at weight 0 every
+    // tenant goes to it; a next canary at 25 % takes the same tenants a first one would, on
+    // the other cluster.
+    let mut promoted = bundle();
+    let swapped = |w: f64| UpstreamCanary {
+        canary_weight: w,
+        key: UpstreamKey::Tenant,
+        stable_cluster: UpstreamArm::Canary,
+    };
+    promoted.upstreams.0.insert("agent".into(), swapped(0.0));
+    promoted.validate().unwrap();
+    assert!(ts
+        .iter()
+        .all(|t| promoted.upstream_arm("agent", t, "rid") == UpstreamArm::Canary));
+    let first = at(0.25, UpstreamKey::Tenant);
+    promoted.upstreams.0.insert("agent".into(), swapped(0.25));
+    assert!(ts.iter().all(|t| {
+        promoted.upstream_arm("agent", t, "rid") == first.upstream_arm("agent", t, "rid").other()
+    }));
 }

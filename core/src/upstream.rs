@@ -95,6 +95,23 @@ pub struct UpstreamCanary {
     pub canary_weight: f64,
     #[serde(default)]
     pub key: UpstreamKey,
+    /// The cluster that serves as the route's stable one: `stable` as rendered (left out of the
+    /// bundle), or `canary` once a canary of the route was promoted (blue/green: the other
+    /// cluster then takes `canary_weight`, and its backend the route's next canary).
+    #[serde(default, skip_serializing_if = "UpstreamArm::is_stable")]
+    pub stable_cluster: UpstreamArm,
+}
+
+impl UpstreamCanary {
+    /// The cluster a unit goes to: the canary side (the cluster that is not
+    /// [`Self::stable_cluster`]) when `on_canary`, else the stable one.
+    pub fn cluster(&self, on_canary: bool) -> UpstreamArm {
+        if on_canary {
+            self.stable_cluster.other()
+        } else {
+            self.stable_cluster
+        }
+    }
 }
 
 /// The bundle's `upstreams`: route name → its canary. A route not listed sends everything to
@@ -128,15 +145,34 @@ impl UpstreamSection {
     }
 }
 
-/// Which cluster of a route serves a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which cluster of a route serves a request (`kakeya_up_<name>_stable` or `_canary`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamArm {
+    #[default]
     Stable,
     Canary,
 }
 
 impl UpstreamArm {
+    pub fn is_stable(&self) -> bool {
+        *self == UpstreamArm::Stable
+    }
+
+    /// The route's other cluster.
+    pub fn other(self) -> UpstreamArm {
+        match self {
+            UpstreamArm::Stable => UpstreamArm::Canary,
+            UpstreamArm::Canary => UpstreamArm::Stable,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<UpstreamArm> {
+        [UpstreamArm::Stable, UpstreamArm::Canary]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
+
     /// The value of [`H_UPSTREAM`].
     pub fn as_str(self) -> &'static str {
         match self {
@@ -170,6 +206,7 @@ mod tests {
             UpstreamCanary {
                 canary_weight: 0.5,
                 key: UpstreamKey::Tenant,
+                stable_cluster: UpstreamArm::Stable,
             },
         );
         assert!(s.validate().is_ok());
@@ -181,5 +218,23 @@ mod tests {
         let c: UpstreamCanary = serde_json::from_str(r#"{"canary_weight":0.1}"#).unwrap();
         assert_eq!(c.key, UpstreamKey::Tenant);
         assert_eq!(UpstreamKey::parse("request"), Some(UpstreamKey::Request));
+        // The stable cluster defaults to `stable` and is left out of the bundle's bytes then;
+        // a promoted route's stable cluster is the canary one, its canary side the other.
+        assert_eq!(c.stable_cluster, UpstreamArm::Stable);
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"canary_weight":0.1,"key":"tenant"}"#
+        );
+        assert_eq!(
+            (c.cluster(false), c.cluster(true)),
+            (UpstreamArm::Stable, UpstreamArm::Canary)
+        );
+        let swapped: UpstreamCanary =
+            serde_json::from_str(r#"{"canary_weight":0,"stable_cluster":"canary"}"#).unwrap();
+        assert_eq!(
+            (swapped.cluster(false), swapped.cluster(true)),
+            (UpstreamArm::Canary, UpstreamArm::Stable)
+        );
+        assert_eq!(UpstreamArm::parse("canary"), Some(UpstreamArm::Canary));
     }
 }

@@ -3,7 +3,8 @@
 //! has a stable and a canary backend (tiny real HTTP servers). The gate assigns each tenant by
 //! the bundle's weight, sets `x-kakeya-upstream` and clears Envoy's route cache; the gates read
 //! both Envoys' per-cluster stats. A canary that answers 5xx, then one that answers slowly, is
-//! rolled back with all traffic on stable; a healthy one walks to 100 %. Both Envoys pull the
+//! rolled back with all traffic on stable; a healthy one walks to 100 % and is promoted (its cluster
+//! becomes the route's stable one at weight 0 for the other). Both Envoys pull the
 //! same bundle and send every tenant to the same cluster, and a client cannot pick the canary.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -267,8 +268,27 @@ fn upstream_canaries_roll_back_on_5xx_or_latency_and_a_healthy_one_reaches_100_p
         .filter(|k| k != "held")
         .collect();
     assert_eq!(kinds, ["started", "step", "step", "promoted"]);
-    // 100 % on the canary cluster, everywhere.
+    // The promotion completes the job: the canary cluster is the route's stable one at
+    // weight 0 for the other, and every tenant is on it, everywhere.
     let b = e.stack.current_bundle().unwrap();
-    assert_eq!(b.upstreams.get(ROUTE).unwrap().canary_weight, 1.0);
-    assert_eq!(e.agree_with_bundle(), (1.0, 1.0));
+    let c = *b.upstreams.get(ROUTE).unwrap();
+    assert_eq!(
+        (c.canary_weight, c.stable_cluster),
+        (0.0, UpstreamArm::Canary)
+    );
+    assert_eq!(e.agree_with_bundle(), (1.0, 0.0));
+    // clear-upstream over REST: weight 0 (already), the stable cluster stays.
+    let a = e
+        .stack
+        .admin_post(
+            &format!("/v1/operator/canary/upstream/{ROUTE}/clear"),
+            &json!({}),
+        )
+        .unwrap();
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(
+        a.json()["stable_cluster"],
+        format!("kakeya_up_{ROUTE}_canary")
+    );
+    assert_eq!(e.agree_with_bundle(), (1.0, 0.0));
 }

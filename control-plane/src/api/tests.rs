@@ -223,6 +223,7 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("POST", "/v1/operator/canary/{id}/resume"),
         ("POST", "/v1/operator/canary/{id}/abort"),
         ("GET", "/v1/operator/canary/{id}/events"),
+        ("POST", "/v1/operator/canary/upstream/{name}/clear"),
         ("POST", "/v1/operator/policy/simulate"),
         ("GET", "/v1/operator/policy/simulation"),
         ("POST", "/v1/operator/policy/apply"),

@@ -10,7 +10,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -25,6 +25,7 @@ pub fn router() -> OpenApiRouter<AdminState> {
         .routes(routes!(resume))
         .routes(routes!(abort))
         .routes(routes!(events))
+        .routes(routes!(clear_upstream))
 }
 
 impl From<CanaryError> for ApiError {
@@ -233,4 +234,48 @@ pub async fn events(
             .await
             .map_err(CanaryError::from)?,
     ))
+}
+
+/// What `clear_upstream` answers.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = UpstreamCleared)]
+pub struct UpstreamCleared {
+    pub upstream: String,
+    /// Always 0: the route's canary side takes no traffic.
+    pub canary_weight: f64,
+    /// The route's stable cluster (`kakeya_up_<name>_stable`, or `_canary` after a promotion).
+    pub stable_cluster: String,
+    /// The published bundle carrying it.
+    pub bundle_version: i64,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/operator/canary/upstream/{name}/clear",
+    tag = "canary",
+    params(("name" = String, Path, description = "an [[upstream]] route name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = UpstreamCleared, description = "The route's canary weight is 0 in a newly published bundle (its stable cluster stays): every Envoy sends the whole route to its stable cluster within one poll interval"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "Not a configured [[upstream]] route"),
+        (status = 409, body = ErrorBody, description = "Code `canary_active`: a deployment is canarying the route (abort it instead); nothing changed"),
+        (status = 503, body = ErrorBody, description = "No bundle signing key loaded, or the store is unavailable")
+    )
+)]
+pub async fn clear_upstream(
+    State(st): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<UpstreamCleared>, ApiError> {
+    let seed = crate::api::registry::seed(&st)?;
+    let v = super::upstream::clear(&st.db, seed, &st.canary, &name, crate::now_ms()).await?;
+    let stable = super::upstream::stable_cluster(&st.db, &name)
+        .await
+        .map_err(CanaryError::from)?;
+    Ok(Json(UpstreamCleared {
+        canary_weight: 0.0,
+        stable_cluster: super::upstream::cluster_name(&name, stable),
+        upstream: name,
+        bundle_version: v,
+    }))
 }

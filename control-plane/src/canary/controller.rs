@@ -215,17 +215,46 @@ fn finish(d: &mut Deployment, status: Status, now: i64) {
     d.paused_at_ms = None;
 }
 
-/// One tick at `now_ms` (none active: `Ok(None)`).
+/// One tick at `now_ms` of every active deployment (at most one per target: the scoring
+/// canary and each upstream route move independently), oldest first: each deployment's id and
+/// what its tick did. One deployment's failure (Envoy's stats unreadable) does not keep the
+/// others from ticking.
+pub async fn tick_all(
+    db: &Db,
+    seed: &[u8; 32],
+    opts: &CanaryOptions,
+    now_ms: i64,
+) -> Result<Vec<(String, Result<Option<Ticked>, CanaryError>)>, CanaryError> {
+    let mut out = Vec::new();
+    for d in store::active_all(db).await? {
+        let id = d.id.clone();
+        out.push((id, tick_deployment(db, seed, opts, d, now_ms).await));
+    }
+    Ok(out)
+}
+
+/// [`tick_all`], answering with the oldest active deployment's tick (none active:
+/// `Ok(None)`): what a test of one deployment at a time reads.
 pub async fn tick(
     db: &Db,
     seed: &[u8; 32],
     opts: &CanaryOptions,
     now_ms: i64,
 ) -> Result<Option<Ticked>, CanaryError> {
-    let Some(d) = store::active(db).await? else {
-        return Ok(None);
-    };
-    let _ = opts;
+    match tick_all(db, seed, opts, now_ms).await?.into_iter().next() {
+        Some((_, r)) => r,
+        None => Ok(None),
+    }
+}
+
+/// One tick of active deployment `d` (`Ok(None)` when its row moved meanwhile).
+async fn tick_deployment(
+    db: &Db,
+    seed: &[u8; 32],
+    opts: &CanaryOptions,
+    d: Deployment,
+    now_ms: i64,
+) -> Result<Option<Ticked>, CanaryError> {
     let before = d.clone();
     let mut d = d;
     let unchanged = |d: Deployment| {
@@ -524,12 +553,14 @@ pub async fn tick(
     step_seconds().observe((now_ms - started).max(0) as f64 / 1000.0);
     let next = step_no as usize + 1;
     if next >= d.schedule.len() {
-        // An upstream canary is at 100 % already (the last step's weight is 1) and stays
-        // there: its backend is the route's now (docs/CANARY.md, "Upstream routes").
+        // An upstream canary's cluster becomes the route's stable one, the other's weight 0,
+        // in one bundle (docs/CANARY.md, "Upstream routes").
         let reason = if let Some(r) = route(&d) {
+            let key = d.upstream_base.as_ref().map(|b| b.key).unwrap_or_default();
+            super::upstream::promote(db, seed, r, key, now_ms).await?;
             format!(
-                "every step passed: {} serves all of upstream {r}",
-                before.canary_version
+                "every step passed: {} is the stable cluster of upstream {r} (weight 0 for {}, whose backend takes the route's next canary)",
+                before.canary_version, before.control_version
             )
         } else {
             let w = why(&d, Reason::Gate, "promoted");

@@ -124,7 +124,8 @@ fn check_version(what: &str, v: &str) -> Result<(), CanaryError> {
 }
 
 /// Records a new deployment (`pending`; the leader's next tick starts it). Refused while
-/// another is active (409 `canary_active`), while the canary alias is set by hand (409
+/// another is active on the same target (409 `canary_active`; the scoring alias and each
+/// upstream route are separate targets), while the canary alias is set by hand (409
 /// `canary_in_use`), when `control_version` is not the champion (409 `not_champion`) or the
 /// canary version is not registered (404) or is the champion (400).
 pub async fn start(
@@ -217,12 +218,39 @@ pub async fn start(
     insert(db, d).await
 }
 
+/// The target a deployment moves, as said in messages.
+fn target_words(target: Option<&str>) -> String {
+    match upstream::target_route(target) {
+        Some(r) => format!("upstream route {r}"),
+        None => "the scoring canary alias".into(),
+    }
+}
+
+/// Records `d` unless a deployment of its target is active (409 `canary_active`, naming it;
+/// the partial unique index of migration 0036 decides a race).
 async fn insert(db: &Db, d: store::NewDeployment<'_>) -> Result<Started, CanaryError> {
-    if !store::insert(db, &d).await? {
-        return Err(conflict(
+    let target = d.target.map(|(t, _)| t);
+    let busy = |other: Option<String>| {
+        conflict(
             "canary_active",
-            "another canary deployment is active (pending, running or paused), or one of this name started this second; abort it or wait",
-        ));
+            match other {
+                Some(id) => format!(
+                    "deployment {id} is active (pending, running or paused) on {}: one canary per target at a time; abort it or wait for it to finish",
+                    target_words(target)
+                ),
+                None => format!(
+                    "a deployment of this name started this second, or another became active on {} meanwhile; retry",
+                    target_words(target)
+                ),
+            },
+        )
+    };
+    if let Some(other) = store::active_on(db, target).await? {
+        return Err(busy(Some(other.id)));
+    }
+    if !store::insert(db, &d).await? {
+        let other = store::active_on(db, target).await?.map(|o| o.id);
+        return Err(busy(other));
     }
     Ok(Started {
         deployment_id: d.id.to_string(),
@@ -266,12 +294,15 @@ async fn start_upstream(
     if w > 0.0 {
         return Err(conflict(
             "canary_in_use",
-            format!("upstream {route} already sends {} % to its canary (a promoted canary keeps it): make that backend the route's stable one in [[upstream]], then kakeya canary clear-upstream {route}", w * 100.0),
+            format!("upstream {route} already sends {} % to its canary side outside a deployment: kakeya canary clear-upstream {route} (or POST /v1/operator/canary/upstream/{route}/clear) first", w * 100.0),
         ));
     }
+    // After a promotion the route's stable cluster is its `canary` one, and the next canary
+    // runs on the other (blue/green).
+    let serving = upstream::stable_cluster(db, route).await?;
     let (stable, canary) = (
-        format!("kakeya_up_{route}_stable"),
-        format!("kakeya_up_{route}_canary"),
+        upstream::cluster_name(route, serving),
+        upstream::cluster_name(route, serving.other()),
     );
     let id = format!("canary-{}-{}", req.name, now_ms / 1000);
     let base = envoy_stats::Base {

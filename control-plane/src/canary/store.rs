@@ -133,7 +133,7 @@ fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-/// Inserts a pending deployment; false when another is active or the id exists.
+/// Inserts a pending deployment; false when another is active on its target or the id exists.
 pub(super) async fn insert(db: &Db, d: &NewDeployment<'_>) -> Result<bool, sqlx::Error> {
     let res = sqlx::query(
         "INSERT INTO canary_deployments (id, name, control_version, canary_version, status, \
@@ -254,17 +254,31 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<Deployment>, sqlx::Error> {
     .transpose()
 }
 
-/// The active deployment (at most one), if any.
-pub async fn active(db: &Db) -> Result<Option<Deployment>, sqlx::Error> {
+/// The active deployments (pending, running or paused; at most one per target, migration
+/// 0036), oldest first.
+pub async fn active_all(db: &Db) -> Result<Vec<Deployment>, sqlx::Error> {
     sqlx::query(&format!(
         "SELECT {COLUMNS} FROM canary_deployments \
-         WHERE status IN ('pending', 'running', 'paused')"
+         WHERE status IN ('pending', 'running', 'paused') ORDER BY created_at_ms, id"
     ))
-    .fetch_optional(&db.pool)
+    .fetch_all(&db.pool)
     .await?
-    .as_ref()
+    .iter()
     .map(row_to_deployment)
-    .transpose()
+    .collect()
+}
+
+/// The newest active deployment of any target, if any.
+pub async fn active(db: &Db) -> Result<Option<Deployment>, sqlx::Error> {
+    Ok(active_all(db).await?.pop())
+}
+
+/// The active deployment of `target` (`None`: the scoring canary), if any.
+pub async fn active_on(db: &Db, target: Option<&str>) -> Result<Option<Deployment>, sqlx::Error> {
+    Ok(active_all(db)
+        .await?
+        .into_iter()
+        .find(|d| d.target.as_deref() == target))
 }
 
 /// Newest first, at most `limit`.

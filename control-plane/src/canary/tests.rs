@@ -691,3 +691,16 @@ async fn bench_release_gate_and_replay() {
     let b = super::bench::run(100_000, 1_000_000).await.unwrap();
     println!("{}", serde_json::to_string_pretty(&b).unwrap());
 }
+
+#[tokio::test]
+#[ignore = "benchmark: cargo test -p kakeya-control-plane --lib canary::tests::bench_debug -- --ignored --nocapture"]
+async fn bench_debug_scale() {
+    // The benchmark at a tenth of its replay (KAKEYA_CANARY_BENCH_REPLAY overrides), in a debug
+    // build: how the replay's read scales without the release build.
+    let replay = std::env::var("KAKEYA_CANARY_BENCH_REPLAY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let b = super::bench::run(100_000, replay).await.unwrap();
+    println!("{}", serde_json::to_string_pretty(&b).unwrap());
+}

@@ -154,6 +154,217 @@ async fn an_upstream_canary_moves_the_bundles_weight_and_no_data_rolls_it_back()
     }
 }
 
+/// A champion (so bundles publish) and a second registered model; their versions.
+async fn champion_and_candidate(db: &Db) -> (String, String) {
+    let why = registry::history::Why::manual(registry::history::Actor::Cli("test".into()), None);
+    let (a, b) = (
+        crate::registry::tests::model(-1.0),
+        crate::registry::tests::model(-0.5),
+    );
+    for m in [&a, &b] {
+        registry::insert_model(db, &SEED, m, &registry::card::from_artifact(m), 1)
+            .await
+            .unwrap();
+    }
+    registry::move_alias(db, &SEED, registry::CHAMPION, &a.version(), None, &why, 5)
+        .await
+        .unwrap();
+    (a.version(), b.version())
+}
+
+fn conflict_code(e: CanaryError) -> &'static str {
+    match e {
+        CanaryError::Conflict { code, .. } => code,
+        other => panic!("not a conflict: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn one_active_canary_per_target_the_scoring_alias_and_each_route_apart() {
+    for t in all_dbs("canary_per_target").await {
+        let (db, l) = (&t.db, t.label);
+        let (a, b) = champion_and_candidate(db).await;
+        let mut o = opts();
+        o.upstreams.push("search".into());
+        let up = start(db, &o, &req("upstream:agent"), T0).await.unwrap();
+        // The same route again: 409 canary_active naming the running deployment; nothing
+        // recorded.
+        let e = start(
+            db,
+            &o,
+            &StartRequest {
+                name: "up2".into(),
+                ..req("upstream:agent")
+            },
+            T0 + S,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains(&up.deployment_id), "{l}: {e}");
+        assert_eq!(conflict_code(e), "canary_active", "{l}");
+        // Another route and the scoring alias are other targets: both start.
+        let other = start(
+            db,
+            &o,
+            &StartRequest {
+                name: "search".into(),
+                ..req("upstream:search")
+            },
+            T0 + S,
+        )
+        .await
+        .unwrap();
+        let scoring_req = StartRequest {
+            name: "model".into(),
+            target: None,
+            control_version: a.clone(),
+            canary_version: b.clone(),
+            key: None,
+            gates: Gates::default(),
+            steps: None,
+            min_requests: None,
+        };
+        let scoring = start(db, &o, &scoring_req, T0 + S).await.unwrap();
+        let e = start(
+            db,
+            &o,
+            &StartRequest {
+                name: "model2".into(),
+                ..scoring_req.clone()
+            },
+            T0 + 2 * S,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(conflict_code(e), "canary_active", "{l}");
+        assert_eq!(store::active_all(db).await.unwrap().len(), 3, "{l}");
+        // One tick starts all three: both routes' weights and the canary alias in the bundle.
+        let ticks = super::controller::tick_all(db, &SEED, &o, T0 + 2 * S)
+            .await
+            .unwrap();
+        let started: Vec<(String, Option<&str>)> = ticks
+            .into_iter()
+            .map(|(id, r)| (id, r.unwrap().unwrap().event))
+            .collect();
+        assert_eq!(
+            started,
+            [
+                // Oldest first, then by id.
+                (up.deployment_id.clone(), Some("started")),
+                (scoring.deployment_id.clone(), Some("started")),
+                (other.deployment_id.clone(), Some("started")),
+            ],
+            "{l}"
+        );
+        let bundle = served(db).await;
+        assert_eq!(bundle.upstreams.get("agent").unwrap().canary_weight, 0.1);
+        assert_eq!(bundle.upstreams.get("search").unwrap().canary_weight, 0.1);
+        assert_eq!(bundle.canary.as_ref().unwrap().weight, 0.1, "{l}");
+        // Aborting one leaves the others running; its target is free again.
+        request(db, &up.deployment_id, Action::Abort).await.unwrap();
+        super::controller::tick_all(db, &SEED, &o, T0 + 3 * S)
+            .await
+            .unwrap();
+        let left: Vec<String> = store::active_all(db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(left, [scoring.deployment_id, other.deployment_id], "{l}");
+        let bundle = served(db).await;
+        assert!(bundle.upstreams.get("agent").is_none(), "{l}");
+        assert!(bundle.canary.is_some(), "{l}");
+        start(
+            db,
+            &o,
+            &StartRequest {
+                name: "up3".into(),
+                ..req("upstream:agent")
+            },
+            T0 + 4 * S,
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_promoted_upstream_canary_is_the_routes_stable_cluster_at_weight_0() {
+    for t in all_dbs("canary_up_promote").await {
+        let (db, l) = (&t.db, t.label);
+        champion_and_candidate(db).await;
+        upstream::set_weight(db, &SEED, "agent", 1.0, Default::default(), T0)
+            .await
+            .unwrap();
+        // What the controller does when the last step passes.
+        upstream::promote(db, &SEED, "agent", Default::default(), T0 + S)
+            .await
+            .unwrap();
+        let c = *served(db).await.upstreams.get("agent").unwrap();
+        assert_eq!(
+            (c.canary_weight, c.stable_cluster),
+            (0.0, kakeya_core::upstream::UpstreamArm::Canary),
+            "{l}"
+        );
+        assert_eq!(upstream::weight(db, "agent").await.unwrap(), 0.0, "{l}");
+        // Every tenant on the promoted cluster.
+        let b = served(db).await;
+        for k in 0..200 {
+            assert_eq!(
+                b.upstream_arm("agent", &format!("t{k}"), ""),
+                kakeya_core::upstream::UpstreamArm::Canary,
+                "{l}"
+            );
+        }
+        // The next canary of the route is the other cluster, against the promoted one, and
+        // its rollback keeps the route on the promoted cluster.
+        let id = start(db, &opts(), &req("upstream:agent"), T0 + 2 * S)
+            .await
+            .unwrap()
+            .deployment_id;
+        let d = store::get(db, &id).await.unwrap().unwrap();
+        assert_eq!(
+            (d.control_version.as_str(), d.canary_version.as_str()),
+            ("kakeya_up_agent_canary", "kakeya_up_agent_stable"),
+            "{l}"
+        );
+        tick(db, &SEED, &opts(), T0 + 2 * S).await.unwrap();
+        let c = *served(db).await.upstreams.get("agent").unwrap();
+        assert_eq!(
+            (c.canary_weight, c.cluster(false), c.cluster(true)),
+            (
+                0.1,
+                kakeya_core::upstream::UpstreamArm::Canary,
+                kakeya_core::upstream::UpstreamArm::Stable
+            ),
+            "{l}"
+        );
+        request(db, &id, Action::Abort).await.unwrap();
+        tick(db, &SEED, &opts(), T0 + 3 * S).await.unwrap();
+        let c = *served(db).await.upstreams.get("agent").unwrap();
+        assert_eq!(
+            (c.canary_weight, c.stable_cluster),
+            (0.0, kakeya_core::upstream::UpstreamArm::Canary),
+            "{l}"
+        );
+        // A clear keeps the stable cluster; promoting again swaps back to the rendered one,
+        // and the bundle no longer lists the route.
+        upstream::clear(db, &SEED, &opts(), "agent", T0 + 4 * S)
+            .await
+            .unwrap();
+        assert_eq!(
+            upstream::stable_cluster(db, "agent").await.unwrap(),
+            kakeya_core::upstream::UpstreamArm::Canary,
+            "{l}"
+        );
+        upstream::promote(db, &SEED, "agent", Default::default(), T0 + 5 * S)
+            .await
+            .unwrap();
+        assert!(served(db).await.upstreams.is_empty(), "{l}");
+    }
+}
+
 #[test]
 fn upstreams_come_from_the_file_or_the_environment_and_are_checked() {
     use crate::config::EnvMap;

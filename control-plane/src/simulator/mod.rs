@@ -547,23 +547,44 @@ async fn candidate(
     ))
 }
 
+/// The window's scored decisions with features (`$1..$2`, schema `$3`), newest first (the
+/// `decision_log_created_at` index walked backwards: its entries are `(created_at_ms, id)`, so
+/// no sort of a million rows), at most `$4`.
+pub(crate) const RECORDED_SQL: &str =
+    "SELECT d.id AS id, d.tenant AS tenant, d.pcs_id AS pcs_id, d.accepted AS accepted, \
+     d.escalated AS escalated, d.risk AS risk, d.risk_band AS risk_band, \
+     d.model_version AS model_version, d.features AS features, d.votes AS votes \
+     FROM decision_log d \
+     WHERE d.created_at_ms >= $1 AND d.created_at_ms < $2 AND d.risk IS NOT NULL \
+     AND d.features IS NOT NULL AND d.feature_schema = $3 \
+     ORDER BY d.created_at_ms DESC, d.id DESC LIMIT $4";
+
+/// The labels of the window's scored decisions (`$1..$2`), unordered (they are grouped by
+/// decision in memory). Each label row is joined by an index on both keys, `(tenant, pcs_id)`:
+/// with bound parameters and no statistics SQLite used to pick `decision_log_tenant_created`
+/// for the join (every decision of the tenant per label, quadratic: > 12 min for a million
+/// decisions); migration 0036's `(tenant, pcs_id, created_at_ms)` index and the dropped
+/// `ORDER BY` leave it only linear plans (pinned by
+/// `simulator::tests::the_replay_reads_use_linear_plans`).
+pub(crate) fn labelled_sql() -> String {
+    format!(
+        "SELECT d.id AS decision_id, {} FROM decision_log d JOIN labels l \
+         ON l.tenant = d.tenant AND l.pcs_id = d.pcs_id \
+         WHERE d.created_at_ms >= $1 AND d.created_at_ms < $2 AND d.risk IS NOT NULL",
+        crate::review::store::JOINED_LABEL_COLUMNS
+    )
+}
+
 /// The scored decisions of `[since, until)` with recorded features of the current schema,
 /// newest first up to [`MAX_REPLAY`], with their effective labels.
 pub async fn recorded(db: &Db, since: i64, until: i64) -> Result<Vec<Recorded>, sqlx::Error> {
     use futures_util::TryStreamExt;
-    let mut rows = sqlx::query(
-        "SELECT d.id AS id, d.tenant AS tenant, d.pcs_id AS pcs_id, d.accepted AS accepted, \
-         d.escalated AS escalated, d.risk AS risk, d.risk_band AS risk_band, \
-         d.model_version AS model_version, d.features AS features, d.votes AS votes \
-         FROM decision_log d \
-         WHERE d.created_at_ms >= $1 AND d.created_at_ms < $2 AND d.risk IS NOT NULL \
-         AND d.features IS NOT NULL AND d.feature_schema = $3 ORDER BY d.id DESC LIMIT $4",
-    )
-    .bind(since)
-    .bind(until)
-    .bind(SCHEMA_VERSION)
-    .bind(MAX_REPLAY)
-    .fetch(&db.pool);
+    let mut rows = sqlx::query(RECORDED_SQL)
+        .bind(since)
+        .bind(until)
+        .bind(SCHEMA_VERSION)
+        .bind(MAX_REPLAY)
+        .fetch(&db.pool);
     let (mut ids, mut out) = (Vec::new(), Vec::new());
     // Streamed: a million rows are never all held as database rows at once.
     while let Some(r) = rows.try_next().await? {
@@ -591,16 +612,11 @@ pub async fn recorded(db: &Db, since: i64, until: i64) -> Result<Vec<Recorded>, 
         });
     }
     // Labels of the window's decisions, by their effective label.
-    let labelled = sqlx::query(&format!(
-        "SELECT d.id AS decision_id, {} FROM decision_log d JOIN labels l \
-         ON l.tenant = d.tenant AND l.pcs_id = d.pcs_id \
-         WHERE d.created_at_ms >= $1 AND d.created_at_ms < $2 AND d.risk IS NOT NULL ORDER BY d.id",
-        crate::review::store::JOINED_LABEL_COLUMNS
-    ))
-    .bind(since)
-    .bind(until)
-    .fetch_all(&db.pool)
-    .await?;
+    let labelled = sqlx::query(&labelled_sql())
+        .bind(since)
+        .bind(until)
+        .fetch_all(&db.pool)
+        .await?;
     let by_id: BTreeMap<i64, bool> = crate::review::store::effective_by_decision(&labelled, |r| {
         r.try_get::<i64, _>("decision_id")
     })?

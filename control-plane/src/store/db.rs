@@ -187,6 +187,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "anomaly_inline",
         include_str!("../../migrations/sqlite/0034_anomaly_inline.sql"),
     ),
+    // canary (issue 7): one active canary per target; an upstream route's stable cluster.
+    (
+        36,
+        "canary_per_target",
+        include_str!("../../migrations/sqlite/0036_canary_per_target.sql"),
+    ),
     // cost (issue 8): the RAG vote's time per cost record (the advisor's rag_off saving).
     (
         37,
@@ -365,6 +371,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         34,
         "anomaly_inline",
         include_str!("../../migrations/postgres/0034_anomaly_inline.sql"),
+    ),
+    // canary (issue 7): one active canary per target; an upstream route's stable cluster.
+    (
+        36,
+        "canary_per_target",
+        include_str!("../../migrations/postgres/0036_canary_per_target.sql"),
     ),
     // cost (issue 8): the RAG vote's time per cost record (the advisor's rag_off saving).
     (
