@@ -181,6 +181,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "advisor_inputs",
         include_str!("../../migrations/sqlite/0033_advisor_inputs.sql"),
     ),
+    // audit (issue 12): retired checkpoint keys, endorsed by their successors.
+    (
+        38,
+        "audit_keys",
+        include_str!("../../migrations/sqlite/0038_audit_keys.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -342,6 +348,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         33,
         "advisor_inputs",
         include_str!("../../migrations/postgres/0033_advisor_inputs.sql"),
+    ),
+    // audit (issue 12): retired checkpoint keys, endorsed by their successors.
+    (
+        38,
+        "audit_keys",
+        include_str!("../../migrations/postgres/0038_audit_keys.sql"),
     ),
 ];
 
