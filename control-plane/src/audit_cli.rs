@@ -5,7 +5,7 @@ use crate::ab_cli::print;
 use anyhow::Context;
 use clap::Subcommand;
 use kakeya_control_plane::audit::api::{check_range, report_args, Anchor};
-use kakeya_control_plane::audit::{compliance, keyring, store, verify};
+use kakeya_control_plane::audit::{compliance, store, verify};
 use kakeya_control_plane::config::Config;
 use kakeya_control_plane::registry::keys;
 use kakeya_control_plane::store::Db;
@@ -25,11 +25,6 @@ pub enum AuditCmd {
         #[arg(long)]
         deep: bool,
     },
-    /// Rotate the control plane's signing key: seal what is unsealed with the current key,
-    /// keep its public half in the keyring endorsed by a new key (so its checkpoints still
-    /// verify), then replace the seed file with the new key. Stop `kakeya serve` first; the
-    /// same key signs bundles and models, so re-render Envoy's config after (docs/AUDIT.md).
-    RotateKey,
     /// Entries from a seq on, as JSON (like GET /v1/audit/entries).
     Entries {
         #[arg(long, default_value_t = 1)]
@@ -141,26 +136,6 @@ pub async fn audit(cfg: Config, cmd: AuditCmd) -> anyhow::Result<()> {
             }
         }
         AuditCmd::Bench { .. } => Ok(()),
-        AuditCmd::RotateKey => {
-            use base64::Engine;
-            let mut new = [0u8; 32];
-            getrandom::getrandom(&mut new)
-                .map_err(|e| anyhow::anyhow!("the OS random number generator failed: {e}"))?;
-            let retired = keyring::rotate(&db, &seed, &new, kakeya_control_plane::now_ms()).await?;
-            let line = format!(
-                "{}\n",
-                base64::engine::general_purpose::STANDARD.encode(new)
-            );
-            kakeya_control_plane::private_file::replace(&cfg.bundle_signing_seed_file, line.as_bytes())
-                .context("the retirement is stored but the new key could not be written: the old key stays current; run rotate-key again")?;
-            eprintln!(
-                "retired key {} (kept in the keyring); the new key is {} in {}",
-                retired.key_id,
-                kakeya_control_plane::audit::chain::key_id(&keys::public_key_b64(&new)),
-                cfg.bundle_signing_seed_file.display()
-            );
-            print(&retired)
-        }
         AuditCmd::Entries { from_seq, limit } => {
             print(&store::entries(&db, from_seq, limit).await?)
         }

@@ -9,10 +9,11 @@
 //! database without the current private key is ignored, and the checkpoints it would cover
 //! fail verification naming their unknown key.
 //!
-//! **Rotation** ([`rotate`]): seal every unsealed entry with the old key (its last
-//! checkpoint), then, in one transaction, store the old key's endorsed retirement and append
-//! a `key_rotated` entry (sealed later by the new key). The old private key is not kept: the
-//! caller replaces the seed file (`kakeya audit rotate-key`).
+//! **Rotation** ([`rotate`]), run by `kakeya bundle rekey` (the key change: the operator
+//! replaces the seed file, then re-keys with the previous seed): seal every unsealed entry
+//! with the old key (its last checkpoint), then, in one transaction, store the old key's
+//! endorsed retirement and append a `key_rotated` entry (sealed later by the new key). Only
+//! the public half of the old key is stored.
 
 use super::chain;
 use super::store::Checkpoint;
@@ -157,8 +158,8 @@ pub enum RotateError {
     Store(#[from] sqlx::Error),
 }
 
-/// Retires `old_seed`'s key in favour of `new_seed`'s (see the module docs); the stored
-/// retirement. The caller then replaces the seed file with `new_seed`.
+/// Retires `old_seed`'s key in favour of `new_seed`'s (see the module docs); the retirement.
+/// A key already retired keeps its first retirement (nothing is stored or appended).
 pub async fn rotate(
     db: &Db,
     old_seed: &[u8; 32],
@@ -177,9 +178,10 @@ pub async fn rotate(
         new_seed,
     );
     let mut tx = db.pool.begin().await?;
-    sqlx::query(
+    // Retired once: a second run (the same rekey again) keeps the first retirement.
+    let stored = sqlx::query(
         "INSERT INTO audit_keys (key_id, public_key, retired_at_ms, successor_key_id, endorsement) \
-         VALUES ($1, $2, $3, $4, $5)",
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key_id) DO NOTHING",
     )
     .bind(&old_id)
     .bind(&old_pk)
@@ -187,12 +189,15 @@ pub async fn rotate(
     .bind(&new_id)
     .bind(&endorsement)
     .execute(&mut *tx)
-    .await?;
-    let e = super::Event::KeyRotated {
-        retired_key_id: old_id.clone(),
-        key_id: new_id,
-    };
-    super::append(&mut tx, &e, now_ms).await?;
+    .await?
+    .rows_affected();
+    if stored == 1 {
+        let e = super::Event::KeyRotated {
+            retired_key_id: old_id.clone(),
+            key_id: new_id,
+        };
+        super::append(&mut tx, &e, now_ms).await?;
+    }
     tx.commit().await?;
     Ok(TrustedKey {
         key_id: old_id,

@@ -163,6 +163,10 @@ async fn rotated_keys_verify_and_an_unknown_key_fails_named() {
             b.detail
         );
         assert_eq!(r.trusted_key_ids, vec![new_id, old_id], "{l}");
+        // A second rekey keeps the first retirement and appends nothing.
+        let head = store::head(db).await.unwrap().seq;
+        keyring::rotate(db, &SEED, &NEW, T0 + 450).await.unwrap();
+        assert_eq!(store::head(db).await.unwrap().seq, head, "{l}");
         // The same key cannot succeed itself.
         assert!(
             keyring::rotate(db, &NEW, &NEW, T0 + 500).await.is_err(),
