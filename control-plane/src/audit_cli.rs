@@ -20,6 +20,10 @@ pub enum AuditCmd {
         from: Option<i64>,
         #[arg(long)]
         to: Option<i64>,
+        /// Also recompute every decision batch's Merkle root from the decision-log rows it
+        /// covers (a row altered after it was recorded fails, named).
+        #[arg(long)]
+        deep: bool,
     },
     /// Entries from a seq on, as JSON (like GET /v1/audit/entries).
     Entries {
@@ -108,9 +112,9 @@ pub async fn audit(cfg: Config, cmd: AuditCmd) -> anyhow::Result<()> {
     }
     let (db, seed) = open(&cfg).await?;
     match cmd {
-        AuditCmd::Verify { from, to } => {
+        AuditCmd::Verify { from, to, deep } => {
             check_range(from, to).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let r = verify::verify(&db, from, to, &keys::public_key_b64(&seed)).await?;
+            let r = verify::verify_with(&db, from, to, &keys::public_key_b64(&seed), deep).await?;
             print(&r)?;
             match &r.first_break {
                 None => {

@@ -310,6 +310,13 @@ pub async fn bundle(cfg: Config, cmd: BundleCmd) -> anyhow::Result<()> {
             let db = db(&cfg).await?;
             let r = registry::rekey(&db, &seed, &previous, kakeya_control_plane::now_ms()).await;
             let r = r.context("re-keying failed")?;
+            // audit: the previous key's checkpoints stay verifiable (docs/AUDIT.md, Keys).
+            let now = kakeya_control_plane::now_ms();
+            let k = kakeya_control_plane::audit::keyring::rotate(&db, &previous, &seed, now);
+            let k = k
+                .await
+                .context("retiring the previous key in the audit keyring failed")?;
+            println!("audit key  {} retired, kept in the keyring", k.key_id);
             for v in &r.resigned {
                 println!("re-signed  {v}");
             }

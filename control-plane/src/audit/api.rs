@@ -48,6 +48,9 @@ pub struct VerifyQuery {
     pub from: Option<i64>,
     /// Last seq to verify (default the head).
     pub to: Option<i64>,
+    /// Also recompute every `decision_batch` entry's Merkle root from the decision-log rows
+    /// it covers (default false).
+    pub deep: Option<bool>,
 }
 
 #[utoipa::path(
@@ -57,8 +60,8 @@ pub struct VerifyQuery {
     params(VerifyQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = Report, description = "The chain and the checkpoints within [from, to] re-walked: `ok`, counts, the newest verified checkpoint and the first broken link (seq, problem, detail)"),
-        (status = 400, body = ErrorBody, description = "from or to below 1, from above to, unknown parameter"),
+        (status = 200, body = Report, description = "The chain and the checkpoints within [from, to] re-walked: `ok`, counts, the newest verified checkpoint and the first broken link (seq, problem, detail); checkpoints are checked against the keyring (current and endorsed retired keys, `trusted_key_ids`); with deep=true also each decision batch's Merkle root against the decision log (`batches_checked`)"),
+        (status = 400, body = ErrorBody, description = "from or to below 1, from above to, deep not true or false, unknown parameter"),
         (status = 401, body = ErrorBody),
         (status = 503, body = ErrorBody)
     )
@@ -71,7 +74,7 @@ pub async fn verify_chain(
     check_range(q.from, q.to)?;
     let key = trusted_key(&st)?;
     Ok(Json(
-        verify::verify(&st.db, q.from, q.to, &key)
+        verify::verify_with(&st.db, q.from, q.to, &key, q.deep.unwrap_or(false))
             .await
             .map_err(store_err)?,
     ))

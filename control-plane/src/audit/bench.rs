@@ -34,7 +34,15 @@ pub struct AuditBench {
     pub walk_secs: f64,
     pub appends: u64,
     pub appends_per_sec: f64,
+    /// The same chain on PostgreSQL (when `KAKEYA_AUDIT_BENCH_PG` names a server):
+    /// `verify` from it, seconds, and whether all verified.
+    pub postgres_verify_secs: Option<f64>,
+    pub postgres_verify_ok: Option<bool>,
 }
+
+/// The variable naming a PostgreSQL server for the bench's second half (a URL; a schema of
+/// its own is created and dropped).
+pub const PG_VAR: &str = "KAKEYA_AUDIT_BENCH_PG";
 
 fn payload(i: u64) -> (String, String, String) {
     let e = Event::LabelRecorded {
@@ -66,10 +74,11 @@ pub async fn run(n: u64, appends: u64) -> anyhow::Result<AuditBench> {
     out
 }
 
-async fn run_in(dir: &std::path::Path, n: u64, appends: u64) -> anyhow::Result<AuditBench> {
-    let url = format!("sqlite://{}/audit.db?mode=rwc", dir.display());
-    let db = Db::connect(&url, None).await?;
-    let t = Instant::now();
+/// One stored entry of the built chain, kept for the in-memory walk.
+type Built = (i64, i64, String, String, String, chain::Hash, String);
+
+/// Builds a chain of `n` entries into `db` (bulk inserts); the entries, mean payload bytes.
+async fn build(db: &Db, n: u64) -> anyhow::Result<(Vec<Built>, u64)> {
     let mut prev = GENESIS;
     let mut mem = Vec::with_capacity(n as usize);
     let mut bytes = 0u64;
@@ -113,7 +122,45 @@ async fn run_in(dir: &std::path::Path, n: u64, appends: u64) -> anyhow::Result<A
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    drop(conn);
+    Ok((mem, bytes / n.max(1)))
+}
+
+/// Builds, seals and verifies a chain of `n` entries on PostgreSQL at `url`, in a schema of
+/// its own; (verify seconds, all verified).
+async fn postgres(url: &str, n: u64) -> anyhow::Result<(f64, bool)> {
+    let schema = format!("audit_bench_{}_{}", std::process::id(), crate::now_ms());
+    let admin = Db::connect(url, None).await?;
+    sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+        .execute(&admin.pool)
+        .await?;
+    let out = async {
+        let db = Db::connect(url, Some(&schema)).await?;
+        build(&db, n).await?;
+        let opts = AuditOptions {
+            checkpoint_every: Duration::from_secs(1),
+            rotate_entries: SEGMENT,
+        };
+        super::store::seal(&db, &SEED, &opts, T0 + n as i64 + 10_000, true).await?;
+        let key = crate::registry::keys::public_key_b64(&SEED);
+        let t = Instant::now();
+        let r = super::verify::verify(&db, None, None, &key).await?;
+        let secs = t.elapsed().as_secs_f64();
+        db.pool.close().await;
+        anyhow::Ok((secs, r.ok && r.entries_checked == n))
+    }
+    .await;
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&admin.pool)
+        .await?;
+    admin.pool.close().await;
+    out
+}
+
+async fn run_in(dir: &std::path::Path, n: u64, appends: u64) -> anyhow::Result<AuditBench> {
+    let url = format!("sqlite://{}/audit.db?mode=rwc", dir.display());
+    let db = Db::connect(&url, None).await?;
+    let t = Instant::now();
+    let (mem, payload_bytes) = build(&db, n).await?;
     let build_secs = t.elapsed().as_secs_f64();
     let opts = AuditOptions {
         checkpoint_every: Duration::from_secs(1),
@@ -157,10 +204,14 @@ async fn run_in(dir: &std::path::Path, n: u64, appends: u64) -> anyhow::Result<A
     }
     let append_secs = t.elapsed().as_secs_f64();
     db.pool.close().await;
+    let pg = match std::env::var(PG_VAR) {
+        Ok(url) if !url.trim().is_empty() => Some(postgres(url.trim(), n).await?),
+        _ => None,
+    };
     Ok(AuditBench {
         entries: n,
         checkpoints: sealed.len() as u64,
-        payload_bytes: bytes / n.max(1),
+        payload_bytes,
         build_secs,
         seal_secs,
         verify_secs,
@@ -168,5 +219,7 @@ async fn run_in(dir: &std::path::Path, n: u64, appends: u64) -> anyhow::Result<A
         walk_secs,
         appends,
         appends_per_sec: appends as f64 / append_secs.max(1e-9),
+        postgres_verify_secs: pg.map(|p| p.0),
+        postgres_verify_ok: pg.map(|p| p.1),
     })
 }

@@ -3,6 +3,9 @@
 //! * [`chain`]: the entry hash, the segment Merkle root and the checkpoint message (pure);
 //! * [`store`]: appends (serialised on the `audit_head` row, so the chain never forks, even
 //!   with several replicas on one PostgreSQL), sealing segments with signed checkpoints, reads;
+//! * [`batches`]: deep verification, each decision batch's root against the decision log;
+//! * [`keyring`]: the current and the retired (endorsed) checkpoint keys, and rotation;
+//! * [`read`]: bulk reads of the chain (many entries per fetched row) for the verifier;
 //! * [`verify`]: re-walks the chain and the checkpoints and names the first broken link;
 //! * [`compliance`]: SOC 2 / ISO 27001 reports whose every figure comes from a named query;
 //! * [`api`]: `/v1/audit/*` and `/v1/compliance/report` (admin token).
@@ -13,16 +16,21 @@
 //! *detected* (by [`verify`]), not prevented, as in any WORM log without special storage.
 
 pub mod api;
+pub mod batches;
 pub mod bench;
 pub mod chain;
 pub mod compliance;
+pub mod keyring;
 pub mod metrics;
 pub mod options;
+pub mod read;
 pub mod store;
 pub mod verify;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod verify_tests;
 
 pub use options::AuditOptions;
 pub use store::{append, record};
@@ -104,11 +112,17 @@ pub enum Event {
         internal_sha256: String,
         billed_sha256: String,
     },
+    /// The checkpoint signing key was rotated ([`keyring::rotate`]): `retired_key_id` is kept
+    /// in the keyring, endorsed by `key_id`.
+    KeyRotated {
+        retired_key_id: String,
+        key_id: String,
+    },
 }
 
 impl Event {
     /// Every kind, as stored in `audit_entries.kind`.
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 10] = [
         "decision_batch",
         "ensemble_disagreements",
         "label_recorded",
@@ -118,6 +132,7 @@ impl Event {
         "budget_action",
         "billing_import",
         "reconciliation",
+        "key_rotated",
     ];
 
     /// What the entry is about (searchable without parsing the payload).
@@ -135,6 +150,7 @@ impl Event {
             }
             Event::BillingImport { job_id, .. } => job_id.clone(),
             Event::Reconciliation { id, .. } => id.to_string(),
+            Event::KeyRotated { key_id, .. } => key_id.clone(),
         }
     }
 

@@ -214,6 +214,8 @@ pub async fn recompute(
             .sum();
         let action = action_str(b.budget.action_at(spent));
         changed |= b.action.as_deref() != Some(action) || b.month.as_deref() != Some(&month);
+        // The state row and, when the action changed, its audit entry commit together.
+        let mut tx = db.pool.begin().await?;
         sqlx::query(
             "INSERT INTO cost_budget_state (tenant, month, spent, action, computed_at_ms) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant) DO UPDATE SET \
@@ -225,7 +227,7 @@ pub async fn recompute(
         .bind(spent)
         .bind(action)
         .bind(now_ms)
-        .execute(&db.pool)
+        .execute(&mut *tx)
         .await?;
         if b.action.as_deref() != Some(action) {
             // audit: a budget action change (the state row above is recomputed, not appended).
@@ -236,8 +238,9 @@ pub async fn recompute(
                 previous_action: b.action.clone(),
                 spent,
             };
-            crate::audit::record(db, &e, now_ms).await?;
+            crate::audit::append(&mut tx, &e, now_ms).await?;
         }
+        tx.commit().await?;
     }
     Ok((list(db).await?, changed))
 }

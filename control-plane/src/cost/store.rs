@@ -220,6 +220,8 @@ pub async fn finish_job(
         Ok(v) => ("succeeded", Some(v.to_string()), None),
         Err(e) => ("failed", None, Some(e.to_string())),
     };
+    // The job's end and its audit entry commit together.
+    let mut tx = db.pool.begin().await?;
     sqlx::query(
         "UPDATE cost_import_jobs SET status = $1, result = $2, error = $3, finished_at_ms = $4 \
          WHERE id = $5",
@@ -229,14 +231,15 @@ pub async fn finish_job(
     .bind(error)
     .bind(now_ms)
     .bind(id)
-    .execute(&db.pool)
+    .execute(&mut *tx)
     .await?;
     // audit: the finished import (the job row itself is a status, updated).
     let e = crate::audit::Event::BillingImport {
         job_id: id.into(),
         status: status.into(),
     };
-    crate::audit::record(db, &e, now_ms).await?;
+    crate::audit::append(&mut tx, &e, now_ms).await?;
+    tx.commit().await?;
     Ok(())
 }
 

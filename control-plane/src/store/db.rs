@@ -199,6 +199,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "rag_cpu",
         include_str!("../../migrations/sqlite/0037_rag_cpu.sql"),
     ),
+    // audit (issue 12): retired checkpoint keys, endorsed by their successors.
+    (
+        38,
+        "audit_keys",
+        include_str!("../../migrations/sqlite/0038_audit_keys.sql"),
+    ),
     (
         39,
         "llm_tokens",
@@ -383,6 +389,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         37,
         "rag_cpu",
         include_str!("../../migrations/postgres/0037_rag_cpu.sql"),
+    ),
+    // audit (issue 12): retired checkpoint keys, endorsed by their successors.
+    (
+        38,
+        "audit_keys",
+        include_str!("../../migrations/postgres/0038_audit_keys.sql"),
     ),
     (
         39,
