@@ -36,8 +36,8 @@ pub mod inline;
 pub mod metrics;
 pub mod model_api;
 pub mod model_store;
-pub mod roc;
 pub mod publication;
+pub mod roc;
 pub mod store;
 #[cfg(test)]
 mod tests;
