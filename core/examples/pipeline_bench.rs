@@ -124,6 +124,7 @@ fn bundle() -> kakeya_core::bundle::Bundle {
         budgets: Default::default(),
         task_models: Default::default(),
         upstreams: Default::default(),
+        anomaly: Default::default(),
     }
 }
 
