@@ -239,6 +239,10 @@ fn the_document_lists_every_route_with_its_parameters() {
         ("POST", "/v1/anomaly/clusters/rebuild"),
         ("POST", "/v1/anomaly/active-learning"),
         ("GET", "/v1/anomaly/roc"),
+        // anomaly (issue 9): inline scoring, the active model and the per-tenant modes.
+        ("POST", "/v1/anomaly/activate"),
+        ("GET", "/v1/anomaly/modes"),
+        ("PUT", "/v1/anomaly/modes"),
         // buyer KPIs (kpi/)
         ("GET", "/v1/kpis"),
         // the operator console's static pages (console/)
