@@ -45,12 +45,15 @@ fn unit(k: usize, v: f64) -> Vec<f64> {
 fn forward_pass_by_hand() {
     let m = zeros();
     m.validate().unwrap();
-    // Reconstruction 0: error = 1²/20 = 0.05 for every draw; ECDF: 2 of 4 are ≤ 0.05.
+    // Reconstruction 0: error = 1²/N for every draw (1/26 ≈ 0.038 under the v2 schema); ECDF: 1
+    // of 4 (0.01) is ≤ it.
+    let n = N_FEATURES as f64;
     let s = m.score(&unit(0, 1.0));
-    assert!((s.reconstruction_error - 0.05).abs() < 1e-15);
-    assert_eq!(s.score, 0.5);
+    assert!((s.reconstruction_error - 1.0 / n).abs() < 1e-15);
+    assert!(0.01 <= 1.0 / n && 1.0 / n < 0.04);
+    assert_eq!(s.score, 0.25);
     assert_eq!(s.uncertainty, 0.0);
-    // μ = 0, log σ² = 0: KL = 0, so elbo = −20·0.05.
+    // μ = 0, log σ² = 0: KL = 0, so elbo = −N·(1/N).
     assert!((s.elbo + 1.0).abs() < 1e-12);
     // Standardisation: x = 3 with mean 1, std 2 is z = 1 again.
     let mut m2 = m.clone();
@@ -76,7 +79,7 @@ fn forward_pass_by_hand() {
     // KL per dimension −½(1 + l − μ² − eˡ): dim 0 with μ = 1, l = −20, the two others μ = 0.
     let kl0 = -0.5 * (1.0 - 20.0 - 1.0 - (-20f64).exp());
     let kl = kl0 + 2.0 * (-0.5 * (1.0 - 20.0 - (-20f64).exp()));
-    assert!((s.elbo - (-(20.0 * s.reconstruction_error) - kl)).abs() < 1e-9);
+    assert!((s.elbo - (-(n * s.reconstruction_error) - kl)).abs() < 1e-9);
 }
 
 #[test]
