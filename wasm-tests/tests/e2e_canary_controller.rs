@@ -4,9 +4,7 @@
 //! escalates the grounded ones), with the owners' labels arriving as the answers do, is rolled
 //! back automatically before the 25 % step, and the gate scores everyone with the champion
 //! again; a good model (the champion's twin under another version) walks every step, with a
-//! restart of the control plane in the middle, and is promoted, the events in order. The good
-//! model is a threshold change: the simulator's prediction of its escalation rate, made over
-//! the recorded traffic before it starts, is within 2 points of what its canary measures live.
+//! restart of the control plane in the middle, and is promoted, the events in order.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -56,8 +54,6 @@ fn register(stack: &Stack, m: &Model, name: &str) -> String {
 struct Answer {
     arm: String,
     model_version: String,
-    /// The calibrated risk the client got.
-    risk: f64,
 }
 
 /// Submits a grounded (faithful) or unsupported (hallucinated) answer for `tenant` and labels
@@ -108,7 +104,6 @@ fn submit_and_label(stack: &Stack, tenant: &str, shard: &str, hallucinated: bool
     Answer {
         arm: risk.arm,
         model_version: risk.model_version,
-        risk: risk.score,
     }
 }
 
@@ -247,53 +242,12 @@ fn a_bad_canary_rolls_back_before_25_percent_and_a_good_one_is_promoted() {
         }
         break;
     }
-    // The champion's risks on the two kinds of answer (grounded, unsupported), for the good
-    // model's threshold below.
-    let (mut grounded, mut unsupported) = (Vec::new(), Vec::new());
-    for k in 0..40 {
-        let hallucinated = k % 2 == 1;
-        let a = submit_and_label(
-            &stack,
-            &format!("t{:03}", k % TENANTS),
-            &format!("champ-{k}"),
-            hallucinated,
-        );
-        assert_eq!(a.model_version, control);
-        if hallucinated {
-            unsupported.push(a.risk);
-        } else {
-            grounded.push(a.risk);
-        }
-    }
 
-    // The good model: a threshold change, the champion's twin (another training seed in its
-    // provenance, so another version) whose escalation threshold is moved to halfway between
-    // the champion's highest risk of a grounded answer and its lowest of an unsupported one.
+    // The good model: the champion's twin (another training seed in its provenance, so another
+    // version), scoring exactly as the champion does.
     let mut good = champion.clone();
     good.training_mut().seed += 1;
-    let high_grounded = grounded.iter().copied().fold(f64::MIN, f64::max);
-    let low_unsupported = unsupported.iter().copied().fold(f64::MAX, f64::min);
-    let threshold = (high_grounded + low_unsupported) / 2.0;
-    match &mut good {
-        Model::Logistic(h) => h.thresholds.escalate = threshold,
-        Model::Trees(_) => panic!("the default champion is logistic"),
-    }
-    eprintln!(
-        "threshold change: {} -> {threshold:.4} (champion risks: grounded <= {high_grounded:.4}, unsupported >= {low_unsupported:.4})",
-        champion.thresholds().escalate
-    );
     let good = register(&stack, &good, "good.json");
-    // The simulator's prediction of that change over the traffic recorded so far, before the
-    // canary runs: compared by the controller with what the canary's arm measures live.
-    let sim = stack
-        .admin_post(
-            "/v1/operator/policy/simulate",
-            &json!({"policy_id": "e2e-threshold", "window": "1h",
-                    "diff": {"model_version": good}}),
-        )
-        .unwrap();
-    assert!(sim.status == 200 || sim.status == 201, "{sim:?}");
-    let sim_id = sim.json()["simulation_id"].as_str().unwrap().to_string();
     let id = start(&stack, "good", &control, &good);
     drive(&stack, &id, &good, "good1", Duration::from_secs(60), |s| {
         s["current_step"].as_u64() >= Some(2)
@@ -328,16 +282,4 @@ fn a_bad_canary_rolls_back_before_25_percent_and_a_good_one_is_promoted() {
     let b = stack.current_bundle().unwrap();
     assert_eq!(b.champion.version(), good, "promoted to champion");
     assert!(b.canary.is_none());
-    // The simulator's predicted escalation rate for the threshold change is within 2
-    // percentage points of what the canary measured on live traffic through Envoy.
-    let a = stack
-        .admin_get(&format!(
-            "/v1/operator/policy/simulation?simulation_id={sim_id}"
-        ))
-        .unwrap();
-    assert_eq!(a.status, 200, "{a:?}");
-    let acc = a.json()["accuracy"].clone();
-    eprintln!("simulator vs live canary: {acc}");
-    assert!(acc["measured_decisions"].as_u64().unwrap() > 0, "{acc}");
-    assert!(acc["abs_error_pp"].as_f64().unwrap() <= 2.0, "{acc}");
 }
