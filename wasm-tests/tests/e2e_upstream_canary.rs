@@ -187,7 +187,15 @@ impl Env {
             if self.stack.current_bundle().unwrap().version != before.version {
                 continue;
             }
-            let weight = before.upstreams.get(ROUTE).map_or(0.0, |c| c.canary_weight);
+            // The share the bundle gives the canary cluster: after a promotion that cluster is
+            // the route's stable one, and the weight is the other side's.
+            let weight = before.upstreams.get(ROUTE).map_or(0.0, |c| {
+                if c.stable_cluster == UpstreamArm::Canary {
+                    1.0 - c.canary_weight
+                } else {
+                    c.canary_weight
+                }
+            });
             return (on_canary as f64 / TENANTS as f64, weight);
         }
     }
@@ -276,7 +284,7 @@ fn upstream_canaries_roll_back_on_5xx_or_latency_and_a_healthy_one_reaches_100_p
         (c.canary_weight, c.stable_cluster),
         (0.0, UpstreamArm::Canary)
     );
-    assert_eq!(e.agree_with_bundle(), (1.0, 0.0));
+    assert_eq!(e.agree_with_bundle(), (1.0, 1.0));
     // clear-upstream over REST: weight 0 (already), the stable cluster stays.
     let a = e
         .stack
@@ -290,5 +298,5 @@ fn upstream_canaries_roll_back_on_5xx_or_latency_and_a_healthy_one_reaches_100_p
         a.json()["stable_cluster"],
         format!("kakeya_up_{ROUTE}_canary")
     );
-    assert_eq!(e.agree_with_bundle(), (1.0, 0.0));
+    assert_eq!(e.agree_with_bundle(), (1.0, 1.0));
 }

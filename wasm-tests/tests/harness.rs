@@ -995,9 +995,9 @@ fn single_tenant_metrics_are_bounded() {
             .keys()
             .filter(|k| k.starts_with("kakeya_gate.tenant."))
             .count(),
-        // 17 counters per tenant (13 of the verify path, 4 budget actions) and one per scoring
-        // arm (champion, challenger, canary)
-        2 * (17 + 3),
+        // 19 counters per tenant (13 of the verify path, 4 budget actions, 2 anomaly: flagged and
+        // blocked) and one per scoring arm (champion, challenger, canary)
+        2 * (19 + 3),
         "only default and other: {:?}",
         h.metrics().keys()
     );
